@@ -1,0 +1,151 @@
+//! The resource vector: CPU millicores, RAM bytes, disk bytes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A resource vector: what a task requests, what a machine offers, or what a machine holds.
+///
+/// All arithmetic saturates (never wraps), so a bookkeeping slip shows as zero free, not as a huge
+/// number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millis: u64,
+    /// RAM in bytes.
+    pub ram_bytes: u64,
+    /// Local disk in bytes.
+    pub disk_bytes: u64,
+}
+
+/// One dimension of [`Resources`], for reasons and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// CPU, millicores.
+    Cpu,
+    /// RAM, bytes.
+    Ram,
+    /// Disk, bytes.
+    Disk,
+}
+
+impl Resource {
+    /// All dimensions, in the order of [`Resources`]' fields.
+    pub const ALL: [Resource; 3] = [Resource::Cpu, Resource::Ram, Resource::Disk];
+
+    /// Lower-case name: `cpu`, `ram`, `disk`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Ram => "ram",
+            Resource::Disk => "disk",
+        }
+    }
+}
+
+impl Resources {
+    /// The zero vector.
+    pub const ZERO: Resources = Resources { cpu_millis: 0, ram_bytes: 0, disk_bytes: 0 };
+
+    /// A vector from its three components (millicores, bytes, bytes).
+    pub const fn new(cpu_millis: u64, ram_bytes: u64, disk_bytes: u64) -> Self {
+        Resources { cpu_millis, ram_bytes, disk_bytes }
+    }
+
+    /// The component for one dimension.
+    pub fn get(&self, r: Resource) -> u64 {
+        match r {
+            Resource::Cpu => self.cpu_millis,
+            Resource::Ram => self.ram_bytes,
+            Resource::Disk => self.disk_bytes,
+        }
+    }
+
+    /// Component-wise saturating sum.
+    pub fn saturating_add(self, o: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(o.cpu_millis),
+            ram_bytes: self.ram_bytes.saturating_add(o.ram_bytes),
+            disk_bytes: self.disk_bytes.saturating_add(o.disk_bytes),
+        }
+    }
+
+    /// Component-wise saturating difference (`self - o`, floored at zero).
+    pub fn saturating_sub(self, o: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(o.cpu_millis),
+            ram_bytes: self.ram_bytes.saturating_sub(o.ram_bytes),
+            disk_bytes: self.disk_bytes.saturating_sub(o.disk_bytes),
+        }
+    }
+
+    /// Component-wise product by a count, saturating.
+    pub fn saturating_mul(self, n: u64) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_mul(n),
+            ram_bytes: self.ram_bytes.saturating_mul(n),
+            disk_bytes: self.disk_bytes.saturating_mul(n),
+        }
+    }
+
+    /// True when every component of `self` is at most the same component of `available`.
+    pub fn fits_in(&self, available: &Resources) -> bool {
+        self.cpu_millis <= available.cpu_millis
+            && self.ram_bytes <= available.ram_bytes
+            && self.disk_bytes <= available.disk_bytes
+    }
+
+    /// The first dimension (cpu, ram, disk order) in which `self` exceeds `available`, if any.
+    pub fn first_shortfall(&self, available: &Resources) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|&r| self.get(r) > available.get(r))
+    }
+}
+
+impl fmt::Display for Resources {
+    /// `cpu=250m ram=64Mi disk=100Mi` (binary units, exact when they divide evenly).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cpu={}m ram={} disk={}",
+            self.cpu_millis,
+            format_bytes(self.ram_bytes),
+            format_bytes(self.disk_bytes)
+        )
+    }
+}
+
+/// Formats a byte count with the largest binary suffix (Ki, Mi, Gi, Ti) that divides it exactly,
+/// e.g. `64Mi`, `1536Ki`, `1000`.
+pub fn format_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    for (suffix, unit) in UNITS {
+        if b >= unit && b % unit == 0 {
+            return format!("{}{}", b / unit, suffix);
+        }
+    }
+    b.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_saturates_and_fit_is_componentwise() {
+        let a = Resources::new(500, 100, 10);
+        let b = Resources::new(1000, 50, 10);
+        assert_eq!(a.saturating_sub(b), Resources::new(0, 50, 0));
+        assert_eq!(a.saturating_add(b), Resources::new(1500, 150, 20));
+        assert!(!b.fits_in(&a));
+        assert_eq!(b.first_shortfall(&a), Some(Resource::Cpu));
+        assert!(Resources::new(500, 100, 10).fits_in(&a));
+        assert_eq!(Resources::new(u64::MAX, 1, 1).saturating_mul(2).cpu_millis, u64::MAX);
+    }
+
+    #[test]
+    fn bytes_format_with_exact_binary_suffix() {
+        assert_eq!(format_bytes(64 << 20), "64Mi");
+        assert_eq!(format_bytes(1536 << 10), "1536Ki");
+        assert_eq!(format_bytes(1000), "1000");
+        assert_eq!(Resources::new(250, 1 << 30, 0).to_string(), "cpu=250m ram=1Gi disk=0");
+    }
+}

@@ -1,0 +1,26 @@
+//! What the scheduler is asked to place: the pending tasks of one job, grouped.
+
+use crate::cell::MachineIndex;
+use crate::constraint::Constraint;
+use crate::priority::Priority;
+use crate::resources::Resources;
+
+/// The pending tasks of one job. All tasks of a job share one request and one set of
+/// constraints, so the group is checked and scored as a unit.
+#[derive(Debug, Clone)]
+pub struct TaskGroup {
+    /// Job name.
+    pub job: String,
+    /// Job priority; groups are placed highest first.
+    pub priority: Priority,
+    /// Per-task request.
+    pub request: Resources,
+    /// Hard constraints; all must hold.
+    pub constraints: Vec<Constraint>,
+    /// At most one task of the job per machine.
+    pub different_machine: bool,
+    /// Task indices to place, ascending.
+    pub tasks: Vec<u32>,
+    /// Machines that already hold a task of this job (for `different_machine`), any order.
+    pub occupied: Vec<MachineIndex>,
+}
