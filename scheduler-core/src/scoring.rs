@@ -14,6 +14,12 @@ pub fn best_fit(cell: &CellModel, i: MachineIndex, request: &Resources) -> f64 {
     let cap = cell.capacity[i];
     Resource::ALL
         .into_iter()
-        .map(|r| if cap.get(r) == 0 { 0.0 } else { left.get(r) as f64 / cap.get(r) as f64 })
+        .map(|r| {
+            if cap.get(r) == 0 {
+                0.0
+            } else {
+                left.get(r) as f64 / cap.get(r) as f64
+            }
+        })
         .sum()
 }

@@ -1,1 +1,23 @@
+//! Job specs: the YAML format users write, the rules every spec must satisfy, and conversion to
+//! and from the gRPC API's `JobSpec`.
+//!
+//! ```
+//! let text = "name: hello\nuser: alice\npriority: batch\nkind: batch\ntasks: 3\n\
+//!             command: [/bin/echo, hi]\nresources: {cpu: 250m, ram: 64Mi}\n";
+//! let spec = borg_spec::parse_job_spec("hello.yaml", text).unwrap();
+//! assert_eq!(spec.resources.cpu_millis, 250);
+//!
+//! let bad = text.replace("tasks: 3", "tasks: 0");
+//! let err = borg_spec::parse_job_spec("hello.yaml", &bad).unwrap_err();
+//! assert_eq!(err.to_string(), "hello.yaml:5:8: tasks: 0 must be between 1 and 100000");
+//! ```
+#![deny(missing_docs)]
 
+pub mod convert;
+pub mod job;
+pub mod quantity;
+pub mod yaml;
+
+pub use convert::ConvertError;
+pub use job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
+pub use yaml::{parse_job_spec, LocatedProblem, SpecErrors};

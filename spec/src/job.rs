@@ -1,0 +1,362 @@
+//! The validated job spec, and the rules every spec must satisfy whichever way it arrives
+//! (YAML file or API call).
+
+use scheduler_core::{Band, Constraint, ConstraintOp, Priority, Resources};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most tasks one job may have.
+pub const MAX_TASKS: u32 = 100_000;
+/// Most arguments in a command.
+pub const MAX_COMMAND_ARGS: usize = 1024;
+/// Most bytes in one command argument or env value.
+pub const MAX_ARG_BYTES: usize = 64 * 1024;
+/// Most env entries.
+pub const MAX_ENV: usize = 1024;
+/// Most constraints.
+pub const MAX_CONSTRAINTS: usize = 64;
+/// Longest grace period, milliseconds (1 hour).
+pub const MAX_GRACE_MS: u64 = 3_600_000;
+/// Default grace period between SIGTERM and SIGKILL, milliseconds.
+pub const DEFAULT_GRACE_MS: u64 = 10_000;
+
+/// What a job's tasks do when they exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// Runs to completion: a task that exits 0 is done.
+    Batch,
+    /// Kept running: restarted per its restart policy.
+    Service,
+}
+
+impl JobKind {
+    /// `batch` or `service`.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Batch => "batch",
+            JobKind::Service => "service",
+        }
+    }
+}
+
+/// When the Borglet restarts a task's process after it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Never: the first exit is final.
+    Never,
+    /// Only after a non-zero exit or a signal.
+    OnFailure,
+    /// After any exit.
+    Always,
+}
+
+impl RestartPolicy {
+    /// `never`, `on-failure` or `always`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+
+    /// The policy spelled `s` in a spec.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            RestartPolicy::Never,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Always,
+        ]
+        .into_iter()
+        .find(|p| p.name() == s)
+    }
+}
+
+/// Restart policy and its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    /// When to restart.
+    pub policy: RestartPolicy,
+    /// Most restarts before the task is left dead; `None` = unlimited.
+    pub max_restarts: Option<u32>,
+}
+
+impl Restart {
+    /// Default for a kind: batch restarts on failure up to 3 times; service always, unlimited.
+    pub fn default_for(kind: JobKind) -> Restart {
+        match kind {
+            JobKind::Batch => Restart {
+                policy: RestartPolicy::OnFailure,
+                max_restarts: Some(3),
+            },
+            JobKind::Service => Restart {
+                policy: RestartPolicy::Always,
+                max_restarts: None,
+            },
+        }
+    }
+}
+
+/// A validated job spec: N identical tasks (task index 0..N-1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// `[a-z0-9-]{1,63}`, unique in the cell.
+    pub name: String,
+    /// Owner: `[a-z_][a-z0-9_.-]{0,31}`.
+    pub user: String,
+    /// Priority; its band is in [`Priority::band`].
+    pub priority: Priority,
+    /// Batch or service.
+    pub kind: JobKind,
+    /// Task count, 1..=[`MAX_TASKS`].
+    pub tasks: u32,
+    /// argv; `command[0]` is the program (a path, or a name looked up in PATH).
+    pub command: Vec<String>,
+    /// Extra environment, sorted by key.
+    pub env: BTreeMap<String, String>,
+    /// Per-task request: millicores, bytes, bytes. Also the task's cgroup limits.
+    pub resources: Resources,
+    /// Restart policy.
+    pub restart: Restart,
+    /// Hard constraints, all of which must hold on the machine.
+    pub constraints: Vec<Constraint>,
+    /// At most one task of this job per machine.
+    pub different_machine: bool,
+    /// SIGTERM-to-SIGKILL grace period, milliseconds.
+    pub grace_period_ms: u64,
+}
+
+/// One thing wrong with a spec: the field (a dotted path such as `resources.cpu` or
+/// `constraints[1].op`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted field path.
+    pub field: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Whether `s` is a valid job name: `[a-z0-9-]{1,63}`.
+pub fn valid_job_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Whether `s` is a valid user name: `[a-z_][a-z0-9_.-]{0,31}`.
+pub fn valid_user_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
+        && s.len() <= 32
+        && b.all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        })
+}
+
+fn valid_env_key(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+impl JobSpec {
+    /// The job's priority band (valid specs always have one).
+    pub fn band(&self) -> Band {
+        self.priority.band().unwrap_or(Band::Free)
+    }
+
+    /// Every rule a spec must satisfy, checked all at once.
+    ///
+    /// Returns the problems found, in field order; empty when the spec is valid.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if !valid_job_name(&self.name) {
+            p.push(Problem::new(
+                "name",
+                format!("{:?} must match [a-z0-9-]{{1,63}}", self.name),
+            ));
+        }
+        if !valid_user_name(&self.user) {
+            p.push(Problem::new(
+                "user",
+                format!("{:?} must match [a-z_][a-z0-9_.-]{{0,31}}", self.user),
+            ));
+        }
+        if self.priority.band().is_none() {
+            p.push(Problem::new("priority", format!("{} is outside 0-399 (free 0-99, batch 100-199, production 200-299, monitoring 300-399)", self.priority.0)));
+        }
+        if self.tasks == 0 || self.tasks > MAX_TASKS {
+            p.push(Problem::new(
+                "tasks",
+                format!("{} must be between 1 and {MAX_TASKS}", self.tasks),
+            ));
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            p.push(Problem::new(
+                "command",
+                "must name a program: a non-empty list such as [\"/bin/sh\", \"-c\", \"...\"]",
+            ));
+        }
+        if self.command.len() > MAX_COMMAND_ARGS {
+            p.push(Problem::new(
+                "command",
+                format!(
+                    "{} arguments; at most {MAX_COMMAND_ARGS}",
+                    self.command.len()
+                ),
+            ));
+        }
+        for (i, a) in self.command.iter().enumerate() {
+            if a.len() > MAX_ARG_BYTES || a.contains('\0') {
+                p.push(Problem::new(
+                    format!("command[{i}]"),
+                    format!("must be under {MAX_ARG_BYTES} bytes with no NUL byte"),
+                ));
+            }
+        }
+        if self.env.len() > MAX_ENV {
+            p.push(Problem::new(
+                "env",
+                format!("{} entries; at most {MAX_ENV}", self.env.len()),
+            ));
+        }
+        for (k, v) in &self.env {
+            if !valid_env_key(k) || k.starts_with("BORG_") {
+                p.push(Problem::new(
+                    format!("env.{k}"),
+                    "keys must match [A-Za-z_][A-Za-z0-9_]* and not start with BORG_ (reserved)",
+                ));
+            }
+            if v.len() > MAX_ARG_BYTES || v.contains('\0') {
+                p.push(Problem::new(
+                    format!("env.{k}"),
+                    format!("value must be under {MAX_ARG_BYTES} bytes with no NUL byte"),
+                ));
+            }
+        }
+        if self.resources.cpu_millis == 0 {
+            p.push(Problem::new("resources.cpu", "must be more than 0"));
+        }
+        if self.resources.ram_bytes == 0 {
+            p.push(Problem::new("resources.ram", "must be more than 0"));
+        }
+        if self.constraints.len() > MAX_CONSTRAINTS {
+            p.push(Problem::new(
+                "constraints",
+                format!(
+                    "{} constraints; at most {MAX_CONSTRAINTS}",
+                    self.constraints.len()
+                ),
+            ));
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            if c.attribute.is_empty() {
+                p.push(Problem::new(
+                    format!("constraints[{i}].attribute"),
+                    "must not be empty",
+                ));
+            }
+            let single = matches!(c.op, ConstraintOp::Eq | ConstraintOp::Ne);
+            if single && c.values.len() != 1 {
+                p.push(Problem::new(
+                    format!("constraints[{i}].value"),
+                    format!("`{}` takes exactly one value", c.op.symbol()),
+                ));
+            }
+            if !single && c.values.is_empty() {
+                p.push(Problem::new(
+                    format!("constraints[{i}].value"),
+                    format!("`{}` takes a list of one or more values", c.op.symbol()),
+                ));
+            }
+        }
+        if self.grace_period_ms > MAX_GRACE_MS {
+            p.push(Problem::new(
+                "grace_period",
+                format!("{} ms is more than the maximum of 1h", self.grace_period_ms),
+            ));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> JobSpec {
+        JobSpec {
+            name: "hello".into(),
+            user: "alice".into(),
+            priority: Priority(100),
+            kind: JobKind::Batch,
+            tasks: 3,
+            command: vec!["/bin/true".into()],
+            env: BTreeMap::new(),
+            resources: Resources::new(250, 64 << 20, 0),
+            restart: Restart::default_for(JobKind::Batch),
+            constraints: vec![],
+            different_machine: false,
+            grace_period_ms: DEFAULT_GRACE_MS,
+        }
+    }
+
+    #[test]
+    fn a_sample_spec_is_valid_and_each_rule_bites() {
+        assert_eq!(sample().problems(), vec![]);
+        let mut s = sample();
+        s.name = "Hello_World".into();
+        s.user = "9lives".into();
+        s.priority = Priority(400);
+        s.tasks = 0;
+        s.command = vec![];
+        s.env.insert("BORG_JOB".into(), "x".into());
+        s.resources.cpu_millis = 0;
+        s.constraints.push(Constraint {
+            attribute: "arch".into(),
+            op: ConstraintOp::Eq,
+            values: vec![],
+        });
+        let fields: Vec<String> = s.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "user",
+                "priority",
+                "tasks",
+                "command",
+                "env.BORG_JOB",
+                "resources.cpu",
+                "constraints[0].value"
+            ]
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_job_name("web-frontend-2"));
+        assert!(!valid_job_name(&"a".repeat(64)));
+        assert!(!valid_job_name(""));
+        assert!(valid_user_name("alice"));
+        assert!(valid_user_name("_svc.batch-1"));
+        assert!(!valid_user_name("Alice"));
+    }
+}

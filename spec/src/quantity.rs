@@ -1,0 +1,205 @@
+//! Parsing of resource quantities and durations as written in specs.
+//!
+//! - CPU: cores (`2`, `0.5`, `"1.5"`) or millicores (`"250m"`) -> millicores.
+//! - Bytes: plain (`1024`), binary (`64Mi`, `1Gi`: Ki Mi Gi Ti Pi) or decimal (`100M`: k K M G T P).
+//! - Durations: `500ms`, `10s`, `2m`, `1h`, or a number of seconds -> milliseconds.
+
+/// A scalar as it appeared in YAML: number or string. Specs may write `cpu: 0.5` or `cpu: "500m"`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// A YAML integer.
+    Int(i64),
+    /// A YAML float.
+    Float(f64),
+    /// A YAML string.
+    Str(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("number too large"))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Splits `"12.5Mi"` into (`12.5`, `"Mi"`).
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    (&s[..end], &s[end..])
+}
+
+/// Multiplies a decimal string by `unit` exactly where possible (`"0.5"` x 1000 = 500).
+/// Errors: not a number, negative, or not a whole number of base units.
+fn scaled(num: &str, unit: u64, what: &str) -> Result<u64, String> {
+    let bad = || format!("{what}: {num:?} is not a non-negative number");
+    if num.is_empty() || num.chars().filter(|&c| c == '.').count() > 1 {
+        return Err(bad());
+    }
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let int: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
+    let mut total = int
+        .checked_mul(unit as u128)
+        .ok_or_else(|| format!("{what}: {num} is too large"))?;
+    if !frac.is_empty() {
+        let denom = 10u128.checked_pow(frac.len() as u32).ok_or_else(bad)?;
+        let f: u128 = frac.parse().map_err(|_| bad())?;
+        let part = f * unit as u128;
+        if part % denom != 0 {
+            return Err(format!("{what}: {num} is not a whole number of base units"));
+        }
+        total += part / denom;
+    }
+    u64::try_from(total).map_err(|_| format!("{what}: {num} is too large"))
+}
+
+fn scalar_text(v: &Scalar) -> Result<String, String> {
+    match v {
+        Scalar::Int(i) if *i < 0 => Err(format!("{i} is negative")),
+        Scalar::Int(i) => Ok(i.to_string()),
+        Scalar::Float(x) if !(x.is_finite() && *x >= 0.0) => {
+            Err(format!("{x} is not a non-negative number"))
+        }
+        Scalar::Float(x) => Ok(format!("{x}")),
+        Scalar::Str(s) => Ok(s.trim().to_string()),
+    }
+}
+
+/// CPU quantity -> millicores. `2` = 2000, `0.5` = 500, `"250m"` = 250.
+///
+/// Errors: negative, unparsable, unknown suffix, or a fraction of a millicore.
+pub fn parse_cpu(v: &Scalar) -> Result<u64, String> {
+    let s = scalar_text(v)?;
+    match s.strip_suffix('m') {
+        Some(m) => scaled(m, 1, "cpu"),
+        None => {
+            let (num, suffix) = split_number(&s);
+            if !suffix.is_empty() {
+                return Err(format!("cpu: unknown suffix {suffix:?} in {s:?} (use cores like \"0.5\" or millicores like \"500m\")"));
+            }
+            scaled(num, 1000, "cpu")
+        }
+    }
+}
+
+/// Byte quantity -> bytes. `1024`, `64Mi` (binary), `100M` (decimal).
+///
+/// Errors: negative, unparsable, unknown suffix, or a fraction of a byte.
+pub fn parse_bytes(v: &Scalar) -> Result<u64, String> {
+    let s = scalar_text(v)?;
+    let (num, suffix) = split_number(&s);
+    let unit: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "unknown suffix {suffix:?} in {s:?} (use Ki, Mi, Gi, Ti or k, M, G, T)"
+            ))
+        }
+    };
+    scaled(num, unit, "size")
+}
+
+/// Duration -> milliseconds. `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+///
+/// Errors: negative, unparsable, unknown suffix, or a fraction of a millisecond.
+pub fn parse_duration_ms(v: &Scalar) -> Result<u64, String> {
+    let s = scalar_text(v)?;
+    let (num, suffix) = split_number(&s);
+    let unit = match suffix {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "unknown suffix {suffix:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    scaled(num, unit, "duration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Scalar {
+        Scalar::Str(x.into())
+    }
+
+    #[test]
+    fn cpu_in_cores_or_millicores() {
+        assert_eq!(parse_cpu(&s("250m")), Ok(250));
+        assert_eq!(parse_cpu(&s("0.5")), Ok(500));
+        assert_eq!(parse_cpu(&Scalar::Float(1.5)), Ok(1500));
+        assert_eq!(parse_cpu(&Scalar::Int(2)), Ok(2000));
+        assert!(parse_cpu(&s("0.0005")).is_err());
+        assert!(parse_cpu(&Scalar::Int(-1)).is_err());
+        assert!(parse_cpu(&s("2 cores")).is_err());
+        assert!(parse_cpu(&s("1.2.3")).is_err());
+    }
+
+    #[test]
+    fn bytes_binary_and_decimal() {
+        assert_eq!(parse_bytes(&s("64Mi")), Ok(64 << 20));
+        assert_eq!(parse_bytes(&s("1.5Gi")), Ok(3 << 29));
+        assert_eq!(parse_bytes(&s("100M")), Ok(100_000_000));
+        assert_eq!(parse_bytes(&Scalar::Int(4096)), Ok(4096));
+        assert!(parse_bytes(&s("64MB")).is_err());
+        assert!(parse_bytes(&s("99999999Pi")).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms(&s("10s")), Ok(10_000));
+        assert_eq!(parse_duration_ms(&s("500ms")), Ok(500));
+        assert_eq!(parse_duration_ms(&s("1.5m")), Ok(90_000));
+        assert_eq!(parse_duration_ms(&Scalar::Int(3)), Ok(3000));
+        assert!(parse_duration_ms(&s("3d")).is_err());
+    }
+}

@@ -1,0 +1,452 @@
+//! The YAML job spec format: parsing with `serde-saphyr` (unknown fields are an error), then
+//! validation that reports every problem with its file, line, column and field.
+
+use crate::job::{JobKind, JobSpec, Problem, Restart, RestartPolicy, DEFAULT_GRACE_MS};
+use crate::quantity::{parse_bytes, parse_cpu, parse_duration_ms, Scalar};
+use scheduler_core::{Band, Constraint, ConstraintOp, Priority, Resources};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Largest spec file accepted, bytes.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// A problem located in a spec file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedProblem {
+    /// File name as given by the caller.
+    pub file: String,
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub column: u64,
+    /// Dotted field path, or empty for a syntax error.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LocatedProblem {
+    /// `file:line:column: field: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one spec file, in file order. Displays as one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecErrors(pub Vec<LocatedProblem>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|p| p.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// A YAML value that may be one scalar or a list of scalars (constraint values).
+#[derive(Debug, Clone)]
+struct Values(Vec<String>);
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Values;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Values, E> {
+                Ok(Values(vec![v.to_string()]))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Values, E> {
+                Ok(Values(vec![v.to_string()]))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Values, E> {
+                Ok(Values(vec![v.to_string()]))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Values, E> {
+                Ok(Values(vec![v.to_string()]))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Values, E> {
+                Ok(Values(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Values, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<Scalar>()? {
+                    out.push(match s {
+                        Scalar::Str(s) => s,
+                        other => other.to_string(),
+                    });
+                }
+                Ok(Values(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: Spanned<String>,
+    user: Spanned<String>,
+    priority: Spanned<Scalar>,
+    kind: Spanned<String>,
+    tasks: Spanned<u32>,
+    command: Spanned<Vec<String>>,
+    #[serde(default)]
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    resources: Spanned<RawResources>,
+    #[serde(default)]
+    restart: Option<Spanned<RawRestart>>,
+    #[serde(default)]
+    constraints: Option<Vec<Spanned<RawConstraint>>>,
+    #[serde(default)]
+    different_machine: Option<bool>,
+    #[serde(default)]
+    grace_period: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    cpu: Spanned<Scalar>,
+    ram: Spanned<Scalar>,
+    #[serde(default)]
+    disk: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    policy: Spanned<String>,
+    #[serde(default)]
+    max_restarts: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConstraint {
+    attribute: Spanned<String>,
+    op: Spanned<String>,
+    #[serde(alias = "values")]
+    value: Spanned<Values>,
+}
+
+/// Collects problems and remembers where each field was written.
+struct Located<'a> {
+    file: &'a str,
+    at: HashMap<String, (u64, u64)>,
+    problems: Vec<LocatedProblem>,
+}
+
+impl Located<'_> {
+    fn mark<T>(&mut self, field: &str, s: &Spanned<T>) {
+        self.at.insert(
+            field.to_string(),
+            (s.referenced.line(), s.referenced.column()),
+        );
+    }
+
+    /// Location of `field`, or of its nearest marked parent (`env.FOO` -> `env`).
+    fn where_is(&self, field: &str) -> (u64, u64) {
+        let mut f = field;
+        loop {
+            if let Some(&l) = self.at.get(f) {
+                return l;
+            }
+            match f.rfind(['.', '[']) {
+                Some(i) => f = &f[..i],
+                None => return (0, 0),
+            }
+        }
+    }
+
+    fn push(&mut self, p: Problem) {
+        let (line, column) = self.where_is(&p.field);
+        self.problems.push(LocatedProblem {
+            file: self.file.to_string(),
+            line,
+            column,
+            field: p.field,
+            message: p.message,
+        });
+    }
+
+    fn check<T>(&mut self, field: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.push(Problem::new(field, m))).ok()
+    }
+}
+
+/// Parses and validates a YAML job spec.
+///
+/// `file` only labels the problems. Errors: [`SpecErrors`], one [`LocatedProblem`] per problem:
+/// a YAML syntax or type error (parsing stops at the first), an unknown field, or every rule of
+/// [`JobSpec::problems`] that fails, each with its line and column.
+pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(SpecErrors(vec![LocatedProblem {
+            file: file.into(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("spec is {} bytes; at most {MAX_SPEC_BYTES}", text.len()),
+        }]));
+    }
+    let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        let message = e.without_snippet().to_string();
+        let message = message.lines().next().unwrap_or("invalid YAML").to_string();
+        SpecErrors(vec![LocatedProblem {
+            file: file.into(),
+            line,
+            column,
+            field: String::new(),
+            message,
+        }])
+    })?;
+    let mut l = Located {
+        file,
+        at: HashMap::new(),
+        problems: Vec::new(),
+    };
+    l.mark("name", &raw.name);
+    l.mark("user", &raw.user);
+    l.mark("priority", &raw.priority);
+    l.mark("kind", &raw.kind);
+    l.mark("tasks", &raw.tasks);
+    l.mark("command", &raw.command);
+    l.mark("resources", &raw.resources);
+    l.mark("resources.cpu", &raw.resources.value.cpu);
+    l.mark("resources.ram", &raw.resources.value.ram);
+
+    let priority = match &raw.priority.value {
+        Scalar::Int(i) => Some(Priority(i32::try_from(*i).unwrap_or(i32::MAX))),
+        Scalar::Str(s) => match Band::from_name(s) {
+            Some(b) => Some(b.base_priority()),
+            None => l.check(
+                "priority",
+                Err(format!(
+                    "{s:?} is not a band (free, batch, production, monitoring) or an integer 0-399"
+                )),
+            ),
+        },
+        Scalar::Float(x) => l.check("priority", Err(format!("{x} is not an integer"))),
+    };
+    let kind = match raw.kind.value.as_str() {
+        "batch" => Some(JobKind::Batch),
+        "service" => Some(JobKind::Service),
+        other => l.check("kind", Err(format!("{other:?} is not batch or service"))),
+    };
+    let cpu = l.check("resources.cpu", parse_cpu(&raw.resources.value.cpu.value));
+    let ram = l.check("resources.ram", parse_bytes(&raw.resources.value.ram.value));
+    let disk = match &raw.resources.value.disk {
+        Some(d) => {
+            l.mark("resources.disk", d);
+            l.check("resources.disk", parse_bytes(&d.value))
+        }
+        None => Some(0),
+    };
+    let restart = match &raw.restart {
+        None => kind.map(Restart::default_for),
+        Some(r) => {
+            l.mark("restart", r);
+            l.mark("restart.policy", &r.value.policy);
+            match RestartPolicy::from_name(&r.value.policy.value) {
+                Some(policy) => Some(Restart {
+                    policy,
+                    max_restarts: r.value.max_restarts,
+                }),
+                None => l.check(
+                    "restart.policy",
+                    Err(format!(
+                        "{:?} is not never, on-failure or always",
+                        r.value.policy.value
+                    )),
+                ),
+            }
+        }
+    };
+    let mut constraints = Vec::new();
+    for (i, c) in raw.constraints.iter().flatten().enumerate() {
+        let f = format!("constraints[{i}]");
+        l.mark(&f, c);
+        l.mark(&format!("{f}.attribute"), &c.value.attribute);
+        l.mark(&format!("{f}.op"), &c.value.op);
+        l.mark(&format!("{f}.value"), &c.value.value);
+        match ConstraintOp::from_symbol(&c.value.op.value) {
+            Some(op) => constraints.push(Constraint {
+                attribute: c.value.attribute.value.clone(),
+                op,
+                values: c.value.value.value.0.clone(),
+            }),
+            None => {
+                l.check::<()>(
+                    &format!("{f}.op"),
+                    Err(format!(
+                        "{:?} is not one of ==, !=, in, not-in",
+                        c.value.op.value
+                    )),
+                );
+                // A placeholder keeps later constraints at their spec index.
+                constraints.push(Constraint {
+                    attribute: c.value.attribute.value.clone(),
+                    op: ConstraintOp::In,
+                    values: c.value.value.value.0.clone(),
+                });
+            }
+        }
+    }
+    let grace_period_ms = match &raw.grace_period {
+        Some(g) => {
+            l.mark("grace_period", g);
+            l.check("grace_period", parse_duration_ms(&g.value))
+        }
+        None => Some(DEFAULT_GRACE_MS),
+    };
+    if let Some(env) = &raw.env {
+        l.mark("env", env);
+    }
+    // Fields that failed conversion get placeholders so that every other rule is still checked;
+    // problems already reported for a field are not repeated.
+    let spec = JobSpec {
+        name: raw.name.value.clone(),
+        user: raw.user.value.clone(),
+        priority: priority.unwrap_or(Priority(0)),
+        kind: kind.unwrap_or(JobKind::Batch),
+        tasks: raw.tasks.value,
+        command: raw.command.value.clone(),
+        env: raw
+            .env
+            .as_ref()
+            .map(|e| e.value.clone())
+            .unwrap_or_default(),
+        resources: Resources::new(cpu.unwrap_or(1), ram.unwrap_or(1), disk.unwrap_or(0)),
+        restart: restart.unwrap_or(Restart::default_for(JobKind::Batch)),
+        constraints,
+        different_machine: raw.different_machine.unwrap_or(false),
+        grace_period_ms: grace_period_ms.unwrap_or(DEFAULT_GRACE_MS),
+    };
+    let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
+    for p in spec.problems() {
+        if !already.iter().any(|f| p.field.starts_with(f.as_str())) {
+            l.push(p);
+        }
+    }
+    if l.problems.is_empty() {
+        Ok(spec)
+    } else {
+        l.problems.sort_by_key(|p| (p.line, p.column));
+        Err(SpecErrors(l.problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: hello
+user: alice
+priority: batch
+kind: batch
+tasks: 3
+command: ["/bin/sh", "-c", "echo hello from $BORG_TASK_INDEX"]
+env: {GREETING: hi}
+resources: {cpu: 250m, ram: 64Mi, disk: 100Mi}
+restart: {policy: on-failure, max_restarts: 2}
+constraints:
+  - {attribute: arch, op: "==", value: x86_64}
+  - {attribute: rack, op: in, value: [r1, r2]}
+different_machine: false
+grace_period: 10s
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let s = parse_job_spec("hello.yaml", GOOD).unwrap();
+        assert_eq!(s.name, "hello");
+        assert_eq!(s.priority, Priority(100));
+        assert_eq!(s.resources, Resources::new(250, 64 << 20, 100 << 20));
+        assert_eq!(
+            s.restart,
+            Restart {
+                policy: RestartPolicy::OnFailure,
+                max_restarts: Some(2)
+            }
+        );
+        assert_eq!(s.constraints[1].values, vec!["r1", "r2"]);
+        assert_eq!(s.constraints[1].op, ConstraintOp::In);
+        assert_eq!(s.grace_period_ms, 10_000);
+        assert_eq!(s.env["GREETING"], "hi");
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_its_line() {
+        let text = GOOD.replace("different_machine: false", "different_machines: false");
+        let e = parse_job_spec("x.yaml", &text).unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].line, 14, "{e}");
+        assert!(e.0[0].message.contains("different_machines"), "{e}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_line_and_field() {
+        let text = GOOD
+            .replace("name: hello", "name: Hello_World")
+            .replace("tasks: 3", "tasks: 0")
+            .replace("cpu: 250m", "cpu: 2 cores")
+            .replace("op: in", "op: like");
+        let e = parse_job_spec("bad.yaml", &text).unwrap_err();
+        let got: Vec<(u64, &str)> = e.0.iter().map(|p| (p.line, p.field.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "name"),
+                (6, "tasks"),
+                (9, "resources.cpu"),
+                (13, "constraints[1].op")
+            ],
+            "{e}"
+        );
+        let text = GOOD
+            .replace("name: hello", "name: Hello_World")
+            .replace("tasks: 3", "tasks: 0");
+        let e = parse_job_spec("bad.yaml", &text).unwrap_err();
+        let got: Vec<(u64, &str)> = e.0.iter().map(|p| (p.line, p.field.as_str())).collect();
+        assert_eq!(got, vec![(2, "name"), (6, "tasks")]);
+        assert!(e.to_string().starts_with("bad.yaml:2:7: name: "), "{e}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_have_a_line() {
+        let e = parse_job_spec("t.yaml", &GOOD.replace("tasks: 3", "tasks: three")).unwrap_err();
+        assert_eq!(e.0[0].line, 6, "{e}");
+        let e = parse_job_spec("t.yaml", "name: [unclosed\n").unwrap_err();
+        assert!(e.0[0].line >= 1, "{e}");
+        let e = parse_job_spec("t.yaml", &GOOD.replace("user: alice\n", "")).unwrap_err();
+        assert!(e.to_string().contains("user"), "{e}");
+    }
+
+    #[test]
+    fn defaults_fill_optional_fields() {
+        let text = "name: s\nuser: bob\npriority: 250\nkind: service\ntasks: 1\ncommand: [sleep, '100']\nresources: {cpu: 1, ram: 1Gi}\n";
+        let s = parse_job_spec("s.yaml", text).unwrap();
+        assert_eq!(s.restart, Restart::default_for(JobKind::Service));
+        assert_eq!(s.grace_period_ms, DEFAULT_GRACE_MS);
+        assert_eq!(s.resources.cpu_millis, 1000);
+        assert_eq!(s.band(), Band::Production);
+    }
+}
