@@ -33,14 +33,9 @@ impl ConstraintOp {
 
     /// The operator spelled `s` in a spec, if any.
     pub fn from_symbol(s: &str) -> Option<ConstraintOp> {
-        [
-            ConstraintOp::Eq,
-            ConstraintOp::Ne,
-            ConstraintOp::In,
-            ConstraintOp::NotIn,
-        ]
-        .into_iter()
-        .find(|op| op.symbol() == s)
+        [ConstraintOp::Eq, ConstraintOp::Ne, ConstraintOp::In, ConstraintOp::NotIn]
+            .into_iter()
+            .find(|op| op.symbol() == s)
     }
 }
 
@@ -80,13 +75,7 @@ impl fmt::Display for Constraint {
                 self.values.first().map(String::as_str).unwrap_or("")
             ),
             ConstraintOp::In | ConstraintOp::NotIn => {
-                write!(
-                    f,
-                    "{} {} [{}]",
-                    self.attribute,
-                    self.op.symbol(),
-                    self.values.join(", ")
-                )
+                write!(f, "{} {} [{}]", self.attribute, self.op.symbol(), self.values.join(", "))
             }
         }
     }
@@ -97,17 +86,11 @@ mod tests {
     use super::*;
 
     fn attrs(kv: &[(&str, &str)]) -> Attributes {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn c(op: ConstraintOp, vals: &[&str]) -> Constraint {
-        Constraint {
-            attribute: "arch".into(),
-            op,
-            values: vals.iter().map(|s| s.to_string()).collect(),
-        }
+        Constraint { attribute: "arch".into(), op, values: vals.iter().map(|s| s.to_string()).collect() }
     }
 
     #[test]
@@ -124,14 +107,8 @@ mod tests {
         assert!(!c(ConstraintOp::In, &["arm64"]).holds(&none));
         assert!(c(ConstraintOp::NotIn, &["arm64"]).holds(&x86));
         assert!(!c(ConstraintOp::NotIn, &["arm64", "x86_64"]).holds(&x86));
-        assert_eq!(
-            c(ConstraintOp::In, &["a", "b"]).to_string(),
-            "arch in [a, b]"
-        );
-        assert_eq!(
-            ConstraintOp::from_symbol("not-in"),
-            Some(ConstraintOp::NotIn)
-        );
+        assert_eq!(c(ConstraintOp::In, &["a", "b"]).to_string(), "arch in [a, b]");
+        assert_eq!(ConstraintOp::from_symbol("not-in"), Some(ConstraintOp::NotIn));
         assert_eq!(ConstraintOp::from_symbol("=~"), None);
     }
 }

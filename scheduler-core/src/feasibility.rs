@@ -34,21 +34,11 @@ impl fmt::Display for Infeasible {
 /// group's job already has a task, for `different_machine`).
 ///
 /// Errors: the first failing check, as an [`Infeasible`].
-pub fn check(
-    cell: &CellModel,
-    i: MachineIndex,
-    group: &TaskGroup,
-    taken: &[bool],
-) -> Result<(), Infeasible> {
+pub fn check(cell: &CellModel, i: MachineIndex, group: &TaskGroup, taken: &[bool]) -> Result<(), Infeasible> {
     if !cell.up[i] {
         return Err(Infeasible::MachineDown);
     }
-    if let Some((n, c)) = group
-        .constraints
-        .iter()
-        .enumerate()
-        .find(|(_, c)| !c.holds(&cell.attributes[i]))
-    {
+    if let Some((n, c)) = group.constraints.iter().enumerate().find(|(_, c)| !c.holds(&cell.attributes[i])) {
         return Err(Infeasible::Constraint(n, c.to_string()));
     }
     if group.different_machine && taken[i] {

@@ -44,19 +44,11 @@ impl Resource {
 
 impl Resources {
     /// The zero vector.
-    pub const ZERO: Resources = Resources {
-        cpu_millis: 0,
-        ram_bytes: 0,
-        disk_bytes: 0,
-    };
+    pub const ZERO: Resources = Resources { cpu_millis: 0, ram_bytes: 0, disk_bytes: 0 };
 
     /// A vector from its three components (millicores, bytes, bytes).
     pub const fn new(cpu_millis: u64, ram_bytes: u64, disk_bytes: u64) -> Self {
-        Resources {
-            cpu_millis,
-            ram_bytes,
-            disk_bytes,
-        }
+        Resources { cpu_millis, ram_bytes, disk_bytes }
     }
 
     /// The component for one dimension.
@@ -104,9 +96,7 @@ impl Resources {
 
     /// The first dimension (cpu, ram, disk order) in which `self` exceeds `available`, if any.
     pub fn first_shortfall(&self, available: &Resources) -> Option<Resource> {
-        Resource::ALL
-            .into_iter()
-            .find(|&r| self.get(r) > available.get(r))
+        Resource::ALL.into_iter().find(|&r| self.get(r) > available.get(r))
     }
 }
 
@@ -126,12 +116,7 @@ impl fmt::Display for Resources {
 /// Formats a byte count with the largest binary suffix (Ki, Mi, Gi, Ti) that divides it exactly,
 /// e.g. `64Mi`, `1536Ki`, `1000`.
 pub fn format_bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("Ti", 1 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-    ];
+    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
     for (suffix, unit) in UNITS {
         if b >= unit && b % unit == 0 {
             return format!("{}{}", b / unit, suffix);
@@ -153,10 +138,7 @@ mod tests {
         assert!(!b.fits_in(&a));
         assert_eq!(b.first_shortfall(&a), Some(Resource::Cpu));
         assert!(Resources::new(500, 100, 10).fits_in(&a));
-        assert_eq!(
-            Resources::new(u64::MAX, 1, 1).saturating_mul(2).cpu_millis,
-            u64::MAX
-        );
+        assert_eq!(Resources::new(u64::MAX, 1, 1).saturating_mul(2).cpu_millis, u64::MAX);
     }
 
     #[test]
@@ -164,9 +146,6 @@ mod tests {
         assert_eq!(format_bytes(64 << 20), "64Mi");
         assert_eq!(format_bytes(1536 << 10), "1536Ki");
         assert_eq!(format_bytes(1000), "1000");
-        assert_eq!(
-            Resources::new(250, 1 << 30, 0).to_string(),
-            "cpu=250m ram=1Gi disk=0"
-        );
+        assert_eq!(Resources::new(250, 1 << 30, 0).to_string(), "cpu=250m ram=1Gi disk=0");
     }
 }

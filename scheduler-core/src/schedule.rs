@@ -71,27 +71,16 @@ pub fn schedule(cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
                 Some((_, i)) => {
                     cell.allocated[i] = cell.allocated[i].saturating_add(group.request);
                     taken[i] = true;
-                    out.bindings.push(Binding {
-                        job: group.job.clone(),
-                        index,
-                        machine: i,
-                    });
+                    out.bindings.push(Binding { job: group.job.clone(), index, machine: i });
                 }
                 None => {
-                    let mut why = WhyPending {
-                        machines: cell.len(),
-                        ..Default::default()
-                    };
+                    let mut why = WhyPending { machines: cell.len(), ..Default::default() };
                     for i in 0..cell.len() {
                         if let Err(e) = check(cell, i, group, &taken) {
                             why.add(&e);
                         }
                     }
-                    out.unplaced.push(Unplaced {
-                        job: group.job.clone(),
-                        tasks: group.tasks[k..].to_vec(),
-                        why,
-                    });
+                    out.unplaced.push(Unplaced { job: group.job.clone(), tasks: group.tasks[k..].to_vec(), why });
                     break;
                 }
             }
@@ -113,13 +102,7 @@ mod tests {
         let mut c = CellModel::new();
         for (n, (cpu, ram, arch)) in machines.iter().enumerate() {
             let attrs: Attributes = [("arch".to_string(), arch.to_string())].into();
-            c.push(
-                MachineId(format!("m{n}")),
-                Resources::new(*cpu, *ram, 1 << 40),
-                Resources::ZERO,
-                attrs,
-                true,
-            );
+            c.push(MachineId(format!("m{n}")), Resources::new(*cpu, *ram, 1 << 40), Resources::ZERO, attrs, true);
         }
         c
     }
@@ -138,20 +121,9 @@ mod tests {
 
     #[test]
     fn best_fit_prefers_the_tightest_machine() {
-        let mut c = cell(&[
-            (4000, 8 << 30, "x86_64"),
-            (1000, 2 << 30, "x86_64"),
-            (2000, 4 << 30, "x86_64"),
-        ]);
+        let mut c = cell(&[(4000, 8 << 30, "x86_64"), (1000, 2 << 30, "x86_64"), (2000, 4 << 30, "x86_64")]);
         let p = schedule(&mut c, &[group("a", 100, 1000, 1 << 30, 1)]);
-        assert_eq!(
-            p.bindings,
-            vec![Binding {
-                job: "a".into(),
-                index: 0,
-                machine: 1
-            }]
-        );
+        assert_eq!(p.bindings, vec![Binding { job: "a".into(), index: 0, machine: 1 }]);
         assert_eq!(c.allocated[1], Resources::new(1000, 1 << 30, 0));
     }
 
@@ -181,11 +153,7 @@ mod tests {
 
     #[test]
     fn different_machine_spreads_and_counts_occupied() {
-        let mut c = cell(&[
-            (8000, 8 << 30, "x"),
-            (8000, 8 << 30, "x"),
-            (8000, 8 << 30, "x"),
-        ]);
+        let mut c = cell(&[(8000, 8 << 30, "x"), (8000, 8 << 30, "x"), (8000, 8 << 30, "x")]);
         let mut g = group("a", 100, 100, 1 << 20, 3);
         g.different_machine = true;
         g.occupied = vec![0];
@@ -198,10 +166,7 @@ mod tests {
     #[test]
     fn higher_priority_groups_go_first() {
         let mut c = cell(&[(1000, 8 << 30, "x")]);
-        let p = schedule(
-            &mut c,
-            &[group("low", 0, 1000, 1, 1), group("prod", 200, 1000, 1, 1)],
-        );
+        let p = schedule(&mut c, &[group("low", 0, 1000, 1, 1), group("prod", 200, 1000, 1, 1)]);
         assert_eq!(p.bindings[0].job, "prod");
         assert_eq!(p.unplaced[0].job, "low");
     }

@@ -12,14 +12,5 @@ use crate::resources::{Resource, Resources};
 pub fn best_fit(cell: &CellModel, i: MachineIndex, request: &Resources) -> f64 {
     let left = cell.free(i).saturating_sub(*request);
     let cap = cell.capacity[i];
-    Resource::ALL
-        .into_iter()
-        .map(|r| {
-            if cap.get(r) == 0 {
-                0.0
-            } else {
-                left.get(r) as f64 / cap.get(r) as f64
-            }
-        })
-        .sum()
+    Resource::ALL.into_iter().map(|r| if cap.get(r) == 0 { 0.0 } else { left.get(r) as f64 / cap.get(r) as f64 }).sum()
 }

@@ -12,17 +12,12 @@ pub struct ConvertError(pub Vec<Problem>);
 
 /// API resources -> scheduler-core resources.
 pub fn resources_from_pb(r: Option<&pb::Resources>) -> Resources {
-    r.map(|r| Resources::new(r.cpu_millis, r.ram_bytes, r.disk_bytes))
-        .unwrap_or_default()
+    r.map(|r| Resources::new(r.cpu_millis, r.ram_bytes, r.disk_bytes)).unwrap_or_default()
 }
 
 /// scheduler-core resources -> API resources.
 pub fn resources_to_pb(r: Resources) -> pb::Resources {
-    pb::Resources {
-        cpu_millis: r.cpu_millis,
-        ram_bytes: r.ram_bytes,
-        disk_bytes: r.disk_bytes,
-    }
+    pb::Resources { cpu_millis: r.cpu_millis, ram_bytes: r.ram_bytes, disk_bytes: r.disk_bytes }
 }
 
 /// Job kind -> API enum.
@@ -49,10 +44,7 @@ pub fn restart_to_pb(r: Restart) -> pb::Restart {
         RestartPolicy::OnFailure => pb::RestartPolicy::OnFailure,
         RestartPolicy::Always => pb::RestartPolicy::Always,
     };
-    pb::Restart {
-        policy: policy as i32,
-        max_restarts: r.max_restarts,
-    }
+    pb::Restart { policy: policy as i32, max_restarts: r.max_restarts }
 }
 
 /// API message -> restart policy; `None` for unspecified or unknown policies.
@@ -63,10 +55,7 @@ pub fn restart_from_pb(r: &pb::Restart) -> Option<Restart> {
         pb::RestartPolicy::Always => RestartPolicy::Always,
         pb::RestartPolicy::Unspecified => return None,
     };
-    Some(Restart {
-        policy,
-        max_restarts: r.max_restarts,
-    })
+    Some(Restart { policy, max_restarts: r.max_restarts })
 }
 
 fn op_to_pb(op: ConstraintOp) -> pb::ConstraintOp {
@@ -131,10 +120,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
         let restart = match &p.restart {
             None => Restart::default_for(kind),
             Some(r) => restart_from_pb(r).unwrap_or_else(|| {
-                problems.push(Problem::new(
-                    "restart.policy",
-                    "must be never, on-failure or always",
-                ));
+                problems.push(Problem::new("restart.policy", "must be never, on-failure or always"));
                 Restart::default_for(kind)
             }),
         };
@@ -144,17 +130,10 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
         let mut constraints = Vec::new();
         for (i, c) in p.constraints.iter().enumerate() {
             let op = op_from_pb(c.op).unwrap_or_else(|| {
-                problems.push(Problem::new(
-                    format!("constraints[{i}].op"),
-                    "must be one of ==, !=, in, not-in",
-                ));
+                problems.push(Problem::new(format!("constraints[{i}].op"), "must be one of ==, !=, in, not-in"));
                 ConstraintOp::In
             });
-            constraints.push(Constraint {
-                attribute: c.attribute.clone(),
-                op,
-                values: c.values.clone(),
-            });
+            constraints.push(Constraint { attribute: c.attribute.clone(), op, values: c.values.clone() });
         }
         let spec = JobSpec {
             name: p.name.clone(),
@@ -200,15 +179,6 @@ mod tests {
         bad.resources = None;
         let e = JobSpec::try_from(&bad).unwrap_err();
         let fields: Vec<_> = e.0.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "kind",
-                "resources",
-                "tasks",
-                "resources.cpu",
-                "resources.ram"
-            ]
-        );
+        assert_eq!(fields, ["kind", "resources", "tasks", "resources.cpu", "resources.ram"]);
     }
 }

@@ -62,13 +62,7 @@ impl RestartPolicy {
 
     /// The policy spelled `s` in a spec.
     pub fn from_name(s: &str) -> Option<Self> {
-        [
-            RestartPolicy::Never,
-            RestartPolicy::OnFailure,
-            RestartPolicy::Always,
-        ]
-        .into_iter()
-        .find(|p| p.name() == s)
+        [RestartPolicy::Never, RestartPolicy::OnFailure, RestartPolicy::Always].into_iter().find(|p| p.name() == s)
     }
 }
 
@@ -85,14 +79,8 @@ impl Restart {
     /// Default for a kind: batch restarts on failure up to 3 times; service always, unlimited.
     pub fn default_for(kind: JobKind) -> Restart {
         match kind {
-            JobKind::Batch => Restart {
-                policy: RestartPolicy::OnFailure,
-                max_restarts: Some(3),
-            },
-            JobKind::Service => Restart {
-                policy: RestartPolicy::Always,
-                max_restarts: None,
-            },
+            JobKind::Batch => Restart { policy: RestartPolicy::OnFailure, max_restarts: Some(3) },
+            JobKind::Service => Restart { policy: RestartPolicy::Always, max_restarts: None },
         }
     }
 }
@@ -139,10 +127,7 @@ pub struct Problem {
 impl Problem {
     /// A problem with `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            field: field.into(),
-            message: message.into(),
-        }
+        Problem { field: field.into(), message: message.into() }
     }
 }
 
@@ -154,10 +139,7 @@ impl std::fmt::Display for Problem {
 
 /// Whether `s` is a valid job name: `[a-z0-9-]{1,63}`.
 pub fn valid_job_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Whether `s` is a valid user name: `[a-z_][a-z0-9_.-]{0,31}`.
@@ -165,9 +147,7 @@ pub fn valid_user_name(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
         && s.len() <= 32
-        && b.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
-        })
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn valid_env_key(s: &str) -> bool {
@@ -188,25 +168,22 @@ impl JobSpec {
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         if !valid_job_name(&self.name) {
-            p.push(Problem::new(
-                "name",
-                format!("{:?} must match [a-z0-9-]{{1,63}}", self.name),
-            ));
+            p.push(Problem::new("name", format!("{:?} must match [a-z0-9-]{{1,63}}", self.name)));
         }
         if !valid_user_name(&self.user) {
-            p.push(Problem::new(
-                "user",
-                format!("{:?} must match [a-z_][a-z0-9_.-]{{0,31}}", self.user),
-            ));
+            p.push(Problem::new("user", format!("{:?} must match [a-z_][a-z0-9_.-]{{0,31}}", self.user)));
         }
         if self.priority.band().is_none() {
-            p.push(Problem::new("priority", format!("{} is outside 0-399 (free 0-99, batch 100-199, production 200-299, monitoring 300-399)", self.priority.0)));
+            p.push(Problem::new(
+                "priority",
+                format!(
+                    "{} is outside 0-399 (free 0-99, batch 100-199, production 200-299, monitoring 300-399)",
+                    self.priority.0
+                ),
+            ));
         }
         if self.tasks == 0 || self.tasks > MAX_TASKS {
-            p.push(Problem::new(
-                "tasks",
-                format!("{} must be between 1 and {MAX_TASKS}", self.tasks),
-            ));
+            p.push(Problem::new("tasks", format!("{} must be between 1 and {MAX_TASKS}", self.tasks)));
         }
         if self.command.is_empty() || self.command[0].is_empty() {
             p.push(Problem::new(
@@ -215,13 +192,7 @@ impl JobSpec {
             ));
         }
         if self.command.len() > MAX_COMMAND_ARGS {
-            p.push(Problem::new(
-                "command",
-                format!(
-                    "{} arguments; at most {MAX_COMMAND_ARGS}",
-                    self.command.len()
-                ),
-            ));
+            p.push(Problem::new("command", format!("{} arguments; at most {MAX_COMMAND_ARGS}", self.command.len())));
         }
         for (i, a) in self.command.iter().enumerate() {
             if a.len() > MAX_ARG_BYTES || a.contains('\0') {
@@ -232,10 +203,7 @@ impl JobSpec {
             }
         }
         if self.env.len() > MAX_ENV {
-            p.push(Problem::new(
-                "env",
-                format!("{} entries; at most {MAX_ENV}", self.env.len()),
-            ));
+            p.push(Problem::new("env", format!("{} entries; at most {MAX_ENV}", self.env.len())));
         }
         for (k, v) in &self.env {
             if !valid_env_key(k) || k.starts_with("BORG_") {
@@ -260,18 +228,12 @@ impl JobSpec {
         if self.constraints.len() > MAX_CONSTRAINTS {
             p.push(Problem::new(
                 "constraints",
-                format!(
-                    "{} constraints; at most {MAX_CONSTRAINTS}",
-                    self.constraints.len()
-                ),
+                format!("{} constraints; at most {MAX_CONSTRAINTS}", self.constraints.len()),
             ));
         }
         for (i, c) in self.constraints.iter().enumerate() {
             if c.attribute.is_empty() {
-                p.push(Problem::new(
-                    format!("constraints[{i}].attribute"),
-                    "must not be empty",
-                ));
+                p.push(Problem::new(format!("constraints[{i}].attribute"), "must not be empty"));
             }
             let single = matches!(c.op, ConstraintOp::Eq | ConstraintOp::Ne);
             if single && c.values.len() != 1 {
@@ -288,10 +250,7 @@ impl JobSpec {
             }
         }
         if self.grace_period_ms > MAX_GRACE_MS {
-            p.push(Problem::new(
-                "grace_period",
-                format!("{} ms is more than the maximum of 1h", self.grace_period_ms),
-            ));
+            p.push(Problem::new("grace_period", format!("{} ms is more than the maximum of 1h", self.grace_period_ms)));
         }
         p
     }
@@ -329,24 +288,11 @@ pub(crate) mod tests {
         s.command = vec![];
         s.env.insert("BORG_JOB".into(), "x".into());
         s.resources.cpu_millis = 0;
-        s.constraints.push(Constraint {
-            attribute: "arch".into(),
-            op: ConstraintOp::Eq,
-            values: vec![],
-        });
+        s.constraints.push(Constraint { attribute: "arch".into(), op: ConstraintOp::Eq, values: vec![] });
         let fields: Vec<String> = s.problems().into_iter().map(|p| p.field).collect();
         assert_eq!(
             fields,
-            [
-                "name",
-                "user",
-                "priority",
-                "tasks",
-                "command",
-                "env.BORG_JOB",
-                "resources.cpu",
-                "constraints[0].value"
-            ]
+            ["name", "user", "priority", "tasks", "command", "env.BORG_JOB", "resources.cpu", "constraints[0].value"]
         );
     }
 

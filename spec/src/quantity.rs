@@ -37,9 +37,7 @@ impl<'de> serde::Deserialize<'de> for Scalar {
                 Ok(Scalar::Int(v))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
-                i64::try_from(v)
-                    .map(Scalar::Int)
-                    .map_err(|_| E::custom("number too large"))
+                i64::try_from(v).map(Scalar::Int).map_err(|_| E::custom("number too large"))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
                 Ok(Scalar::Float(v))
@@ -54,9 +52,7 @@ impl<'de> serde::Deserialize<'de> for Scalar {
 
 /// Splits `"12.5Mi"` into (`12.5`, `"Mi"`).
 fn split_number(s: &str) -> (&str, &str) {
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     (&s[..end], &s[end..])
 }
 
@@ -68,14 +64,8 @@ fn scaled(num: &str, unit: u64, what: &str) -> Result<u64, String> {
         return Err(bad());
     }
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    let int: u128 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| bad())?
-    };
-    let mut total = int
-        .checked_mul(unit as u128)
-        .ok_or_else(|| format!("{what}: {num} is too large"))?;
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    let mut total = int.checked_mul(unit as u128).ok_or_else(|| format!("{what}: {num} is too large"))?;
     if !frac.is_empty() {
         let denom = 10u128.checked_pow(frac.len() as u32).ok_or_else(bad)?;
         let f: u128 = frac.parse().map_err(|_| bad())?;
@@ -92,9 +82,7 @@ fn scalar_text(v: &Scalar) -> Result<String, String> {
     match v {
         Scalar::Int(i) if *i < 0 => Err(format!("{i} is negative")),
         Scalar::Int(i) => Ok(i.to_string()),
-        Scalar::Float(x) if !(x.is_finite() && *x >= 0.0) => {
-            Err(format!("{x} is not a non-negative number"))
-        }
+        Scalar::Float(x) if !(x.is_finite() && *x >= 0.0) => Err(format!("{x} is not a non-negative number")),
         Scalar::Float(x) => Ok(format!("{x}")),
         Scalar::Str(s) => Ok(s.trim().to_string()),
     }
@@ -110,7 +98,9 @@ pub fn parse_cpu(v: &Scalar) -> Result<u64, String> {
         None => {
             let (num, suffix) = split_number(&s);
             if !suffix.is_empty() {
-                return Err(format!("cpu: unknown suffix {suffix:?} in {s:?} (use cores like \"0.5\" or millicores like \"500m\")"));
+                return Err(format!(
+                    "cpu: unknown suffix {suffix:?} in {s:?} (use cores like \"0.5\" or millicores like \"500m\")"
+                ));
             }
             scaled(num, 1000, "cpu")
         }
@@ -135,11 +125,7 @@ pub fn parse_bytes(v: &Scalar) -> Result<u64, String> {
         "G" => 1_000_000_000,
         "T" => 1_000_000_000_000,
         "P" => 1_000_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "unknown suffix {suffix:?} in {s:?} (use Ki, Mi, Gi, Ti or k, M, G, T)"
-            ))
-        }
+        _ => return Err(format!("unknown suffix {suffix:?} in {s:?} (use Ki, Mi, Gi, Ti or k, M, G, T)")),
     };
     scaled(num, unit, "size")
 }
@@ -155,11 +141,7 @@ pub fn parse_duration_ms(v: &Scalar) -> Result<u64, String> {
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "unknown suffix {suffix:?} in {s:?} (use ms, s, m or h)"
-            ))
-        }
+        _ => return Err(format!("unknown suffix {suffix:?} in {s:?} (use ms, s, m or h)")),
     };
     scaled(num, unit, "duration")
 }

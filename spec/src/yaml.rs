@@ -76,10 +76,7 @@ impl<'de> Deserialize<'de> for Values {
             fn visit_bool<E>(self, v: bool) -> Result<Values, E> {
                 Ok(Values(vec![v.to_string()]))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Values, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
                 let mut out = Vec::new();
                 while let Some(s) = seq.next_element::<Scalar>()? {
                     out.push(match s {
@@ -151,10 +148,7 @@ struct Located<'a> {
 
 impl Located<'_> {
     fn mark<T>(&mut self, field: &str, s: &Spanned<T>) {
-        self.at.insert(
-            field.to_string(),
-            (s.referenced.line(), s.referenced.column()),
-        );
+        self.at.insert(field.to_string(), (s.referenced.line(), s.referenced.column()));
     }
 
     /// Location of `field`, or of its nearest marked parent (`env.FOO` -> `env`).
@@ -203,25 +197,12 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         }]));
     }
     let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let message = e.without_snippet().to_string();
         let message = message.lines().next().unwrap_or("invalid YAML").to_string();
-        SpecErrors(vec![LocatedProblem {
-            file: file.into(),
-            line,
-            column,
-            field: String::new(),
-            message,
-        }])
+        SpecErrors(vec![LocatedProblem { file: file.into(), line, column, field: String::new(), message }])
     })?;
-    let mut l = Located {
-        file,
-        at: HashMap::new(),
-        problems: Vec::new(),
-    };
+    let mut l = Located { file, at: HashMap::new(), problems: Vec::new() };
     l.mark("name", &raw.name);
     l.mark("user", &raw.user);
     l.mark("priority", &raw.priority);
@@ -238,9 +219,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
             Some(b) => Some(b.base_priority()),
             None => l.check(
                 "priority",
-                Err(format!(
-                    "{s:?} is not a band (free, batch, production, monitoring) or an integer 0-399"
-                )),
+                Err(format!("{s:?} is not a band (free, batch, production, monitoring) or an integer 0-399")),
             ),
         },
         Scalar::Float(x) => l.check("priority", Err(format!("{x} is not an integer"))),
@@ -265,16 +244,10 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
             l.mark("restart", r);
             l.mark("restart.policy", &r.value.policy);
             match RestartPolicy::from_name(&r.value.policy.value) {
-                Some(policy) => Some(Restart {
-                    policy,
-                    max_restarts: r.value.max_restarts,
-                }),
+                Some(policy) => Some(Restart { policy, max_restarts: r.value.max_restarts }),
                 None => l.check(
                     "restart.policy",
-                    Err(format!(
-                        "{:?} is not never, on-failure or always",
-                        r.value.policy.value
-                    )),
+                    Err(format!("{:?} is not never, on-failure or always", r.value.policy.value)),
                 ),
             }
         }
@@ -295,10 +268,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
             None => {
                 l.check::<()>(
                     &format!("{f}.op"),
-                    Err(format!(
-                        "{:?} is not one of ==, !=, in, not-in",
-                        c.value.op.value
-                    )),
+                    Err(format!("{:?} is not one of ==, !=, in, not-in", c.value.op.value)),
                 );
                 // A placeholder keeps later constraints at their spec index.
                 constraints.push(Constraint {
@@ -328,11 +298,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         kind: kind.unwrap_or(JobKind::Batch),
         tasks: raw.tasks.value,
         command: raw.command.value.clone(),
-        env: raw
-            .env
-            .as_ref()
-            .map(|e| e.value.clone())
-            .unwrap_or_default(),
+        env: raw.env.as_ref().map(|e| e.value.clone()).unwrap_or_default(),
         resources: Resources::new(cpu.unwrap_or(1), ram.unwrap_or(1), disk.unwrap_or(0)),
         restart: restart.unwrap_or(Restart::default_for(JobKind::Batch)),
         constraints,
@@ -380,13 +346,7 @@ grace_period: 10s
         assert_eq!(s.name, "hello");
         assert_eq!(s.priority, Priority(100));
         assert_eq!(s.resources, Resources::new(250, 64 << 20, 100 << 20));
-        assert_eq!(
-            s.restart,
-            Restart {
-                policy: RestartPolicy::OnFailure,
-                max_restarts: Some(2)
-            }
-        );
+        assert_eq!(s.restart, Restart { policy: RestartPolicy::OnFailure, max_restarts: Some(2) });
         assert_eq!(s.constraints[1].values, vec!["r1", "r2"]);
         assert_eq!(s.constraints[1].op, ConstraintOp::In);
         assert_eq!(s.grace_period_ms, 10_000);
@@ -411,19 +371,8 @@ grace_period: 10s
             .replace("op: in", "op: like");
         let e = parse_job_spec("bad.yaml", &text).unwrap_err();
         let got: Vec<(u64, &str)> = e.0.iter().map(|p| (p.line, p.field.as_str())).collect();
-        assert_eq!(
-            got,
-            vec![
-                (2, "name"),
-                (6, "tasks"),
-                (9, "resources.cpu"),
-                (13, "constraints[1].op")
-            ],
-            "{e}"
-        );
-        let text = GOOD
-            .replace("name: hello", "name: Hello_World")
-            .replace("tasks: 3", "tasks: 0");
+        assert_eq!(got, vec![(2, "name"), (6, "tasks"), (9, "resources.cpu"), (13, "constraints[1].op")], "{e}");
+        let text = GOOD.replace("name: hello", "name: Hello_World").replace("tasks: 3", "tasks: 0");
         let e = parse_job_spec("bad.yaml", &text).unwrap_err();
         let got: Vec<(u64, &str)> = e.0.iter().map(|p| (p.line, p.field.as_str())).collect();
         assert_eq!(got, vec![(2, "name"), (6, "tasks")]);
