@@ -1,1 +1,10 @@
+//! The Borgmaster: owns the cell state (jobs, tasks, machines), persists every accepted command
+//! in RocksDB before answering, schedules pending tasks with scheduler-core, and polls every
+//! Borglet through its link shards.
+//!
+//! Layout: [`state`] is the pure cell state machine; [`store`] persists its log and checkpoints;
+//! [`master`] ties state and store together; [`scheduler_loop`] and [`link_shard`] are the
+//! leader's background work; [`service`] is the gRPC API.
 
+pub mod state;
+pub mod store;

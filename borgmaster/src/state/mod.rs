@@ -1,0 +1,83 @@
+//! The cell state machine: jobs, tasks and machines, changed only by [`Command`]s.
+//!
+//! Pure: [`CellState::apply`] takes a command and the time it was accepted and returns the
+//! [`Event`]s it caused; no I/O, no clock, no randomness, so replaying the same log always rebuilds
+//! the same state (the property Raft replication relies on). The master persists each command
+//! before applying it (see `store`), and rebuilds the state on restart from the last checkpoint
+//! plus the log after it.
+
+mod apply;
+mod types;
+
+pub use apply::{ApplyOutcome, CommandError};
+pub use types::*;
+
+use scheduler_core::{MachineId, Resources};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Most events kept in the state (oldest dropped first).
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Key of a task: job name and task index.
+pub type TaskKey = (String, u32);
+
+/// The whole replicated cell state.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CellState {
+    /// Cell name.
+    pub cell: String,
+    /// Jobs by name (killed and finished jobs stay until replaced).
+    pub jobs: BTreeMap<String, Job>,
+    /// Machines by id.
+    pub machines: BTreeMap<MachineId, Machine>,
+    /// Recent events, oldest first, at most [`MAX_EVENTS`].
+    pub events: VecDeque<Event>,
+    /// Index of the last log entry applied (0 = none).
+    pub applied_index: u64,
+    /// Derived: tasks bound to each machine that are not dead. Rebuilt by [`CellState::reindex`].
+    #[serde(skip)]
+    by_machine: BTreeMap<MachineId, BTreeSet<TaskKey>>,
+}
+
+impl CellState {
+    /// An empty cell named `cell`.
+    pub fn new(cell: &str) -> Self {
+        CellState { cell: cell.to_string(), ..Default::default() }
+    }
+
+    /// Rebuilds derived indexes after deserialization.
+    pub fn reindex(&mut self) {
+        self.by_machine.clear();
+        for job in self.jobs.values() {
+            for t in &job.tasks {
+                if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {
+                    self.by_machine.entry(m.clone()).or_default().insert((t.job.clone(), t.index));
+                }
+            }
+        }
+    }
+
+    /// A task by key.
+    pub fn task(&self, key: &TaskKey) -> Option<&Task> {
+        self.jobs.get(&key.0)?.tasks.get(key.1 as usize)
+    }
+
+    /// Tasks bound to machine `m` that are not dead, sorted by (job, index): what its Borglet
+    /// should run.
+    pub fn tasks_on(&self, m: &MachineId) -> impl Iterator<Item = &Task> {
+        self.by_machine.get(m).into_iter().flatten().filter_map(|k| self.task(k))
+    }
+
+    /// Sum of the requests of the tasks bound to `m` that are not dead.
+    pub fn allocated_on(&self, m: &MachineId) -> Resources {
+        self.tasks_on(m).fold(Resources::ZERO, |acc, t| match self.jobs.get(&t.job) {
+            Some(j) => acc.saturating_add(j.spec.resources),
+            None => acc,
+        })
+    }
+
+    /// Number of tasks bound to `m` that are not dead.
+    pub fn task_count_on(&self, m: &MachineId) -> usize {
+        self.by_machine.get(m).map_or(0, |s| s.len())
+    }
+}

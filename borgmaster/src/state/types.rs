@@ -1,0 +1,221 @@
+//! Records of the cell state and the commands that change it.
+
+use borg_spec::JobSpec;
+use scheduler_core::{Attributes, MachineId, Resources};
+use serde::{Deserialize, Serialize};
+
+/// Task state (Borg Figure 2): `pending -> running -> dead`, `running -> pending` on eviction or
+/// machine loss, `pending|running -> dead` on kill or finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for a machine, or bound to one whose Borglet has not yet started it.
+    Pending,
+    /// Its Borglet reports a process (or a restart in progress).
+    Running,
+    /// Finished, failed for good, or killed.
+    Dead,
+}
+
+impl TaskState {
+    /// `pending`, `running` or `dead`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Dead => "dead",
+        }
+    }
+}
+
+/// One task, `job/index`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Job name.
+    pub job: String,
+    /// Task index, 0..tasks.
+    pub index: u32,
+    /// State.
+    pub state: TaskState,
+    /// Bound machine; `None` while pending and unplaced. Kept after death for display.
+    pub machine: Option<MachineId>,
+    /// Bumped on every (re)placement and restart-with-new-spec; Borglet reports for another
+    /// incarnation are stale and ignored.
+    pub incarnation: u64,
+    /// Job spec version this incarnation runs.
+    pub job_version: u64,
+    /// Exit code of the last run, once it exited.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the last run.
+    pub signal: Option<i32>,
+    /// Restarts done by the Borglet in this incarnation.
+    pub restarts: u32,
+    /// Process id while running.
+    pub pid: Option<u32>,
+    /// Why the task is in its state: `submitted`, `scheduled`, `preempted`, `machine down`, ...
+    pub reason: String,
+    /// When the task entered its state, ms since the Unix epoch.
+    pub state_since_ms: i64,
+}
+
+/// A job: its spec, version and tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Current spec.
+    pub spec: JobSpec,
+    /// Starts at 1; bumped by every apply that changes the spec.
+    pub version: u64,
+    /// First submission, ms since the Unix epoch.
+    pub submitted_ms: i64,
+    /// Set by a kill; cleared by a later apply.
+    pub killed: bool,
+    /// Tasks by index; `tasks.len() == spec.tasks`.
+    pub tasks: Vec<Task>,
+}
+
+impl Job {
+    /// `killed`, `done` (every task dead), `pending` (none running) or `running`.
+    pub fn state_name(&self) -> &'static str {
+        if self.killed {
+            "killed"
+        } else if self.tasks.iter().all(|t| t.state == TaskState::Dead) {
+            "done"
+        } else if self.tasks.iter().all(|t| t.state == TaskState::Pending) {
+            "pending"
+        } else {
+            "running"
+        }
+    }
+}
+
+/// Machine health as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MachineState {
+    /// Answering polls.
+    Up,
+    /// Missed too many polls; its tasks were moved elsewhere.
+    Down,
+}
+
+/// One machine of the cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Id.
+    pub id: MachineId,
+    /// Borglet address, host:port.
+    pub address: String,
+    /// Capacity: millicores, bytes, bytes.
+    pub capacity: Resources,
+    /// Attributes (arch, os, hostname, and the Borglet's `--attr k=v`).
+    pub attributes: Attributes,
+    /// Up or down.
+    pub state: MachineState,
+    /// Last registration, ms since the Unix epoch.
+    pub registered_ms: i64,
+}
+
+/// A state transition or notable happening. Events are part of the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, ms since the Unix epoch.
+    pub time_ms: i64,
+    /// Job, or empty for machine events.
+    pub job: String,
+    /// Task index, for task events.
+    pub index: Option<u32>,
+    /// `submitted`, `updated`, `killed`, `scheduled`, `running`, `dead`, `pending`,
+    /// `machine-up`, `machine-down`, `registered`.
+    pub kind: String,
+    /// Human detail.
+    pub detail: String,
+    /// Machine involved; every change of a machine's desired task set names the machine here.
+    pub machine: Option<MachineId>,
+}
+
+/// A task placement decided by the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// Job name.
+    pub job: String,
+    /// Task index.
+    pub index: u32,
+    /// Incarnation the decision was made for; stale decisions are dropped.
+    pub incarnation: u64,
+    /// Machine.
+    pub machine: MachineId,
+}
+
+/// What a Borglet observed of one task, as far as it changes the master's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// Job name.
+    pub job: String,
+    /// Task index.
+    pub index: u32,
+    /// Incarnation the Borglet runs.
+    pub incarnation: u64,
+    /// `Running` or `Dead` (a Borglet never reports `Pending`).
+    pub state: TaskState,
+    /// Process id while running.
+    pub pid: Option<u32>,
+    /// Exit code once exited.
+    pub exit_code: Option<i32>,
+    /// Terminating signal once exited by a signal.
+    pub signal: Option<i32>,
+    /// Restarts done by the Borglet.
+    pub restarts: u32,
+    /// Borglet's detail message.
+    pub message: String,
+}
+
+/// A change to the cell state. Every command is persisted before it is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a job or replace its spec.
+    ApplyJob {
+        /// Validated spec.
+        spec: JobSpec,
+        /// When set, the current version must equal it (0 = the job must not exist).
+        expected_version: Option<u64>,
+    },
+    /// Kill every task of a job.
+    KillJob {
+        /// Job name.
+        name: String,
+    },
+    /// Add a machine or update its address, capacity and attributes; marks it up.
+    RegisterMachine {
+        /// The machine as the Borglet describes itself (state is ignored: it becomes up).
+        machine: Machine,
+    },
+    /// A machine missed too many polls: mark it down and send its tasks back to pending.
+    MachineDown {
+        /// Machine id.
+        id: MachineId,
+        /// Why, for the events.
+        reason: String,
+    },
+    /// A down machine answered a poll again.
+    MachineUp {
+        /// Machine id.
+        id: MachineId,
+    },
+    /// Scheduler decisions of one pass.
+    Bind {
+        /// Placements, in decision order.
+        bindings: Vec<Bind>,
+    },
+    /// Task state changes observed by Borglets (batched across machines).
+    TaskReports {
+        /// (machine, report) pairs.
+        reports: Vec<(MachineId, TaskReport)>,
+    },
+}
+
+/// A log entry: a command and the time the leader accepted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Acceptance time, ms since the Unix epoch; the state machine's only clock.
+    pub time_ms: i64,
+    /// The command.
+    pub command: Command,
+}
