@@ -8,3 +8,8 @@
 
 pub mod state;
 pub mod store;
+pub mod master;
+pub mod convert;
+pub mod scheduler_loop;
+pub mod link_shard;
+pub mod service;

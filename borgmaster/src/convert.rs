@@ -1,0 +1,83 @@
+//! Cell state records -> API messages.
+
+use crate::master::SoftState;
+use crate::state::{CellState, Event, Job, Machine, MachineState, Task, TaskState};
+use borg_proto as pb;
+use borg_spec::convert::resources_to_pb;
+
+/// Task state -> API enum.
+pub fn task_state_to_pb(s: TaskState) -> pb::TaskState {
+    match s {
+        TaskState::Pending => pb::TaskState::Pending,
+        TaskState::Running => pb::TaskState::Running,
+        TaskState::Dead => pb::TaskState::Dead,
+    }
+}
+
+/// A task record as the API shows it.
+pub fn task_to_pb(t: &Task) -> pb::Task {
+    pb::Task {
+        job: t.job.clone(),
+        index: t.index,
+        state: task_state_to_pb(t.state) as i32,
+        machine: t.machine.as_ref().map(|m| m.0.clone()),
+        exit_code: t.exit_code,
+        restarts: t.restarts,
+        pid: t.pid,
+        reason: t.reason.clone(),
+        incarnation: t.incarnation,
+        state_since_ms: t.state_since_ms,
+        signal: t.signal,
+        job_version: t.job_version,
+    }
+}
+
+/// A job with its task counts and, if some tasks are unplaced, why.
+pub fn job_to_pb(j: &Job, soft: &SoftState) -> pb::Job {
+    let count = |s: TaskState| j.tasks.iter().filter(|t| t.state == s).count() as u32;
+    let unplaced = j.tasks.iter().any(|t| t.state == TaskState::Pending && t.machine.is_none());
+    pb::Job {
+        spec: Some((&j.spec).into()),
+        version: j.version,
+        submitted_ms: j.submitted_ms,
+        pending: count(TaskState::Pending),
+        running: count(TaskState::Running),
+        dead: count(TaskState::Dead),
+        succeeded: j.tasks.iter().filter(|t| t.state == TaskState::Dead && t.exit_code == Some(0)).count() as u32,
+        state: j.state_name().to_string(),
+        why_pending: match (unplaced, soft.why_pending.get(&j.spec.name)) {
+            (true, Some(w)) => w.to_string(),
+            _ => String::new(),
+        },
+    }
+}
+
+/// A machine with its allocation (from the state) and usage (from the soft state).
+pub fn machine_to_pb(m: &Machine, state: &CellState, soft: &SoftState) -> pb::Machine {
+    pb::Machine {
+        id: m.id.0.clone(),
+        address: m.address.clone(),
+        capacity: Some(resources_to_pb(m.capacity)),
+        allocated: Some(resources_to_pb(state.allocated_on(&m.id))),
+        attributes: m.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        state: match m.state {
+            MachineState::Up => pb::MachineState::Up,
+            MachineState::Down => pb::MachineState::Down,
+        } as i32,
+        last_seen_ms: soft.last_seen_ms.get(&m.id).copied().unwrap_or(0),
+        tasks: state.task_count_on(&m.id) as u32,
+        used: Some(resources_to_pb(soft.machine_usage.get(&m.id).copied().unwrap_or_default())),
+    }
+}
+
+/// An event as the API shows it.
+pub fn event_to_pb(e: &Event) -> pb::Event {
+    pb::Event {
+        time_ms: e.time_ms,
+        job: e.job.clone(),
+        index: e.index,
+        kind: e.kind.clone(),
+        detail: e.detail.clone(),
+        machine: e.machine.as_ref().map(|m| m.0.clone()),
+    }
+}

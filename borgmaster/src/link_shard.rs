@@ -1,0 +1,197 @@
+//! Link shards: the master polls every Borglet (Borg §3.3), so the master sets the pace and a
+//! recovering cell cannot storm it.
+//!
+//! Each poll carries the machine's desired task set, sent whole only when it changed (tracked by
+//! a digest the Borglet echoes back), and returns every task's observed state. Changes are
+//! batched across machines into one `TaskReports` command. A machine that misses
+//! `missed_polls_down` polls in a row is marked down and its tasks go back to pending.
+//!
+//! In this version a shard is one tokio task per machine; the supervisor starts one for each
+//! registered machine.
+
+use crate::master::{now_ms, Master};
+use crate::state::{Command, MachineState, TaskReport, TaskState};
+use borg_proto as pb;
+use borg_proto::borglet_client::BorgletClient;
+use borg_spec::convert::{kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
+use scheduler_core::MachineId;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+/// Starts a poller for every registered machine, now and whenever one registers; and the task
+/// that batches Borglet reports into commands. Runs forever.
+pub async fn run(master: Arc<Master>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(apply_reports(master.clone(), rx));
+    let mut started: HashSet<MachineId> = HashSet::new();
+    loop {
+        let ids: Vec<MachineId> = master.state().machines.keys().cloned().collect();
+        for id in ids {
+            if started.insert(id.clone()) {
+                tokio::spawn(poll_machine(master.clone(), id, tx.clone()));
+            }
+        }
+        master.machines_changed.notified().await;
+    }
+}
+
+/// Drains every report batch waiting and commits them as one command.
+async fn apply_reports(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Vec<(MachineId, TaskReport)>>) {
+    while let Some(mut batch) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        if let Err(e) = master.propose(Command::TaskReports { reports: batch }).await {
+            tracing::error!(error = %e, "could not record task reports; the next poll reports them again");
+        }
+    }
+}
+
+/// Digest of a desired task set; never 0 (0 means "nothing applied yet").
+fn digest(tasks: &[pb::TaskAssignment]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for t in tasks {
+        (&t.job, t.index, t.incarnation, t.job_version).hash(&mut h);
+    }
+    h.finish().max(1)
+}
+
+/// The poll for machine `id` from the current state: (address, request with the full desired set).
+fn build_poll(master: &Master, id: &MachineId) -> Option<(String, pb::PollRequest)> {
+    let s = master.state();
+    let m = s.machines.get(id)?;
+    let tasks: Vec<pb::TaskAssignment> = s
+        .tasks_on(id)
+        .filter_map(|t| {
+            let job = s.jobs.get(&t.job)?;
+            let spec = &job.spec;
+            Some(pb::TaskAssignment {
+                job: t.job.clone(),
+                index: t.index,
+                incarnation: t.incarnation,
+                user: spec.user.clone(),
+                kind: kind_to_pb(spec.kind) as i32,
+                command: spec.command.clone(),
+                env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                resources: Some(resources_to_pb(spec.resources)),
+                restart: Some(restart_to_pb(spec.restart)),
+                grace_period_ms: spec.grace_period_ms,
+                job_version: t.job_version,
+            })
+        })
+        .collect();
+    let req = pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version: digest(&tasks), full: true, tasks };
+    Some((m.address.clone(), req))
+}
+
+/// Reports in `resp` that change the master's record of a task on machine `id`.
+fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(MachineId, TaskReport)> {
+    let s = master.state();
+    let mut out = Vec::new();
+    for r in &resp.tasks {
+        let Some(t) = s.task(&(r.job.clone(), r.index)) else { continue };
+        if t.machine.as_ref() != Some(id) || t.incarnation != r.incarnation || t.state == TaskState::Dead {
+            continue;
+        }
+        let state = match pb::TaskState::try_from(r.state) {
+            Ok(pb::TaskState::Running) => TaskState::Running,
+            Ok(pb::TaskState::Dead) => TaskState::Dead,
+            _ => continue,
+        };
+        if state == TaskState::Dead || t.state != TaskState::Running || t.pid != r.pid || t.restarts != r.restarts {
+            out.push((
+                id.clone(),
+                TaskReport {
+                    job: r.job.clone(),
+                    index: r.index,
+                    incarnation: r.incarnation,
+                    state,
+                    pid: r.pid,
+                    exit_code: r.exit_code,
+                    signal: r.signal,
+                    restarts: r.restarts,
+                    message: r.message.clone(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Polls one machine forever: every poll interval, and at once when its desired set changes.
+async fn poll_machine(master: Arc<Master>, id: MachineId, reports: mpsc::UnboundedSender<Vec<(MachineId, TaskReport)>>) {
+    let wake = master.machine_wakeup(&id);
+    let interval = master.config.poll_interval;
+    let timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
+    let mut client: Option<(String, BorgletClient<Channel>)> = None;
+    let mut acked = 0u64;
+    let mut misses = 0u32;
+    loop {
+        let Some((address, mut req)) = build_poll(&master, &id) else {
+            tracing::warn!(machine = %id, "machine no longer registered; poller stops");
+            return;
+        };
+        if client.as_ref().is_none_or(|(a, _)| *a != address) {
+            match Endpoint::from_shared(format!("http://{address}")) {
+                Ok(ep) => {
+                    let ch = ep.connect_timeout(timeout).timeout(timeout).connect_lazy();
+                    client = Some((address.clone(), BorgletClient::new(ch)));
+                    acked = 0;
+                }
+                Err(e) => tracing::warn!(machine = %id, %address, error = %e, "bad Borglet address"),
+            }
+        }
+        if req.version == acked {
+            req.full = false;
+            req.tasks.clear();
+        }
+        let result = match client.as_mut() {
+            Some((_, c)) => tokio::time::timeout(timeout, c.poll(req)).await.map_err(|_| "timed out".to_string()),
+            None => Err("no usable address".to_string()),
+        };
+        match result.and_then(|r| r.map_err(|s| s.message().to_string())) {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                misses = 0;
+                acked = resp.applied_version;
+                {
+                    let mut soft = master.soft();
+                    soft.last_seen_ms.insert(id.clone(), now_ms());
+                    soft.machine_usage.insert(id.clone(), resources_from_pb(resp.usage.as_ref()));
+                }
+                let ch = changes(&master, &id, &resp);
+                if !ch.is_empty() {
+                    let _ = reports.send(ch);
+                }
+                let down = master.state().machines.get(&id).is_some_and(|m| m.state == MachineState::Down);
+                if down {
+                    if let Err(e) = master.propose(Command::MachineUp { id: id.clone() }).await {
+                        tracing::warn!(machine = %id, error = %e, "could not mark machine up");
+                    }
+                }
+            }
+            Err(e) => {
+                misses += 1;
+                acked = 0;
+                tracing::debug!(machine = %id, misses, error = %e, "poll failed");
+                let up = master.state().machines.get(&id).is_some_and(|m| m.state == MachineState::Up);
+                if up && misses >= master.config.missed_polls_down {
+                    let reason = format!("{misses} missed polls (last: {e})");
+                    tracing::warn!(machine = %id, %reason, "marking machine down");
+                    if let Err(e) = master.propose(Command::MachineDown { id: id.clone(), reason }).await {
+                        tracing::error!(machine = %id, error = %e, "could not mark machine down");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The master's core: the cell state behind a lock, the store behind a single writer, and the
+//! wake-ups that connect them to the scheduler loop and the link shards.
+//!
+//! A change goes: [`Master::propose`] -> append to the RocksDB log (synced) -> apply to the
+//! in-memory [`CellState`] -> wake whoever the events concern. Readers take a read lock on the
+//! state and never wait for disk.
+
+use crate::state::{ApplyOutcome, CellState, Command, CommandError, Entry, Event};
+use crate::store::{Store, StoreError, CHECKPOINT_EVERY};
+use scheduler_core::{MachineId, Resources, WhyPending};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Master settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Cell name.
+    pub cell: String,
+    /// Interval between polls of each Borglet.
+    pub poll_interval: Duration,
+    /// Consecutive failed polls after which a machine is marked down.
+    pub missed_polls_down: u32,
+    /// Interval of the scheduler loop when nothing wakes it earlier.
+    pub schedule_interval: Duration,
+}
+
+/// Why a proposed command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// The state machine rejected it (no such job, version mismatch, ...); nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] CommandError),
+    /// It could not be made durable; nothing changed.
+    #[error("storage: {0}")]
+    Storage(#[from] StoreError),
+}
+
+/// Soft state: known only to the running leader, rebuilt from Borglet polls after a restart.
+#[derive(Debug, Default)]
+pub struct SoftState {
+    /// Why each job's unplaced tasks are pending, from the last scheduling pass.
+    pub why_pending: HashMap<String, WhyPending>,
+    /// Last successful poll of each machine, ms since the Unix epoch.
+    pub last_seen_ms: HashMap<MachineId, i64>,
+    /// Usage each Borglet reported in its last poll.
+    pub machine_usage: HashMap<MachineId, Resources>,
+}
+
+struct Writer {
+    store: Store,
+    since_checkpoint: u64,
+}
+
+/// The Borgmaster's shared core. Cheap to share behind an `Arc`.
+pub struct Master {
+    /// Settings.
+    pub config: MasterConfig,
+    state: RwLock<CellState>,
+    writer: tokio::sync::Mutex<Writer>,
+    /// Soft state (see [`SoftState`]).
+    pub soft: Mutex<SoftState>,
+    /// Wakes the scheduler loop: something may now be placeable.
+    pub schedule_wakeup: Notify,
+    /// Wakes the link-shard supervisor: a machine was registered.
+    pub machines_changed: Notify,
+    machine_wakeups: Mutex<HashMap<MachineId, Arc<Notify>>>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Master {
+    /// Opens the store and rebuilds the state from it.
+    ///
+    /// Errors: the store cannot be opened or read (see [`StoreError`]).
+    pub fn open(config: MasterConfig, store: Store) -> Result<Arc<Master>, StoreError> {
+        let state = store.load(&config.cell)?;
+        tracing::info!(
+            cell = %state.cell,
+            jobs = state.jobs.len(),
+            machines = state.machines.len(),
+            applied_index = state.applied_index,
+            "cell state loaded"
+        );
+        Ok(Arc::new(Master {
+            config,
+            state: RwLock::new(state),
+            writer: tokio::sync::Mutex::new(Writer { store, since_checkpoint: 0 }),
+            soft: Mutex::new(SoftState::default()),
+            schedule_wakeup: Notify::new(),
+            machines_changed: Notify::new(),
+            machine_wakeups: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Read access to the cell state. Do not hold it across an `.await`.
+    pub fn state(&self) -> RwLockReadGuard<'_, CellState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the soft state.
+    pub fn soft(&self) -> std::sync::MutexGuard<'_, SoftState> {
+        self.soft.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The notifier that wakes machine `m`'s poller.
+    pub fn machine_wakeup(&self, m: &MachineId) -> Arc<Notify> {
+        let mut w = self.machine_wakeups.lock().unwrap_or_else(|e| e.into_inner());
+        w.entry(m.clone()).or_default().clone()
+    }
+
+    /// Makes `command` durable, applies it, and wakes the parts its events concern.
+    ///
+    /// Returns the outcome and events. Errors: [`ProposeError::Storage`] when the log write
+    /// failed (nothing changed); [`ProposeError::Rejected`] when the state machine refused the
+    /// command (it stays in the log as a no-op, as it would in a Raft log).
+    pub async fn propose(&self, command: Command) -> Result<(ApplyOutcome, Vec<Event>), ProposeError> {
+        let mut w = self.writer.lock().await;
+        let entry = Entry { time_ms: now_ms(), command };
+        let index = self.state().applied_index + 1;
+        tokio::task::block_in_place(|| w.store.append(index, &entry))?;
+        let result = {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            s.applied_index = index;
+            s.apply(&entry)
+        };
+        w.since_checkpoint += 1;
+        if w.since_checkpoint >= CHECKPOINT_EVERY {
+            let snapshot = self.state().clone();
+            match tokio::task::block_in_place(|| w.store.checkpoint(&snapshot)) {
+                Ok(()) => w.since_checkpoint = 0,
+                Err(e) => tracing::warn!(error = %e, "checkpoint failed; the log keeps growing until one succeeds"),
+            }
+        }
+        drop(w);
+        let (outcome, events) = result?;
+        self.dispatch(&entry.command, &events);
+        Ok((outcome, events))
+    }
+
+    fn dispatch(&self, command: &Command, events: &[Event]) {
+        let mut machines: Vec<&MachineId> = events.iter().filter_map(|e| e.machine.as_ref()).collect();
+        machines.dedup();
+        for m in machines {
+            self.machine_wakeup(m).notify_one();
+        }
+        let placeable_changed = match command {
+            Command::Bind { .. } => false,
+            Command::TaskReports { .. } => events.iter().any(|e| e.kind == "dead"),
+            _ => !events.is_empty(),
+        };
+        if placeable_changed {
+            self.schedule_wakeup.notify_one();
+        }
+        if matches!(command, Command::RegisterMachine { .. }) {
+            self.machines_changed.notify_one();
+        }
+    }
+}
