@@ -1,1 +1,11 @@
+//! The Borglet: the agent on every machine of a cell. It registers the machine with the
+//! Borgmaster, answers the master's polls with the state of every task, and runs each task as
+//! a real process in its own process group, sandbox directory and cgroup.
+//!
+//! [`runtime`] owns the task lifecycle; [`process`] and [`cgroup`] the OS details;
+//! [`machine`] what the machine offers; [`service`] the gRPC service the master polls.
 
+pub mod cgroup;
+pub mod machine;
+pub mod process;
+pub mod runtime;

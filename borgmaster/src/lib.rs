@@ -6,10 +6,10 @@
 //! [`master`] ties state and store together; [`scheduler_loop`] and [`link_shard`] are the
 //! leader's background work; [`service`] is the gRPC API.
 
+pub mod convert;
+pub mod link_shard;
+pub mod master;
+pub mod scheduler_loop;
+pub mod service;
 pub mod state;
 pub mod store;
-pub mod master;
-pub mod convert;
-pub mod scheduler_loop;
-pub mod link_shard;
-pub mod service;

@@ -85,7 +85,8 @@ fn build_poll(master: &Master, id: &MachineId) -> Option<(String, pb::PollReques
             })
         })
         .collect();
-    let req = pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version: digest(&tasks), full: true, tasks };
+    let req =
+        pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version: digest(&tasks), full: true, tasks };
     Some((m.address.clone(), req))
 }
 
@@ -124,7 +125,11 @@ fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(Mac
 }
 
 /// Polls one machine forever: every poll interval, and at once when its desired set changes.
-async fn poll_machine(master: Arc<Master>, id: MachineId, reports: mpsc::UnboundedSender<Vec<(MachineId, TaskReport)>>) {
+async fn poll_machine(
+    master: Arc<Master>,
+    id: MachineId,
+    reports: mpsc::UnboundedSender<Vec<(MachineId, TaskReport)>>,
+) {
     let wake = master.machine_wakeup(&id);
     let interval = master.config.poll_interval;
     let timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));

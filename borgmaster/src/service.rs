@@ -122,7 +122,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let s = self.master.state();
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
         let soft = self.master.soft();
-        let mut events: Vec<pb::Event> = s.events.iter().rev().filter(|e| e.job == name).take(JOB_EVENTS).map(event_to_pb).collect();
+        let mut events: Vec<pb::Event> =
+            s.events.iter().rev().filter(|e| e.job == name).take(JOB_EVENTS).map(event_to_pb).collect();
         events.reverse();
         Ok(Response::new(pb::GetJobResponse { job: Some(job_to_pb(job, &soft)), events }))
     }
@@ -142,7 +143,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
         let name = req.into_inner().name;
-        let (outcome, _) = self.master.propose(Command::KillJob { name: name.clone() }).await.map_err(propose_status)?;
+        let (outcome, _) =
+            self.master.propose(Command::KillJob { name: name.clone() }).await.map_err(propose_status)?;
         let killed = match outcome {
             ApplyOutcome::Killed(n) => n,
             _ => 0,
@@ -196,10 +198,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             let t = s
                 .task(&(r.job.clone(), r.index))
                 .ok_or_else(|| Status::not_found(format!("no task {}/{}", r.job, r.index)))?;
-            let m = t
-                .machine
-                .clone()
-                .ok_or_else(|| Status::failed_precondition(format!("task {}/{} has not been placed", r.job, r.index)))?;
+            let m = t.machine.clone().ok_or_else(|| {
+                Status::failed_precondition(format!("task {}/{} has not been placed", r.job, r.index))
+            })?;
             let address = s
                 .machines
                 .get(&m)

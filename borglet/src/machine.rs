@@ -1,0 +1,58 @@
+//! What this machine offers: capacity detected from the OS (overridable by flags) and attributes.
+
+use scheduler_core::{Attributes, Resources};
+use std::path::Path;
+
+/// Capacity detected from the OS: CPUs x 1000 millicores, MemTotal bytes, and the bytes
+/// available on the filesystem holding `work_dir`. A dimension that cannot be read is 0 and a
+/// warning is logged.
+pub fn detect_capacity(work_dir: &Path) -> Resources {
+    let cpu = std::thread::available_parallelism().map_or(0, |n| n.get() as u64 * 1000);
+    let ram = <procfs::Meminfo as procfs::Current>::current().map(|m| m.mem_total).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read /proc/meminfo; RAM capacity 0 (set --ram)");
+        0
+    });
+    let disk = nix::sys::statvfs::statvfs(work_dir)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, dir = %work_dir.display(), "cannot statvfs the work dir; disk capacity 0 (set --disk)");
+            0
+        });
+    Resources::new(cpu, ram, disk)
+}
+
+/// Built-in attributes: `arch` (e.g. x86_64), `os` (linux), `hostname`; then `extra` (from
+/// `--attr k=v`), which may override them.
+pub fn attributes(extra: &[(String, String)]) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("arch".into(), std::env::consts::ARCH.into());
+    a.insert("os".into(), std::env::consts::OS.into());
+    if let Ok(h) = nix::unistd::gethostname() {
+        a.insert("hostname".into(), h.to_string_lossy().into_owned());
+    }
+    for (k, v) in extra {
+        a.insert(k.clone(), v.clone());
+    }
+    a
+}
+
+/// This machine's hostname, or `localhost` if it cannot be read.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_something_and_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = detect_capacity(dir.path());
+        assert!(c.cpu_millis >= 1000 && c.ram_bytes > 0 && c.disk_bytes > 0, "{c:?}");
+        let a = attributes(&[("rack".into(), "r1".into()), ("os".into(), "plan9".into())]);
+        assert_eq!(a["arch"], std::env::consts::ARCH);
+        assert_eq!(a["rack"], "r1");
+        assert_eq!(a["os"], "plan9");
+    }
+}

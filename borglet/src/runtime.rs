@@ -1,0 +1,677 @@
+//! The Borglet's task lifecycle: converge the processes on this machine to the desired task set.
+//!
+//! Level-triggered: [`Runtime::set_desired`] replaces the desired set (from the master's poll),
+//! and [`Runtime::tick`] (run every 100 ms and after each poll) starts what is missing, reaps what
+//! exited, restarts per policy with exponential backoff, and stops what is no longer desired
+//! (SIGTERM to the process group, the task's grace period, then SIGKILL to the group and to
+//! anything left in its cgroup). Nothing here depends on the master being reachable: tasks keep
+//! running, and keep being restarted, while it is down.
+//!
+//! The runtime persists itself to `<work-dir>/borglet-state.json` on every change. After a
+//! Borglet restart it **adopts** the processes it started (matching pid and start time, so a
+//! reused pid is never mistaken for a task): they keep running undisturbed. An adopted process
+//! is not our child, so when it exits its exit status is unknown; it is treated as a failure for
+//! the restart policy (a task whose success cannot be proven is retried).
+
+use crate::cgroup::{CgroupSupport, TaskCgroup};
+use crate::process;
+use borg_spec::{JobKind, Restart, RestartPolicy};
+use nix::sys::signal::Signal;
+use scheduler_core::Resources;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// First restart delay; doubles per restart up to [`MAX_BACKOFF`].
+pub const BASE_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest restart delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One task the master wants here: everything needed to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Job name.
+    pub job: String,
+    /// Task index.
+    pub index: u32,
+    /// Incarnation: a new one replaces the old run of the same task.
+    pub incarnation: u64,
+    /// Owner.
+    pub user: String,
+    /// Batch or service.
+    pub kind: JobKind,
+    /// argv.
+    pub command: Vec<String>,
+    /// Spec env (the Borglet adds PATH, HOME and the BORG_* variables).
+    pub env: BTreeMap<String, String>,
+    /// Limits: millicores, bytes, bytes.
+    pub resources: Resources,
+    /// Restart policy.
+    pub restart: Restart,
+    /// SIGTERM-to-SIGKILL grace, milliseconds.
+    pub grace_period_ms: u64,
+    /// Job version.
+    pub job_version: u64,
+}
+
+impl TaskSpec {
+    /// `job.index.incarnation`: the sandbox directory and cgroup name of this run.
+    pub fn run_name(&self) -> String {
+        format!("{}.{}.{}", self.job, self.index, self.incarnation)
+    }
+}
+
+/// Where a run is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// A process is running.
+    Running,
+    /// It exited and will be restarted when the backoff ends.
+    Backoff,
+    /// No longer desired: SIGTERM sent, SIGKILL at the deadline.
+    Stopping,
+    /// It exited for good (reported dead until the master drops it).
+    Exited,
+}
+
+/// One run of one task incarnation.
+#[derive(Debug)]
+pub struct TaskRun {
+    /// What to run.
+    pub spec: TaskSpec,
+    /// Lifecycle phase.
+    pub phase: Phase,
+    child: Option<Child>,
+    /// Leader pid (= process group id) while a process exists.
+    pub pid: Option<u32>,
+    start_ticks: u64,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Exit code of the last exit.
+    pub exit_code: Option<i32>,
+    /// Signal of the last exit.
+    pub signal: Option<i32>,
+    /// Human detail for the master.
+    pub message: String,
+    /// Backoff end or stop deadline.
+    deadline: Option<Instant>,
+    sigkilled: bool,
+    cgroup: Option<TaskCgroup>,
+    /// Sandbox directory.
+    pub sandbox: PathBuf,
+    last_cpu: Option<(Instant, f64)>,
+    /// CPU use over the last sample interval, millicores.
+    pub cpu_rate_millis: u64,
+}
+
+/// Usage of one run at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunUsage {
+    /// CPU seconds since start.
+    pub cpu_seconds: f64,
+    /// CPU millicores averaged since the previous sample.
+    pub cpu_millis: u64,
+    /// Memory bytes.
+    pub memory_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedRun {
+    spec: TaskSpec,
+    phase: Phase,
+    pid: Option<u32>,
+    start_ticks: u64,
+    restarts: u32,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    message: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Saved {
+    applied_version: u64,
+    cell: String,
+    desired: Vec<TaskSpec>,
+    runs: Vec<SavedRun>,
+}
+
+/// All task runs of this machine and the desired set they converge to.
+pub struct Runtime {
+    machine_id: String,
+    /// Cell name, from the master's polls (for BORG_CELL).
+    pub cell: String,
+    work_dir: PathBuf,
+    cgroups: CgroupSupport,
+    desired: BTreeMap<(String, u32), TaskSpec>,
+    /// Version of the desired set last applied (0 = none).
+    pub applied_version: u64,
+    runs: BTreeMap<(String, u32, u64), TaskRun>,
+    dirty: bool,
+}
+
+fn should_restart(r: &Restart, success: bool, restarts: u32) -> bool {
+    let policy = match r.policy {
+        RestartPolicy::Never => false,
+        RestartPolicy::OnFailure => !success,
+        RestartPolicy::Always => true,
+    };
+    policy && r.max_restarts.is_none_or(|m| restarts < m)
+}
+
+fn backoff(restarts: u32) -> Duration {
+    BASE_BACKOFF.saturating_mul(1u32 << restarts.min(16)).min(MAX_BACKOFF)
+}
+
+impl Runtime {
+    /// A runtime for machine `machine_id` working under `work_dir`; reloads and adopts what a
+    /// previous Borglet left in `<work_dir>/borglet-state.json`.
+    ///
+    /// Errors: the work dir cannot be created. A damaged state file is logged and ignored.
+    pub fn new(machine_id: &str, work_dir: &Path, cgroups: CgroupSupport) -> std::io::Result<Runtime> {
+        std::fs::create_dir_all(work_dir.join("tasks"))?;
+        let mut rt = Runtime {
+            machine_id: machine_id.to_string(),
+            cell: String::new(),
+            work_dir: work_dir.to_path_buf(),
+            cgroups,
+            desired: BTreeMap::new(),
+            applied_version: 0,
+            runs: BTreeMap::new(),
+            dirty: false,
+        };
+        rt.load();
+        Ok(rt)
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.work_dir.join("borglet-state.json")
+    }
+
+    fn load(&mut self) {
+        let path = self.state_file();
+        let saved: Saved = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "state file damaged; starting empty");
+                    return;
+                }
+            },
+            Err(_) => return,
+        };
+        self.applied_version = saved.applied_version;
+        self.cell = saved.cell;
+        self.desired = saved.desired.into_iter().map(|t| ((t.job.clone(), t.index), t)).collect();
+        for s in saved.runs {
+            let alive = s.pid.is_some_and(|p| process::start_ticks(p) == Some(s.start_ticks));
+            let name = s.spec.run_name();
+            let sandbox = self.work_dir.join("tasks").join(&name);
+            let cgroup = self.cgroups.existing(&self.machine_id, &name);
+            tracing::info!(task = %name, pid = ?s.pid, alive, "adopting task from previous Borglet");
+            let key = (s.spec.job.clone(), s.spec.index, s.spec.incarnation);
+            let phase = match s.phase {
+                Phase::Running | Phase::Stopping if !alive => Phase::Running, // reaped on the next tick
+                Phase::Backoff => Phase::Backoff,
+                p => p,
+            };
+            let run = TaskRun {
+                spec: s.spec,
+                phase,
+                child: None,
+                pid: s.pid,
+                start_ticks: s.start_ticks,
+                restarts: s.restarts,
+                exit_code: s.exit_code,
+                signal: s.signal,
+                message: s.message,
+                deadline: (phase == Phase::Backoff || phase == Phase::Stopping).then(Instant::now),
+                sigkilled: false,
+                cgroup,
+                sandbox,
+                last_cpu: None,
+                cpu_rate_millis: 0,
+            };
+            self.runs.insert(key, run);
+        }
+    }
+
+    fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let saved = Saved {
+            applied_version: self.applied_version,
+            cell: self.cell.clone(),
+            desired: self.desired.values().cloned().collect(),
+            runs: self
+                .runs
+                .values()
+                .map(|r| SavedRun {
+                    spec: r.spec.clone(),
+                    phase: r.phase,
+                    pid: r.pid,
+                    start_ticks: r.start_ticks,
+                    restarts: r.restarts,
+                    exit_code: r.exit_code,
+                    signal: r.signal,
+                    message: r.message.clone(),
+                })
+                .collect(),
+        };
+        let path = self.state_file();
+        let tmp = path.with_extension("json.tmp");
+        let result = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::error!(file = %path.display(), error = %e, "cannot save Borglet state; adoption after a restart may miss tasks");
+            self.dirty = true;
+        }
+    }
+
+    /// Replaces the desired task set (`version` is the master's digest of it).
+    pub fn set_desired(&mut self, version: u64, cell: &str, tasks: Vec<TaskSpec>) {
+        self.desired = tasks.into_iter().map(|t| ((t.job.clone(), t.index), t)).collect();
+        self.applied_version = version;
+        self.cell = cell.to_string();
+        self.dirty = true;
+    }
+
+    fn is_desired(&self, key: &(String, u32, u64)) -> bool {
+        self.desired.get(&(key.0.clone(), key.1)).is_some_and(|t| t.incarnation == key.2)
+    }
+
+    fn env_for(&self, t: &TaskSpec, sandbox: &Path) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("PATH".into(), process::TASK_PATH.into()));
+        env.push(("HOME".into(), sandbox.display().to_string()));
+        env.push(("BORG_CELL".into(), self.cell.clone()));
+        env.push(("BORG_JOB".into(), t.job.clone()));
+        env.push(("BORG_TASK_INDEX".into(), t.index.to_string()));
+        env.push(("BORG_USER".into(), t.user.clone()));
+        env
+    }
+
+    /// Starts (or restarts) the process of `run`; on failure the run exits like a failed process.
+    fn start(&mut self, key: &(String, u32, u64), now: Instant) {
+        let Some(run) = self.runs.get(key) else { return };
+        let spec = run.spec.clone();
+        let sandbox = run.sandbox.clone();
+        let env = self.env_for(&spec, &sandbox);
+        let cgroup = match &run.cgroup {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.cgroups.create(&self.machine_id, &spec.run_name(), spec.resources),
+        };
+        let result = std::fs::create_dir_all(&sandbox)
+            .and_then(|()| cgroup)
+            .and_then(|cg| process::spawn(&spec.command, &sandbox, &env, cg.as_ref()).map(|c| (c, cg)));
+        self.dirty = true;
+        let Some(run) = self.runs.get_mut(key) else { return };
+        match result {
+            Ok((child, cg)) => {
+                let pid = child.id();
+                run.start_ticks = process::start_ticks(pid).unwrap_or(0);
+                run.child = Some(child);
+                run.pid = Some(pid);
+                run.cgroup = cg;
+                run.phase = Phase::Running;
+                run.message = if run.restarts == 0 {
+                    "running".into()
+                } else {
+                    format!("running after {} restarts", run.restarts)
+                };
+                tracing::info!(task = %spec.run_name(), pid, "task started");
+            }
+            Err(e) => {
+                tracing::warn!(task = %spec.run_name(), error = %e, "task did not start");
+                run.pid = None;
+                run.child = None;
+                Self::after_exit(run, None, None, format!("{e}"), true, now);
+            }
+        }
+    }
+
+    /// Decides what follows an exit: restart after backoff, or dead for good.
+    fn after_exit(
+        run: &mut TaskRun,
+        code: Option<i32>,
+        signal: Option<i32>,
+        what: String,
+        desired: bool,
+        now: Instant,
+    ) {
+        run.exit_code = code;
+        run.signal = signal;
+        run.pid = None;
+        run.child = None;
+        let success = code == Some(0) && signal.is_none();
+        if desired && should_restart(&run.spec.restart, success, run.restarts) {
+            let delay = backoff(run.restarts);
+            run.phase = Phase::Backoff;
+            run.deadline = Some(now + delay);
+            run.message = format!("{what}; restarting in {:.1}s", delay.as_secs_f64());
+        } else {
+            run.phase = Phase::Exited;
+            run.deadline = None;
+            run.message = if run.restarts > 0 { format!("{what} after {} restarts", run.restarts) } else { what };
+            if let Some(cg) = &run.cgroup {
+                cg.remove();
+            }
+        }
+    }
+
+    /// One convergence step at time `now`: reap exits, restart, stop, start. Persists changes.
+    pub fn tick(&mut self, now: Instant) {
+        let keys: Vec<_> = self.runs.keys().cloned().collect();
+        // 1. Reap exits and escalate stops.
+        for key in &keys {
+            let desired = self.is_desired(key);
+            let Some(run) = self.runs.get_mut(key) else { continue };
+            if !matches!(run.phase, Phase::Running | Phase::Stopping) {
+                continue;
+            }
+            let exit = match (&mut run.child, run.pid) {
+                (Some(child), _) => match child.try_wait() {
+                    Ok(Some(status)) => Some(process::exit_parts(status)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(task = %run.spec.run_name(), error = %e, "wait failed");
+                        Some((None, None))
+                    }
+                },
+                (None, Some(pid)) => (process::start_ticks(pid) != Some(run.start_ticks)).then_some((None, None)),
+                (None, None) => Some((None, None)),
+            };
+            match exit {
+                Some((code, signal)) => {
+                    if let Some(pid) = run.pid {
+                        process::signal_group(pid, Signal::SIGKILL); // stragglers of the group
+                    }
+                    if let Some(cg) = &run.cgroup {
+                        process::kill_cgroup(cg);
+                    }
+                    self.dirty = true;
+                    if run.phase == Phase::Stopping {
+                        if let Some(cg) = &run.cgroup {
+                            cg.remove();
+                        }
+                        tracing::info!(task = %run.spec.run_name(), "task stopped");
+                        self.runs.remove(key);
+                        continue;
+                    }
+                    let what = match (code, signal, run.child.is_none() && run.pid.is_some()) {
+                        (None, None, true) => "exited while the Borglet was restarting (status unknown)".to_string(),
+                        _ => borg_exit_text(code, signal),
+                    };
+                    tracing::info!(task = %run.spec.run_name(), ?code, ?signal, "task exited");
+                    Self::after_exit(run, code, signal, what, desired, now);
+                }
+                None if run.phase == Phase::Stopping && !run.sigkilled && run.deadline.is_some_and(|d| now >= d) => {
+                    if let Some(pid) = run.pid {
+                        tracing::info!(task = %run.spec.run_name(), pid, "grace period over; SIGKILL");
+                        process::signal_group(pid, Signal::SIGKILL);
+                    }
+                    if let Some(cg) = &run.cgroup {
+                        process::kill_cgroup(cg);
+                    }
+                    run.sigkilled = true;
+                }
+                None => {}
+            }
+        }
+        // 2. Stop or drop runs that are no longer desired.
+        for key in &keys {
+            if self.is_desired(key) {
+                continue;
+            }
+            let Some(run) = self.runs.get_mut(key) else { continue };
+            match run.phase {
+                Phase::Running => {
+                    let grace = Duration::from_millis(run.spec.grace_period_ms);
+                    if let Some(pid) = run.pid {
+                        tracing::info!(task = %run.spec.run_name(), pid, grace_ms = run.spec.grace_period_ms, "stopping: SIGTERM");
+                        process::signal_group(pid, Signal::SIGTERM);
+                    }
+                    run.phase = Phase::Stopping;
+                    run.deadline = Some(now + grace);
+                    run.message = "stopping".into();
+                    self.dirty = true;
+                }
+                Phase::Backoff | Phase::Exited => {
+                    if let Some(cg) = &run.cgroup {
+                        cg.remove();
+                    }
+                    self.runs.remove(key);
+                    self.dirty = true;
+                }
+                Phase::Stopping => {}
+            }
+        }
+        // 3. Restart runs whose backoff ended.
+        for key in &keys {
+            let due =
+                self.runs.get(key).is_some_and(|r| r.phase == Phase::Backoff && r.deadline.is_some_and(|d| now >= d));
+            if due && self.is_desired(key) {
+                if let Some(run) = self.runs.get_mut(key) {
+                    run.restarts += 1;
+                }
+                self.start(key, now);
+            }
+        }
+        // 4. Start desired tasks that have no run.
+        let missing: Vec<TaskSpec> = self
+            .desired
+            .values()
+            .filter(|t| !self.runs.contains_key(&(t.job.clone(), t.index, t.incarnation)))
+            .cloned()
+            .collect();
+        for spec in missing {
+            let key = (spec.job.clone(), spec.index, spec.incarnation);
+            let sandbox = self.work_dir.join("tasks").join(spec.run_name());
+            self.runs.insert(
+                key.clone(),
+                TaskRun {
+                    spec,
+                    phase: Phase::Running,
+                    child: None,
+                    pid: None,
+                    start_ticks: 0,
+                    restarts: 0,
+                    exit_code: None,
+                    signal: None,
+                    message: String::new(),
+                    deadline: None,
+                    sigkilled: false,
+                    cgroup: None,
+                    sandbox,
+                    last_cpu: None,
+                    cpu_rate_millis: 0,
+                },
+            );
+            self.start(&key, now);
+        }
+        self.save();
+    }
+
+    /// Every run, sorted by (job, index, incarnation).
+    pub fn runs(&self) -> impl Iterator<Item = &TaskRun> {
+        self.runs.values()
+    }
+
+    /// Samples the usage of every run (CPU rate since the previous sample).
+    pub fn sample_usage(&mut self, now: Instant) -> Vec<RunUsage> {
+        self.runs
+            .values_mut()
+            .map(|r| {
+                let (cpu_seconds, memory_bytes) = match (&r.cgroup, r.pid) {
+                    (Some(cg), _) => {
+                        let u = cg.usage();
+                        (u.cpu_seconds, u.memory_bytes)
+                    }
+                    (None, Some(pid)) => process::proc_usage(pid).unwrap_or_default(),
+                    (None, None) => (0.0, 0),
+                };
+                if let Some((t0, c0)) = r.last_cpu {
+                    let dt = now.duration_since(t0).as_secs_f64();
+                    if dt > 0.0 {
+                        r.cpu_rate_millis = (((cpu_seconds - c0).max(0.0) / dt) * 1000.0) as u64;
+                    }
+                }
+                r.last_cpu = Some((now, cpu_seconds));
+                RunUsage { cpu_seconds, cpu_millis: r.cpu_rate_millis, memory_bytes }
+            })
+            .collect()
+    }
+
+    /// Sandbox of the newest run of task `job/index`, living or not, if any exists on disk.
+    pub fn sandbox_of(&self, job: &str, index: u32) -> Option<PathBuf> {
+        let prefix = format!("{job}.{index}.");
+        let newest = std::fs::read_dir(self.work_dir.join("tasks"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let inc: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
+                Some((inc, e.path()))
+            })
+            .max_by_key(|(inc, _)| *inc)?;
+        Some(newest.1)
+    }
+
+    /// Stops every process at once (SIGKILL): for tests and `--kill-tasks-on-exit`.
+    pub fn kill_all(&mut self) {
+        for r in self.runs.values_mut() {
+            if let Some(pid) = r.pid {
+                process::signal_group(pid, Signal::SIGKILL);
+            }
+            if let Some(c) = r.child.as_mut() {
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// `exited 0`, `killed by signal 15`.
+fn borg_exit_text(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (_, Some(s)) => format!("killed by signal {s}"),
+        (Some(c), None) => format!("exited {c}"),
+        (None, None) => "exited".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(job: &str, index: u32, inc: u64, cmd: &str, restart: Restart) -> TaskSpec {
+        TaskSpec {
+            job: job.into(),
+            index,
+            incarnation: inc,
+            user: "alice".into(),
+            kind: JobKind::Batch,
+            command: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+            env: [("GREETING".to_string(), "hi".to_string())].into(),
+            resources: Resources::new(100, 64 << 20, 0),
+            restart,
+            grace_period_ms: 200,
+            job_version: 1,
+        }
+    }
+
+    fn never() -> Restart {
+        Restart { policy: RestartPolicy::Never, max_restarts: None }
+    }
+
+    /// Ticks until `f` holds (at most 10 s of real time).
+    fn tick_until(rt: &mut Runtime, mut f: impl FnMut(&Runtime) -> bool) {
+        let start = Instant::now();
+        while !f(rt) {
+            assert!(start.elapsed() < Duration::from_secs(10), "condition not reached");
+            std::thread::sleep(Duration::from_millis(20));
+            rt.tick(Instant::now());
+        }
+    }
+
+    fn run<'a>(rt: &'a Runtime, job: &str) -> &'a TaskRun {
+        rt.runs().find(|r| r.spec.job == job).expect("run exists")
+    }
+
+    #[test]
+    fn a_task_runs_with_its_env_and_sandbox_and_exits_with_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = Runtime::new("m1", dir.path(), CgroupSupport::None("test".into())).unwrap();
+        let cmd = "echo $GREETING $BORG_JOB $BORG_TASK_INDEX $BORG_CELL $BORG_USER; pwd; exit 3";
+        rt.set_desired(7, "dev", vec![spec("hello", 2, 1, cmd, never())]);
+        rt.tick(Instant::now());
+        assert!(run(&rt, "hello").pid.is_some());
+        tick_until(&mut rt, |rt| run(rt, "hello").phase == Phase::Exited);
+        let r = run(&rt, "hello");
+        assert_eq!((r.exit_code, r.signal, r.message.as_str()), (Some(3), None, "exited 3"));
+        let out = std::fs::read_to_string(r.sandbox.join("stdout")).unwrap();
+        assert_eq!(out, format!("hi hello 2 dev alice\n{}\n", r.sandbox.display()));
+        assert_eq!(rt.sandbox_of("hello", 2), Some(r.sandbox.clone()));
+    }
+
+    #[test]
+    fn on_failure_restarts_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = Runtime::new("m1", dir.path(), CgroupSupport::None("test".into())).unwrap();
+        let r = Restart { policy: RestartPolicy::OnFailure, max_restarts: Some(1) };
+        rt.set_desired(1, "dev", vec![spec("flaky", 0, 1, "echo run >> count; exit 1", r)]);
+        rt.tick(Instant::now());
+        tick_until(&mut rt, |rt| run(rt, "flaky").phase == Phase::Exited);
+        let r = run(&rt, "flaky");
+        assert_eq!((r.restarts, r.exit_code), (1, Some(1)));
+        assert_eq!(std::fs::read_to_string(r.sandbox.join("count")).unwrap(), "run\nrun\n");
+        assert_eq!(r.message, "exited 1 after 1 restarts");
+    }
+
+    #[test]
+    fn undesired_tasks_get_sigterm_then_sigkill_after_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = Runtime::new("m1", dir.path(), CgroupSupport::None("test".into())).unwrap();
+        // ignores SIGTERM, so only SIGKILL after the 200 ms grace ends it
+        rt.set_desired(
+            1,
+            "dev",
+            vec![spec("stubborn", 0, 1, "trap '' TERM; echo ready; while :; do sleep 0.05; done", never())],
+        );
+        rt.tick(Instant::now());
+        let pid = run(&rt, "stubborn").pid.unwrap();
+        let sandbox = run(&rt, "stubborn").sandbox.clone();
+        tick_until(&mut rt, |_| std::fs::read_to_string(sandbox.join("stdout")).unwrap_or_default() == "ready\n");
+        rt.set_desired(2, "dev", vec![]);
+        let stop = Instant::now();
+        rt.tick(Instant::now());
+        assert_eq!(run(&rt, "stubborn").phase, Phase::Stopping);
+        tick_until(&mut rt, |rt| rt.runs().next().is_none());
+        assert!(stop.elapsed() >= Duration::from_millis(200), "SIGKILL came before the grace period ended");
+        assert!(process::start_ticks(pid).is_none(), "process {pid} still alive");
+    }
+
+    #[test]
+    fn a_restarted_borglet_adopts_running_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = Runtime::new("m1", dir.path(), CgroupSupport::None("test".into())).unwrap();
+        rt.set_desired(5, "dev", vec![spec("svc", 0, 1, "sleep 30", never())]);
+        rt.tick(Instant::now());
+        let pid = run(&rt, "svc").pid.unwrap();
+        drop(rt); // the Borglet goes away; its child keeps running
+        let mut rt2 = Runtime::new("m1", dir.path(), CgroupSupport::None("test".into())).unwrap();
+        assert_eq!(rt2.applied_version, 5);
+        rt2.tick(Instant::now());
+        let r = run(&rt2, "svc");
+        assert_eq!((r.pid, r.phase, r.restarts), (Some(pid), Phase::Running, 0), "adopted, not restarted");
+        rt2.set_desired(6, "dev", vec![]);
+        rt2.tick(Instant::now());
+        tick_until(&mut rt2, |rt| rt.runs().next().is_none());
+        // the process is gone (a zombie of ours until reaped counts as gone)
+        assert!(process::start_ticks(pid).is_none());
+    }
+}
