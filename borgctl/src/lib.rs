@@ -1,1 +1,3 @@
+//! borgctl's pieces that tests reuse: rendering API messages as tables and JSON.
 
+pub mod render;

@@ -147,6 +147,23 @@ impl CgroupSupport {
         Ok(Some(TaskCgroup { v2: matches!(self, CgroupSupport::V2(_)), dirs }))
     }
 
+    /// Names of the task cgroups under this machine's parent cgroup (from the first hierarchy).
+    pub fn task_cgroup_names(&self, machine: &str) -> Vec<String> {
+        let base = match self {
+            CgroupSupport::None(_) => return Vec::new(),
+            CgroupSupport::V2(root) => root.join(parent_name(machine)),
+            CgroupSupport::V1 { memory, .. } => memory.join(parent_name(machine)),
+        };
+        fs::read_dir(base)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The cgroup of a task run that already exists (after a Borglet restart), if any.
     pub fn existing(&self, machine: &str, task: &str) -> Option<TaskCgroup> {
         let sub = Path::new(&parent_name(machine)).join(task);

@@ -9,3 +9,4 @@ pub mod cgroup;
 pub mod machine;
 pub mod process;
 pub mod runtime;
+pub mod service;

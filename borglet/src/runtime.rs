@@ -182,7 +182,28 @@ impl Runtime {
             dirty: false,
         };
         rt.load();
+        rt.reap_orphans();
         Ok(rt)
+    }
+
+    /// Kills processes left in task cgroups that belong to no known run (a state file lost or
+    /// damaged, a crash between start and save) and removes those cgroups: a Borglet restart
+    /// leaves no orphan behind.
+    fn reap_orphans(&mut self) {
+        let known: std::collections::HashSet<String> = self.runs.values().map(|r| r.spec.run_name()).collect();
+        for name in self.cgroups.task_cgroup_names(&self.machine_id) {
+            if known.contains(&name) {
+                continue;
+            }
+            if let Some(cg) = self.cgroups.existing(&self.machine_id, &name) {
+                let pids = cg.pids();
+                if !pids.is_empty() {
+                    tracing::warn!(cgroup = %name, ?pids, "killing orphan processes of an unknown task run");
+                }
+                process::kill_cgroup(&cg);
+                cg.remove();
+            }
+        }
     }
 
     fn state_file(&self) -> PathBuf {

@@ -199,7 +199,12 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let message = e.without_snippet().to_string();
-        let message = message.lines().next().unwrap_or("invalid YAML").to_string();
+        let message = message.lines().next().unwrap_or("invalid YAML");
+        // the location is already in front of the message
+        let message = match message.rfind(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message.to_string(),
+        };
         SpecErrors(vec![LocatedProblem { file: file.into(), line, column, field: String::new(), message }])
     })?;
     let mut l = Located { file, at: HashMap::new(), problems: Vec::new() };

@@ -1,1 +1,276 @@
+//! A test cell: the real `borgmaster`, `borglet` and `borgctl` binaries on loopback with
+//! ephemeral ports, in temporary directories, torn down (tasks included) when dropped.
+//!
+//! The binaries are taken from the same target directory as the test executable; build them
+//! first (`cargo test --workspace` does).
 
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Poll interval the test cells use (the default is 1 s).
+pub const POLL: &str = "200ms";
+
+/// Path of a workspace binary next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` (or `cargo test --workspace`)", p.display());
+    p
+}
+
+/// The workspace root (for configs/).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Starts `cmd`, waits for the stdout line `<prefix> listening on ADDR`, returns (child, ADDR).
+fn start_listening(mut cmd: Command, what: &str, log: &Path) -> (Child, String) {
+    let stderr = std::fs::File::create(log).expect("log file");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let prefix = format!("{what} listening on ");
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with(&prefix) => {
+                let addr = l[prefix.len()..].trim().to_string();
+                std::thread::spawn(move || for _ in lines {});
+                return (child, addr);
+            }
+            Some(Ok(_)) => continue,
+            _ => {
+                let _ = child.kill();
+                panic!("{what} exited before listening; log: {}", std::fs::read_to_string(log).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// One Borglet of a test cell.
+pub struct TestBorglet {
+    /// Machine id.
+    pub id: String,
+    /// Work dir.
+    pub work_dir: PathBuf,
+    child: Option<Child>,
+    /// Address it serves on.
+    pub addr: String,
+}
+
+/// A running test cell.
+pub struct TestCell {
+    /// Temporary root of every data and work dir.
+    pub dir: tempfile::TempDir,
+    /// Master address.
+    pub master_addr: String,
+    master: Option<Child>,
+    /// Borglets by start order.
+    pub borglets: Vec<TestBorglet>,
+    name: String,
+}
+
+impl TestCell {
+    /// A master (poll interval [`POLL`]) and `n` Borglets of 4 cores / 8 GiB, machine ids
+    /// `<name>-m<i>`.
+    pub fn start(name: &str, n: usize) -> TestCell {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cell =
+            TestCell { dir, master_addr: String::new(), master: None, borglets: Vec::new(), name: name.into() };
+        cell.start_master("127.0.0.1:0");
+        for _ in 0..n {
+            cell.add_borglet();
+        }
+        cell.wait_for(Duration::from_secs(30), "all machines registered", |c| {
+            c.machines().as_array().is_some_and(|a| a.len() == n)
+        });
+        cell
+    }
+
+    /// (Re)starts the master on `listen` with the cell's data dir.
+    pub fn start_master(&mut self, listen: &str) {
+        let mut cmd = Command::new(bin("borgmaster"));
+        cmd.args(["--listen", listen, "--poll-interval", POLL, "--cell", "test"])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("master"));
+        let log = self.dir.path().join(format!("master-{}.log", Instant::now().elapsed().as_nanos()));
+        let (child, addr) = start_listening(cmd, "borgmaster", &log);
+        self.master = Some(child);
+        self.master_addr = addr;
+    }
+
+    /// Kills the master with SIGKILL (no shutdown of any kind).
+    pub fn kill9_master(&mut self) {
+        if let Some(mut m) = self.master.take() {
+            m.kill().expect("kill -9 master");
+            let _ = m.wait();
+        }
+    }
+
+    /// Starts one more Borglet; returns its index in [`TestCell::borglets`].
+    pub fn add_borglet(&mut self) -> usize {
+        let i = self.borglets.len() + 1;
+        let id = format!("{}-m{i}", self.name);
+        let work_dir = self.dir.path().join(&id);
+        let mut cmd = Command::new(bin("borglet"));
+        cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
+            .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .arg("--work-dir")
+            .arg(&work_dir);
+        let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));
+        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr });
+        i - 1
+    }
+
+    /// Stops Borglet `i` for good, as if its machine died: SIGKILL to the Borglet and to every
+    /// task process it started.
+    pub fn kill_machine(&mut self, i: usize) {
+        let b = &mut self.borglets[i];
+        if let Some(mut c) = b.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        kill_tasks_of(&b.work_dir);
+    }
+
+    /// Runs borgctl against this cell's master.
+    pub fn borgctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("borgctl")).arg("--master").arg(&self.master_addr).args(args).output().expect("run borgctl")
+    }
+
+    /// Runs borgctl with `-o json`, asserting success, and parses its stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.borgctl(&a);
+        assert!(out.status.success(), "borgctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("borgctl {args:?} printed no JSON ({e})"))
+    }
+
+    /// `borgctl machines -o json` (Null if the master is unreachable).
+    pub fn machines(&self) -> Value {
+        let out = self.borgctl(&["machines", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// `borgctl tasks JOB -o json`.
+    pub fn tasks(&self, job: &str) -> Vec<Value> {
+        self.json(&["tasks", job]).as_array().cloned().unwrap_or_default()
+    }
+
+    /// Applies a spec file (path relative to the workspace root, or absolute), asserting success.
+    pub fn apply(&self, spec: &Path) {
+        let path = workspace_root().join(spec);
+        let out = self.borgctl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "apply {}: {}", spec.display(), String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Writes `yaml` to a file in the cell's dir and applies it.
+    pub fn apply_yaml(&self, name: &str, yaml: &str) {
+        let p = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&p, yaml).expect("write spec");
+        self.apply(&p);
+    }
+
+    /// Waits (polling every 50 ms) until `cond` holds; panics with `what` after `timeout`.
+    pub fn wait_for(&self, timeout: Duration, what: &str, mut cond: impl FnMut(&TestCell) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every task of `job` is in `state`; returns the tasks.
+    pub fn wait_tasks(&self, job: &str, state: &str) -> Vec<Value> {
+        let mut last = Vec::new();
+        self.wait_for(Duration::from_secs(30), &format!("every task of {job} {state}"), |c| {
+            last = c.tasks(job);
+            !last.is_empty() && last.iter().all(|t| t["state"] == state)
+        });
+        last
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// SIGKILLs the process group of every task recorded in a Borglet work dir's state file.
+fn kill_tasks_of(work_dir: &Path) {
+    let Ok(bytes) = std::fs::read(work_dir.join("borglet-state.json")) else { return };
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { return };
+    for run in v["runs"].as_array().into_iter().flatten() {
+        if let Some(pid) = run["pid"].as_i64() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Removes the cgroups a Borglet with machine id `id` made (its task processes must be dead).
+fn remove_cgroups(id: &str) {
+    for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup"] {
+        let parent = Path::new(base).join(format!("borg-{id}"));
+        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            // killed processes may take a moment to be reaped before the cgroup can go
+            for _ in 0..40 {
+                if std::fs::remove_dir(e.path()).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+        let _ = std::fs::remove_dir(&parent);
+    }
+}
+
+impl Drop for TestCell {
+    fn drop(&mut self) {
+        for b in &mut self.borglets {
+            if let Some(mut c) = b.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            kill_tasks_of(&b.work_dir);
+            remove_cgroups(&b.id);
+        }
+        self.kill9_master();
+        if std::thread::panicking() {
+            // keep the logs of a failed test
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("test cell logs kept in {}", kept.display());
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")).keep();
+        }
+    }
+}
+
+impl TestCell {
+    /// SIGKILLs Borglet `i`'s process only; its tasks keep running.
+    pub fn kill_borglet_process(&mut self, i: usize) {
+        if let Some(mut c) = self.borglets[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts Borglet `i` again with the same machine id and work dir.
+    pub fn restart_borglet(&mut self, i: usize, work_dir: &Path) {
+        let id = self.borglets[i].id.clone();
+        let mut cmd = Command::new(bin("borglet"));
+        cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
+            .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .arg("--work-dir")
+            .arg(work_dir);
+        let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}-2.log")));
+        self.borglets[i].child = Some(child);
+        self.borglets[i].addr = addr;
+    }
+}

@@ -1,0 +1,278 @@
+//! `borgctl`: the command-line client of a Borg cell.
+//!
+//! Exit codes: 0 success; 1 error (bad spec, unreachable master, refused request); 2 a dry run
+//! found tasks that cannot be placed, or `wait` timed out.
+
+use anyhow::{anyhow, Context};
+use borg_proto as pb;
+use borg_proto::borgmaster_client::BorgmasterClient;
+use borgctl::render;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Output {
+    /// Human-readable table.
+    Table,
+    /// JSON (stable field names).
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Client of a Borg cell: submit jobs, inspect tasks and machines.")]
+struct Cli {
+    /// Borgmaster address (host:port).
+    #[arg(long, global = true, env = "BORG_MASTER", default_value = "127.0.0.1:9000")]
+    master: String,
+    /// Output format of listings.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    output: Output,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a job, or replace the spec of an existing one, from a YAML spec.
+    Apply {
+        /// Job spec file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Check the spec and show what would happen; change nothing. Exits 2 if tasks would
+        /// stay pending.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply only if the job is at this version (0 = must not exist yet).
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// List jobs.
+    Jobs,
+    /// Show one job: spec summary, task counts, why tasks are pending, recent events.
+    Job {
+        /// Job name.
+        name: String,
+    },
+    /// List the tasks of a job.
+    Tasks {
+        /// Job name.
+        name: String,
+    },
+    /// Kill every task of a job (SIGTERM, grace period, SIGKILL).
+    Kill {
+        /// Job name.
+        name: String,
+    },
+    /// List the machines of the cell.
+    Machines,
+    /// Print the tail of a task's stdout (or stderr).
+    Logs {
+        /// Job name.
+        name: String,
+        /// Task index.
+        index: u32,
+        /// Read stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Bytes from the end (default 64 KiB).
+        #[arg(long, default_value_t = 0)]
+        tail: u64,
+    },
+    /// Wait until a job's tasks are all running, or all dead (done).
+    Wait {
+        /// Job name.
+        name: String,
+        /// What to wait for.
+        #[arg(long = "for", value_enum, default_value = "done")]
+        until: Until,
+        /// Give up after this many seconds (exit 2).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Until {
+    /// Every task running.
+    Running,
+    /// Every task dead (finished, failed or killed).
+    Done,
+}
+
+async fn connect(addr: &str) -> anyhow::Result<BorgmasterClient<Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| anyhow!("bad --master address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    let ch = ep.connect().await.map_err(|e| {
+        let mut causes = Vec::new();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+        while let Some(c) = cur {
+            causes.push(c.to_string());
+            cur = c.source();
+        }
+        let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
+        anyhow!("cannot reach the Borgmaster at {addr}: {cause}")
+    })?;
+    Ok(BorgmasterClient::new(ch))
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.output == Output::Json;
+    match cli.command {
+        Cmd::Apply { file, dry_run, expected_version } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let spec = match borg_spec::parse_job_spec(&file.display().to_string(), &text) {
+                Ok(s) => s,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("borgctl: {} problem(s) in {}; nothing was submitted", errors.0.len(), file.display());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let mut c = connect(&cli.master).await?;
+            let req = pb::ApplyJobRequest { spec: Some((&spec).into()), dry_run, expected_version };
+            let r = c.apply_job(req).await.map_err(status)?.into_inner();
+            if json {
+                print_json(&serde_json::json!({
+                    "job": r.job, "action": r.action, "version": r.version, "dry_run": dry_run,
+                    "placeable": r.placeable, "unplaceable": r.unplaceable, "why_pending": r.why_pending,
+                }))?;
+            } else if dry_run {
+                println!("job {}: would be {} (current version {})", r.job, r.action, r.version);
+                println!("placement now: {} of {} tasks fit", r.placeable, r.placeable + r.unplaceable);
+                if r.unplaceable > 0 {
+                    println!("would stay pending: {} tasks: {}", r.unplaceable, r.why_pending);
+                }
+            } else {
+                println!("job {} {} (version {})", r.job, r.action, r.version);
+            }
+            if dry_run && r.unplaceable > 0 {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Cmd::Jobs => {
+            let jobs =
+                connect(&cli.master).await?.list_jobs(pb::ListJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+            if json {
+                print_json(&jobs.iter().map(render::job_json).collect())?;
+            } else {
+                println!("{}", render::jobs_table(&jobs));
+            }
+        }
+        Cmd::Job { name } => {
+            let r = connect(&cli.master).await?.get_job(pb::GetJobRequest { name }).await.map_err(status)?.into_inner();
+            let job = r.job.unwrap_or_default();
+            if json {
+                let mut v = render::job_json(&job);
+                v["events"] = r.events.iter().map(render::event_json).collect();
+                print_json(&v)?;
+            } else {
+                print!("{}", render::job_detail(&job, &r.events));
+            }
+        }
+        Cmd::Tasks { name } => {
+            let tasks = connect(&cli.master)
+                .await?
+                .list_tasks(pb::ListTasksRequest { job: name })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tasks;
+            if json {
+                print_json(&tasks.iter().map(render::task_json).collect())?;
+            } else {
+                println!("{}", render::tasks_table(&tasks));
+            }
+        }
+        Cmd::Kill { name } => {
+            let r = connect(&cli.master)
+                .await?
+                .kill_job(pb::KillJobRequest { name: name.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json {
+                print_json(&serde_json::json!({"job": name, "killed": r.killed}))?;
+            } else {
+                println!("job {name} killed ({} tasks stopped)", r.killed);
+            }
+        }
+        Cmd::Machines => {
+            let ms = connect(&cli.master)
+                .await?
+                .list_machines(pb::ListMachinesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .machines;
+            if json {
+                print_json(&ms.iter().map(render::machine_json).collect())?;
+            } else {
+                println!("{}", render::machines_table(&ms));
+            }
+        }
+        Cmd::Logs { name, index, stderr, tail } => {
+            let stream = if stderr { pb::LogStream::Stderr } else { pb::LogStream::Stdout } as i32;
+            let r = connect(&cli.master)
+                .await?
+                .task_logs(pb::TaskLogsRequest { job: name, index, stream, tail_bytes: tail })
+                .await
+                .map_err(status)?
+                .into_inner();
+            use std::io::Write;
+            std::io::stdout().write_all(&r.data)?;
+        }
+        Cmd::Wait { name, until, timeout } => {
+            let mut c = connect(&cli.master).await?;
+            let deadline = Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let tasks =
+                    c.list_tasks(pb::ListTasksRequest { job: name.clone() }).await.map_err(status)?.into_inner().tasks;
+                let want = match until {
+                    Until::Running => pb::TaskState::Running,
+                    Until::Done => pb::TaskState::Dead,
+                } as i32;
+                if tasks.iter().all(|t| t.state == want) {
+                    if json {
+                        print_json(&tasks.iter().map(render::task_json).collect())?;
+                    } else {
+                        println!("{}", render::tasks_table(&tasks));
+                    }
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    eprintln!("borgctl: timed out after {timeout}s waiting for job {name}");
+                    println!("{}", render::tasks_table(&tasks));
+                    return Ok(ExitCode::from(2));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("borgctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

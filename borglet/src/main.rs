@@ -1,0 +1,187 @@
+//! `borglet`: the agent on one machine.
+//!
+//! ```text
+//! borglet --master 127.0.0.1:9000 --listen 127.0.0.1:0 --work-dir /var/lib/borg/borglet \
+//!         [--machine-id ID] [--cpu MILLICORES] [--ram BYTES] [--disk BYTES] [--attr k=v]...
+//! ```
+//! Prints `borglet listening on ADDR` on stdout once it serves. Tasks keep running when the
+//! master is unreachable, and when the Borglet itself restarts (it adopts them).
+
+use anyhow::Context;
+use borg_proto as pb;
+use borglet::cgroup::CgroupSupport;
+use borglet::runtime::Runtime;
+use borglet::service::{Borglet, BorgletService};
+use clap::Parser;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not k=v"))
+}
+
+fn millicores(s: &str) -> Result<u64, String> {
+    s.trim_end_matches('m').parse().map_err(|_| format!("{s:?} is not a number of millicores"))
+}
+
+fn bytes(s: &str) -> Result<u64, String> {
+    borg_spec::quantity::parse_bytes(&borg_spec::quantity::Scalar::Str(s.into()))
+}
+
+#[derive(Parser, Debug)]
+#[command(version, about = "The Borglet: runs this machine's tasks for the Borgmaster.")]
+struct Args {
+    /// Borgmaster address (host:port).
+    #[arg(long)]
+    master: String,
+    /// Address to serve the master's polls on (host:port; port 0 picks a free one). The
+    /// registered address is the bound one.
+    #[arg(long)]
+    listen: String,
+    /// Directory for task sandboxes and the Borglet's state file.
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// Machine id in the cell (default: hostname).
+    #[arg(long)]
+    machine_id: Option<String>,
+    /// CPU capacity in millicores (default: CPUs x 1000).
+    #[arg(long, value_parser = millicores)]
+    cpu: Option<u64>,
+    /// RAM capacity in bytes, suffixes allowed (64Gi) (default: MemTotal).
+    #[arg(long, value_parser = bytes)]
+    ram: Option<u64>,
+    /// Disk capacity in bytes, suffixes allowed (default: free space of the work dir).
+    #[arg(long, value_parser = bytes)]
+    disk: Option<u64>,
+    /// Machine attribute, repeatable: --attr rack=r1 --attr ssd=true.
+    #[arg(long = "attr", value_parser = key_value)]
+    attrs: Vec<(String, String)>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating work dir {}", args.work_dir.display()))?;
+    let machine_id = args.machine_id.clone().unwrap_or_else(borglet::machine::hostname);
+    let detected = borglet::machine::detect_capacity(&args.work_dir);
+    let capacity = scheduler_core::Resources::new(
+        args.cpu.unwrap_or(detected.cpu_millis),
+        args.ram.unwrap_or(detected.ram_bytes),
+        args.disk.unwrap_or(detected.disk_bytes),
+    );
+    let attributes = borglet::machine::attributes(&args.attrs);
+    let cgroups = CgroupSupport::detect();
+    match &cgroups {
+        CgroupSupport::None(why) => {
+            tracing::warn!(reason = %why, "cgroups unavailable: tasks run without CPU and memory limits")
+        }
+        c => {
+            if let Err(e) = c.prepare(&machine_id) {
+                tracing::warn!(error = %e, "cannot create the Borglet's cgroup; tasks may run without limits");
+            } else {
+                tracing::info!(cgroups = ?c, "task limits enforced with cgroups");
+            }
+        }
+    }
+    let runtime = Runtime::new(&machine_id, &args.work_dir, cgroups)
+        .with_context(|| format!("preparing work dir {}", args.work_dir.display()))?;
+    let borglet =
+        Arc::new(Borglet { machine_id: machine_id.clone(), runtime: Mutex::new(runtime), last_poll: Mutex::new(None) });
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let addr = listener.local_addr()?;
+
+    // The convergence loop: runs whether or not the master is reachable.
+    let b = borglet.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            let b = b.clone();
+            let _ = tokio::task::spawn_blocking(move || b.runtime().tick(Instant::now())).await;
+        }
+    });
+
+    let register = pb::RegisterMachineRequest {
+        id: machine_id.clone(),
+        address: addr.to_string(),
+        capacity: Some(borg_spec::convert::resources_to_pb(capacity)),
+        attributes: attributes.into_iter().collect(),
+    };
+    tokio::spawn(register_loop(args.master.clone(), register, borglet.clone()));
+
+    tracing::info!(%addr, machine = %machine_id, %capacity, "borglet serving");
+    println!("borglet listening on {addr}");
+    std::io::stdout().flush()?;
+    tonic::transport::Server::builder()
+        .add_service(pb::borglet_server::BorgletServer::new(BorgletService(borglet)))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
+        .await?;
+    tracing::info!("borglet stopped; its tasks keep running and are adopted by the next Borglet");
+    Ok(())
+}
+
+/// Registers with the master, retrying with backoff until it succeeds; then registers again
+/// whenever no poll has arrived for 10 s (the master lost its state, or our address changed).
+async fn register_loop(master: String, req: pb::RegisterMachineRequest, borglet: Arc<Borglet>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let stale = borglet
+            .last_poll
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+        if stale {
+            match register_once(&master, req.clone()).await {
+                Ok(r) => {
+                    tracing::info!(%master, cell = %r.cell, poll_interval_ms = r.poll_interval_ms, "registered with the Borgmaster");
+                    delay = Duration::from_millis(200);
+                    *borglet.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(%master, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot register; tasks keep running");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn register_once(master: &str, req: pb::RegisterMachineRequest) -> anyhow::Result<pb::RegisterMachineResponse> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{master}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5));
+    let mut c = pb::borgmaster_client::BorgmasterClient::new(ep.connect().await?);
+    Ok(c.register_machine(req).await?.into_inner())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,134 @@
+//! The Borglet gRPC service (`borg.v1.Borglet`): the master's poll and log reads.
+
+use crate::runtime::{Phase, Runtime, TaskSpec};
+use borg_proto as pb;
+use borg_spec::convert::{kind_from_pb, resources_from_pb, resources_to_pb, restart_from_pb};
+use borg_spec::{JobKind, Restart};
+use scheduler_core::Resources;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// Default tail for log reads, bytes.
+pub const DEFAULT_TAIL: u64 = 64 * 1024;
+/// Largest tail for log reads, bytes.
+pub const MAX_TAIL: u64 = 4 * 1024 * 1024;
+
+/// Shared Borglet state: the runtime and when the master last polled.
+pub struct Borglet {
+    /// This machine's id.
+    pub machine_id: String,
+    /// The task runtime.
+    pub runtime: Mutex<Runtime>,
+    /// Time of the last poll from the master.
+    pub last_poll: Mutex<Option<Instant>>,
+}
+
+impl Borglet {
+    /// Locks the runtime.
+    pub fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {
+        self.runtime.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The gRPC service over a shared [`Borglet`].
+pub struct BorgletService(pub Arc<Borglet>);
+
+fn spec_from_pb(a: &pb::TaskAssignment) -> TaskSpec {
+    let kind = kind_from_pb(a.kind).unwrap_or(JobKind::Batch);
+    TaskSpec {
+        job: a.job.clone(),
+        index: a.index,
+        incarnation: a.incarnation,
+        user: a.user.clone(),
+        kind,
+        command: a.command.clone(),
+        env: a.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        resources: resources_from_pb(a.resources.as_ref()),
+        restart: a.restart.as_ref().and_then(restart_from_pb).unwrap_or_else(|| Restart::default_for(kind)),
+        grace_period_ms: a.grace_period_ms,
+        job_version: a.job_version,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::borglet_server::Borglet for BorgletService {
+    async fn poll(&self, req: Request<pb::PollRequest>) -> Result<Response<pb::PollResponse>, Status> {
+        let req = req.into_inner();
+        if req.machine_id != self.0.machine_id {
+            return Err(Status::invalid_argument(format!(
+                "poll for machine {:?} reached machine {:?}",
+                req.machine_id, self.0.machine_id
+            )));
+        }
+        *self.0.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let now = Instant::now();
+        let mut rt = self.0.runtime();
+        if req.full {
+            rt.set_desired(req.version, &req.cell, req.tasks.iter().map(spec_from_pb).collect());
+        }
+        rt.tick(now);
+        let usage = rt.sample_usage(now);
+        let mut total = Resources::ZERO;
+        let tasks = rt
+            .runs()
+            .zip(usage)
+            .map(|(r, u)| {
+                let used = Resources::new(u.cpu_millis, u.memory_bytes, 0);
+                total = total.saturating_add(used);
+                pb::TaskStatus {
+                    job: r.spec.job.clone(),
+                    index: r.spec.index,
+                    incarnation: r.spec.incarnation,
+                    state: if r.phase == Phase::Exited { pb::TaskState::Dead } else { pb::TaskState::Running } as i32,
+                    exit_code: r.exit_code,
+                    signal: r.signal,
+                    restarts: r.restarts,
+                    pid: r.pid,
+                    message: r.message.clone(),
+                    usage: Some(resources_to_pb(used)),
+                    cpu_seconds: u.cpu_seconds,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::PollResponse {
+            machine_id: self.0.machine_id.clone(),
+            applied_version: rt.applied_version,
+            tasks,
+            usage: Some(resources_to_pb(total)),
+        }))
+    }
+
+    async fn read_logs(&self, req: Request<pb::ReadLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {
+        let r = req.into_inner();
+        let sandbox = self.0.runtime().sandbox_of(&r.job, r.index).ok_or_else(|| {
+            Status::not_found(format!("task {}/{} has no sandbox on {}", r.job, r.index, self.0.machine_id))
+        })?;
+        let file = match pb::LogStream::try_from(r.stream) {
+            Ok(pb::LogStream::Stderr) => "stderr",
+            _ => "stdout",
+        };
+        let tail = match r.tail_bytes {
+            0 => DEFAULT_TAIL,
+            n => n.min(MAX_TAIL),
+        };
+        let path = sandbox.join(file);
+        let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let len = f.metadata()?.len();
+            f.seek(SeekFrom::Start(len.saturating_sub(tail)))?;
+            let mut buf = Vec::new();
+            f.take(tail).read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("reading {file}: {e}")))?;
+        Ok(Response::new(pb::TaskLogsResponse { machine: self.0.machine_id.clone(), data }))
+    }
+}
