@@ -29,7 +29,7 @@ fn band(p: i32) -> &'static str {
 }
 
 fn res(r: &Option<pb::Resources>) -> Value {
-    let r = r.clone().unwrap_or_default();
+    let r = r.unwrap_or_default();
     json!({"cpu_millis": r.cpu_millis, "ram_bytes": r.ram_bytes, "disk_bytes": r.disk_bytes})
 }
 
@@ -136,8 +136,8 @@ pub fn jobs_table(jobs: &[pb::Job]) -> Table {
 pub fn machines_table(ms: &[pb::Machine]) -> Table {
     let mut t = table(&["ID", "STATE", "ADDRESS", "TASKS", "CPU (alloc/cap)", "RAM (alloc/cap)", "DISK (alloc/cap)"]);
     for m in ms {
-        let c = m.capacity.clone().unwrap_or_default();
-        let a = m.allocated.clone().unwrap_or_default();
+        let c = m.capacity.unwrap_or_default();
+        let a = m.allocated.unwrap_or_default();
         t.add_row(vec![
             m.id.clone(),
             if m.state == pb::MachineState::Up as i32 { "up".into() } else { "down".into() },
@@ -154,7 +154,7 @@ pub fn machines_table(ms: &[pb::Machine]) -> Table {
 /// A job's summary, spec and recent events, for `borgctl job NAME`.
 pub fn job_detail(j: &pb::Job, events: &[pb::Event]) -> String {
     let s = j.spec.clone().unwrap_or_default();
-    let r = s.resources.clone().unwrap_or_default();
+    let r = s.resources.unwrap_or_default();
     let mut out = format!(
         "Job:        {}\nUser:       {}\nPriority:   {} ({})\nKind:       {}\nState:      {}\nVersion:    {}\n\
          Tasks:      {} ({} pending, {} running, {} dead, {} succeeded)\n\

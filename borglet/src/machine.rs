@@ -12,6 +12,8 @@ pub fn detect_capacity(work_dir: &Path) -> Resources {
         tracing::warn!(error = %e, "cannot read /proc/meminfo; RAM capacity 0 (set --ram)");
         0
     });
+    // the statvfs field types differ between platforms
+    #[allow(clippy::unnecessary_cast)]
     let disk = nix::sys::statvfs::statvfs(work_dir)
         .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
         .unwrap_or_else(|e| {

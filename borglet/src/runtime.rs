@@ -328,7 +328,7 @@ impl Runtime {
             None => self.cgroups.create(&self.machine_id, &spec.run_name(), spec.resources),
         };
         let result = std::fs::create_dir_all(&sandbox)
-            .and_then(|()| cgroup)
+            .and(cgroup)
             .and_then(|cg| process::spawn(&spec.command, &sandbox, &env, cg.as_ref()).map(|c| (c, cg)));
         self.dirty = true;
         let Some(run) = self.runs.get_mut(key) else { return };

@@ -118,7 +118,7 @@ impl fmt::Display for Resources {
 pub fn format_bytes(b: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
     for (suffix, unit) in UNITS {
-        if b >= unit && b % unit == 0 {
+        if b >= unit && b.is_multiple_of(unit) {
             return format!("{}{}", b / unit, suffix);
         }
     }

@@ -199,9 +199,9 @@ mod tests {
                     prop_assert_eq!(same, 1);
                 }
             }
-            for i in 0..c.len() {
-                prop_assert!(used[i].fits_in(&c.capacity[i]));
-                prop_assert_eq!(used[i], c.allocated[i]);
+            for (i, u) in used.iter().enumerate() {
+                prop_assert!(u.fits_in(&c.capacity[i]));
+                prop_assert_eq!(*u, c.allocated[i]);
             }
             let placed = p.bindings.len() + p.unplaced.iter().map(|u| u.tasks.len()).sum::<usize>();
             prop_assert_eq!(placed, gs.iter().map(|g| g.tasks.len()).sum::<usize>());

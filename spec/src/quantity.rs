@@ -70,7 +70,7 @@ fn scaled(num: &str, unit: u64, what: &str) -> Result<u64, String> {
         let denom = 10u128.checked_pow(frac.len() as u32).ok_or_else(bad)?;
         let f: u128 = frac.parse().map_err(|_| bad())?;
         let part = f * unit as u128;
-        if part % denom != 0 {
+        if !part.is_multiple_of(denom) {
             return Err(format!("{what}: {num} is not a whole number of base units"));
         }
         total += part / denom;

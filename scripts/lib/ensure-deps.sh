@@ -1,0 +1,22 @@
+# Sourced by scripts/*: installs what building borg needs when it is missing, idempotently.
+#  - Debian's librocksdb-dev (linked instead of building RocksDB from source: DESIGN.md §8)
+#  - libclang-dev (bindgen for librocksdb-sys)
+#  - a Rust toolchain must already be on PATH (rustup); nothing else is needed (protoc is not:
+#    the .proto files are compiled by protox, in Rust).
+ensure_deps() {
+    local need=()
+    for pkg in librocksdb-dev libclang-dev; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        echo "installing ${need[*]} (apt-get)" >&2
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "cargo not found: install Rust with rustup (https://rustup.rs) and try again" >&2
+        exit 1
+    fi
+}
