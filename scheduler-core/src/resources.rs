@@ -101,7 +101,7 @@ impl Resources {
 }
 
 impl fmt::Display for Resources {
-    /// `cpu=250m ram=64Mi disk=100Mi` (binary units, exact when they divide evenly).
+    /// `cpu=250m ram=64Mi disk=100Mi` (binary units, see [`format_bytes`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -113,13 +113,17 @@ impl fmt::Display for Resources {
     }
 }
 
-/// Formats a byte count with the largest binary suffix (Ki, Mi, Gi, Ti) that divides it exactly,
-/// e.g. `64Mi`, `1536Ki`, `1000`.
+/// Formats a byte count with the largest binary suffix (Ki, Mi, Gi, Ti) not above it: exact when
+/// it divides evenly (`64Mi`), else with one decimal (`23.5Gi`); below 1 KiB, plain (`1000`).
 pub fn format_bytes(b: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
     for (suffix, unit) in UNITS {
-        if b >= unit && b.is_multiple_of(unit) {
-            return format!("{}{}", b / unit, suffix);
+        if b >= unit {
+            return if b.is_multiple_of(unit) {
+                format!("{}{}", b / unit, suffix)
+            } else {
+                format!("{:.1}{}", b as f64 / unit as f64, suffix)
+            };
         }
     }
     b.to_string()
@@ -144,7 +148,8 @@ mod tests {
     #[test]
     fn bytes_format_with_exact_binary_suffix() {
         assert_eq!(format_bytes(64 << 20), "64Mi");
-        assert_eq!(format_bytes(1536 << 10), "1536Ki");
+        assert_eq!(format_bytes(1536 << 10), "1.5Mi");
+        assert_eq!(format_bytes(24684092 << 10), "23.5Gi");
         assert_eq!(format_bytes(1000), "1000");
         assert_eq!(Resources::new(250, 1 << 30, 0).to_string(), "cpu=250m ram=1Gi disk=0");
     }
