@@ -7,7 +7,7 @@
 
 use crate::state::{ApplyOutcome, CellState, Command, CommandError, Entry, Event};
 use crate::store::{Store, StoreError, CHECKPOINT_EVERY};
-use scheduler_core::{MachineId, Resources, WhyPending};
+use scheduler_core::{MachineId, Params, Resources, Scheduler, WhyPending};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -61,6 +61,8 @@ pub struct Master {
     writer: tokio::sync::Mutex<Writer>,
     /// Soft state (see [`SoftState`]).
     pub soft: Mutex<SoftState>,
+    /// The scheduler and its caches (only the scheduler loop and dry runs use it).
+    pub scheduler: Mutex<Scheduler>,
     /// Wakes the scheduler loop: something may now be placeable.
     pub schedule_wakeup: Notify,
     /// Wakes the link-shard supervisor: a machine was registered.
@@ -91,6 +93,7 @@ impl Master {
             state: RwLock::new(state),
             writer: tokio::sync::Mutex::new(Writer { store, since_checkpoint: 0 }),
             soft: Mutex::new(SoftState::default()),
+            scheduler: Mutex::new(Scheduler::new(Params::default())),
             schedule_wakeup: Notify::new(),
             machines_changed: Notify::new(),
             machine_wakeups: Mutex::new(HashMap::new()),
@@ -149,7 +152,7 @@ impl Master {
             self.machine_wakeup(m).notify_one();
         }
         let placeable_changed = match command {
-            Command::Bind { .. } => false,
+            Command::Bind { .. } => events.iter().any(|e| e.kind == "preempted"),
             Command::TaskReports { .. } => events.iter().any(|e| e.kind == "dead"),
             _ => !events.is_empty(),
         };

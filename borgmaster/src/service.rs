@@ -8,7 +8,7 @@ use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
 use borg_spec::convert::resources_from_pb;
 use borg_spec::JobSpec;
-use scheduler_core::{schedule, MachineId, TaskGroup};
+use scheduler_core::{MachineId, Scheduler, TaskGroup};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -39,19 +39,24 @@ fn propose_status(e: ProposeError) -> Status {
 
 impl BorgmasterService {
     /// Dry run of an apply: how many of the spec's tasks would be placed on the cell as it is now
-    /// (the job's current tasks, if any, are counted as removed).
+    /// (the job's current tasks, if any, are counted as removed; preemption counts, as it would
+    /// in the real pass).
     fn plan(&self, spec: &JobSpec) -> (u32, u32, String) {
         let mut snap = snapshot(&self.master.state());
-        let current = self.master.state().jobs.get(&spec.name).map(|j| (j.spec.resources, j.tasks.clone()));
-        if let Some((request, tasks)) = current {
-            for t in tasks.iter().filter(|t| t.state != crate::state::TaskState::Dead) {
-                if let Some(i) = t.machine.as_ref().and_then(|m| snap.model.index_of(m)) {
-                    snap.model.allocated[i] = snap.model.allocated[i].saturating_sub(request);
+        let existing = snap.jobs.iter().position(|j| *j == spec.name).map(|i| i as u32);
+        let job_id = existing.unwrap_or(snap.jobs.len() as u32);
+        if let Some(id) = existing {
+            for m in 0..snap.model.len() {
+                let mine: Vec<_> =
+                    snap.model.residents(m).iter().filter(|r| r.task.job == id).map(|r| r.task).collect();
+                for t in mine {
+                    snap.model.remove(m, t);
                 }
             }
         }
         let group = TaskGroup {
-            job: spec.name.clone(),
+            job_id,
+            name: spec.name.clone(),
             priority: spec.priority,
             request: spec.resources,
             constraints: spec.constraints.clone(),
@@ -59,11 +64,17 @@ impl BorgmasterService {
             tasks: (0..spec.tasks).collect(),
             occupied: vec![],
         };
-        let mut groups: Vec<TaskGroup> = snap.groups.into_iter().filter(|g| g.job != spec.name).collect();
+        let mut groups: Vec<TaskGroup> = snap.groups.into_iter().filter(|g| g.name != spec.name).collect();
         groups.push(group);
-        let p = schedule(&mut snap.model, &groups);
-        let placed = p.bindings.iter().filter(|b| b.job == spec.name).count() as u32;
-        let why = p.unplaced.iter().find(|u| u.job == spec.name).map(|u| u.why.to_string()).unwrap_or_default();
+        let params = *self.master.scheduler.lock().unwrap_or_else(|e| e.into_inner()).params();
+        let p = Scheduler::new(params).schedule(&mut snap.model, &groups);
+        let placed = p.bindings.iter().filter(|b| b.task.job == job_id).count() as u32;
+        let why = p
+            .unplaced
+            .iter()
+            .find(|u| u.tasks.iter().any(|t| t.job == job_id))
+            .map(|u| u.why.to_string())
+            .unwrap_or_default();
         (placed, spec.tasks - placed, why)
     }
 }

@@ -1,8 +1,11 @@
-//! The cell as the scheduler sees it: machines in arrays (struct of arrays), indexed by position.
+//! The cell as the scheduler sees it: machines in arrays (struct of arrays), indexed by position,
+//! with the resources available to each priority band and the tasks resident on each machine.
 
 use crate::constraint::Attributes;
+use crate::priority::{Band, Priority};
 use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 
 /// A machine's name in the cell (the Borglet's `--machine-id`, by default its hostname).
@@ -18,23 +21,63 @@ impl fmt::Display for MachineId {
 /// Index of a machine inside one [`CellModel`] (0..len). Only meaningful for that model.
 pub type MachineIndex = usize;
 
-/// The machines of a cell, one entry per machine in each array, all arrays the same length.
+/// A task, by the caller's job number and task index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskRef {
+    /// The caller's number for the job ([`crate::TaskGroup::job_id`]).
+    pub job: u32,
+    /// Task index within the job.
+    pub index: u32,
+}
+
+/// A task placed on a machine, as preemption planning needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resident {
+    /// Which task.
+    pub task: TaskRef,
+    /// Its priority (its band decides who may preempt it).
+    pub priority: Priority,
+    /// Its request.
+    pub request: Resources,
+}
+
+/// Number of bands.
+pub const BANDS: usize = 4;
+
+fn band_index(p: Priority) -> usize {
+    match p.band().unwrap_or(Band::Free) {
+        Band::Free => 0,
+        Band::Batch => 1,
+        Band::Production => 2,
+        Band::Monitoring => 3,
+    }
+}
+
+/// The machines of a cell. Every per-machine vector has one entry per machine.
 ///
-/// Struct of arrays so that feasibility checking walks dense vectors. Built fresh (or updated in
-/// place) by the caller before each scheduling pass; the scheduler only reads it, except that
-/// [`crate::schedule`] adds the requests of the tasks it places to `allocated`.
+/// `avail[m][b]` is capacity minus everything held by band `b` and higher: what a task of band
+/// `b` could use on `m` if every lower-band task there were preempted. `avail[m][0]` is what is
+/// free outright. Keeping it per band makes feasibility "counting what preemption would free"
+/// one comparison per resource.
 #[derive(Debug, Clone, Default)]
 pub struct CellModel {
     /// Machine ids.
     pub ids: Vec<MachineId>,
     /// Capacity of each machine.
     pub capacity: Vec<Resources>,
-    /// Sum of the requests of the tasks bound to each machine.
-    pub allocated: Vec<Resources>,
     /// Attributes of each machine.
     pub attributes: Vec<Attributes>,
+    /// Failure domain (rack) of each machine, an index into [`CellModel::domain_names`].
+    pub domain: Vec<u32>,
+    /// Names of the failure domains, by index.
+    pub domain_names: Vec<String>,
     /// Whether each machine is up (a down machine takes no new task).
     pub up: Vec<bool>,
+    alloc: Vec<[Resources; BANDS]>,
+    avail: Vec<[Resources; BANDS]>,
+    resident: Vec<Vec<Resident>>,
+    version: Vec<u64>,
+    domain_index: HashMap<String, u32>,
 }
 
 impl CellModel {
@@ -43,20 +86,30 @@ impl CellModel {
         Self::default()
     }
 
-    /// Appends a machine and returns its index.
+    /// Appends an empty machine in failure domain `domain` (e.g. its rack; use the machine id
+    /// when there is none) and returns its index.
     pub fn push(
         &mut self,
         id: MachineId,
         capacity: Resources,
-        allocated: Resources,
         attributes: Attributes,
+        domain: &str,
         up: bool,
     ) -> MachineIndex {
+        let next = self.domain_names.len() as u32;
+        let d = *self.domain_index.entry(domain.to_string()).or_insert(next);
+        if d == next {
+            self.domain_names.push(domain.to_string());
+        }
         self.ids.push(id);
         self.capacity.push(capacity);
-        self.allocated.push(allocated);
         self.attributes.push(attributes);
+        self.domain.push(d);
         self.up.push(up);
+        self.alloc.push([Resources::ZERO; BANDS]);
+        self.avail.push([capacity; BANDS]);
+        self.resident.push(Vec::new());
+        self.version.push(0);
         self.ids.len() - 1
     }
 
@@ -70,13 +123,105 @@ impl CellModel {
         self.ids.is_empty()
     }
 
-    /// Capacity minus allocation of machine `i`.
-    pub fn free(&self, i: MachineIndex) -> Resources {
-        self.capacity[i].saturating_sub(self.allocated[i])
+    /// Capacity minus everything allocated on machine `m`.
+    pub fn free(&self, m: MachineIndex) -> Resources {
+        self.avail[m][0]
+    }
+
+    /// What a task of priority `p` could use on `m` after preempting every lower-band task there.
+    pub fn available_to(&self, m: MachineIndex, p: Priority) -> Resources {
+        self.avail[m][band_index(p)]
+    }
+
+    /// Sum of the requests of every task on `m`.
+    pub fn allocated(&self, m: MachineIndex) -> Resources {
+        self.capacity[m].saturating_sub(self.avail[m][0])
+    }
+
+    /// Requests held on `m` by each band, lowest band first.
+    pub fn allocated_by_band(&self, m: MachineIndex) -> [Resources; BANDS] {
+        self.alloc[m]
+    }
+
+    /// Tasks on `m`, in the order they were added.
+    pub fn residents(&self, m: MachineIndex) -> &[Resident] {
+        &self.resident[m]
+    }
+
+    /// Changes whenever `m`'s allocation changes (for score caching).
+    pub fn version(&self, m: MachineIndex) -> u64 {
+        self.version[m]
+    }
+
+    fn recompute(&mut self, m: MachineIndex) {
+        let mut acc = self.capacity[m];
+        for b in (0..BANDS).rev() {
+            acc = acc.saturating_sub(self.alloc[m][b]);
+            self.avail[m][b] = acc;
+        }
+        self.version[m] += 1;
+    }
+
+    /// Records `task` as running on `m`. Capacity is not checked here: feasibility is the
+    /// scheduler's job, and a caller loading observed state may hold an overcommitted machine.
+    pub fn add(&mut self, m: MachineIndex, task: Resident) {
+        let b = band_index(task.priority);
+        self.alloc[m][b] = self.alloc[m][b].saturating_add(task.request);
+        self.resident[m].push(task);
+        self.recompute(m);
+    }
+
+    /// Removes `task` from `m`; returns it, or `None` if it was not there.
+    pub fn remove(&mut self, m: MachineIndex, task: TaskRef) -> Option<Resident> {
+        let pos = self.resident[m].iter().position(|r| r.task == task)?;
+        let r = self.resident[m].swap_remove(pos);
+        let b = band_index(r.priority);
+        self.alloc[m][b] = self.alloc[m][b].saturating_sub(r.request);
+        self.recompute(m);
+        Some(r)
     }
 
     /// Index of the machine with this id (linear search; for tests and small cells).
     pub fn index_of(&self, id: &MachineId) -> Option<MachineIndex> {
         self.ids.iter().position(|m| m == id)
+    }
+
+    /// Band index (0 = free .. 3 = monitoring) of a priority.
+    pub fn band_of(p: Priority) -> usize {
+        band_index(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_per_band_counts_only_equal_or_higher_bands() {
+        let mut c = CellModel::new();
+        let m = c.push(MachineId("m".into()), Resources::new(1000, 1000, 0), Attributes::new(), "r1", true);
+        let t = |job, p, cpu| Resident {
+            task: TaskRef { job, index: 0 },
+            priority: Priority(p),
+            request: Resources::new(cpu, 0, 0),
+        };
+        c.add(m, t(1, 0, 100)); // free
+        c.add(m, t(2, 150, 200)); // batch
+        c.add(m, t(3, 250, 300)); // production
+        assert_eq!(c.free(m).cpu_millis, 400);
+        assert_eq!(c.available_to(m, Priority(50)).cpu_millis, 400);
+        assert_eq!(c.available_to(m, Priority(100)).cpu_millis, 500, "batch may preempt free");
+        assert_eq!(
+            c.available_to(m, Priority(200)).cpu_millis,
+            700,
+            "production preempts batch and free, not production"
+        );
+        assert_eq!(c.available_to(m, Priority(300)).cpu_millis, 1000);
+        let v = c.version(m);
+        assert!(c.remove(m, TaskRef { job: 2, index: 0 }).is_some());
+        assert!(c.version(m) > v);
+        assert_eq!(c.free(m).cpu_millis, 600);
+        assert_eq!(c.allocated(m).cpu_millis, 400);
+        assert!(c.remove(m, TaskRef { job: 9, index: 0 }).is_none());
     }
 }

@@ -1,8 +1,8 @@
-//! Feasibility checking: could this machine take one more task of this group? (Kubernetes: Filter.)
+//! Feasibility checking: could this machine take one more task of this class? (Kubernetes: Filter.)
 
 use crate::cell::{CellModel, MachineIndex};
+use crate::equivalence::EquivalenceClass;
 use crate::resources::Resource;
-use crate::task_group::TaskGroup;
 use std::fmt;
 
 /// Why a machine cannot take a task. One per machine: the first check that fails, in the order
@@ -11,11 +11,11 @@ use std::fmt;
 pub enum Infeasible {
     /// The machine is down.
     MachineDown,
-    /// Constraint number `.0` of the group (spec order) does not hold; `.1` is its text.
+    /// Constraint number `.0` (spec order) does not hold; `.1` is its text.
     Constraint(usize, String),
     /// The job already has a task there and asked for `different_machine`.
     DifferentMachine,
-    /// Not enough free of this resource.
+    /// Not enough of this resource, even counting what preempting lower bands would free.
     Insufficient(Resource),
 }
 
@@ -30,21 +30,24 @@ impl fmt::Display for Infeasible {
     }
 }
 
-/// Checks whether machine `i` can take one more task of `group`, given `taken[i]` (true where the
-/// group's job already has a task, for `different_machine`).
+/// Checks whether machine `m` can take one more task of `class`; `taken` tells whether the
+/// class's job already has a task on `m` (only consulted for `different_machine`).
 ///
-/// Errors: the first failing check, as an [`Infeasible`].
-pub fn check(cell: &CellModel, i: MachineIndex, group: &TaskGroup, taken: &[bool]) -> Result<(), Infeasible> {
-    if !cell.up[i] {
+/// Resources count what preempting lower-band tasks would free (Borg §3.2: feasibility at the
+/// task's priority). Errors: the first failing check, as an [`Infeasible`].
+pub fn check(cell: &CellModel, m: MachineIndex, class: &EquivalenceClass, taken: bool) -> Result<(), Infeasible> {
+    if !cell.up[m] {
         return Err(Infeasible::MachineDown);
     }
-    if let Some((n, c)) = group.constraints.iter().enumerate().find(|(_, c)| !c.holds(&cell.attributes[i])) {
-        return Err(Infeasible::Constraint(n, c.to_string()));
+    if !class.constraints.is_empty() {
+        if let Some((n, c)) = class.constraints.iter().enumerate().find(|(_, c)| !c.holds(&cell.attributes[m])) {
+            return Err(Infeasible::Constraint(n, c.to_string()));
+        }
     }
-    if group.different_machine && taken[i] {
+    if class.different_machine && taken {
         return Err(Infeasible::DifferentMachine);
     }
-    match group.request.first_shortfall(&cell.free(i)) {
+    match class.request.first_shortfall(&cell.available_to(m, class.priority)) {
         Some(r) => Err(Infeasible::Insufficient(r)),
         None => Ok(()),
     }

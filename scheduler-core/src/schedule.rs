@@ -1,92 +1,390 @@
-//! The placement pipeline: for each task, feasibility checking then scoring, then bind.
+//! The placement pipeline (Borg §3.2, §3.4): equivalence classes, relaxed randomization,
+//! feasibility checking, hybrid scoring with score caching, preemption, bind.
+//!
+//! For each class, highest priority first, the scheduler examines machines in a seeded random
+//! order until it has `candidates` feasible ones ("relaxed randomization": Borg stops looking once
+//! it has enough, instead of scoring every machine), keeps them in a heap by score, and places
+//! the class's tasks one by one on the best. A placement changes only that machine, so only its
+//! entry is re-scored; entries whose machine changed since they were scored (a version number
+//! tells) are re-checked lazily when they reach the top. When the heap runs low it examines more
+//! machines, at most the whole cell once per class per pass. A class's candidate set and its
+//! place in the random order survive between passes ("score caching"): the next pass re-scores
+//! only candidates whose machine changed.
+//!
+//! Cost per pass: O(examined machines + tasks x log(candidates)), independent of cell size once
+//! `candidates` feasible machines are found. Deterministic for a given seed and input.
 
-use crate::cell::{CellModel, MachineIndex};
-use crate::feasibility::check;
-use crate::scoring::best_fit;
+use crate::cell::{CellModel, MachineIndex, Resident, TaskRef};
+use crate::equivalence::{classes, ClassKey, EquivalenceClass};
+use crate::feasibility::{check, Infeasible};
+use crate::preemption::plan_victims;
+use crate::scoring::{score, Weights};
 use crate::task_group::TaskGroup;
 use crate::why_pending::WhyPending;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::cmp::Ordering;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
-/// One placement decision: task `job/index` goes to machine `machine` of the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Scheduler settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Seed of the random machine order; the same seed and input give the same placement.
+    pub seed: u64,
+    /// Feasible machines to find before choosing (relaxed randomization); 0 = every machine
+    /// (exhaustive: the best-scoring feasible machine in the cell).
+    pub candidates: usize,
+    /// Scoring weights.
+    pub weights: Weights,
+    /// Whether higher bands may preempt lower ones to make room.
+    pub preemption: bool,
+}
+
+impl Default for Params {
+    /// Seed 1, 32 candidates, hybrid weights, preemption on.
+    fn default() -> Self {
+        Params { seed: 1, candidates: 32, weights: Weights::default(), preemption: true }
+    }
+}
+
+/// One placement decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binding {
-    /// Job name.
-    pub job: String,
-    /// Task index.
-    pub index: u32,
+    /// The task.
+    pub task: TaskRef,
     /// Index into the [`CellModel`] the pass ran on.
     pub machine: MachineIndex,
 }
 
-/// Tasks of one group that could not be placed, and why.
+/// One eviction decided to make room for a higher-band task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preemption {
+    /// The evicted task (it goes back to pending).
+    pub victim: TaskRef,
+    /// Where it ran.
+    pub machine: MachineIndex,
+    /// The task placed in its room.
+    pub by: TaskRef,
+}
+
+/// Tasks of one equivalence class left pending, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unplaced {
-    /// Job name.
-    pub job: String,
-    /// Task indices left pending, ascending.
-    pub tasks: Vec<u32>,
+    /// The tasks, in class order.
+    pub tasks: Vec<TaskRef>,
     /// Per-reason machine counts for the first of them.
     pub why: WhyPending,
+}
+
+/// Counters of one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Equivalence classes.
+    pub classes: usize,
+    /// Machines examined (feasibility checks while sampling).
+    pub examined: u64,
+    /// Scores computed.
+    pub scored: u64,
 }
 
 /// Result of one scheduling pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placement {
-    /// Decisions in the order they were made (groups by descending priority, then input order;
-    /// tasks by ascending index).
+    /// Decisions in the order they were made (classes by descending priority; tasks in class
+    /// order).
     pub bindings: Vec<Binding>,
-    /// Groups with tasks left pending, in the same order.
+    /// Evictions, in the order they were decided. Victims are not re-placed in the same pass.
+    pub preempted: Vec<Preemption>,
+    /// Classes with tasks left pending, in class order.
     pub unplaced: Vec<Unplaced>,
+    /// Counters.
+    pub stats: PassStats,
 }
 
-/// Places as many tasks of `groups` as fit on `cell`, highest priority first, each task on its
-/// best-fit feasible machine (see [`best_fit`]; ties go to the lower machine index, so a pass is
-/// deterministic). Adds each placed task's request to `cell.allocated`.
-///
-/// This is the first placement function: an exhaustive O(machines) scan per task, without
-/// preemption. It never returns an error: a task that fits nowhere is reported in
-/// [`Placement::unplaced`] with its [`WhyPending`].
-pub fn schedule(cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&g| std::cmp::Reverse(groups[g].priority));
-    let mut out = Placement::default();
-    for g in order {
-        let group = &groups[g];
-        let mut taken = vec![false; cell.len()];
-        for &m in &group.occupied {
-            if let Some(t) = taken.get_mut(m) {
-                *t = true;
-            }
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    score: f64,
+    base: f64,
+    m: u32,
+    version: u64,
+    crowd: u32,
+}
+
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    /// Max-heap order that pops the lowest score first, ties to the lower machine index.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.score.total_cmp(&self.score).then(o.m.cmp(&self.m))
+    }
+}
+
+#[derive(Debug, Default)]
+struct ClassCache {
+    cursor: usize,
+    /// (machine, version, base score) of the candidates left at the end of the last pass.
+    candidates: Vec<(u32, u64, f64)>,
+    last_pass: u64,
+}
+
+/// Passes a class may go unused before its cache entry is dropped.
+const CACHE_TTL: u64 = 64;
+
+/// A scheduler: parameters plus the state kept between passes (the random machine order and the
+/// per-class score caches). Create one per cell and call [`Scheduler::schedule`] for each pass.
+#[derive(Debug)]
+pub struct Scheduler {
+    params: Params,
+    order: Vec<u32>,
+    cache: HashMap<ClassKey, ClassCache>,
+    pass: u64,
+    stamp: Vec<u64>,
+    stamp_gen: u64,
+}
+
+fn class_offset(key: &ClassKey, seed: u64, n: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    seed.hash(&mut h);
+    if n == 0 {
+        0
+    } else {
+        (h.finish() % n as u64) as usize
+    }
+}
+
+/// Per-class, per-pass placement state.
+struct ClassRun<'a> {
+    class: &'a EquivalenceClass,
+    k: usize,
+    heap: BinaryHeap<Cand>,
+    cursor: usize,
+    examined: usize,
+    taken: HashSet<usize>,
+    domain_count: HashMap<u32, u32>,
+    fair_share: f64,
+}
+
+impl Scheduler {
+    /// A scheduler with `params`.
+    pub fn new(params: Params) -> Self {
+        Scheduler { params, order: Vec::new(), cache: HashMap::new(), pass: 0, stamp: Vec::new(), stamp_gen: 0 }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Forgets every cached candidate (after the caller rebuilt the cell with other machine
+    /// indices).
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+        self.order.clear();
+    }
+
+    fn ensure_order(&mut self, n: usize) {
+        if self.order.len() != n {
+            self.order = (0..n as u32).collect();
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(self.params.seed);
+            self.order.shuffle(&mut rng);
+            self.cache.clear();
+            self.stamp = vec![0; n];
         }
-        for (k, &index) in group.tasks.iter().enumerate() {
-            let mut best: Option<(f64, MachineIndex)> = None;
-            for i in 0..cell.len() {
-                if check(cell, i, group, &taken).is_ok() {
-                    let s = best_fit(cell, i, &group.request);
-                    if best.is_none_or(|(bs, _)| s < bs) {
-                        best = Some((s, i));
-                    }
-                }
+    }
+
+    fn crowding(run: &ClassRun, cell: &CellModel, m: usize) -> (u32, f64) {
+        let c = run.domain_count.get(&cell.domain[m]).copied().unwrap_or(0);
+        (c, (c as f64 / run.fair_share).min(2.0))
+    }
+
+    fn candidate(&self, run: &ClassRun, cell: &CellModel, m: usize, base: Option<f64>) -> Cand {
+        let c = run.class;
+        let base = base.unwrap_or_else(|| score(cell, m, c.priority, &c.request, 0.0, &self.params.weights));
+        let (count, crowd) = Self::crowding(run, cell, m);
+        Cand {
+            score: base + self.params.weights.spread * crowd,
+            base,
+            m: m as u32,
+            version: cell.version(m),
+            crowd: count,
+        }
+    }
+
+    fn feasible(&self, run: &ClassRun, cell: &CellModel, m: usize) -> bool {
+        check(cell, m, run.class, run.taken.contains(&m)).is_ok()
+            && (self.params.preemption || run.class.request.fits_in(&cell.free(m)))
+    }
+
+    /// Examines machines in the class's random order until the heap holds `k` candidates or the
+    /// whole cell was examined this pass.
+    fn refill(&mut self, run: &mut ClassRun, cell: &CellModel, stats: &mut PassStats) {
+        let n = cell.len();
+        while run.heap.len() < run.k && run.examined < n {
+            let m = self.order[run.cursor % n] as usize;
+            run.cursor = (run.cursor + 1) % n;
+            run.examined += 1;
+            stats.examined += 1;
+            if self.stamp[m] == self.stamp_gen || !self.feasible(run, cell, m) {
+                continue;
             }
-            match best {
-                Some((_, i)) => {
-                    cell.allocated[i] = cell.allocated[i].saturating_add(group.request);
-                    taken[i] = true;
-                    out.bindings.push(Binding { job: group.job.clone(), index, machine: i });
+            self.stamp[m] = self.stamp_gen;
+            stats.scored += 1;
+            let cand = self.candidate(run, cell, m, None);
+            run.heap.push(cand);
+        }
+    }
+
+    /// Runs one scheduling pass: places as many tasks of `groups` as fit on `cell`, preempting
+    /// lower bands where allowed, and updates `cell` with every binding and eviction.
+    ///
+    /// Never fails: tasks that fit nowhere come back in [`Placement::unplaced`] with a
+    /// [`WhyPending`].
+    pub fn schedule(&mut self, cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
+        self.pass += 1;
+        let n = cell.len();
+        self.ensure_order(n);
+        let classes = classes(groups);
+        let mut out =
+            Placement { stats: PassStats { classes: classes.len(), ..Default::default() }, ..Default::default() };
+        let domains = cell.domain_names.len().max(1);
+        let k = if self.params.candidates == 0 { n.max(1) } else { self.params.candidates };
+        let pass = self.pass;
+        let seed = self.params.seed;
+        for class in &classes {
+            let entry = self
+                .cache
+                .remove(&class.key)
+                .unwrap_or_else(|| ClassCache { cursor: class_offset(&class.key, seed, n), ..Default::default() });
+            self.stamp_gen += 1;
+            let mut run = ClassRun {
+                class,
+                k,
+                heap: BinaryHeap::with_capacity(k + 1),
+                cursor: entry.cursor,
+                examined: 0,
+                taken: class.occupied.iter().copied().collect(),
+                domain_count: HashMap::new(),
+                fair_share: (class.tasks.len() as f64 / domains as f64).ceil().max(1.0),
+            };
+            for &(m, version, base) in &entry.candidates {
+                let m = m as usize;
+                if m >= n || !self.feasible(&run, cell, m) {
+                    continue;
                 }
-                None => {
-                    let mut why = WhyPending { machines: cell.len(), ..Default::default() };
-                    for i in 0..cell.len() {
-                        if let Err(e) = check(cell, i, group, &taken) {
-                            why.add(&e);
-                        }
-                    }
-                    out.unplaced.push(Unplaced { job: group.job.clone(), tasks: group.tasks[k..].to_vec(), why });
+                let known = (version == cell.version(m)).then_some(base);
+                if known.is_none() {
+                    out.stats.scored += 1;
+                }
+                self.stamp[m] = self.stamp_gen;
+                let cand = self.candidate(&run, cell, m, known);
+                run.heap.push(cand);
+            }
+            let mut left = None;
+            for (i, &task) in class.tasks.iter().enumerate() {
+                if !self.place_one(&mut run, cell, task, &mut out) {
+                    left = Some(i);
                     break;
                 }
             }
+            if let Some(i) = left {
+                let why = why_pending(cell, class, &run.taken);
+                out.unplaced.push(Unplaced { tasks: class.tasks[i..].to_vec(), why });
+            }
+            let candidates = run.heap.iter().map(|c| (c.m, c.version, c.base)).collect();
+            self.cache.insert(class.key.clone(), ClassCache { cursor: run.cursor, candidates, last_pass: pass });
+        }
+        self.cache.retain(|_, c| pass - c.last_pass <= CACHE_TTL);
+        out
+    }
+
+    /// Places one task of the run's class; false when no machine can take it.
+    fn place_one(&mut self, run: &mut ClassRun, cell: &mut CellModel, task: TaskRef, out: &mut Placement) -> bool {
+        loop {
+            if run.heap.len() < run.k {
+                self.refill(run, cell, &mut out.stats);
+            }
+            let Some(top) = run.heap.pop() else { return false };
+            let m = top.m as usize;
+            let stale = top.version != cell.version(m) || Self::crowding(run, cell, m).0 != top.crowd;
+            if stale {
+                if !self.feasible(run, cell, m) {
+                    self.stamp[m] = 0;
+                    continue;
+                }
+                out.stats.scored += 1;
+                let base = (top.version == cell.version(m)).then_some(top.base);
+                let fresh = self.candidate(run, cell, m, base);
+                if run.heap.peek().is_some_and(|next| next > &fresh) {
+                    run.heap.push(fresh); // something else is now better
+                    continue;
+                }
+            }
+            let class = run.class;
+            let Some(victims) = plan_victims(cell, m, class.priority, &class.request) else {
+                self.stamp[m] = 0;
+                continue;
+            };
+            for v in victims {
+                cell.remove(m, v.task);
+                out.preempted.push(crate::schedule::Preemption { victim: v.task, machine: m, by: task });
+            }
+            cell.add(m, Resident { task, priority: class.priority, request: class.request });
+            out.bindings.push(Binding { task, machine: m });
+            *run.domain_count.entry(cell.domain[m]).or_default() += 1;
+            if class.different_machine {
+                run.taken.insert(m);
+                self.stamp[m] = 0;
+            } else if self.feasible(run, cell, m) {
+                out.stats.scored += 1;
+                let cand = self.candidate(run, cell, m, None);
+                run.heap.push(cand);
+            } else {
+                self.stamp[m] = 0;
+            }
+            return true;
         }
     }
-    out
+}
+
+/// Why a class's task fits nowhere: one reason per machine, counted (parallel over machines).
+fn why_pending(cell: &CellModel, class: &EquivalenceClass, taken: &HashSet<usize>) -> WhyPending {
+    let counts = (0..cell.len())
+        .into_par_iter()
+        .filter_map(|m| check(cell, m, class, taken.contains(&m)).err())
+        .fold(HashMap::<Infeasible, usize>::new, |mut acc, e| {
+            *acc.entry(e).or_default() += 1;
+            acc
+        })
+        .reduce(HashMap::new, |mut a, b| {
+            for (k, v) in b {
+                *a.entry(k).or_default() += v;
+            }
+            a
+        });
+    let mut why = WhyPending { machines: cell.len(), ..Default::default() };
+    for (e, count) in counts {
+        *why.reasons.entry(e.to_string()).or_default() += count;
+    }
+    why
+}
+
+/// One pass with a fresh [`Scheduler`] and default [`Params`]: for callers that keep no state
+/// between passes.
+pub fn schedule(cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
+    Scheduler::new(Params::default()).schedule(cell, groups)
 }
 
 #[cfg(test)]
@@ -102,14 +400,21 @@ mod tests {
         let mut c = CellModel::new();
         for (n, (cpu, ram, arch)) in machines.iter().enumerate() {
             let attrs: Attributes = [("arch".to_string(), arch.to_string())].into();
-            c.push(MachineId(format!("m{n}")), Resources::new(*cpu, *ram, 1 << 40), Resources::ZERO, attrs, true);
+            c.push(
+                MachineId(format!("m{n}")),
+                Resources::new(*cpu, *ram, 1 << 40),
+                attrs,
+                &format!("r{}", n / 2),
+                true,
+            );
         }
         c
     }
 
-    fn group(job: &str, prio: i32, cpu: u64, ram: u64, n: u32) -> TaskGroup {
+    fn group(job_id: u32, prio: i32, cpu: u64, ram: u64, n: u32) -> TaskGroup {
         TaskGroup {
-            job: job.into(),
+            job_id,
+            name: format!("j{job_id}"),
             priority: Priority(prio),
             request: Resources::new(cpu, ram, 0),
             constraints: vec![],
@@ -119,23 +424,27 @@ mod tests {
         }
     }
 
+    fn exhaustive() -> Scheduler {
+        Scheduler::new(Params { candidates: 0, ..Default::default() })
+    }
+
+    fn t(job: u32, index: u32) -> TaskRef {
+        TaskRef { job, index }
+    }
+
     #[test]
     fn best_fit_prefers_the_tightest_machine() {
         let mut c = cell(&[(4000, 8 << 30, "x86_64"), (1000, 2 << 30, "x86_64"), (2000, 4 << 30, "x86_64")]);
-        let p = schedule(&mut c, &[group("a", 100, 1000, 1 << 30, 1)]);
-        assert_eq!(p.bindings, vec![Binding { job: "a".into(), index: 0, machine: 1 }]);
-        assert_eq!(c.allocated[1], Resources::new(1000, 1 << 30, 0));
+        let p = exhaustive().schedule(&mut c, &[group(1, 100, 1000, 1 << 30, 1)]);
+        assert_eq!(p.bindings, vec![Binding { task: t(1, 0), machine: 1 }]);
+        assert_eq!(c.allocated(1), Resources::new(1000, 1 << 30, 0));
     }
 
     #[test]
     fn unplaced_tasks_say_why_per_machine() {
         let mut c = cell(&[(1000, 1 << 30, "x86_64"), (1000, 1 << 30, "arm64")]);
-        c.up.push(false);
-        c.ids.push(MachineId("down".into()));
-        c.capacity.push(Resources::new(8000, 8 << 30, 0));
-        c.allocated.push(Resources::ZERO);
-        c.attributes.push(Attributes::new());
-        let mut g = group("a", 100, 600, 1 << 20, 3);
+        c.push(MachineId("down".into()), Resources::new(8000, 8 << 30, 0), Attributes::new(), "r9", false);
+        let mut g = group(1, 100, 600, 1 << 20, 3);
         g.constraints.push(Constraint {
             attribute: "arch".into(),
             op: ConstraintOp::Eq,
@@ -144,7 +453,7 @@ mod tests {
         let p = schedule(&mut c, &[g]);
         assert_eq!(p.bindings.len(), 1);
         assert_eq!(p.unplaced.len(), 1);
-        assert_eq!(p.unplaced[0].tasks, vec![1, 2]);
+        assert_eq!(p.unplaced[0].tasks, vec![t(1, 1), t(1, 2)]);
         assert_eq!(
             p.unplaced[0].why.to_string(),
             "0/3 machines fit: 1 constraint arch == x86_64 not met, 1 insufficient cpu, 1 machine down"
@@ -154,57 +463,138 @@ mod tests {
     #[test]
     fn different_machine_spreads_and_counts_occupied() {
         let mut c = cell(&[(8000, 8 << 30, "x"), (8000, 8 << 30, "x"), (8000, 8 << 30, "x")]);
-        let mut g = group("a", 100, 100, 1 << 20, 3);
+        let mut g = group(1, 100, 100, 1 << 20, 3);
         g.different_machine = true;
         g.occupied = vec![0];
         let p = schedule(&mut c, &[g]);
-        let ms: Vec<_> = p.bindings.iter().map(|b| b.machine).collect();
+        let mut ms: Vec<_> = p.bindings.iter().map(|b| b.machine).collect();
+        ms.sort();
         assert_eq!(ms, vec![1, 2]);
-        assert_eq!(p.unplaced[0].tasks, vec![2]);
+        assert_eq!(p.unplaced[0].tasks, vec![t(1, 2)]);
     }
 
     #[test]
-    fn higher_priority_groups_go_first() {
+    fn higher_priority_groups_go_first_and_preempt_lower_bands_only() {
         let mut c = cell(&[(1000, 8 << 30, "x")]);
-        let p = schedule(&mut c, &[group("low", 0, 1000, 1, 1), group("prod", 200, 1000, 1, 1)]);
-        assert_eq!(p.bindings[0].job, "prod");
-        assert_eq!(p.unplaced[0].job, "low");
+        let p = schedule(&mut c, &[group(1, 0, 1000, 1, 1), group(2, 200, 1000, 1, 1)]);
+        assert_eq!(p.bindings[0].task, t(2, 0));
+        assert_eq!(p.unplaced[0].tasks, vec![t(1, 0)]);
+        // a batch task holds the machine; production preempts it
+        let mut c = cell(&[(1000, 8 << 30, "x")]);
+        let mut s = Scheduler::new(Params::default());
+        s.schedule(&mut c, &[group(1, 100, 1000, 1, 1)]);
+        let p = s.schedule(&mut c, &[group(2, 250, 600, 1, 1)]);
+        assert_eq!(p.preempted, vec![Preemption { victim: t(1, 0), machine: 0, by: t(2, 0) }]);
+        assert_eq!(c.residents(0).len(), 1);
+        // production never preempts production
+        let p = s.schedule(&mut c, &[group(3, 299, 600, 1, 1)]);
+        assert!(p.preempted.is_empty() && p.bindings.is_empty());
+        assert_eq!(p.unplaced[0].why.to_string(), "0/1 machines fit: 1 insufficient cpu");
+        // and nothing preempts when preemption is off
+        let mut c = cell(&[(1000, 8 << 30, "x")]);
+        let mut s = Scheduler::new(Params { preemption: false, ..Default::default() });
+        s.schedule(&mut c, &[group(1, 100, 1000, 1, 1)]);
+        let p = s.schedule(&mut c, &[group(2, 250, 600, 1, 1)]);
+        assert!(p.preempted.is_empty() && p.bindings.is_empty());
+    }
+
+    #[test]
+    fn without_preemption_the_free_machine_wins() {
+        let mut c = cell(&[(1000, 8 << 30, "x"), (1000, 8 << 30, "x")]);
+        let mut s = exhaustive();
+        s.schedule(&mut c, &[group(1, 100, 900, 1, 1)]);
+        let p = s.schedule(&mut c, &[group(2, 250, 600, 1, 1)]);
+        assert!(p.preempted.is_empty());
+        assert_eq!(p.bindings.len(), 1);
+    }
+
+    #[test]
+    fn tasks_of_a_class_spread_over_failure_domains() {
+        // 4 equal machines in 2 racks (r0: m0 m1, r1: m2 m3); 2 small tasks
+        let mut c = cell(&[(8000, 8 << 30, "x"), (8000, 8 << 30, "x"), (8000, 8 << 30, "x"), (8000, 8 << 30, "x")]);
+        let p = exhaustive().schedule(&mut c, &[group(1, 100, 100, 1 << 20, 2)]);
+        let racks: HashSet<u32> = p.bindings.iter().map(|b| c.domain[b.machine]).collect();
+        assert_eq!(racks.len(), 2, "{:?}", p.bindings);
+        // with plain best fit both go to the same (fullest) machine
+        let mut c2 = cell(&[(8000, 8 << 30, "x"), (8000, 8 << 30, "x"), (8000, 8 << 30, "x"), (8000, 8 << 30, "x")]);
+        let mut bf = Scheduler::new(Params { candidates: 0, weights: Weights::best_fit(), ..Default::default() });
+        let p = bf.schedule(&mut c2, &[group(1, 100, 100, 1 << 20, 2)]);
+        assert_eq!(p.bindings[0].machine, p.bindings[1].machine);
+    }
+
+    #[test]
+    fn same_seed_same_placement_and_the_cache_carries_over() {
+        let machines: Vec<(u64, u64, &str)> =
+            (0..200).map(|i| (1000 + (i % 7) * 500, (2 + i % 5) << 30, "x")).collect();
+        let groups: Vec<TaskGroup> =
+            (0..20).map(|j| group(j, 100 + j as i32, 300 + 50 * j as u64, 256 << 20, 30)).collect();
+        let run = |seed| {
+            let mut c = cell(&machines);
+            let mut s = Scheduler::new(Params { seed, ..Default::default() });
+            let p1 = s.schedule(&mut c, &groups[..10]);
+            let p2 = s.schedule(&mut c, &groups[10..]);
+            (p1.bindings, p2.bindings, p2.stats)
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7).0, run(8).0);
     }
 
     proptest! {
-        /// No machine is ever allocated beyond its capacity, constraints and different_machine hold.
+        /// Capacity holds on every machine, constraints and different_machine hold, no task is
+        /// lost, and every eviction is of a strictly lower band.
         #[test]
-        fn capacity_and_constraints_hold(
-            machines in proptest::collection::vec((1u64..8000, 1u64..(16 << 30), prop_oneof!["x86_64", "arm64"]), 1..12),
-            groups in proptest::collection::vec((0i32..400, 1u64..4000, 1u64..(8 << 30), 1u32..8, any::<bool>(), any::<bool>()), 1..8),
+        fn invariants_hold(
+            machines in proptest::collection::vec((1u64..8000, 1u64..(16 << 30), prop_oneof!["x86_64", "arm64"]), 1..16),
+            passes in proptest::collection::vec(
+                proptest::collection::vec((0i32..400, 1u64..4000, 1u64..(8 << 30), 1u32..8, any::<bool>(), any::<bool>()), 1..6),
+                1..4),
+            candidates in prop_oneof![Just(0usize), Just(1), Just(4)],
+            seed in any::<u64>(),
         ) {
             let ms: Vec<(u64, u64, &str)> = machines.iter().map(|(c, r, a)| (*c, *r, a.as_str())).collect();
             let mut c = cell(&ms);
-            let gs: Vec<TaskGroup> = groups.iter().enumerate().map(|(n, (p, cpu, ram, count, dm, arm))| {
-                let mut g = group(&format!("j{n}"), *p, *cpu, *ram, *count);
-                g.different_machine = *dm;
-                if *arm {
-                    g.constraints.push(Constraint { attribute: "arch".into(), op: ConstraintOp::Eq, values: vec!["arm64".into()] });
+            let mut s = Scheduler::new(Params { seed, candidates, ..Default::default() });
+            let mut all: HashMap<u32, TaskGroup> = HashMap::new();
+            let mut placed: HashMap<TaskRef, usize> = HashMap::new();
+            let mut job = 0;
+            for groups in passes {
+                let gs: Vec<TaskGroup> = groups.iter().map(|(p, cpu, ram, count, dm, arm)| {
+                    job += 1;
+                    let mut g = group(job, *p, *cpu, *ram, *count);
+                    g.different_machine = *dm;
+                    if *arm {
+                        g.constraints.push(Constraint { attribute: "arch".into(), op: ConstraintOp::Eq, values: vec!["arm64".into()] });
+                    }
+                    g
+                }).collect();
+                for g in &gs {
+                    all.insert(g.job_id, g.clone());
                 }
-                g
-            }).collect();
-            let p = schedule(&mut c, &gs);
-            let mut used = vec![Resources::ZERO; c.len()];
-            for b in &p.bindings {
-                let g = gs.iter().find(|g| g.job == b.job).unwrap();
-                used[b.machine] = used[b.machine].saturating_add(g.request);
-                prop_assert!(g.constraints.iter().all(|k| k.holds(&c.attributes[b.machine])));
-                if g.different_machine {
-                    let same = p.bindings.iter().filter(|x| x.job == b.job && x.machine == b.machine).count();
-                    prop_assert_eq!(same, 1);
+                let p = s.schedule(&mut c, &gs);
+                for e in &p.preempted {
+                    let (v, by) = (&all[&e.victim.job], &all[&e.by.job]);
+                    prop_assert!(CellModel::band_of(v.priority) < CellModel::band_of(by.priority));
+                    prop_assert_eq!(placed.remove(&e.victim), Some(e.machine));
                 }
+                for b in &p.bindings {
+                    let g = &all[&b.task.job];
+                    prop_assert!(g.constraints.iter().all(|k| k.holds(&c.attributes[b.machine])));
+                    prop_assert!(placed.insert(b.task, b.machine).is_none());
+                }
+                let unplaced: usize = p.unplaced.iter().map(|u| u.tasks.len()).sum();
+                prop_assert_eq!(p.bindings.len() + unplaced, gs.iter().map(|g| g.tasks.len()).sum::<usize>());
             }
-            for (i, u) in used.iter().enumerate() {
-                prop_assert!(u.fits_in(&c.capacity[i]));
-                prop_assert_eq!(*u, c.allocated[i]);
+            for m in 0..c.len() {
+                let used = c.residents(m).iter().fold(Resources::ZERO, |a, r| a.saturating_add(r.request));
+                prop_assert!(used.fits_in(&c.capacity[m]), "machine {} over capacity", m);
+                prop_assert_eq!(used, c.allocated(m));
+                prop_assert_eq!(c.residents(m).len(), placed.values().filter(|&&x| x == m).count());
             }
-            let placed = p.bindings.len() + p.unplaced.iter().map(|u| u.tasks.len()).sum::<usize>();
-            prop_assert_eq!(placed, gs.iter().map(|g| g.tasks.len()).sum::<usize>());
+            for g in all.values().filter(|g| g.different_machine) {
+                let ms: Vec<usize> = placed.iter().filter(|(t, _)| t.job == g.job_id).map(|(_, &m)| m).collect();
+                let uniq: HashSet<usize> = ms.iter().copied().collect();
+                prop_assert_eq!(ms.len(), uniq.len());
+            }
         }
     }
 }

@@ -1,16 +1,138 @@
-//! Scoring: among feasible machines, which is best? (Kubernetes: Score.)
+//! Scoring: among feasible machines, which is best? (Kubernetes: Score.) Lower is better.
+//!
+//! Borg's hybrid scoring (Borg §3.2) combines four terms, each in 0..=1 except preemption:
+//!
+//! ```text
+//! score = pack * waste + strand * imbalance + preempt * level + spread * crowding
+//! ```
+//! - `waste`: mean over CPU, RAM and disk of the fraction of the machine left free after the
+//!   placement. Low = a fuller machine: best fit, which keeps whole machines empty for large tasks
+//!   and for compaction.
+//! - `imbalance`: the larger free fraction of CPU and RAM minus the smaller, after the placement.
+//!   A machine whose RAM is full while half its CPU is free strands that CPU: nobody can use it.
+//!   Low = fewer stranded resources. Disk is left out: most tasks request little or none, so its
+//!   free fraction says nothing about stranding.
+//! - `level`: 0 when the task fits in free resources; otherwise 1 + the highest band that must be
+//!   preempted (1 free, 2 batch, 3 production). With a large weight this makes any placement
+//!   without preemption beat any with it, and cheaper victims beat dearer ones: "minimise the
+//!   number and priority of preempted tasks".
+//! - `crowding`: the share of the class's tasks placed so far that sit in the machine's failure
+//!   domain (rack). Low = the job spread over racks, so one rack failure takes few of its tasks.
+//!
+//! [`Weights::default`] is the hybrid; [`Weights::best_fit`] keeps only `waste` (and preemption),
+//! for comparison.
 
-use crate::cell::{CellModel, MachineIndex};
+use crate::cell::{CellModel, MachineIndex, BANDS};
+use crate::priority::Priority;
 use crate::resources::{Resource, Resources};
 
-/// Best-fit score of placing `request` on machine `i`: the sum over CPU, RAM and disk of the
-/// fraction of the machine's capacity that would be left free afterwards (0.0 = exactly full,
-/// 3.0 = empty machine). Lower is better: the tightest fit wins, which keeps large holes open for
-/// large tasks. A dimension with zero capacity counts as full.
-///
-/// The caller must have checked feasibility; an infeasible request scores as if it fit exactly.
-pub fn best_fit(cell: &CellModel, i: MachineIndex, request: &Resources) -> f64 {
-    let left = cell.free(i).saturating_sub(*request);
-    let cap = cell.capacity[i];
-    Resource::ALL.into_iter().map(|r| if cap.get(r) == 0 { 0.0 } else { left.get(r) as f64 / cap.get(r) as f64 }).sum()
+/// Weights of the scoring terms (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    /// Weight of `waste` (best fit).
+    pub pack: f64,
+    /// Weight of `imbalance` (stranded resources).
+    pub strand: f64,
+    /// Weight of the preemption level.
+    pub preempt: f64,
+    /// Weight of `crowding` (failure-domain spreading).
+    pub spread: f64,
+}
+
+impl Default for Weights {
+    /// The hybrid: pack 1.0, strand 0.5, preempt 100.0, spread 0.25. Packing dominates; the
+    /// imbalance term breaks near-ties towards machines whose dimensions fill evenly; spreading
+    /// only decides between machines of similar fit; preemption is a last resort.
+    fn default() -> Self {
+        Weights { pack: 1.0, strand: 0.5, preempt: 100.0, spread: 0.25 }
+    }
+}
+
+impl Weights {
+    /// Plain best fit: waste only (preemption still a last resort).
+    pub fn best_fit() -> Self {
+        Weights { pack: 1.0, strand: 0.0, preempt: 100.0, spread: 0.0 }
+    }
+}
+
+/// Preemption level of placing `request` at priority `p` on `m`: 0 if it fits in free resources,
+/// else 1 + the highest band whose tasks must go (assuming lower bands go first).
+pub fn preemption_level(cell: &CellModel, m: MachineIndex, p: Priority, request: &Resources) -> u32 {
+    let own = CellModel::band_of(p);
+    for b in 0..=own.min(BANDS - 1) {
+        // what is left after preempting every band below b
+        let avail = cell.available_to(m, band_priority(b));
+        if request.fits_in(&avail) {
+            return b as u32;
+        }
+    }
+    own as u32
+}
+
+fn band_priority(b: usize) -> Priority {
+    Priority(b as i32 * 100)
+}
+
+/// Score of placing `request` at priority `p` on machine `m`, given `crowding` in 0..=1.
+pub fn score(cell: &CellModel, m: MachineIndex, p: Priority, request: &Resources, crowding: f64, w: &Weights) -> f64 {
+    let level = preemption_level(cell, m, p, request);
+    let cap = cell.capacity[m];
+    let left = cell.free(m).saturating_sub(*request);
+    let frac = |r: Resource| {
+        let c = cap.get(r);
+        if c == 0 {
+            0.0
+        } else {
+            left.get(r) as f64 / c as f64
+        }
+    };
+    let (cpu, ram, disk) = (frac(Resource::Cpu), frac(Resource::Ram), frac(Resource::Disk));
+    let waste = (cpu + ram + disk) / 3.0;
+    let imbalance = (cpu - ram).abs();
+    w.pack * waste + w.strand * imbalance + w.preempt * level as f64 + w.spread * crowding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::{MachineId, Resident, TaskRef};
+    use crate::constraint::Attributes;
+
+    fn cell() -> CellModel {
+        let mut c = CellModel::new();
+        c.push(MachineId("big".into()), Resources::new(4000, 4 << 30, 100), Attributes::new(), "r1", true);
+        c.push(MachineId("small".into()), Resources::new(1000, 1 << 30, 100), Attributes::new(), "r1", true);
+        c
+    }
+
+    #[test]
+    fn tighter_fit_scores_lower_and_preemption_dominates() {
+        let mut c = cell();
+        let w = Weights::default();
+        let req = Resources::new(1000, 1 << 30, 0);
+        assert!(score(&c, 1, Priority(100), &req, 0.0, &w) < score(&c, 0, Priority(100), &req, 0.0, &w));
+        // fill the small machine with a free-band task: placing there now needs preemption
+        c.add(
+            1,
+            Resident { task: TaskRef { job: 1, index: 0 }, priority: Priority(0), request: Resources::new(1000, 0, 0) },
+        );
+        assert_eq!(preemption_level(&c, 1, Priority(100), &req), 1);
+        assert_eq!(preemption_level(&c, 0, Priority(100), &req), 0);
+        assert!(score(&c, 0, Priority(100), &req, 1.0, &w) < score(&c, 1, Priority(100), &req, 0.0, &w));
+    }
+
+    #[test]
+    fn imbalance_and_crowding_break_ties() {
+        let c = cell();
+        let w = Weights::default();
+        // same waste on the same machine: crowding decides
+        let req = Resources::new(500, 512 << 20, 0);
+        assert!(score(&c, 0, Priority(0), &req, 0.0, &w) < score(&c, 0, Priority(0), &req, 0.5, &w));
+        // a CPU-only request leaves RAM stranded: worse than a balanced one of equal total
+        let cpu_only = Resources::new(1000, 0, 50);
+        let balanced = Resources::new(500, 512 << 20, 50);
+        assert!(score(&c, 1, Priority(0), &balanced, 0.0, &w) < score(&c, 1, Priority(0), &cpu_only, 0.0, &w));
+        let bf = Weights::best_fit();
+        assert_eq!(score(&c, 1, Priority(0), &balanced, 0.0, &bf), score(&c, 1, Priority(0), &cpu_only, 0.0, &bf));
+    }
 }

@@ -6,12 +6,14 @@ use crate::priority::Priority;
 use crate::resources::Resources;
 
 /// The pending tasks of one job. All tasks of a job share one request and one set of
-/// constraints, so the group is checked and scored as a unit.
+/// constraints.
 #[derive(Debug, Clone)]
 pub struct TaskGroup {
-    /// Job name.
-    pub job: String,
-    /// Job priority; groups are placed highest first.
+    /// The caller's number for the job; [`crate::TaskRef::job`] in the results.
+    pub job_id: u32,
+    /// Job name, for messages.
+    pub name: String,
+    /// Job priority; higher priorities are placed first.
     pub priority: Priority,
     /// Per-task request.
     pub request: Resources,
@@ -21,6 +23,6 @@ pub struct TaskGroup {
     pub different_machine: bool,
     /// Task indices to place, ascending.
     pub tasks: Vec<u32>,
-    /// Machines that already hold a task of this job (for `different_machine`), any order.
+    /// Machines that already hold a task of this job, any order (for `different_machine`).
     pub occupied: Vec<MachineIndex>,
 }

@@ -219,3 +219,27 @@ fn a_borglet_that_lost_its_state_file_leaves_no_orphan_processes() {
         ts.iter().all(|t| t["state"] == "running" && t["pid"].as_u64().is_some_and(|p| !before.contains(&p)))
     });
 }
+
+#[test]
+fn a_production_job_preempts_batch_tasks_which_return_to_pending() {
+    let cell = TestCell::start("preempt", 1);
+    // batch fills the 4-core machine
+    cell.apply_yaml("filler", "name: filler\nuser: b\npriority: batch\nkind: service\ntasks: 4\ncommand: [sleep, '600']\nresources: {cpu: 1, ram: 16Mi}\ngrace_period: 1s\n");
+    let batch_pids = pids(&cell.wait_tasks("filler", "running"));
+    cell.apply_yaml("prod", "name: prod\nuser: p\npriority: production\nkind: service\ntasks: 2\ncommand: [sleep, '600']\nresources: {cpu: 1, ram: 16Mi}\n");
+    cell.wait_tasks("prod", "running");
+    let filler = cell.tasks("filler");
+    let preempted: Vec<&serde_json::Value> = filler.iter().filter(|t| t["state"] == "pending").collect();
+    assert_eq!(preempted.len(), 2, "{filler:?}");
+    assert!(preempted.iter().all(|t| t["reason"] == "preempted"));
+    let victims: Vec<u64> = preempted.iter().map(|t| batch_pids[t["index"].as_u64().unwrap() as usize]).collect();
+    cell.wait_for(Duration::from_secs(10), "preempted processes gone", |_| victims.iter().all(|&p| !alive(p)));
+    // production never preempts production: a third production job waits
+    cell.apply_yaml("prod2", "name: prod2\nuser: p\npriority: 250\nkind: service\ntasks: 3\ncommand: [sleep, '600']\nresources: {cpu: 1, ram: 16Mi}\n");
+    cell.wait_for(Duration::from_secs(10), "prod2 placed what it may", |c| {
+        c.tasks("prod2").iter().filter(|t| t["state"] == "running").count() == 2
+    });
+    assert!(cell.tasks("prod").iter().all(|t| t["state"] == "running"));
+    let job = cell.json(&["job", "prod2"]);
+    assert!(job["why_pending"].as_str().unwrap().contains("insufficient cpu"), "{job}");
+}

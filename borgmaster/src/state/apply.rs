@@ -2,7 +2,7 @@
 //! rejected with a [`CommandError`] and changes nothing.
 
 use super::{
-    Bind, CellState, Command, Entry, Event, Job, Machine, MachineState, Task, TaskKey, TaskReport, TaskState,
+    Bind, CellState, Command, Entry, Event, Evict, Job, Machine, MachineState, Task, TaskKey, TaskReport, TaskState,
     MAX_EVENTS,
 };
 use borg_spec::JobSpec;
@@ -58,7 +58,10 @@ impl CellState {
             Command::RegisterMachine { machine } => self.register_machine(machine, &mut ev),
             Command::MachineDown { id, reason } => self.machine_down(id, reason, &mut ev)?,
             Command::MachineUp { id } => self.machine_up(id, &mut ev)?,
-            Command::Bind { bindings } => self.bind(bindings, &mut ev),
+            Command::Bind { bindings, evictions } => {
+                self.evict(evictions, &mut ev);
+                self.bind(bindings, &mut ev)
+            }
             Command::TaskReports { reports } => self.task_reports(reports, &mut ev),
         };
         for e in &ev.out {
@@ -189,6 +192,29 @@ impl CellState {
             ev.push("", None, "machine-up", "answering polls again".into(), Some(id));
         }
         Ok(ApplyOutcome::Done)
+    }
+
+    /// Preempted tasks go back to pending with a new incarnation; their Borglet stops the old
+    /// one (SIGTERM, grace period, SIGKILL) when it no longer sees it in its desired set.
+    fn evict(&mut self, evictions: &[Evict], ev: &mut Events) {
+        for e in evictions {
+            let now = ev.now;
+            let Some(t) = self.task_mut(&e.job, e.index) else { continue };
+            if t.incarnation != e.incarnation || t.machine.as_ref() != Some(&e.machine) || t.state == TaskState::Dead {
+                continue; // stale: the victim moved or finished since the pass began
+            }
+            let old = t.clone();
+            self.unbind(&old);
+            let Some(t) = self.task_mut(&e.job, e.index) else { continue };
+            t.state = TaskState::Pending;
+            t.machine = None;
+            t.pid = None;
+            t.incarnation += 1;
+            t.restarts = 0;
+            t.reason = "preempted".into();
+            t.state_since_ms = now;
+            ev.push(&e.job, Some(e.index), "preempted", format!("by {} on {}", e.by, e.machine), Some(&e.machine));
+        }
     }
 
     fn bind(&mut self, bindings: &[Bind], ev: &mut Events) -> ApplyOutcome {
@@ -354,7 +380,7 @@ mod tests {
     fn bind(s: &mut CellState, job: &str, index: u32, m: &str) {
         let incarnation = s.task(&(job.into(), index)).unwrap().incarnation;
         let b = Bind { job: job.into(), index, incarnation, machine: MachineId(m.into()) };
-        run(s, Command::Bind { bindings: vec![b] }).unwrap();
+        run(s, Command::Bind { bindings: vec![b], evictions: vec![] }).unwrap();
     }
 
     fn report(s: &mut CellState, m: &str, job: &str, index: u32, state: TaskState, exit: Option<i32>) {
@@ -400,7 +426,7 @@ mod tests {
         run(&mut s, Command::RegisterMachine { machine: machine("m2") }).unwrap();
         run(&mut s, Command::ApplyJob { spec: spec("web", 1), expected_version: None }).unwrap();
         let stale = Bind { job: "web".into(), index: 0, incarnation: 99, machine: MachineId("m1".into()) };
-        run(&mut s, Command::Bind { bindings: vec![stale] }).unwrap();
+        run(&mut s, Command::Bind { bindings: vec![stale], evictions: vec![] }).unwrap();
         assert_eq!(s.task(&("web".into(), 0)).unwrap().machine, None);
         bind(&mut s, "web", 0, "m1");
         // a report from the wrong machine changes nothing
@@ -451,6 +477,33 @@ mod tests {
             run(&mut s, Command::KillJob { name: "nope".into() }).unwrap_err(),
             CommandError::NoSuchJob("nope".into())
         );
+    }
+
+    #[test]
+    fn evictions_send_victims_back_to_pending_as_preempted() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("batchy", 1), expected_version: None }).unwrap();
+        bind(&mut s, "batchy", 0, "m1");
+        let e = Evict {
+            job: "batchy".into(),
+            index: 0,
+            incarnation: 1,
+            machine: MachineId("m1".into()),
+            by: "prod/0".into(),
+        };
+        let (_, ev) = run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e.clone()] }).unwrap();
+        let t = s.task(&("batchy".into(), 0)).unwrap();
+        assert_eq!(
+            (t.state, t.machine.clone(), t.incarnation, t.reason.as_str()),
+            (TaskState::Pending, None, 2, "preempted")
+        );
+        assert_eq!(ev[0].kind, "preempted");
+        assert_eq!(ev[0].machine, Some(MachineId("m1".into())), "the victim's Borglet is woken");
+        assert_eq!(s.task_count_on(&MachineId("m1".into())), 0);
+        // the same decision again is stale (new incarnation)
+        let (_, ev) = run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
+        assert!(ev.is_empty());
     }
 
     #[test]

@@ -144,6 +144,21 @@ pub struct Bind {
     pub machine: MachineId,
 }
 
+/// An eviction decided by the scheduler to make room for a higher-band task (Borg §2.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evict {
+    /// Victim job.
+    pub job: String,
+    /// Victim task index.
+    pub index: u32,
+    /// Victim incarnation the decision was made for; stale decisions are dropped.
+    pub incarnation: u64,
+    /// Machine it runs on.
+    pub machine: MachineId,
+    /// The task placed in its room, `job/index`, for the event.
+    pub by: String,
+}
+
 /// What a Borglet observed of one task, as far as it changes the master's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskReport {
@@ -199,10 +214,13 @@ pub enum Command {
         /// Machine id.
         id: MachineId,
     },
-    /// Scheduler decisions of one pass.
+    /// Scheduler decisions of one pass: evictions first, then placements.
     Bind {
         /// Placements, in decision order.
         bindings: Vec<Bind>,
+        /// Preemptions that make room for some of the placements.
+        #[serde(default)]
+        evictions: Vec<Evict>,
     },
     /// Task state changes observed by Borglets (batched across machines).
     TaskReports {
