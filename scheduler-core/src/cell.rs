@@ -78,6 +78,7 @@ pub struct CellModel {
     resident: Vec<Vec<Resident>>,
     version: Vec<u64>,
     domain_index: HashMap<String, u32>,
+    freed: Vec<u32>,
 }
 
 impl CellModel {
@@ -110,7 +111,20 @@ impl CellModel {
         self.avail.push([capacity; BANDS]);
         self.resident.push(Vec::new());
         self.version.push(0);
+        self.freed.push(self.ids.len() as u32 - 1);
         self.ids.len() - 1
+    }
+
+    /// Machines that gained room (a task removed, capacity raised, back up, newly added), in
+    /// order; entries from `since` on. With [`CellModel::freed_len`] this lets a scheduler that
+    /// found no room for a class re-examine only machines that changed since.
+    pub fn freed_since(&self, since: usize) -> &[u32] {
+        &self.freed[since.min(self.freed.len())..]
+    }
+
+    /// Length of the freed-machines log (see [`CellModel::freed_since`]).
+    pub fn freed_len(&self) -> usize {
+        self.freed.len()
     }
 
     /// Number of machines.
@@ -178,7 +192,31 @@ impl CellModel {
         let b = band_index(r.priority);
         self.alloc[m][b] = self.alloc[m][b].saturating_sub(r.request);
         self.recompute(m);
+        self.freed.push(m as u32);
         Some(r)
+    }
+
+    /// Changes machine `m`'s capacity (a machine update); its tasks stay, even if they no longer
+    /// fit (the caller decides whether to evict them).
+    pub fn set_capacity(&mut self, m: MachineIndex, capacity: Resources) {
+        self.capacity[m] = capacity;
+        self.recompute(m);
+        self.freed.push(m as u32);
+    }
+
+    /// Marks machine `m` up or down and returns the tasks it held when going down (they are
+    /// removed: a down machine runs nothing).
+    pub fn set_up(&mut self, m: MachineIndex, up: bool) -> Vec<Resident> {
+        self.up[m] = up;
+        if up {
+            self.version[m] += 1;
+            self.freed.push(m as u32);
+            return Vec::new();
+        }
+        let gone = std::mem::take(&mut self.resident[m]);
+        self.alloc[m] = [Resources::ZERO; BANDS];
+        self.recompute(m);
+        gone
     }
 
     /// Index of the machine with this id (linear search; for tests and small cells).

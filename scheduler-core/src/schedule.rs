@@ -41,12 +41,15 @@ pub struct Params {
     pub weights: Weights,
     /// Whether higher bands may preempt lower ones to make room.
     pub preemption: bool,
+    /// Whether to compute a [`WhyPending`] for unplaced classes (a scan of the whole cell per
+    /// such class); when false, [`Unplaced::why`] is empty.
+    pub explain: bool,
 }
 
 impl Default for Params {
-    /// Seed 1, 32 candidates, hybrid weights, preemption on.
+    /// Seed 1, 32 candidates, hybrid weights, preemption on, explanations on.
     fn default() -> Self {
-        Params { seed: 1, candidates: 32, weights: Weights::default(), preemption: true }
+        Params { seed: 1, candidates: 32, weights: Weights::default(), preemption: true, explain: true }
     }
 }
 
@@ -93,8 +96,8 @@ pub struct PassStats {
 /// Result of one scheduling pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placement {
-    /// Decisions in the order they were made (classes by descending priority; tasks in class
-    /// order).
+    /// Decisions in the order they were made (classes by descending priority, then arrival;
+    /// tasks in class order).
     pub bindings: Vec<Binding>,
     /// Evictions, in the order they were decided. Victims are not re-placed in the same pass.
     pub preempted: Vec<Preemption>,
@@ -136,6 +139,10 @@ struct ClassCache {
     cursor: usize,
     /// (machine, version, base score) of the candidates left at the end of the last pass.
     candidates: Vec<(u32, u64, f64)>,
+    /// Set once the whole cell was examined: the freed-log position then. Every machine not in
+    /// `candidates` was infeasible at that point, so later passes examine only machines freed
+    /// since.
+    exhausted_at: Option<usize>,
     last_pass: u64,
 }
 
@@ -172,9 +179,11 @@ struct ClassRun<'a> {
     heap: BinaryHeap<Cand>,
     cursor: usize,
     examined: usize,
+    exhausted_at: Option<usize>,
     taken: HashSet<usize>,
     domain_count: HashMap<u32, u32>,
     fair_share: f64,
+    spread: bool,
 }
 
 impl Scheduler {
@@ -206,6 +215,9 @@ impl Scheduler {
     }
 
     fn crowding(run: &ClassRun, cell: &CellModel, m: usize) -> (u32, f64) {
+        if !run.spread {
+            return (0, 0.0);
+        }
         let c = run.domain_count.get(&cell.domain[m]).copied().unwrap_or(0);
         (c, (c as f64 / run.fair_share).min(2.0))
     }
@@ -228,16 +240,30 @@ impl Scheduler {
             && (self.params.preemption || run.class.request.fits_in(&cell.free(m)))
     }
 
-    /// Examines machines in the class's random order until the heap holds `k` candidates or the
-    /// whole cell was examined this pass.
+    /// Examines machines until the heap holds `k` candidates: in the class's random order until
+    /// the whole cell was examined, after that only machines freed since.
     fn refill(&mut self, run: &mut ClassRun, cell: &CellModel, stats: &mut PassStats) {
         let n = cell.len();
-        while run.heap.len() < run.k && run.examined < n {
-            let m = self.order[run.cursor % n] as usize;
-            run.cursor = (run.cursor + 1) % n;
-            run.examined += 1;
+        while run.heap.len() < run.k {
+            let m = match run.exhausted_at {
+                Some(pos) if pos < cell.freed_len() => {
+                    run.exhausted_at = Some(pos + 1);
+                    cell.freed_since(pos)[0] as usize
+                }
+                Some(_) => return,
+                None if run.examined >= n => {
+                    run.exhausted_at = Some(cell.freed_len());
+                    return;
+                }
+                None => {
+                    let m = self.order[run.cursor % n] as usize;
+                    run.cursor = (run.cursor + 1) % n;
+                    run.examined += 1;
+                    m
+                }
+            };
             stats.examined += 1;
-            if self.stamp[m] == self.stamp_gen || !self.feasible(run, cell, m) {
+            if m >= n || self.stamp[m] == self.stamp_gen || !self.feasible(run, cell, m) {
                 continue;
             }
             self.stamp[m] = self.stamp_gen;
@@ -260,6 +286,10 @@ impl Scheduler {
         let mut out =
             Placement { stats: PassStats { classes: classes.len(), ..Default::default() }, ..Default::default() };
         let domains = cell.domain_names.len().max(1);
+        // With no failure domains above the machine (every machine its own domain), spreading
+        // would only push a class's tasks apart machine by machine, against packing; one task
+        // per machine is what `different_machine` is for.
+        let spread_on = domains < n;
         let k = if self.params.candidates == 0 { n.max(1) } else { self.params.candidates };
         let pass = self.pass;
         let seed = self.params.seed;
@@ -275,9 +305,11 @@ impl Scheduler {
                 heap: BinaryHeap::with_capacity(k + 1),
                 cursor: entry.cursor,
                 examined: 0,
+                exhausted_at: entry.exhausted_at,
                 taken: class.occupied.iter().copied().collect(),
                 domain_count: HashMap::new(),
                 fair_share: (class.tasks.len() as f64 / domains as f64).ceil().max(1.0),
+                spread: spread_on && self.params.weights.spread > 0.0,
             };
             for &(m, version, base) in &entry.candidates {
                 let m = m as usize;
@@ -300,11 +332,14 @@ impl Scheduler {
                 }
             }
             if let Some(i) = left {
-                let why = why_pending(cell, class, &run.taken);
+                let why = if self.params.explain { why_pending(cell, class, &run.taken) } else { WhyPending::default() };
                 out.unplaced.push(Unplaced { tasks: class.tasks[i..].to_vec(), why });
             }
             let candidates = run.heap.iter().map(|c| (c.m, c.version, c.base)).collect();
-            self.cache.insert(class.key.clone(), ClassCache { cursor: run.cursor, candidates, last_pass: pass });
+            self.cache.insert(
+                class.key.clone(),
+                ClassCache { cursor: run.cursor, candidates, exhausted_at: run.exhausted_at, last_pass: pass },
+            );
         }
         self.cache.retain(|_, c| pass - c.last_pass <= CACHE_TTL);
         out
@@ -333,6 +368,18 @@ impl Scheduler {
                 }
             }
             let class = run.class;
+            // Preempt only when no machine can take the task without it: before evicting
+            // anyone, examine the rest of the cell (once per class per pass).
+            if run.exhausted_at.is_none()
+                && crate::scoring::preemption_level(cell, m, class.priority, &class.request) > 0
+            {
+                run.heap.push(top);
+                run.k = cell.len().max(1);
+                self.refill(run, cell, &mut out.stats);
+                // every machine is now in the heap or was found infeasible
+                run.exhausted_at.get_or_insert(cell.freed_len());
+                continue;
+            }
             let Some(victims) = plan_victims(cell, m, class.priority, &class.request) else {
                 self.stamp[m] = 0;
                 continue;
@@ -496,6 +543,18 @@ mod tests {
         s.schedule(&mut c, &[group(1, 100, 1000, 1, 1)]);
         let p = s.schedule(&mut c, &[group(2, 250, 600, 1, 1)]);
         assert!(p.preempted.is_empty() && p.bindings.is_empty());
+    }
+
+    #[test]
+    fn preempts_when_every_machine_needs_it_even_with_few_candidates() {
+        // regression: looking further for a preemption-free machine must end when the heap
+        // already holds the whole cell
+        let mut c = cell(&[(1000, 8 << 30, "x"), (1000, 8 << 30, "x")]);
+        let mut s = Scheduler::new(Params { candidates: 1, ..Default::default() });
+        s.schedule(&mut c, &[group(1, 10, 1000, 1, 2)]);
+        let p = s.schedule(&mut c, &[group(2, 150, 500, 1, 1)]);
+        assert_eq!(p.bindings.len(), 1);
+        assert_eq!(p.preempted.len(), 1);
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //!   preempted (1 free, 2 batch, 3 production). With a large weight this makes any placement
 //!   without preemption beat any with it, and cheaper victims beat dearer ones: "minimise the
 //!   number and priority of preempted tasks".
-//! - `crowding`: the share of the class's tasks placed so far that sit in the machine's failure
-//!   domain (rack). Low = the job spread over racks, so one rack failure takes few of its tasks.
+//! - `crowding`: how many of the class's tasks this pass already sit in the machine's failure
+//!   domain (rack), relative to a fair share (class tasks / domains), capped at 2. Low = the job
+//!   spread over racks, so one rack failure takes few of its tasks. Only counted when the cell
+//!   has racks (fewer domains than machines).
 //!
 //! [`Weights::default`] is the hybrid; [`Weights::best_fit`] keeps only `waste` (and preemption),
 //! for comparison.

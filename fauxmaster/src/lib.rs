@@ -1,0 +1,12 @@
+//! fauxmaster (Borg's name for its simulator, Borg §3.4): the real scheduler-core over a cell
+//! and a workload, for benchmarks and capacity planning.
+//!
+//! Inputs: Google's ClusterData2011-2 trace ([`trace`]) or the neutral CSV format
+//! ([`neutral`]), or a synthetic C1M-shaped cell ([`synth`]). Runs ([`sim`]): repack the time-0
+//! workload from scratch, replay the trace's events in passes, and cell compaction (Borg §5.1).
+
+pub mod neutral;
+pub mod sim;
+pub mod synth;
+pub mod trace;
+pub mod workload;

@@ -1,0 +1,249 @@
+//! `fauxmaster`: runs the real scheduler-core over a cell and a workload and reports.
+//!
+//! ```text
+//! fauxmaster repack  --trace ../shared/traces/google-2011 [--json] [--placements FILE]
+//! fauxmaster replay  --trace DIR [--pass-interval 1]
+//! fauxmaster compact --trace DIR --seeds 11
+//! fauxmaster synth   --machines 10000 --jobs 1000 --tasks-per-job 1000
+//! fauxmaster repack  --machines cell.csv --tasks tasks.csv
+//! ```
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use fauxmaster::sim::{self, Outcome};
+use fauxmaster::trace::Units;
+use fauxmaster::workload::Workload;
+use indicatif::{ProgressBar, ProgressStyle};
+use scheduler_core::{Params, Weights};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(version, about = "Borg's simulator: the real scheduler on real traces, for benchmarks and capacity planning.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    #[command(flatten)]
+    sched: SchedArgs,
+    /// Print one JSON object instead of the human summary.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Write the final placement as CSV `job,index,machine`.
+    #[arg(long, global = true)]
+    placements: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SchedArgs {
+    /// Scheduler seed (random machine order).
+    #[arg(long, global = true, default_value_t = 1)]
+    seed: u64,
+    /// Feasible machines examined per choice (relaxed randomization); 0 = every machine.
+    /// Default 32; for `compact`, 0 (compaction measures packing quality, not speed).
+    #[arg(long, global = true)]
+    candidates: Option<usize>,
+    /// Score with plain best fit instead of the hybrid.
+    #[arg(long, global = true)]
+    best_fit: bool,
+    /// Never preempt.
+    #[arg(long, global = true)]
+    no_preemption: bool,
+}
+
+#[derive(Args, Clone)]
+struct Input {
+    /// Google ClusterData2011 trace directory (with machine_events/ and task_events/).
+    #[arg(long, conflicts_with_all = ["machines", "tasks"])]
+    trace: Option<PathBuf>,
+    /// Machines in the neutral CSV format (`id,cpu_millis,ram_bytes,disk_bytes,attrs`).
+    #[arg(long, requires = "tasks")]
+    machines: Option<PathBuf>,
+    /// Tasks in the neutral CSV format (`job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s`).
+    #[arg(long, requires = "machines")]
+    tasks: Option<PathBuf>,
+    /// Trace only: millicores per 1.0 of normalized CPU.
+    #[arg(long, default_value_t = 64_000.0)]
+    cpu_scale: f64,
+    /// Trace only: GiB per 1.0 of normalized memory.
+    #[arg(long, default_value_t = 256.0)]
+    ram_scale_gib: f64,
+    /// Trace only: GiB per 1.0 of normalized disk (also every machine's disk capacity).
+    #[arg(long, default_value_t = 4096.0)]
+    disk_scale_gib: f64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Schedule the whole time-0 workload onto the time-0 cell from scratch, in one pass.
+    Repack(Input),
+    /// The time-0 state, then every event in time order, scheduling in passes like the master.
+    Replay {
+        #[command(flatten)]
+        input: Input,
+        /// Seconds of trace time between scheduling passes.
+        #[arg(long, default_value_t = 1.0)]
+        pass_interval: f64,
+        /// Stop at this trace time, seconds (default: the last task event).
+        #[arg(long)]
+        until: Option<f64>,
+    },
+    /// Cell compaction (Borg §5.1): the smallest cell that still holds the workload.
+    Compact {
+        #[command(flatten)]
+        input: Input,
+        /// Removal orders to try (median and 90th percentile are reported).
+        #[arg(long, default_value_t = 11)]
+        seeds: u32,
+        /// Which tasks must fit: `production` (production and monitoring tasks) or `fitting`
+        /// (whatever a repack of the full cell places).
+        #[arg(long, default_value = "production", value_parser = ["production", "fitting"])]
+        workload: String,
+    },
+    /// Repack of a synthetic C1M-shaped cell and workload (shapes in fauxmaster::synth).
+    Synth {
+        /// Machines.
+        #[arg(long, default_value_t = 10_000)]
+        machines: usize,
+        /// Jobs.
+        #[arg(long, default_value_t = 1_000)]
+        jobs: usize,
+        /// Tasks per job.
+        #[arg(long, default_value_t = 1_000)]
+        tasks_per_job: u32,
+        /// Workload generator seed.
+        #[arg(long, default_value_t = 42)]
+        workload_seed: u64,
+    },
+}
+
+fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
+    let gib = (1u64 << 30) as f64;
+    match (&input.trace, &input.machines, &input.tasks) {
+        (Some(dir), _, _) => {
+            let units = Units { cpu_millis: input.cpu_scale, ram_bytes: input.ram_scale_gib * gib, disk_bytes: input.disk_scale_gib * gib };
+            let (w, notes) = fauxmaster::trace::load(dir, &units).with_context(|| format!("loading trace {}", dir.display()))?;
+            Ok((w, serde_json::to_value(notes)?))
+        }
+        (None, Some(m), Some(t)) => Ok((fauxmaster::neutral::load(m, t)?, serde_json::Value::Null)),
+        _ => bail!("give --trace DIR, or --machines FILE.csv and --tasks FILE.csv"),
+    }
+}
+
+fn bar(len: u64, json: bool, what: &str) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({elapsed})") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn summary(r: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{}: {} machines, {} tasks: {} placed, {} unschedulable, {} preempted in {:.3} s ({:.0} tasks/s)\n",
+        r["command"].as_str().unwrap_or(""),
+        r["machines"],
+        r["tasks"],
+        r["placed"],
+        r["unschedulable"],
+        r["preempted"],
+        r["seconds"].as_f64().unwrap_or(0.0),
+        r["tasks_per_second"].as_f64().unwrap_or(0.0),
+    );
+    if let Some(u) = r.get("unschedulable_by_band") {
+        s.push_str(&format!("  unschedulable by band: {u}\n"));
+    }
+    if r["command"] == "replay" {
+        s.push_str(&format!(
+            "  {} passes: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
+            r["passes"],
+            r["pass_p50_ms"].as_f64().unwrap_or(0.0),
+            r["pass_p90_ms"].as_f64().unwrap_or(0.0),
+            r["pass_p99_ms"].as_f64().unwrap_or(0.0),
+            r["pass_max_ms"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    if r["command"] == "compact" {
+        s.push_str(&format!(
+            "  smallest cell (hybrid): median {} p90 {}; lower bound {} (ratio {:.3})\n  smallest cell (best fit): median {} p90 {} (ratio {:.3})\n",
+            r["min_machines_median"],
+            r["min_machines_p90"],
+            r["lower_bound_machines"],
+            r["ratio_lower_bound_to_min"].as_f64().unwrap_or(0.0),
+            r["best_fit_min_machines_median"],
+            r["best_fit_min_machines_p90"],
+            r["best_fit_ratio"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    for res in ["cpu", "ram", "disk"] {
+        s.push_str(&format!("  {res} allocated: {}\n", r["utilization"][res]));
+    }
+    s.push_str(&format!("  units: {}\n", r["units"].as_str().unwrap_or("")));
+    s
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default_candidates = if matches!(cli.command, Cmd::Compact { .. }) { 0 } else { 32 };
+    let params = Params {
+        seed: cli.sched.seed,
+        candidates: cli.sched.candidates.unwrap_or(default_candidates),
+        weights: if cli.sched.best_fit { Weights::best_fit() } else { Weights::default() },
+        preemption: !cli.sched.no_preemption,
+        explain: true,
+    };
+    let started = Instant::now();
+    let Outcome { mut report, placements } = match &cli.command {
+        Cmd::Repack(input) => {
+            let (w, notes) = load(input)?;
+            let load_s = started.elapsed().as_secs_f64();
+            let mut o = sim::repack(&w, params);
+            o.report["load_seconds"] = load_s.into();
+            o.report["load_notes"] = notes;
+            o
+        }
+        Cmd::Replay { input, pass_interval, until } => {
+            let (w, notes) = load(input)?;
+            let load_s = started.elapsed().as_secs_f64();
+            let pb = bar(w.events.len() as u64, cli.json, "replaying events");
+            let mut o = sim::replay(&w, params, *pass_interval, *until, |done, _| pb.set_position(done as u64));
+            pb.finish_and_clear();
+            o.report["load_seconds"] = load_s.into();
+            o.report["load_notes"] = notes;
+            o
+        }
+        Cmd::Compact { input, seeds, workload } => {
+            let (w, _) = load(input)?;
+            let pb = bar(*seeds as u64, cli.json, "compacting (seeds)");
+            let which = if workload == "fitting" { sim::CompactWorkload::Fitting } else { sim::CompactWorkload::Production };
+            let o = sim::compact(&w, params, *seeds, which, |done, _| pb.set_position(done as u64));
+            pb.finish_and_clear();
+            o
+        }
+        Cmd::Synth { machines, jobs, tasks_per_job, workload_seed } => {
+            let w = fauxmaster::synth::generate(*machines, *jobs, *tasks_per_job, *workload_seed);
+            let mut o = sim::repack(&w, params);
+            o.report["command"] = "synth".into();
+            o
+        }
+    };
+    report["threads"] = rayon::current_num_threads().into();
+    if let Some(path) = &cli.placements {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+        writeln!(f, "job,index,machine")?;
+        for (job, index, machine) in &placements {
+            writeln!(f, "{job},{index},{machine}")?;
+        }
+        f.flush()?;
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", summary(&report));
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The neutral CSV format, so capacity planners can bring their own cell and workload.
+//!
+//! Machines (`--machines FILE.csv`), one per line, optional header line starting with `id`:
+//! ```text
+//! id,cpu_millis,ram_bytes,disk_bytes,attrs
+//! m1,32000,137438953472,4398046511104,rack=r1;arch=x86_64
+//! ```
+//! `attrs` is `k=v` pairs separated by `;` (may be empty); the `rack` attribute, if present, is
+//! the machine's failure domain.
+//!
+//! Tasks (`--tasks FILE.csv`), optional header line starting with `job`:
+//! ```text
+//! job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s
+//! web,0,200,500,1073741824,0,false,,
+//! crunch,3,100,2000,4294967296,0,0,30,600
+//! ```
+//! `priority` on our scale (free 0-99, batch 100-199, production 200-299, monitoring 300-399);
+//! `different_machine` is `true/false/1/0`. A task with no (or zero) `submit_time_s` is present at
+//! time 0; a later one is submitted then. `duration_s`, when given, ends the task that long after
+//! its submission (replay only). The last two columns may be omitted.
+
+use crate::workload::{Event, EventKind, JobNames, Machine, Task, Workload};
+use scheduler_core::{Attributes, Priority, Resources};
+use std::path::{Path, PathBuf};
+
+/// A malformed neutral CSV file: which file, line and column, and what.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// Cannot open or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A bad row.
+    #[error("{path}:{line}: {field}: {message}")]
+    Row {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// Column.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn rows(path: &Path, header: &str, mut f: impl FnMut(u64, &csv::StringRecord) -> Result<(), CsvError>) -> Result<(), CsvError> {
+    let file = std::fs::File::open(path).map_err(|source| CsvError::Io { path: path.into(), source })?;
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(file);
+    let mut rec = csv::StringRecord::new();
+    let mut line = 0;
+    loop {
+        match rdr.read_record(&mut rec) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                line += 1;
+                if (line == 1 && rec.get(0) == Some(header)) || rec.iter().all(str::is_empty) {
+                    continue;
+                }
+                f(line, &rec)?;
+            }
+            Err(e) => return Err(CsvError::Row { path: path.into(), line: line + 1, field: "row", message: e.to_string() }),
+        }
+    }
+}
+
+fn field<T: std::str::FromStr>(path: &Path, line: u64, rec: &csv::StringRecord, i: usize, name: &'static str, required: bool) -> Result<Option<T>, CsvError> {
+    match rec.get(i).unwrap_or("") {
+        "" if required => Err(CsvError::Row { path: path.into(), line, field: name, message: "missing".into() }),
+        "" => Ok(None),
+        s => s.parse().map(Some).map_err(|_| CsvError::Row { path: path.into(), line, field: name, message: format!("{s:?} is not valid") }),
+    }
+}
+
+/// Loads a neutral-format cell and workload.
+///
+/// Errors: a file that cannot be read, or a row with a missing or malformed field (file, line
+/// and column named).
+pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, CsvError> {
+    let mut w = Workload { units: "neutral CSV: millicores and bytes as given".into(), ..Default::default() };
+    rows(machines, "id", |line, rec| {
+        let id: String = field(machines, line, rec, 0, "id", true)?.unwrap_or_default();
+        let cpu: u64 = field(machines, line, rec, 1, "cpu_millis", true)?.unwrap_or(0);
+        let ram: u64 = field(machines, line, rec, 2, "ram_bytes", true)?.unwrap_or(0);
+        let disk: u64 = field(machines, line, rec, 3, "disk_bytes", false)?.unwrap_or(0);
+        let mut attributes = Attributes::new();
+        for kv in rec.get(4).unwrap_or("").split(';').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').ok_or_else(|| CsvError::Row {
+                path: machines.into(),
+                line,
+                field: "attrs",
+                message: format!("{kv:?} is not k=v"),
+            })?;
+            attributes.insert(k.to_string(), v.to_string());
+        }
+        let domain = attributes.get("rack").cloned().unwrap_or_else(|| id.clone());
+        w.machines.push(Machine { id, capacity: Resources::new(cpu, ram, disk), attributes, domain });
+        Ok(())
+    })?;
+    let mut jobs = JobNames::default();
+    rows(tasks, "job", |line, rec| {
+        let name: String = field(tasks, line, rec, 0, "job", true)?.unwrap_or_default();
+        let index: u32 = field(tasks, line, rec, 1, "index", true)?.unwrap_or(0);
+        let priority: i32 = field(tasks, line, rec, 2, "priority", true)?.unwrap_or(0);
+        if Priority(priority).band().is_none() {
+            return Err(CsvError::Row { path: tasks.into(), line, field: "priority", message: format!("{priority} is outside 0-399") });
+        }
+        let cpu: u64 = field(tasks, line, rec, 3, "cpu_millis", true)?.unwrap_or(0);
+        let ram: u64 = field(tasks, line, rec, 4, "ram_bytes", true)?.unwrap_or(0);
+        let disk: u64 = field(tasks, line, rec, 5, "disk_bytes", false)?.unwrap_or(0);
+        let dm = match rec.get(6).unwrap_or("") {
+            "" | "0" | "false" => false,
+            "1" | "true" => true,
+            s => return Err(CsvError::Row { path: tasks.into(), line, field: "different_machine", message: format!("{s:?} is not true/false/1/0") }),
+        };
+        let submit: f64 = field(tasks, line, rec, 7, "submit_time_s", false)?.unwrap_or(0.0);
+        let duration: Option<f64> = field(tasks, line, rec, 8, "duration_s", false)?;
+        let job = jobs.id(&name);
+        let t = Task { job, index, priority: Priority(priority), request: Resources::new(cpu, ram, disk), different_machine: dm, machine: None };
+        if submit > 0.0 {
+            w.events.push(Event { time_s: submit, kind: EventKind::Submit(t) });
+        } else {
+            w.tasks.push(t);
+        }
+        if let Some(d) = duration {
+            w.events.push(Event { time_s: submit + d, kind: EventKind::End { job, index } });
+        }
+        Ok(())
+    })?;
+    w.events.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
+    w.horizon_s = w
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Submit(_) | EventKind::End { .. }))
+        .map(|e| e.time_s)
+        .fold(0.0, f64::max);
+    w.jobs = jobs.names;
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_both_files_with_headers_and_reports_bad_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m.csv");
+        let t = d.path().join("t.csv");
+        std::fs::write(&m, "id,cpu_millis,ram_bytes,disk_bytes,attrs\nm1,32000,1000,0,rack=r1;arch=x86_64\nm2,16000,500,0,\n").unwrap();
+        std::fs::write(&t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s\nweb,0,200,500,10,0,false,,\nweb,1,200,500,10,0,1\nbatch,0,100,100,1,0,0,30,60\n").unwrap();
+        let w = load(&m, &t).unwrap();
+        assert_eq!(w.machines[0].domain, "r1");
+        assert_eq!(w.machines[1].domain, "m2");
+        assert_eq!(w.tasks.len(), 2);
+        assert!(w.tasks[1].different_machine);
+        assert_eq!(w.events.len(), 2);
+        assert_eq!(w.events[1].time_s, 90.0);
+        std::fs::write(&t, "web,0,500,1,1,0\n").unwrap();
+        let e = load(&m, &t).unwrap_err().to_string();
+        assert!(e.ends_with("t.csv:1: priority: 500 is outside 0-399"), "{e}");
+        std::fs::write(&t, "web,0,100,lots,1,0\n").unwrap();
+        assert!(load(&m, &t).unwrap_err().to_string().contains("t.csv:1: cpu_millis"));
+    }
+}

@@ -1,0 +1,497 @@
+//! The simulations: repack, replay and compaction, each returning a JSON report and the final
+//! placement.
+
+use crate::workload::{cell_model, groups, EventKind, Task, Workload};
+use rayon::prelude::*;
+use scheduler_core::{Band, CellModel, Params, Placement, Resource, Resident, Scheduler, TaskRef};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// A final placement: (job name, task index, machine id), sorted.
+pub type Placements = Vec<(String, u32, String)>;
+
+/// A finished run: the report (see the README's fauxmaster section for its fields) and the
+/// final placement.
+pub struct Outcome {
+    /// JSON report.
+    pub report: Value,
+    /// Final placement.
+    pub placements: Placements,
+}
+
+fn band_name(b: usize) -> &'static str {
+    Band::ALL[b.min(3)].name()
+}
+
+/// Utilization of `cell` (machines that are up): per resource, the share of capacity
+/// allocated by each band and in total.
+pub fn utilization(cell: &CellModel) -> Value {
+    let mut cap = [0f64; 3];
+    let mut by_band = [[0f64; 3]; 4];
+    for m in (0..cell.len()).filter(|&m| cell.up[m]) {
+        for (i, r) in Resource::ALL.into_iter().enumerate() {
+            cap[i] += cell.capacity[m].get(r) as f64;
+        }
+        for (b, a) in cell.allocated_by_band(m).iter().enumerate() {
+            for (i, r) in Resource::ALL.into_iter().enumerate() {
+                by_band[b][i] += a.get(r) as f64;
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (i, r) in Resource::ALL.into_iter().enumerate() {
+        let mut m = serde_json::Map::new();
+        let mut total = 0.0;
+        for (b, row) in by_band.iter().enumerate() {
+            let u = if cap[i] > 0.0 { row[i] / cap[i] } else { 0.0 };
+            total += u;
+            m.insert(band_name(b).into(), json!(round4(u)));
+        }
+        m.insert("total".into(), json!(round4(total)));
+        out.insert(r.name().into(), Value::Object(m));
+    }
+    Value::Object(out)
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn params_json(p: &Params) -> Value {
+    json!({
+        "seed": p.seed, "candidates": p.candidates, "preemption": p.preemption,
+        "weights": {"pack": p.weights.pack, "strand": p.weights.strand, "preempt": p.weights.preempt, "spread": p.weights.spread},
+    })
+}
+
+fn by_band(counts: &[usize; 4]) -> Value {
+    json!({"free": counts[0], "batch": counts[1], "production": counts[2], "monitoring": counts[3]})
+}
+
+fn placements_of(cell: &CellModel, jobs: &[String]) -> Placements {
+    let mut out: Placements = (0..cell.len())
+        .flat_map(|m| cell.residents(m).iter().map(move |r| (m, r.task)))
+        .map(|(m, t)| (jobs.get(t.job as usize).cloned().unwrap_or_default(), t.index, cell.ids[m].0.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Schedules every time-0 task of `w` onto its time-0 cell, empty, in one pass.
+pub fn repack(w: &Workload, params: Params) -> Outcome {
+    let (cell, placement, seconds) = repack_cell(w, &w.machines.iter().collect::<Vec<_>>(), params);
+    let band_of: HashMap<TaskRef, usize> =
+        w.tasks.iter().map(|t| (TaskRef { job: t.job, index: t.index }, CellModel::band_of(t.priority))).collect();
+    let mut tasks = [0usize; 4];
+    for t in &w.tasks {
+        tasks[CellModel::band_of(t.priority)] += 1;
+    }
+    let mut placed = [0usize; 4];
+    for b in &placement.bindings {
+        placed[band_of[&b.task]] += 1;
+    }
+    let unplaced: Vec<usize> = (0..4).map(|b| tasks[b] - placed[b]).collect();
+    let n = placement.bindings.len();
+    let report = json!({
+        "command": "repack",
+        "machines": w.machines.len(),
+        "tasks": w.tasks.len(),
+        "placed": n,
+        "unschedulable": w.tasks.len() - n,
+        "preempted": placement.preempted.len(),
+        "seconds": seconds,
+        "tasks_per_second": if seconds > 0.0 { n as f64 / seconds } else { 0.0 },
+        "passes": 1,
+        "pass_p50_ms": seconds * 1000.0,
+        "pass_p99_ms": seconds * 1000.0,
+        "tasks_by_band": by_band(&tasks),
+        "placed_by_band": by_band(&placed),
+        "unschedulable_by_band": by_band(&[unplaced[0], unplaced[1], unplaced[2], unplaced[3]]),
+        "equivalence_classes": placement.stats.classes,
+        "machines_examined": placement.stats.examined,
+        "scores_computed": placement.stats.scored,
+        "utilization": utilization(&cell),
+        "units": w.units,
+        "scheduler": params_json(&params),
+    });
+    Outcome { report, placements: placements_of(&cell, &w.jobs) }
+}
+
+/// One repack of `w.tasks` onto `machines`; returns the cell, the placement and the seconds the
+/// scheduling took (building the cell and groups included).
+fn repack_cell(w: &Workload, machines: &[&crate::workload::Machine], params: Params) -> (CellModel, Placement, f64) {
+    let start = Instant::now();
+    let owned: Vec<crate::workload::Machine> = machines.iter().map(|m| (*m).clone()).collect();
+    let mut cell = cell_model(&owned);
+    let tasks: Vec<&Task> = w.tasks.iter().collect();
+    let gs = groups(&tasks, &w.jobs, &w.constraints);
+    let mut s = Scheduler::new(params);
+    let p = s.schedule(&mut cell, &gs);
+    (cell, p, start.elapsed().as_secs_f64())
+}
+
+/// Pending tasks kept grouped as the scheduler wants them, so a pass does not regroup them.
+#[derive(Default)]
+struct Pending {
+    /// Group key -> (first-seen sequence, task indices).
+    groups: HashMap<(u32, scheduler_core::Priority, scheduler_core::Resources, bool), (u64, std::collections::BTreeSet<u32>)>,
+    of: HashMap<TaskRef, (u32, scheduler_core::Priority, scheduler_core::Resources, bool)>,
+    seq: u64,
+}
+
+impl Pending {
+    fn insert(&mut self, t: &Task) {
+        let r = TaskRef { job: t.job, index: t.index };
+        self.remove(r);
+        let key = (t.job, t.priority, t.request, t.different_machine);
+        self.seq += 1;
+        let seq = self.seq;
+        self.groups.entry(key).or_insert_with(|| (seq, Default::default())).1.insert(t.index);
+        self.of.insert(r, key);
+    }
+
+    fn remove(&mut self, r: TaskRef) -> bool {
+        let Some(key) = self.of.remove(&r) else { return false };
+        if let Some((_, set)) = self.groups.get_mut(&key) {
+            set.remove(&r.index);
+            if set.is_empty() {
+                self.groups.remove(&key);
+            }
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.of.len()
+    }
+
+    fn task_groups(&self, w: &Workload) -> Vec<scheduler_core::TaskGroup> {
+        let mut keys: Vec<_> = self.groups.iter().map(|(k, (seq, _))| (*seq, *k)).collect();
+        keys.sort_unstable_by_key(|(seq, _)| *seq);
+        keys.into_iter()
+            .map(|(_, k @ (job, priority, request, different_machine))| scheduler_core::TaskGroup {
+                job_id: job,
+                name: w.jobs.get(job as usize).cloned().unwrap_or_default(),
+                priority,
+                request,
+                constraints: w.constraints.get(job as usize).cloned().unwrap_or_default(),
+                different_machine,
+                tasks: self.groups[&k].1.iter().copied().collect(),
+                occupied: vec![],
+            })
+            .collect()
+    }
+}
+
+/// Replays `w` up to `until_s` (default: its last task event): the time-0 tasks where the source
+/// placed them (or pending, if it did not), then every event in time order, with a scheduling
+/// pass every `interval_s` seconds of trace time in which events happened, while tasks are
+/// pending. Pass latency is the wall time of each pass, building its input included.
+pub fn replay(w: &Workload, params: Params, interval_s: f64, until_s: Option<f64>, mut progress: impl FnMut(usize, usize)) -> Outcome {
+    let params = Params { explain: false, ..params };
+    let until = until_s.unwrap_or(w.horizon_s);
+    let mut cell = cell_model(&w.machines);
+    let mut index: HashMap<String, usize> = w.machines.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+    let mut known: HashMap<TaskRef, Task> = HashMap::new();
+    let mut placed: HashMap<TaskRef, usize> = HashMap::new();
+    let mut pending = Pending::default();
+    for t in &w.tasks {
+        let r = TaskRef { job: t.job, index: t.index };
+        match t.machine.as_ref().and_then(|m| index.get(m)) {
+            Some(&m) => {
+                cell.add(m, Resident { task: r, priority: t.priority, request: t.request });
+                placed.insert(r, m);
+            }
+            None => pending.insert(t),
+        }
+        known.insert(r, t.clone());
+    }
+    let mut scheduler = Scheduler::new(params);
+    let mut pass_ms: Vec<f64> = Vec::new();
+    let (mut bound, mut preempted, mut submitted, mut ended, mut evicted_by_machine) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let wall = Instant::now();
+    let mut victims_by_band = [0usize; 4];
+    let mut run_pass = |cell: &mut CellModel,
+                        pending: &mut Pending,
+                        placed: &mut HashMap<TaskRef, usize>,
+                        known: &HashMap<TaskRef, Task>,
+                        pass_ms: &mut Vec<f64>,
+                        victims_by_band: &mut [usize; 4]| {
+        let start = Instant::now();
+        let gs = pending.task_groups(w);
+        let p = scheduler.schedule(cell, &gs);
+        for b in &p.bindings {
+            pending.remove(b.task);
+            placed.insert(b.task, b.machine);
+        }
+        for e in &p.preempted {
+            placed.remove(&e.victim);
+            if let Some(t) = known.get(&e.victim) {
+                victims_by_band[CellModel::band_of(t.priority)] += 1;
+                pending.insert(t);
+            }
+        }
+        pass_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        (p.bindings.len(), p.preempted.len())
+    };
+    let events: Vec<&crate::workload::Event> = w.events.iter().filter(|e| e.time_s <= until).collect();
+    let mut next_pass = events.first().map_or(0.0, |e| e.time_s);
+    let total = events.len();
+    for (i, e) in events.iter().enumerate() {
+        if e.time_s >= next_pass {
+            if pending.len() > 0 {
+                let (b, p) = run_pass(&mut cell, &mut pending, &mut placed, &known, &mut pass_ms, &mut victims_by_band);
+                bound += b;
+                preempted += p;
+            }
+            // the next pass is due one interval on, on the interval grid
+            next_pass += ((e.time_s - next_pass) / interval_s).floor() * interval_s + interval_s;
+        }
+        match &e.kind {
+            EventKind::Submit(t) => {
+                let r = TaskRef { job: t.job, index: t.index };
+                if let Some(m) = placed.remove(&r) {
+                    cell.remove(m, r); // resubmitted while we still ran it: start over
+                }
+                known.insert(r, t.clone());
+                pending.insert(t);
+                submitted += 1;
+            }
+            EventKind::End { job, index } => {
+                let r = TaskRef { job: *job, index: *index };
+                if let Some(m) = placed.remove(&r) {
+                    cell.remove(m, r);
+                }
+                pending.remove(r);
+                ended += 1;
+            }
+            EventKind::MachineAdd(m) => match index.get(&m.id) {
+                Some(&i) => {
+                    cell.set_capacity(i, m.capacity);
+                    cell.set_up(i, true);
+                }
+                None => {
+                    let i = cell.push(scheduler_core::MachineId(m.id.clone()), m.capacity, m.attributes.clone(), &m.domain, true);
+                    index.insert(m.id.clone(), i);
+                }
+            },
+            EventKind::MachineRemove(id) => {
+                if let Some(&i) = index.get(id) {
+                    for r in cell.set_up(i, false) {
+                        placed.remove(&r.task);
+                        if let Some(t) = known.get(&r.task) {
+                            pending.insert(t);
+                        }
+                        evicted_by_machine += 1;
+                    }
+                }
+            }
+            EventKind::MachineUpdate(id, cap) => {
+                if let Some(&i) = index.get(id) {
+                    cell.set_capacity(i, *cap);
+                }
+            }
+        }
+        if i % 4096 == 0 {
+            progress(i, total);
+        }
+    }
+    if pending.len() > 0 {
+        let (b, p) = run_pass(&mut cell, &mut pending, &mut placed, &known, &mut pass_ms, &mut victims_by_band);
+        bound += b;
+        preempted += p;
+    }
+    progress(total, total);
+    let seconds = wall.elapsed().as_secs_f64();
+    let mut sorted = pass_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mut pending_by_band = [0usize; 4];
+    for r in pending.of.keys() {
+        if let Some(t) = known.get(r) {
+            pending_by_band[CellModel::band_of(t.priority)] += 1;
+        }
+    }
+    let report = json!({
+        "command": "replay",
+        "machines": cell.len(),
+        "machines_up_at_end": cell.up.iter().filter(|&&u| u).count(),
+        "tasks": known.len(),
+        "events": total,
+        "until_s": until,
+        "submitted": submitted,
+        "ended": ended,
+        "placed": bound,
+        "running_at_end": placed.len(),
+        "unschedulable": pending.len(),
+        "unschedulable_by_band": by_band(&pending_by_band),
+        "preempted": preempted,
+        "preempted_by_band": by_band(&victims_by_band),
+        "evicted_by_machine_removal": evicted_by_machine,
+        "seconds": seconds,
+        "tasks_per_second": if seconds > 0.0 { bound as f64 / seconds } else { 0.0 },
+        "passes": pass_ms.len(),
+        "pass_interval_s": interval_s,
+        "pass_p50_ms": percentile(&sorted, 0.5),
+        "pass_p90_ms": percentile(&sorted, 0.9),
+        "pass_p99_ms": percentile(&sorted, 0.99),
+        "pass_max_ms": sorted.last().copied().unwrap_or(0.0),
+        "utilization": utilization(&cell),
+        "units": w.units,
+        "scheduler": params_json(&params),
+    });
+    Outcome { report, placements: placements_of(&cell, &w.jobs) }
+}
+
+/// Machines to keep, in the order compaction keeps them: a seeded random permutation; keeping
+/// the first `n` removes the rest.
+fn removal_order(n: usize, seed: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut v: Vec<usize> = (0..n).collect();
+    v.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(seed ^ 0x5eed_c0de));
+    v
+}
+
+/// Result of compacting under one scoring for one seed.
+#[derive(Debug, Clone, Copy)]
+struct CompactRun {
+    min_machines: usize,
+    lower_bound: usize,
+}
+
+/// The smallest prefix of `order` that holds every task of `w` (binary search over the number
+/// of machines kept, Borg §5.1), and the resource lower bound for the same order.
+fn compact_one(w: &Workload, order: &[usize], params: Params) -> CompactRun {
+    let mut need = [0u128; 3];
+    for t in &w.tasks {
+        for (i, r) in Resource::ALL.into_iter().enumerate() {
+            need[i] += t.request.get(r) as u128;
+        }
+    }
+    let mut have = [0u128; 3];
+    let mut lower_bound = order.len();
+    for (k, &m) in order.iter().enumerate() {
+        for (i, r) in Resource::ALL.into_iter().enumerate() {
+            have[i] += w.machines[m].capacity.get(r) as u128;
+        }
+        if (0..3).all(|i| have[i] >= need[i]) {
+            lower_bound = k + 1;
+            break;
+        }
+    }
+    let fits = |n: usize| {
+        let ms: Vec<&crate::workload::Machine> = order[..n].iter().map(|&i| &w.machines[i]).collect();
+        let (_, p, _) = repack_cell(w, &ms, params);
+        p.unplaced.is_empty()
+    };
+    if !fits(order.len()) {
+        return CompactRun { min_machines: order.len(), lower_bound };
+    }
+    // invariant: fits(hi); !fits(lo)
+    let (mut lo, mut hi) = (lower_bound.saturating_sub(1), order.len());
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    CompactRun { min_machines: hi, lower_bound }
+}
+
+/// Which tasks compaction must fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactWorkload {
+    /// What a repack of the full cell places (the trace's cell is overcommitted on requests, so
+    /// not every time-0 task fits even there). Tight by construction: the full cell is nearly
+    /// full.
+    Fitting,
+    /// Production and monitoring tasks only (Borg §5.2 compares prod-only cells).
+    Production,
+}
+
+/// Cell compaction (Borg §5.1): for each seed, machines are removed in that seed's random order
+/// until the `which` workload no longer fits (binary search on the number kept), once with
+/// `params`' weights and once with plain best fit; the lower bound is the fewest machines of the
+/// same order whose summed capacity covers the summed requests in every dimension. Seeds run in
+/// parallel.
+pub fn compact(w: &Workload, params: Params, seeds: u32, which: CompactWorkload, mut progress: impl FnMut(usize, usize) + Send) -> Outcome {
+    let wall = Instant::now();
+    let params = Params { explain: false, ..params };
+    let full = repack(w, params);
+    let tasks = match which {
+        CompactWorkload::Fitting => {
+            let fitting: std::collections::HashSet<(String, u32)> = full.placements.iter().map(|(j, i, _)| (j.clone(), *i)).collect();
+            w.tasks.iter().filter(|t| fitting.contains(&(w.jobs[t.job as usize].clone(), t.index))).cloned().collect()
+        }
+        CompactWorkload::Production => {
+            w.tasks.iter().filter(|t| CellModel::band_of(t.priority) >= 2).cloned().collect()
+        }
+    };
+    let workload = Workload { tasks, ..w.clone() };
+    let best_fit = Params { weights: scheduler_core::Weights::best_fit(), ..params };
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let progress = std::sync::Mutex::new(&mut progress);
+    let runs: Vec<(u64, CompactRun, CompactRun)> = (0..seeds as u64)
+        .into_par_iter()
+        .map(|seed| {
+            let order = removal_order(workload.machines.len(), seed);
+            let hybrid = compact_one(&workload, &order, params);
+            let bf = compact_one(&workload, &order, best_fit);
+            let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if let Ok(mut p) = progress.lock() {
+                (*p)(d, seeds as usize);
+            }
+            (seed, hybrid, bf)
+        })
+        .collect();
+    let stats = |f: &dyn Fn(&(u64, CompactRun, CompactRun)) -> usize| {
+        let mut v: Vec<f64> = runs.iter().map(f).map(|x| x as f64).collect();
+        v.sort_by(f64::total_cmp);
+        (percentile(&v, 0.5), percentile(&v, 0.9))
+    };
+    let (h50, h90) = stats(&|r| r.1.min_machines);
+    let (b50, b90) = stats(&|r| r.2.min_machines);
+    let (lb50, _) = stats(&|r| r.1.lower_bound);
+    let per_seed: Vec<Value> = runs
+        .iter()
+        .map(|(s, h, b)| json!({"seed": s, "hybrid_min_machines": h.min_machines, "best_fit_min_machines": b.min_machines, "lower_bound_machines": h.lower_bound}))
+        .collect();
+    let report = json!({
+        "command": "compact",
+        "workload": format!("{which:?}").to_lowercase(),
+        "machines": w.machines.len(),
+        "tasks": workload.tasks.len(),
+        "tasks_in_trace_time0": w.tasks.len(),
+        "placed": workload.tasks.len(),
+        "unschedulable": w.tasks.len() - workload.tasks.len(),
+        "preempted": 0,
+        "seeds": seeds,
+        "min_machines_median": h50,
+        "min_machines_p90": h90,
+        "lower_bound_machines": lb50,
+        "ratio_lower_bound_to_min": if h50 > 0.0 { lb50 / h50 } else { 0.0 },
+        "best_fit_min_machines_median": b50,
+        "best_fit_min_machines_p90": b90,
+        "best_fit_ratio": if b50 > 0.0 { lb50 / b50 } else { 0.0 },
+        "per_seed": per_seed,
+        "seconds": wall.elapsed().as_secs_f64(),
+        "tasks_per_second": 0.0,
+        "pass_p50_ms": 0.0,
+        "pass_p99_ms": 0.0,
+        "utilization": full.report["utilization"].clone(),
+        "units": w.units,
+        "scheduler": params_json(&params),
+    });
+    Outcome { report, placements: full.placements }
+}
