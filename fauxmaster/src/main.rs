@@ -20,7 +20,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(version, about = "Borg's simulator: the real scheduler on real traces, for benchmarks and capacity planning.")]
+#[command(
+    version,
+    about = "Borg's simulator: the real scheduler on real traces, for benchmarks and capacity planning."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -121,8 +124,13 @@ fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
     let gib = (1u64 << 30) as f64;
     match (&input.trace, &input.machines, &input.tasks) {
         (Some(dir), _, _) => {
-            let units = Units { cpu_millis: input.cpu_scale, ram_bytes: input.ram_scale_gib * gib, disk_bytes: input.disk_scale_gib * gib };
-            let (w, notes) = fauxmaster::trace::load(dir, &units).with_context(|| format!("loading trace {}", dir.display()))?;
+            let units = Units {
+                cpu_millis: input.cpu_scale,
+                ram_bytes: input.ram_scale_gib * gib,
+                disk_bytes: input.disk_scale_gib * gib,
+            };
+            let (w, notes) =
+                fauxmaster::trace::load(dir, &units).with_context(|| format!("loading trace {}", dir.display()))?;
             Ok((w, serde_json::to_value(notes)?))
         }
         (None, Some(m), Some(t)) => Ok((fauxmaster::neutral::load(m, t)?, serde_json::Value::Null)),
@@ -219,7 +227,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compact { input, seeds, workload } => {
             let (w, _) = load(input)?;
             let pb = bar(*seeds as u64, cli.json, "compacting (seeds)");
-            let which = if workload == "fitting" { sim::CompactWorkload::Fitting } else { sim::CompactWorkload::Production };
+            let which =
+                if workload == "fitting" { sim::CompactWorkload::Fitting } else { sim::CompactWorkload::Production };
             let o = sim::compact(&w, params, *seeds, which, |done, _| pb.set_position(done as u64));
             pb.finish_and_clear();
             o
@@ -233,7 +242,9 @@ fn main() -> anyhow::Result<()> {
     };
     report["threads"] = rayon::current_num_threads().into();
     if let Some(path) = &cli.placements {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
         writeln!(f, "job,index,machine")?;
         for (job, index, machine) in &placements {
             writeln!(f, "{job},{index},{machine}")?;

@@ -48,7 +48,11 @@ pub enum CsvError {
     },
 }
 
-fn rows(path: &Path, header: &str, mut f: impl FnMut(u64, &csv::StringRecord) -> Result<(), CsvError>) -> Result<(), CsvError> {
+fn rows(
+    path: &Path,
+    header: &str,
+    mut f: impl FnMut(u64, &csv::StringRecord) -> Result<(), CsvError>,
+) -> Result<(), CsvError> {
     let file = std::fs::File::open(path).map_err(|source| CsvError::Io { path: path.into(), source })?;
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(file);
     let mut rec = csv::StringRecord::new();
@@ -63,16 +67,30 @@ fn rows(path: &Path, header: &str, mut f: impl FnMut(u64, &csv::StringRecord) ->
                 }
                 f(line, &rec)?;
             }
-            Err(e) => return Err(CsvError::Row { path: path.into(), line: line + 1, field: "row", message: e.to_string() }),
+            Err(e) => {
+                return Err(CsvError::Row { path: path.into(), line: line + 1, field: "row", message: e.to_string() })
+            }
         }
     }
 }
 
-fn field<T: std::str::FromStr>(path: &Path, line: u64, rec: &csv::StringRecord, i: usize, name: &'static str, required: bool) -> Result<Option<T>, CsvError> {
+fn field<T: std::str::FromStr>(
+    path: &Path,
+    line: u64,
+    rec: &csv::StringRecord,
+    i: usize,
+    name: &'static str,
+    required: bool,
+) -> Result<Option<T>, CsvError> {
     match rec.get(i).unwrap_or("") {
         "" if required => Err(CsvError::Row { path: path.into(), line, field: name, message: "missing".into() }),
         "" => Ok(None),
-        s => s.parse().map(Some).map_err(|_| CsvError::Row { path: path.into(), line, field: name, message: format!("{s:?} is not valid") }),
+        s => s.parse().map(Some).map_err(|_| CsvError::Row {
+            path: path.into(),
+            line,
+            field: name,
+            message: format!("{s:?} is not valid"),
+        }),
     }
 }
 
@@ -107,7 +125,12 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, CsvError> {
         let index: u32 = field(tasks, line, rec, 1, "index", true)?.unwrap_or(0);
         let priority: i32 = field(tasks, line, rec, 2, "priority", true)?.unwrap_or(0);
         if Priority(priority).band().is_none() {
-            return Err(CsvError::Row { path: tasks.into(), line, field: "priority", message: format!("{priority} is outside 0-399") });
+            return Err(CsvError::Row {
+                path: tasks.into(),
+                line,
+                field: "priority",
+                message: format!("{priority} is outside 0-399"),
+            });
         }
         let cpu: u64 = field(tasks, line, rec, 3, "cpu_millis", true)?.unwrap_or(0);
         let ram: u64 = field(tasks, line, rec, 4, "ram_bytes", true)?.unwrap_or(0);
@@ -115,12 +138,26 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, CsvError> {
         let dm = match rec.get(6).unwrap_or("") {
             "" | "0" | "false" => false,
             "1" | "true" => true,
-            s => return Err(CsvError::Row { path: tasks.into(), line, field: "different_machine", message: format!("{s:?} is not true/false/1/0") }),
+            s => {
+                return Err(CsvError::Row {
+                    path: tasks.into(),
+                    line,
+                    field: "different_machine",
+                    message: format!("{s:?} is not true/false/1/0"),
+                })
+            }
         };
         let submit: f64 = field(tasks, line, rec, 7, "submit_time_s", false)?.unwrap_or(0.0);
         let duration: Option<f64> = field(tasks, line, rec, 8, "duration_s", false)?;
         let job = jobs.id(&name);
-        let t = Task { job, index, priority: Priority(priority), request: Resources::new(cpu, ram, disk), different_machine: dm, machine: None };
+        let t = Task {
+            job,
+            index,
+            priority: Priority(priority),
+            request: Resources::new(cpu, ram, disk),
+            different_machine: dm,
+            machine: None,
+        };
         if submit > 0.0 {
             w.events.push(Event { time_s: submit, kind: EventKind::Submit(t) });
         } else {
@@ -151,7 +188,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = d.path().join("m.csv");
         let t = d.path().join("t.csv");
-        std::fs::write(&m, "id,cpu_millis,ram_bytes,disk_bytes,attrs\nm1,32000,1000,0,rack=r1;arch=x86_64\nm2,16000,500,0,\n").unwrap();
+        std::fs::write(
+            &m,
+            "id,cpu_millis,ram_bytes,disk_bytes,attrs\nm1,32000,1000,0,rack=r1;arch=x86_64\nm2,16000,500,0,\n",
+        )
+        .unwrap();
         std::fs::write(&t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s\nweb,0,200,500,10,0,false,,\nweb,1,200,500,10,0,1\nbatch,0,100,100,1,0,0,30,60\n").unwrap();
         let w = load(&m, &t).unwrap();
         assert_eq!(w.machines[0].domain, "r1");

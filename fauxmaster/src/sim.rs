@@ -3,7 +3,7 @@
 
 use crate::workload::{cell_model, groups, EventKind, Task, Workload};
 use rayon::prelude::*;
-use scheduler_core::{Band, CellModel, Params, Placement, Resource, Resident, Scheduler, TaskRef};
+use scheduler_core::{Band, CellModel, Params, Placement, Resident, Resource, Scheduler, TaskRef};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -139,12 +139,15 @@ fn repack_cell(w: &Workload, machines: &[&crate::workload::Machine], params: Par
     (cell, p, start.elapsed().as_secs_f64())
 }
 
+/// What makes pending tasks one scheduler group: job, priority, request, different_machine.
+type GroupKey = (u32, scheduler_core::Priority, scheduler_core::Resources, bool);
+
 /// Pending tasks kept grouped as the scheduler wants them, so a pass does not regroup them.
 #[derive(Default)]
 struct Pending {
     /// Group key -> (first-seen sequence, task indices).
-    groups: HashMap<(u32, scheduler_core::Priority, scheduler_core::Resources, bool), (u64, std::collections::BTreeSet<u32>)>,
-    of: HashMap<TaskRef, (u32, scheduler_core::Priority, scheduler_core::Resources, bool)>,
+    groups: HashMap<GroupKey, (u64, std::collections::BTreeSet<u32>)>,
+    of: HashMap<TaskRef, GroupKey>,
     seq: u64,
 }
 
@@ -196,7 +199,13 @@ impl Pending {
 /// placed them (or pending, if it did not), then every event in time order, with a scheduling
 /// pass every `interval_s` seconds of trace time in which events happened, while tasks are
 /// pending. Pass latency is the wall time of each pass, building its input included.
-pub fn replay(w: &Workload, params: Params, interval_s: f64, until_s: Option<f64>, mut progress: impl FnMut(usize, usize)) -> Outcome {
+pub fn replay(
+    w: &Workload,
+    params: Params,
+    interval_s: f64,
+    until_s: Option<f64>,
+    mut progress: impl FnMut(usize, usize),
+) -> Outcome {
     let params = Params { explain: false, ..params };
     let until = until_s.unwrap_or(w.horizon_s);
     let mut cell = cell_model(&w.machines);
@@ -217,7 +226,8 @@ pub fn replay(w: &Workload, params: Params, interval_s: f64, until_s: Option<f64
     }
     let mut scheduler = Scheduler::new(params);
     let mut pass_ms: Vec<f64> = Vec::new();
-    let (mut bound, mut preempted, mut submitted, mut ended, mut evicted_by_machine) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut bound, mut preempted, mut submitted, mut ended, mut evicted_by_machine) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
     let wall = Instant::now();
     let mut victims_by_band = [0usize; 4];
     let mut run_pass = |cell: &mut CellModel,
@@ -280,7 +290,13 @@ pub fn replay(w: &Workload, params: Params, interval_s: f64, until_s: Option<f64
                     cell.set_up(i, true);
                 }
                 None => {
-                    let i = cell.push(scheduler_core::MachineId(m.id.clone()), m.capacity, m.attributes.clone(), &m.domain, true);
+                    let i = cell.push(
+                        scheduler_core::MachineId(m.id.clone()),
+                        m.capacity,
+                        m.attributes.clone(),
+                        &m.domain,
+                        true,
+                    );
                     index.insert(m.id.clone(), i);
                 }
             },
@@ -425,13 +441,20 @@ pub enum CompactWorkload {
 /// `params`' weights and once with plain best fit; the lower bound is the fewest machines of the
 /// same order whose summed capacity covers the summed requests in every dimension. Seeds run in
 /// parallel.
-pub fn compact(w: &Workload, params: Params, seeds: u32, which: CompactWorkload, mut progress: impl FnMut(usize, usize) + Send) -> Outcome {
+pub fn compact(
+    w: &Workload,
+    params: Params,
+    seeds: u32,
+    which: CompactWorkload,
+    mut progress: impl FnMut(usize, usize) + Send,
+) -> Outcome {
     let wall = Instant::now();
     let params = Params { explain: false, ..params };
     let full = repack(w, params);
     let tasks = match which {
         CompactWorkload::Fitting => {
-            let fitting: std::collections::HashSet<(String, u32)> = full.placements.iter().map(|(j, i, _)| (j.clone(), *i)).collect();
+            let fitting: std::collections::HashSet<(String, u32)> =
+                full.placements.iter().map(|(j, i, _)| (j.clone(), *i)).collect();
             w.tasks.iter().filter(|t| fitting.contains(&(w.jobs[t.job as usize].clone(), t.index))).cloned().collect()
         }
         CompactWorkload::Production => {

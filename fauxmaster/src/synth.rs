@@ -37,7 +37,8 @@ pub fn generate(machines: usize, jobs: usize, tasks_per_job: u32, seed: u64) -> 
         };
         let arch = if rng.random::<f64>() < 0.1 { "arm64" } else { "x86_64" };
         let rack = format!("rack{}", i / 40);
-        let attributes: Attributes = [("arch".to_string(), arch.to_string()), ("rack".to_string(), rack.clone())].into();
+        let attributes: Attributes =
+            [("arch".to_string(), arch.to_string()), ("rack".to_string(), rack.clone())].into();
         w.machines.push(Machine {
             id: format!("m{i:05}"),
             capacity: Resources::new(cores * 1000, ram, 2048 * GIB),

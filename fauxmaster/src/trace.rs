@@ -95,7 +95,10 @@ fn parts(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
 }
 
 /// Reads every row of every part under `dir` as string fields, with the file and line.
-fn for_each_row(dir: &Path, mut f: impl FnMut(&Path, u64, &csv::StringRecord) -> Result<(), TraceError>) -> Result<(), TraceError> {
+fn for_each_row(
+    dir: &Path,
+    mut f: impl FnMut(&Path, u64, &csv::StringRecord) -> Result<(), TraceError>,
+) -> Result<(), TraceError> {
     for path in parts(dir)? {
         let file = std::fs::File::open(&path).map_err(|source| TraceError::Io { path: path.clone(), source })?;
         let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
@@ -122,7 +125,13 @@ fn for_each_row(dir: &Path, mut f: impl FnMut(&Path, u64, &csv::StringRecord) ->
     Ok(())
 }
 
-fn num<T: std::str::FromStr>(path: &Path, line: u64, rec: &csv::StringRecord, i: usize, field: &'static str) -> Result<Option<T>, TraceError> {
+fn num<T: std::str::FromStr>(
+    path: &Path,
+    line: u64,
+    rec: &csv::StringRecord,
+    i: usize,
+    field: &'static str,
+) -> Result<Option<T>, TraceError> {
     match rec.get(i).map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| TraceError::Row {
@@ -201,7 +210,7 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), TraceErr
     let mut jobs = JobNames::default();
     let mut last_request: HashMap<(u32, u32), (Resources, bool)> = HashMap::new();
     let mut running0: HashSet<(u32, u32)> = HashSet::new();
-    let mut submitted0: Vec<Task> = Vec::new();
+    let mut submitted0: Vec<((u32, u32), Option<Task>)> = Vec::new();
     for_each_row(&dir.join("task_events"), |path, line, rec| {
         let ts: u64 = num(path, line, rec, 0, "timestamp")?.unwrap_or(0);
         let job_raw = rec.get(2).unwrap_or("").trim();
@@ -237,8 +246,8 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), TraceErr
                     w.tasks.push(t);
                 }
             }
+            0 if ts == 0 => submitted0.push((key, task(None))),
             0 => match task(None) {
-                Some(t) if ts == 0 => submitted0.push(t),
                 Some(t) => w.events.push(Event { time_s, kind: EventKind::Submit(t) }),
                 None => notes.tasks_without_requests += 1,
             },
@@ -248,8 +257,11 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), TraceErr
         Ok(())
     })?;
     // Submitted at 0 but not running at 0: pending at the start of the replay.
-    for t in submitted0.into_iter().filter(|t| !running0.contains(&(t.job, t.index))) {
-        w.events.push(Event { time_s: 0.0, kind: EventKind::Submit(t) });
+    for (_, t) in submitted0.into_iter().filter(|(key, _)| !running0.contains(key)) {
+        match t {
+            Some(t) => w.events.push(Event { time_s: 0.0, kind: EventKind::Submit(t) }),
+            None => notes.tasks_without_requests += 1,
+        }
     }
     w.events.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
     w.horizon_s = w
@@ -278,7 +290,10 @@ mod tests {
     #[test]
     fn loads_time0_cell_running_tasks_and_events() {
         let d = tempfile::tempdir().unwrap();
-        gz(&d.path().join("machine_events/part-00000-of-00001.csv.gz"), "0,5,0,P,0.5,0.25\n0,6,0,P,1,1\n700000000,6,1,,,\n800000000,7,0,P,0.25,0.5\n");
+        gz(
+            &d.path().join("machine_events/part-00000-of-00001.csv.gz"),
+            "0,5,0,P,0.5,0.25\n0,6,0,P,1,1\n700000000,6,1,,,\n800000000,7,0,P,0.25,0.5\n",
+        );
         gz(
             &d.path().join("task_events/part-00000-of-00500.csv.gz"),
             "0,2,10,0,5,0,u,3,9,,,,\n0,,10,0,5,1,u,3,9,0.125,0.0625,0.001,1\n0,,11,0,,0,u,0,0,0.01,0.01,0,0\n\
@@ -289,9 +304,16 @@ mod tests {
         assert_eq!(w.machines[0].capacity, Resources::new(32_000, 64 << 30, 4 << 40));
         assert_eq!(w.tasks.len(), 1, "one task running at time 0");
         let t = &w.tasks[0];
-        assert_eq!((t.priority, t.request.cpu_millis, t.different_machine, t.machine.as_deref()), (Priority(209), 8000, true, Some("5")));
+        assert_eq!(
+            (t.priority, t.request.cpu_millis, t.different_machine, t.machine.as_deref()),
+            (Priority(209), 8000, true, Some("5"))
+        );
         // pending at 0, machine remove/add, a finish and a later submit
-        let kinds: Vec<String> = w.events.iter().map(|e| format!("{:?}", e.kind).split('(').next().unwrap().split(' ').next().unwrap().to_string()).collect();
+        let kinds: Vec<String> = w
+            .events
+            .iter()
+            .map(|e| format!("{:?}", e.kind).split('(').next().unwrap().split(' ').next().unwrap().to_string())
+            .collect();
         assert_eq!(kinds, ["Submit", "MachineRemove", "MachineAdd", "End", "Submit"]);
         assert_eq!(w.events[4].time_s, 900.0);
         assert_eq!(notes, LoadNotes::default());

@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn identical_jobs_share_a_class_and_order_is_by_priority_then_arrival() {
-        let groups = [g(1, 100, 10, 2, false), g(2, 200, 10, 1, false), g(3, 100, 10, 3, false), g(4, 100, 10, 1, true)];
+        let groups =
+            [g(1, 100, 10, 2, false), g(2, 200, 10, 1, false), g(3, 100, 10, 3, false), g(4, 100, 10, 1, true)];
         let cs = classes(&groups);
         assert_eq!(cs.len(), 3);
         assert_eq!(cs[0].priority, Priority(200));

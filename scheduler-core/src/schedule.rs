@@ -332,7 +332,8 @@ impl Scheduler {
                 }
             }
             if let Some(i) = left {
-                let why = if self.params.explain { why_pending(cell, class, &run.taken) } else { WhyPending::default() };
+                let why =
+                    if self.params.explain { why_pending(cell, class, &run.taken) } else { WhyPending::default() };
                 out.unplaced.push(Unplaced { tasks: class.tasks[i..].to_vec(), why });
             }
             let candidates = run.heap.iter().map(|c| (c.m, c.version, c.base)).collect();

@@ -1,0 +1,184 @@
+//! fauxmaster end to end: the binary on a planner's CSV workload, on a synthetic cell, and on the
+//! real Google 2011 trace when it is present (../shared/traces/google-2011).
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster")).args(args).arg("--json").output().expect("run fauxmaster");
+    assert!(out.status.success(), "fauxmaster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn trace_dir() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/google-2011");
+    d.join("task_events").is_dir().then_some(d)
+}
+
+const FIELDS: [&str; 10] = [
+    "machines",
+    "tasks",
+    "placed",
+    "unschedulable",
+    "preempted",
+    "seconds",
+    "tasks_per_second",
+    "pass_p50_ms",
+    "pass_p99_ms",
+    "utilization",
+];
+
+fn write_csv_workload(dir: &Path) -> (PathBuf, PathBuf) {
+    let m = dir.join("machines.csv");
+    let t = dir.join("tasks.csv");
+    let mut machines = String::from("id,cpu_millis,ram_bytes,disk_bytes,attrs\n");
+    for i in 0..20 {
+        machines.push_str(&format!(
+            "m{i},{},{},0,rack=r{}\n",
+            4000 + (i % 3) * 4000,
+            (8u64 << 30) * (1 + i % 2),
+            i / 5
+        ));
+    }
+    std::fs::write(&m, machines).unwrap();
+    let mut tasks =
+        String::from("job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s\n");
+    for j in 0..10 {
+        for i in 0..8 {
+            let dm = if j == 0 { "true" } else { "false" };
+            let submit = if j >= 8 { "30" } else { "" };
+            tasks.push_str(&format!(
+                "job{j},{i},{},{},{},0,{dm},{submit},{}\n",
+                50 + j * 20,
+                500 + j * 50,
+                512u64 << 20,
+                60 + j
+            ));
+        }
+    }
+    std::fs::write(&t, tasks).unwrap();
+    (m, t)
+}
+
+#[test]
+fn repack_of_a_csv_workload_places_everything_within_capacity() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = write_csv_workload(d.path());
+    let placements = d.path().join("placements.csv");
+    let r = run(&[
+        "repack",
+        "--machines",
+        m.to_str().unwrap(),
+        "--tasks",
+        t.to_str().unwrap(),
+        "--placements",
+        placements.to_str().unwrap(),
+    ]);
+    for f in FIELDS {
+        assert!(!r[f].is_null(), "report has {f}: {r}");
+    }
+    assert_eq!(r["tasks"], 64, "8 of 10 jobs are present at time 0");
+    assert_eq!(r["placed"], 64);
+    assert_eq!(r["unschedulable"], 0);
+    // check the placement file against the inputs: capacity and different_machine
+    let text = std::fs::read_to_string(&placements).unwrap();
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let v: Vec<&str> = l.split(',').collect();
+            (v[0].to_string(), v[2].to_string())
+        })
+        .collect();
+    assert_eq!(rows.len(), 64);
+    let mut cpu: HashMap<String, u64> = HashMap::new();
+    for (job, machine) in &rows {
+        let j: u64 = job.trim_start_matches("job").parse().unwrap();
+        *cpu.entry(machine.clone()).or_default() += 500 + j * 50;
+    }
+    for (machine, used) in cpu {
+        let i: u64 = machine.trim_start_matches('m').parse().unwrap();
+        assert!(used <= 4000 + (i % 3) * 4000, "{machine} over capacity: {used}");
+    }
+    let job0: Vec<&String> = rows.iter().filter(|(j, _)| j == "job0").map(|(_, m)| m).collect();
+    let uniq: std::collections::HashSet<&&String> = job0.iter().collect();
+    assert_eq!(uniq.len(), job0.len(), "different_machine held");
+}
+
+#[test]
+fn replay_of_a_csv_workload_runs_submissions_and_ends() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = write_csv_workload(d.path());
+    let r = run(&["replay", "--machines", m.to_str().unwrap(), "--tasks", t.to_str().unwrap()]);
+    assert_eq!(r["submitted"], 16, "jobs 8 and 9 arrive at 30 s");
+    assert_eq!(r["ended"], 80, "every task has a duration");
+    assert_eq!(r["running_at_end"], 0);
+    assert_eq!(r["unschedulable"], 0);
+    assert!(r["passes"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn compact_finds_a_smaller_cell_above_the_lower_bound() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = write_csv_workload(d.path());
+    let r = run(&[
+        "compact",
+        "--machines",
+        m.to_str().unwrap(),
+        "--tasks",
+        t.to_str().unwrap(),
+        "--seeds",
+        "3",
+        "--workload",
+        "fitting",
+    ]);
+    let min = r["min_machines_median"].as_f64().unwrap();
+    let lb = r["lower_bound_machines"].as_f64().unwrap();
+    assert!(lb <= min && min < 20.0, "lower bound {lb} <= smallest cell {min} < 20: {r}");
+    assert!(r["best_fit_min_machines_median"].as_f64().unwrap() >= lb);
+    assert!(!r["min_machines_p90"].is_null());
+}
+
+#[test]
+fn synth_places_a_small_c1m_shape_deterministically() {
+    let args = ["synth", "--machines", "200", "--jobs", "20", "--tasks-per-job", "100"];
+    let a = run(&args);
+    assert_eq!(a["tasks"], 2000);
+    assert_eq!(a["placed"], 2000);
+    let d = tempfile::tempdir().unwrap();
+    let p1 = d.path().join("a.csv");
+    let p2 = d.path().join("b.csv");
+    run(&[&args[..], &["--placements", p1.to_str().unwrap()]].concat());
+    run(&[&args[..], &["--placements", p2.to_str().unwrap()]].concat());
+    assert_eq!(std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap(), "same seed, same placement");
+}
+
+#[test]
+fn google_trace_repack_places_every_production_task() {
+    let Some(dir) = trace_dir() else {
+        eprintln!("skipped: the Google 2011 trace is not at ../shared/traces/google-2011");
+        return;
+    };
+    let r = run(&["repack", "--trace", dir.to_str().unwrap()]);
+    assert_eq!(r["machines"], 12477);
+    assert_eq!(r["tasks"], 132982);
+    assert_eq!(r["unschedulable_by_band"]["production"], 0, "{r}");
+    assert!(r["placed"].as_u64().unwrap() > 80_000, "{r}");
+    assert!(r["utilization"]["cpu"]["total"].as_f64().unwrap() <= 1.0);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m.csv");
+    std::fs::write(&m, "m1,notanumber,1,0,\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster"))
+        .args(["repack", "--machines", m.to_str().unwrap(), "--tasks", m.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("m.csv:1: cpu_millis"), "{err}");
+}
