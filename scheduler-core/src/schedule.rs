@@ -286,10 +286,6 @@ impl Scheduler {
         let mut out =
             Placement { stats: PassStats { classes: classes.len(), ..Default::default() }, ..Default::default() };
         let domains = cell.domain_names.len().max(1);
-        // With no failure domains above the machine (every machine its own domain), spreading
-        // would only push a class's tasks apart machine by machine, against packing; one task
-        // per machine is what `different_machine` is for.
-        let spread_on = domains < n;
         let k = if self.params.candidates == 0 { n.max(1) } else { self.params.candidates };
         let pass = self.pass;
         let seed = self.params.seed;
@@ -309,7 +305,7 @@ impl Scheduler {
                 taken: class.occupied.iter().copied().collect(),
                 domain_count: HashMap::new(),
                 fair_share: (class.tasks.len() as f64 / domains as f64).ceil().max(1.0),
-                spread: spread_on && self.params.weights.spread > 0.0,
+                spread: self.params.weights.spread > 0.0,
             };
             for &(m, version, base) in &entry.candidates {
                 let m = m as usize;
