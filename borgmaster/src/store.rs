@@ -72,6 +72,17 @@ impl Store {
         move |source| StoreError::Db { op, dir: self.dir.clone(), source }
     }
 
+    fn corrupt(&self, what: String) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+        move |source| StoreError::Corrupt { what, dir: self.dir.clone(), source }
+    }
+
+    /// One synced write of `batch`.
+    fn write_synced(&self, batch: WriteBatch, op: String) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(self.db_err(op))
+    }
+
     /// Rebuilds the state: the checkpoint (or an empty cell named `cell`), then every log entry
     /// after it, in index order. Entries that were rejected when first applied are rejected again
     /// and change nothing.
@@ -79,11 +90,7 @@ impl Store {
     /// Errors: a read failure, or a record that does not decode.
     pub fn load(&self, cell: &str) -> Result<CellState, StoreError> {
         let mut state = match self.db.get(CHECKPOINT_KEY).map_err(self.db_err("read checkpoint".into()))? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
-                what: "checkpoint".into(),
-                dir: self.dir.clone(),
-                source,
-            })?,
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(self.corrupt("checkpoint".into()))?,
             None => CellState::new(cell),
         };
         state.reindex();
@@ -94,11 +101,7 @@ impl Store {
                 break;
             }
             let index = u64::from_be_bytes(k[LOG_PREFIX.len()..].try_into().unwrap_or([0; 8]));
-            let entry: Entry = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                what: format!("log entry {index}"),
-                dir: self.dir.clone(),
-                source,
-            })?;
+            let entry: Entry = serde_json::from_slice(&v).map_err(self.corrupt(format!("log entry {index}")))?;
             let _ = state.apply(&entry);
             state.applied_index = index;
         }
@@ -109,16 +112,10 @@ impl Store {
     ///
     /// Errors: the write failed; the entry is then not in the log.
     pub fn append(&self, index: u64, entry: &Entry) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(entry).map_err(|source| StoreError::Corrupt {
-            what: format!("log entry {index}"),
-            dir: self.dir.clone(),
-            source,
-        })?;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        let bytes = serde_json::to_vec(entry).map_err(self.corrupt(format!("log entry {index}")))?;
         let mut batch = WriteBatch::default();
         batch.put(log_key(index), bytes);
-        self.db.write_opt(batch, &wo).map_err(self.db_err(format!("append log entry {index}")))
+        self.write_synced(batch, format!("append log entry {index}"))
     }
 
     /// Writes `state` as the checkpoint and deletes the log up to `state.applied_index`, in one
@@ -126,17 +123,11 @@ impl Store {
     ///
     /// Errors: the write failed; the previous checkpoint and the log are then unchanged.
     pub fn checkpoint(&self, state: &CellState) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(state).map_err(|source| StoreError::Corrupt {
-            what: "checkpoint".into(),
-            dir: self.dir.clone(),
-            source,
-        })?;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        let bytes = serde_json::to_vec(state).map_err(self.corrupt("checkpoint".into()))?;
         let mut batch = WriteBatch::default();
         batch.put(CHECKPOINT_KEY, bytes);
         batch.delete_range(log_key(0), log_key(state.applied_index + 1));
-        self.db.write_opt(batch, &wo).map_err(self.db_err(format!("checkpoint at {}", state.applied_index)))
+        self.write_synced(batch, format!("checkpoint at {}", state.applied_index))
     }
 }
 

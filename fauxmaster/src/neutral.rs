@@ -19,41 +19,17 @@
 //! time 0; a later one is submitted then. `duration_s`, when given, ends the task that long after
 //! its submission (replay only). The last two columns may be omitted.
 
-use crate::workload::{Event, EventKind, JobNames, Machine, Task, Workload};
+use crate::workload::{Event, EventKind, JobNames, LoadError, Machine, Task, Workload};
 use scheduler_core::{Attributes, Priority, Resources};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A malformed neutral CSV file: which file, line and column, and what.
-#[derive(Debug, thiserror::Error)]
-pub enum CsvError {
-    /// Cannot open or read.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A bad row.
-    #[error("{path}:{line}: {field}: {message}")]
-    Row {
-        /// File.
-        path: PathBuf,
-        /// 1-based line.
-        line: u64,
-        /// Column.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
-
 fn rows(
     path: &Path,
     header: &str,
-    mut f: impl FnMut(u64, &csv::StringRecord) -> Result<(), CsvError>,
-) -> Result<(), CsvError> {
-    let file = std::fs::File::open(path).map_err(|source| CsvError::Io { path: path.into(), source })?;
+    mut f: impl FnMut(u64, &csv::StringRecord) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
+    let file = std::fs::File::open(path).map_err(|source| LoadError::Io { path: path.into(), source })?;
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(file);
     let mut rec = csv::StringRecord::new();
     let mut line = 0;
@@ -68,7 +44,7 @@ fn rows(
                 f(line, &rec)?;
             }
             Err(e) => {
-                return Err(CsvError::Row { path: path.into(), line: line + 1, field: "row", message: e.to_string() })
+                return Err(LoadError::Row { path: path.into(), line: line + 1, field: "row", message: e.to_string() })
             }
         }
     }
@@ -81,11 +57,11 @@ fn field<T: std::str::FromStr>(
     i: usize,
     name: &'static str,
     required: bool,
-) -> Result<Option<T>, CsvError> {
+) -> Result<Option<T>, LoadError> {
     match rec.get(i).unwrap_or("") {
-        "" if required => Err(CsvError::Row { path: path.into(), line, field: name, message: "missing".into() }),
+        "" if required => Err(LoadError::Row { path: path.into(), line, field: name, message: "missing".into() }),
         "" => Ok(None),
-        s => s.parse().map(Some).map_err(|_| CsvError::Row {
+        s => s.parse().map(Some).map_err(|_| LoadError::Row {
             path: path.into(),
             line,
             field: name,
@@ -98,7 +74,7 @@ fn field<T: std::str::FromStr>(
 ///
 /// Errors: a file that cannot be read, or a row with a missing or malformed field (file, line
 /// and column named).
-pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, CsvError> {
+pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
     let mut w = Workload { units: "neutral CSV: millicores and bytes as given".into(), ..Default::default() };
     rows(machines, "id", |line, rec| {
         let id: String = field(machines, line, rec, 0, "id", true)?.unwrap_or_default();
@@ -107,7 +83,7 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, CsvError> {
         let disk: u64 = field(machines, line, rec, 3, "disk_bytes", false)?.unwrap_or(0);
         let mut attributes = Attributes::new();
         for kv in rec.get(4).unwrap_or("").split(';').filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').ok_or_else(|| CsvError::Row {
+            let (k, v) = kv.split_once('=').ok_or_else(|| LoadError::Row {
                 path: machines.into(),
                 line,
                 field: "attrs",
@@ -125,7 +101,7 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, CsvError> {
         let index: u32 = field(tasks, line, rec, 1, "index", true)?.unwrap_or(0);
         let priority: i32 = field(tasks, line, rec, 2, "priority", true)?.unwrap_or(0);
         if Priority(priority).band().is_none() {
-            return Err(CsvError::Row {
+            return Err(LoadError::Row {
                 path: tasks.into(),
                 line,
                 field: "priority",
@@ -139,7 +115,7 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, CsvError> {
             "" | "0" | "false" => false,
             "1" | "true" => true,
             s => {
-                return Err(CsvError::Row {
+                return Err(LoadError::Row {
                     path: tasks.into(),
                     line,
                     field: "different_machine",

@@ -13,7 +13,7 @@
 //! - Priorities 0-11: 0-1 free (0-1), 2-8 batch (102-108), 9-11 production (209-211).
 //! - Times: seconds = timestamp / 10^6 (the trace window opens at 600 s).
 
-use crate::workload::{Event, EventKind, JobNames, Machine, Task, Workload};
+use crate::workload::{Event, EventKind, JobNames, LoadError, Machine, Task, Workload};
 use scheduler_core::{Attributes, Priority, Resources};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -56,40 +56,16 @@ impl Units {
 }
 
 /// A trace that cannot be read: which file, which line, what.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    /// The file cannot be opened or decompressed.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A row is malformed.
-    #[error("{path}:{line}: {field}: {message}")]
-    Row {
-        /// File.
-        path: PathBuf,
-        /// 1-based line.
-        line: u64,
-        /// Column name.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
-
 /// Every `*.csv.gz` (or `*.csv`) file under `dir`, sorted.
-fn parts(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| TraceError::Io { path: dir.into(), source })?;
+fn parts(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| LoadError::Io { path: dir.into(), source })?;
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".csv.gz") || p.extension().is_some_and(|x| x == "csv"))
         .collect();
     v.sort();
     if v.is_empty() {
-        return Err(TraceError::Io { path: dir.into(), source: std::io::Error::other("no .csv.gz or .csv files") });
+        return Err(LoadError::Io { path: dir.into(), source: std::io::Error::other("no .csv.gz or .csv files") });
     }
     Ok(v)
 }
@@ -97,10 +73,10 @@ fn parts(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
 /// Reads every row of every part under `dir` as string fields, with the file and line.
 fn for_each_row(
     dir: &Path,
-    mut f: impl FnMut(&Path, u64, &csv::StringRecord) -> Result<(), TraceError>,
-) -> Result<(), TraceError> {
+    mut f: impl FnMut(&Path, u64, &csv::StringRecord) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
     for path in parts(dir)? {
-        let file = std::fs::File::open(&path).map_err(|source| TraceError::Io { path: path.clone(), source })?;
+        let file = std::fs::File::open(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
         let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
             Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
         } else {
@@ -117,7 +93,7 @@ fn for_each_row(
                     f(&path, line, &rec)?;
                 }
                 Err(e) => {
-                    return Err(TraceError::Row { path, line: line + 1, field: "row", message: e.to_string() });
+                    return Err(LoadError::Row { path, line: line + 1, field: "row", message: e.to_string() });
                 }
             }
         }
@@ -131,10 +107,10 @@ fn num<T: std::str::FromStr>(
     rec: &csv::StringRecord,
     i: usize,
     field: &'static str,
-) -> Result<Option<T>, TraceError> {
+) -> Result<Option<T>, LoadError> {
     match rec.get(i).map(str::trim) {
         None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| TraceError::Row {
+        Some(s) => s.parse().map(Some).map_err(|_| LoadError::Row {
             path: path.into(),
             line,
             field,
@@ -165,13 +141,13 @@ pub struct LoadNotes {
 ///
 /// Errors: a missing directory or file, a gzip or CSV error, or a field that is not a number
 /// where one is required (file, line and column named).
-pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), TraceError> {
+pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), LoadError> {
     let mut notes = LoadNotes::default();
     let mut w = Workload { units: units.describe(), ..Default::default() };
     let mut time0: Vec<Machine> = Vec::new();
     for_each_row(&dir.join("machine_events"), |path, line, rec| {
         let ts: u64 = num(path, line, rec, 0, "timestamp")?.unwrap_or(0);
-        let id: u64 = num(path, line, rec, 1, "machine ID")?.ok_or_else(|| TraceError::Row {
+        let id: u64 = num(path, line, rec, 1, "machine ID")?.ok_or_else(|| LoadError::Row {
             path: path.into(),
             line,
             field: "machine ID",

@@ -3,6 +3,31 @@
 use scheduler_core::{Attributes, CellModel, Constraint, MachineId, Priority, Resources, TaskGroup};
 use std::collections::{BTreeMap, HashMap};
 
+/// An input file that cannot be loaded: which file (and line and column), and what.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file or directory cannot be opened, read or decompressed.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A row is malformed.
+    #[error("{path}:{line}: {field}: {message}")]
+    Row {
+        /// File.
+        path: std::path::PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// Column name.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
 /// One machine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
