@@ -81,6 +81,18 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         tail: u64,
     },
+    /// Resource use like `kubectl top`: by machine, job or user (allocated vs used).
+    Top {
+        /// What to list.
+        #[arg(value_enum)]
+        what: TopWhat,
+    },
+    /// Cell-wide capacity, allocation, usage, free and stranded resources, by band.
+    Cell {
+        /// What to show.
+        #[arg(value_enum)]
+        what: CellWhat,
+    },
     /// Wait until a job's tasks are all running, or all dead (done).
     Wait {
         /// Job name.
@@ -92,6 +104,22 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum TopWhat {
+    /// One row per machine.
+    Machines,
+    /// One row per job.
+    Jobs,
+    /// One row per user (their jobs summed).
+    Users,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum CellWhat {
+    /// Capacity, allocated, used, free and stranded, by band.
+    Usage,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -234,6 +262,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into_inner();
             use std::io::Write;
             std::io::stdout().write_all(&r.data)?;
+        }
+        Cmd::Top { what } => {
+            let mut c = connect(&cli.master).await?;
+            let (json_rows, table) = match what {
+                TopWhat::Machines => {
+                    let ms = c.list_machines(pb::ListMachinesRequest {}).await.map_err(status)?.into_inner().machines;
+                    (ms.iter().map(render::machine_json).collect(), render::top_machines(&ms))
+                }
+                TopWhat::Jobs => {
+                    let jobs = c.list_jobs(pb::ListJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+                    (jobs.iter().map(render::job_json).collect(), render::top_jobs(&jobs))
+                }
+                TopWhat::Users => {
+                    let jobs = c.list_jobs(pb::ListJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+                    let users = render::users(&jobs);
+                    (users.iter().map(render::user_json).collect(), render::top_users(&users))
+                }
+            };
+            if json {
+                print_json(&json_rows)?;
+            } else {
+                println!("{table}");
+            }
+        }
+        Cmd::Cell { what: CellWhat::Usage } => {
+            let u =
+                connect(&cli.master).await?.get_cell_usage(pb::CellUsageRequest {}).await.map_err(status)?.into_inner();
+            if json {
+                print_json(&render::cell_usage_json(&u))?;
+            } else {
+                print!("{}", render::cell_usage_text(&u));
+            }
         }
         Cmd::Wait { name, until, timeout } => {
             let mut c = connect(&cli.master).await?;

@@ -39,13 +39,14 @@ pub fn task_json(t: &pb::Task) -> Value {
     json!({
         "job": t.job, "index": t.index, "state": task_state(t.state), "machine": t.machine,
         "exit_code": t.exit_code, "signal": t.signal, "restarts": t.restarts, "pid": t.pid,
+        "used": res(&t.used),
         "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version,
         "since_ms": t.state_since_ms,
     })
 }
 
 /// A job as JSON: `name`, `user`, `priority`, `band`, `tasks`, `kind`, `state`, counts,
-/// `version`, `why_pending`, `resources` (per task).
+/// `version`, `why_pending`, `resources` (per task), `allocated` and `used` (whole job).
 pub fn job_json(j: &pb::Job) -> Value {
     let s = j.spec.clone().unwrap_or_default();
     json!({
@@ -54,6 +55,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "pending": j.pending, "running": j.running, "dead": j.dead, "succeeded": j.succeeded,
         "submitted_ms": j.submitted_ms, "why_pending": j.why_pending,
         "resources": res(&s.resources), "command": s.command,
+        "allocated": res(&j.allocated), "used": res(&j.used),
     })
 }
 
@@ -186,4 +188,183 @@ pub fn job_detail(j: &pb::Job, events: &[pb::Event]) -> String {
         out.push_str(&format!("  {} {}{}: {}{}\n", clock(e.time_ms), who, e.kind, e.detail, at));
     }
     out
+}
+
+fn cores(m: u64) -> String {
+    format!("{:.2}", m as f64 / 1000.0)
+}
+
+fn pct(a: u64, b: u64) -> String {
+    if b == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", 100.0 * a as f64 / b as f64)
+    }
+}
+
+/// `top machines`: per machine, CPU and RAM used / allocated / capacity.
+pub fn top_machines(ms: &[pb::Machine]) -> Table {
+    let mut t = table(&[
+        "MACHINE",
+        "STATE",
+        "TASKS",
+        "CPU USED",
+        "CPU ALLOC",
+        "CPU CAP",
+        "CPU ALLOC%",
+        "RAM USED",
+        "RAM ALLOC",
+        "RAM CAP",
+        "RAM ALLOC%",
+    ]);
+    for m in ms {
+        let (c, a, u) = (m.capacity.unwrap_or_default(), m.allocated.unwrap_or_default(), m.used.unwrap_or_default());
+        t.add_row(vec![
+            m.id.clone(),
+            if m.state == pb::MachineState::Up as i32 { "up".into() } else { "down".into() },
+            m.tasks.to_string(),
+            cores(u.cpu_millis),
+            cores(a.cpu_millis),
+            cores(c.cpu_millis),
+            pct(a.cpu_millis, c.cpu_millis),
+            format_bytes(u.ram_bytes),
+            format_bytes(a.ram_bytes),
+            format_bytes(c.ram_bytes),
+            pct(a.ram_bytes, c.ram_bytes),
+        ]);
+    }
+    t
+}
+
+/// `top jobs`: per job, running tasks and CPU / RAM used vs allocated.
+pub fn top_jobs(jobs: &[pb::Job]) -> Table {
+    let mut t = table(&["JOB", "USER", "BAND", "RUNNING", "CPU USED", "CPU ALLOC", "RAM USED", "RAM ALLOC"]);
+    for j in jobs {
+        let s = j.spec.clone().unwrap_or_default();
+        let (a, u) = (j.allocated.unwrap_or_default(), j.used.unwrap_or_default());
+        t.add_row(vec![
+            s.name,
+            s.user,
+            band(s.priority).into(),
+            j.running.to_string(),
+            cores(u.cpu_millis),
+            cores(a.cpu_millis),
+            format_bytes(u.ram_bytes),
+            format_bytes(a.ram_bytes),
+        ]);
+    }
+    t
+}
+
+/// One user's jobs summed: (user, jobs, running tasks, allocated, used), sorted by user.
+pub type UserRow = (String, u32, u32, pb::Resources, pb::Resources);
+
+/// Sums jobs by user.
+pub fn users(jobs: &[pb::Job]) -> Vec<UserRow> {
+    let mut m: std::collections::BTreeMap<String, UserRow> = Default::default();
+    for j in jobs {
+        let s = j.spec.clone().unwrap_or_default();
+        let e =
+            m.entry(s.user.clone()).or_insert_with(|| (s.user.clone(), 0, 0, Default::default(), Default::default()));
+        let (a, u) = (j.allocated.unwrap_or_default(), j.used.unwrap_or_default());
+        e.1 += 1;
+        e.2 += j.running;
+        e.3.cpu_millis += a.cpu_millis;
+        e.3.ram_bytes += a.ram_bytes;
+        e.3.disk_bytes += a.disk_bytes;
+        e.4.cpu_millis += u.cpu_millis;
+        e.4.ram_bytes += u.ram_bytes;
+    }
+    m.into_values().collect()
+}
+
+/// A user row as JSON: `user`, `jobs`, `running`, `allocated`, `used`.
+pub fn user_json(u: &UserRow) -> Value {
+    json!({"user": u.0, "jobs": u.1, "running": u.2, "allocated": res(&Some(u.3)), "used": res(&Some(u.4))})
+}
+
+/// `top users`.
+pub fn top_users(users: &[UserRow]) -> Table {
+    let mut t = table(&["USER", "JOBS", "RUNNING", "CPU USED", "CPU ALLOC", "RAM USED", "RAM ALLOC"]);
+    for u in users {
+        t.add_row(vec![
+            u.0.clone(),
+            u.1.to_string(),
+            u.2.to_string(),
+            cores(u.4.cpu_millis),
+            cores(u.3.cpu_millis),
+            format_bytes(u.4.ram_bytes),
+            format_bytes(u.3.ram_bytes),
+        ]);
+    }
+    t
+}
+
+/// `cell usage` as JSON: `cell`, `machines_up`, `machines_down`, `capacity`, `allocated`,
+/// `used`, `free`, `stranded`, and `bands` (lowest first) with `band`, `allocated`, `used`,
+/// `tasks_running`, `tasks_pending`, `tasks_dead`.
+pub fn cell_usage_json(u: &pb::CellUsageResponse) -> Value {
+    json!({
+        "cell": u.cell, "machines_up": u.machines_up, "machines_down": u.machines_down,
+        "capacity": res(&u.capacity), "allocated": res(&u.allocated), "used": res(&u.used),
+        "free": res(&u.free), "stranded": res(&u.stranded),
+        "bands": u.bands.iter().map(|b| json!({
+            "band": b.band, "allocated": res(&b.allocated), "used": res(&b.used),
+            "tasks_running": b.tasks_running, "tasks_pending": b.tasks_pending, "tasks_dead": b.tasks_dead,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `cell usage` as text: a resource table and a band table.
+pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
+    let (c, a, us, f, s) = (
+        u.capacity.unwrap_or_default(),
+        u.allocated.unwrap_or_default(),
+        u.used.unwrap_or_default(),
+        u.free.unwrap_or_default(),
+        u.stranded.unwrap_or_default(),
+    );
+    let mut t = table(&["RESOURCE", "CAPACITY", "ALLOCATED", "ALLOC%", "USED", "FREE", "STRANDED"]);
+    t.add_row(vec![
+        "cpu (cores)".into(),
+        cores(c.cpu_millis),
+        cores(a.cpu_millis),
+        pct(a.cpu_millis, c.cpu_millis),
+        cores(us.cpu_millis),
+        cores(f.cpu_millis),
+        cores(s.cpu_millis),
+    ]);
+    t.add_row(vec![
+        "ram".into(),
+        format_bytes(c.ram_bytes),
+        format_bytes(a.ram_bytes),
+        pct(a.ram_bytes, c.ram_bytes),
+        format_bytes(us.ram_bytes),
+        format_bytes(f.ram_bytes),
+        format_bytes(s.ram_bytes),
+    ]);
+    t.add_row(vec![
+        "disk".into(),
+        format_bytes(c.disk_bytes),
+        format_bytes(a.disk_bytes),
+        pct(a.disk_bytes, c.disk_bytes),
+        "-".into(),
+        format_bytes(f.disk_bytes),
+        format_bytes(s.disk_bytes),
+    ]);
+    let mut b = table(&["BAND", "RUNNING", "PENDING", "DEAD", "CPU ALLOC", "CPU USED", "RAM ALLOC", "RAM USED"]);
+    for x in u.bands.iter().rev() {
+        let (xa, xu) = (x.allocated.unwrap_or_default(), x.used.unwrap_or_default());
+        b.add_row(vec![
+            x.band.clone(),
+            x.tasks_running.to_string(),
+            x.tasks_pending.to_string(),
+            x.tasks_dead.to_string(),
+            cores(xa.cpu_millis),
+            cores(xu.cpu_millis),
+            format_bytes(xa.ram_bytes),
+            format_bytes(xu.ram_bytes),
+        ]);
+    }
+    format!("cell {}: {} machines up, {} down\n{t}\n{b}\n", u.cell, u.machines_up, u.machines_down)
 }

@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod machine;
+pub mod metrics;
 pub mod process;
 pub mod runtime;
 pub mod service;

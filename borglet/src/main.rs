@@ -55,6 +55,10 @@ struct Args {
     /// Disk capacity in bytes, suffixes allowed (default: free space of the work dir).
     #[arg(long, value_parser = bytes)]
     disk: Option<u64>,
+    /// Address for HTTP: /metrics (Prometheus) and /healthz (host:port; port 0 picks a free one).
+    /// Off when not given.
+    #[arg(long)]
+    http: Option<String>,
     /// Machine attribute, repeatable: --attr rack=r1 --attr ssd=true.
     #[arg(long = "attr", value_parser = key_value)]
     attrs: Vec<(String, String)>,
@@ -122,6 +126,30 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::spawn(register_loop(args.master.clone(), register, borglet.clone()));
 
+    if let Some(http) = &args.http {
+        let handle = borglet::metrics::install()?;
+        let l = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding --http {http}"))?;
+        let http_addr = l.local_addr()?;
+        let b = borglet.clone();
+        let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" })).route(
+            "/metrics",
+            axum::routing::get(move || {
+                let b = b.clone();
+                let handle = handle.clone();
+                async move {
+                    borglet::metrics::refresh(&b, capacity);
+                    handle.run_upkeep();
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        });
+        println!("borglet http on {http_addr}");
+    }
     tracing::info!(%addr, machine = %machine_id, %capacity, "borglet serving");
     println!("borglet listening on {addr}");
     std::io::stdout().flush()?;

@@ -52,6 +52,15 @@ fn spec_from_pb(a: &pb::TaskAssignment) -> TaskSpec {
     }
 }
 
+/// Records the poll's handling time when dropped.
+struct PollTimer(Instant);
+
+impl Drop for PollTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(crate::metrics::POLL_SECONDS).record(self.0.elapsed().as_secs_f64());
+    }
+}
+
 #[tonic::async_trait]
 impl pb::borglet_server::Borglet for BorgletService {
     async fn poll(&self, req: Request<pb::PollRequest>) -> Result<Response<pb::PollResponse>, Status> {
@@ -64,6 +73,7 @@ impl pb::borglet_server::Borglet for BorgletService {
         }
         *self.0.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let now = Instant::now();
+        let _timer = PollTimer(now);
         let mut rt = self.0.runtime();
         if req.full {
             rt.set_desired(req.version, &req.cell, req.tasks.iter().map(spec_from_pb).collect());

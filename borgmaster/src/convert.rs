@@ -14,9 +14,11 @@ pub fn task_state_to_pb(s: TaskState) -> pb::TaskState {
     }
 }
 
-/// A task record as the API shows it.
-pub fn task_to_pb(t: &Task) -> pb::Task {
+/// A task record as the API shows it, with its usage from the soft state.
+pub fn task_to_pb(t: &Task, soft: &SoftState) -> pb::Task {
+    let used = t.machine.as_ref().and_then(|m| soft.usage_of(m, &t.job, t.index, t.incarnation)).unwrap_or_default();
     pb::Task {
+        used: Some(resources_to_pb(used)),
         job: t.job.clone(),
         index: t.index,
         state: task_state_to_pb(t.state) as i32,
@@ -32,11 +34,21 @@ pub fn task_to_pb(t: &Task) -> pb::Task {
     }
 }
 
-/// A job with its task counts and, if some tasks are unplaced, why.
+/// A job with its task counts, allocation and usage and, if some tasks are unplaced, why.
 pub fn job_to_pb(j: &Job, soft: &SoftState) -> pb::Job {
     let count = |s: TaskState| j.tasks.iter().filter(|t| t.state == s).count() as u32;
     let unplaced = j.tasks.iter().any(|t| t.state == TaskState::Pending && t.machine.is_none());
+    let mut allocated = scheduler_core::Resources::ZERO;
+    let mut used = scheduler_core::Resources::ZERO;
+    for t in j.tasks.iter().filter(|t| t.state != TaskState::Dead) {
+        if let Some(m) = &t.machine {
+            allocated = allocated.saturating_add(j.spec.resources);
+            used = used.saturating_add(soft.usage_of(m, &t.job, t.index, t.incarnation).unwrap_or_default());
+        }
+    }
     pb::Job {
+        allocated: Some(resources_to_pb(allocated)),
+        used: Some(resources_to_pb(used)),
         spec: Some((&j.spec).into()),
         version: j.version,
         submitted_ms: j.submitted_ms,

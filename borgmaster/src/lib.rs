@@ -7,9 +7,13 @@
 //! leader's background work; [`service`] is the gRPC API.
 
 pub mod convert;
+pub mod http;
 pub mod link_shard;
 pub mod master;
+pub mod metrics;
 pub mod scheduler_loop;
 pub mod service;
 pub mod state;
+pub mod status;
 pub mod store;
+pub mod usage;

@@ -155,10 +155,12 @@ async fn poll_machine(
             req.full = false;
             req.tasks.clear();
         }
+        let started = std::time::Instant::now();
         let result = match client.as_mut() {
             Some((_, c)) => tokio::time::timeout(timeout, c.poll(req)).await.map_err(|_| "timed out".to_string()),
             None => Err("no usable address".to_string()),
         };
+        metrics::histogram!(crate::metrics::POLL_SECONDS).record(started.elapsed().as_secs_f64());
         match result.and_then(|r| r.map_err(|s| s.message().to_string())) {
             Ok(resp) => {
                 let resp = resp.into_inner();
@@ -168,6 +170,18 @@ async fn poll_machine(
                     let mut soft = master.soft();
                     soft.last_seen_ms.insert(id.clone(), now_ms());
                     soft.machine_usage.insert(id.clone(), resources_from_pb(resp.usage.as_ref()));
+                    let per_task = resp
+                        .tasks
+                        .iter()
+                        .map(|t| {
+                            (
+                                (t.job.clone(), t.index, t.incarnation),
+                                resources_from_pb(t.usage.as_ref()),
+                                t.cpu_seconds,
+                            )
+                        })
+                        .collect();
+                    soft.task_usage.insert(id.clone(), per_task);
                 }
                 let ch = changes(&master, &id, &resp);
                 if !ch.is_empty() {

@@ -38,6 +38,10 @@ struct Args {
     /// Consecutive missed polls after which a machine is marked down and its tasks rescheduled.
     #[arg(long, default_value_t = 5)]
     missed_polls: u32,
+    /// Address for HTTP: /metrics (Prometheus), /healthz, and the status page at / (host:port;
+    /// port 0 picks a free one). Off when not given.
+    #[arg(long)]
+    http: Option<String>,
     /// Longest wait between scheduling passes when nothing triggers one.
     #[arg(long, default_value = "1s", value_parser = duration)]
     schedule_interval: Duration,
@@ -69,6 +73,19 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tokio::spawn(borgmaster::scheduler_loop::run(master.clone()));
     tokio::spawn(borgmaster::link_shard::run(master.clone()));
+    if let Some(http) = &args.http {
+        let handle = borgmaster::metrics::install()?;
+        let l = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding --http {http}"))?;
+        let http_addr = l.local_addr()?;
+        let app = borgmaster::http::router(master.clone(), handle, true);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        });
+        tracing::info!(%http_addr, "status page and /metrics");
+        println!("borgmaster http on {http_addr}");
+    }
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
     tracing::info!(%addr, cell = %master.state().cell, "borgmaster serving");
     println!("borgmaster listening on {addr}");

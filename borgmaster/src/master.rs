@@ -37,6 +37,9 @@ pub enum ProposeError {
     Storage(#[from] StoreError),
 }
 
+/// One task's usage in one poll: ((job, index, incarnation), usage, CPU seconds since start).
+pub type TaskUsage = ((String, u32, u64), Resources, f64);
+
 /// Soft state: known only to the running leader, rebuilt from Borglet polls after a restart.
 #[derive(Debug, Default)]
 pub struct SoftState {
@@ -46,6 +49,20 @@ pub struct SoftState {
     pub last_seen_ms: HashMap<MachineId, i64>,
     /// Usage each Borglet reported in its last poll.
     pub machine_usage: HashMap<MachineId, Resources>,
+    /// Per-task usage from each machine's last poll: ((job, index, incarnation), usage, CPU
+    /// seconds), replaced whole on every poll so that gone tasks drop out.
+    pub task_usage: HashMap<MachineId, Vec<TaskUsage>>,
+}
+
+impl SoftState {
+    /// Usage of task `job/index` in `incarnation`, if its Borglet reported it.
+    pub fn usage_of(&self, machine: &MachineId, job: &str, index: u32, incarnation: u64) -> Option<Resources> {
+        self.task_usage
+            .get(machine)?
+            .iter()
+            .find(|((j, i, inc), _, _)| j == job && *i == index && *inc == incarnation)
+            .map(|(_, u, _)| *u)
+    }
 }
 
 struct Writer {
@@ -141,6 +158,7 @@ impl Master {
         }
         drop(w);
         let (outcome, events) = result?;
+        crate::metrics::on_events(&self.state(), &events);
         self.dispatch(&entry.command, &events);
         Ok((outcome, events))
     }

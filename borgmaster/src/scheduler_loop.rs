@@ -106,6 +106,13 @@ pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
 /// Runs one scheduling pass: places what fits (preempting lower bands where needed), records why
 /// the rest is pending, and commits the decisions. Returns how many tasks were bound.
 pub async fn pass(master: &Master) -> usize {
+    let started = std::time::Instant::now();
+    let n = pass_inner(master).await;
+    metrics::histogram!(crate::metrics::PASS_SECONDS).record(started.elapsed().as_secs_f64());
+    n
+}
+
+async fn pass_inner(master: &Master) -> usize {
     let mut snap = snapshot(&master.state());
     if snap.groups.is_empty() {
         master.soft().why_pending.clear();

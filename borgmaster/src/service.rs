@@ -149,7 +149,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let name = req.into_inner().job;
         let s = self.master.state();
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
-        Ok(Response::new(pb::ListTasksResponse { tasks: job.tasks.iter().map(task_to_pb).collect() }))
+        let soft = self.master.soft();
+        Ok(Response::new(pb::ListTasksResponse { tasks: job.tasks.iter().map(|t| task_to_pb(t, &soft)).collect() }))
     }
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
@@ -199,6 +200,38 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         Ok(Response::new(pb::RegisterMachineResponse {
             cell: self.master.state().cell.clone(),
             poll_interval_ms: self.master.config.poll_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn get_cell_usage(
+        &self,
+        _: Request<pb::CellUsageRequest>,
+    ) -> Result<Response<pb::CellUsageResponse>, Status> {
+        let state = self.master.state();
+        let u = crate::usage::cell_usage(&state, &self.master.soft());
+        let r = |x| Some(borg_spec::convert::resources_to_pb(x));
+        Ok(Response::new(pb::CellUsageResponse {
+            cell: state.cell.clone(),
+            machines_up: u.machines_up,
+            machines_down: u.machines_down,
+            capacity: r(u.capacity),
+            allocated: r(u.allocated),
+            used: r(u.used),
+            free: r(u.free),
+            stranded: r(u.stranded),
+            bands: u
+                .bands
+                .iter()
+                .zip(scheduler_core::Band::ALL)
+                .map(|(b, band)| pb::BandUsage {
+                    band: band.name().into(),
+                    allocated: r(b.allocated),
+                    used: r(b.used),
+                    tasks_running: b.running,
+                    tasks_pending: b.pending,
+                    tasks_dead: b.dead,
+                })
+                .collect(),
         }))
     }
 

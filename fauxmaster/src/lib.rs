@@ -6,6 +6,7 @@
 //! workload from scratch, replay the trace's events in passes, and cell compaction (Borg §5.1).
 
 pub mod neutral;
+pub mod report;
 pub mod sim;
 pub mod synth;
 pub mod trace;

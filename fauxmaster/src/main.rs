@@ -90,6 +90,12 @@ enum Cmd {
         /// Stop at this trace time, seconds (default: the last task event).
         #[arg(long)]
         until: Option<f64>,
+        /// Write a utilization report (utilization.csv and utilization.svg) into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Seconds of trace time between utilization samples.
+        #[arg(long, default_value_t = 60.0)]
+        sample_every: f64,
     },
     /// Cell compaction (Borg §5.1): the smallest cell that still holds the workload.
     Compact {
@@ -205,7 +211,7 @@ fn main() -> anyhow::Result<()> {
         explain: true,
     };
     let started = Instant::now();
-    let Outcome { mut report, placements } = match &cli.command {
+    let Outcome { mut report, placements, .. } = match &cli.command {
         Cmd::Repack(input) => {
             let (w, notes) = load(input)?;
             let load_s = started.elapsed().as_secs_f64();
@@ -214,14 +220,21 @@ fn main() -> anyhow::Result<()> {
             o.report["load_notes"] = notes;
             o
         }
-        Cmd::Replay { input, pass_interval, until } => {
+        Cmd::Replay { input, pass_interval, until, report, sample_every } => {
             let (w, notes) = load(input)?;
             let load_s = started.elapsed().as_secs_f64();
             let pb = bar(w.events.len() as u64, cli.json, "replaying events");
-            let mut o = sim::replay(&w, params, *pass_interval, *until, |done, _| pb.set_position(done as u64));
+            let mut o =
+                sim::replay(&w, params, *pass_interval, *until, *sample_every, |done, _| pb.set_position(done as u64));
             pb.finish_and_clear();
             o.report["load_seconds"] = load_s.into();
             o.report["load_notes"] = notes;
+            if let Some(dir) = report {
+                let title = "Replay: capacity vs allocated, by priority band";
+                fauxmaster::report::write(dir, &o.samples, title, &w.units)
+                    .with_context(|| format!("writing report to {}", dir.display()))?;
+                o.report["report_dir"] = dir.display().to_string().into();
+            }
             o
         }
         Cmd::Compact { input, seeds, workload } => {

@@ -18,6 +18,8 @@ pub struct Outcome {
     pub report: Value,
     /// Final placement.
     pub placements: Placements,
+    /// Utilization samples over time (replay only).
+    pub samples: Vec<crate::report::Sample>,
 }
 
 fn band_name(b: usize) -> &'static str {
@@ -123,7 +125,7 @@ pub fn repack(w: &Workload, params: Params) -> Outcome {
         "units": w.units,
         "scheduler": params_json(&params),
     });
-    Outcome { report, placements: placements_of(&cell, &w.jobs) }
+    Outcome { report, placements: placements_of(&cell, &w.jobs), samples: Vec::new() }
 }
 
 /// One repack of `w.tasks` onto `machines`; returns the cell, the placement and the seconds the
@@ -199,11 +201,15 @@ impl Pending {
 /// placed them (or pending, if it did not), then every event in time order, with a scheduling
 /// pass every `interval_s` seconds of trace time in which events happened, while tasks are
 /// pending. Pass latency is the wall time of each pass, building its input included.
+///
+/// Every `sample_every_s` seconds of trace time (and at the end) the cell is sampled into
+/// [`Outcome::samples`] for the utilization report.
 pub fn replay(
     w: &Workload,
     params: Params,
     interval_s: f64,
     until_s: Option<f64>,
+    sample_every_s: f64,
     mut progress: impl FnMut(usize, usize),
 ) -> Outcome {
     let params = Params { explain: false, ..params };
@@ -255,8 +261,14 @@ pub fn replay(
     };
     let events: Vec<&crate::workload::Event> = w.events.iter().filter(|e| e.time_s <= until).collect();
     let mut next_pass = events.first().map_or(0.0, |e| e.time_s);
+    let mut samples = Vec::new();
+    let mut next_sample = next_pass;
     let total = events.len();
     for (i, e) in events.iter().enumerate() {
+        if e.time_s >= next_sample {
+            samples.push(crate::report::sample(&cell, e.time_s, pending.len()));
+            next_sample = e.time_s + sample_every_s;
+        }
         if e.time_s >= next_pass {
             if pending.len() > 0 {
                 let (b, p) = run_pass(&mut cell, &mut pending, &mut placed, &known, &mut pass_ms, &mut victims_by_band);
@@ -327,6 +339,7 @@ pub fn replay(
         preempted += p;
     }
     progress(total, total);
+    samples.push(crate::report::sample(&cell, events.last().map_or(0.0, |e| e.time_s), pending.len()));
     let seconds = wall.elapsed().as_secs_f64();
     let mut sorted = pass_ms.clone();
     sorted.sort_by(f64::total_cmp);
@@ -364,7 +377,7 @@ pub fn replay(
         "units": w.units,
         "scheduler": params_json(&params),
     });
-    Outcome { report, placements: placements_of(&cell, &w.jobs) }
+    Outcome { report, placements: placements_of(&cell, &w.jobs), samples }
 }
 
 /// Machines to keep, in the order compaction keeps them: a seeded random permutation; keeping
@@ -516,5 +529,5 @@ pub fn compact(
         "units": w.units,
         "scheduler": params_json(&params),
     });
-    Outcome { report, placements: full.placements }
+    Outcome { report, placements: full.placements, samples: Vec::new() }
 }

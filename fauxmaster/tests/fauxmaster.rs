@@ -182,3 +182,29 @@ fn bad_input_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("m.csv:1: cpu_millis"), "{err}");
 }
+
+#[test]
+fn replay_writes_a_utilization_report() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = write_csv_workload(d.path());
+    let dir = d.path().join("report");
+    let r = run(&[
+        "replay",
+        "--machines",
+        m.to_str().unwrap(),
+        "--tasks",
+        t.to_str().unwrap(),
+        "--report",
+        dir.to_str().unwrap(),
+        "--sample-every",
+        "10",
+    ]);
+    assert_eq!(r["report_dir"], dir.to_str().unwrap());
+    let csv = std::fs::read_to_string(dir.join("utilization.csv")).unwrap();
+    assert!(csv.starts_with("time_s,cpu_capacity_cores,"));
+    assert!(csv.lines().count() >= 4, "header and samples every 10 s over ~90 s: {csv}");
+    let first: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(first[1], "156.0", "20 machines: 7 x 4 + 7 x 8 + 6 x 12 cores");
+    let svg = std::fs::read_to_string(dir.join("utilization.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("production"));
+}

@@ -3,9 +3,11 @@
 #  - libclang-dev (bindgen for librocksdb-sys)
 #  - a Rust toolchain must already be on PATH (rustup); nothing else is needed (protoc is not:
 #    the .proto files are compiled by protox, in Rust).
-ensure_deps() {
+
+# Installs the Debian packages named as arguments that are missing.
+apt_install_missing() {
     local need=()
-    for pkg in librocksdb-dev libclang-dev; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -15,8 +17,18 @@ ensure_deps() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
     fi
+}
+
+ensure_deps() {
+    apt_install_missing librocksdb-dev libclang-dev
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo not found: install Rust with rustup (https://rustup.rs) and try again" >&2
         exit 1
     fi
+}
+
+# What the observability tests use when present (they skip, saying why, when not): promtool and a
+# Prometheus server (package prometheus), headless Chromium for the status page screenshot.
+ensure_test_extras() {
+    apt_install_missing prometheus chromium
 }

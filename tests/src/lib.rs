@@ -27,20 +27,29 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-/// Starts `cmd`, waits for the stdout line `<prefix> listening on ADDR`, returns (child, ADDR).
-fn start_listening(mut cmd: Command, what: &str, log: &Path) -> (Child, String) {
+/// Starts `cmd`, waits for the stdout line `<prefix> listening on ADDR`, returns (child, ADDR,
+/// the HTTP address if it printed `<prefix> http on ADDR` before).
+fn start_listening(cmd: Command, what: &str, log: &Path) -> (Child, String) {
+    let (child, addr, _) = start_listening_http(cmd, what, log);
+    (child, addr)
+}
+
+fn start_listening_http(mut cmd: Command, what: &str, log: &Path) -> (Child, String, Option<String>) {
     let stderr = std::fs::File::create(log).expect("log file");
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let prefix = format!("{what} listening on ");
+    let http_prefix = format!("{what} http on ");
+    let mut http = None;
     loop {
         match lines.next() {
             Some(Ok(l)) if l.starts_with(&prefix) => {
                 let addr = l[prefix.len()..].trim().to_string();
                 std::thread::spawn(move || for _ in lines {});
-                return (child, addr);
+                return (child, addr, http);
             }
+            Some(Ok(l)) if l.starts_with(&http_prefix) => http = Some(l[http_prefix.len()..].trim().to_string()),
             Some(Ok(_)) => continue,
             _ => {
                 let _ = child.kill();
@@ -59,6 +68,8 @@ pub struct TestBorglet {
     child: Option<Child>,
     /// Address it serves on.
     pub addr: String,
+    /// Its HTTP address, when started with HTTP.
+    pub http: Option<String>,
 }
 
 /// A running test cell.
@@ -71,15 +82,31 @@ pub struct TestCell {
     /// Borglets by start order.
     pub borglets: Vec<TestBorglet>,
     name: String,
+    /// The master's HTTP address (/metrics, /, /healthz), when started with HTTP.
+    pub master_http: Option<String>,
+    http: bool,
 }
 
 impl TestCell {
     /// A master (poll interval [`POLL`]) and `n` Borglets of 4 cores / 8 GiB, machine ids
     /// `<name>-m<i>`.
     pub fn start(name: &str, n: usize) -> TestCell {
+        Self::start_with(name, n, false)
+    }
+
+    /// Like [`TestCell::start`]; with `http`, the master and every Borglet also serve HTTP
+    /// (`/metrics`) on an ephemeral port.
+    pub fn start_with(name: &str, n: usize, http: bool) -> TestCell {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cell =
-            TestCell { dir, master_addr: String::new(), master: None, borglets: Vec::new(), name: name.into() };
+        let mut cell = TestCell {
+            dir,
+            master_addr: String::new(),
+            master: None,
+            borglets: Vec::new(),
+            name: name.into(),
+            master_http: None,
+            http,
+        };
         cell.start_master("127.0.0.1:0");
         for _ in 0..n {
             cell.add_borglet();
@@ -96,10 +123,14 @@ impl TestCell {
         cmd.args(["--listen", listen, "--poll-interval", POLL, "--cell", "test"])
             .arg("--data-dir")
             .arg(self.dir.path().join("master"));
+        if self.http {
+            cmd.args(["--http", "127.0.0.1:0"]);
+        }
         let log = self.dir.path().join(format!("master-{}.log", Instant::now().elapsed().as_nanos()));
-        let (child, addr) = start_listening(cmd, "borgmaster", &log);
+        let (child, addr, http) = start_listening_http(cmd, "borgmaster", &log);
         self.master = Some(child);
         self.master_addr = addr;
+        self.master_http = http;
     }
 
     /// Kills the master with SIGKILL (no shutdown of any kind).
@@ -120,8 +151,11 @@ impl TestCell {
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
             .arg("--work-dir")
             .arg(&work_dir);
-        let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));
-        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr });
+        if self.http {
+            cmd.args(["--http", "127.0.0.1:0"]);
+        }
+        let (child, addr, http) = start_listening_http(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));
+        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr, http });
         i - 1
     }
 
@@ -273,4 +307,23 @@ impl TestCell {
         self.borglets[i].child = Some(child);
         self.borglets[i].addr = addr;
     }
+}
+
+/// `GET path` from `addr` over plain HTTP/1.1; returns (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read response");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body.to_string())
+}
+
+/// The path of `program` on PATH, if any.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|f| f.is_file()))
 }

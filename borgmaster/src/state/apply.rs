@@ -179,6 +179,7 @@ impl CellState {
                 t.restarts = 0;
                 t.reason = "machine down".into();
                 t.state_since_ms = ev.now;
+                t.queued_ms = ev.now;
                 ev.push(&job, Some(index), "pending", format!("evicted: machine {id} down"), Some(id));
             }
         }
@@ -213,6 +214,7 @@ impl CellState {
             t.restarts = 0;
             t.reason = "preempted".into();
             t.state_since_ms = now;
+            t.queued_ms = now;
             ev.push(&e.job, Some(e.index), "preempted", format!("by {} on {}", e.by, e.machine), Some(&e.machine));
         }
     }
@@ -317,6 +319,7 @@ fn new_task(job: &str, index: u32, incarnation: u64, version: u64, now: i64, rea
         pid: None,
         reason: reason.to_string(),
         state_since_ms: now,
+        queued_ms: now,
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Task {
     pub reason: String,
     /// When the task entered its state, ms since the Unix epoch.
     pub state_since_ms: i64,
+    /// When it last became pending (submitted, updated, evicted), ms since the Unix epoch: the
+    /// start of its placement latency.
+    #[serde(default)]
+    pub queued_ms: i64,
 }
 
 /// A job: its spec, version and tasks.

@@ -1,0 +1,98 @@
+//! The Borglet's Prometheus metrics: every name, help text and unit is declared here. Per-task
+//! series carry `job` and `index` labels and vanish 30 s after the task leaves the machine.
+
+use crate::runtime::Phase;
+use crate::service::Borglet;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use scheduler_core::Resources;
+use std::time::{Duration, Instant};
+
+/// Time to handle one poll from the master.
+pub const POLL_SECONDS: &str = "borg_borglet_poll_duration_seconds";
+
+/// Installs the global recorder; returns the handle that renders `/metrics`.
+///
+/// Errors: a recorder is already installed.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+        )?
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE | metrics_util::MetricKindMask::COUNTER,
+            Some(Duration::from_secs(30)),
+        )
+        .install_recorder()?;
+    describe_counter!(
+        "borg_borglet_task_cpu_seconds_total",
+        Unit::Seconds,
+        "CPU time used by the task's processes (whole seconds)."
+    );
+    describe_gauge!(
+        "borg_borglet_task_cpu_usage_cores",
+        Unit::Count,
+        "CPU the task used since the previous sample, in cores."
+    );
+    describe_gauge!(
+        "borg_borglet_task_memory_bytes",
+        Unit::Bytes,
+        "Memory in use by the task (its cgroup, or its process without one)."
+    );
+    describe_counter!(
+        "borg_borglet_task_restarts_total",
+        Unit::Count,
+        "Restarts of the task by this Borglet in its current incarnation."
+    );
+    describe_gauge!(
+        "borg_borglet_tasks",
+        Unit::Count,
+        "Task runs on this machine by phase (running, backoff, stopping, exited)."
+    );
+    describe_gauge!("borg_borglet_capacity_cpu_cores", Unit::Count, "CPU this machine offers to the cell.");
+    describe_gauge!("borg_borglet_capacity_ram_bytes", Unit::Bytes, "RAM this machine offers to the cell.");
+    describe_gauge!(
+        "borg_borglet_master_connected",
+        Unit::Count,
+        "1 if the Borgmaster polled within the last 10 s, else 0 (tasks keep running either way)."
+    );
+    describe_gauge!(
+        "borg_borglet_last_poll_age_seconds",
+        Unit::Seconds,
+        "Seconds since the Borgmaster last polled (-1 if never)."
+    );
+    describe_histogram!(POLL_SECONDS, Unit::Seconds, "Time to handle one poll: converge, sample usage, answer.");
+    Ok(handle)
+}
+
+/// Sets every scrape-time series from the Borglet's state.
+pub fn refresh(b: &Borglet, capacity: Resources) {
+    gauge!("borg_borglet_capacity_cpu_cores").set(capacity.cpu_millis as f64 / 1000.0);
+    gauge!("borg_borglet_capacity_ram_bytes").set(capacity.ram_bytes as f64);
+    let age = b.last_poll.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed().as_secs_f64());
+    gauge!("borg_borglet_last_poll_age_seconds").set(age.unwrap_or(-1.0));
+    gauge!("borg_borglet_master_connected").set(if age.is_some_and(|a| a < 10.0) { 1.0 } else { 0.0 });
+    let mut rt = b.runtime();
+    let usage = rt.sample_usage(Instant::now());
+    let mut phases = [0u32; 4];
+    for (r, u) in rt.runs().zip(usage) {
+        phases[r.phase as usize] += 1;
+        let labels = [("job", r.spec.job.clone()), ("index", r.spec.index.to_string())];
+        counter!("borg_borglet_task_cpu_seconds_total", &labels).absolute(u.cpu_seconds as u64);
+        gauge!("borg_borglet_task_cpu_usage_cores", &labels).set(u.cpu_millis as f64 / 1000.0);
+        gauge!("borg_borglet_task_memory_bytes", &labels).set(u.memory_bytes as f64);
+        counter!("borg_borglet_task_restarts_total", &labels).absolute(r.restarts as u64);
+    }
+    for (i, name) in ["running", "backoff", "stopping", "exited"].iter().enumerate() {
+        gauge!("borg_borglet_tasks", "phase" => *name).set(phases[i] as f64);
+    }
+}
+
+/// Phase discriminant order used by [`refresh`] (kept in sync with [`Phase`]).
+const _: () = {
+    assert!(Phase::Running as usize == 0);
+    assert!(Phase::Backoff as usize == 1);
+    assert!(Phase::Stopping as usize == 2);
+    assert!(Phase::Exited as usize == 3);
+};

@@ -1,0 +1,180 @@
+//! The Borgmaster's Prometheus metrics: every name, help text and unit is declared here.
+//!
+//! Cell gauges are computed at scrape time from the cell state ([`refresh`]); counters and
+//! histograms are recorded where things happen ([`on_events`], the scheduler loop, the link
+//! shards). CPU is exported in cores, memory and disk in bytes, durations in seconds.
+
+use crate::master::Master;
+use crate::state::{CellState, Event, MachineState, TaskState};
+use crate::usage::cell_usage;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use scheduler_core::{Band, Resources};
+use std::time::Duration;
+
+/// Scheduling pass duration.
+pub const PASS_SECONDS: &str = "borg_scheduling_pass_duration_seconds";
+/// Apply (or eviction) to running, per task.
+pub const PLACEMENT_LATENCY: &str = "borg_placement_latency_seconds";
+/// One poll of one Borglet, as the master sees it.
+pub const POLL_SECONDS: &str = "borg_link_poll_duration_seconds";
+/// Evictions by reason.
+pub const EVICTIONS: &str = "borg_evictions_total";
+/// Task state transitions by kind.
+pub const TRANSITIONS: &str = "borg_task_transitions_total";
+
+const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Installs the global Prometheus recorder and returns the handle that renders `/metrics`.
+/// Gauges not set for 30 s disappear (a task or machine that went away).
+///
+/// Errors: a recorder is already installed.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)?
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(Duration::from_secs(30)))
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    for (r, unit) in [("cpu_cores", Unit::Count), ("ram_bytes", Unit::Bytes), ("disk_bytes", Unit::Bytes)] {
+        describe_gauge!(format!("borg_cell_capacity_{r}"), unit, "Capacity of the machines that are up.");
+        describe_gauge!(
+            format!("borg_cell_allocated_{r}"),
+            unit,
+            "Requests of tasks bound to machines, by priority band."
+        );
+        describe_gauge!(
+            format!("borg_cell_free_{r}"),
+            unit,
+            "Capacity minus allocation, summed over machines that are up."
+        );
+        describe_gauge!(format!("borg_cell_stranded_{r}"), unit, "Free resources no task can use because another dimension of the same machine is nearly exhausted (under 5% free).");
+    }
+    describe_gauge!(
+        "borg_cell_used_cpu_cores",
+        Unit::Count,
+        "CPU the Borglets report tasks using, by priority band (average over the last poll interval)."
+    );
+    describe_gauge!(
+        "borg_cell_used_ram_bytes",
+        Unit::Bytes,
+        "Memory the Borglets report tasks using, by priority band."
+    );
+    describe_gauge!("borg_tasks", Unit::Count, "Tasks by state (pending, running, dead) and priority band.");
+    describe_gauge!(
+        "borg_tasks_pending",
+        Unit::Count,
+        "Pending tasks by reason (submitted, updated, preempted, machine_down, starting)."
+    );
+    describe_gauge!("borg_jobs", Unit::Count, "Jobs by state (pending, running, done, killed).");
+    describe_gauge!("borg_machines", Unit::Count, "Machines by state (up, down).");
+    describe_gauge!("borg_machine_up", Unit::Count, "1 if the machine answers polls, 0 if it is down.");
+    describe_gauge!("borg_state_applied_index", Unit::Count, "Index of the last log entry applied to the cell state.");
+    describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down).");
+    describe_counter!(
+        TRANSITIONS,
+        Unit::Count,
+        "Task state transitions, by kind (scheduled, running, dead, pending, preempted, stopping)."
+    );
+    describe_histogram!(PASS_SECONDS, Unit::Seconds, "Wall time of one scheduling pass, snapshot to commit.");
+    describe_histogram!(
+        PLACEMENT_LATENCY,
+        Unit::Seconds,
+        "From a task becoming pending (apply, update, eviction) to its Borglet reporting it running."
+    );
+    describe_histogram!(
+        POLL_SECONDS,
+        Unit::Seconds,
+        "Round trip of one poll of one Borglet, as the master measures it."
+    );
+}
+
+fn band(b: usize) -> &'static str {
+    Band::ALL[b].name()
+}
+
+fn set_resources(prefix: &str, r: Resources, labels: &[(&'static str, String)]) {
+    gauge!(format!("{prefix}_cpu_cores"), labels).set(r.cpu_millis as f64 / 1000.0);
+    gauge!(format!("{prefix}_ram_bytes"), labels).set(r.ram_bytes as f64);
+    if !prefix.starts_with("borg_cell_used") {
+        gauge!(format!("{prefix}_disk_bytes"), labels).set(r.disk_bytes as f64);
+    }
+}
+
+/// Pending-reason label of a pending task.
+fn pending_reason(reason: &str, bound: bool) -> &'static str {
+    if bound {
+        "starting"
+    } else if reason.starts_with("updated") {
+        "updated"
+    } else if reason.starts_with("preempted") {
+        "preempted"
+    } else if reason.starts_with("machine down") {
+        "machine_down"
+    } else {
+        "submitted"
+    }
+}
+
+/// Sets every scrape-time gauge from the master's state. Call right before rendering.
+pub fn refresh(master: &Master) {
+    let state = master.state();
+    let soft = master.soft();
+    let u = cell_usage(&state, &soft);
+    set_resources("borg_cell_capacity", u.capacity, &[]);
+    set_resources("borg_cell_free", u.free, &[]);
+    set_resources("borg_cell_stranded", u.stranded, &[]);
+    for (b, bu) in u.bands.iter().enumerate() {
+        let l = [("band", band(b).to_string())];
+        set_resources("borg_cell_allocated", bu.allocated, &l);
+        set_resources("borg_cell_used", bu.used, &l);
+        for (st, n) in [("pending", bu.pending), ("running", bu.running), ("dead", bu.dead)] {
+            gauge!("borg_tasks", "state" => st, "band" => band(b)).set(n as f64);
+        }
+    }
+    let mut reasons = std::collections::BTreeMap::<&'static str, u32>::new();
+    for r in ["submitted", "updated", "preempted", "machine_down", "starting"] {
+        reasons.insert(r, 0);
+    }
+    let mut jobs = std::collections::BTreeMap::<&'static str, u32>::new();
+    for j in state.jobs.values() {
+        *jobs.entry(j.state_name()).or_default() += 1;
+        for t in j.tasks.iter().filter(|t| t.state == TaskState::Pending) {
+            *reasons.entry(pending_reason(&t.reason, t.machine.is_some())).or_default() += 1;
+        }
+    }
+    for (r, n) in reasons {
+        gauge!("borg_tasks_pending", "reason" => r).set(n as f64);
+    }
+    for s in ["pending", "running", "done", "killed"] {
+        gauge!("borg_jobs", "state" => s).set(jobs.get(s).copied().unwrap_or(0) as f64);
+    }
+    gauge!("borg_machines", "state" => "up").set(u.machines_up as f64);
+    gauge!("borg_machines", "state" => "down").set(u.machines_down as f64);
+    for m in state.machines.values() {
+        gauge!("borg_machine_up", "machine" => m.id.0.clone()).set(if m.state == MachineState::Up { 1.0 } else { 0.0 });
+    }
+    gauge!("borg_state_applied_index").set(state.applied_index as f64);
+}
+
+/// Counts the transitions and evictions in `events` (just applied to `state`) and records the
+/// placement latency of tasks that started running.
+pub fn on_events(state: &CellState, events: &[Event]) {
+    for e in events.iter().filter(|e| e.index.is_some()) {
+        counter!(TRANSITIONS, "kind" => e.kind.clone()).increment(1);
+        match e.kind.as_str() {
+            "preempted" => counter!(EVICTIONS, "reason" => "preempted").increment(1),
+            "pending" if e.detail.contains("machine") => counter!(EVICTIONS, "reason" => "machine_down").increment(1),
+            "running" => {
+                if let Some(t) = e.index.and_then(|i| state.task(&(e.job.clone(), i))) {
+                    let secs = (e.time_ms - t.queued_ms).max(0) as f64 / 1000.0;
+                    histogram!(PLACEMENT_LATENCY).record(secs);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Cell-wide accounting for capacity planners: capacity, allocation, usage, free and stranded
+//! resources, by priority band. One computation serves `GetCellUsage`, `/metrics` and the
+//! status page.
+
+use crate::master::SoftState;
+use crate::state::{CellState, MachineState, TaskState};
+use scheduler_core::{Band, Resources};
+
+/// A free dimension counts as stranded when another dimension of the same machine has less than
+/// this fraction of its capacity free.
+pub const STRANDED_THRESHOLD: f64 = 0.05;
+
+/// The part of `free` on a machine of `capacity` that no task can use: if the machine's free CPU
+/// is under [`STRANDED_THRESHOLD`] of its CPU, its free RAM and disk are stranded; if its free RAM
+/// is under the threshold, its free CPU and disk are. (Borg §5.1's stranded resources.)
+pub fn stranded(capacity: Resources, free: Resources) -> Resources {
+    let low = |f: u64, c: u64| c > 0 && (f as f64) < STRANDED_THRESHOLD * c as f64;
+    let cpu_low = low(free.cpu_millis, capacity.cpu_millis);
+    let ram_low = low(free.ram_bytes, capacity.ram_bytes);
+    Resources::new(
+        if ram_low { free.cpu_millis } else { 0 },
+        if cpu_low { free.ram_bytes } else { 0 },
+        if cpu_low || ram_low { free.disk_bytes } else { 0 },
+    )
+}
+
+/// Accounting for one band.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BandUsage {
+    /// Requests of its tasks bound to machines.
+    pub allocated: Resources,
+    /// Usage its Borglets reported.
+    pub used: Resources,
+    /// Tasks running.
+    pub running: u32,
+    /// Tasks pending.
+    pub pending: u32,
+    /// Tasks dead.
+    pub dead: u32,
+}
+
+/// Accounting for the whole cell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CellUsage {
+    /// Machines up / down.
+    pub machines_up: u32,
+    /// Machines down.
+    pub machines_down: u32,
+    /// Capacity of the machines that are up.
+    pub capacity: Resources,
+    /// Requests of bound tasks, all bands.
+    pub allocated: Resources,
+    /// Reported usage, all bands.
+    pub used: Resources,
+    /// Capacity minus allocation, summed per machine (never negative per machine).
+    pub free: Resources,
+    /// Stranded part of `free` (see [`stranded`]).
+    pub stranded: Resources,
+    /// By band, lowest first (free, batch, production, monitoring).
+    pub bands: [BandUsage; 4],
+}
+
+fn band_index(b: Band) -> usize {
+    Band::ALL.iter().position(|x| *x == b).unwrap_or(0)
+}
+
+/// Computes the cell's accounting from the replicated state and the leader's soft state.
+pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
+    let mut u = CellUsage::default();
+    for m in state.machines.values() {
+        if m.state != MachineState::Up {
+            u.machines_down += 1;
+            continue;
+        }
+        u.machines_up += 1;
+        u.capacity = u.capacity.saturating_add(m.capacity);
+        let free = m.capacity.saturating_sub(state.allocated_on(&m.id));
+        u.free = u.free.saturating_add(free);
+        u.stranded = u.stranded.saturating_add(stranded(m.capacity, free));
+    }
+    for job in state.jobs.values() {
+        let b = &mut u.bands[band_index(job.spec.band())];
+        for t in &job.tasks {
+            match t.state {
+                TaskState::Running => b.running += 1,
+                TaskState::Pending => b.pending += 1,
+                TaskState::Dead => b.dead += 1,
+            }
+            if t.state == TaskState::Dead {
+                continue;
+            }
+            if let Some(m) = &t.machine {
+                b.allocated = b.allocated.saturating_add(job.spec.resources);
+                if let Some(used) = soft.usage_of(m, &t.job, t.index, t.incarnation) {
+                    b.used = b.used.saturating_add(used);
+                }
+            }
+        }
+    }
+    for b in &u.bands {
+        u.allocated = u.allocated.saturating_add(b.allocated);
+        u.used = u.used.saturating_add(b.used);
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stranded_is_the_free_side_of_an_exhausted_machine() {
+        let cap = Resources::new(1000, 1000, 1000);
+        assert_eq!(
+            stranded(cap, Resources::new(500, 10, 300)),
+            Resources::new(500, 0, 300),
+            "RAM full strands CPU and disk"
+        );
+        assert_eq!(
+            stranded(cap, Resources::new(0, 600, 300)),
+            Resources::new(0, 600, 300),
+            "CPU full strands RAM and disk"
+        );
+        assert_eq!(stranded(cap, Resources::new(400, 400, 400)), Resources::ZERO);
+    }
+}
