@@ -93,6 +93,21 @@ enum Cmd {
         #[arg(value_enum)]
         what: CellWhat,
     },
+    /// Quotas: `quota set USER BAND cpu=.. ram=.. disk=..`, `quota get [USER]`.
+    Quota {
+        #[command(subcommand)]
+        action: QuotaCmd,
+    },
+    /// Recent events (scheduling, preemption, evictions, machines), optionally of one job.
+    Events {
+        /// Job name (default: all).
+        job: Option<String>,
+        /// Most events shown.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Alloc sets and their allocs: machine, reservation, and the tasks inside each.
+    Allocs,
     /// Wait until a job's tasks are all running, or all dead (done).
     Wait {
         /// Job name.
@@ -103,6 +118,25 @@ enum Cmd {
         /// Give up after this many seconds (exit 2).
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QuotaCmd {
+    /// Grant USER a quota at BAND (batch, production, monitoring); zero removes it.
+    Set {
+        /// User.
+        user: String,
+        /// Band.
+        band: String,
+        /// Resources: cpu=2 ram=4Gi disk=10Gi (missing ones are 0).
+        #[arg(required = true)]
+        resources: Vec<String>,
+    },
+    /// Limit, used and free per user and band.
+    Get {
+        /// One user (default: all).
+        user: Option<String>,
     },
 }
 
@@ -174,16 +208,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let req = pb::ApplyJobRequest { spec: Some((&spec).into()), dry_run, expected_version };
             let r = c.apply_job(req).await.map_err(status)?.into_inner();
             if json {
+                let res = |x: Option<pb::Resources>| {
+                    x.map(|r| serde_json::json!({"cpu_millis": r.cpu_millis, "ram_bytes": r.ram_bytes, "disk_bytes": r.disk_bytes}))
+                };
                 print_json(&serde_json::json!({
                     "job": r.job, "action": r.action, "version": r.version, "dry_run": dry_run,
                     "placeable": r.placeable, "unplaceable": r.unplaceable, "why_pending": r.why_pending,
+                    "created": r.created, "restarted": r.restarted, "removed": r.removed, "in_place": r.in_place,
+                    "evicted": r.evicted, "quota_used_after": res(r.quota_used_after), "quota_limit": res(r.quota_limit),
                 }))?;
             } else if dry_run {
-                println!("job {}: would be {} (current version {})", r.job, r.action, r.version);
-                println!("placement now: {} of {} tasks fit", r.placeable, r.placeable + r.unplaceable);
-                if r.unplaceable > 0 {
-                    println!("would stay pending: {} tasks: {}", r.unplaceable, r.why_pending);
-                }
+                print!("{}", render::plan_text(&r));
             } else {
                 println!("job {} {} (version {})", r.job, r.action, r.version);
             }
@@ -293,6 +328,109 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_json(&render::cell_usage_json(&u))?;
             } else {
                 print!("{}", render::cell_usage_text(&u));
+            }
+        }
+        Cmd::Quota { action: QuotaCmd::Set { user, band, resources } } => {
+            let limit = borg_spec::quantity::parse_resources(&resources.join(",")).map_err(|e| anyhow!("{e}"))?;
+            let mut c = connect(&cli.master).await?;
+            let limit_pb = borg_spec::convert::resources_to_pb(limit);
+            c.set_quota(pb::SetQuotaRequest { user: user.clone(), band: band.clone(), limit: Some(limit_pb) })
+                .await
+                .map_err(status)?;
+            if json {
+                print_json(
+                    &serde_json::json!({"user": user, "band": band, "limit": {"cpu_millis": limit.cpu_millis, "ram_bytes": limit.ram_bytes, "disk_bytes": limit.disk_bytes}}),
+                )?;
+            } else {
+                println!("quota of {user} at {band}: {limit}");
+            }
+        }
+        Cmd::Quota { action: QuotaCmd::Get { user } } => {
+            let rows = connect(&cli.master)
+                .await?
+                .get_quota(pb::GetQuotaRequest { user: user.unwrap_or_default() })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .rows;
+            if json {
+                print_json(&rows.iter().map(render::quota_json).collect())?;
+            } else {
+                println!("{}", render::quota_table(&rows));
+            }
+        }
+        Cmd::Events { job, limit } => {
+            let events = connect(&cli.master)
+                .await?
+                .list_events(pb::ListEventsRequest { job: job.unwrap_or_default(), limit })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .events;
+            if json {
+                print_json(&events.iter().map(render::event_json).collect())?;
+            } else {
+                println!("{}", render::events_table(&events));
+            }
+        }
+        Cmd::Allocs => {
+            let mut c = connect(&cli.master).await?;
+            let jobs = c.list_jobs(pb::ListJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+            let mut rows = Vec::new();
+            for j in &jobs {
+                let s = j.spec.clone().unwrap_or_default();
+                if s.kind != pb::JobKind::AllocSet as i32 {
+                    continue;
+                }
+                let allocs = c
+                    .list_tasks(pb::ListTasksRequest { job: s.name.clone() })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .tasks;
+                // tasks of the jobs that run in this alloc set
+                let mut inside: Vec<(u32, String)> = Vec::new();
+                for user in jobs.iter().filter(|u| u.spec.as_ref().is_some_and(|x| x.alloc_set == s.name)) {
+                    let name = user.spec.clone().unwrap_or_default().name;
+                    for t in c
+                        .list_tasks(pb::ListTasksRequest { job: name.clone() })
+                        .await
+                        .map_err(status)?
+                        .into_inner()
+                        .tasks
+                    {
+                        if let Some(a) = t.alloc {
+                            inside.push((a, format!("{name}/{}", t.index)));
+                        }
+                    }
+                }
+                for a in allocs {
+                    let tasks: Vec<String> =
+                        inside.iter().filter(|(i, _)| *i == a.index).map(|(_, n)| n.clone()).collect();
+                    rows.push(serde_json::json!({
+                        "alloc_set": s.name, "index": a.index, "state": render::task_state(a.state),
+                        "machine": a.machine, "reserved": s.resources.map(|r| serde_json::json!({"cpu_millis": r.cpu_millis, "ram_bytes": r.ram_bytes, "disk_bytes": r.disk_bytes})),
+                        "tasks": tasks,
+                    }));
+                }
+            }
+            if json {
+                print_json(&serde_json::Value::Array(rows))?;
+            } else {
+                for r in rows {
+                    println!(
+                        "{}/{}  {}  {}  reserved {}  tasks [{}]",
+                        r["alloc_set"].as_str().unwrap_or(""),
+                        r["index"],
+                        r["state"].as_str().unwrap_or(""),
+                        r["machine"].as_str().unwrap_or("-"),
+                        r["reserved"],
+                        r["tasks"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                            .unwrap_or_default()
+                    );
+                }
             }
         }
         Cmd::Wait { name, until, timeout } => {

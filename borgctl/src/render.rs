@@ -20,6 +20,7 @@ fn kind(k: i32) -> &'static str {
     match pb::JobKind::try_from(k) {
         Ok(pb::JobKind::Batch) => "batch",
         Ok(pb::JobKind::Service) => "service",
+        Ok(pb::JobKind::AllocSet) => "alloc_set",
         _ => "unknown",
     }
 }
@@ -40,7 +41,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "job": t.job, "index": t.index, "state": task_state(t.state), "machine": t.machine,
         "exit_code": t.exit_code, "signal": t.signal, "restarts": t.restarts, "pid": t.pid,
         "used": res(&t.used),
-        "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version,
+        "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version, "alloc": t.alloc,
         "since_ms": t.state_since_ms,
     })
 }
@@ -367,4 +368,79 @@ pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
         ]);
     }
     format!("cell {}: {} machines up, {} down\n{t}\n{b}\n", u.cell, u.machines_up, u.machines_down)
+}
+
+fn res_text(r: &pb::Resources) -> String {
+    format!("cpu={}m ram={} disk={}", r.cpu_millis, format_bytes(r.ram_bytes), format_bytes(r.disk_bytes))
+}
+
+/// A quota row as JSON: `user`, `band`, `limit` (null = unlimited), `used`, `free`.
+pub fn quota_json(q: &pb::QuotaRow) -> Value {
+    json!({"user": q.user, "band": q.band, "limit": q.limit.map(|l| res(&Some(l))), "used": res(&q.used), "free": q.free.map(|f| res(&Some(f)))})
+}
+
+/// Quota rows as a table.
+pub fn quota_table(rows: &[pb::QuotaRow]) -> Table {
+    let mut t = table(&["USER", "BAND", "LIMIT", "USED", "FREE"]);
+    for q in rows {
+        t.add_row(vec![
+            q.user.clone(),
+            q.band.clone(),
+            q.limit.as_ref().map_or("unlimited".into(), res_text),
+            res_text(&q.used.unwrap_or_default()),
+            q.free.as_ref().map_or("-".into(), res_text),
+        ]);
+    }
+    t
+}
+
+/// Events as a table, oldest first.
+pub fn events_table(events: &[pb::Event]) -> Table {
+    let mut t = table(&["TIME", "JOB", "TASK", "EVENT", "MACHINE", "DETAIL"]);
+    for e in events {
+        t.add_row(vec![
+            clock(e.time_ms),
+            e.job.clone(),
+            e.index.map_or(String::new(), |i| i.to_string()),
+            e.kind.clone(),
+            e.machine.clone().unwrap_or_default(),
+            e.detail.clone(),
+        ]);
+    }
+    t
+}
+
+/// The dry-run plan of an apply, for people.
+pub fn plan_text(r: &pb::ApplyJobResponse) -> String {
+    let list = |v: &[u32]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let mut out = format!("job {}: would be {} (version {})\n", r.job, r.action, r.version);
+    if r.in_place {
+        out.push_str("  applied in place: no task restarts\n");
+    }
+    out.push_str(&format!(
+        "  create tasks:  {}\n  restart tasks: {}\n  remove tasks:  {}\n",
+        list(&r.created),
+        list(&r.restarted),
+        list(&r.removed)
+    ));
+    out.push_str(&format!("  placement now: {} of {} pending tasks fit\n", r.placeable, r.placeable + r.unplaceable));
+    if r.unplaceable > 0 {
+        out.push_str(&format!("  would stay pending: {}\n", r.why_pending));
+    }
+    if !r.evicted.is_empty() {
+        out.push_str(&format!("  would preempt: {}\n", r.evicted.join(", ")));
+    }
+    let used = r.quota_used_after.unwrap_or_default();
+    out.push_str(&format!(
+        "  quota after: {} of {}\n",
+        res_text(&used),
+        r.quota_limit.as_ref().map_or("unlimited".into(), res_text)
+    ));
+    out
 }

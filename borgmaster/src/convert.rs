@@ -19,6 +19,7 @@ pub fn task_to_pb(t: &Task, soft: &SoftState) -> pb::Task {
     let used = t.machine.as_ref().and_then(|m| soft.usage_of(m, &t.job, t.index, t.incarnation)).unwrap_or_default();
     pb::Task {
         used: Some(resources_to_pb(used)),
+        alloc: t.alloc,
         job: t.job.clone(),
         index: t.index,
         state: task_state_to_pb(t.state) as i32,
@@ -58,7 +59,7 @@ pub fn job_to_pb(j: &Job, soft: &SoftState) -> pb::Job {
         succeeded: j.tasks.iter().filter(|t| t.state == TaskState::Dead && t.exit_code == Some(0)).count() as u32,
         state: j.state_name().to_string(),
         why_pending: match (unplaced, soft.why_pending.get(&j.spec.name)) {
-            (true, Some(w)) => w.to_string(),
+            (true, Some(w)) => w.clone(),
             _ => String::new(),
         },
     }

@@ -69,7 +69,10 @@ fn build_poll(master: &Master, id: &MachineId) -> Option<(String, pb::PollReques
         .tasks_on(id)
         .filter_map(|t| {
             let job = s.jobs.get(&t.job)?;
-            let spec = &job.spec;
+            if job.spec.kind == borg_spec::JobKind::AllocSet {
+                return None; // an alloc is a reservation; nothing runs for it
+            }
+            let spec = job.spec_for(t.job_version);
             Some(pb::TaskAssignment {
                 job: t.job.clone(),
                 index: t.index,

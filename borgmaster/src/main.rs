@@ -42,6 +42,11 @@ struct Args {
     /// port 0 picks a free one). Off when not given.
     #[arg(long)]
     http: Option<String>,
+    /// Quota of users who have no grant at a band: `zero` (the default: nothing is admitted
+    /// above the free band without a grant), `unlimited` (the whole cell), or a vector such as
+    /// `cpu=100,ram=400Gi,disk=1Ti`. Applied to the cell state at start.
+    #[arg(long, default_value = "zero")]
+    default_quota: String,
     /// Longest wait between scheduling passes when nothing triggers one.
     #[arg(long, default_value = "1s", value_parser = duration)]
     schedule_interval: Duration,
@@ -66,7 +71,15 @@ async fn main() -> anyhow::Result<()> {
         missed_polls_down: args.missed_polls.max(1),
         schedule_interval: args.schedule_interval,
     };
+    let default_quota = match args.default_quota.as_str() {
+        "zero" => Some(scheduler_core::Resources::ZERO),
+        "unlimited" => None,
+        v => Some(borg_spec::quantity::parse_resources(v).map_err(|e| anyhow::anyhow!("--default-quota: {e}"))?),
+    };
     let master = Master::open(config, store)?;
+    if master.state().default_quota != default_quota {
+        master.propose(borgmaster::state::Command::SetDefaultQuota { limit: default_quota }).await?;
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;

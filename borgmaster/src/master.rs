@@ -7,7 +7,7 @@
 
 use crate::state::{ApplyOutcome, CellState, Command, CommandError, Entry, Event};
 use crate::store::{Store, StoreError, CHECKPOINT_EVERY};
-use scheduler_core::{MachineId, Params, Resources, Scheduler, WhyPending};
+use scheduler_core::{MachineId, Params, Resources, Scheduler};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub type TaskUsage = ((String, u32, u64), Resources, f64);
 #[derive(Debug, Default)]
 pub struct SoftState {
     /// Why each job's unplaced tasks are pending, from the last scheduling pass.
-    pub why_pending: HashMap<String, WhyPending>,
+    pub why_pending: HashMap<String, String>,
     /// Last successful poll of each machine, ms since the Unix epoch.
     pub last_seen_ms: HashMap<MachineId, i64>,
     /// Usage each Borglet reported in its last poll.
@@ -171,7 +171,7 @@ impl Master {
         }
         let placeable_changed = match command {
             Command::Bind { .. } => events.iter().any(|e| e.kind == "preempted"),
-            Command::TaskReports { .. } => events.iter().any(|e| e.kind == "dead"),
+            Command::TaskReports { .. } => events.iter().any(|e| e.kind == "dead" || e.kind == "pending"),
             _ => !events.is_empty(),
         };
         if placeable_changed {

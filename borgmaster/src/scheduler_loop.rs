@@ -11,6 +11,9 @@ use std::sync::Arc;
 /// own domain.
 pub const DOMAIN_ATTRIBUTE: &str = "rack";
 
+/// Attribute the snapshot gives every machine: its id (per_machine tasks are pinned with it).
+pub const MACHINE_ATTRIBUTE: &str = "borg.machine";
+
 /// One scheduling input built from the cell state.
 pub struct Snapshot {
     /// Machines in id order, with every live task bound to them as residents.
@@ -36,7 +39,9 @@ pub fn snapshot(state: &CellState) -> Snapshot {
     let mut index_of: HashMap<&MachineId, usize> = HashMap::new();
     for m in state.machines.values() {
         let domain = m.attributes.get(DOMAIN_ATTRIBUTE).unwrap_or(&m.id.0);
-        let i = model.push(m.id.clone(), m.capacity, m.attributes.clone(), domain, m.state == MachineState::Up);
+        let mut attrs = m.attributes.clone();
+        attrs.insert(MACHINE_ATTRIBUTE.into(), m.id.0.clone());
+        let i = model.push(m.id.clone(), m.capacity, attrs, domain, m.state == MachineState::Up);
         index_of.insert(&m.id, i);
     }
     let mut groups = Vec::new();
@@ -46,30 +51,50 @@ pub fn snapshot(state: &CellState) -> Snapshot {
         let job_id = job_id as u32;
         jobs.push(job.spec.name.clone());
         let mut pending = Vec::new();
+        let mut pinned = Vec::new();
         let mut occupied = Vec::new();
         for t in job.tasks.iter().filter(|t| t.state != TaskState::Dead) {
             let r = TaskRef { job: job_id, index: t.index };
             incarnations.insert(r, t.incarnation);
             match t.machine.as_ref().and_then(|m| index_of.get(m)) {
                 Some(&m) => {
-                    model.add(m, Resident { task: r, priority: job.spec.priority, request: job.spec.resources });
+                    if t.alloc.is_none() {
+                        let spec = job.spec_for(t.job_version);
+                        model.add(m, Resident { task: r, priority: spec.priority, request: spec.resources });
+                    }
                     occupied.push(m);
                 }
-                None if t.state == TaskState::Pending => pending.push(t.index),
+                None if t.state == TaskState::Pending && job.spec.alloc_set.is_empty() => match &t.pinned {
+                    Some(p) => pinned.push((t.index, p.clone())),
+                    None => pending.push(t.index),
+                },
                 None => {}
             }
         }
-        if !pending.is_empty() {
-            groups.push(TaskGroup {
+        let group = |tasks: Vec<u32>, extra: Option<scheduler_core::Constraint>| {
+            let mut constraints = job.spec.constraints.clone();
+            constraints.extend(extra);
+            TaskGroup {
                 job_id,
                 name: job.spec.name.clone(),
                 priority: job.spec.priority,
                 request: job.spec.resources,
-                constraints: job.spec.constraints.clone(),
+                constraints,
                 different_machine: job.spec.different_machine,
-                tasks: pending,
-                occupied,
-            });
+                tasks,
+                occupied: occupied.clone(),
+            }
+        };
+        if !pending.is_empty() {
+            groups.push(group(pending, None));
+        }
+        for (index, machine) in pinned {
+            let pin = scheduler_core::Constraint {
+                attribute: MACHINE_ATTRIBUTE.into(),
+                op: scheduler_core::ConstraintOp::Eq,
+                values: vec![machine.0],
+            };
+            groups.push(group(vec![index], Some(pin)));
         }
     }
     Snapshot { model, groups, jobs, incarnations }
@@ -87,6 +112,7 @@ pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
                 index: b.task.index,
                 incarnation: inc(&b.task),
                 machine: snap.model.ids[b.machine].clone(),
+                alloc: None,
             })
             .collect(),
         evictions: p
@@ -103,6 +129,64 @@ pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
     }
 }
 
+/// Places pending tasks of jobs that run in alloc sets into those sets' allocs (first alloc, by
+/// index, whose remaining reservation fits the task; Borg §2.4). Returns the bindings and, per
+/// job with tasks left over, why.
+pub fn alloc_bindings(state: &CellState) -> (Vec<Bind>, Vec<(String, String)>) {
+    let mut out = Vec::new();
+    let mut why = Vec::new();
+    for job in state.jobs.values().filter(|j| !j.spec.alloc_set.is_empty() && !j.killed) {
+        let pending: Vec<&crate::state::Task> =
+            job.tasks.iter().filter(|t| t.state == TaskState::Pending && t.machine.is_none()).collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let set = &job.spec.alloc_set;
+        let Some(allocs) = state.jobs.get(set).filter(|a| a.spec.kind == borg_spec::JobKind::AllocSet && !a.killed)
+        else {
+            why.push((job.spec.name.clone(), format!("alloc set {set:?} does not exist")));
+            continue;
+        };
+        // room left in each live alloc
+        let mut room: Vec<(u32, MachineId, scheduler_core::Resources)> = allocs
+            .tasks
+            .iter()
+            .filter(|a| a.state == TaskState::Running)
+            .filter_map(|a| a.machine.clone().map(|m| (a.index, m, allocs.spec.resources)))
+            .collect();
+        for j in state.jobs.values().filter(|j| j.spec.alloc_set == *set) {
+            for t in j.tasks.iter().filter(|t| t.state != TaskState::Dead) {
+                if let Some(r) = t.alloc.and_then(|a| room.iter_mut().find(|r| r.0 == a)) {
+                    r.2 = r.2.saturating_sub(j.spec_for(t.job_version).resources);
+                }
+            }
+        }
+        let mut left = 0;
+        for t in pending {
+            match room.iter_mut().find(|r| job.spec.resources.fits_in(&r.2)) {
+                Some(r) => {
+                    r.2 = r.2.saturating_sub(job.spec.resources);
+                    out.push(Bind {
+                        job: job.spec.name.clone(),
+                        index: t.index,
+                        incarnation: t.incarnation,
+                        machine: r.1.clone(),
+                        alloc: Some(r.0),
+                    });
+                }
+                None => left += 1,
+            }
+        }
+        if left > 0 {
+            why.push((
+                job.spec.name.clone(),
+                format!("0/{} allocs of {set} have room for {left} more task(s)", room.len()),
+            ));
+        }
+    }
+    (out, why)
+}
+
 /// Runs one scheduling pass: places what fits (preempting lower bands where needed), records why
 /// the rest is pending, and commits the decisions. Returns how many tasks were bound.
 pub async fn pass(master: &Master) -> usize {
@@ -113,9 +197,13 @@ pub async fn pass(master: &Master) -> usize {
 }
 
 async fn pass_inner(master: &Master) -> usize {
-    let mut snap = snapshot(&master.state());
-    if snap.groups.is_empty() {
-        master.soft().why_pending.clear();
+    let (mut snap, (alloc_binds, alloc_why)) = {
+        let state = master.state();
+        (snapshot(&state), alloc_bindings(&state))
+    };
+    if snap.groups.is_empty() && alloc_binds.is_empty() {
+        let mut soft = master.soft();
+        soft.why_pending = alloc_why.into_iter().collect();
         return 0;
     }
     let placement = {
@@ -126,17 +214,24 @@ async fn pass_inner(master: &Master) -> usize {
     };
     {
         let mut soft = master.soft();
-        soft.why_pending.clear();
+        soft.why_pending = alloc_why.into_iter().collect();
         for u in &placement.unplaced {
             for t in &u.tasks {
-                soft.why_pending.entry(snap.jobs[t.job as usize].clone()).or_insert_with(|| u.why.clone());
+                soft.why_pending.entry(snap.jobs[t.job as usize].clone()).or_insert_with(|| u.why.to_string());
             }
             tracing::debug!(tasks = u.tasks.len(), why = %u.why, "tasks left pending");
         }
     }
-    let (n, evicted) = (placement.bindings.len(), placement.preempted.len());
+    let mut command = decisions(&snap, &placement);
+    if let Command::Bind { bindings, .. } = &mut command {
+        bindings.extend(alloc_binds);
+    }
+    let (n, evicted) = match &command {
+        Command::Bind { bindings, evictions } => (bindings.len(), evictions.len()),
+        _ => (0, 0),
+    };
     if n + evicted > 0 {
-        if let Err(e) = master.propose(decisions(&snap, &placement)).await {
+        if let Err(e) = master.propose(command).await {
             tracing::error!(error = %e, "could not commit scheduling decisions; retrying next pass");
             return 0;
         }

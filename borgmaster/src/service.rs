@@ -8,7 +8,7 @@ use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
 use borg_spec::convert::resources_from_pb;
 use borg_spec::JobSpec;
-use scheduler_core::{MachineId, Scheduler, TaskGroup};
+use scheduler_core::{MachineId, Scheduler};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -32,50 +32,79 @@ fn propose_status(e: ProposeError) -> Status {
     match e {
         ProposeError::Rejected(CommandError::NoSuchJob(j)) => Status::not_found(format!("no job named {j:?}")),
         ProposeError::Rejected(e @ CommandError::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::OverQuota { .. }) => Status::resource_exhausted(e.to_string()),
         ProposeError::Rejected(e) => Status::invalid_argument(e.to_string()),
         ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
     }
 }
 
 impl BorgmasterService {
-    /// Dry run of an apply: how many of the spec's tasks would be placed on the cell as it is now
-    /// (the job's current tasks, if any, are counted as removed; preemption counts, as it would
-    /// in the real pass).
-    fn plan(&self, spec: &JobSpec) -> (u32, u32, String) {
-        let mut snap = snapshot(&self.master.state());
-        let existing = snap.jobs.iter().position(|j| *j == spec.name).map(|i| i as u32);
-        let job_id = existing.unwrap_or(snap.jobs.len() as u32);
-        if let Some(id) = existing {
-            for m in 0..snap.model.len() {
-                let mine: Vec<_> =
-                    snap.model.residents(m).iter().filter(|r| r.task.job == id).map(|r| r.task).collect();
-                for t in mine {
-                    snap.model.remove(m, t);
-                }
-            }
-        }
-        let group = TaskGroup {
-            job_id,
-            name: spec.name.clone(),
-            priority: spec.priority,
-            request: spec.resources,
-            constraints: spec.constraints.clone(),
-            different_machine: spec.different_machine,
-            tasks: (0..spec.tasks).collect(),
-            occupied: vec![],
+    /// Dry run of an apply: the command is applied to a copy of the cell state (the state
+    /// machine is pure), and a scheduling pass runs on the copy. Reports what would be created,
+    /// restarted (rolling update) or removed, what would be placed now and what preempted, and
+    /// the owner's quota after.
+    ///
+    /// Errors: the command would be rejected (version mismatch, over quota).
+    fn plan(&self, spec: &JobSpec, expected_version: Option<u64>) -> Result<pb::ApplyJobResponse, Status> {
+        let mut copy = self.master.state().clone();
+        copy.reindex();
+        let before = copy.jobs.get(&spec.name).map(|j| j.tasks.clone()).unwrap_or_default();
+        let entry = crate::state::Entry {
+            time_ms: crate::master::now_ms(),
+            command: Command::ApplyJob { spec: spec.clone(), expected_version },
         };
-        let mut groups: Vec<TaskGroup> = snap.groups.into_iter().filter(|g| g.name != spec.name).collect();
-        groups.push(group);
-        let params = *self.master.scheduler.lock().unwrap_or_else(|e| e.into_inner()).params();
-        let p = Scheduler::new(params).schedule(&mut snap.model, &groups);
-        let placed = p.bindings.iter().filter(|b| b.task.job == job_id).count() as u32;
-        let why = p
-            .unplaced
+        let (outcome, events) = copy.apply(&entry).map_err(|e| propose_status(ProposeError::Rejected(e)))?;
+        let (action, version) = match outcome {
+            ApplyOutcome::Created(v) => ("created", v),
+            ApplyOutcome::Updated(v) => ("updated", v),
+            ApplyOutcome::Unchanged(v) => ("unchanged", v),
+            _ => ("unchanged", 0),
+        };
+        let after = copy.jobs.get(&spec.name).map(|j| j.tasks.clone()).unwrap_or_default();
+        let created: Vec<u32> =
+            after.iter().filter(|t| before.get(t.index as usize).is_none()).map(|t| t.index).collect();
+        let removed: Vec<u32> = before.iter().filter(|t| t.index as usize >= after.len()).map(|t| t.index).collect();
+        let restarted: Vec<u32> = after
             .iter()
-            .find(|u| u.tasks.iter().any(|t| t.job == job_id))
-            .map(|u| u.why.to_string())
-            .unwrap_or_default();
-        (placed, spec.tasks - placed, why)
+            .filter(|t| {
+                before.get(t.index as usize).is_some_and(|b| b.incarnation != t.incarnation || t.job_version < version)
+            })
+            .map(|t| t.index)
+            .collect();
+        let in_place = events.iter().any(|e| e.kind == "updated" && e.detail.ends_with("in place"));
+        let mut snap = snapshot(&copy);
+        let params = *self.master.scheduler.lock().unwrap_or_else(|e| e.into_inner()).params();
+        let p = Scheduler::new(params).schedule(&mut snap.model, &snap.groups);
+        let job_id = snap.jobs.iter().position(|j| *j == spec.name).map(|i| i as u32);
+        let mine = |t: &scheduler_core::TaskRef| Some(t.job) == job_id;
+        let pending_now = after.iter().filter(|t| t.state == crate::state::TaskState::Pending).count() as u32;
+        let placeable = p.bindings.iter().filter(|b| mine(&b.task)).count() as u32;
+        let why = p.unplaced.iter().find(|u| u.tasks.iter().any(mine)).map(|u| u.why.to_string()).unwrap_or_default();
+        let evicted = p.preempted.iter().filter(|e| mine(&e.by)).map(|e| snap.name(e.victim)).collect();
+        let band = spec.band();
+        Ok(pb::ApplyJobResponse {
+            job: spec.name.clone(),
+            version,
+            action: action.into(),
+            placeable,
+            unplaceable: pending_now.saturating_sub(placeable),
+            why_pending: why,
+            created,
+            restarted,
+            removed,
+            in_place,
+            evicted,
+            quota_used_after: Some(borg_spec::convert::resources_to_pb(copy.quota_used(&spec.user, band, None))),
+            quota_limit: copy.quota_limit(&spec.user, band).map(borg_spec::convert::resources_to_pb),
+        })
+    }
+}
+
+fn band_from_name(s: &str) -> Result<scheduler_core::Band, Status> {
+    match scheduler_core::Band::from_name(s) {
+        Some(scheduler_core::Band::Free) => Err(Status::invalid_argument("band: the free band needs no quota")),
+        Some(b) => Ok(b),
+        None => Err(Status::invalid_argument(format!("band: {s:?} is not batch, production or monitoring"))),
     }
 }
 
@@ -85,32 +114,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let req = req.into_inner();
         let spec_pb = req.spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let spec = JobSpec::try_from(&spec_pb).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let current = self.master.state().jobs.get(&spec.name).map(|j| (j.version, j.spec == spec && !j.killed));
         if req.dry_run {
-            let (version, same) = current.unwrap_or((0, false));
-            if let Some(expected) = req.expected_version {
-                if expected != version {
-                    return Err(propose_status(ProposeError::Rejected(CommandError::VersionMismatch {
-                        job: spec.name.clone(),
-                        expected,
-                        actual: version,
-                    })));
-                }
-            }
-            let action = match (version, same) {
-                (0, _) => "created",
-                (_, true) => "unchanged",
-                _ => "updated",
-            };
-            let (placeable, unplaceable, why_pending) = self.plan(&spec);
-            return Ok(Response::new(pb::ApplyJobResponse {
-                job: spec.name,
-                version,
-                action: action.into(),
-                placeable,
-                unplaceable,
-                why_pending,
-            }));
+            return Ok(Response::new(self.plan(&spec, req.expected_version)?));
         }
         let name = spec.name.clone();
         let (outcome, _) = self
@@ -233,6 +238,55 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> Result<Response<pb::SetQuotaResponse>, Status> {
+        let r = req.into_inner();
+        if !borg_spec::job::valid_user_name(&r.user) {
+            return Err(Status::invalid_argument(format!("user: {:?} is not a user name", r.user)));
+        }
+        let band = band_from_name(&r.band)?;
+        let limit = borg_spec::convert::resources_from_pb(r.limit.as_ref());
+        self.master.propose(Command::SetQuota { user: r.user.clone(), band, limit }).await.map_err(propose_status)?;
+        tracing::info!(user = %r.user, %band, %limit, "quota set");
+        Ok(Response::new(pb::SetQuotaResponse {}))
+    }
+
+    async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> Result<Response<pb::GetQuotaResponse>, Status> {
+        let user = req.into_inner().user;
+        let state = self.master.state();
+        let to = borg_spec::convert::resources_to_pb;
+        let rows = state
+            .quota_rows((!user.is_empty()).then_some(user.as_str()))
+            .into_iter()
+            .map(|q| pb::QuotaRow {
+                user: q.user,
+                band: q.band.name().into(),
+                limit: q.limit.map(to),
+                used: Some(to(q.used)),
+                free: q.limit.map(|l| to(l.saturating_sub(q.used))),
+            })
+            .collect();
+        Ok(Response::new(pb::GetQuotaResponse { rows }))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let state = self.master.state();
+        let mut events: Vec<pb::Event> = state
+            .events
+            .iter()
+            .rev()
+            .filter(|e| r.job.is_empty() || e.job == r.job)
+            .take(limit)
+            .map(event_to_pb)
+            .collect();
+        events.reverse();
+        Ok(Response::new(pb::ListEventsResponse { events }))
     }
 
     async fn task_logs(&self, req: Request<pb::TaskLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {

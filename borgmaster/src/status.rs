@@ -120,7 +120,7 @@ pub fn render(master: &Master, insecure: bool) -> String {
     h.push_str("<h2>Jobs</h2><table><tr><th>job</th><th>user</th><th>priority</th><th>kind</th><th>state</th><th class=num>tasks</th><th class=num>running</th><th class=num>pending</th><th class=num>dead</th><th>why pending</th></tr>");
     for j in state.jobs.values() {
         let n = |s: TaskState| j.tasks.iter().filter(|t| t.state == s).count();
-        let why = soft.why_pending.get(&j.spec.name).map(|w| w.to_string()).unwrap_or_default();
+        let why = soft.why_pending.get(&j.spec.name).cloned().unwrap_or_default();
         let _ = write!(
             h,
             "<tr><td><a href='#job-{name}'>{name}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=muted>{}</td></tr>",

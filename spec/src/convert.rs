@@ -25,6 +25,7 @@ pub fn kind_to_pb(k: JobKind) -> pb::JobKind {
     match k {
         JobKind::Batch => pb::JobKind::Batch,
         JobKind::Service => pb::JobKind::Service,
+        JobKind::AllocSet => pb::JobKind::AllocSet,
     }
 }
 
@@ -33,6 +34,7 @@ pub fn kind_from_pb(k: i32) -> Option<JobKind> {
     match pb::JobKind::try_from(k).ok()? {
         pb::JobKind::Batch => Some(JobKind::Batch),
         pb::JobKind::Service => Some(JobKind::Service),
+        pb::JobKind::AllocSet => Some(JobKind::AllocSet),
         pb::JobKind::Unspecified => None,
     }
 }
@@ -100,6 +102,9 @@ impl From<&JobSpec> for pb::JobSpec {
                 .collect(),
             different_machine: s.different_machine,
             grace_period_ms: s.grace_period_ms,
+            alloc_set: s.alloc_set.clone(),
+            max_unavailable: s.max_unavailable,
+            per_machine: s.per_machine,
         }
     }
 }
@@ -114,7 +119,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
     fn try_from(p: &pb::JobSpec) -> Result<Self, ConvertError> {
         let mut problems = Vec::new();
         let kind = kind_from_pb(p.kind).unwrap_or_else(|| {
-            problems.push(Problem::new("kind", "must be batch or service"));
+            problems.push(Problem::new("kind", "must be batch, service or alloc_set"));
             JobKind::Batch
         });
         let restart = match &p.restart {
@@ -148,6 +153,9 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             constraints,
             different_machine: p.different_machine,
             grace_period_ms: p.grace_period_ms,
+            alloc_set: p.alloc_set.clone(),
+            max_unavailable: p.max_unavailable.max(1),
+            per_machine: p.per_machine,
         };
         problems.extend(spec.problems());
         if problems.is_empty() {

@@ -27,6 +27,9 @@ pub enum JobKind {
     Batch,
     /// Kept running: restarted per its restart policy.
     Service,
+    /// No processes: `tasks` allocs, each reserving `resources` on a machine for the tasks of
+    /// jobs that name this alloc set (Borg §2.4).
+    AllocSet,
 }
 
 impl JobKind {
@@ -35,6 +38,7 @@ impl JobKind {
         match self {
             JobKind::Batch => "batch",
             JobKind::Service => "service",
+            JobKind::AllocSet => "alloc_set",
         }
     }
 }
@@ -80,7 +84,7 @@ impl Restart {
     pub fn default_for(kind: JobKind) -> Restart {
         match kind {
             JobKind::Batch => Restart { policy: RestartPolicy::OnFailure, max_restarts: Some(3) },
-            JobKind::Service => Restart { policy: RestartPolicy::Always, max_restarts: None },
+            JobKind::Service | JobKind::AllocSet => Restart { policy: RestartPolicy::Always, max_restarts: None },
         }
     }
 }
@@ -112,6 +116,19 @@ pub struct JobSpec {
     pub different_machine: bool,
     /// SIGTERM-to-SIGKILL grace period, milliseconds.
     pub grace_period_ms: u64,
+    /// Name of the alloc set whose allocs this job's tasks run in (empty: none).
+    #[serde(default)]
+    pub alloc_set: String,
+    /// Rolling updates replace at most this many tasks at a time (>= 1).
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: u32,
+    /// One task on every machine (like a Kubernetes DaemonSet); `tasks` is then ignored.
+    #[serde(default)]
+    pub per_machine: bool,
+}
+
+fn default_max_unavailable() -> u32 {
+    1
 }
 
 /// One thing wrong with a spec: the field (a dotted path such as `resources.cpu` or
@@ -185,11 +202,30 @@ impl JobSpec {
         if self.tasks == 0 || self.tasks > MAX_TASKS {
             p.push(Problem::new("tasks", format!("{} must be between 1 and {MAX_TASKS}", self.tasks)));
         }
-        if self.command.is_empty() || self.command[0].is_empty() {
+        if self.kind == JobKind::AllocSet {
+            if !self.command.is_empty() {
+                p.push(Problem::new("command", "an alloc_set runs no command: leave it out"));
+            }
+            if !self.alloc_set.is_empty() || self.per_machine {
+                p.push(Problem::new("kind", "an alloc_set cannot itself be in an alloc set or per_machine"));
+            }
+        } else if self.command.is_empty() || self.command[0].is_empty() {
             p.push(Problem::new(
                 "command",
                 "must name a program: a non-empty list such as [\"/bin/sh\", \"-c\", \"...\"]",
             ));
+        }
+        if !self.alloc_set.is_empty() && !valid_job_name(&self.alloc_set) {
+            p.push(Problem::new(
+                "alloc_set",
+                format!("{:?} must name an alloc set: [a-z0-9-]{{1,63}}", self.alloc_set),
+            ));
+        }
+        if !self.alloc_set.is_empty() && self.per_machine {
+            p.push(Problem::new("per_machine", "a per_machine job cannot run in an alloc set"));
+        }
+        if self.max_unavailable == 0 {
+            p.push(Problem::new("max_unavailable", "must be at least 1"));
         }
         if self.command.len() > MAX_COMMAND_ARGS {
             p.push(Problem::new("command", format!("{} arguments; at most {MAX_COMMAND_ARGS}", self.command.len())));
@@ -274,6 +310,9 @@ pub(crate) mod tests {
             constraints: vec![],
             different_machine: false,
             grace_period_ms: DEFAULT_GRACE_MS,
+            alloc_set: String::new(),
+            max_unavailable: 1,
+            per_machine: false,
         }
     }
 

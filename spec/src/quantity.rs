@@ -146,9 +146,36 @@ pub fn parse_duration_ms(v: &Scalar) -> Result<u64, String> {
     scaled(num, unit, "duration")
 }
 
+/// Parses `cpu=2,ram=4Gi,disk=10Gi` (any order, `,` or whitespace between, missing keys are 0)
+/// into a resource vector (millicores, bytes, bytes).
+///
+/// Errors: an unknown key, a missing `=`, or a value its parser rejects.
+pub fn parse_resources(s: &str) -> Result<scheduler_core::Resources, String> {
+    let mut r = scheduler_core::Resources::ZERO;
+    for part in s.split([',', ' ']).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not key=value (cpu=, ram=, disk=)"))?;
+        let v = Scalar::Str(v.to_string());
+        match k {
+            "cpu" => r.cpu_millis = parse_cpu(&v)?,
+            "ram" => r.ram_bytes = parse_bytes(&v)?,
+            "disk" => r.disk_bytes = parse_bytes(&v)?,
+            _ => return Err(format!("unknown resource {k:?} (cpu, ram, disk)")),
+        }
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_lists() {
+        assert_eq!(parse_resources("cpu=2,ram=4Gi disk=1Ki"), Ok(scheduler_core::Resources::new(2000, 4 << 30, 1024)));
+        assert_eq!(parse_resources("ram=1Mi"), Ok(scheduler_core::Resources::new(0, 1 << 20, 0)));
+        assert!(parse_resources("gpu=1").is_err());
+        assert!(parse_resources("cpu").is_err());
+    }
 
     fn s(x: &str) -> Scalar {
         Scalar::Str(x.into())

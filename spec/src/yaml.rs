@@ -99,7 +99,8 @@ struct RawSpec {
     priority: Spanned<Scalar>,
     kind: Spanned<String>,
     tasks: Spanned<u32>,
-    command: Spanned<Vec<String>>,
+    #[serde(default)]
+    command: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     env: Option<Spanned<BTreeMap<String, String>>>,
     resources: Spanned<RawResources>,
@@ -111,6 +112,12 @@ struct RawSpec {
     different_machine: Option<bool>,
     #[serde(default)]
     grace_period: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    alloc_set: Option<Spanned<String>>,
+    #[serde(default)]
+    max_unavailable: Option<Spanned<u32>>,
+    #[serde(default)]
+    per_machine: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -213,7 +220,15 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     l.mark("priority", &raw.priority);
     l.mark("kind", &raw.kind);
     l.mark("tasks", &raw.tasks);
-    l.mark("command", &raw.command);
+    if let Some(c) = &raw.command {
+        l.mark("command", c);
+    }
+    if let Some(a) = &raw.alloc_set {
+        l.mark("alloc_set", a);
+    }
+    if let Some(m) = &raw.max_unavailable {
+        l.mark("max_unavailable", m);
+    }
     l.mark("resources", &raw.resources);
     l.mark("resources.cpu", &raw.resources.value.cpu);
     l.mark("resources.ram", &raw.resources.value.ram);
@@ -232,7 +247,8 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     let kind = match raw.kind.value.as_str() {
         "batch" => Some(JobKind::Batch),
         "service" => Some(JobKind::Service),
-        other => l.check("kind", Err(format!("{other:?} is not batch or service"))),
+        "alloc_set" => Some(JobKind::AllocSet),
+        other => l.check("kind", Err(format!("{other:?} is not batch, service or alloc_set"))),
     };
     let cpu = l.check("resources.cpu", parse_cpu(&raw.resources.value.cpu.value));
     let ram = l.check("resources.ram", parse_bytes(&raw.resources.value.ram.value));
@@ -302,13 +318,16 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         priority: priority.unwrap_or(Priority(0)),
         kind: kind.unwrap_or(JobKind::Batch),
         tasks: raw.tasks.value,
-        command: raw.command.value.clone(),
+        command: raw.command.as_ref().map(|c| c.value.clone()).unwrap_or_default(),
         env: raw.env.as_ref().map(|e| e.value.clone()).unwrap_or_default(),
         resources: Resources::new(cpu.unwrap_or(1), ram.unwrap_or(1), disk.unwrap_or(0)),
         restart: restart.unwrap_or(Restart::default_for(JobKind::Batch)),
         constraints,
         different_machine: raw.different_machine.unwrap_or(false),
         grace_period_ms: grace_period_ms.unwrap_or(DEFAULT_GRACE_MS),
+        alloc_set: raw.alloc_set.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+        max_unavailable: raw.max_unavailable.as_ref().map_or(1, |m| m.value),
+        per_machine: raw.per_machine.unwrap_or(false),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {

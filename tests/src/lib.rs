@@ -85,6 +85,7 @@ pub struct TestCell {
     /// The master's HTTP address (/metrics, /, /healthz), when started with HTTP.
     pub master_http: Option<String>,
     http: bool,
+    default_quota: String,
 }
 
 impl TestCell {
@@ -95,8 +96,13 @@ impl TestCell {
     }
 
     /// Like [`TestCell::start`]; with `http`, the master and every Borglet also serve HTTP
-    /// (`/metrics`) on an ephemeral port.
+    /// (`/metrics`) on an ephemeral port. The cell's default quota is unlimited.
     pub fn start_with(name: &str, n: usize, http: bool) -> TestCell {
+        Self::start_full(name, n, http, "unlimited")
+    }
+
+    /// Like [`TestCell::start_with`], with the master's `--default-quota` given.
+    pub fn start_full(name: &str, n: usize, http: bool, default_quota: &str) -> TestCell {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cell = TestCell {
             dir,
@@ -106,6 +112,7 @@ impl TestCell {
             name: name.into(),
             master_http: None,
             http,
+            default_quota: default_quota.to_string(),
         };
         cell.start_master("127.0.0.1:0");
         for _ in 0..n {
@@ -120,9 +127,18 @@ impl TestCell {
     /// (Re)starts the master on `listen` with the cell's data dir.
     pub fn start_master(&mut self, listen: &str) {
         let mut cmd = Command::new(bin("borgmaster"));
-        cmd.args(["--listen", listen, "--poll-interval", POLL, "--cell", "test"])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("master"));
+        cmd.args([
+            "--listen",
+            listen,
+            "--poll-interval",
+            POLL,
+            "--cell",
+            "test",
+            "--default-quota",
+            &self.default_quota,
+        ])
+        .arg("--data-dir")
+        .arg(self.dir.path().join("master"));
         if self.http {
             cmd.args(["--http", "127.0.0.1:0"]);
         }

@@ -5,8 +5,8 @@ use super::{
     Bind, CellState, Command, Entry, Event, Evict, Job, Machine, MachineState, Task, TaskKey, TaskReport, TaskState,
     MAX_EVENTS,
 };
-use borg_spec::JobSpec;
-use scheduler_core::MachineId;
+use borg_spec::{JobKind, JobSpec};
+use scheduler_core::{Band, MachineId, Resources};
 
 /// Why a command was rejected. Rejection changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,22 @@ pub enum CommandError {
     /// The named machine is not registered.
     #[error("no machine named {0:?}")]
     NoSuchMachine(String),
+    /// Admission control: the job needs more than the user's free quota at its band.
+    #[error("over quota: job {job:?} of {user} at band {band} needs {needed}, but {user}'s free quota at {band} is {free} (limit {limit})")]
+    OverQuota {
+        /// Job.
+        job: String,
+        /// User.
+        user: String,
+        /// Band.
+        band: scheduler_core::Band,
+        /// What the job would be charged.
+        needed: Resources,
+        /// Limit minus what the user's other jobs at the band are charged.
+        free: Resources,
+        /// The limit.
+        limit: Resources,
+    },
 }
 
 /// What an applied command did, besides its events.
@@ -63,7 +79,27 @@ impl CellState {
                 self.bind(bindings, &mut ev)
             }
             Command::TaskReports { reports } => self.task_reports(reports, &mut ev),
+            Command::SetQuota { user, band, limit } => {
+                let grants = self.quotas.entry(user.clone()).or_default();
+                if *limit == Resources::ZERO {
+                    grants.remove(band.name());
+                } else {
+                    grants.insert(band.name().to_string(), *limit);
+                }
+                if grants.is_empty() {
+                    self.quotas.remove(user);
+                }
+                ev.push("", None, "quota", format!("{user} at {band}: {limit}"), None);
+                ApplyOutcome::Done
+            }
+            Command::SetDefaultQuota { limit } => {
+                self.default_quota = *limit;
+                let text = limit.map_or("unlimited".to_string(), |l| l.to_string());
+                ev.push("", None, "quota", format!("default quota: {text}"), None);
+                ApplyOutcome::Done
+            }
         };
+        self.advance_rollouts(&mut ev);
         for e in &ev.out {
             if self.events.len() >= MAX_EVENTS {
                 self.events.pop_front();
@@ -71,6 +107,11 @@ impl CellState {
             self.events.push_back(e.clone());
         }
         Ok((outcome, ev.out))
+    }
+
+    /// Machines a per_machine job runs on: every machine that is up, by id.
+    fn per_machine_targets(&self) -> Vec<MachineId> {
+        self.machines.values().filter(|m| m.state == MachineState::Up).map(|m| m.id.clone()).collect()
     }
 
     fn apply_job(
@@ -85,49 +126,153 @@ impl CellState {
                 return Err(CommandError::VersionMismatch { job: spec.name.clone(), expected, actual });
             }
         }
-        let now = ev.now;
-        let Some(job) = self.jobs.get(&spec.name) else {
-            let tasks = (0..spec.tasks).map(|i| new_task(&spec.name, i, 1, 1, now, "submitted")).collect();
-            let job = Job { spec: spec.clone(), version: 1, submitted_ms: now, killed: false, tasks };
-            self.jobs.insert(spec.name.clone(), job);
-            ev.push(&spec.name, None, "submitted", format!("{} tasks, {}", spec.tasks, spec.priority), None);
-            return Ok(ApplyOutcome::Created(1));
-        };
-        if job.spec == *spec && !job.killed {
-            return Ok(ApplyOutcome::Unchanged(job.version));
+        if let Some(job) = self.jobs.get(&spec.name) {
+            if job.spec == *spec && !job.killed {
+                return Ok(ApplyOutcome::Unchanged(job.version));
+            }
         }
-        // Replace: every task restarts with the new spec as a new incarnation (rolling updates
-        // come later); tasks beyond the new count go away.
-        let version = job.version + 1;
-        let old: Vec<Task> = job.tasks.clone();
-        for t in &old {
-            self.unbind(t);
-        }
-        let mut tasks = Vec::with_capacity(spec.tasks as usize);
-        for i in 0..spec.tasks {
-            let incarnation = old.get(i as usize).map_or(1, |t| t.incarnation + 1);
-            if let Some(t) = old.get(i as usize) {
-                if t.state != TaskState::Dead {
-                    if let Some(m) = &t.machine {
-                        ev.push(&spec.name, Some(i), "stopping", format!("replaced by version {version}"), Some(m));
-                    }
+        let targets = if spec.per_machine { self.per_machine_targets() } else { Vec::new() };
+        let count = if spec.per_machine { targets.len() as u32 } else { spec.tasks };
+        // Admission control (see quota.rs for the rule).
+        let band = spec.band();
+        if band != Band::Free && spec.alloc_set.is_empty() {
+            if let Some(limit) = self.quota_limit(&spec.user, band) {
+                let needed = spec.resources.saturating_mul(count as u64);
+                let free = limit.saturating_sub(self.quota_used(&spec.user, band, Some(&spec.name)));
+                if !needed.fits_in(&free) {
+                    return Err(CommandError::OverQuota {
+                        job: spec.name.clone(),
+                        user: spec.user.clone(),
+                        band,
+                        needed,
+                        free,
+                        limit,
+                    });
                 }
             }
-            tasks.push(new_task(&spec.name, i, incarnation, version, now, &format!("updated to version {version}")));
         }
-        for t in old.iter().skip(spec.tasks as usize) {
+        let now = ev.now;
+        let pin = |t: &mut Task, i: usize| t.pinned = targets.get(i).cloned();
+        let Some(job) = self.jobs.get(&spec.name) else {
+            let tasks = (0..count)
+                .map(|i| {
+                    let mut t = new_task(&spec.name, i, 1, 1, now, "submitted");
+                    pin(&mut t, i as usize);
+                    t
+                })
+                .collect();
+            let job = Job {
+                spec: spec.clone(),
+                version: 1,
+                submitted_ms: now,
+                killed: false,
+                tasks,
+                old_specs: Default::default(),
+            };
+            self.jobs.insert(spec.name.clone(), job);
+            ev.push(&spec.name, None, "submitted", format!("{count} tasks, {}", spec.priority), None);
+            return Ok(ApplyOutcome::Created(1));
+        };
+        let version = job.version + 1;
+        let old = job.spec.clone();
+        let killed = job.killed;
+        let in_place = !killed && only_lowered(&old, spec);
+        let old_tasks: Vec<Task> = job.tasks.clone();
+        // Tasks beyond the new count go away.
+        for t in old_tasks.iter().skip(count as usize) {
+            self.unbind(t);
             if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {
                 ev.push(&spec.name, Some(t.index), "stopping", "task count reduced".into(), Some(m));
             }
         }
-        if let Some(job) = self.jobs.get_mut(&spec.name) {
-            job.spec = spec.clone();
-            job.version = version;
-            job.killed = false;
-            job.tasks = tasks;
+        let Some(job) = self.jobs.get_mut(&spec.name) else { return Ok(ApplyOutcome::Unchanged(actual)) };
+        job.tasks.truncate(count as usize);
+        for i in job.tasks.len() as u32..count {
+            let mut t = new_task(&spec.name, i, 1, version, now, &format!("created by version {version}"));
+            pin(&mut t, i as usize);
+            job.tasks.push(t);
         }
-        ev.push(&spec.name, None, "updated", format!("version {version}, {} tasks", spec.tasks), None);
+        if in_place {
+            // Lower requests or a priority change within the band: no restart needed.
+            for t in job.tasks.iter_mut().filter(|t| t.state != TaskState::Dead) {
+                t.job_version = version;
+            }
+            job.old_specs.clear();
+        } else if !killed {
+            job.old_specs.insert(job.version, old);
+        }
+        job.spec = spec.clone();
+        job.version = version;
+        if killed {
+            // A killed job comes back whole: every task starts again at once.
+            job.killed = false;
+            job.old_specs.clear();
+            for t in job.tasks.iter_mut() {
+                let fresh = new_task(
+                    &spec.name,
+                    t.index,
+                    t.incarnation + 1,
+                    version,
+                    now,
+                    &format!("updated to version {version}"),
+                );
+                *t = Task { pinned: t.pinned.clone(), ..fresh };
+            }
+        }
+        let how = if in_place {
+            "in place"
+        } else if killed {
+            "restarted"
+        } else {
+            "rolling"
+        };
+        ev.push(&spec.name, None, "updated", format!("version {version}, {count} tasks, {how}"), None);
         Ok(ApplyOutcome::Updated(version))
+    }
+
+    /// Rolling updates (DESIGN: Borg-style job updates): replaces tasks still on an earlier
+    /// version, in index order, while fewer than `max_unavailable` of the job's tasks are
+    /// pending. Runs after every command, so each task that comes up lets the next one go.
+    fn advance_rollouts(&mut self, ev: &mut Events) {
+        let rolling: Vec<String> =
+            self.jobs.values().filter(|j| !j.killed && j.rolling()).map(|j| j.spec.name.clone()).collect();
+        for name in rolling {
+            let Some(job) = self.jobs.get(&name) else { continue };
+            let max = job.spec.max_unavailable.max(1) as usize;
+            let version = job.version;
+            let down = job.tasks.iter().filter(|t| t.state == TaskState::Pending).count();
+            let next: Vec<Task> = job
+                .tasks
+                .iter()
+                .filter(|t| t.job_version < version && t.state != TaskState::Dead)
+                .take(max.saturating_sub(down))
+                .cloned()
+                .collect();
+            for t in next {
+                self.unbind(&t);
+                if let Some(m) = &t.machine {
+                    ev.push(&name, Some(t.index), "stopping", format!("replaced by version {version}"), Some(m));
+                }
+                let now = ev.now;
+                if let Some(task) = self.task_mut(&name, t.index) {
+                    let fresh = new_task(
+                        &name,
+                        t.index,
+                        t.incarnation + 1,
+                        version,
+                        now,
+                        &format!("updated to version {version}"),
+                    );
+                    *task = Task { pinned: task.pinned.clone(), ..fresh };
+                }
+                ev.push(&name, Some(t.index), "pending", format!("updated to version {version}"), None);
+            }
+            if let Some(job) = self.jobs.get_mut(&name) {
+                let used: std::collections::BTreeSet<u64> =
+                    job.tasks.iter().filter(|t| t.state != TaskState::Dead).map(|t| t.job_version).collect();
+                job.old_specs.retain(|v, _| used.contains(v));
+            }
+        }
     }
 
     fn kill_job(&mut self, name: &str, ev: &mut Events) -> Result<ApplyOutcome, CommandError> {
@@ -148,11 +293,17 @@ impl CellState {
             }
         }
         ev.push(name, None, "killed", format!("{} tasks stopped", live.len()), None);
+        if self.jobs.get(name).is_some_and(|j| j.spec.kind == JobKind::AllocSet) {
+            for t in &live {
+                self.evict_alloc_contents(name, t.index, "alloc set killed", ev);
+            }
+        }
         Ok(ApplyOutcome::Killed(live.len() as u32))
     }
 
     fn register_machine(&mut self, m: &Machine, ev: &mut Events) -> ApplyOutcome {
         let was_down = self.machines.get(&m.id).is_some_and(|old| old.state == MachineState::Down);
+        let is_new = !self.machines.contains_key(&m.id);
         let mut rec = m.clone();
         rec.state = MachineState::Up;
         rec.registered_ms = ev.now;
@@ -161,6 +312,21 @@ impl CellState {
         ev.push("", None, "registered", detail, Some(&m.id));
         if was_down {
             ev.push("", None, "machine-up", "registered again".into(), Some(&m.id));
+        }
+        if is_new {
+            // per_machine jobs grow a task on every new machine
+            let now = ev.now;
+            let jobs: Vec<String> =
+                self.jobs.values().filter(|j| j.spec.per_machine && !j.killed).map(|j| j.spec.name.clone()).collect();
+            for name in jobs {
+                if let Some(job) = self.jobs.get_mut(&name) {
+                    let i = job.tasks.len() as u32;
+                    let mut t = new_task(&name, i, 1, job.version, now, &format!("per_machine: new machine {}", m.id));
+                    t.pinned = Some(m.id.clone());
+                    job.tasks.push(t);
+                    ev.push(&name, Some(i), "submitted", format!("for new machine {}", m.id), None);
+                }
+            }
         }
         ApplyOutcome::Done
     }
@@ -180,6 +346,7 @@ impl CellState {
                 t.reason = "machine down".into();
                 t.state_since_ms = ev.now;
                 t.queued_ms = ev.now;
+                t.alloc = None;
                 ev.push(&job, Some(index), "pending", format!("evicted: machine {id} down"), Some(id));
             }
         }
@@ -215,7 +382,39 @@ impl CellState {
             t.reason = "preempted".into();
             t.state_since_ms = now;
             t.queued_ms = now;
+            t.alloc = None;
             ev.push(&e.job, Some(e.index), "preempted", format!("by {} on {}", e.by, e.machine), Some(&e.machine));
+            if self.jobs.get(&e.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet) {
+                self.evict_alloc_contents(&e.job, e.index, "its alloc was preempted", ev);
+            }
+        }
+    }
+
+    /// Sends every task running in alloc `alloc_set/index` back to pending.
+    fn evict_alloc_contents(&mut self, alloc_set: &str, index: u32, why: &str, ev: &mut Events) {
+        let inside: Vec<Task> = self
+            .jobs
+            .values()
+            .filter(|j| j.spec.alloc_set == alloc_set)
+            .flat_map(|j| j.tasks.iter())
+            .filter(|t| t.alloc == Some(index) && t.state != TaskState::Dead)
+            .cloned()
+            .collect();
+        for t in inside {
+            self.unbind(&t);
+            let now = ev.now;
+            if let Some(task) = self.task_mut(&t.job, t.index) {
+                task.state = TaskState::Pending;
+                task.machine = None;
+                task.pid = None;
+                task.alloc = None;
+                task.incarnation += 1;
+                task.restarts = 0;
+                task.reason = why.to_string();
+                task.state_since_ms = now;
+                task.queued_ms = now;
+            }
+            ev.push(&t.job, Some(t.index), "pending", format!("evicted: {why}"), t.machine.as_ref());
         }
     }
 
@@ -232,8 +431,21 @@ impl CellState {
             t.state_since_ms = now;
             t.exit_code = None;
             t.signal = None;
+            t.alloc = b.alloc;
             self.by_machine.entry(b.machine.clone()).or_default().insert((b.job.clone(), b.index));
-            ev.push(&b.job, Some(b.index), "scheduled", format!("on {}", b.machine), Some(&b.machine));
+            let is_alloc = self.jobs.get(&b.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet);
+            if is_alloc {
+                // an alloc runs nothing: it is up as soon as it holds its reservation
+                if let Some(t) = self.task_mut(&b.job, b.index) {
+                    t.state = TaskState::Running;
+                    t.reason = "reserved".into();
+                }
+            }
+            let detail = match b.alloc {
+                Some(a) => format!("on {} in alloc {a}", b.machine),
+                None => format!("on {}", b.machine),
+            };
+            ev.push(&b.job, Some(b.index), if is_alloc { "reserved" } else { "scheduled" }, detail, Some(&b.machine));
         }
         ApplyOutcome::Done
     }
@@ -305,6 +517,13 @@ pub(crate) fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
     }
 }
 
+/// Whether `new` differs from `old` only by lower (or equal) requests and a priority in the same
+/// band: such an update is applied in place, without restarting tasks.
+fn only_lowered(old: &JobSpec, new: &JobSpec) -> bool {
+    let same_rest = JobSpec { resources: old.resources, priority: old.priority, ..new.clone() } == *old;
+    same_rest && new.resources.fits_in(&old.resources) && new.band() == old.band()
+}
+
 fn new_task(job: &str, index: u32, incarnation: u64, version: u64, now: i64, reason: &str) -> Task {
     Task {
         job: job.to_string(),
@@ -320,6 +539,8 @@ fn new_task(job: &str, index: u32, incarnation: u64, version: u64, now: i64, rea
         reason: reason.to_string(),
         state_since_ms: now,
         queued_ms: now,
+        alloc: None,
+        pinned: None,
     }
 }
 
@@ -362,6 +583,9 @@ mod tests {
             constraints: vec![],
             different_machine: false,
             grace_period_ms: 1000,
+            alloc_set: String::new(),
+            max_unavailable: 1,
+            per_machine: false,
         }
     }
 
@@ -382,7 +606,7 @@ mod tests {
 
     fn bind(s: &mut CellState, job: &str, index: u32, m: &str) {
         let incarnation = s.task(&(job.into(), index)).unwrap().incarnation;
-        let b = Bind { job: job.into(), index, incarnation, machine: MachineId(m.into()) };
+        let b = Bind { job: job.into(), index, incarnation, machine: MachineId(m.into()), alloc: None };
         run(s, Command::Bind { bindings: vec![b], evictions: vec![] }).unwrap();
     }
 
@@ -428,7 +652,7 @@ mod tests {
         run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
         run(&mut s, Command::RegisterMachine { machine: machine("m2") }).unwrap();
         run(&mut s, Command::ApplyJob { spec: spec("web", 1), expected_version: None }).unwrap();
-        let stale = Bind { job: "web".into(), index: 0, incarnation: 99, machine: MachineId("m1".into()) };
+        let stale = Bind { job: "web".into(), index: 0, incarnation: 99, machine: MachineId("m1".into()), alloc: None };
         run(&mut s, Command::Bind { bindings: vec![stale], evictions: vec![] }).unwrap();
         assert_eq!(s.task(&("web".into(), 0)).unwrap().machine, None);
         bind(&mut s, "web", 0, "m1");
@@ -507,6 +731,126 @@ mod tests {
         // the same decision again is stale (new incarnation)
         let (_, ev) = run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
         assert!(ev.is_empty());
+    }
+
+    fn running(s: &mut CellState, job: &str, m: &str) {
+        let n = s.jobs[job].tasks.len() as u32;
+        for i in 0..n {
+            let t = s.task(&(job.into(), i)).unwrap().clone();
+            if t.state == TaskState::Pending {
+                if t.machine.is_none() {
+                    bind(s, job, i, m);
+                }
+                report(s, m, job, i, TaskState::Running, None);
+            }
+        }
+    }
+
+    #[test]
+    fn quota_admission_per_band_and_release_on_kill() {
+        let mut s = CellState::new("dev");
+        s.default_quota = Some(Resources::ZERO);
+        let mut web = spec("web", 2); // batch, 2 x 100m
+        assert!(matches!(
+            run(&mut s, Command::ApplyJob { spec: web.clone(), expected_version: None }),
+            Err(CommandError::OverQuota { needed, free, .. }) if needed == Resources::new(200, 2 << 20, 0) && free == Resources::ZERO
+        ));
+        let limit = Resources::new(300, 1 << 30, 1 << 30);
+        run(&mut s, Command::SetQuota { user: "alice".into(), band: Band::Batch, limit }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: web.clone(), expected_version: None }).unwrap();
+        assert_eq!(s.quota_used("alice", Band::Batch, None), Resources::new(200, 2 << 20, 0));
+        // production quota is separate: a production job is refused, a free one needs none
+        let mut prod = spec("prod", 1);
+        prod.priority = scheduler_core::Priority(200);
+        assert!(run(&mut s, Command::ApplyJob { spec: prod, expected_version: None }).is_err());
+        let mut free = spec("free", 50);
+        free.priority = scheduler_core::Priority(5);
+        run(&mut s, Command::ApplyJob { spec: free, expected_version: None }).unwrap();
+        // another 2-task batch job does not fit next to web; after killing web it does
+        let other = spec("other", 2);
+        assert!(run(&mut s, Command::ApplyJob { spec: other.clone(), expected_version: None }).is_err());
+        run(&mut s, Command::KillJob { name: "web".into() }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: other, expected_version: None }).unwrap();
+        // an update is charged without the job's own current use
+        web.tasks = 3;
+        run(&mut s, Command::KillJob { name: "other".into() }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: web, expected_version: None }).unwrap();
+        assert_eq!(s.quota_used("alice", Band::Batch, None).cpu_millis, 300);
+    }
+
+    #[test]
+    fn rolling_update_keeps_at_most_max_unavailable_down() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        let mut v1 = spec("web", 4);
+        run(&mut s, Command::ApplyJob { spec: v1.clone(), expected_version: None }).unwrap();
+        running(&mut s, "web", "m1");
+        v1.command = vec!["sleep".into(), "200".into()];
+        v1.max_unavailable = 2;
+        run(&mut s, Command::ApplyJob { spec: v1.clone(), expected_version: None }).unwrap();
+        let down = |s: &CellState| s.jobs["web"].tasks.iter().filter(|t| t.state == TaskState::Pending).count();
+        let versions = |s: &CellState| s.jobs["web"].tasks.iter().map(|t| t.job_version).collect::<Vec<_>>();
+        assert_eq!(down(&s), 2);
+        assert_eq!(versions(&s), vec![2, 2, 1, 1], "index order, two at a time");
+        assert_eq!(s.jobs["web"].spec_for(1).command, vec!["sleep", "100"], "old tasks keep the old spec");
+        running(&mut s, "web", "m1");
+        assert_eq!(versions(&s), vec![2, 2, 2, 2]);
+        running(&mut s, "web", "m1");
+        assert!(!s.jobs["web"].rolling() && s.jobs["web"].old_specs.is_empty());
+        // lowering requests is applied in place: nothing restarts
+        let before: Vec<u64> = s.jobs["web"].tasks.iter().map(|t| t.incarnation).collect();
+        v1.resources = Resources::new(50, 1 << 20, 0);
+        run(&mut s, Command::ApplyJob { spec: v1, expected_version: None }).unwrap();
+        let after: Vec<u64> = s.jobs["web"].tasks.iter().map(|t| t.incarnation).collect();
+        assert_eq!(before, after);
+        assert_eq!(down(&s), 0);
+        assert_eq!(s.jobs["web"].version, 3);
+    }
+
+    #[test]
+    fn per_machine_jobs_follow_the_machines() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::RegisterMachine { machine: machine("m2") }).unwrap();
+        let mut d = spec("agent", 1);
+        d.per_machine = true;
+        run(&mut s, Command::ApplyJob { spec: d, expected_version: None }).unwrap();
+        let pins: Vec<_> = s.jobs["agent"].tasks.iter().map(|t| t.pinned.clone().unwrap().0).collect();
+        assert_eq!(pins, vec!["m1", "m2"]);
+        run(&mut s, Command::RegisterMachine { machine: machine("m3") }).unwrap();
+        assert_eq!(s.jobs["agent"].tasks.len(), 3);
+        assert_eq!(s.jobs["agent"].tasks[2].pinned, Some(MachineId("m3".into())));
+        // re-registering a known machine adds nothing
+        run(&mut s, Command::RegisterMachine { machine: machine("m3") }).unwrap();
+        assert_eq!(s.jobs["agent"].tasks.len(), 3);
+    }
+
+    #[test]
+    fn allocs_reserve_and_their_eviction_takes_their_tasks() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        let mut set = spec("pool", 1);
+        set.kind = JobKind::AllocSet;
+        set.command = vec![];
+        set.resources = Resources::new(1000, 1 << 30, 0);
+        run(&mut s, Command::ApplyJob { spec: set, expected_version: None }).unwrap();
+        bind(&mut s, "pool", 0, "m1");
+        assert_eq!(s.task(&("pool".into(), 0)).unwrap().state, TaskState::Running, "an alloc is up once reserved");
+        let mut inner = spec("inner", 1);
+        inner.alloc_set = "pool".into();
+        run(&mut s, Command::ApplyJob { spec: inner, expected_version: None }).unwrap();
+        let b = Bind { job: "inner".into(), index: 0, incarnation: 1, machine: MachineId("m1".into()), alloc: Some(0) };
+        run(&mut s, Command::Bind { bindings: vec![b], evictions: vec![] }).unwrap();
+        assert_eq!(
+            s.allocated_on(&MachineId("m1".into())),
+            Resources::new(1000, 1 << 30, 0),
+            "the task uses the alloc's room"
+        );
+        let e =
+            Evict { job: "pool".into(), index: 0, incarnation: 1, machine: MachineId("m1".into()), by: "p/0".into() };
+        run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
+        let t = s.task(&("inner".into(), 0)).unwrap();
+        assert_eq!((t.state, t.alloc, t.machine.clone()), (TaskState::Pending, None, None));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! plus the log after it.
 
 mod apply;
+mod quota;
 mod types;
 
 pub use apply::{ApplyOutcome, CommandError};
+pub use quota::QuotaRow;
 pub use types::*;
 
 use scheduler_core::{MachineId, Resources};
@@ -34,6 +36,13 @@ pub struct CellState {
     pub events: VecDeque<Event>,
     /// Index of the last log entry applied (0 = none).
     pub applied_index: u64,
+    /// Quota grants: user -> band name -> limit.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, BTreeMap<String, Resources>>,
+    /// Quota of users without a grant at a band; `None` = unlimited. A new cell state is
+    /// unlimited; the master sets its configured default (zero unless told otherwise) at start.
+    #[serde(default)]
+    pub default_quota: Option<Resources>,
     /// Derived: tasks bound to each machine that are not dead. Rebuilt by [`CellState::reindex`].
     #[serde(skip)]
     by_machine: BTreeMap<MachineId, BTreeSet<TaskKey>>,
@@ -68,10 +77,11 @@ impl CellState {
         self.by_machine.get(m).into_iter().flatten().filter_map(|k| self.task(k))
     }
 
-    /// Sum of the requests of the tasks bound to `m` that are not dead.
+    /// Sum of the requests of the tasks bound to `m` that are not dead (allocs count; tasks
+    /// inside allocs do not: the alloc already reserved their room).
     pub fn allocated_on(&self, m: &MachineId) -> Resources {
-        self.tasks_on(m).fold(Resources::ZERO, |acc, t| match self.jobs.get(&t.job) {
-            Some(j) => acc.saturating_add(j.spec.resources),
+        self.tasks_on(m).filter(|t| t.alloc.is_none()).fold(Resources::ZERO, |acc, t| match self.jobs.get(&t.job) {
+            Some(j) => acc.saturating_add(j.spec_for(t.job_version).resources),
             None => acc,
         })
     }

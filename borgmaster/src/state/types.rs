@@ -1,7 +1,7 @@
 //! Records of the cell state and the commands that change it.
 
 use borg_spec::JobSpec;
-use scheduler_core::{Attributes, MachineId, Resources};
+use scheduler_core::{Attributes, Band, MachineId, Resources};
 use serde::{Deserialize, Serialize};
 
 /// Task state (Borg Figure 2): `pending -> running -> dead`, `running -> pending` on eviction or
@@ -59,6 +59,12 @@ pub struct Task {
     /// start of its placement latency.
     #[serde(default)]
     pub queued_ms: i64,
+    /// For a task of a job in an alloc set: the index of the alloc it runs in.
+    #[serde(default)]
+    pub alloc: Option<u32>,
+    /// For a per_machine job's task: the machine it belongs to.
+    #[serde(default)]
+    pub pinned: Option<MachineId>,
 }
 
 /// A job: its spec, version and tasks.
@@ -72,11 +78,28 @@ pub struct Job {
     pub submitted_ms: i64,
     /// Set by a kill; cleared by a later apply.
     pub killed: bool,
-    /// Tasks by index; `tasks.len() == spec.tasks`.
+    /// Tasks by index; `tasks.len() == spec.tasks` (per_machine jobs: one per machine).
     pub tasks: Vec<Task>,
+    /// Specs of earlier versions still run by some task during a rolling update, by version.
+    #[serde(default)]
+    pub old_specs: std::collections::BTreeMap<u64, JobSpec>,
 }
 
 impl Job {
+    /// The spec a task of version `v` runs: the current one, or an earlier one mid-rollout.
+    pub fn spec_for(&self, v: u64) -> &JobSpec {
+        if v == self.version {
+            &self.spec
+        } else {
+            self.old_specs.get(&v).unwrap_or(&self.spec)
+        }
+    }
+
+    /// Whether live tasks still run an earlier version (a rolling update is under way).
+    pub fn rolling(&self) -> bool {
+        self.tasks.iter().any(|t| t.job_version < self.version && t.state != TaskState::Dead)
+    }
+
     /// `killed`, `done` (every task dead), `pending` (none running) or `running`.
     pub fn state_name(&self) -> &'static str {
         if self.killed {
@@ -146,6 +169,9 @@ pub struct Bind {
     pub incarnation: u64,
     /// Machine.
     pub machine: MachineId,
+    /// For a task of a job in an alloc set: the alloc it goes into.
+    #[serde(default)]
+    pub alloc: Option<u32>,
 }
 
 /// An eviction decided by the scheduler to make room for a higher-band task (Borg §2.5).
@@ -230,6 +256,20 @@ pub enum Command {
     TaskReports {
         /// (machine, report) pairs.
         reports: Vec<(MachineId, TaskReport)>,
+    },
+    /// Sets `user`'s quota at `band` (a resource vector; zero removes the grant).
+    SetQuota {
+        /// User.
+        user: String,
+        /// Band (quota is per band; the free band needs none).
+        band: Band,
+        /// Limit: millicores, bytes, bytes.
+        limit: Resources,
+    },
+    /// Sets the quota of users who have none at a band; `None` = unlimited (the whole cell).
+    SetDefaultQuota {
+        /// The default limit.
+        limit: Option<Resources>,
     },
 }
 
