@@ -78,8 +78,18 @@ impl BorgmasterService {
         let job_id = snap.jobs.iter().position(|j| *j == spec.name).map(|i| i as u32);
         let mine = |t: &scheduler_core::TaskRef| Some(t.job) == job_id;
         let pending_now = after.iter().filter(|t| t.state == crate::state::TaskState::Pending).count() as u32;
-        let placeable = p.bindings.iter().filter(|b| mine(&b.task)).count() as u32;
-        let why = p.unplaced.iter().find(|u| u.tasks.iter().any(mine)).map(|u| u.why.to_string()).unwrap_or_default();
+        let (placeable, why) = if spec.alloc_set.is_empty() {
+            let placeable = p.bindings.iter().filter(|b| mine(&b.task)).count() as u32;
+            (
+                placeable,
+                p.unplaced.iter().find(|u| u.tasks.iter().any(mine)).map(|u| u.why.to_string()).unwrap_or_default(),
+            )
+        } else {
+            // tasks of alloc-set jobs go into allocs, not onto machines
+            let (binds, whys) = crate::scheduler_loop::alloc_bindings(&copy);
+            let placeable = binds.iter().filter(|b| b.job == spec.name).count() as u32;
+            (placeable, whys.into_iter().find(|(j, _)| *j == spec.name).map(|(_, w)| w).unwrap_or_default())
+        };
         let evicted = p.preempted.iter().filter(|e| mine(&e.by)).map(|e| snap.name(e.victim)).collect();
         let band = spec.band();
         Ok(pb::ApplyJobResponse {

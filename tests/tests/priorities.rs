@@ -191,7 +191,14 @@ fn jobs_run_inside_an_alloc_set() {
     let allocated: u64 =
         machines.as_array().unwrap().iter().map(|m| m["allocated"]["cpu_millis"].as_u64().unwrap()).sum();
     assert_eq!(allocated, 4000, "the allocs reserve 4 cores; the tasks inside add nothing");
-    cell.apply_yaml("inner", &service("inner", "production", 5, "1", "alloc_set: pool\n"));
+    let five = cell.dir.path().join("inner5.yaml");
+    std::fs::write(&five, service("inner", "production", 5, "1", "alloc_set: pool\n")).unwrap();
+    let out = cell.borgctl(&["apply", "-f", five.to_str().unwrap(), "--dry-run", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(2), "a dry run that leaves tasks pending exits 2");
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((plan["placeable"].as_u64(), plan["unplaceable"].as_u64()), (Some(1), Some(1)), "{plan}");
+    assert!(plan["why_pending"].as_str().unwrap().contains("allocs of pool"), "{plan}");
+    cell.apply(&five);
     cell.wait_for(Duration::from_secs(10), "4 of 5 running", |c| {
         c.tasks("inner").iter().filter(|t| t["state"] == "running").count() == 4
     });
