@@ -32,9 +32,59 @@ pub enum ProposeError {
     /// The state machine rejected it (no such job, version mismatch, ...); nothing changed.
     #[error(transparent)]
     Rejected(#[from] CommandError),
-    /// It could not be made durable; nothing changed.
+    /// It could not be made durable; nothing changed. The text is the storage error.
     #[error("storage: {0}")]
-    Storage(#[from] StoreError),
+    Storage(String),
+    /// The master is shutting down.
+    #[error("the Borgmaster is stopping")]
+    Stopped,
+}
+
+/// The single writer: takes every waiting proposal, appends them with one synced write, applies
+/// them, and checkpoints every [`CHECKPOINT_EVERY`] entries. Ends when the master is dropped.
+async fn committer(
+    master: std::sync::Weak<Master>,
+    store: Store,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+) {
+    let mut since_checkpoint = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let Some(master) = master.upgrade() else { return };
+        let time_ms = now_ms();
+        let (entries, replies): (Vec<Entry>, Vec<Proposal>) = group
+            .into_iter()
+            .map(|p| {
+                let entry = Entry { time_ms, command: p.command.clone() };
+                (entry, p)
+            })
+            .unzip();
+        let first_index = master.state().applied_index + 1;
+        if let Err(e) = tokio::task::block_in_place(|| store.append_all(first_index, &entries)) {
+            tracing::error!(error = %e, "log write failed; {} commands not applied", entries.len());
+            let text = e.to_string();
+            for p in replies {
+                let _ = p.reply.send(Err(ProposeError::Storage(text.clone())));
+            }
+            continue;
+        }
+        metrics::histogram!(crate::metrics::COMMIT_GROUP).record(entries.len() as f64);
+        since_checkpoint += entries.len() as u64;
+        master.apply_group(first_index, entries, replies);
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            let snapshot = master.state().clone();
+            match tokio::task::block_in_place(|| store.checkpoint(&snapshot)) {
+                Ok(()) => since_checkpoint = 0,
+                Err(e) => tracing::warn!(error = %e, "checkpoint failed; the log keeps growing until one succeeds"),
+            }
+        }
+    }
 }
 
 /// One task's usage in one poll: ((job, index, incarnation), usage, CPU seconds since start).
@@ -65,17 +115,21 @@ impl SoftState {
     }
 }
 
-struct Writer {
-    store: Store,
-    since_checkpoint: u64,
+/// A command waiting for the committer, and where to send its result.
+struct Proposal {
+    command: Command,
+    reply: tokio::sync::oneshot::Sender<Result<(ApplyOutcome, Vec<Event>), ProposeError>>,
 }
+
+/// Most commands committed in one group (one synced write).
+const MAX_GROUP: usize = 4096;
 
 /// The Borgmaster's shared core. Cheap to share behind an `Arc`.
 pub struct Master {
     /// Settings.
     pub config: MasterConfig,
     state: RwLock<CellState>,
-    writer: tokio::sync::Mutex<Writer>,
+    proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// Soft state (see [`SoftState`]).
     pub soft: Mutex<SoftState>,
     /// The scheduler and its caches (only the scheduler loop and dry runs use it).
@@ -105,16 +159,19 @@ impl Master {
             applied_index = state.applied_index,
             "cell state loaded"
         );
-        Ok(Arc::new(Master {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let master = Arc::new(Master {
             config,
             state: RwLock::new(state),
-            writer: tokio::sync::Mutex::new(Writer { store, since_checkpoint: 0 }),
+            proposals: tx,
             soft: Mutex::new(SoftState::default()),
             scheduler: Mutex::new(Scheduler::new(Params::default())),
             schedule_wakeup: Notify::new(),
             machines_changed: Notify::new(),
             machine_wakeups: Mutex::new(HashMap::new()),
-        }))
+        });
+        tokio::spawn(committer(Arc::downgrade(&master), store, rx));
+        Ok(master)
     }
 
     /// Read access to the cell state. Do not hold it across an `.await`.
@@ -135,32 +192,34 @@ impl Master {
 
     /// Makes `command` durable, applies it, and wakes the parts its events concern.
     ///
-    /// Returns the outcome and events. Errors: [`ProposeError::Storage`] when the log write
-    /// failed (nothing changed); [`ProposeError::Rejected`] when the state machine refused the
-    /// command (it stays in the log as a no-op, as it would in a Raft log).
+    /// Commands from every caller are committed in groups: the committer takes all that are
+    /// waiting, writes them with one synced RocksDB write (group commit), then applies them in
+    /// order. Returns the outcome and events. Errors: [`ProposeError::Storage`] when the log
+    /// write failed (nothing changed); [`ProposeError::Rejected`] when the state machine refused
+    /// the command (it stays in the log as a no-op, as it would in a Raft log).
     pub async fn propose(&self, command: Command) -> Result<(ApplyOutcome, Vec<Event>), ProposeError> {
-        let mut w = self.writer.lock().await;
-        let entry = Entry { time_ms: now_ms(), command };
-        let index = self.state().applied_index + 1;
-        tokio::task::block_in_place(|| w.store.append(index, &entry))?;
-        let result = {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.proposals.send(Proposal { command, reply }).map_err(|_| ProposeError::Stopped)?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Applies a durable group of entries starting at `first` and answers each proposer.
+    fn apply_group(&self, first: u64, entries: Vec<Entry>, replies: Vec<Proposal>) {
+        let mut results = Vec::with_capacity(entries.len());
+        {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            s.applied_index = index;
-            s.apply(&entry)
-        };
-        w.since_checkpoint += 1;
-        if w.since_checkpoint >= CHECKPOINT_EVERY {
-            let snapshot = self.state().clone();
-            match tokio::task::block_in_place(|| w.store.checkpoint(&snapshot)) {
-                Ok(()) => w.since_checkpoint = 0,
-                Err(e) => tracing::warn!(error = %e, "checkpoint failed; the log keeps growing until one succeeds"),
+            for (i, entry) in entries.iter().enumerate() {
+                s.applied_index = first + i as u64;
+                results.push(s.apply(entry));
             }
         }
-        drop(w);
-        let (outcome, events) = result?;
-        crate::metrics::on_events(&self.state(), &events);
-        self.dispatch(&entry.command, &events);
-        Ok((outcome, events))
+        for ((entry, result), p) in entries.iter().zip(results).zip(replies) {
+            if let Ok((_, events)) = &result {
+                crate::metrics::on_events(&self.state(), events);
+                self.dispatch(&entry.command, events);
+            }
+            let _ = p.reply.send(result.map_err(ProposeError::Rejected));
+        }
     }
 
     fn dispatch(&self, command: &Command, events: &[Event]) {

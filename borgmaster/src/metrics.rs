@@ -18,6 +18,8 @@ pub const PASS_SECONDS: &str = "borg_scheduling_pass_duration_seconds";
 pub const PLACEMENT_LATENCY: &str = "borg_placement_latency_seconds";
 /// One poll of one Borglet, as the master sees it.
 pub const POLL_SECONDS: &str = "borg_link_poll_duration_seconds";
+/// Commands per group commit.
+pub const COMMIT_GROUP: &str = "borg_commit_group_size";
 /// Evictions by reason.
 pub const EVICTIONS: &str = "borg_evictions_total";
 /// Task state transitions by kind.
@@ -90,6 +92,7 @@ fn describe() {
         Unit::Seconds,
         "Round trip of one poll of one Borglet, as the master measures it."
     );
+    describe_histogram!(COMMIT_GROUP, Unit::Count, "Commands written by one synced log write (group commit).");
 }
 
 fn band(b: usize) -> &'static str {

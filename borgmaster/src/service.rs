@@ -35,6 +35,7 @@ fn propose_status(e: ProposeError) -> Status {
         ProposeError::Rejected(e @ CommandError::OverQuota { .. }) => Status::resource_exhausted(e.to_string()),
         ProposeError::Rejected(e) => Status::invalid_argument(e.to_string()),
         ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
+        ProposeError::Stopped => Status::unavailable("the Borgmaster is stopping"),
     }
 }
 

@@ -12,8 +12,8 @@ use crate::state::{CellState, Entry};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::{Path, PathBuf};
 
-/// Log entries between checkpoints.
-pub const CHECKPOINT_EVERY: u64 = 1000;
+/// Log entries between checkpoints (a checkpoint writes the whole state).
+pub const CHECKPOINT_EVERY: u64 = 10_000;
 
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const LOG_PREFIX: &[u8] = b"log/";
@@ -112,10 +112,21 @@ impl Store {
     ///
     /// Errors: the write failed; the entry is then not in the log.
     pub fn append(&self, index: u64, entry: &Entry) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(entry).map_err(self.corrupt(format!("log entry {index}")))?;
+        self.append_all(index, std::slice::from_ref(entry))
+    }
+
+    /// Appends `entries` as indexes `first`, `first + 1`, ... in one synced write (group
+    /// commit: one fsync however many entries). When this returns Ok all of them are durable;
+    /// on error none is.
+    pub fn append_all(&self, first: u64, entries: &[Entry]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put(log_key(index), bytes);
-        self.write_synced(batch, format!("append log entry {index}"))
+        for (i, entry) in entries.iter().enumerate() {
+            let index = first + i as u64;
+            let bytes = serde_json::to_vec(entry).map_err(self.corrupt(format!("log entry {index}")))?;
+            batch.put(log_key(index), bytes);
+        }
+        let last = first + entries.len() as u64 - 1;
+        self.write_synced(batch, format!("append log entries {first}..={last}"))
     }
 
     /// Writes `state` as the checkpoint and deletes the log up to `state.applied_index`, in one
