@@ -108,6 +108,37 @@ enum Cmd {
     },
     /// Alloc sets and their allocs: machine, reservation, and the tasks inside each.
     Allocs,
+    /// Load driver: apply many jobs concurrently, measure apply -> bound -> running per task.
+    Bench {
+        /// Job name prefix.
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+        /// Jobs to apply.
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        /// Tasks per job.
+        #[arg(long, default_value_t = 1)]
+        tasks_per_job: u32,
+        /// Per-task CPU ("100m", "0.5").
+        #[arg(long, default_value = "100m")]
+        cpu: String,
+        /// Per-task RAM ("500Mi").
+        #[arg(long, default_value = "500Mi")]
+        ram: String,
+        /// Priority (band name or integer).
+        #[arg(long, default_value = "batch")]
+        priority: String,
+        /// Applies in flight at once.
+        #[arg(long, default_value_t = 1000)]
+        concurrency: usize,
+        /// Seconds to wait for every task to run.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Apply the jobs of a tasks CSV (fauxmaster's neutral format, e.g. from `fauxmaster
+        /// export`) instead of synthetic ones.
+        #[arg(long)]
+        tasks_csv: Option<PathBuf>,
+    },
     /// Wait until a job's tasks are all running, or all dead (done).
     Wait {
         /// Job name.
@@ -431,6 +462,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .unwrap_or_default()
                     );
                 }
+            }
+        }
+        Cmd::Bench { prefix, jobs, tasks_per_job, cpu, ram, priority, concurrency, timeout, tasks_csv } => {
+            use borg_spec::quantity::{parse_bytes, parse_cpu, Scalar};
+            let cpu = parse_cpu(&Scalar::Str(cpu)).map_err(|e| anyhow!("--cpu: {e}"))?;
+            let ram = parse_bytes(&Scalar::Str(ram)).map_err(|e| anyhow!("--ram: {e}"))?;
+            let priority = match scheduler_core::Band::from_name(&priority) {
+                Some(b) => b.base_priority().0,
+                None => {
+                    priority.parse().map_err(|_| anyhow!("--priority: {priority:?} is not a band or an integer"))?
+                }
+            };
+            // a channel with room for many concurrent streams
+            let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", cli.master))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(120));
+            let client = BorgmasterClient::new(
+                ep.connect().await.map_err(|e| anyhow!("cannot reach the Borgmaster at {}: {e}", cli.master))?,
+            );
+            let spec = borgctl::bench::BenchSpec {
+                prefix,
+                jobs,
+                tasks_per_job,
+                resources: scheduler_core::Resources::new(cpu, ram, 0),
+                priority,
+                concurrency,
+                timeout: Duration::from_secs(timeout),
+            };
+            let specs = match &tasks_csv {
+                Some(p) => borgctl::bench::jobs_from_csv(p, &spec.prefix)?,
+                None => borgctl::bench::synthetic_jobs(&spec),
+            };
+            let r = borgctl::bench::run(client, &spec, specs).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "{} of {} tasks ({} jobs, concurrency {}) running {:.3} s after the first apply: {:.0} tasks/s\n  apply -> bound:   p50 {} ms, p90 {} ms, p99 {} ms\n  apply -> running: p50 {} ms, p90 {} ms, p99 {} ms",
+                    r["running"], r["tasks"], r["jobs"], r["concurrency"], r["seconds"].as_f64().unwrap_or(0.0), r["tasks_per_second"].as_f64().unwrap_or(0.0),
+                    r["apply_to_bound"]["p50_ms"], r["apply_to_bound"]["p90_ms"], r["apply_to_bound"]["p99_ms"],
+                    r["apply_to_running"]["p50_ms"], r["apply_to_running"]["p90_ms"], r["apply_to_running"]["p99_ms"],
+                );
             }
         }
         Cmd::Wait { name, until, timeout } => {

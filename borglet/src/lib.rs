@@ -6,6 +6,7 @@
 //! [`machine`] what the machine offers; [`service`] the gRPC service the master polls.
 
 pub mod cgroup;
+pub mod hollow;
 pub mod machine;
 pub mod metrics;
 pub mod process;

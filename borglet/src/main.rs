@@ -22,6 +22,10 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not k=v"))
 }
 
+fn duration(s: &str) -> Result<Duration, String> {
+    borg_spec::quantity::parse_duration_ms(&borg_spec::quantity::Scalar::Str(s.into())).map(Duration::from_millis)
+}
+
 fn millicores(s: &str) -> Result<u64, String> {
     s.trim_end_matches('m').parse().map_err(|_| format!("{s:?} is not a number of millicores"))
 }
@@ -59,6 +63,20 @@ struct Args {
     /// Off when not given.
     #[arg(long)]
     http: Option<String>,
+    /// Run N hollow machines instead of this one (for testing the master at scale): ids
+    /// `<machine-id>-h<i>`, each with --cpu/--ram/--disk (default 4 cores, 32 GiB, 100 GiB)
+    /// and the --attr attributes plus `rack=r<i/40>`. No process is ever started.
+    #[arg(long, default_value_t = 0)]
+    hollow: usize,
+    /// Hollow machines from a CSV in fauxmaster's neutral format (id,cpu_millis,ram_bytes,disk_bytes,attrs).
+    #[arg(long)]
+    hollow_machines: Option<PathBuf>,
+    /// Hollow tasks are reported running this long after they are given.
+    #[arg(long, default_value = "0ms", value_parser = duration)]
+    hollow_start_delay: Duration,
+    /// Hollow tasks report using this fraction of their request.
+    #[arg(long, default_value_t = 0.5)]
+    hollow_usage: f64,
     /// Machine attribute, repeatable: --attr rack=r1 --attr ssd=true.
     #[arg(long = "attr", value_parser = key_value)]
     attrs: Vec<(String, String)>,
@@ -74,6 +92,9 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if args.hollow > 0 || args.hollow_machines.is_some() {
+        return run_hollow(args).await;
+    }
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating work dir {}", args.work_dir.display()))?;
     let machine_id = args.machine_id.clone().unwrap_or_else(borglet::machine::hostname);
@@ -159,6 +180,89 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     tracing::info!("borglet stopped; its tasks keep running and are adopted by the next Borglet");
     Ok(())
+}
+
+/// Hollow mode: N fake machines behind one listener (see `borglet::hollow`).
+async fn run_hollow(args: Args) -> anyhow::Result<()> {
+    use borglet::hollow::{read_machines_csv, HollowCell, HollowService, HollowSpec};
+    let specs = match &args.hollow_machines {
+        Some(p) => read_machines_csv(p).map_err(|e| anyhow::anyhow!("--hollow-machines: {e}"))?,
+        None => {
+            let prefix = args.machine_id.clone().unwrap_or_else(borglet::machine::hostname);
+            let capacity = scheduler_core::Resources::new(
+                args.cpu.unwrap_or(4000),
+                args.ram.unwrap_or(32 << 30),
+                args.disk.unwrap_or(100 << 30),
+            );
+            (0..args.hollow)
+                .map(|i| {
+                    let mut attributes = borglet::machine::attributes(&args.attrs);
+                    attributes.insert("rack".into(), format!("r{}", i / 40));
+                    HollowSpec { id: format!("{prefix}-h{i}"), capacity, attributes }
+                })
+                .collect()
+        }
+    };
+    let n = specs.len();
+    let cell = Arc::new(HollowCell::new(specs, args.hollow_start_delay, args.hollow_usage));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let c = cell.clone();
+    let master = args.master.clone();
+    tokio::spawn(async move {
+        loop {
+            let stale: Vec<HollowSpec> = c.stale(Duration::from_secs(10)).into_iter().cloned().collect();
+            if !stale.is_empty() {
+                register_hollow(&master, &stale, &addr.to_string()).await;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    tracing::info!(%addr, machines = n, "hollow borglet serving");
+    println!("borglet listening on {addr}");
+    std::io::stdout().flush()?;
+    tonic::transport::Server::builder()
+        .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell)))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
+        .await?;
+    Ok(())
+}
+
+/// Registers hollow machines, 64 at a time, over one connection.
+async fn register_hollow(master: &str, specs: &[borglet::hollow::HollowSpec], address: &str) {
+    let ep = match tonic::transport::Endpoint::from_shared(format!("http://{master}")) {
+        Ok(ep) => ep.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(30)),
+        Err(e) => {
+            tracing::error!(error = %e, "bad --master");
+            return;
+        }
+    };
+    let client = pb::borgmaster_client::BorgmasterClient::new(ep.connect_lazy());
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut set = tokio::task::JoinSet::new();
+    for s in specs {
+        let req = pb::RegisterMachineRequest {
+            id: s.id.clone(),
+            address: address.to_string(),
+            capacity: Some(borg_spec::convert::resources_to_pb(s.capacity)),
+            attributes: s.attributes.clone().into_iter().collect(),
+        };
+        let (mut c, limit) = (client.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            c.register_machine(req).await.map(|_| ()).map_err(|e| e.message().to_string())
+        });
+    }
+    let (mut ok, mut failed) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(())) => ok += 1,
+            _ => failed += 1,
+        }
+    }
+    tracing::info!(registered = ok, failed, "hollow machines registered");
 }
 
 /// Registers with the master, retrying with backoff until it succeeds; then registers again

@@ -20,6 +20,8 @@ pub fn task_to_pb(t: &Task, soft: &SoftState) -> pb::Task {
     pb::Task {
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
+        scheduled_ms: t.scheduled_ms,
+        queued_ms: t.queued_ms,
         job: t.job.clone(),
         index: t.index,
         state: task_state_to_pb(t.state) as i32,

@@ -28,15 +28,38 @@ use tonic::transport::{Channel, Endpoint};
 pub async fn run(master: Arc<Master>) {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(apply_reports(master.clone(), rx));
+    let channels = Arc::new(Channels::default());
     let mut started: HashSet<MachineId> = HashSet::new();
     loop {
         let ids: Vec<MachineId> = master.state().machines.keys().cloned().collect();
         for id in ids {
             if started.insert(id.clone()) {
-                tokio::spawn(poll_machine(master.clone(), id, tx.clone()));
+                tokio::spawn(poll_machine(master.clone(), id, tx.clone(), channels.clone()));
             }
         }
         master.machines_changed.notified().await;
+    }
+}
+
+/// One gRPC channel per Borglet address, shared by every machine behind it (a hollow Borglet
+/// serves thousands of machines on one address): HTTP/2 multiplexes their polls over one
+/// connection instead of one connection per machine.
+#[derive(Default)]
+struct Channels(std::sync::Mutex<std::collections::HashMap<String, Channel>>);
+
+impl Channels {
+    fn get(&self, address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ch) = map.get(address) {
+            return Ok(ch.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        map.insert(address.to_string(), ch.clone());
+        Ok(ch)
     }
 }
 
@@ -132,6 +155,7 @@ async fn poll_machine(
     master: Arc<Master>,
     id: MachineId,
     reports: mpsc::UnboundedSender<Vec<(MachineId, TaskReport)>>,
+    channels: Arc<Channels>,
 ) {
     let wake = master.machine_wakeup(&id);
     let interval = master.config.poll_interval;
@@ -145,9 +169,8 @@ async fn poll_machine(
             return;
         };
         if client.as_ref().is_none_or(|(a, _)| *a != address) {
-            match Endpoint::from_shared(format!("http://{address}")) {
-                Ok(ep) => {
-                    let ch = ep.connect_timeout(timeout).timeout(timeout).connect_lazy();
+            match channels.get(&address, timeout) {
+                Ok(ch) => {
                     client = Some((address.clone(), BorgletClient::new(ch)));
                     acked = 0;
                 }
@@ -179,8 +202,7 @@ async fn poll_machine(
                         .map(|t| {
                             (
                                 (t.job.clone(), t.index, t.incarnation),
-                                resources_from_pb(t.usage.as_ref()),
-                                t.cpu_seconds,
+                                (resources_from_pb(t.usage.as_ref()), t.cpu_seconds),
                             )
                         })
                         .collect();

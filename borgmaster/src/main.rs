@@ -47,8 +47,9 @@ struct Args {
     /// `cpu=100,ram=400Gi,disk=1Ti`. Applied to the cell state at start.
     #[arg(long, default_value = "zero")]
     default_quota: String,
-    /// Longest wait between scheduling passes when nothing triggers one.
-    #[arg(long, default_value = "1s", value_parser = duration)]
+    /// Longest wait between scheduling passes when nothing triggers one (passes run at once
+    /// whenever something may have become placeable).
+    #[arg(long, default_value = "10s", value_parser = duration)]
     schedule_interval: Duration,
 }
 

@@ -87,8 +87,9 @@ async fn committer(
     }
 }
 
-/// One task's usage in one poll: ((job, index, incarnation), usage, CPU seconds since start).
-pub type TaskUsage = ((String, u32, u64), Resources, f64);
+/// Usage of the tasks of one machine from its last poll: (job, index, incarnation) -> (usage,
+/// CPU seconds since start).
+pub type TaskUsage = HashMap<(String, u32, u64), (Resources, f64)>;
 
 /// Soft state: known only to the running leader, rebuilt from Borglet polls after a restart.
 #[derive(Debug, Default)]
@@ -101,17 +102,13 @@ pub struct SoftState {
     pub machine_usage: HashMap<MachineId, Resources>,
     /// Per-task usage from each machine's last poll: ((job, index, incarnation), usage, CPU
     /// seconds), replaced whole on every poll so that gone tasks drop out.
-    pub task_usage: HashMap<MachineId, Vec<TaskUsage>>,
+    pub task_usage: HashMap<MachineId, TaskUsage>,
 }
 
 impl SoftState {
     /// Usage of task `job/index` in `incarnation`, if its Borglet reported it.
     pub fn usage_of(&self, machine: &MachineId, job: &str, index: u32, incarnation: u64) -> Option<Resources> {
-        self.task_usage
-            .get(machine)?
-            .iter()
-            .find(|((j, i, inc), _, _)| j == job && *i == index && *inc == incarnation)
-            .map(|(_, u, _)| *u)
+        self.task_usage.get(machine)?.get(&(job.to_string(), index, incarnation)).map(|(u, _)| *u)
     }
 }
 
@@ -165,7 +162,7 @@ impl Master {
             state: RwLock::new(state),
             proposals: tx,
             soft: Mutex::new(SoftState::default()),
-            scheduler: Mutex::new(Scheduler::new(Params::default())),
+            scheduler: Mutex::new(Scheduler::new(Params { explain: false, ..Params::default() })),
             schedule_wakeup: Notify::new(),
             machines_changed: Notify::new(),
             machine_wakeups: Mutex::new(HashMap::new()),

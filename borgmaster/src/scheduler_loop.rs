@@ -11,6 +11,9 @@ use std::sync::Arc;
 /// own domain.
 pub const DOMAIN_ATTRIBUTE: &str = "rack";
 
+/// Most jobs whose why-pending is computed (a scan of the cell each) in one pass.
+pub const EXPLAIN_PER_PASS: usize = 32;
+
 /// Attribute the snapshot gives every machine: its id (per_machine tasks are pinned with it).
 pub const MACHINE_ATTRIBUTE: &str = "borg.machine";
 
@@ -213,14 +216,25 @@ async fn pass_inner(master: &Master) -> usize {
         s.schedule(&mut snap.model, &snap.groups)
     };
     {
+        // Reasons cost a scan of the cell per job: keep the ones already known, explain at most
+        // EXPLAIN_PER_PASS new jobs per pass (on the model as the pass left it).
         let mut soft = master.soft();
-        soft.why_pending = alloc_why.into_iter().collect();
-        for u in &placement.unplaced {
-            for t in &u.tasks {
-                soft.why_pending.entry(snap.jobs[t.job as usize].clone()).or_insert_with(|| u.why.to_string());
+        let mut why: std::collections::HashMap<String, String> = alloc_why.into_iter().collect();
+        let mut explained = 0;
+        let unplaced_jobs: std::collections::BTreeSet<u32> =
+            placement.unplaced.iter().flat_map(|u| u.tasks.iter().map(|t| t.job)).collect();
+        for job in unplaced_jobs {
+            let name = &snap.jobs[job as usize];
+            if let Some(w) = soft.why_pending.get(name) {
+                why.insert(name.clone(), w.clone());
+            } else if explained < EXPLAIN_PER_PASS {
+                if let Some(g) = snap.groups.iter().find(|g| g.job_id == job) {
+                    why.insert(name.clone(), scheduler_core::explain(&snap.model, g).to_string());
+                    explained += 1;
+                }
             }
-            tracing::debug!(tasks = u.tasks.len(), why = %u.why, "tasks left pending");
         }
+        soft.why_pending = why;
     }
     let mut command = decisions(&snap, &placement);
     if let Command::Bind { bindings, .. } = &mut command {
@@ -240,8 +254,10 @@ async fn pass_inner(master: &Master) -> usize {
     n
 }
 
-/// Runs scheduling passes forever: when woken (new jobs, freed resources, machine changes) and
-/// at least every `schedule_interval`.
+/// Runs scheduling passes forever: whenever something may have become placeable (new jobs,
+/// freed resources, machine changes, evictions), and at least every `schedule_interval` as a
+/// safety net. A pass with nothing new to place costs a snapshot of the cell, so idle cells
+/// should not pass often.
 pub async fn run(master: Arc<Master>) {
     loop {
         pass(&master).await;

@@ -109,6 +109,21 @@ enum Cmd {
         #[arg(long, default_value = "production", value_parser = ["production", "fitting"])]
         workload: String,
     },
+    /// Write the time-0 cell and workload in the neutral CSV format (e.g. from the trace, for
+    /// hollow Borglets and `borgctl bench --tasks-csv`).
+    Export {
+        #[command(flatten)]
+        input: Input,
+        /// Machines CSV to write.
+        #[arg(long)]
+        machines_out: PathBuf,
+        /// Tasks CSV to write (time-0 tasks).
+        #[arg(long)]
+        tasks_out: PathBuf,
+        /// Keep only the first N machines.
+        #[arg(long)]
+        limit_machines: Option<usize>,
+    },
     /// Repack of a synthetic C1M-shaped cell and workload (shapes in fauxmaster::synth).
     Synth {
         /// Machines.
@@ -245,6 +260,13 @@ fn main() -> anyhow::Result<()> {
             let o = sim::compact(&w, params, *seeds, which, |done, _| pb.set_position(done as u64));
             pb.finish_and_clear();
             o
+        }
+        Cmd::Export { input, machines_out, tasks_out, limit_machines } => {
+            let (w, _) = load(input)?;
+            let n = limit_machines.unwrap_or(w.machines.len()).min(w.machines.len());
+            let (m, t) = fauxmaster::neutral::write(&w, n, machines_out, tasks_out)?;
+            println!("wrote {m} machines to {} and {t} tasks to {}", machines_out.display(), tasks_out.display());
+            return Ok(());
         }
         Cmd::Synth { machines, jobs, tasks_per_job, workload_seed } => {
             let w = fauxmaster::synth::generate(*machines, *jobs, *tasks_per_job, *workload_seed);

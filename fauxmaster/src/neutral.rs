@@ -155,6 +155,46 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
     Ok(w)
 }
 
+/// Writes the first `machines` machines and every time-0 task of `w` in this format (with
+/// header lines); job names are the workload's. Returns (machines, tasks) written.
+///
+/// Errors: a file cannot be written.
+pub fn write(
+    w: &Workload,
+    machines: usize,
+    machines_path: &Path,
+    tasks_path: &Path,
+) -> std::io::Result<(usize, usize)> {
+    use std::io::Write;
+    let mut m = std::io::BufWriter::new(std::fs::File::create(machines_path)?);
+    writeln!(m, "id,cpu_millis,ram_bytes,disk_bytes,attrs")?;
+    for x in w.machines.iter().take(machines) {
+        let attrs: Vec<String> = x.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(
+            m,
+            "{},{},{},{},{}",
+            x.id,
+            x.capacity.cpu_millis,
+            x.capacity.ram_bytes,
+            x.capacity.disk_bytes,
+            attrs.join(";")
+        )?;
+    }
+    m.flush()?;
+    let mut t = std::io::BufWriter::new(std::fs::File::create(tasks_path)?);
+    writeln!(t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s")?;
+    for x in &w.tasks {
+        let job = w.jobs.get(x.job as usize).map_or("", String::as_str);
+        writeln!(
+            t,
+            "{job},{},{},{},{},{},{},,",
+            x.index, x.priority.0, x.request.cpu_millis, x.request.ram_bytes, x.request.disk_bytes, x.different_machine
+        )?;
+    }
+    t.flush()?;
+    Ok((machines.min(w.machines.len()), w.tasks.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

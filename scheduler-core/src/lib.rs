@@ -44,7 +44,7 @@ pub use equivalence::{ClassKey, EquivalenceClass};
 pub use feasibility::Infeasible;
 pub use priority::{Band, Priority};
 pub use resources::{format_bytes, Resource, Resources};
-pub use schedule::{schedule, Binding, Params, PassStats, Placement, Preemption, Scheduler, Unplaced};
+pub use schedule::{explain, schedule, Binding, Params, PassStats, Placement, Preemption, Scheduler, Unplaced};
 pub use scoring::Weights;
 pub use task_group::TaskGroup;
 pub use why_pending::WhyPending;

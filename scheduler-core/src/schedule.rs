@@ -425,6 +425,14 @@ fn why_pending(cell: &CellModel, class: &EquivalenceClass, taken: &HashSet<usize
     why
 }
 
+/// Why no machine of `cell` can take one more task of `group` (a full scan, parallel over
+/// machines): for callers that schedule with `explain: false` and want reasons for a few jobs.
+pub fn explain(cell: &CellModel, group: &TaskGroup) -> WhyPending {
+    let class = classes(std::slice::from_ref(group)).remove(0);
+    let taken: HashSet<usize> = group.occupied.iter().copied().collect();
+    why_pending(cell, &class, &taken)
+}
+
 /// One pass with a fresh [`Scheduler`] and default [`Params`]: for callers that keep no state
 /// between passes.
 pub fn schedule(cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {

@@ -343,3 +343,20 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|f| f.is_file()))
 }
+
+impl TestCell {
+    /// Starts a hollow Borglet serving `n` fake machines (`<name>-hollow-h<i>`, 4 cores, 32 GiB
+    /// each); returns its index in [`TestCell::borglets`].
+    pub fn add_hollow_borglet(&mut self, n: usize) -> usize {
+        let id = format!("{}-hollow", self.name);
+        let work_dir = self.dir.path().join(&id);
+        let mut cmd = Command::new(bin("borglet"));
+        cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
+            .args(["--hollow", &n.to_string()])
+            .arg("--work-dir")
+            .arg(&work_dir);
+        let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));
+        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr, http: None });
+        self.borglets.len() - 1
+    }
+}

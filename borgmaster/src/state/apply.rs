@@ -429,6 +429,7 @@ impl CellState {
             t.machine = Some(b.machine.clone());
             t.reason = "scheduled".into();
             t.state_since_ms = now;
+            t.scheduled_ms = now;
             t.exit_code = None;
             t.signal = None;
             t.alloc = b.alloc;
@@ -541,6 +542,7 @@ fn new_task(job: &str, index: u32, incarnation: u64, version: u64, now: i64, rea
         queued_ms: now,
         alloc: None,
         pinned: None,
+        scheduled_ms: 0,
     }
 }
 

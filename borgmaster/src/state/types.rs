@@ -65,6 +65,9 @@ pub struct Task {
     /// For a per_machine job's task: the machine it belongs to.
     #[serde(default)]
     pub pinned: Option<MachineId>,
+    /// When it was last bound to a machine, ms since the Unix epoch (0 = never).
+    #[serde(default)]
+    pub scheduled_ms: i64,
 }
 
 /// A job: its spec, version and tasks.

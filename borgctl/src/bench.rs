@@ -1,0 +1,192 @@
+//! `borgctl bench`: a load driver. Applies many jobs concurrently through the real gRPC API and
+//! measures, per task, apply acknowledged -> bound -> running (Kubernetes' scheduler_perf in
+//! spirit: `SchedulingBasic` is `--jobs 1000 --tasks-per-job 1 --cpu 100m --ram 500Mi`).
+//!
+//! Times: the apply acknowledgement on this client's clock; bound and running from the
+//! master's task records (its clock): run the driver on the master's host.
+
+use borg_proto as pb;
+use borg_proto::borgmaster_client::BorgmasterClient;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::transport::Channel;
+
+/// What to apply.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    /// Job name prefix (`<prefix>-<i>`).
+    pub prefix: String,
+    /// Jobs.
+    pub jobs: usize,
+    /// Tasks per job.
+    pub tasks_per_job: u32,
+    /// Per-task request.
+    pub resources: scheduler_core::Resources,
+    /// Priority.
+    pub priority: i32,
+    /// Applies in flight at once.
+    pub concurrency: usize,
+    /// Give up waiting for running after this long.
+    pub timeout: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+fn summary(mut v: Vec<f64>) -> Value {
+    v.sort_by(f64::total_cmp);
+    json!({"p50_ms": pct(&v, 0.5), "p90_ms": pct(&v, 0.9), "p99_ms": pct(&v, 0.99), "max_ms": v.last().copied().unwrap_or(0.0)})
+}
+
+fn job(
+    name: String,
+    priority: i32,
+    tasks: u32,
+    resources: scheduler_core::Resources,
+    different_machine: bool,
+) -> pb::JobSpec {
+    pb::JobSpec {
+        name,
+        user: "bench".into(),
+        priority,
+        kind: pb::JobKind::Service as i32,
+        tasks,
+        command: vec!["/bin/sleep".into(), "86400".into()],
+        resources: Some(borg_spec::convert::resources_to_pb(resources)),
+        grace_period_ms: 1000,
+        max_unavailable: 1,
+        different_machine,
+        ..Default::default()
+    }
+}
+
+/// The synthetic jobs of `b`: `<prefix>-<i>`, identical.
+pub fn synthetic_jobs(b: &BenchSpec) -> Vec<pb::JobSpec> {
+    (0..b.jobs).map(|i| job(format!("{}-{i}", b.prefix), b.priority, b.tasks_per_job, b.resources, false)).collect()
+}
+
+/// Jobs from a tasks CSV in fauxmaster's neutral format
+/// (`job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,...`): one job
+/// `<prefix>-<job>` per distinct job, with as many tasks as it has rows and the largest request
+/// of its rows (at least 1 millicore and 1 byte of RAM: specs may not ask for none).
+///
+/// Errors: the file cannot be read or a row is malformed (line named).
+pub fn jobs_from_csv(path: &std::path::Path, prefix: &str) -> anyhow::Result<Vec<pb::JobSpec>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut jobs: std::collections::BTreeMap<String, (i32, u32, scheduler_core::Resources, bool)> = Default::default();
+    for (n, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if line.trim().is_empty() || (n == 0 && f[0] == "job") {
+            continue;
+        }
+        let num = |i: usize| -> anyhow::Result<u64> {
+            f.get(i)
+                .unwrap_or(&"0")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{}:{}: column {} is not a number", path.display(), n + 1, i + 1))
+        };
+        let r = scheduler_core::Resources::new(num(3)?, num(4)?, num(5)?);
+        let e = jobs.entry(f[0].to_string()).or_insert((num(2)? as i32, 0, scheduler_core::Resources::ZERO, false));
+        e.1 += 1;
+        e.2 = scheduler_core::Resources::new(
+            e.2.cpu_millis.max(r.cpu_millis),
+            e.2.ram_bytes.max(r.ram_bytes),
+            e.2.disk_bytes.max(r.disk_bytes),
+        );
+        e.3 |= matches!(f.get(6), Some(&"true") | Some(&"1"));
+    }
+    // specs require some CPU and RAM; trace rows of zero get the smallest unit
+    let floor = |r: scheduler_core::Resources| {
+        scheduler_core::Resources::new(r.cpu_millis.max(1), r.ram_bytes.max(1), r.disk_bytes)
+    };
+    Ok(jobs.into_iter().map(|(name, (p, n, r, dm))| job(format!("{prefix}-{name}"), p, n, floor(r), dm)).collect())
+}
+
+/// Applies `specs` (at most `b.concurrency` at once), waits until every task runs, and returns
+/// the report (JSON): `jobs`, `tasks`, `running` (less than `tasks` when the rest does not fit
+/// and nothing started for 3 s), `apply_seconds`, `seconds` (first apply to last task
+/// running), `tasks_per_second`, latencies `apply_to_bound` and `apply_to_running` (`p50_ms`,
+/// `p90_ms`, `p99_ms`, `max_ms`).
+///
+/// Errors: an apply is refused, or the tasks are not all running within the timeout.
+pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb::JobSpec>) -> anyhow::Result<Value> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(b.concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    let start_ms = now_ms();
+    let total: u64 = specs.iter().map(|s| s.tasks as u64).sum();
+    let n_jobs = specs.len();
+    for spec in specs {
+        let (mut c, limit) = (client.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let name = spec.name.clone();
+            let r = c.apply_job(pb::ApplyJobRequest { spec: Some(spec), dry_run: false, expected_version: None }).await;
+            (name, r.map(|_| now_ms()).map_err(|e| e.message().to_string()))
+        });
+    }
+    let mut acked = Vec::with_capacity(n_jobs);
+    while let Some(r) = set.join_next().await {
+        let (name, r) = r?;
+        acked.push((name.clone(), r.map_err(|e| anyhow::anyhow!("apply {name}: {e}"))?));
+    }
+    let apply_seconds = start.elapsed().as_secs_f64();
+    // wait until every task runs, or until no more start for 3 s (the rest does not fit)
+    let mut c = client.clone();
+    let (mut last, mut since) = (0u64, Instant::now());
+    let mut running_now;
+    loop {
+        let jobs = c.list_jobs(pb::ListJobsRequest {}).await?.into_inner().jobs;
+        let running: u64 = jobs
+            .iter()
+            .filter(|j| j.spec.as_ref().is_some_and(|s| s.name.starts_with(&format!("{}-", b.prefix))))
+            .map(|j| j.running as u64)
+            .sum();
+        running_now = running;
+        if running >= total {
+            break;
+        }
+        if running != last {
+            (last, since) = (running, Instant::now());
+        } else if since.elapsed() > Duration::from_secs(3) && running > 0 {
+            break;
+        }
+        if start.elapsed() > b.timeout {
+            anyhow::bail!("only {running} of {total} tasks running after {:?}", b.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut to_bound, mut to_running) = (Vec::new(), Vec::new());
+    let mut last_running = start_ms;
+    for (name, ack) in &acked {
+        for t in c.list_tasks(pb::ListTasksRequest { job: name.clone() }).await?.into_inner().tasks {
+            if t.state != pb::TaskState::Running as i32 {
+                continue;
+            }
+            to_bound.push((t.scheduled_ms - ack).max(0) as f64);
+            to_running.push((t.state_since_ms - ack).max(0) as f64);
+            last_running = last_running.max(t.state_since_ms);
+        }
+    }
+    let seconds = (last_running - start_ms).max(1) as f64 / 1000.0;
+    Ok(json!({
+        "jobs": n_jobs,
+        "tasks": total,
+        "running": running_now,
+        "concurrency": b.concurrency,
+        "apply_seconds": apply_seconds,
+        "seconds": seconds,
+        "tasks_per_second": running_now as f64 / seconds,
+        "apply_to_bound": summary(to_bound),
+        "apply_to_running": summary(to_running),
+    }))
+}

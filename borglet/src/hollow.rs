@@ -1,0 +1,239 @@
+//! Hollow Borglets (Kubernetes' kubemark hollow nodes, Borg's Fauxmaster machines): thousands of
+//! fake machines in one process, answering the master's polls like real Borglets, for testing
+//! the master at cell scale.
+//!
+//! Every hollow machine is served on the same gRPC address (the poll names its machine). Tasks
+//! given to a machine are reported `running` once `start_delay` has passed, with a synthetic pid
+//! and usage of `usage_fraction` of their request; no process is ever started, nothing is
+//! written to disk. A hollow machine keeps only its desired set: about 100 bytes per task.
+
+use borg_proto as pb;
+use borg_spec::convert::{resources_from_pb, resources_to_pb};
+use scheduler_core::{Attributes, Resources};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// One fake machine's description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HollowSpec {
+    /// Machine id.
+    pub id: String,
+    /// Capacity it registers with.
+    pub capacity: Resources,
+    /// Attributes it registers with.
+    pub attributes: Attributes,
+}
+
+/// A task a hollow machine "runs".
+#[derive(Debug, Clone)]
+struct HollowTask {
+    job: Arc<str>,
+    index: u32,
+    incarnation: u64,
+    request: Resources,
+    given: Instant,
+    pid: u32,
+}
+
+#[derive(Debug, Default)]
+struct HollowMachine {
+    version: u64,
+    tasks: Vec<HollowTask>,
+    last_poll: Option<Instant>,
+}
+
+/// All hollow machines of this process.
+pub struct HollowCell {
+    /// Machine descriptions, in registration order.
+    pub specs: Vec<HollowSpec>,
+    machines: HashMap<String, Mutex<HollowMachine>>,
+    next_pid: AtomicU32,
+    start_delay: Duration,
+    usage_fraction: f64,
+}
+
+impl HollowCell {
+    /// Hollow machines for `specs`; tasks run after `start_delay`, using `usage_fraction` of
+    /// their request.
+    pub fn new(specs: Vec<HollowSpec>, start_delay: Duration, usage_fraction: f64) -> Self {
+        let machines = specs.iter().map(|s| (s.id.clone(), Mutex::new(HollowMachine::default()))).collect();
+        HollowCell { specs, machines, next_pid: AtomicU32::new(100_000), start_delay, usage_fraction }
+    }
+
+    /// Ids of machines not polled for `stale` (or never), for re-registration.
+    pub fn stale(&self, stale: Duration) -> Vec<&HollowSpec> {
+        self.specs
+            .iter()
+            .filter(|s| {
+                self.machines.get(&s.id).is_some_and(|m| {
+                    m.lock().unwrap_or_else(|e| e.into_inner()).last_poll.is_none_or(|t| t.elapsed() > stale)
+                })
+            })
+            .collect()
+    }
+
+    fn poll(&self, req: &pb::PollRequest) -> Result<pb::PollResponse, Status> {
+        let m = self
+            .machines
+            .get(&req.machine_id)
+            .ok_or_else(|| Status::not_found(format!("no hollow machine {:?} here", req.machine_id)))?;
+        let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        m.last_poll = Some(now);
+        if req.full {
+            let old: HashMap<(String, u32, u64), (Instant, u32)> =
+                m.tasks.iter().map(|t| ((t.job.to_string(), t.index, t.incarnation), (t.given, t.pid))).collect();
+            m.tasks = req
+                .tasks
+                .iter()
+                .map(|a| {
+                    let (given, pid) = old
+                        .get(&(a.job.clone(), a.index, a.incarnation))
+                        .copied()
+                        .unwrap_or_else(|| (now, self.next_pid.fetch_add(1, Ordering::Relaxed)));
+                    HollowTask {
+                        job: Arc::from(a.job.as_str()),
+                        index: a.index,
+                        incarnation: a.incarnation,
+                        request: resources_from_pb(a.resources.as_ref()),
+                        given,
+                        pid,
+                    }
+                })
+                .collect();
+            m.version = req.version;
+        }
+        let mut total = Resources::ZERO;
+        let tasks = m
+            .tasks
+            .iter()
+            .filter(|t| now.duration_since(t.given) >= self.start_delay)
+            .map(|t| {
+                let f = |x: u64| (x as f64 * self.usage_fraction) as u64;
+                let used = Resources::new(f(t.request.cpu_millis), f(t.request.ram_bytes), 0);
+                total = total.saturating_add(used);
+                pb::TaskStatus {
+                    job: t.job.to_string(),
+                    index: t.index,
+                    incarnation: t.incarnation,
+                    state: pb::TaskState::Running as i32,
+                    exit_code: None,
+                    signal: None,
+                    restarts: 0,
+                    pid: Some(t.pid),
+                    message: "running (hollow)".into(),
+                    usage: Some(resources_to_pb(used)),
+                    cpu_seconds: now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0,
+                }
+            })
+            .collect();
+        Ok(pb::PollResponse {
+            machine_id: req.machine_id.clone(),
+            applied_version: m.version,
+            tasks,
+            usage: Some(resources_to_pb(total)),
+        })
+    }
+}
+
+/// The gRPC service of a hollow cell.
+pub struct HollowService(pub Arc<HollowCell>);
+
+#[tonic::async_trait]
+impl pb::borglet_server::Borglet for HollowService {
+    async fn poll(&self, req: Request<pb::PollRequest>) -> Result<Response<pb::PollResponse>, Status> {
+        self.0.poll(&req.into_inner()).map(Response::new)
+    }
+
+    async fn read_logs(&self, req: Request<pb::ReadLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(pb::TaskLogsResponse {
+            machine: String::new(),
+            data: format!("task {}/{} runs on a hollow machine: it has no logs\n", r.job, r.index).into_bytes(),
+        }))
+    }
+}
+
+/// Reads machines from fauxmaster's neutral CSV (`id,cpu_millis,ram_bytes,disk_bytes,attrs`,
+/// attrs `k=v;k=v`, optional header line starting with `id`).
+///
+/// Errors: the file cannot be read, or a line is malformed (its number and field named).
+pub fn read_machines_csv(path: &std::path::Path) -> Result<Vec<HollowSpec>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if line.trim().is_empty() || (n == 0 && f[0] == "id") {
+            continue;
+        }
+        let num = |i: usize, name: &str| -> Result<u64, String> {
+            f.get(i).unwrap_or(&"0").parse().map_err(|_| format!("{}:{}: {name}: not a number", path.display(), n + 1))
+        };
+        let mut attributes = Attributes::new();
+        for kv in f.get(4).unwrap_or(&"").split(';').filter(|s| !s.is_empty()) {
+            let (k, v) =
+                kv.split_once('=').ok_or_else(|| format!("{}:{}: attrs: {kv:?} is not k=v", path.display(), n + 1))?;
+            attributes.insert(k.into(), v.into());
+        }
+        out.push(HollowSpec {
+            id: f[0].to_string(),
+            capacity: Resources::new(num(1, "cpu_millis")?, num(2, "ram_bytes")?, num(3, "disk_bytes")?),
+            attributes,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(job: &str, index: u32) -> pb::TaskAssignment {
+        pb::TaskAssignment {
+            job: job.into(),
+            index,
+            incarnation: 1,
+            resources: Some(resources_to_pb(Resources::new(100, 1000, 0))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hollow_machines_report_desired_tasks_running_with_stable_pids() {
+        let spec =
+            HollowSpec { id: "h1".into(), capacity: Resources::new(4000, 1 << 30, 0), attributes: Attributes::new() };
+        let cell = HollowCell::new(vec![spec], Duration::ZERO, 0.5);
+        let req = pb::PollRequest {
+            machine_id: "h1".into(),
+            version: 7,
+            full: true,
+            tasks: vec![assignment("a", 0), assignment("a", 1)],
+            ..Default::default()
+        };
+        let r = cell.poll(&req).unwrap();
+        assert_eq!(r.applied_version, 7);
+        assert_eq!(r.tasks.len(), 2);
+        assert_eq!(r.usage.unwrap().cpu_millis, 100);
+        let pids: Vec<_> = r.tasks.iter().map(|t| t.pid).collect();
+        let again = cell
+            .poll(&pb::PollRequest { machine_id: "h1".into(), version: 7, full: false, ..Default::default() })
+            .unwrap();
+        assert_eq!(again.tasks.iter().map(|t| t.pid).collect::<Vec<_>>(), pids);
+        assert!(cell.poll(&pb::PollRequest { machine_id: "nope".into(), ..Default::default() }).is_err());
+        assert!(cell.stale(Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn machines_csv() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.csv");
+        std::fs::write(&p, "id,cpu_millis,ram_bytes,disk_bytes,attrs\nm1,4000,1024,0,rack=r1\nm2,x,1,0,\n").unwrap();
+        let e = read_machines_csv(&p).unwrap_err();
+        assert!(e.ends_with("m.csv:3: cpu_millis: not a number"), "{e}");
+        std::fs::write(&p, "m1,4000,1024,0,rack=r1\n").unwrap();
+        assert_eq!(read_machines_csv(&p).unwrap()[0].attributes["rack"], "r1");
+    }
+}
