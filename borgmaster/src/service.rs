@@ -75,7 +75,8 @@ impl BorgmasterService {
         let in_place = events.iter().any(|e| e.kind == "updated" && e.detail.ends_with("in place"));
         let mut snap = snapshot(&copy);
         let params = *self.master.scheduler.lock().unwrap_or_else(|e| e.into_inner()).params();
-        let p = Scheduler::new(scheduler_core::Params { explain: true, ..params }).schedule(&mut snap.model, &snap.groups);
+        let p =
+            Scheduler::new(scheduler_core::Params { explain: true, ..params }).schedule(&mut snap.model, &snap.groups);
         let job_id = snap.jobs.iter().position(|j| *j == spec.name).map(|i| i as u32);
         let mine = |t: &scheduler_core::TaskRef| Some(t.job) == job_id;
         let pending_now = after.iter().filter(|t| t.state == crate::state::TaskState::Pending).count() as u32;
