@@ -75,28 +75,32 @@ async fn apply_reports(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Vec<
     }
 }
 
-/// Digest of a desired task set; never 0 (0 means "nothing applied yet").
-fn digest(tasks: &[pb::TaskAssignment]) -> u64 {
-    let mut h = DefaultHasher::new();
-    for t in tasks {
-        (&t.job, t.index, t.incarnation, t.job_version).hash(&mut h);
-    }
-    h.finish().max(1)
-}
-
-/// The poll for machine `id` from the current state: (address, request with the full desired set).
-fn build_poll(master: &Master, id: &MachineId) -> Option<(String, pb::PollRequest)> {
+/// The poll for machine `id` from the current state. The desired set's digest (never 0, which
+/// means "nothing applied yet") is computed from the task identities alone; the set itself is
+/// built and sent only when the Borglet's `acked` digest differs, so a steady machine costs a
+/// hash per poll.
+fn build_poll(master: &Master, id: &MachineId, acked: u64) -> Option<pb::PollRequest> {
     let s = master.state();
-    let m = s.machines.get(id)?;
-    let tasks: Vec<pb::TaskAssignment> = s
+    s.machines.get(id)?;
+    let live: Vec<(&crate::state::Task, &borg_spec::JobSpec)> = s
         .tasks_on(id)
         .filter_map(|t| {
             let job = s.jobs.get(&t.job)?;
-            if job.spec.kind == borg_spec::JobKind::AllocSet {
-                return None; // an alloc is a reservation; nothing runs for it
-            }
-            let spec = job.spec_for(t.job_version);
-            Some(pb::TaskAssignment {
+            // an alloc is a reservation; nothing runs for it
+            (job.spec.kind != borg_spec::JobKind::AllocSet).then(|| (t, job.spec_for(t.job_version)))
+        })
+        .collect();
+    let mut h = DefaultHasher::new();
+    for (t, _) in &live {
+        (&t.job, t.index, t.incarnation, t.job_version).hash(&mut h);
+    }
+    let version = h.finish().max(1);
+    let full = version != acked;
+    let tasks = if !full {
+        Vec::new()
+    } else {
+        live.iter()
+            .map(|(t, spec)| pb::TaskAssignment {
                 job: t.job.clone(),
                 index: t.index,
                 incarnation: t.incarnation,
@@ -109,11 +113,9 @@ fn build_poll(master: &Master, id: &MachineId) -> Option<(String, pb::PollReques
                 grace_period_ms: spec.grace_period_ms,
                 job_version: t.job_version,
             })
-        })
-        .collect();
-    let req =
-        pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version: digest(&tasks), full: true, tasks };
-    Some((m.address.clone(), req))
+            .collect()
+    };
+    Some(pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version, full, tasks })
 }
 
 /// Reports in `resp` that change the master's record of a task on machine `id`.
@@ -164,7 +166,7 @@ async fn poll_machine(
     let mut acked = 0u64;
     let mut misses = 0u32;
     loop {
-        let Some((address, mut req)) = build_poll(&master, &id) else {
+        let Some(address) = master.state().machines.get(&id).map(|m| m.address.clone()) else {
             tracing::warn!(machine = %id, "machine no longer registered; poller stops");
             return;
         };
@@ -177,10 +179,7 @@ async fn poll_machine(
                 Err(e) => tracing::warn!(machine = %id, %address, error = %e, "bad Borglet address"),
             }
         }
-        if req.version == acked {
-            req.full = false;
-            req.tasks.clear();
-        }
+        let Some(req) = build_poll(&master, &id, acked) else { return };
         let started = std::time::Instant::now();
         let result = match client.as_mut() {
             Some((_, c)) => tokio::time::timeout(timeout, c.poll(req)).await.map_err(|_| "timed out".to_string()),
