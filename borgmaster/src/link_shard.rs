@@ -161,6 +161,15 @@ async fn poll_machine(
 ) {
     let wake = master.machine_wakeup(&id);
     let interval = master.config.poll_interval;
+    // Fixed-rate polls, each machine at its own phase (from its id) so that a cell's polls spread
+    // evenly over the interval instead of bunching; a slow poll does not stretch the round.
+    let phase = {
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        Duration::from_nanos(h.finish() % interval.as_nanos().max(1) as u64)
+    };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
     let mut client: Option<(String, BorgletClient<Channel>)> = None;
     let mut acked = 0u64;
@@ -233,7 +242,7 @@ async fn poll_machine(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = ticks.tick() => {}
             _ = wake.notified() => {}
         }
     }
