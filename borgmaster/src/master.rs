@@ -96,6 +96,8 @@ pub type TaskUsage = HashMap<(String, u32, u64), (Resources, f64)>;
 pub struct SoftState {
     /// Why each job's unplaced tasks are pending, from the last scheduling pass.
     pub why_pending: HashMap<String, String>,
+    /// When each job's why-pending was computed (they are refreshed after a while).
+    pub why_pending_at: HashMap<String, std::time::Instant>,
     /// Last successful poll of each machine, ms since the Unix epoch.
     pub last_seen_ms: HashMap<MachineId, i64>,
     /// Usage each Borglet reported in its last poll.

@@ -14,6 +14,9 @@ pub const DOMAIN_ATTRIBUTE: &str = "rack";
 /// Most jobs whose why-pending is computed (a scan of the cell each) in one pass.
 pub const EXPLAIN_PER_PASS: usize = 32;
 
+/// A job's why-pending is recomputed when older than this (the cell changes under it).
+pub const WHY_PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Attribute the snapshot gives every machine: its id (per_machine tasks are pinned with it).
 pub const MACHINE_ATTRIBUTE: &str = "borg.machine";
 
@@ -216,25 +219,35 @@ async fn pass_inner(master: &Master) -> usize {
         s.schedule(&mut snap.model, &snap.groups)
     };
     {
-        // Reasons cost a scan of the cell per job: keep the ones already known, explain at most
-        // EXPLAIN_PER_PASS new jobs per pass (on the model as the pass left it).
+        // Reasons cost a scan of the cell per job: keep the ones known for less than
+        // WHY_PENDING_TTL, (re)explain at most EXPLAIN_PER_PASS jobs per pass, on the model as
+        // the pass left it.
         let mut soft = master.soft();
         let mut why: std::collections::HashMap<String, String> = alloc_why.into_iter().collect();
         let mut explained = 0;
         let unplaced_jobs: std::collections::BTreeSet<u32> =
             placement.unplaced.iter().flat_map(|u| u.tasks.iter().map(|t| t.job)).collect();
+        let mut at = std::mem::take(&mut soft.why_pending_at);
         for job in unplaced_jobs {
             let name = &snap.jobs[job as usize];
-            if let Some(w) = soft.why_pending.get(name) {
-                why.insert(name.clone(), w.clone());
-            } else if explained < EXPLAIN_PER_PASS {
-                if let Some(g) = snap.groups.iter().find(|g| g.job_id == job) {
-                    why.insert(name.clone(), scheduler_core::explain(&snap.model, g).to_string());
-                    explained += 1;
+            let fresh = at.get(name).is_some_and(|t| t.elapsed() < WHY_PENDING_TTL);
+            match soft.why_pending.get(name) {
+                Some(w) if fresh || explained >= EXPLAIN_PER_PASS => {
+                    why.insert(name.clone(), w.clone());
                 }
+                _ if explained < EXPLAIN_PER_PASS => {
+                    if let Some(g) = snap.groups.iter().find(|g| g.job_id == job) {
+                        why.insert(name.clone(), scheduler_core::explain(&snap.model, g).to_string());
+                        at.insert(name.clone(), std::time::Instant::now());
+                        explained += 1;
+                    }
+                }
+                _ => {}
             }
         }
+        at.retain(|j, _| why.contains_key(j));
         soft.why_pending = why;
+        soft.why_pending_at = at;
     }
     let mut command = decisions(&snap, &placement);
     if let Command::Bind { bindings, .. } = &mut command {
