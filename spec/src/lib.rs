@@ -14,6 +14,8 @@
 #![deny(missing_docs)]
 
 pub mod convert;
+#[cfg(test)]
+mod fuzz;
 pub mod job;
 pub mod quantity;
 pub mod yaml;
