@@ -7,6 +7,8 @@
 //! plus the log after it.
 
 mod apply;
+#[cfg(test)]
+mod props;
 mod quota;
 mod types;
 
