@@ -83,7 +83,7 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
                     job: t.job.clone(),
                     index: t.index,
                     incarnation: t.incarnation,
-                    machine: machine(c),
+                    machine: known(c),
                     alloc: c.is_multiple_of(3).then_some(0),
                 }],
                 evictions: vec![],
