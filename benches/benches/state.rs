@@ -1,0 +1,94 @@
+//! The Borgmaster's cell state machine at cell scale (divan): applying a scheduling pass's
+//! `Bind` command, and encoding a checkpoint. Run: `cargo bench -p borg-benches --bench state`.
+//!
+//! The cell: 10,000 machines, 1,000 jobs x 100 tasks (100,000 tasks).
+
+use borg_spec::{JobKind, JobSpec, Restart};
+use borgmaster::state::{Bind, CellState, Command, Entry, Machine, MachineState};
+use scheduler_core::{MachineId, Priority, Resources};
+
+fn main() {
+    divan::main();
+}
+
+const MACHINES: usize = 10_000;
+const JOBS: usize = 1_000;
+const TASKS: u32 = 100;
+
+fn job(i: usize) -> JobSpec {
+    JobSpec {
+        name: format!("job{i}"),
+        user: "bench".into(),
+        priority: Priority(100 + (i % 100) as i32),
+        kind: JobKind::Service,
+        tasks: TASKS,
+        command: vec!["/bin/true".into()],
+        env: Default::default(),
+        resources: Resources::new(100, 256 << 20, 0),
+        restart: Restart::default_for(JobKind::Service),
+        constraints: vec![],
+        different_machine: false,
+        grace_period_ms: 1000,
+        alloc_set: String::new(),
+        max_unavailable: 1,
+        per_machine: false,
+    }
+}
+
+/// The cell with every job applied and the first `bound_jobs` jobs' tasks bound.
+fn cell(bound_jobs: usize) -> CellState {
+    let mut s = CellState::new("bench");
+    let mut t = 0;
+    let mut run = |s: &mut CellState, command: Command| {
+        t += 1;
+        let _ = s.apply(&Entry { time_ms: t, command });
+    };
+    for m in 0..MACHINES {
+        let machine = Machine {
+            id: MachineId(format!("m{m:05}")),
+            address: "127.0.0.1:1".into(),
+            capacity: Resources::new(32_000, 128 << 30, 0),
+            attributes: Default::default(),
+            state: MachineState::Up,
+            registered_ms: 0,
+        };
+        run(&mut s, Command::RegisterMachine { machine });
+    }
+    for j in 0..JOBS {
+        run(&mut s, Command::ApplyJob { spec: job(j), expected_version: None });
+    }
+    for j in 0..bound_jobs {
+        run(&mut s, Command::Bind { bindings: binds(j), evictions: vec![] });
+    }
+    s
+}
+
+fn binds(j: usize) -> Vec<Bind> {
+    (0..TASKS)
+        .map(|i| Bind {
+            job: format!("job{j}"),
+            index: i,
+            incarnation: 1,
+            machine: MachineId(format!("m{:05}", (j * TASKS as usize + i as usize) % MACHINES)),
+            alloc: None,
+        })
+        .collect()
+}
+
+/// One scheduling pass's decisions for 1,000 tasks (10 jobs) in a cell of 100,000 tasks.
+#[divan::bench(sample_count = 20)]
+fn apply_bind_1000_tasks(bencher: divan::Bencher) {
+    let base = cell(JOBS - 10);
+    let bindings: Vec<Bind> = (JOBS - 10..JOBS).flat_map(binds).collect();
+    bencher.with_inputs(|| base.clone()).bench_local_values(|mut s| {
+        let e = Entry { time_ms: 1, command: Command::Bind { bindings: bindings.clone(), evictions: vec![] } };
+        s.apply(&e).map(|(_, ev)| ev.len()).unwrap_or(0)
+    });
+}
+
+/// Encoding the whole state as a checkpoint (JSON) at 100,000 tasks.
+#[divan::bench(sample_count = 5)]
+fn checkpoint_json_100k_tasks(bencher: divan::Bencher) {
+    let s = cell(JOBS);
+    bencher.bench_local(|| serde_json::to_vec(&s).map(|v| v.len()).unwrap_or(0));
+}
