@@ -19,6 +19,8 @@ enum Output {
     Table,
     /// JSON (stable field names).
     Json,
+    /// YAML (the same fields as JSON).
+    Yaml,
 }
 
 #[derive(Parser, Debug)]
@@ -108,6 +110,11 @@ enum Cmd {
     },
     /// Alloc sets and their allocs: machine, reservation, and the tasks inside each.
     Allocs,
+    /// Why a job's tasks are pending: per-reason machine counts (Kubernetes style).
+    WhyPending {
+        /// Job name.
+        name: String,
+    },
     /// Load driver: apply many jobs concurrently, measure apply -> bound -> running per task.
     Bench {
         /// Job name prefix.
@@ -217,13 +224,43 @@ fn status(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", s.message())
 }
 
+/// The output format chosen with `-o` (set once at start).
+static FORMAT: std::sync::OnceLock<Output> = std::sync::OnceLock::new();
+
+/// Prints a machine-readable value as JSON, or YAML with `-o yaml`.
 fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    if FORMAT.get() == Some(&Output::Yaml) {
+        print!("{}", serde_saphyr::to_string(v).map_err(|e| anyhow!("YAML output: {e}"))?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
     Ok(())
 }
 
+/// Spec fields that differ between the job's current spec and `new`, as
+/// `{field: {"from": old, "to": new}}`; empty when the job does not exist yet.
+async fn spec_diff(c: &mut BorgmasterClient<Channel>, new: &borg_spec::JobSpec) -> serde_json::Value {
+    let Ok(r) = c.get_job(pb::GetJobRequest { name: new.name.clone() }).await else { return serde_json::json!({}) };
+    let Some(old) = r.into_inner().job.and_then(|j| j.spec).and_then(|s| borg_spec::JobSpec::try_from(&s).ok()) else {
+        return serde_json::json!({});
+    };
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(&old), serde_json::to_value(new))
+    else {
+        return serde_json::json!({});
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in &b {
+        if a.get(k) != Some(v) {
+            out.insert(k.clone(), serde_json::json!({"from": a.get(k), "to": v}));
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let json = cli.output == Output::Json;
+    let _ = FORMAT.set(cli.output);
+    let json = cli.output != Output::Table;
     match cli.command {
         Cmd::Apply { file, dry_run, expected_version } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -236,6 +273,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let mut c = connect(&cli.master).await?;
+            // for a dry run, the spec fields that would change (from the job's current spec)
+            let diff = if dry_run { spec_diff(&mut c, &spec).await } else { serde_json::Value::Null };
             let req = pb::ApplyJobRequest { spec: Some((&spec).into()), dry_run, expected_version };
             let r = c.apply_job(req).await.map_err(status)?.into_inner();
             if json {
@@ -247,9 +286,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "placeable": r.placeable, "unplaceable": r.unplaceable, "why_pending": r.why_pending,
                     "created": r.created, "restarted": r.restarted, "removed": r.removed, "in_place": r.in_place,
                     "evicted": r.evicted, "quota_used_after": res(r.quota_used_after), "quota_limit": res(r.quota_limit),
+                    "diff": diff,
                 }))?;
             } else if dry_run {
                 print!("{}", render::plan_text(&r));
+                if let Some(d) = diff.as_object().filter(|d| !d.is_empty()) {
+                    println!("  spec changes:");
+                    for (field, ch) in d {
+                        println!("    {field}: {} -> {}", ch["from"], ch["to"]);
+                    }
+                }
             } else {
                 println!("job {} {} (version {})", r.job, r.action, r.version);
             }
@@ -504,6 +550,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     r["apply_to_bound"]["p50_ms"], r["apply_to_bound"]["p90_ms"], r["apply_to_bound"]["p99_ms"],
                     r["apply_to_running"]["p50_ms"], r["apply_to_running"]["p90_ms"], r["apply_to_running"]["p99_ms"],
                 );
+            }
+        }
+        Cmd::WhyPending { name } => {
+            let job = connect(&cli.master)
+                .await?
+                .get_job(pb::GetJobRequest { name: name.clone() })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .job
+                .unwrap_or_default();
+            if json {
+                print_json(&serde_json::json!({"job": name, "pending": job.pending, "why_pending": job.why_pending}))?;
+            } else if job.pending == 0 {
+                println!("job {name}: no pending tasks");
+            } else if job.why_pending.is_empty() {
+                println!(
+                    "job {name}: {} pending tasks, placed on machines and starting, or not yet tried by the scheduler",
+                    job.pending
+                );
+            } else {
+                println!("job {name}: {} pending tasks: {}", job.pending, job.why_pending);
             }
         }
         Cmd::Wait { name, until, timeout } => {

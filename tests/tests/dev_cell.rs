@@ -29,6 +29,9 @@ fn a_batch_job_runs_to_completion_with_exit_codes_recorded() {
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "out 2\n");
     let jobs = cell.json(&["jobs"]);
     assert_eq!(jobs[0]["name"], "exits");
+    let yaml = cell.borgctl(&["jobs", "-o", "yaml"]);
+    let yaml = String::from_utf8_lossy(&yaml.stdout);
+    assert!(yaml.contains("name: exits") && yaml.contains("state: done"), "{yaml}");
     assert_eq!(jobs[0]["state"], "done");
     assert_eq!(jobs[0]["tasks"], 3);
     assert_eq!(jobs[0]["kind"], "batch");

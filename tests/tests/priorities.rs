@@ -42,6 +42,9 @@ fn production_preempts_batch_which_comes_back_after_the_kill() {
     assert!(cell.tasks("prod").iter().all(|t| t["state"] == "running"));
     let job = cell.json(&["job", "prod2"]);
     assert!(job["why_pending"].as_str().unwrap().contains("insufficient cpu"), "{job}");
+    let why = cell.json(&["why-pending", "prod2"]);
+    assert_eq!(why["pending"], 1);
+    assert!(why["why_pending"].as_str().unwrap().contains("insufficient cpu"), "{why}");
     // once production leaves, batch runs again
     cell.borgctl(&["kill", "prod"]);
     cell.borgctl(&["kill", "prod2"]);
@@ -118,6 +121,8 @@ fn a_rolling_update_never_has_more_than_max_unavailable_down() {
     let plan = cell.json(&["apply", "-f", path.to_str().unwrap(), "--dry-run"]);
     assert_eq!(plan["restarted"], serde_json::json!([0, 1, 2, 3]), "{plan}");
     assert_eq!(plan["in_place"], false);
+    assert!(plan["diff"]["command"]["to"].to_string().contains("sleep 0.3"), "the plan shows the spec change: {plan}");
+    assert_eq!(plan["diff"].as_object().map(|d| d.len()), Some(1), "only the command changed: {plan}");
     // sample the processes from a thread while the update runs
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
