@@ -58,19 +58,14 @@ async fn committer(
         }
         let Some(master) = master.upgrade() else { return };
         let time_ms = now_ms();
-        let (entries, replies): (Vec<Entry>, Vec<Proposal>) = group
-            .into_iter()
-            .map(|p| {
-                let entry = Entry { time_ms, command: p.command.clone() };
-                (entry, p)
-            })
-            .unzip();
+        let (entries, replies): (Vec<Entry>, Vec<Reply>) =
+            group.into_iter().map(|p| (Entry { time_ms, command: p.command }, p.reply)).unzip();
         let first_index = master.state().applied_index + 1;
         if let Err(e) = tokio::task::block_in_place(|| store.append_all(first_index, &entries)) {
             tracing::error!(error = %e, "log write failed; {} commands not applied", entries.len());
             let text = e.to_string();
-            for p in replies {
-                let _ = p.reply.send(Err(ProposeError::Storage(text.clone())));
+            for reply in replies {
+                let _ = reply.send(Err(ProposeError::Storage(text.clone())));
             }
             continue;
         }
@@ -114,10 +109,13 @@ impl SoftState {
     }
 }
 
+/// Where the committer sends a command's result.
+type Reply = tokio::sync::oneshot::Sender<Result<(ApplyOutcome, Vec<Event>), ProposeError>>;
+
 /// A command waiting for the committer, and where to send its result.
 struct Proposal {
     command: Command,
-    reply: tokio::sync::oneshot::Sender<Result<(ApplyOutcome, Vec<Event>), ProposeError>>,
+    reply: Reply,
 }
 
 /// Most commands committed in one group (one synced write).
@@ -203,7 +201,7 @@ impl Master {
     }
 
     /// Applies a durable group of entries starting at `first` and answers each proposer.
-    fn apply_group(&self, first: u64, entries: Vec<Entry>, replies: Vec<Proposal>) {
+    fn apply_group(&self, first: u64, entries: Vec<Entry>, replies: Vec<Reply>) {
         let mut results = Vec::with_capacity(entries.len());
         {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -212,12 +210,12 @@ impl Master {
                 results.push(s.apply(entry));
             }
         }
-        for ((entry, result), p) in entries.iter().zip(results).zip(replies) {
+        for ((entry, result), reply) in entries.iter().zip(results).zip(replies) {
             if let Ok((_, events)) = &result {
                 crate::metrics::on_events(&self.state(), events);
                 self.dispatch(&entry.command, events);
             }
-            let _ = p.reply.send(result.map_err(ProposeError::Rejected));
+            let _ = reply.send(result.map_err(ProposeError::Rejected));
         }
     }
 
