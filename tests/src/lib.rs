@@ -264,7 +264,8 @@ fn kill_tasks_of(work_dir: &Path) {
     }
 }
 
-/// Removes the cgroups a Borglet with machine id `id` made (its task processes must be dead).
+/// Kills every process left in the cgroups a Borglet with machine id `id` made (a task the state
+/// file did not name yet, or one caught mid-stop), then removes the cgroups.
 fn remove_cgroups(id: &str) {
     for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup"] {
         let parent = Path::new(base).join(format!("borg-{id}"));
@@ -272,6 +273,10 @@ fn remove_cgroups(id: &str) {
         for e in entries.flatten().filter(|e| e.path().is_dir()) {
             // killed processes may take a moment to be reaped before the cgroup can go
             for _ in 0..40 {
+                let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
                 if std::fs::remove_dir(e.path()).is_ok() {
                     break;
                 }
