@@ -3,7 +3,7 @@
 
 use borg_proto as pb;
 use comfy_table::{presets::NOTHING, Table};
-use scheduler_core::{format_bytes, Priority};
+use scheduler_core::{format_bytes, format_cores as cores, format_share as pct, Priority};
 use serde_json::{json, Value};
 
 /// `pending`, `running`, `dead` (or `unknown`).
@@ -189,18 +189,6 @@ pub fn job_detail(j: &pb::Job, events: &[pb::Event]) -> String {
         out.push_str(&format!("  {} {}{}: {}{}\n", clock(e.time_ms), who, e.kind, e.detail, at));
     }
     out
-}
-
-fn cores(m: u64) -> String {
-    format!("{:.2}", m as f64 / 1000.0)
-}
-
-fn pct(a: u64, b: u64) -> String {
-    if b == 0 {
-        "-".into()
-    } else {
-        format!("{:.0}%", 100.0 * a as f64 / b as f64)
-    }
 }
 
 /// `top machines`: per machine, CPU and RAM used / allocated / capacity.

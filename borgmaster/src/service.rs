@@ -47,8 +47,8 @@ impl BorgmasterService {
     ///
     /// Errors: the command would be rejected (version mismatch, over quota).
     fn plan(&self, spec: &JobSpec, expected_version: Option<u64>) -> Result<pb::ApplyJobResponse, Status> {
+        // Clone copies the derived machine index too: the copy is ready to apply to.
         let mut copy = self.master.state().clone();
-        copy.reindex();
         let before = copy.jobs.get(&spec.name).map(|j| j.tasks.clone()).unwrap_or_default();
         let entry = crate::state::Entry {
             time_ms: crate::master::now_ms(),

@@ -4,7 +4,7 @@
 use crate::master::Master;
 use crate::state::{MachineState, TaskState};
 use crate::usage::cell_usage;
-use scheduler_core::{format_bytes, Band, Resources};
+use scheduler_core::{format_bytes, format_cores as cores, format_share as pct, Band, Resources};
 use std::fmt::Write;
 
 /// Most events shown.
@@ -13,18 +13,6 @@ const EVENTS_SHOWN: usize = 50;
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-fn cores(m: u64) -> String {
-    format!("{:.2}", m as f64 / 1000.0)
-}
-
-fn pct(a: u64, b: u64) -> String {
-    if b == 0 {
-        "-".into()
-    } else {
-        format!("{:.0}%", 100.0 * a as f64 / b as f64)
-    }
 }
 
 fn clock(ms: i64) -> String {

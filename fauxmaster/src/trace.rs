@@ -239,14 +239,7 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), LoadErro
             None => notes.tasks_without_requests += 1,
         }
     }
-    w.events.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
-    w.horizon_s = w
-        .events
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::Submit(_) | EventKind::End { .. }))
-        .map(|e| e.time_s)
-        .fold(0.0, f64::max);
-    w.jobs = jobs.names;
+    w.finish(jobs);
     Ok((w, notes))
 }
 

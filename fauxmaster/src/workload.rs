@@ -107,6 +107,21 @@ pub struct Workload {
     pub horizon_s: f64,
 }
 
+impl Workload {
+    /// Completes a loaded workload: sorts the events by time (stable: equal times keep file
+    /// order), sets the horizon to the last task event, and takes the job names.
+    pub fn finish(&mut self, jobs: JobNames) {
+        self.events.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
+        self.horizon_s = self
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Submit(_) | EventKind::End { .. }))
+            .map(|e| e.time_s)
+            .fold(0.0, f64::max);
+        self.jobs = jobs.names;
+    }
+}
+
 /// Interns job names as job numbers.
 #[derive(Debug, Default)]
 pub struct JobNames {

@@ -43,7 +43,7 @@ pub use constraint::{Attributes, Constraint, ConstraintOp};
 pub use equivalence::{ClassKey, EquivalenceClass};
 pub use feasibility::Infeasible;
 pub use priority::{Band, Priority};
-pub use resources::{format_bytes, Resource, Resources};
+pub use resources::{format_bytes, format_cores, format_share, Resource, Resources};
 pub use schedule::{explain, schedule, Binding, Params, PassStats, Placement, Preemption, Scheduler, Unplaced};
 pub use scoring::Weights;
 pub use task_group::TaskGroup;

@@ -129,6 +129,20 @@ pub fn format_bytes(b: u64) -> String {
     b.to_string()
 }
 
+/// Millicores as cores with two decimals: `1500` -> `1.50`.
+pub fn format_cores(millicores: u64) -> String {
+    format!("{:.2}", millicores as f64 / 1000.0)
+}
+
+/// `part` as a whole-number percentage of `whole`: `25%`; `-` when `whole` is 0.
+pub fn format_share(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", 100.0 * part as f64 / whole as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +166,8 @@ mod tests {
         assert_eq!(format_bytes(24684092 << 10), "23.5Gi");
         assert_eq!(format_bytes(1000), "1000");
         assert_eq!(Resources::new(250, 1 << 30, 0).to_string(), "cpu=250m ram=1Gi disk=0");
+        assert_eq!(format_cores(1500), "1.50");
+        assert_eq!(format_share(1, 4), "25%");
+        assert_eq!(format_share(1, 0), "-");
     }
 }
