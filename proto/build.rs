@@ -5,7 +5,7 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/borg/v1/borgmaster.proto", "proto/borg/v1/borglet.proto"];
+    let protos = ["proto/borg/v1/borgmaster.proto", "proto/borg/v1/borglet.proto", "proto/borg/v1/raft.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

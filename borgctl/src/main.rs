@@ -26,7 +26,8 @@ enum Output {
 #[derive(Parser, Debug)]
 #[command(version, about = "Client of a Borg cell: submit jobs, inspect tasks and machines.")]
 struct Cli {
-    /// Borgmaster address (host:port).
+    /// Borgmaster address (host:port), or every replica's, comma-separated: the first that
+    /// answers is used (any replica serves reads and forwards writes to the leader).
     #[arg(long, global = true, env = "BORG_MASTER", default_value = "127.0.0.1:9000")]
     master: String,
     /// Output format of listings.
@@ -99,6 +100,12 @@ enum Cmd {
     Quota {
         #[command(subcommand)]
         action: QuotaCmd,
+    },
+    /// Replicas of the master group: `replicas [list]`, `replicas add ID HOST:PORT`,
+    /// `replicas remove ID`.
+    Replicas {
+        #[command(subcommand)]
+        action: Option<ReplicasCmd>,
     },
     /// Recent events (scheduling, preemption, evictions, machines), optionally of one job.
     Events {
@@ -178,6 +185,26 @@ enum QuotaCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum ReplicasCmd {
+    /// Every replica with its role (leader, follower, learner, unreachable) and last applied
+    /// log index.
+    List,
+    /// Add replica ID at HOST:PORT (start it first with `borgmaster --id ID --peers ...`): it
+    /// catches up as a learner, then becomes a voter.
+    Add {
+        /// Its `--id`.
+        id: u64,
+        /// Its gRPC address.
+        address: String,
+    },
+    /// Remove replica ID from the group.
+    Remove {
+        /// Its `--id`.
+        id: u64,
+    },
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum TopWhat {
     /// One row per machine.
@@ -202,21 +229,11 @@ enum Until {
     Done,
 }
 
-async fn connect(addr: &str) -> anyhow::Result<BorgmasterClient<Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| anyhow!("bad --master address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30));
-    let ch = ep.connect().await.map_err(|e| {
-        let mut causes = Vec::new();
-        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-        while let Some(c) = cur {
-            causes.push(c.to_string());
-            cur = c.source();
-        }
-        let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
-        anyhow!("cannot reach the Borgmaster at {addr}: {cause}")
-    })?;
+async fn connect(master: &str) -> anyhow::Result<BorgmasterClient<Channel>> {
+    let addrs = borg_spec::client::master_addresses(master).map_err(|e| anyhow!("--master: {e}"))?;
+    let (_, ch) = borg_spec::client::connect_any(&addrs, Duration::from_secs(5), Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     Ok(BorgmasterClient::new(ch))
 }
 
@@ -434,6 +451,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_json(&rows.iter().map(render::quota_json).collect())?;
             } else {
                 println!("{}", render::quota_table(&rows));
+            }
+        }
+        Cmd::Replicas { action } => {
+            let mut c = connect(&cli.master).await?;
+            let voters = match action.unwrap_or(ReplicasCmd::List) {
+                ReplicasCmd::List => {
+                    let rs = c.list_replicas(pb::ListReplicasRequest {}).await.map_err(status)?.into_inner().replicas;
+                    if json {
+                        print_json(&rs.iter().map(render::replica_json).collect())?;
+                    } else {
+                        println!("{}", render::replicas_table(&rs));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                ReplicasCmd::Add { id, address } => {
+                    c.add_replica(pb::AddReplicaRequest { id, address }).await.map_err(status)?.into_inner().voters
+                }
+                ReplicasCmd::Remove { id } => {
+                    c.remove_replica(pb::RemoveReplicaRequest { id }).await.map_err(status)?.into_inner().voters
+                }
+            };
+            if json {
+                print_json(&serde_json::json!({ "voters": voters }))?;
+            } else {
+                println!("voters: {}", voters.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "));
             }
         }
         Cmd::Events { job, limit } => {

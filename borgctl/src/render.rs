@@ -432,3 +432,33 @@ pub fn plan_text(r: &pb::ApplyJobResponse) -> String {
     ));
     out
 }
+
+/// A replica of the master group as JSON: `id`, `address`, `role`
+/// (`leader|follower|learner|candidate|unreachable`), `voter`, `last_applied_index`,
+/// `last_log_index`, `term`, `leader_id` (0 = none known).
+pub fn replica_json(r: &pb::ReplicaStatus) -> Value {
+    json!({
+        "id": r.id, "address": r.address, "role": r.role, "voter": r.voter,
+        "last_applied_index": r.last_applied_index, "last_log_index": r.last_log_index,
+        "term": r.term, "leader_id": r.leader_id,
+    })
+}
+
+/// Replicas as a table, by id.
+pub fn replicas_table(rs: &[pb::ReplicaStatus]) -> Table {
+    let mut t = table(&["ID", "ADDRESS", "ROLE", "VOTER", "APPLIED", "LOG", "TERM"]);
+    for r in rs {
+        let unreachable = r.role == "unreachable";
+        let num = |v: u64| if unreachable { "-".to_string() } else { v.to_string() };
+        t.add_row(vec![
+            r.id.to_string(),
+            r.address.clone(),
+            r.role.clone(),
+            if r.voter { "yes" } else { "no" }.to_string(),
+            num(r.last_applied_index),
+            num(r.last_log_index),
+            num(r.term),
+        ]);
+    }
+    t
+}

@@ -37,7 +37,8 @@ fn bytes(s: &str) -> Result<u64, String> {
 #[derive(Parser, Debug)]
 #[command(version, about = "The Borglet: runs this machine's tasks for the Borgmaster.")]
 struct Args {
-    /// Borgmaster address (host:port).
+    /// Borgmaster address (host:port), or every replica's, comma-separated (the first that
+    /// answers takes the registration and forwards it to the leader).
     #[arg(long)]
     master: String,
     /// Address to serve the master's polls on (host:port; port 0 picks a free one). The
@@ -232,14 +233,13 @@ async fn run_hollow(args: Args) -> anyhow::Result<()> {
 
 /// Registers hollow machines, 64 at a time, over one connection.
 async fn register_hollow(master: &str, specs: &[borglet::hollow::HollowSpec], address: &str) {
-    let ep = match tonic::transport::Endpoint::from_shared(format!("http://{master}")) {
-        Ok(ep) => ep.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(30)),
+    let client = match connect_master(master, Duration::from_secs(30)).await {
+        Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "bad --master");
+            tracing::warn!(error = %e, "cannot register hollow machines; retrying");
             return;
         }
     };
-    let client = pb::borgmaster_client::BorgmasterClient::new(ep.connect_lazy());
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let mut set = tokio::task::JoinSet::new();
     for s in specs {
@@ -295,11 +295,21 @@ async fn register_loop(master: String, req: pb::RegisterMachineRequest, borglet:
 }
 
 async fn register_once(master: &str, req: pb::RegisterMachineRequest) -> anyhow::Result<pb::RegisterMachineResponse> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{master}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(5));
-    let mut c = pb::borgmaster_client::BorgmasterClient::new(ep.connect().await?);
+    let mut c = connect_master(master, Duration::from_secs(5)).await?;
     Ok(c.register_machine(req).await?.into_inner())
+}
+
+/// A client of the first Borgmaster replica in `--master` (comma-separated) that answers; it
+/// forwards registrations to the leader.
+async fn connect_master(
+    master: &str,
+    timeout: Duration,
+) -> anyhow::Result<pb::borgmaster_client::BorgmasterClient<tonic::transport::Channel>> {
+    let addrs = borg_spec::client::master_addresses(master).map_err(|e| anyhow::anyhow!("--master: {e}"))?;
+    let (_, ch) = borg_spec::client::connect_any(&addrs, Duration::from_secs(3), timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(pb::borgmaster_client::BorgmasterClient::new(ch))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -24,20 +24,23 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 /// Starts a poller for every registered machine, now and whenever one registers; and the task
-/// that batches Borglet reports into commands. Runs forever.
+/// that batches Borglet reports into commands. Runs until dropped (the leader loses its
+/// leadership); dropping it stops every poller it started.
 pub async fn run(master: Arc<Master>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(apply_reports(master.clone(), rx));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(apply_reports(master.clone(), rx));
     let channels = Arc::new(Channels::default());
     let mut started: HashSet<MachineId> = HashSet::new();
     loop {
+        let changed = master.machines_changed.notified();
         let ids: Vec<MachineId> = master.state().machines.keys().cloned().collect();
         for id in ids {
             if started.insert(id.clone()) {
-                tokio::spawn(poll_machine(master.clone(), id, tx.clone(), channels.clone()));
+                tasks.spawn(poll_machine(master.clone(), id, tx.clone(), channels.clone()));
             }
         }
-        master.machines_changed.notified().await;
+        changed.await;
     }
 }
 

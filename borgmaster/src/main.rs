@@ -1,15 +1,15 @@
-//! `borgmaster`: runs one Borgmaster for a cell.
+//! `borgmaster`: runs one Borgmaster replica for a cell.
 //!
 //! ```text
 //! borgmaster --listen 127.0.0.1:9000 --data-dir /var/lib/borg/master [--cell dev]
+//! borgmaster --id 2 --peers 1=h1:9000,2=h2:9000,3=h3:9000 --listen 0.0.0.0:9000 --data-dir DIR
 //! ```
-//! Prints `borgmaster listening on ADDR` on stdout once it accepts connections (ADDR is the
-//! bound address, useful with port 0).
+//! Without `--peers` the replica forms a group of one. Prints `borgmaster listening on ADDR` on
+//! stdout once it accepts connections (ADDR is the bound address, useful with port 0).
 
 use anyhow::Context;
 use borgmaster::master::{Master, MasterConfig};
 use borgmaster::service::BorgmasterService;
-use borgmaster::store::Store;
 use clap::Parser;
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,6 +51,19 @@ struct Args {
     /// whenever something may have become placeable).
     #[arg(long, default_value = "10s", value_parser = duration)]
     schedule_interval: Duration,
+    /// This replica's id in the master group (a positive integer, stable for its data dir).
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Every replica of the master group at first start: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`
+    /// (their gRPC addresses; Raft runs on the same listener). Without it, a group of one. The
+    /// replica with the lowest id forms the group once all answer; later changes go through
+    /// `borgctl replicas add|remove`.
+    #[arg(long, default_value = "")]
+    peers: String,
+    /// Raft log entries between snapshots (checkpoints of the whole cell state); the log they
+    /// cover is then purged.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
 }
 
 #[tokio::main]
@@ -65,28 +78,40 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let store = Store::open(&args.data_dir.join("state"))?;
-    let config = MasterConfig {
-        cell: args.cell.clone(),
-        poll_interval: args.poll_interval,
-        missed_polls_down: args.missed_polls.max(1),
-        schedule_interval: args.schedule_interval,
-    };
+    let peers = borgmaster::raft::parse_peers(&args.peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
+    if !peers.is_empty() && !peers.contains_key(&args.id) {
+        anyhow::bail!("--peers does not list this replica's --id {}", args.id);
+    }
     let default_quota = match args.default_quota.as_str() {
         "zero" => Some(scheduler_core::Resources::ZERO),
         "unlimited" => None,
         v => Some(borg_spec::quantity::parse_resources(v).map_err(|e| anyhow::anyhow!("--default-quota: {e}"))?),
     };
-    let master = Master::open(config, store)?;
-    if master.state().default_quota != default_quota {
-        master.propose(borgmaster::state::Command::SetDefaultQuota { limit: default_quota }).await?;
-    }
+    let config = MasterConfig {
+        cell: args.cell.clone(),
+        poll_interval: args.poll_interval,
+        missed_polls_down: args.missed_polls.max(1),
+        schedule_interval: args.schedule_interval,
+        default_quota,
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tokio::spawn(borgmaster::scheduler_loop::run(master.clone()));
-    tokio::spawn(borgmaster::link_shard::run(master.clone()));
+    let advertised = peers.get(&args.id).cloned().unwrap_or_else(|| addr.to_string());
+    let (raft, state) = borgmaster::raft::open(args.id, &args.data_dir, &args.cell, args.snapshot_every).await?;
+    let master = Master::new(config, args.id, advertised.clone(), raft.clone(), state);
+    {
+        let s = master.state();
+        tracing::info!(id = args.id, cell = %s.cell, jobs = s.jobs.len(), machines = s.machines.len(), applied_index = s.applied_index, "cell state loaded");
+    }
+    let single = peers.is_empty();
+    let m = master.clone();
+    let formed = tokio::spawn(async move {
+        if let Err(e) = borgmaster::raft::bootstrap(&m.raft, m.id, &m.address, &peers).await {
+            tracing::error!(error = %e, "could not form the master group");
+        }
+    });
     if let Some(http) = &args.http {
         let handle = borgmaster::metrics::install()?;
         let l = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding --http {http}"))?;
@@ -101,13 +126,35 @@ async fn main() -> anyhow::Result<()> {
         println!("borgmaster http on {http_addr}");
     }
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
-    tracing::info!(%addr, cell = %master.state().cell, "borgmaster serving");
+    let raft_service = borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised).server();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .add_service(raft_service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown()),
+    );
+    if single {
+        // A group of one leads at once: announce only when it accepts writes with its quota set,
+        // as a single master always did.
+        formed.await?;
+        let ready = async {
+            while master.leadership() != borgmaster::master::Leadership::Me
+                || master.state().default_quota != master.config.default_quota
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), ready).await.is_err() {
+            tracing::warn!("not leading 10 s after start; serving anyway");
+        }
+    }
+    tracing::info!(%addr, id = args.id, cell = %master.state().cell, "borgmaster serving");
     println!("borgmaster listening on {addr}");
     std::io::stdout().flush()?;
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
-        .await?;
+    server.await??;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "Raft did not shut down cleanly");
+    }
     tracing::info!("borgmaster stopped");
     Ok(())
 }

@@ -1,12 +1,19 @@
-//! The master's core: the cell state behind a lock, the store behind a single writer, and the
-//! wake-ups that connect them to the scheduler loop and the link shards.
+//! The master's core: the cell state behind a lock, the Raft group behind a single proposer,
+//! and the wake-ups that connect them to the scheduler loop and the link shards.
 //!
-//! A change goes: [`Master::propose`] -> append to the RocksDB log (synced) -> apply to the
-//! in-memory [`CellState`] -> wake whoever the events concern. Readers take a read lock on the
-//! state and never wait for disk.
+//! A change goes: [`Master::propose`] -> the committer groups waiting commands into one Raft
+//! entry ([`Group`]) -> openraft replicates it to a quorum (each replica's log write is synced)
+//! -> every replica applies it to its in-memory [`CellState`] -> on the leader, the proposer gets
+//! its result and the parts its events concern are woken. Readers take a read lock on the state
+//! and never wait for disk or network.
+//!
+//! Only the leader polls Borglets and schedules ([`leader_duties`]); on every other replica the
+//! state is a read-only copy that follows the log.
 
+use crate::raft::{Applied, BorgRaft, Group, NodeId};
 use crate::state::{ApplyOutcome, CellState, Command, CommandError, Entry, Event};
-use crate::store::{Store, StoreError, CHECKPOINT_EVERY};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
 use scheduler_core::{MachineId, Params, Resources, Scheduler};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -24,6 +31,10 @@ pub struct MasterConfig {
     pub missed_polls_down: u32,
     /// Interval of the scheduler loop when nothing wakes it earlier.
     pub schedule_interval: Duration,
+    /// Quota of users without a grant at a band (`None` = unlimited), written into the cell
+    /// state by this replica whenever it becomes the leader and the state differs. Give every
+    /// replica the same value.
+    pub default_quota: Option<Resources>,
 }
 
 /// Why a proposed command did not take effect.
@@ -32,23 +43,53 @@ pub enum ProposeError {
     /// The state machine rejected it (no such job, version mismatch, ...); nothing changed.
     #[error(transparent)]
     Rejected(#[from] CommandError),
-    /// It could not be made durable; nothing changed. The text is the storage error.
-    #[error("storage: {0}")]
+    /// This replica is not the leader (any more). The command may still be committed if it
+    /// reached the log before leadership moved; a client should read before retrying a
+    /// non-idempotent command. `leader` is the leader's address when known.
+    #[error("this replica is not the leader{}", leader.as_ref().map(|l| format!(" (the leader is at {l})")).unwrap_or_default())]
+    NotLeader {
+        /// host:port of the current leader, when known.
+        leader: Option<String>,
+    },
+    /// Replication or storage failed; the text is openraft's error.
+    #[error("replication: {0}")]
     Storage(String),
     /// The master is shutting down.
     #[error("the Borgmaster is stopping")]
     Stopped,
 }
 
-/// The single writer: takes every waiting proposal, appends them with one synced write, applies
-/// them, and checkpoints every [`CHECKPOINT_EVERY`] entries. Ends when the master is dropped.
-async fn committer(
-    master: std::sync::Weak<Master>,
-    store: Store,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
-) {
-    let mut since_checkpoint = 0u64;
+/// What kind of command a result belongs to (to route its events after the command itself moved
+/// into the log).
+#[derive(Clone, Copy)]
+enum Kind {
+    Bind,
+    TaskReports,
+    RegisterMachine,
+    Other,
+}
+
+impl Kind {
+    fn of(c: &Command) -> Kind {
+        match c {
+            Command::Bind { .. } => Kind::Bind,
+            Command::TaskReports { .. } => Kind::TaskReports,
+            Command::RegisterMachine { .. } => Kind::RegisterMachine,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// Most groups being replicated at once: while they are in flight, new proposals queue up and go
+/// out together in the next group.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// The single proposer: takes every waiting proposal and submits them as one Raft entry, with at
+/// most [`MAX_IN_FLIGHT`] entries in flight. Ends when the master is dropped.
+async fn committer(master: std::sync::Weak<Master>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -57,28 +98,10 @@ async fn committer(
             }
         }
         let Some(master) = master.upgrade() else { return };
-        let time_ms = now_ms();
-        let (entries, replies): (Vec<Entry>, Vec<Reply>) =
-            group.into_iter().map(|p| (Entry { time_ms, command: p.command }, p.reply)).unzip();
-        let first_index = master.state().applied_index + 1;
-        if let Err(e) = tokio::task::block_in_place(|| store.append_all(first_index, &entries)) {
-            tracing::error!(error = %e, "log write failed; {} commands not applied", entries.len());
-            let text = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(ProposeError::Storage(text.clone())));
-            }
-            continue;
-        }
-        metrics::histogram!(crate::metrics::COMMIT_GROUP).record(entries.len() as f64);
-        since_checkpoint += entries.len() as u64;
-        master.apply_group(first_index, entries, replies);
-        if since_checkpoint >= CHECKPOINT_EVERY {
-            let snapshot = master.state().clone();
-            match tokio::task::block_in_place(|| store.checkpoint(&snapshot)) {
-                Ok(()) => since_checkpoint = 0,
-                Err(e) => tracing::warn!(error = %e, "checkpoint failed; the log keeps growing until one succeeds"),
-            }
-        }
+        tokio::spawn(async move {
+            master.commit_group(group).await;
+            drop(permit);
+        });
     }
 }
 
@@ -125,7 +148,13 @@ const MAX_GROUP: usize = 4096;
 pub struct Master {
     /// Settings.
     pub config: MasterConfig,
-    state: RwLock<CellState>,
+    /// This replica's id in the master group (`--id`).
+    pub id: NodeId,
+    /// This replica's advertised gRPC address (host:port).
+    pub address: String,
+    /// The Raft group handle.
+    pub raft: BorgRaft,
+    state: Arc<RwLock<CellState>>,
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     /// Soft state (see [`SoftState`]).
     pub soft: Mutex<SoftState>,
@@ -144,22 +173,22 @@ pub fn now_ms() -> i64 {
 }
 
 impl Master {
-    /// Opens the store and rebuilds the state from it.
-    ///
-    /// Errors: the store cannot be opened or read (see [`StoreError`]).
-    pub fn open(config: MasterConfig, store: Store) -> Result<Arc<Master>, StoreError> {
-        let state = store.load(&config.cell)?;
-        tracing::info!(
-            cell = %state.cell,
-            jobs = state.jobs.len(),
-            machines = state.machines.len(),
-            applied_index = state.applied_index,
-            "cell state loaded"
-        );
+    /// The master of replica `id` at `address`, over `raft` whose state machine shares `state`.
+    /// Starts the committer and the leader duties (they wait until this replica leads).
+    pub fn new(
+        config: MasterConfig,
+        id: NodeId,
+        address: String,
+        raft: BorgRaft,
+        state: Arc<RwLock<CellState>>,
+    ) -> Arc<Master> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let master = Arc::new(Master {
             config,
-            state: RwLock::new(state),
+            id,
+            address,
+            raft,
+            state,
             proposals: tx,
             soft: Mutex::new(SoftState::default()),
             scheduler: Mutex::new(Scheduler::new(Params { explain: false, ..Params::default() })),
@@ -167,8 +196,22 @@ impl Master {
             machines_changed: Notify::new(),
             machine_wakeups: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(committer(Arc::downgrade(&master), store, rx));
-        Ok(master)
+        tokio::spawn(committer(Arc::downgrade(&master), rx));
+        tokio::spawn(leader_duties(master.clone()));
+        master
+    }
+
+    /// Who leads the master group, as this replica knows it.
+    pub fn leadership(&self) -> Leadership {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(l) if l == self.id && m.state == ServerState::Leader => Leadership::Me,
+            Some(l) => match m.membership_config.membership().get_node(&l) {
+                Some(node) => Leadership::Other { id: l, address: node.addr.clone() },
+                None => Leadership::Unknown,
+            },
+            None => Leadership::Unknown,
+        }
     }
 
     /// Read access to the cell state. Do not hold it across an `.await`.
@@ -187,54 +230,139 @@ impl Master {
         w.entry(m.clone()).or_default().clone()
     }
 
-    /// Makes `command` durable, applies it, and wakes the parts its events concern.
+    /// Commits `command` through the Raft group and applies it, and wakes the parts its events
+    /// concern.
     ///
     /// Commands from every caller are committed in groups: the committer takes all that are
-    /// waiting, writes them with one synced RocksDB write (group commit), then applies them in
-    /// order. Returns the outcome and events. Errors: [`ProposeError::Storage`] when the log
-    /// write failed (nothing changed); [`ProposeError::Rejected`] when the state machine refused
-    /// the command (it stays in the log as a no-op, as it would in a Raft log).
+    /// waiting and proposes them as one Raft entry (group commit: one synced write per replica
+    /// however many commands). Returns the outcome and events once a quorum has the entry and
+    /// this replica applied it. Errors: [`ProposeError::NotLeader`] on a replica that does not
+    /// lead; [`ProposeError::Storage`] when replication failed; [`ProposeError::Rejected`] when
+    /// the state machine refused the command (it stays in the log as a no-op).
     pub async fn propose(&self, command: Command) -> Result<(ApplyOutcome, Vec<Event>), ProposeError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.proposals.send(Proposal { command, reply }).map_err(|_| ProposeError::Stopped)?;
         rx.await.map_err(|_| ProposeError::Stopped)?
     }
 
-    /// Applies a durable group of entries starting at `first` and answers each proposer.
-    fn apply_group(&self, first: u64, entries: Vec<Entry>, replies: Vec<Reply>) {
-        let mut results = Vec::with_capacity(entries.len());
-        {
-            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            for (i, entry) in entries.iter().enumerate() {
-                s.applied_index = first + i as u64;
-                results.push(s.apply(entry));
-            }
+    /// Proposes one group and answers each proposer.
+    async fn commit_group(&self, group: Vec<Proposal>) {
+        let time_ms = now_ms();
+        let mut kinds = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut entries = Vec::with_capacity(group.len());
+        for p in group {
+            kinds.push(Kind::of(&p.command));
+            entries.push(Entry { time_ms, command: p.command });
+            replies.push(p.reply);
         }
-        for ((entry, result), reply) in entries.iter().zip(results).zip(replies) {
+        let n = entries.len();
+        let results = match self.raft.client_write(Group { entries }).await {
+            Ok(resp) => {
+                metrics::histogram!(crate::metrics::COMMIT_GROUP).record(n as f64);
+                let Applied(results) = resp.data;
+                results
+            }
+            Err(e) => {
+                let err = || match &e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        ProposeError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) }
+                    }
+                    RaftError::Fatal(_) => ProposeError::Stopped,
+                    other => ProposeError::Storage(other.to_string()),
+                };
+                tracing::warn!(error = %e, commands = n, "proposal not committed");
+                for reply in replies {
+                    let _ = reply.send(Err(err()));
+                }
+                return;
+            }
+        };
+        for ((kind, result), reply) in kinds.into_iter().zip(results).zip(replies) {
             if let Ok((_, events)) = &result {
                 crate::metrics::on_events(&self.state(), events);
-                self.dispatch(&entry.command, events);
+                self.dispatch(kind, events);
             }
             let _ = reply.send(result.map_err(ProposeError::Rejected));
         }
     }
 
-    fn dispatch(&self, command: &Command, events: &[Event]) {
+    fn dispatch(&self, kind: Kind, events: &[Event]) {
         let mut machines: Vec<&MachineId> = events.iter().filter_map(|e| e.machine.as_ref()).collect();
         machines.dedup();
         for m in machines {
             self.machine_wakeup(m).notify_one();
         }
-        let placeable_changed = match command {
-            Command::Bind { .. } => events.iter().any(|e| e.kind == "preempted"),
-            Command::TaskReports { .. } => events.iter().any(|e| e.kind == "dead" || e.kind == "pending"),
-            _ => !events.is_empty(),
+        let placeable_changed = match kind {
+            Kind::Bind => events.iter().any(|e| e.kind == "preempted"),
+            Kind::TaskReports => events.iter().any(|e| e.kind == "dead" || e.kind == "pending"),
+            Kind::RegisterMachine | Kind::Other => !events.is_empty(),
         };
         if placeable_changed {
             self.schedule_wakeup.notify_one();
         }
-        if matches!(command, Command::RegisterMachine { .. }) {
+        if matches!(kind, Kind::RegisterMachine) {
             self.machines_changed.notify_one();
         }
+    }
+}
+
+/// Who leads the master group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// This replica.
+    Me,
+    /// Another replica: its id and gRPC address.
+    Other {
+        /// Its `--id`.
+        id: NodeId,
+        /// Its host:port.
+        address: String,
+    },
+    /// No leader known (an election is under way, or this replica is cut off).
+    Unknown,
+}
+
+fn leads(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
+    m.state == ServerState::Leader && m.current_leader == Some(m.id)
+}
+
+/// Runs the leader's duties while this replica leads: the link shards (polling every Borglet)
+/// and the scheduler loop. On election it first waits until its state holds every committed
+/// entry, then starts them with empty soft state (the Borglets' reports rebuild it; no task is
+/// restarted); when leadership is lost it stops them. Runs until the Raft group shuts down.
+pub async fn leader_duties(master: Arc<Master>) {
+    let mut metrics = master.raft.metrics();
+    loop {
+        while !leads(&metrics.borrow_and_update()) {
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+        if let Err(e) = master.raft.ensure_linearizable().await {
+            tracing::info!(error = %e, "elected but could not confirm leadership; waiting");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        if master.state().default_quota != master.config.default_quota {
+            let limit = master.config.default_quota;
+            if let Err(e) = master.propose(Command::SetDefaultQuota { limit }).await {
+                tracing::warn!(error = %e, "could not record the configured default quota");
+            }
+        }
+        let term = metrics.borrow().current_term;
+        tracing::info!(id = master.id, term, "leading the cell: polling Borglets and scheduling");
+        metrics::counter!(crate::metrics::LEADER_ELECTED).increment(1);
+        *master.soft() = SoftState::default();
+        let mut duties = tokio::task::JoinSet::new();
+        duties.spawn(crate::scheduler_loop::run(master.clone()));
+        duties.spawn(crate::link_shard::run(master.clone()));
+        while leads(&metrics.borrow_and_update()) {
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
+        duties.shutdown().await;
     }
 }

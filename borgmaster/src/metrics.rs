@@ -24,6 +24,8 @@ pub const COMMIT_GROUP: &str = "borg_commit_group_size";
 pub const EVICTIONS: &str = "borg_evictions_total";
 /// Task state transitions by kind.
 pub const TRANSITIONS: &str = "borg_task_transitions_total";
+/// Times this replica became the leader.
+pub const LEADER_ELECTED: &str = "borg_raft_leader_elections_won_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -75,6 +77,11 @@ fn describe() {
     describe_gauge!("borg_machines", Unit::Count, "Machines by state (up, down).");
     describe_gauge!("borg_machine_up", Unit::Count, "1 if the machine answers polls, 0 if it is down.");
     describe_gauge!("borg_state_applied_index", Unit::Count, "Index of the last log entry applied to the cell state.");
+    describe_gauge!("borg_raft_is_leader", Unit::Count, "1 on the replica that leads the master group, else 0.");
+    describe_gauge!("borg_raft_term", Unit::Count, "This replica's current Raft term.");
+    describe_gauge!("borg_raft_last_log_index", Unit::Count, "Index of the last entry in this replica's Raft log.");
+    describe_gauge!("borg_raft_voters", Unit::Count, "Voting replicas in the master group.");
+    describe_counter!(LEADER_ELECTED, Unit::Count, "Times this replica became the leader and started its duties.");
     describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down).");
     describe_counter!(
         TRANSITIONS,
@@ -161,6 +168,11 @@ pub fn refresh(master: &Master) {
         gauge!("borg_machine_up", "machine" => m.id.0.clone()).set(if m.state == MachineState::Up { 1.0 } else { 0.0 });
     }
     gauge!("borg_state_applied_index").set(state.applied_index as f64);
+    let m = master.raft.metrics().borrow().clone();
+    gauge!("borg_raft_is_leader").set(if m.current_leader == Some(master.id) { 1.0 } else { 0.0 });
+    gauge!("borg_raft_term").set(m.current_term as f64);
+    gauge!("borg_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    gauge!("borg_raft_voters").set(m.membership_config.membership().voter_ids().count() as f64);
 }
 
 /// Counts the transitions and evictions in `events` (just applied to `state`) and records the

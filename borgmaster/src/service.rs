@@ -1,31 +1,95 @@
 //! The Borgmaster gRPC service (`borg.v1.Borgmaster`): what borgctl and Borglets call.
 
 use crate::convert::{event_to_pb, job_to_pb, machine_to_pb, task_to_pb};
-use crate::master::{Master, ProposeError};
+use crate::master::{Leadership, Master, ProposeError};
 use crate::scheduler_loop::snapshot;
 use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
+use borg_proto::borgmaster_client::BorgmasterClient;
 use borg_spec::convert::resources_from_pb;
 use borg_spec::JobSpec;
+use openraft::{BasicNode, ChangeMembers};
 use scheduler_core::{MachineId, Scheduler};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Most events returned by GetJob.
 const JOB_EVENTS: usize = 100;
 
+/// Metadata a follower puts on a write it forwards to the leader (its id); a replica that is not
+/// the leader refuses such a request instead of forwarding it again.
+const FORWARDED_BY: &str = "borg-forwarded-by";
+
+/// How long a replica waits for another replica's status in ListReplicas.
+const REPLICA_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The service; one per master.
+///
+/// Reads (jobs, tasks, machines, usage, quota, events, replicas) are served by any replica from
+/// its own copy of the state (a follower's may lag the leader by the entries in flight). Writes
+/// (apply, kill, register, quota, replica changes) are forwarded by a follower to the leader,
+/// once, and the leader's answer is returned; while no leader is known they fail with
+/// UNAVAILABLE, which clients retry.
 pub struct BorgmasterService {
     master: Arc<Master>,
+    /// One channel per leader address, reused by forwarded writes.
+    leaders: std::sync::Mutex<HashMap<String, Channel>>,
 }
 
 impl BorgmasterService {
     /// A service over `master`.
     pub fn new(master: Arc<Master>) -> Self {
-        BorgmasterService { master }
+        BorgmasterService { master, leaders: Default::default() }
     }
+
+    /// For a write: `None` when this replica leads (serve it here), or a client of the leader to
+    /// forward it to.
+    ///
+    /// Errors: UNAVAILABLE when no leader is known, or when the request was already forwarded
+    /// once (leadership is moving; the caller retries).
+    fn leader_client<T>(&self, req: &Request<T>) -> Result<Option<BorgmasterClient<Channel>>, Status> {
+        match self.master.leadership() {
+            Leadership::Me => Ok(None),
+            Leadership::Other { address, .. } if req.metadata().get(FORWARDED_BY).is_none() => {
+                let mut map = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+                let ch = match map.get(&address) {
+                    Some(ch) => ch.clone(),
+                    None => {
+                        let ch = crate::raft::network::channel(&address)
+                            .map_err(|e| Status::unavailable(format!("leader address {address:?}: {e}")))?;
+                        map.insert(address.clone(), ch.clone());
+                        ch
+                    }
+                };
+                Ok(Some(BorgmasterClient::new(ch)))
+            }
+            Leadership::Other { address, .. } => {
+                Err(Status::unavailable(format!("not the leader (the leader is at {address}); retry")))
+            }
+            Leadership::Unknown => Err(Status::unavailable("no Borgmaster leader is elected yet; retry in a moment")),
+        }
+    }
+
+    /// `inner` as a request marked forwarded by this replica, with a 30 s deadline.
+    fn forwarded<T>(&self, inner: T) -> Request<T> {
+        let mut r = Request::new(inner);
+        r.metadata_mut().insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
+        r.set_timeout(Duration::from_secs(30));
+        r
+    }
+
+    /// The voter ids after a membership change, ascending.
+    fn voters(&self) -> Vec<u64> {
+        self.master.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+    }
+}
+
+fn membership_status(e: impl std::fmt::Display) -> Status {
+    Status::failed_precondition(format!("membership change refused: {e}"))
 }
 
 fn propose_status(e: ProposeError) -> Status {
@@ -34,6 +98,7 @@ fn propose_status(e: ProposeError) -> Status {
         ProposeError::Rejected(e @ CommandError::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
         ProposeError::Rejected(e @ CommandError::OverQuota { .. }) => Status::resource_exhausted(e.to_string()),
         ProposeError::Rejected(e) => Status::invalid_argument(e.to_string()),
+        e @ ProposeError::NotLeader { .. } => Status::unavailable(format!("{e}; retry")),
         ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
         ProposeError::Stopped => Status::unavailable("the Borgmaster is stopping"),
     }
@@ -123,7 +188,11 @@ fn band_from_name(s: &str) -> Result<scheduler_core::Band, Status> {
 #[tonic::async_trait]
 impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     async fn apply_job(&self, req: Request<pb::ApplyJobRequest>) -> Result<Response<pb::ApplyJobResponse>, Status> {
+        let leader = if req.get_ref().dry_run { None } else { self.leader_client(&req)? };
         let req = req.into_inner();
+        if let Some(mut leader) = leader {
+            return leader.apply_job(self.forwarded(req)).await;
+        }
         let spec_pb = req.spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let spec = JobSpec::try_from(&spec_pb).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if req.dry_run {
@@ -171,6 +240,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&req)? {
+            return leader.kill_job(self.forwarded(req.into_inner())).await;
+        }
         let name = req.into_inner().name;
         let (outcome, _) =
             self.master.propose(Command::KillJob { name: name.clone() }).await.map_err(propose_status)?;
@@ -197,6 +269,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::RegisterMachineRequest>,
     ) -> Result<Response<pb::RegisterMachineResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&req)? {
+            return leader.register_machine(self.forwarded(req.into_inner())).await;
+        }
         let r = req.into_inner();
         if r.id.is_empty() || r.id.len() > 253 {
             return Err(Status::invalid_argument("id: must be 1-253 characters"));
@@ -253,6 +328,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> Result<Response<pb::SetQuotaResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&req)? {
+            return leader.set_quota(self.forwarded(req.into_inner())).await;
+        }
         let r = req.into_inner();
         if !borg_spec::job::valid_user_name(&r.user) {
             return Err(Status::invalid_argument(format!("user: {:?} is not a user name", r.user)));
@@ -328,5 +406,95 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             .into_inner();
         resp.machine = machine.0;
         Ok(Response::new(resp))
+    }
+
+    async fn list_replicas(
+        &self,
+        _: Request<pb::ListReplicasRequest>,
+    ) -> Result<Response<pb::ListReplicasResponse>, Status> {
+        let membership = self.master.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, node) in membership.membership().nodes() {
+            let (id, address, voter) = (*id, node.addr.clone(), voters.contains(id));
+            if id == self.master.id {
+                let mut me = crate::raft::network::local_status(&self.master.raft, id, &self.master.address);
+                me.voter = voter;
+                asks.spawn(async move { me });
+                continue;
+            }
+            asks.spawn(async move {
+                match crate::raft::peer_status(&address, REPLICA_STATUS_TIMEOUT).await {
+                    Ok(mut s) => {
+                        s.voter = voter;
+                        s
+                    }
+                    Err(_) => {
+                        pb::ReplicaStatus { id, address, role: "unreachable".into(), voter, ..Default::default() }
+                    }
+                }
+            });
+        }
+        let mut replicas: Vec<pb::ReplicaStatus> = asks.join_all().await;
+        replicas.sort_by_key(|r| r.id);
+        Ok(Response::new(pb::ListReplicasResponse { replicas }))
+    }
+
+    async fn add_replica(
+        &self,
+        req: Request<pb::AddReplicaRequest>,
+    ) -> Result<Response<pb::AddReplicaResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&req)? {
+            return leader.add_replica(self.forwarded(req.into_inner())).await;
+        }
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(Status::invalid_argument("id: replica ids start at 1"));
+        }
+        if !r.address.contains(':') {
+            return Err(Status::invalid_argument(format!("address: {:?} is not host:port", r.address)));
+        }
+        let existing = self.master.raft.metrics().borrow().membership_config.membership().get_node(&r.id).cloned();
+        if let Some(node) = existing.filter(|n| n.addr != r.address) {
+            return Err(Status::already_exists(format!(
+                "replica {} is a member at {}; remove it first to change its address",
+                r.id, node.addr
+            )));
+        }
+        tracing::info!(id = r.id, address = %r.address, "adding a replica: catching it up as a learner");
+        self.master.raft.add_learner(r.id, BasicNode::new(&r.address), true).await.map_err(membership_status)?;
+        self.master
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])), false)
+            .await
+            .map_err(membership_status)?;
+        tracing::info!(id = r.id, "replica is a voter");
+        Ok(Response::new(pb::AddReplicaResponse { voters: self.voters() }))
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<pb::RemoveReplicaRequest>,
+    ) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&req)? {
+            return leader.remove_replica(self.forwarded(req.into_inner())).await;
+        }
+        let id = req.into_inner().id;
+        let membership = self.master.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        if membership.membership().get_node(&id).is_none() {
+            return Err(Status::not_found(format!("no replica {id} in the master group")));
+        }
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(Status::failed_precondition(format!("replica {id} is the last voter")));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        tracing::info!(id, "removing a replica");
+        self.master.raft.change_membership(change, false).await.map_err(membership_status)?;
+        Ok(Response::new(pb::RemoveReplicaResponse { voters: self.voters() }))
     }
 }

@@ -1,0 +1,208 @@
+//! openraft's RPCs over tonic: the client side (`RaftNetworkFactory`, one lazily connected
+//! channel per peer) and the server side (`borg.v1.Raft`, served on the Borgmaster's API
+//! listener). Messages are openraft's own types as JSON in a `RaftMessage`; the reply is the JSON
+//! of the handler's `Result`, so a peer's Raft error comes back as a remote error, not a
+//! transport one.
+
+use super::{BorgRaft, NodeId, TypeConfig};
+use borg_proto as pb;
+use borg_proto::raft_client::RaftClient;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{BasicNode, ServerState};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// Largest Raft message accepted or sent (a group of thousands of bindings, a snapshot chunk).
+pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
+
+/// A lazily connected channel to `address` (connects on first use, reconnects after failures).
+///
+/// Errors: the address is not a valid URI authority.
+pub fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+/// Makes a [`Connection`] per peer.
+#[derive(Clone, Default)]
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        let client = channel(&node.addr).map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        });
+        if let Err(e) = &client {
+            tracing::error!(target, address = %node.addr, error = %e, "bad replica address");
+        }
+        Connection { target, address: node.addr.clone(), client: client.map_err(|e| e.to_string()) }
+    }
+}
+
+/// The client side of the Raft RPCs to one peer.
+pub struct Connection {
+    target: NodeId,
+    address: String,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl Connection {
+    /// Sends `req` and decodes the peer's `Result<Resp, RaftError<E>>`.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
+        };
+        let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(pb::RaftMessage { json });
+        request.set_timeout(ttl);
+        let reply = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|s| {
+            let e = std::io::Error::other(format!("replica {} at {}: {}", self.target, self.address, s.message()));
+            match s.code() {
+                tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            }
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+/// The server side: hands each message to the local Raft and answers its `Result` as JSON.
+pub struct RaftService {
+    raft: BorgRaft,
+    id: NodeId,
+    address: String,
+}
+
+impl RaftService {
+    /// The service of replica `id` advertised at `address`.
+    pub fn new(raft: BorgRaft, id: NodeId, address: String) -> Self {
+        RaftService { raft, id, address }
+    }
+
+    /// The tonic server for this service, with [`MAX_MESSAGE_BYTES`] limits.
+    pub fn server(self) -> pb::raft_server::RaftServer<RaftService> {
+        pb::raft_server::RaftServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(req: Request<pb::RaftMessage>) -> Result<T, Status> {
+    serde_json::from_slice(&req.into_inner().json)
+        .map_err(|e| Status::invalid_argument(format!("Raft message does not decode: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<pb::RaftMessage>, Status> {
+    serde_json::to_vec(v)
+        .map(|json| Response::new(pb::RaftMessage { json }))
+        .map_err(|e| Status::internal(format!("Raft reply does not encode: {e}")))
+}
+
+/// This replica's status as the `Status` RPC reports it.
+pub fn local_status(raft: &BorgRaft, id: NodeId, address: &str) -> pb::ReplicaStatus {
+    let m = raft.metrics().borrow().clone();
+    let voter = m.membership_config.membership().voter_ids().any(|v| v == id);
+    let initialized = m.membership_config.membership().nodes().next().is_some();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Candidate => "candidate",
+        ServerState::Follower if voter => "follower",
+        ServerState::Follower | ServerState::Learner => "learner",
+        ServerState::Shutdown => "unreachable",
+    };
+    pb::ReplicaStatus {
+        id,
+        address: address.to_string(),
+        role: role.into(),
+        last_applied_index: m.last_applied.map_or(0, |l| l.index),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        term: m.current_term,
+        leader_id: m.current_leader.unwrap_or(0),
+        voter,
+        initialized,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn append_entries(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        encode(&self.raft.append_entries(decode(req)?).await)
+    }
+
+    async fn vote(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        encode(&self.raft.vote(decode(req)?).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        encode(&self.raft.install_snapshot(decode(req)?).await)
+    }
+
+    async fn status(&self, _: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
+        Ok(Response::new(local_status(&self.raft, self.id, &self.address)))
+    }
+}

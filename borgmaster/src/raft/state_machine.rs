@@ -1,0 +1,185 @@
+//! The cell state as openraft's state machine, and its snapshots (Borg's checkpoints).
+//!
+//! The state lives in memory behind a lock shared with the master (readers never wait for disk).
+//! It is not written per entry: on start it is rebuilt from the last snapshot and openraft
+//! replays the committed log after it. A snapshot is the whole [`CellState`] as JSON plus
+//! openraft's metadata (last log id and membership), written to the `meta` column family under
+//! `snapshot` with a synced write; openraft then purges the log it covers. A replica that lags
+//! behind the purged log, or lost its disk, receives the leader's snapshot and installs it.
+
+use super::log_store::{cf, write_synced, StorageResult, CF_META};
+use super::{Applied, NodeId, TypeConfig};
+use crate::state::CellState;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+};
+use rocksdb::{WriteBatch, DB};
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+const SNAPSHOT_KEY: &str = "snapshot";
+
+/// A snapshot as stored: openraft's metadata and the state as JSON bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    /// JSON of [`CellState`].
+    data: Vec<u8>,
+}
+
+/// The cell state machine of one replica.
+pub struct StateMachine {
+    db: Arc<DB>,
+    state: Arc<RwLock<CellState>>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    /// Makes snapshot ids unique when two are built at the same log id.
+    snapshot_seq: u64,
+}
+
+/// Builds one snapshot from a copy of the state taken when openraft asked for the builder.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    state: CellState,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    seq: u64,
+}
+
+fn read_snapshot(db: &DB) -> StorageResult<Option<StoredSnapshot>> {
+    match db.get_cf(cf(db, CF_META)?, SNAPSHOT_KEY).map_err(|e| StorageIOError::read_snapshot(None, &e))? {
+        None => Ok(None),
+        Some(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+        }
+    }
+}
+
+fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
+    let sig = Some(snap.meta.signature());
+    let bytes = serde_json::to_vec(snap).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf(db, CF_META)?, SNAPSHOT_KEY, bytes);
+    write_synced(db, batch).map_err(|e| StorageIOError::write_snapshot(sig, &e).into())
+}
+
+fn decode_state(snap: &StoredSnapshot) -> StorageResult<CellState> {
+    let mut state: CellState = serde_json::from_slice(&snap.data)
+        .map_err(|e| StorageIOError::read_snapshot(Some(snap.meta.signature()), &e))?;
+    state.reindex();
+    state.applied_index = snap.meta.last_log_id.map_or(0, |l| l.index);
+    Ok(state)
+}
+
+impl StateMachine {
+    /// The state machine over `db`: loads the last snapshot into `state` (or, with none, leaves a
+    /// new cell named `cell` there).
+    ///
+    /// Errors: the snapshot cannot be read or does not decode (the data dir is damaged or from an
+    /// incompatible version).
+    pub fn open(db: Arc<DB>, state: Arc<RwLock<CellState>>, cell: &str) -> StorageResult<StateMachine> {
+        let mut sm =
+            StateMachine { db, state, last_applied: None, membership: StoredMembership::default(), snapshot_seq: 0 };
+        match read_snapshot(&sm.db)? {
+            Some(snap) => sm.load(&snap)?,
+            None => *sm.write() = CellState::new(cell),
+        }
+        Ok(sm)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, CellState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load(&mut self, snap: &StoredSnapshot) -> StorageResult<()> {
+        let state = decode_state(snap)?;
+        *self.write() = state;
+        self.last_applied = snap.meta.last_log_id;
+        self.membership = snap.meta.last_membership.clone();
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let data = serde_json::to_vec(&self.state).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
+            None => format!("--{}", self.seq),
+        };
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let db = self.db.clone();
+        let stored = tokio::task::spawn_blocking(move || write_snapshot(&db, &stored).map(|()| stored))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))??;
+        tracing::info!(index = self.last_applied.map_or(0, |l| l.index), bytes = stored.data.len(), "snapshot taken");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries = entries.into_iter();
+        let mut out = Vec::with_capacity(entries.size_hint().0);
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            state.applied_index = entry.log_id.index;
+            match entry.payload {
+                EntryPayload::Blank => out.push(Applied::default()),
+                EntryPayload::Normal(group) => {
+                    out.push(Applied(group.entries.iter().map(|e| state.apply(e)).collect()))
+                }
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(Applied::default());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_seq += 1;
+        SnapshotBuilder {
+            db: self.db.clone(),
+            state: self.state.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            seq: self.snapshot_seq,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
+        self.load(&stored)?;
+        write_snapshot(&self.db, &stored)?;
+        tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), "installed a snapshot from the leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(read_snapshot(&self.db)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

@@ -1,0 +1,95 @@
+//! Reaching the Borgmaster from a client (borgctl, a Borglet): `--master` takes a
+//! comma-separated list of replica addresses, and a client uses the first that answers. Any
+//! replica serves reads and forwards writes to the leader, so a client need not know which one
+//! leads.
+
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Splits a `--master` value (`host:port[,host:port...]`) into addresses, in the given order.
+///
+/// Errors: no address at all, or an item without a port; the message quotes the item.
+pub fn master_addresses(s: &str) -> Result<Vec<String>, String> {
+    let addrs: Vec<String> = s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
+    if addrs.is_empty() {
+        return Err("no Borgmaster address given (expected host:port[,host:port...])".into());
+    }
+    if let Some(bad) = addrs.iter().find(|a| !a.contains(':')) {
+        return Err(format!("{bad:?} is not host:port"));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of `addrs` that accepts a connection within `connect_timeout`, trying
+/// them in order; calls on the channel time out after `timeout`. Returns that address and the
+/// channel.
+///
+/// Errors: none could be reached; the message names each address and why (the innermost cause,
+/// e.g. "Connection refused").
+pub async fn connect_any(
+    addrs: &[String],
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<(String, Channel), String> {
+    let mut why = Vec::new();
+    for addr in addrs {
+        let ep = match Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(ep) => ep.connect_timeout(connect_timeout).timeout(timeout),
+            Err(e) => {
+                why.push(format!("{addr}: bad address: {e}"));
+                continue;
+            }
+        };
+        match ep.connect().await {
+            Ok(ch) => return Ok((addr.clone(), ch)),
+            Err(e) => why.push(format!("{addr}: {}", innermost(&e))),
+        }
+    }
+    Err(if addrs.len() == 1 {
+        format!("cannot reach the Borgmaster at {}", why.join(""))
+    } else {
+        format!("cannot reach any Borgmaster replica ({})", why.join("; "))
+    })
+}
+
+/// The innermost cause of an error chain (the part that says what actually went wrong).
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_and_refuse() {
+        assert_eq!(master_addresses("a:1, b:2,").unwrap(), vec!["a:1", "b:2"]);
+        assert!(master_addresses(" , ").unwrap_err().contains("no Borgmaster address"));
+        assert!(master_addresses("a:1,b").unwrap_err().contains("\"b\""));
+    }
+
+    #[tokio::test]
+    async fn connect_any_skips_dead_replicas_and_names_them() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap().to_string();
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (_s, _) = live.accept().await.unwrap();
+            let _ = rx.await;
+        });
+        let addrs = vec![dead_addr.clone(), live_addr.clone()];
+        let t = Duration::from_secs(2);
+        let (chosen, _) = connect_any(&addrs, t, t).await.unwrap();
+        assert_eq!(chosen, live_addr);
+        let err = connect_any(std::slice::from_ref(&dead_addr), t, t).await.unwrap_err();
+        assert!(err.contains(&dead_addr) && err.to_lowercase().contains("refused"), "{err}");
+        server.abort();
+    }
+}
