@@ -13,7 +13,7 @@ use openraft::{BasicNode, ChangeMembers};
 use scheduler_core::{MachineId, Scheduler};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -23,6 +23,10 @@ const JOB_EVENTS: usize = 100;
 /// Metadata a follower puts on a write it forwards to the leader (its id); a replica that is not
 /// the leader refuses such a request instead of forwarding it again.
 const FORWARDED_BY: &str = "borg-forwarded-by";
+
+/// How long a follower keeps trying to forward a write while the leader is unknown or
+/// unreachable (an election takes well under a second).
+const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a replica waits for another replica's status in ListReplicas.
 const REPLICA_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -46,46 +50,77 @@ impl BorgmasterService {
         BorgmasterService { master, leaders: Default::default() }
     }
 
-    /// For a write: `None` when this replica leads (serve it here), or a client of the leader to
-    /// forward it to.
-    ///
-    /// Errors: UNAVAILABLE when no leader is known, or when the request was already forwarded
-    /// once (leadership is moving; the caller retries).
-    fn leader_client<T>(&self, req: &Request<T>) -> Result<Option<BorgmasterClient<Channel>>, Status> {
-        match self.master.leadership() {
-            Leadership::Me => Ok(None),
-            Leadership::Other { address, .. } if req.metadata().get(FORWARDED_BY).is_none() => {
-                let mut map = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
-                let ch = match map.get(&address) {
-                    Some(ch) => ch.clone(),
-                    None => {
-                        let ch = crate::raft::network::channel(&address)
-                            .map_err(|e| Status::unavailable(format!("leader address {address:?}: {e}")))?;
-                        map.insert(address.clone(), ch.clone());
-                        ch
-                    }
-                };
-                Ok(Some(BorgmasterClient::new(ch)))
-            }
-            Leadership::Other { address, .. } => {
-                Err(Status::unavailable(format!("not the leader (the leader is at {address}); retry")))
-            }
-            Leadership::Unknown => Err(Status::unavailable("no Borgmaster leader is elected yet; retry in a moment")),
+    /// A client of the leader at `address` (one channel per address, reused).
+    fn leader_client(&self, address: &str) -> Result<BorgmasterClient<Channel>, Status> {
+        let mut map = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ch) = map.get(address) {
+            return Ok(BorgmasterClient::new(ch.clone()));
         }
+        let ch = crate::raft::network::channel(address)
+            .map_err(|e| Status::unavailable(format!("leader address {address:?}: {e}")))?;
+        map.insert(address.to_string(), ch.clone());
+        Ok(BorgmasterClient::new(ch))
     }
 
-    /// `inner` as a request marked forwarded by this replica, with a 30 s deadline.
-    fn forwarded<T>(&self, inner: T) -> Request<T> {
-        let mut r = Request::new(inner);
-        r.metadata_mut().insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
-        r.set_timeout(Duration::from_secs(30));
-        r
+    /// Routes a write: [`Route::Local`] when this replica leads (serve it here), else forwards it
+    /// to the leader, marked forwarded by this replica, and returns the leader's answer. While
+    /// the leader is unknown or unreachable (an election is under way) it waits and tries again
+    /// for up to [`FORWARD_PATIENCE`], serving it here if this replica is elected meanwhile; a
+    /// write the leader answered is never resent.
+    ///
+    /// Errors: UNAVAILABLE when no leader appears in time, or when the request was already
+    /// forwarded once and this replica does not lead (leadership is moving; the caller retries).
+    async fn route<T, R, F, Fut>(&self, req: Request<T>, call: F) -> Result<Route<T, R>, Status>
+    where
+        T: Clone,
+        F: Fn(BorgmasterClient<Channel>, Request<T>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<R>, Status>>,
+    {
+        let deadline = Instant::now() + FORWARD_PATIENCE;
+        let already_forwarded = req.metadata().get(FORWARDED_BY).is_some();
+        loop {
+            let address = match self.master.leadership() {
+                Leadership::Me => return Ok(Route::Local(req)),
+                _ if already_forwarded => {
+                    return Err(Status::unavailable(
+                        "forwarded to a replica that does not lead (leadership is moving); retry",
+                    ))
+                }
+                Leadership::Other { address, .. } => address,
+                Leadership::Unknown if Instant::now() >= deadline => {
+                    return Err(Status::unavailable("no Borgmaster leader is elected; retry in a moment"))
+                }
+                Leadership::Unknown => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let mut fwd = Request::new(req.get_ref().clone());
+            fwd.metadata_mut().insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
+            fwd.set_timeout(Duration::from_secs(30));
+            match call(self.leader_client(&address)?, fwd).await {
+                // connection refused or reset before an answer: the old leader is gone
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tracing::debug!(error = %s.message(), "forwarding to the leader failed; waiting for a leader");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other.map(Route::Forwarded),
+            }
+        }
     }
 
     /// The voter ids after a membership change, ascending.
     fn voters(&self) -> Vec<u64> {
         self.master.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
     }
+}
+
+/// Where a write is served.
+enum Route<T, R> {
+    /// Here: this replica leads.
+    Local(Request<T>),
+    /// By the leader, which answered this.
+    Forwarded(Response<R>),
 }
 
 fn membership_status(e: impl std::fmt::Display) -> Status {
@@ -188,11 +223,15 @@ fn band_from_name(s: &str) -> Result<scheduler_core::Band, Status> {
 #[tonic::async_trait]
 impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     async fn apply_job(&self, req: Request<pb::ApplyJobRequest>) -> Result<Response<pb::ApplyJobResponse>, Status> {
-        let leader = if req.get_ref().dry_run { None } else { self.leader_client(&req)? };
+        let req = if req.get_ref().dry_run {
+            req
+        } else {
+            match self.route(req, |mut c, r| async move { c.apply_job(r).await }).await? {
+                Route::Local(req) => req,
+                Route::Forwarded(answer) => return Ok(answer),
+            }
+        };
         let req = req.into_inner();
-        if let Some(mut leader) = leader {
-            return leader.apply_job(self.forwarded(req)).await;
-        }
         let spec_pb = req.spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let spec = JobSpec::try_from(&spec_pb).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if req.dry_run {
@@ -240,9 +279,10 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&req)? {
-            return leader.kill_job(self.forwarded(req.into_inner())).await;
-        }
+        let req = match self.route(req, |mut c, r| async move { c.kill_job(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
         let name = req.into_inner().name;
         let (outcome, _) =
             self.master.propose(Command::KillJob { name: name.clone() }).await.map_err(propose_status)?;
@@ -269,9 +309,10 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::RegisterMachineRequest>,
     ) -> Result<Response<pb::RegisterMachineResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&req)? {
-            return leader.register_machine(self.forwarded(req.into_inner())).await;
-        }
+        let req = match self.route(req, |mut c, r| async move { c.register_machine(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
         let r = req.into_inner();
         if r.id.is_empty() || r.id.len() > 253 {
             return Err(Status::invalid_argument("id: must be 1-253 characters"));
@@ -328,9 +369,10 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> Result<Response<pb::SetQuotaResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&req)? {
-            return leader.set_quota(self.forwarded(req.into_inner())).await;
-        }
+        let req = match self.route(req, |mut c, r| async move { c.set_quota(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
         let r = req.into_inner();
         if !borg_spec::job::valid_user_name(&r.user) {
             return Err(Status::invalid_argument(format!("user: {:?} is not a user name", r.user)));
@@ -444,9 +486,10 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::AddReplicaRequest>,
     ) -> Result<Response<pb::AddReplicaResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&req)? {
-            return leader.add_replica(self.forwarded(req.into_inner())).await;
-        }
+        let req = match self.route(req, |mut c, r| async move { c.add_replica(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
         let r = req.into_inner();
         if r.id == 0 {
             return Err(Status::invalid_argument("id: replica ids start at 1"));
@@ -476,9 +519,10 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::RemoveReplicaRequest>,
     ) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&req)? {
-            return leader.remove_replica(self.forwarded(req.into_inner())).await;
-        }
+        let req = match self.route(req, |mut c, r| async move { c.remove_replica(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
         let id = req.into_inner().id;
         let membership = self.master.raft.metrics().borrow().membership_config.clone();
         let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();

@@ -34,7 +34,7 @@ fn start_listening(cmd: Command, what: &str, log: &Path) -> (Child, String) {
     (child, addr)
 }
 
-fn start_listening_http(mut cmd: Command, what: &str, log: &Path) -> (Child, String, Option<String>) {
+pub(crate) fn start_listening_http(mut cmd: Command, what: &str, log: &Path) -> (Child, String, Option<String>) {
     let stderr = std::fs::File::create(log).expect("log file");
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
@@ -254,7 +254,7 @@ pub fn alive(pid: u64) -> bool {
 }
 
 /// SIGKILLs the process group of every task recorded in a Borglet work dir's state file.
-fn kill_tasks_of(work_dir: &Path) {
+pub(crate) fn kill_tasks_of(work_dir: &Path) {
     let Ok(bytes) = std::fs::read(work_dir.join("borglet-state.json")) else { return };
     let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { return };
     for run in v["runs"].as_array().into_iter().flatten() {
@@ -266,7 +266,7 @@ fn kill_tasks_of(work_dir: &Path) {
 
 /// Kills every process left in the cgroups a Borglet with machine id `id` made (a task the state
 /// file did not name yet, or one caught mid-stop), then removes the cgroups.
-fn remove_cgroups(id: &str) {
+pub(crate) fn remove_cgroups(id: &str) {
     for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup"] {
         let parent = Path::new(base).join(format!("borg-{id}"));
         let Ok(entries) = std::fs::read_dir(&parent) else { continue };
@@ -365,3 +365,5 @@ impl TestCell {
         self.borglets.len() - 1
     }
 }
+
+pub mod group;

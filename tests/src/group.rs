@@ -1,0 +1,203 @@
+//! A replicated master group on loopback: N `borgmaster` replicas (`--id i --peers ...`), real
+//! Borglets registered with all of them, and borgctl given every replica's address. Replicas
+//! can be killed with SIGKILL, restarted, or restarted with a wiped data dir.
+
+use crate::{bin, kill_tasks_of, remove_cgroups, start_listening_http, POLL};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; the replica binds it again right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A running master group.
+pub struct MasterGroup {
+    /// Temporary root of every data dir and log.
+    pub dir: tempfile::TempDir,
+    /// Replica i+1's address.
+    pub addrs: Vec<String>,
+    replicas: Vec<Option<Child>>,
+    snapshot_every: u64,
+    starts: usize,
+    borglets: Vec<(String, PathBuf, Child)>,
+}
+
+impl MasterGroup {
+    /// Starts `n` replicas (ids 1..=n) that snapshot every `snapshot_every` entries, and waits
+    /// until one leads.
+    pub fn start(n: usize, snapshot_every: u64) -> MasterGroup {
+        let addrs = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut g = MasterGroup {
+            dir: tempfile::tempdir().expect("tempdir"),
+            addrs,
+            replicas: (0..n).map(|_| None).collect(),
+            snapshot_every,
+            starts: 0,
+            borglets: Vec::new(),
+        };
+        for i in 0..n {
+            g.start_replica(i);
+        }
+        g.wait_leader(Duration::from_secs(20));
+        g
+    }
+
+    /// `--peers` of this group.
+    pub fn peers(&self) -> String {
+        self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Data dir of replica `i` (0-based).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("master{}", i + 1))
+    }
+
+    /// Log of the latest start of replica `i`.
+    pub fn log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("master{}.log", i + 1))
+    }
+
+    /// (Re)starts replica `i` (0-based) with its data dir.
+    pub fn start_replica(&mut self, i: usize) {
+        self.starts += 1;
+        let mut cmd = Command::new(bin("borgmaster"));
+        cmd.args(["--id", &(i + 1).to_string(), "--peers", &self.peers(), "--listen", &self.addrs[i]])
+            .args(["--poll-interval", POLL, "--cell", "test", "--default-quota", "unlimited"])
+            .args(["--snapshot-every", &self.snapshot_every.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir(i));
+        // keep every start's log: append the start number
+        let log = self.dir.path().join(format!("master{}-{}.log", i + 1, self.starts));
+        let (child, _, _) = start_listening_http(cmd, "borgmaster", &log);
+        let _ = std::fs::remove_file(self.log(i));
+        let _ = std::os::unix::fs::symlink(&log, self.log(i));
+        self.replicas[i] = Some(child);
+    }
+
+    /// Process id of replica `i`, when running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].as_ref().map(|c| c.id())
+    }
+
+    /// Starts one more replica (id = its index + 1) on a new port, with `--peers` naming every
+    /// replica so far and itself; it waits to be added (`borgctl replicas add`). Returns its
+    /// index.
+    pub fn start_new_replica(&mut self) -> usize {
+        self.addrs.push(format!("127.0.0.1:{}", free_port()));
+        self.replicas.push(None);
+        let i = self.addrs.len() - 1;
+        self.start_replica(i);
+        i
+    }
+
+    /// SIGKILLs replica `i` (and reaps it).
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].take() {
+            c.kill().expect("kill -9 replica");
+            let _ = c.wait();
+        }
+    }
+
+    /// Every replica's address, comma-separated (what borgctl and Borglets are given).
+    pub fn master_arg(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// Runs borgctl against the whole group.
+    pub fn borgctl(&self, args: &[&str]) -> Output {
+        self.borgctl_at(&self.master_arg(), args)
+    }
+
+    /// Runs borgctl against `master` (one replica, or a list).
+    pub fn borgctl_at(&self, master: &str, args: &[&str]) -> Output {
+        Command::new(bin("borgctl")).arg("--master").arg(master).args(args).output().expect("run borgctl")
+    }
+
+    /// borgctl with `-o json` against `master`, or None when it failed.
+    pub fn json_at(&self, master: &str, args: &[&str]) -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.borgctl_at(master, &a);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `replicas -o json` as answered by replica `i`.
+    pub fn replicas_seen_by(&self, i: usize) -> Option<Vec<Value>> {
+        self.json_at(&self.addrs[i], &["replicas"]).and_then(|v| v.as_array().cloned())
+    }
+
+    /// Index (0-based) of the replica that says it leads, among the running ones.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.addrs.len()).filter(|i| self.replicas[*i].is_some()).find(|i| {
+            self.replicas_seen_by(*i)
+                .is_some_and(|rs| rs.iter().any(|r| r["id"] == (*i as u64 + 1) && r["role"] == "leader"))
+        })
+    }
+
+    /// Waits until some running replica leads; returns it.
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}; logs in {}", self.dir.path().display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `cond` holds.
+    pub fn wait_for(&self, timeout: Duration, what: &str, mut cond: impl FnMut(&MasterGroup) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; logs in {}", self.dir.path().display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Job names replica `i` knows, or None when it does not answer.
+    pub fn jobs_at(&self, i: usize) -> Option<Vec<String>> {
+        let v = self.json_at(&self.addrs[i], &["jobs"])?;
+        Some(v.as_array()?.iter().filter_map(|j| j["name"].as_str().map(String::from)).collect())
+    }
+
+    /// Starts a real Borglet (4 cores, 8 GiB) registered with every replica; returns its
+    /// machine id.
+    pub fn add_borglet(&mut self) -> String {
+        let id = format!("group-m{}-{}", self.borglets.len() + 1, std::process::id());
+        let work_dir = self.dir.path().join(&id);
+        let mut cmd = Command::new(bin("borglet"));
+        cmd.args(["--master", &self.master_arg(), "--listen", "127.0.0.1:0", "--machine-id", &id])
+            .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .arg("--work-dir")
+            .arg(&work_dir);
+        let (child, _, _) = start_listening_http(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));
+        self.borglets.push((id.clone(), work_dir, child));
+        id
+    }
+}
+
+impl Drop for MasterGroup {
+    fn drop(&mut self) {
+        for (id, work_dir, child) in &mut self.borglets {
+            let _ = child.kill();
+            let _ = child.wait();
+            kill_tasks_of(work_dir);
+            remove_cgroups(id);
+        }
+        for i in 0..self.replicas.len() {
+            self.kill9(i);
+        }
+        if std::thread::panicking() {
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("master group logs kept in {}", kept.display());
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")).keep();
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The replicated Borgmaster: 3 replicas on loopback (real processes, RocksDB, gRPC, openraft).
+//! kill -9 of the leader mid-stream loses no acknowledged apply and shows no rejected one; the
+//! old leader rejoins and catches up; a replica with a wiped data dir catches up from a
+//! snapshot; a new leader takes over the Borglets without restarting their tasks.
+
+use borg_integration_tests::group::MasterGroup;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn spec(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\nuser: loader\npriority: free\nkind: service\ntasks: 1\n\
+             command: [/bin/sh, -c, 'sleep 1000']\nresources: {{cpu: 10m, ram: 1Mi}}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// What the load loop saw.
+#[derive(Default)]
+struct Outcomes {
+    acked: BTreeSet<String>,
+    rejected: BTreeSet<String>,
+    /// Applies whose outcome the client could not learn, with borgctl's error.
+    unknown: Vec<(String, String)>,
+}
+
+/// Applies `n` jobs named `{prefix}{i}` through the whole group; every 4th is an apply the state
+/// machine must refuse (expected version 7 of a job that does not exist).
+fn load(g: &MasterGroup, prefix: &str, n: usize, out: &mut Outcomes) {
+    load_counting(g, prefix, n, out, &AtomicUsize::new(0));
+}
+
+/// [`load`], counting acknowledged applies in `acked` as it goes.
+fn load_counting(g: &MasterGroup, prefix: &str, n: usize, out: &mut Outcomes, acked: &AtomicUsize) {
+    for i in 0..n {
+        let name = format!("{prefix}{i}");
+        let file = spec(g.dir.path(), &name);
+        let refused = i % 4 == 3;
+        let mut args = vec!["apply", "-f", file.to_str().unwrap()];
+        if refused {
+            args.extend(["--expected-version", "7"]);
+        }
+        let o = g.borgctl(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() {
+            assert!(!refused, "{name}: an apply with a wrong expected version was acknowledged");
+            out.acked.insert(name);
+            acked.fetch_add(1, Ordering::SeqCst);
+        } else if err.contains("not the expected 7") {
+            out.rejected.insert(name);
+        } else {
+            out.unknown.push((name, err.trim().to_string()));
+        }
+    }
+}
+
+fn assert_consistent(g: &MasterGroup, i: usize, out: &Outcomes) {
+    let jobs: BTreeSet<String> = g.jobs_at(i).expect("replica answers").into_iter().collect();
+    let lost: Vec<&String> = out.acked.difference(&jobs).collect();
+    assert!(lost.is_empty(), "replica {}: acknowledged applies lost: {lost:?}", i + 1);
+    let shown: Vec<&String> = out.rejected.intersection(&jobs).collect();
+    assert!(shown.is_empty(), "replica {}: rejected applies present: {shown:?}", i + 1);
+}
+
+fn applied_index(r: &Value) -> u64 {
+    r["last_applied_index"].as_u64().unwrap_or(0)
+}
+
+/// Waits until replica `i` reports itself with `role` and has applied at least what the leader
+/// `l` has applied now.
+fn wait_caught_up(g: &MasterGroup, i: usize, l: usize, role: &str) {
+    let target = g
+        .replicas_seen_by(l)
+        .and_then(|rs| rs.iter().find(|r| r["id"] == (l as u64 + 1)).map(applied_index))
+        .expect("leader answers");
+    g.wait_for(Duration::from_secs(20), &format!("replica {} to catch up to {target} as {role}", i + 1), |g| {
+        g.replicas_seen_by(i).is_some_and(|rs| {
+            rs.iter().any(|r| r["id"] == (i as u64 + 1) && r["role"] == role && applied_index(r) >= target)
+        })
+    });
+}
+
+#[test]
+fn kill_9_of_the_leader_loses_no_acknowledged_apply() {
+    let mut g = MasterGroup::start(3, 20);
+    let mut out = Outcomes::default();
+    let rs = g.replicas_seen_by(0).unwrap();
+    assert_eq!(rs.len(), 3, "{rs:?}");
+    assert_eq!(rs.iter().filter(|r| r["role"] == "leader").count(), 1, "{rs:?}");
+    assert!(rs.iter().all(|r| r["voter"] == true && r["address"].as_str().is_some_and(|a| a.contains(':'))));
+
+    load(&g, "a", 24, &mut out);
+    assert_eq!(out.acked.len(), 18, "all valid applies acknowledged before the failure: {:?}", out.unknown);
+    let old = g.wait_leader(Duration::from_secs(5));
+    let pid = g.pid(old).unwrap();
+    // kill -9 the leader while a client keeps applying (after it has had 5 acknowledged)
+    let acked = AtomicUsize::new(0);
+    let during = std::thread::scope(|s| {
+        let loader = s.spawn(|| {
+            let mut o = Outcomes::default();
+            load_counting(&g, "b", 60, &mut o, &acked);
+            o
+        });
+        while acked.load(Ordering::SeqCst) < 5 && !loader.is_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        loader.join().unwrap()
+    });
+    g.kill9(old);
+    let new = g.wait_leader(Duration::from_secs(10));
+    assert_ne!(new, old);
+    eprintln!(
+        "during failover: {} acknowledged, {} unknown: {:?}",
+        during.acked.len(),
+        during.unknown.len(),
+        during.unknown
+    );
+    out.acked.extend(during.acked);
+    out.rejected.extend(during.rejected);
+    // once a new leader is elected every apply goes through again
+    let mut after = Outcomes::default();
+    load(&g, "c", 20, &mut after);
+    assert_eq!(after.acked.len(), 15, "{:?}", after.unknown);
+    out.acked.extend(after.acked);
+    out.rejected.extend(after.rejected);
+    for i in (0..3).filter(|i| *i != old) {
+        g.wait_for(Duration::from_secs(10), "followers to apply everything", |g| {
+            g.jobs_at(i).is_some_and(|j| out.acked.iter().all(|a| j.contains(a)))
+        });
+        assert_consistent(&g, i, &out);
+    }
+    // the old leader restarts, rejoins as a follower and catches up
+    g.start_replica(old);
+    wait_caught_up(&g, old, new, "follower");
+    assert_consistent(&g, old, &out);
+    let rs = g.replicas_seen_by(old).unwrap();
+    assert_eq!(rs.iter().filter(|r| r["role"] == "leader").count(), 1, "{rs:?}");
+
+    // a follower loses its disk: it catches up from the leader's snapshot
+    let l = g.wait_leader(Duration::from_secs(5));
+    let wiped = (0..3).find(|i| *i != l).unwrap();
+    g.kill9(wiped);
+    load(&g, "d", 30, &mut out);
+    std::fs::remove_dir_all(g.data_dir(wiped)).unwrap();
+    g.start_replica(wiped);
+    wait_caught_up(&g, wiped, l, "follower");
+    assert_consistent(&g, wiped, &out);
+    let log = std::fs::read_to_string(g.log(wiped)).unwrap();
+    assert!(log.contains("installed a snapshot from the leader"), "the log it needed was purged: {log}");
+}
+
+fn tasks_at(g: &MasterGroup, master: &str, job: &str) -> Vec<Value> {
+    g.json_at(master, &["tasks", job]).and_then(|v| v.as_array().cloned()).unwrap_or_default()
+}
+
+fn running_pids(tasks: &[Value]) -> Option<Vec<u64>> {
+    tasks.iter().map(|t| if t["state"] == "running" { t["pid"].as_u64() } else { None }).collect()
+}
+
+#[test]
+fn a_new_leader_takes_over_the_borglets_without_restarting_tasks() {
+    let mut g = MasterGroup::start(3, 10_000);
+    let machine = g.add_borglet();
+    let all = g.master_arg();
+    g.wait_for(Duration::from_secs(20), "the Borglet registered through a follower or the leader", |g| {
+        g.json_at(&all, &["machines"]).and_then(|m| m.as_array().map(|a| a.len())) == Some(1)
+    });
+    let file = spec(g.dir.path(), "web");
+    std::fs::write(
+        &file,
+        "name: web\nuser: u\npriority: production\nkind: service\ntasks: 3\n\
+         command: [/bin/sh, -c, 'trap \"exit 0\" TERM; while :; do sleep 0.2; done']\n\
+         resources: {cpu: 100m, ram: 16Mi}\n",
+    )
+    .unwrap();
+    assert!(g.borgctl(&["apply", "-f", file.to_str().unwrap()]).status.success());
+    let mut before = None;
+    g.wait_for(Duration::from_secs(20), "web running", |g| {
+        before = running_pids(&tasks_at(g, &all, "web")).filter(|p| p.len() == 3);
+        before.is_some()
+    });
+    let before = before.unwrap();
+    let old = g.wait_leader(Duration::from_secs(5));
+    g.kill9(old);
+    let new = g.wait_leader(Duration::from_secs(10));
+    let at_new = g.addrs[new].clone();
+    // the new leader polls the Borglet: a new job gets placed and runs on it
+    let file2 = spec(g.dir.path(), "after");
+    assert!(g.borgctl(&["apply", "-f", file2.to_str().unwrap()]).status.success());
+    g.wait_for(Duration::from_secs(20), "a job applied after failover to run", |g| {
+        running_pids(&tasks_at(g, &at_new, "after")).is_some_and(|p| p.len() == 1)
+    });
+    // the tasks that ran before failover were never restarted
+    let now = tasks_at(&g, &at_new, "web");
+    assert_eq!(running_pids(&now), Some(before.clone()), "{now:?}");
+    assert!(now.iter().all(|t| t["restarts"] == 0), "{now:?}");
+    assert!(before.iter().all(|p| borg_integration_tests::alive(*p)));
+    let ms = g.json_at(&at_new, &["machines"]).unwrap();
+    assert_eq!(ms[0]["id"], machine.as_str());
+    assert_eq!(ms[0]["state"], "up", "{ms}");
+}
+
+#[test]
+fn replicas_are_removed_and_added_through_borgctl() {
+    let mut g = MasterGroup::start(3, 10_000);
+    let mut out = Outcomes::default();
+    load(&g, "a", 8, &mut out);
+    let l = g.wait_leader(Duration::from_secs(5));
+    let victim = (0..3).find(|i| *i != l).unwrap();
+    let o = g.borgctl(&["replicas", "remove", &(victim + 1).to_string(), "-o", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["voters"].as_array().unwrap().len(), 2, "{v}");
+    let rs = g.replicas_seen_by(l).unwrap();
+    assert!(rs.iter().all(|r| r["id"] != (victim as u64 + 1)), "{rs:?}");
+    // removing a replica that is not a member is refused, naming it
+    let o = g.borgctl(&["replicas", "remove", "9"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no replica 9"));
+    g.kill9(victim);
+    // a new replica joins: learner, caught up, then voter
+    let fresh = g.start_new_replica();
+    let id = (fresh + 1).to_string();
+    let o = g.borgctl(&["replicas", "add", &id, &g.addrs[fresh].clone()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    load(&g, "b", 8, &mut out);
+    wait_caught_up(&g, fresh, g.wait_leader(Duration::from_secs(5)), "follower");
+    assert_consistent(&g, fresh, &out);
+    let rs = g.replicas_seen_by(fresh).unwrap();
+    let ids: Vec<u64> = rs.iter().filter(|r| r["voter"] == true).filter_map(|r| r["id"].as_u64()).collect();
+    assert_eq!(ids.len(), 3, "{rs:?}");
+    assert!(ids.contains(&(fresh as u64 + 1)));
+}
