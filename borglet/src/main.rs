@@ -42,9 +42,13 @@ struct Args {
     #[arg(long)]
     master: String,
     /// Address to serve the master's polls on (host:port; port 0 picks a free one). The
-    /// registered address is the bound one.
+    /// registered address is the bound one unless --advertise is given.
     #[arg(long)]
     listen: String,
+    /// Address the master should poll, when it differs from the bound one (a container's
+    /// hostname, with --listen 0.0.0.0:PORT).
+    #[arg(long)]
+    advertise: Option<String>,
     /// Directory for task sandboxes and the Borglet's state file.
     #[arg(long)]
     work_dir: PathBuf,
@@ -142,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
 
     let register = pb::RegisterMachineRequest {
         id: machine_id.clone(),
-        address: addr.to_string(),
+        address: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
         capacity: Some(borg_spec::convert::resources_to_pb(capacity)),
         attributes: attributes.into_iter().collect(),
     };
@@ -212,11 +216,12 @@ async fn run_hollow(args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let c = cell.clone();
     let master = args.master.clone();
+    let advertised = args.advertise.clone().unwrap_or_else(|| addr.to_string());
     tokio::spawn(async move {
         loop {
             let stale: Vec<HollowSpec> = c.stale(Duration::from_secs(10)).into_iter().cloned().collect();
             if !stale.is_empty() {
-                register_hollow(&master, &stale, &addr.to_string()).await;
+                register_hollow(&master, &stale, &advertised).await;
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
         }

@@ -203,6 +203,9 @@ impl CellState {
         }
         job.spec = spec.clone();
         job.version = version;
+        if job.rolling() {
+            self.rolling.insert(spec.name.clone());
+        }
         if killed {
             // A killed job comes back whole: every task starts again at once.
             job.killed = false;
@@ -234,10 +237,27 @@ impl CellState {
     /// version, in index order, while fewer than `max_unavailable` of the job's tasks are
     /// pending. Runs after every command, so each task that comes up lets the next one go.
     fn advance_rollouts(&mut self, ev: &mut Events) {
-        let rolling: Vec<String> =
-            self.jobs.values().filter(|j| !j.killed && j.rolling()).map(|j| j.spec.name.clone()).collect();
+        let rolling: Vec<String> = self.rolling.iter().cloned().collect();
         for name in rolling {
-            let Some(job) = self.jobs.get(&name) else { continue };
+            // Tasks of an earlier version that were never placed take the new spec at once:
+            // replacing them takes nothing down.
+            if let Some(job) = self.jobs.get_mut(&name) {
+                let version = job.version;
+                for t in job.tasks.iter_mut() {
+                    if t.job_version < version && t.state == TaskState::Pending && t.machine.is_none() {
+                        t.job_version = version;
+                    }
+                }
+            }
+            let Some(job) = self.jobs.get(&name).filter(|j| !j.killed && j.rolling()) else {
+                self.rolling.remove(&name);
+                if let Some(job) = self.jobs.get_mut(&name) {
+                    let used: std::collections::BTreeSet<u64> =
+                        job.tasks.iter().filter(|t| t.state != TaskState::Dead).map(|t| t.job_version).collect();
+                    job.old_specs.retain(|v, _| used.contains(v));
+                }
+                continue;
+            };
             let max = job.spec.max_unavailable.max(1) as usize;
             let version = job.version;
             let down = job.tasks.iter().filter(|t| t.state == TaskState::Pending).count();
@@ -271,6 +291,9 @@ impl CellState {
                 let used: std::collections::BTreeSet<u64> =
                     job.tasks.iter().filter(|t| t.state != TaskState::Dead).map(|t| t.job_version).collect();
                 job.old_specs.retain(|v, _| used.contains(v));
+                if job.killed || !job.rolling() {
+                    self.rolling.remove(&name);
+                }
             }
         }
     }
@@ -778,6 +801,25 @@ mod tests {
         run(&mut s, Command::KillJob { name: "other".into() }).unwrap();
         run(&mut s, Command::ApplyJob { spec: web, expected_version: None }).unwrap();
         assert_eq!(s.quota_used("alice", Band::Batch, None).cpu_millis, 300);
+    }
+
+    #[test]
+    fn an_update_of_unplaced_tasks_applies_at_once_and_keeps_no_old_spec() {
+        let mut s = CellState::new("dev");
+        let mut v = spec("web", 3);
+        run(&mut s, Command::ApplyJob { spec: v.clone(), expected_version: None }).unwrap();
+        for round in 0..5 {
+            v.command = vec!["sleep".into(), format!("{round}")];
+            run(&mut s, Command::ApplyJob { spec: v.clone(), expected_version: None }).unwrap();
+        }
+        let job = &s.jobs["web"];
+        assert_eq!(job.version, 6);
+        assert!(job.tasks.iter().all(|t| t.job_version == 6 && t.incarnation == 1), "{:?}", job.tasks);
+        assert!(job.old_specs.is_empty(), "old specs kept for tasks that never ran");
+        assert!(!job.rolling());
+        let mut again = s.clone();
+        again.reindex();
+        assert_eq!(again, s, "the rolling index matches a rebuilt one");
     }
 
     #[test]

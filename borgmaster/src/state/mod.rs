@@ -48,6 +48,11 @@ pub struct CellState {
     /// Derived: tasks bound to each machine that are not dead. Rebuilt by [`CellState::reindex`].
     #[serde(skip)]
     by_machine: BTreeMap<MachineId, BTreeSet<TaskKey>>,
+    /// Derived: names of jobs in a rolling update (some live task on an earlier version), so
+    /// that advancing rollouts after each command costs nothing for the other jobs. Rebuilt by
+    /// [`CellState::reindex`].
+    #[serde(skip)]
+    rolling: BTreeSet<String>,
 }
 
 impl CellState {
@@ -59,6 +64,7 @@ impl CellState {
     /// Rebuilds derived indexes after deserialization.
     pub fn reindex(&mut self) {
         self.by_machine.clear();
+        self.rolling = self.jobs.values().filter(|j| !j.killed && j.rolling()).map(|j| j.spec.name.clone()).collect();
         for job in self.jobs.values() {
             for t in &job.tasks {
                 if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {

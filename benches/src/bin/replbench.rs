@@ -1,0 +1,380 @@
+//! `replbench`: benchmarks of the replicated Borgmaster (not timed tests).
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! target/release/replbench failover [--trials 20]
+//! target/release/replbench throughput [--seconds 5] [--concurrency 1,64]   # needs etcd on PATH
+//! ```
+//!
+//! - `failover`: 3 replicas on loopback (fsync on); per trial, kill -9 the leader and time until
+//!   the first apply is acknowledged by the group (sent to a surviving replica, which forwards it
+//!   to the new leader once one is elected); the old leader restarts and catches up before the
+//!   next trial. Prints p50/p90/p99/max.
+//! - `throughput`: the same load generator drives 3 Borgmaster replicas (ApplyJob, each an update
+//!   of one of 16 jobs per client, so the cell stays the same size) and a 3-member etcd cluster
+//!   (Debian's etcd-server; `Put` of a value as large as the encoded ApplyJob request), both
+//!   with fsync, at each concurrency, one after the other in this run. Prints ops/s, p50/p99
+//!   and the ratio borgmaster/etcd.
+//!
+//! The etcd client is two prost messages and tonic's generic unary call (`/etcdserverpb.KV/Put`):
+//! the etcd-client crate would bring a second tonic/prost version into the workspace.
+
+use borg_proto as pb;
+use borg_proto::borgmaster_client::BorgmasterClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// etcd's `PutRequest` (fields 1 and 2 of etcdserverpb.PutRequest).
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// etcd's `PutResponse`; its fields are not read.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutResponse {}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent().map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// The Borgmaster group: replica processes and addresses.
+struct Group {
+    dir: PathBuf,
+    addrs: Vec<String>,
+    procs: Vec<Option<Child>>,
+}
+
+impl Group {
+    fn start(dir: &Path, n: usize) -> anyhow::Result<Group> {
+        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut g = Group { dir: dir.to_path_buf(), addrs, procs: (0..n).map(|_| None).collect() };
+        for i in 0..n {
+            g.start_replica(i)?;
+        }
+        Ok(g)
+    }
+
+    fn start_replica(&mut self, i: usize) -> anyhow::Result<()> {
+        let peers: Vec<String> = self.addrs.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+        let log = std::fs::File::create(self.dir.join(format!("master{}.log", i + 1)))?;
+        let child = Command::new(bin("borgmaster"))
+            .args(["--id", &(i + 1).to_string(), "--peers", &peers.join(","), "--listen", &self.addrs[i]])
+            .args(["--default-quota", "unlimited", "--cell", "bench"])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("master{}", i + 1)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.procs[i] = Some(child);
+        Ok(())
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The leader's index, as the replicas report themselves.
+    async fn leader(&self) -> Option<usize> {
+        for (i, a) in self.addrs.iter().enumerate().filter(|(i, _)| self.procs[*i].is_some()) {
+            if let Ok(s) = borgmaster::raft::peer_status(a, Duration::from_millis(300)).await {
+                if s.role == "leader" && s.id == i as u64 + 1 {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader().await {
+                return Ok(l);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until replica `i` applied at least what `l` has applied.
+    async fn wait_caught_up(&self, i: usize, l: usize) -> anyhow::Result<()> {
+        let target = borgmaster::raft::peer_status(&self.addrs[l], Duration::from_secs(1))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .last_applied_index;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = borgmaster::raft::peer_status(&self.addrs[i], Duration::from_millis(300)).await {
+                if s.role == "follower" && s.last_applied_index >= target {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "replica {} did not catch up", i + 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+fn job(name: String, rev: u64) -> pb::JobSpec {
+    pb::JobSpec {
+        name,
+        user: "bench".into(),
+        priority: 0,
+        kind: pb::JobKind::Service as i32,
+        tasks: 1,
+        command: vec!["/bin/sleep".into(), "86400".into(), format!("--rev={rev}")],
+        resources: Some(borg_spec::convert::resources_to_pb(scheduler_core::Resources::new(100, 64 << 20, 0))),
+        grace_period_ms: 1000,
+        max_unavailable: 1,
+        ..Default::default()
+    }
+}
+
+async fn client(addrs: &[String]) -> anyhow::Result<BorgmasterClient<Channel>> {
+    let (_, ch) = borg_spec::client::connect_any(addrs, Duration::from_secs(2), Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(BorgmasterClient::new(ch))
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn failover(trials: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut g = Group::start(dir.path(), 3)?;
+    g.wait_leader(Duration::from_secs(20)).await?;
+    let mut c = client(&g.addrs).await?;
+    c.apply_job(pb::ApplyJobRequest { spec: Some(job("warmup".into(), 0)), ..Default::default() }).await?;
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        let l = g.wait_leader(Duration::from_secs(20)).await?;
+        let survivors: Vec<String> =
+            g.addrs.iter().enumerate().filter(|(i, _)| *i != l).map(|(_, a)| a.clone()).collect();
+        let mut c = client(&survivors).await?;
+        let t0 = Instant::now();
+        g.kill9(l);
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            let req = pb::ApplyJobRequest { spec: Some(job(format!("f{trial}"), attempt)), ..Default::default() };
+            match c.apply_job(req).await {
+                Ok(_) => break,
+                Err(e) if t0.elapsed() < Duration::from_secs(60) => {
+                    eprintln!("trial {trial}: {} (retrying)", e.message());
+                    c = client(&survivors).await?;
+                }
+                Err(e) => anyhow::bail!("no write acknowledged 60 s after the kill: {}", e.message()),
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "trial {:2}: leader {} killed, first write acknowledged after {:.0} ms",
+            trial + 1,
+            l + 1,
+            secs * 1e3
+        );
+        times.push(secs);
+        g.start_replica(l)?;
+        let nl = g.wait_leader(Duration::from_secs(20)).await?;
+        g.wait_caught_up(l, nl).await?;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "failover, 3 replicas, {} trials: kill -9 of the leader -> first write acknowledged: \
+         p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        times.len(),
+        pct(&times, 0.5) * 1e3,
+        pct(&times, 0.9) * 1e3,
+        pct(&times, 0.99) * 1e3,
+        times.last().copied().unwrap_or(0.0) * 1e3
+    );
+    Ok(())
+}
+
+/// Runs `workers` loops of `op` for `seconds`; returns (ops/s, sorted latencies in s).
+async fn drive<F, Fut>(workers: usize, seconds: f64, op: F) -> anyhow::Result<(f64, Vec<f64>)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut set = tokio::task::JoinSet::new();
+    let t0 = Instant::now();
+    for w in 0..workers {
+        let (op, stop) = (op.clone(), stop.clone());
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                op(w, i).await?;
+                lat.push(t.elapsed().as_secs_f64());
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r??);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok((all.len() as f64 / elapsed, all))
+}
+
+/// A 3-member etcd cluster on loopback.
+struct Etcd {
+    procs: Vec<Child>,
+    clients: Vec<String>,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+fn start_etcd(dir: &Path) -> anyhow::Result<Etcd> {
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster: Vec<String> =
+        peer_ports.iter().enumerate().map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}")).collect();
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        let log = std::fs::File::create(dir.join(format!("etcd{i}.log")))?;
+        let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
+        let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
+        let child = Command::new("etcd")
+            .args(["--name", &format!("e{i}")])
+            .arg("--data-dir")
+            .arg(dir.join(format!("etcd{i}")))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "replbench", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting etcd (apt-get install etcd-server): {e}"))?;
+        procs.push(child);
+    }
+    Ok(Etcd { procs, clients: client_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect() })
+}
+
+async fn etcd_put(ch: Channel, key: Vec<u8>, value: Vec<u8>) -> anyhow::Result<()> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.KV/Put");
+    let codec: tonic_prost::ProstCodec<PutRequest, PutResponse> = tonic_prost::ProstCodec::default();
+    grpc.unary(tonic::Request::new(PutRequest { key, value }), path, codec).await?;
+    Ok(())
+}
+
+async fn throughput(seconds: f64, concurrency: &[usize]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let g = Group::start(dir.path(), 3)?;
+    let l = g.wait_leader(Duration::from_secs(20)).await?;
+    let etcd = start_etcd(dir.path())?;
+    // the clients talk to the Borgmaster leader (a follower would forward: one more hop)
+    let master = client(std::slice::from_ref(&g.addrs[l])).await?;
+    let sample = pb::ApplyJobRequest { spec: Some(job("bench-63-15".into(), 1_000_000)), ..Default::default() };
+    let value_size = prost::Message::encoded_len(&sample);
+    // any member: a follower forwards proposals to the etcd leader, as a Borgmaster follower does
+    let etcd_ch = tonic::transport::Endpoint::from_shared(format!("http://{}", etcd.clients[0]))?
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = etcd_put(etcd_ch.clone(), b"warmup".to_vec(), vec![0; 8]).await {
+        anyhow::ensure!(Instant::now() < deadline, "etcd did not accept a write within 20 s: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("value size: {value_size} bytes (encoded ApplyJob request); {seconds} s per run; fsync on both");
+    for &c in concurrency {
+        let m = master.clone();
+        let (b_ops, b_lat) = drive(c, seconds, move |w, i| {
+            let mut m = m.clone();
+            async move {
+                let spec = job(format!("bench-{w}-{}", i % 16), i);
+                m.apply_job(pb::ApplyJobRequest { spec: Some(spec), ..Default::default() }).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let ch = etcd_ch.clone();
+        let (e_ops, e_lat) = drive(c, seconds, move |w, i| {
+            let ch = ch.clone();
+            async move { etcd_put(ch, format!("bench/{w}/{}", i % 16).into_bytes(), vec![b'x'; value_size]).await }
+        })
+        .await?;
+        println!(
+            "concurrency {c:3}: borgmaster {b_ops:7.0} applies/s (p50 {:.1} ms, p99 {:.1} ms) | \
+             etcd {e_ops:7.0} puts/s (p50 {:.1} ms, p99 {:.1} ms) | ratio {:.2}",
+            pct(&b_lat, 0.5) * 1e3,
+            pct(&b_lat, 0.99) * 1e3,
+            pct(&e_lat, 0.5) * 1e3,
+            pct(&e_lat, 0.99) * 1e3,
+            b_ops / e_ops.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => {
+            let v = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?;
+            v.parse().map_err(|_| anyhow::anyhow!("{name}: cannot parse {v:?}"))
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("failover") => failover(flag(&args, "--trials", 20)?).await,
+        Some("throughput") => {
+            let list: String = flag(&args, "--concurrency", "1,64".to_string())?;
+            let cs: Vec<usize> = list.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?;
+            throughput(flag(&args, "--seconds", 5.0)?, &cs).await
+        }
+        _ => anyhow::bail!("usage: replbench failover [--trials N] | throughput [--seconds S] [--concurrency 1,64]"),
+    }
+}
