@@ -562,13 +562,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     priority.parse().map_err(|_| anyhow!("--priority: {priority:?} is not a band or an integer"))?
                 }
             };
-            // a channel with room for many concurrent streams
-            let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", cli.master))?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(120));
-            let client = BorgmasterClient::new(
-                ep.connect().await.map_err(|e| anyhow!("cannot reach the Borgmaster at {}: {e}", cli.master))?,
-            );
+            // one HTTP/2 channel carries every concurrent apply; 120 s per call
+            let addrs = borg_spec::client::master_addresses(&cli.master).map_err(|e| anyhow!("--master: {e}"))?;
+            let (_, ch) = borg_spec::client::connect_any(&addrs, Duration::from_secs(5), Duration::from_secs(120))
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let client = BorgmasterClient::new(ch);
             let spec = borgctl::bench::BenchSpec {
                 prefix,
                 jobs,

@@ -66,7 +66,8 @@ impl BorgmasterService {
     /// to the leader, marked forwarded by this replica, and returns the leader's answer. While
     /// the leader is unknown or unreachable (an election is under way) it waits and tries again
     /// for up to [`FORWARD_PATIENCE`], serving it here if this replica is elected meanwhile; a
-    /// write the leader answered is never resent.
+    /// write the leader answered is never resent (one cut off mid-call may be: writes are
+    /// idempotent).
     ///
     /// Errors: UNAVAILABLE when no leader appears in time, or when the request was already
     /// forwarded once and this replica does not lead (leadership is moving; the caller retries).
@@ -99,8 +100,13 @@ impl BorgmasterService {
             fwd.metadata_mut().insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
             fwd.set_timeout(Duration::from_secs(30));
             match call(self.leader_client(&address)?, fwd).await {
-                // connection refused or reset before an answer: the old leader is gone
-                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                // connection refused, or reset before an answer (tonic: UNKNOWN "transport
+                // error"): the old leader is gone. Every forwarded write is idempotent (apply of
+                // the same spec, kill, register, quota, membership), so sending it again is safe.
+                Err(s)
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                        && Instant::now() < deadline =>
+                {
                     tracing::debug!(error = %s.message(), "forwarding to the leader failed; waiting for a leader");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
