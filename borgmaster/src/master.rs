@@ -203,7 +203,8 @@ impl Master {
 
     /// Who leads the master group, as this replica knows it.
     pub fn leadership(&self) -> Leadership {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         match m.current_leader {
             Some(l) if l == self.id && m.state == ServerState::Leader => Leadership::Me,
             Some(l) => match m.membership_config.membership().get_node(&l) {

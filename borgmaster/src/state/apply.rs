@@ -249,16 +249,12 @@ impl CellState {
                     }
                 }
             }
-            let Some(job) = self.jobs.get(&name).filter(|j| !j.killed && j.rolling()) else {
+            let Some(job) = self.jobs.get(&name) else {
                 self.rolling.remove(&name);
-                if let Some(job) = self.jobs.get_mut(&name) {
-                    let used: std::collections::BTreeSet<u64> =
-                        job.tasks.iter().filter(|t| t.state != TaskState::Dead).map(|t| t.job_version).collect();
-                    job.old_specs.retain(|v, _| used.contains(v));
-                }
                 continue;
             };
-            let max = job.spec.max_unavailable.max(1) as usize;
+            // a killed job replaces nothing (its tasks are dead); it only drops out below
+            let max = if job.killed { 0 } else { job.spec.max_unavailable.max(1) as usize };
             let version = job.version;
             let down = job.tasks.iter().filter(|t| t.state == TaskState::Pending).count();
             let next: Vec<Task> = job
