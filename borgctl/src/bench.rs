@@ -130,8 +130,18 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let name = spec.name.clone();
-            let r = c.apply_job(pb::ApplyJobRequest { spec: Some(spec), dry_run: false, expected_version: None }).await;
-            (name, r.map(|_| now_ms()).map_err(|e| e.message().to_string()))
+            // UNAVAILABLE: no leader right now (an election); applying the same spec again is
+            // idempotent, so retry for up to 10 s like any client of a replicated master
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let req = pb::ApplyJobRequest { spec: Some(spec.clone()), dry_run: false, expected_version: None };
+                match c.apply_job(req).await {
+                    Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    r => return (name, r.map(|_| now_ms()).map_err(|e| e.message().to_string())),
+                }
+            }
         });
     }
     let mut acked = Vec::with_capacity(n_jobs);

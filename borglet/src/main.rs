@@ -180,12 +180,18 @@ async fn main() -> anyhow::Result<()> {
     println!("borglet listening on {addr}");
     std::io::stdout().flush()?;
     tonic::transport::Server::builder()
+        // the master cancels polls that time out; a burst of them (a new leader's first round
+        // over thousands of machines) must not make h2 drop the connection for every machine
+        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
         .add_service(pb::borglet_server::BorgletServer::new(BorgletService(borglet)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
         .await?;
     tracing::info!("borglet stopped; its tasks keep running and are adopted by the next Borglet");
     Ok(())
 }
+
+/// Streams the master may reset before they are served without h2 closing the connection.
+const MAX_RESET_STREAMS: usize = 65_536;
 
 /// Hollow mode: N fake machines behind one listener (see `borglet::hollow`).
 async fn run_hollow(args: Args) -> anyhow::Result<()> {
@@ -230,6 +236,9 @@ async fn run_hollow(args: Args) -> anyhow::Result<()> {
     println!("borglet listening on {addr}");
     std::io::stdout().flush()?;
     tonic::transport::Server::builder()
+        // the master cancels polls that time out; a burst of them (a new leader's first round
+        // over thousands of machines) must not make h2 drop the connection for every machine
+        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
         .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
         .await?;

@@ -203,9 +203,16 @@ async fn poll_machine(
                 let resp = resp.into_inner();
                 misses = 0;
                 acked = resp.applied_version;
+                let registered = master.state().machines.len();
                 {
                     let mut soft = master.soft();
                     soft.last_seen_ms.insert(id.clone(), now_ms());
+                    if !soft.first_round_done && soft.last_seen_ms.len() >= registered {
+                        soft.first_round_done = true;
+                        let secs = soft.led_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                        metrics::gauge!(crate::metrics::FIRST_POLL_ROUND).set(secs);
+                        tracing::info!(machines = registered, seconds = secs, "every machine polled since this replica was elected");
+                    }
                     soft.machine_usage.insert(id.clone(), resources_from_pb(resp.usage.as_ref()));
                     let per_task = resp
                         .tasks

@@ -123,6 +123,16 @@ pub struct SoftState {
     /// Per-task usage from each machine's last poll: ((job, index, incarnation), usage, CPU
     /// seconds), replaced whole on every poll so that gone tasks drop out.
     pub task_usage: HashMap<MachineId, TaskUsage>,
+    /// Jobs whose pending tasks did not fit, and when the scheduler examines them again.
+    pub unplaced_backoff: HashMap<String, crate::scheduler_loop::Backoff>,
+    /// (machines up, live tasks bound) at the last pass: backoffs are forgotten when capacity
+    /// may have been freed.
+    pub last_capacity: (usize, usize),
+    /// When this replica started its leader duties (None on followers).
+    pub led_since: Option<std::time::Instant>,
+    /// Whether every registered machine has answered a poll since `led_since` (the first full
+    /// poll round of this leadership; logged and exported once).
+    pub first_round_done: bool,
 }
 
 impl SoftState {
@@ -354,7 +364,7 @@ pub async fn leader_duties(master: Arc<Master>) {
         let term = metrics.borrow().current_term;
         tracing::info!(id = master.id, term, "leading the cell: polling Borglets and scheduling");
         metrics::counter!(crate::metrics::LEADER_ELECTED).increment(1);
-        *master.soft() = SoftState::default();
+        *master.soft() = SoftState { led_since: Some(std::time::Instant::now()), ..SoftState::default() };
         let mut duties = tokio::task::JoinSet::new();
         duties.spawn(crate::scheduler_loop::run(master.clone()));
         duties.spawn(crate::link_shard::run(master.clone()));

@@ -26,6 +26,8 @@ pub const EVICTIONS: &str = "borg_evictions_total";
 pub const TRANSITIONS: &str = "borg_task_transitions_total";
 /// Times this replica became the leader.
 pub const LEADER_ELECTED: &str = "borg_raft_leader_elections_won_total";
+/// Seconds from this replica's election to the end of its first full poll round.
+pub const FIRST_POLL_ROUND: &str = "borg_leader_first_poll_round_seconds";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -81,6 +83,11 @@ fn describe() {
     describe_gauge!("borg_raft_term", Unit::Count, "This replica's current Raft term.");
     describe_gauge!("borg_raft_last_log_index", Unit::Count, "Index of the last entry in this replica's Raft log.");
     describe_gauge!("borg_raft_voters", Unit::Count, "Voting replicas in the master group.");
+    describe_gauge!(
+        FIRST_POLL_ROUND,
+        Unit::Seconds,
+        "Seconds from this replica's latest election to every registered machine having answered a poll."
+    );
     describe_counter!(LEADER_ELECTED, Unit::Count, "Times this replica became the leader and started its duties.");
     describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down).");
     describe_counter!(

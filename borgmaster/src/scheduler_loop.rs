@@ -20,6 +20,28 @@ pub const WHY_PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// Attribute the snapshot gives every machine: its id (per_machine tasks are pinned with it).
 pub const MACHINE_ATTRIBUTE: &str = "borg.machine";
 
+/// First wait before a job whose pending tasks did not fit is examined again; it doubles after
+/// each pass that still cannot place them, up to [`UNPLACED_BACKOFF_MAX`]. A job that cannot fit
+/// costs feasibility checks against every machine, so without this a cell with many unplaceable
+/// tasks (Google's trace: half its time-0 workload) spends all its CPU re-proving it.
+pub const UNPLACED_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Longest wait before an unplaceable job is examined again. Waits are forgotten at once when
+/// capacity may have been freed (a machine came up or registered, a task left a machine) or the
+/// job's spec changed.
+pub const UNPLACED_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// Backoff of one job whose pending tasks did not fit (see [`UNPLACED_BACKOFF_MIN`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// The job's spec version the backoff is for.
+    pub version: u64,
+    /// Not examined before this.
+    pub until: std::time::Instant,
+    /// The current wait.
+    pub delay: std::time::Duration,
+}
+
 /// One scheduling input built from the cell state.
 pub struct Snapshot {
     /// Machines in id order, with every live task bound to them as residents.
@@ -30,6 +52,12 @@ pub struct Snapshot {
     pub jobs: Vec<String>,
     /// Incarnation of every task in the snapshot that is pending or bound, by (job number, index).
     pub incarnations: HashMap<TaskRef, u64>,
+    /// Spec version of each job, by [`TaskRef::job`] number.
+    pub versions: Vec<u64>,
+    /// Machines up.
+    pub machines_up: usize,
+    /// Live tasks bound to a machine (capacity may have been freed when this drops).
+    pub bound: usize,
 }
 
 impl Snapshot {
@@ -42,6 +70,8 @@ impl Snapshot {
 /// Builds the scheduler's view of `state`.
 pub fn snapshot(state: &CellState) -> Snapshot {
     let mut model = CellModel::new();
+    let machines_up = state.machines.values().filter(|m| m.state == MachineState::Up).count();
+    let mut bound = 0;
     let mut index_of: HashMap<&MachineId, usize> = HashMap::new();
     for m in state.machines.values() {
         let domain = m.attributes.get(DOMAIN_ATTRIBUTE).unwrap_or(&m.id.0);
@@ -52,10 +82,12 @@ pub fn snapshot(state: &CellState) -> Snapshot {
     }
     let mut groups = Vec::new();
     let mut jobs = Vec::with_capacity(state.jobs.len());
+    let mut versions = Vec::with_capacity(state.jobs.len());
     let mut incarnations = HashMap::new();
     for (job_id, job) in state.jobs.values().enumerate() {
         let job_id = job_id as u32;
         jobs.push(job.spec.name.clone());
+        versions.push(job.version);
         let mut pending = Vec::new();
         let mut pinned = Vec::new();
         let mut occupied = Vec::new();
@@ -69,6 +101,7 @@ pub fn snapshot(state: &CellState) -> Snapshot {
                         model.add(m, Resident { task: r, priority: spec.priority, request: spec.resources });
                     }
                     occupied.push(m);
+                    bound += 1;
                 }
                 None if t.state == TaskState::Pending && job.spec.alloc_set.is_empty() => match &t.pinned {
                     Some(p) => pinned.push((t.index, p.clone())),
@@ -103,7 +136,7 @@ pub fn snapshot(state: &CellState) -> Snapshot {
             groups.push(group(vec![index], Some(pin)));
         }
     }
-    Snapshot { model, groups, jobs, incarnations }
+    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound }
 }
 
 /// The `Bind` command for a placement made on `snap`.
@@ -207,26 +240,63 @@ async fn pass_inner(master: &Master) -> usize {
         let state = master.state();
         (snapshot(&state), alloc_bindings(&state))
     };
-    if snap.groups.is_empty() && alloc_binds.is_empty() {
+    let now = std::time::Instant::now();
+    // jobs waiting out a backoff keep their last why-pending
+    let mut why: HashMap<String, String> = alloc_why.into_iter().collect();
+    {
         let mut soft = master.soft();
-        soft.why_pending = alloc_why.into_iter().collect();
+        let capacity = (snap.machines_up, snap.bound);
+        if capacity.0 > soft.last_capacity.0 || capacity.1 < soft.last_capacity.1 {
+            soft.unplaced_backoff.clear();
+        }
+        soft.last_capacity = capacity;
+        let soft = &mut *soft;
+        let (backoff, old_why) = (&soft.unplaced_backoff, &soft.why_pending);
+        snap.groups.retain(|g| {
+            let waiting = backoff
+                .get(&g.name)
+                .is_some_and(|b| b.version == snap.versions[g.job_id as usize] && now < b.until);
+            if let (true, Some(w)) = (waiting, old_why.get(&g.name)) {
+                why.insert(g.name.clone(), w.clone());
+            }
+            !waiting
+        });
+    }
+    if snap.groups.is_empty() && alloc_binds.is_empty() {
+        master.soft().why_pending = why;
         return 0;
     }
-    let placement = {
+    // a pass is CPU-bound (and rayon-parallel): let this runtime thread's other tasks (polls,
+    // RPCs, Raft) move to another thread while it runs
+    let placement = tokio::task::block_in_place(|| {
         let mut s = master.scheduler.lock().unwrap_or_else(|e| e.into_inner());
         // the model is rebuilt each pass, so cached scores would refer to other versions
         s.clear_cache();
         s.schedule(&mut snap.model, &snap.groups)
-    };
+    });
     {
         // Reasons cost a scan of the cell per job: keep the ones known for less than
         // WHY_PENDING_TTL, (re)explain at most EXPLAIN_PER_PASS jobs per pass, on the model as
         // the pass left it.
         let mut soft = master.soft();
-        let mut why: std::collections::HashMap<String, String> = alloc_why.into_iter().collect();
         let mut explained = 0;
         let unplaced_jobs: std::collections::BTreeSet<u32> =
             placement.unplaced.iter().flat_map(|u| u.tasks.iter().map(|t| t.job)).collect();
+        // back off every job examined that still has tasks that do not fit; forget the rest
+        for g in &snap.groups {
+            if !unplaced_jobs.contains(&g.job_id) {
+                soft.unplaced_backoff.remove(&g.name);
+            }
+        }
+        for &job in &unplaced_jobs {
+            let name = &snap.jobs[job as usize];
+            let version = snap.versions[job as usize];
+            let delay = match soft.unplaced_backoff.get(name) {
+                Some(b) if b.version == version => (b.delay * 2).min(UNPLACED_BACKOFF_MAX),
+                _ => UNPLACED_BACKOFF_MIN,
+            };
+            soft.unplaced_backoff.insert(name.clone(), Backoff { version, until: now + delay, delay });
+        }
         let mut at = std::mem::take(&mut soft.why_pending_at);
         for job in unplaced_jobs {
             let name = &snap.jobs[job as usize];

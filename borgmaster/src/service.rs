@@ -101,10 +101,10 @@ impl BorgmasterService {
             fwd.set_timeout(Duration::from_secs(30));
             match call(self.leader_client(&address)?, fwd).await {
                 // connection refused, or reset before an answer (tonic: UNKNOWN "transport
-                // error"): the old leader is gone. Every forwarded write is idempotent (apply of
+                // error", or CANCELLED "operation was canceled"): the old leader is gone. Every forwarded write is idempotent (apply of
                 // the same spec, kill, register, quota, membership), so sending it again is safe.
                 Err(s)
-                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
                         && Instant::now() < deadline =>
                 {
                     tracing::debug!(error = %s.message(), "forwarding to the leader failed; waiting for a leader");

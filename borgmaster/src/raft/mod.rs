@@ -124,6 +124,10 @@ pub fn config(snapshot_every: u64) -> Result<openraft::Config, openraft::ConfigE
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every.max(1)),
         max_in_snapshot_log_to_keep: snapshot_every.clamp(1, 1000),
         purge_batch_size: snapshot_every.clamp(1, 256),
+        // openraft bounds each AppendEntries call by the heartbeat interval: keep payloads
+        // small enough to be sent, fsynced and answered in that time on a busy host (a group
+        // can hold thousands of task reports or placements)
+        max_payload_entries: 16,
         ..Default::default()
     }
     .validate()
