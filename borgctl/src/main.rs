@@ -33,6 +33,14 @@ struct Cli {
     /// Output format of listings.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: Output,
+    /// Your credentials (`ca.pem`, `cert.pem`, `key.pem`, from `borgctl certs issue`): mutual
+    /// TLS to the cell. Default: `~/.config/borg/credentials` when it exists, else plain gRPC
+    /// (for a master started with `--insecure`).
+    #[arg(long, global = true, env = "BORG_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// Talk plain gRPC even when credentials are configured (to a master run with --insecure).
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -100,6 +108,12 @@ enum Cmd {
     Quota {
         #[command(subcommand)]
         action: QuotaCmd,
+    },
+    /// The cell's certificate authority and credentials: `certs init --ca DIR`, `certs issue
+    /// --ca DIR --role user|admin|machine|replica --name NAME [--host H,...] --out DIR`.
+    Certs {
+        #[command(subcommand)]
+        action: CertsCmd,
     },
     /// Replicas of the master group: `replicas [list]`, `replicas add ID HOST:PORT`,
     /// `replicas remove ID`.
@@ -205,6 +219,44 @@ enum ReplicasCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum CertsCmd {
+    /// Create the cell's CA (`ca.pem`, `ca.key`) in a new directory; keep `ca.key` secret.
+    Init {
+        /// Directory for the CA.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Cell name (in the CA's common name).
+        #[arg(long, default_value = "dev")]
+        cell: String,
+    },
+    /// Issue credentials signed by the CA: `ca.pem`, `cert.pem`, `key.pem` into `--out`.
+    Issue {
+        /// Directory of the CA (from `certs init`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// user (owns their jobs), admin (everything), machine (a Borglet: --name is its
+        /// machine id), replica (a Borgmaster replica: --name is its id).
+        #[arg(long)]
+        role: String,
+        /// User name, machine id or replica id.
+        #[arg(long)]
+        name: String,
+        /// DNS names or IPs the certificate serves as (replicas, Borglets), comma-separated;
+        /// localhost and 127.0.0.1 are always included.
+        #[arg(long, default_value = "")]
+        host: String,
+        /// Output directory (made mode 0700).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show who a credentials directory says you are.
+    Show {
+        /// Credentials directory (default: --credentials).
+        dir: Option<PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum TopWhat {
     /// One row per machine.
@@ -229,16 +281,49 @@ enum Until {
     Done,
 }
 
+/// The credentials chosen with `--credentials`/`--insecure` (installed once at start; None =
+/// plain).
+fn credentials() -> Option<&'static borg_spec::auth::Credentials> {
+    borg_spec::auth::installed()
+}
+
+/// Loads the credentials `cli` names (see `Cli::credentials`).
+///
+/// Errors: `--credentials` names a directory without usable credentials.
+fn load_credentials(cli: &Cli) -> anyhow::Result<Option<borg_spec::auth::Credentials>> {
+    if cli.insecure {
+        return Ok(None);
+    }
+    let dir = match &cli.credentials {
+        Some(d) => d.clone(),
+        None => match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/borg/credentials")) {
+            Some(d) if d.join(borg_spec::auth::CERT_FILE).exists() => d,
+            _ => return Ok(None),
+        },
+    };
+    borg_spec::auth::Credentials::load(&dir).map(Some).map_err(|e| anyhow!("--credentials: {e}"))
+}
+
 async fn connect(master: &str) -> anyhow::Result<BorgmasterClient<Channel>> {
     let addrs = borg_spec::client::master_addresses(master).map_err(|e| anyhow!("--master: {e}"))?;
-    let (_, ch) = borg_spec::client::connect_any(&addrs, Duration::from_secs(5), Duration::from_secs(30))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let (_, ch) =
+        borg_spec::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(30))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
     Ok(BorgmasterClient::new(ch))
 }
 
 fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", s.message())
+    match s.code() {
+        tonic::Code::Unauthenticated if credentials().is_none() => {
+            anyhow!("{}\n(hint: pass --credentials DIR or set BORG_CREDENTIALS)", s.message())
+        }
+        _ if s.message().contains("transport error") && credentials().is_some() => anyhow!(
+            "{} (is the master running with --insecure? then pass --insecure; or your certificate is not from this cell's CA)",
+            s.message()
+        ),
+        _ => anyhow!("{}", s.message()),
+    }
 }
 
 /// The output format chosen with `-o` (set once at start).
@@ -277,6 +362,12 @@ async fn spec_diff(c: &mut BorgmasterClient<Channel>, new: &borg_spec::JobSpec) 
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = FORMAT.set(cli.output);
+    if let Cmd::Certs { action } = &cli.command {
+        return certs(action, &cli);
+    }
+    if let Some(c) = load_credentials(&cli)? {
+        borg_spec::auth::install(c);
+    }
     let json = cli.output != Output::Table;
     match cli.command {
         Cmd::Apply { file, dry_run, expected_version } => {
@@ -453,6 +544,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", render::quota_table(&rows));
             }
         }
+        // handled before connecting (local files only)
+        Cmd::Certs { .. } => {}
         Cmd::Replicas { action } => {
             let mut c = connect(&cli.master).await?;
             let voters = match action.unwrap_or(ReplicasCmd::List) {
@@ -564,9 +657,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // one HTTP/2 channel carries every concurrent apply; 120 s per call
             let addrs = borg_spec::client::master_addresses(&cli.master).map_err(|e| anyhow!("--master: {e}"))?;
-            let (_, ch) = borg_spec::client::connect_any(&addrs, Duration::from_secs(5), Duration::from_secs(120))
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let (_, ch) =
+                borg_spec::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(120))
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
             let client = BorgmasterClient::new(ch);
             let spec = borgctl::bench::BenchSpec {
                 prefix,
@@ -640,6 +734,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `borgctl certs ...`: runs locally, touches only files.
+fn certs(action: &CertsCmd, cli: &Cli) -> anyhow::Result<ExitCode> {
+    use borg_spec::auth::{init_ca, issue, Credentials, Identity, Role};
+    match action {
+        CertsCmd::Init { ca, cell } => {
+            init_ca(ca, cell).map_err(|e| anyhow!("{e}"))?;
+            println!("cell CA created in {} (ca.pem; keep ca.key secret)", ca.display());
+        }
+        CertsCmd::Issue { ca, role, name, host, out } => {
+            let id = Identity::new(Role::parse(role).map_err(|e| anyhow!("--role: {e}"))?, name.clone());
+            let hosts: Vec<String> = host.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+            issue(ca, &id, &hosts, out).map_err(|e| anyhow!("{e}"))?;
+            println!("issued {} ({}) into {}", id, id.uri(), out.display());
+        }
+        CertsCmd::Show { dir } => {
+            let dir = dir.clone().or_else(|| cli.credentials.clone()).ok_or_else(|| anyhow!("give a directory"))?;
+            let c = Credentials::load(&dir).map_err(|e| anyhow!("{e}"))?;
+            println!("{} ({})", c.identity, c.identity.uri());
         }
     }
     Ok(ExitCode::SUCCESS)

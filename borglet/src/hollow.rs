@@ -139,12 +139,13 @@ impl HollowCell {
     }
 }
 
-/// The gRPC service of a hollow cell.
-pub struct HollowService(pub Arc<HollowCell>);
+/// The gRPC service of a hollow cell; the flag: callers must be replicas of the cell (auth on).
+pub struct HollowService(pub Arc<HollowCell>, pub bool);
 
 #[tonic::async_trait]
 impl pb::borglet_server::Borglet for HollowService {
     async fn poll(&self, req: Request<pb::PollRequest>) -> Result<Response<pb::PollResponse>, Status> {
+        borg_spec::auth::authenticate(&req, self.1, &[borg_spec::auth::Role::Replica], crate::service::ONLY_REPLICAS)?;
         self.0.poll(&req.into_inner()).map(Response::new)
     }
 

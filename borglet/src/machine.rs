@@ -58,3 +58,50 @@ mod tests {
         assert_eq!(a["os"], "plan9");
     }
 }
+
+/// The (uid, gid) tasks run as, for `--task-user NAME`: None when the Borglet is not root (it
+/// cannot switch users; tasks run as the Borglet's user) or NAME is `root`. A missing user is
+/// created as a system user without a home or login shell (`useradd --system`).
+///
+/// Errors: the user does not exist and cannot be created.
+pub fn task_user(name: &str) -> Result<Option<(u32, u32)>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!("the Borglet is not root: tasks run as its own user");
+        return Ok(None);
+    }
+    if name == "root" {
+        tracing::warn!("--task-user root: tasks run as root");
+        return Ok(None);
+    }
+    let lookup = |n: &str| nix::unistd::User::from_name(n).map_err(|e| format!("looking up user {n:?}: {e}"));
+    let user = match lookup(name)? {
+        Some(u) => u,
+        None => {
+            let out = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ])
+                .output()
+                .map_err(|e| format!("user {name:?} does not exist and useradd could not run: {e}"))?;
+            // another Borglet may have created it meanwhile (exit 9: already exists)
+            if !out.status.success() && out.status.code() != Some(9) {
+                return Err(format!(
+                    "user {name:?} does not exist and useradd failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            tracing::info!(user = name, "created the system user tasks run as");
+            lookup(name)?.ok_or_else(|| format!("user {name:?} still missing after useradd"))?
+        }
+    };
+    if user.uid.is_root() {
+        return Err(format!("user {name:?} has uid 0; pass --task-user root to run tasks as root"));
+    }
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}

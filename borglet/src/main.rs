@@ -82,6 +82,20 @@ struct Args {
     /// Hollow tasks report using this fraction of their request.
     #[arg(long, default_value_t = 0.5)]
     hollow_usage: f64,
+    /// This Borglet's credentials (`ca.pem`, `cert.pem`, `key.pem`: a `machine` certificate
+    /// named for this machine, or an admin's for a hollow Borglet). Default:
+    /// `<work-dir>/credentials`. Tasks cannot read them (mode 0600, and tasks run as
+    /// --task-user).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Turn authentication and TLS off (plain gRPC; anyone who reaches --listen may poll this
+    /// Borglet). Warned on every start.
+    #[arg(long)]
+    insecure: bool,
+    /// Unprivileged user tasks run as when the Borglet runs as root (created as a system user
+    /// if missing). `root` runs tasks as root: only for cells that allow it.
+    #[arg(long, default_value = "borg")]
+    task_user: String,
     /// Machine attribute, repeatable: --attr rack=r1 --attr ssd=true.
     #[arg(long = "attr", value_parser = key_value)]
     attrs: Vec<(String, String)>,
@@ -97,8 +111,34 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    let credentials = if args.insecure {
+        tracing::warn!(
+            "--insecure: authentication and TLS are OFF; anyone who can reach {} may poll this Borglet",
+            args.listen
+        );
+        eprintln!("WARNING: borglet --insecure: authentication and TLS are off");
+        None
+    } else {
+        let dir = args.credentials.clone().unwrap_or_else(|| args.work_dir.join("credentials"));
+        let c = borg_spec::auth::Credentials::load(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "credentials: {e}\n(issue a machine certificate with `borgctl certs issue --ca DIR --role machine --name MACHINE_ID --host HOST --out {}`, or run with --insecure)",
+                dir.display()
+            )
+        })?;
+        tracing::info!(identity = %c.identity, "mutual TLS on; only the cell's Borgmaster replicas may poll");
+        borg_spec::auth::install(c.clone());
+        Some(c)
+    };
+    let mut server = tonic::transport::Server::builder()
+        // the master cancels polls that time out; a burst of them (a new leader's first round
+        // over thousands of machines) must not make h2 drop the connection for every machine
+        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS));
+    if let Some(c) = &credentials {
+        server = server.tls_config(c.server_tls(false)).context("TLS configuration")?;
+    }
     if args.hollow > 0 || args.hollow_machines.is_some() {
-        return run_hollow(args).await;
+        return run_hollow(args, server, credentials.is_some()).await;
     }
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating work dir {}", args.work_dir.display()))?;
@@ -125,8 +165,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let runtime = Runtime::new(&machine_id, &args.work_dir, cgroups)
         .with_context(|| format!("preparing work dir {}", args.work_dir.display()))?;
-    let borglet =
-        Arc::new(Borglet { machine_id: machine_id.clone(), runtime: Mutex::new(runtime), last_poll: Mutex::new(None) });
+    if let Some(c) = credentials
+        .as_ref()
+        .filter(|c| c.identity.name != machine_id || c.identity.role != borg_spec::auth::Role::Machine)
+    {
+        anyhow::bail!(
+            "credentials in {}: the certificate is for {}, not machine {machine_id:?}",
+            c.dir.display(),
+            c.identity
+        );
+    }
+    let mut runtime = runtime;
+    runtime.task_user =
+        borglet::machine::task_user(&args.task_user).map_err(|e| anyhow::anyhow!("--task-user: {e}"))?;
+    let borglet = Arc::new(Borglet {
+        machine_id: machine_id.clone(),
+        runtime: Mutex::new(runtime),
+        last_poll: Mutex::new(None),
+        auth: credentials.is_some(),
+    });
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -179,10 +236,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, machine = %machine_id, %capacity, "borglet serving");
     println!("borglet listening on {addr}");
     std::io::stdout().flush()?;
-    tonic::transport::Server::builder()
-        // the master cancels polls that time out; a burst of them (a new leader's first round
-        // over thousands of machines) must not make h2 drop the connection for every machine
-        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
+    let mut server = server;
+    server
         .add_service(pb::borglet_server::BorgletServer::new(BorgletService(borglet)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
         .await?;
@@ -194,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
 const MAX_RESET_STREAMS: usize = 65_536;
 
 /// Hollow mode: N fake machines behind one listener (see `borglet::hollow`).
-async fn run_hollow(args: Args) -> anyhow::Result<()> {
+async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) -> anyhow::Result<()> {
     use borglet::hollow::{read_machines_csv, HollowCell, HollowService, HollowSpec};
     let specs = match &args.hollow_machines {
         Some(p) => read_machines_csv(p).map_err(|e| anyhow::anyhow!("--hollow-machines: {e}"))?,
@@ -235,11 +290,9 @@ async fn run_hollow(args: Args) -> anyhow::Result<()> {
     tracing::info!(%addr, machines = n, "hollow borglet serving");
     println!("borglet listening on {addr}");
     std::io::stdout().flush()?;
-    tonic::transport::Server::builder()
-        // the master cancels polls that time out; a burst of them (a new leader's first round
-        // over thousands of machines) must not make h2 drop the connection for every machine
-        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
-        .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell)))
+    let mut server = server;
+    server
+        .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell, auth)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
         .await?;
     Ok(())
@@ -320,7 +373,7 @@ async fn connect_master(
     timeout: Duration,
 ) -> anyhow::Result<pb::borgmaster_client::BorgmasterClient<tonic::transport::Channel>> {
     let addrs = borg_spec::client::master_addresses(master).map_err(|e| anyhow::anyhow!("--master: {e}"))?;
-    let (_, ch) = borg_spec::client::connect_any(&addrs, Duration::from_secs(3), timeout)
+    let (_, ch) = borg_spec::client::connect_any(&addrs, borg_spec::auth::installed(), Duration::from_secs(3), timeout)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(pb::borgmaster_client::BorgmasterClient::new(ch))

@@ -17,13 +17,18 @@ pub const TASK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// Borglet), stdin from /dev/null, stdout and stderr appended to `sandbox/stdout` and
 /// `sandbox/stderr`, and inside `cgroup` before it execs.
 ///
-/// Errors: the log files cannot be opened, the cgroup cannot be joined, or the program cannot be
-/// executed (not found, not executable); the error names the program.
+/// With `user` (uid, gid) the process drops to that user (supplementary groups: only gid)
+/// after joining its cgroup and before it execs.
+///
+/// Errors: the log files cannot be opened, the cgroup cannot be joined, the user cannot be
+/// taken, or the program cannot be executed (not found, not executable); the error names the
+/// program.
 pub fn spawn(
     argv: &[String],
     sandbox: &Path,
     env: &[(String, String)],
     cgroup: Option<&TaskCgroup>,
+    user: Option<(u32, u32)>,
 ) -> io::Result<Child> {
     let (program, args) =
         argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
@@ -42,14 +47,40 @@ pub fn spawn(
         .stdout(log("stdout")?)
         .stderr(log("stderr")?)
         .process_group(0);
-    // SAFETY: the closure only calls write(2) on fds opened above (async-signal-safe) and
-    // allocates nothing.
+    // SAFETY: the closure only calls write(2) on fds opened above, setgroups(2), setgid(2) and
+    // setuid(2) (all async-signal-safe) and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || join_in_child(&raw_fds));
+        cmd.pre_exec(move || {
+            join_in_child(&raw_fds)?;
+            if let Some((uid, gid)) = user {
+                let groups = [gid as libc::gid_t];
+                if libc::setgroups(1, groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
     let child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
     drop(fds);
     Ok(child)
+}
+
+/// Gives `sandbox` (and its `stdout`/`stderr`) to `user` (uid, gid) with mode 0700, so that
+/// only the task and the Borglet (root) can write (or read) it. Nothing to do without a user.
+///
+/// Errors: chown or chmod failed (the error names the path).
+pub fn own_sandbox(sandbox: &Path, user: Option<(u32, u32)>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((uid, gid)) = user else { return Ok(()) };
+    let name = |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    for f in ["stdout", "stderr"] {
+        let p = sandbox.join(f);
+        OpenOptions::new().create(true).append(true).open(&p).map_err(|e| name(&p, e))?;
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|e| name(&p, e))?;
+    }
+    std::os::unix::fs::chown(sandbox, Some(uid), Some(gid)).map_err(|e| name(sandbox, e))?;
+    std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(0o700)).map_err(|e| name(sandbox, e))
 }
 
 /// Sends `sig` to the process group `pgid` (a task's leader pid). A group that no longer exists

@@ -149,6 +149,9 @@ pub struct Runtime {
     pub applied_version: u64,
     runs: BTreeMap<(String, u32, u64), TaskRun>,
     dirty: bool,
+    /// (uid, gid) tasks run as; None: as the Borglet's own user (it is not root, or the cell
+    /// runs tasks as root).
+    pub task_user: Option<(u32, u32)>,
 }
 
 fn should_restart(r: &Restart, success: bool, restarts: u32) -> bool {
@@ -180,6 +183,7 @@ impl Runtime {
             applied_version: 0,
             runs: BTreeMap::new(),
             dirty: false,
+            task_user: None,
         };
         rt.load();
         rt.reap_orphans();
@@ -327,9 +331,11 @@ impl Runtime {
             Some(c) => Ok(Some(c.clone())),
             None => self.cgroups.create(&self.machine_id, &spec.run_name(), spec.resources),
         };
+        let user = self.task_user;
         let result = std::fs::create_dir_all(&sandbox)
+            .and_then(|_| process::own_sandbox(&sandbox, user))
             .and(cgroup)
-            .and_then(|cg| process::spawn(&spec.command, &sandbox, &env, cg.as_ref()).map(|c| (c, cg)));
+            .and_then(|cg| process::spawn(&spec.command, &sandbox, &env, cg.as_ref(), user).map(|c| (c, cg)));
         self.dirty = true;
         let Some(run) = self.runs.get_mut(key) else { return };
         match result {

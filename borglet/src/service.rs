@@ -23,7 +23,12 @@ pub struct Borglet {
     pub runtime: Mutex<Runtime>,
     /// Time of the last poll from the master.
     pub last_poll: Mutex<Option<Instant>>,
+    /// Whether callers must present a replica certificate of the cell (off with --insecure).
+    pub auth: bool,
 }
+
+/// The rule Borglets apply to every call with auth on.
+pub const ONLY_REPLICAS: &str = "a Borglet answers only the cell's Borgmaster replicas";
 
 impl Borglet {
     /// Locks the runtime.
@@ -64,6 +69,7 @@ impl Drop for PollTimer {
 #[tonic::async_trait]
 impl pb::borglet_server::Borglet for BorgletService {
     async fn poll(&self, req: Request<pb::PollRequest>) -> Result<Response<pb::PollResponse>, Status> {
+        borg_spec::auth::authenticate(&req, self.0.auth, &[borg_spec::auth::Role::Replica], ONLY_REPLICAS)?;
         let req = req.into_inner();
         if req.machine_id != self.0.machine_id {
             return Err(Status::invalid_argument(format!(
@@ -111,6 +117,7 @@ impl pb::borglet_server::Borglet for BorgletService {
     }
 
     async fn read_logs(&self, req: Request<pb::ReadLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {
+        borg_spec::auth::authenticate(&req, self.0.auth, &[borg_spec::auth::Role::Replica], ONLY_REPLICAS)?;
         let r = req.into_inner();
         let sandbox = self.0.runtime().sandbox_of(&r.job, r.index).ok_or_else(|| {
             Status::not_found(format!("task {}/{} has no sandbox on {}", r.job, r.index, self.0.machine_id))

@@ -16,4 +16,5 @@ pub mod scheduler_loop;
 pub mod service;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod usage;

@@ -21,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Starts a poller for every registered machine, now and whenever one registers; and the task
 /// that batches Borglet reports into commands. Runs until dropped (the leader loses its
@@ -51,12 +51,12 @@ pub async fn run(master: Arc<Master>) {
 struct Channels(std::sync::Mutex<std::collections::HashMap<String, Channel>>);
 
 impl Channels {
-    fn get(&self, address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    fn get(&self, address: &str, timeout: Duration) -> Result<Channel, String> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = map.get(address) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{address}"))?
+        let ch = crate::tls::endpoint(address)?
             .connect_timeout(timeout)
             .timeout(timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -211,7 +211,11 @@ async fn poll_machine(
                         soft.first_round_done = true;
                         let secs = soft.led_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
                         metrics::gauge!(crate::metrics::FIRST_POLL_ROUND).set(secs);
-                        tracing::info!(machines = registered, seconds = secs, "every machine polled since this replica was elected");
+                        tracing::info!(
+                            machines = registered,
+                            seconds = secs,
+                            "every machine polled since this replica was elected"
+                        );
                     }
                     soft.machine_usage.insert(id.clone(), resources_from_pb(resp.usage.as_ref()));
                     let per_task = resp

@@ -64,6 +64,15 @@ struct Args {
     /// cover is then purged.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// This replica's credentials (`ca.pem`, `cert.pem`, `key.pem`; a `replica` certificate
+    /// from `borgctl certs issue --role replica --name ID --host HOST`). Default:
+    /// `<data-dir>/credentials`.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Turn authentication and TLS off: plain gRPC, and anyone who reaches the port may do
+    /// anything (experiments only; warned on every start and on the status page).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[tokio::main]
@@ -88,12 +97,36 @@ async fn main() -> anyhow::Result<()> {
         "unlimited" => None,
         v => Some(borg_spec::quantity::parse_resources(v).map_err(|e| anyhow::anyhow!("--default-quota: {e}"))?),
     };
+    let credentials = if args.insecure {
+        tracing::warn!(
+            "--insecure: authentication and TLS are OFF; anyone who can reach {} may do anything",
+            args.listen
+        );
+        eprintln!("WARNING: borgmaster --insecure: authentication and TLS are off");
+        None
+    } else {
+        let dir = args.credentials.clone().unwrap_or_else(|| args.data_dir.join("credentials"));
+        let c = borg_spec::auth::Credentials::load(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "credentials: {e}\n(issue a replica certificate with `borgctl certs issue --ca DIR --role replica --name {} --host HOST --out {}`, or run with --insecure)",
+                args.id,
+                dir.display()
+            )
+        })?;
+        if c.identity.role != borg_spec::auth::Role::Replica {
+            anyhow::bail!("credentials in {}: the certificate is for {}, not a replica", dir.display(), c.identity);
+        }
+        tracing::info!(identity = %c.identity, "mutual TLS on; callers must present certificates from the cell's CA");
+        borg_spec::auth::install(c.clone());
+        Some(c)
+    };
     let config = MasterConfig {
         cell: args.cell.clone(),
         poll_interval: args.poll_interval,
         missed_polls_down: args.missed_polls.max(1),
         schedule_interval: args.schedule_interval,
         default_quota,
+        auth: credentials.is_some(),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -117,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         let handle = borgmaster::metrics::install()?;
         let l = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding --http {http}"))?;
         let http_addr = l.local_addr()?;
-        let app = borgmaster::http::router(master.clone(), handle, true);
+        let app = borgmaster::http::router(master.clone(), handle, credentials.is_none());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
                 tracing::error!(error = %e, "HTTP listener failed");
@@ -127,9 +160,16 @@ async fn main() -> anyhow::Result<()> {
         println!("borgmaster http on {http_addr}");
     }
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
-    let raft_service = borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised).server();
+    let raft_service =
+        borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised, credentials.is_some()).server();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(c) = &credentials {
+        // client certificates optional at the handshake so that a caller without one gets a
+        // clear UNAUTHENTICATED error from the service instead of a failed handshake
+        builder = builder.tls_config(c.server_tls(true)).context("TLS configuration")?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(service)
             .add_service(raft_service)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown()),

@@ -35,6 +35,9 @@ pub struct MasterConfig {
     /// state by this replica whenever it becomes the leader and the state differs. Give every
     /// replica the same value.
     pub default_quota: Option<Resources>,
+    /// Whether callers must authenticate with a certificate from the cell's CA and are
+    /// authorized per call (off with `--insecure`: anyone may do anything).
+    pub auth: bool,
 }
 
 /// Why a proposed command did not take effect.

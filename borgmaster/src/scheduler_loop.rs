@@ -253,9 +253,8 @@ async fn pass_inner(master: &Master) -> usize {
         let soft = &mut *soft;
         let (backoff, old_why) = (&soft.unplaced_backoff, &soft.why_pending);
         snap.groups.retain(|g| {
-            let waiting = backoff
-                .get(&g.name)
-                .is_some_and(|b| b.version == snap.versions[g.job_id as usize] && now < b.until);
+            let waiting =
+                backoff.get(&g.name).is_some_and(|b| b.version == snap.versions[g.job_id as usize] && now < b.until);
             if let (true, Some(w)) = (waiting, old_why.get(&g.name)) {
                 why.insert(g.name.clone(), w.clone());
             }

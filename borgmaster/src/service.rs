@@ -7,6 +7,7 @@ use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
 use borg_proto::borgmaster_client::BorgmasterClient;
+use borg_spec::auth::{Identity, Role};
 use borg_spec::convert::resources_from_pb;
 use borg_spec::JobSpec;
 use openraft::{BasicNode, ChangeMembers};
@@ -23,6 +24,70 @@ const JOB_EVENTS: usize = 100;
 /// Metadata a follower puts on a write it forwards to the leader (its id); a replica that is not
 /// the leader refuses such a request instead of forwarding it again.
 const FORWARDED_BY: &str = "borg-forwarded-by";
+
+/// Metadata a replica puts on a write it forwards: the original caller's identity URI
+/// (`borg://role/name`). Honoured only on requests whose client certificate is a replica's.
+const FORWARDED_FOR: &str = "borg-forwarded-for";
+
+/// Placeholder for env values of jobs the caller does not own (they may hold secrets).
+pub const REDACTED: &str = "<redacted>";
+
+/// Who is calling, for authorization (issue 8; roles in `borg_spec::auth`).
+pub enum Caller {
+    /// Auth is off (`--insecure`): anyone may do anything.
+    Anyone,
+    /// An authenticated caller (for a forwarded write: the original caller).
+    Is(Identity),
+}
+
+impl Caller {
+    /// Ok for admins (and with auth off).
+    ///
+    /// Errors: PERMISSION_DENIED naming `rule` and the caller.
+    pub fn admin(&self, rule: &str) -> Result<(), Status> {
+        match self {
+            Caller::Anyone => Ok(()),
+            Caller::Is(id) if id.is_admin() => Ok(()),
+            Caller::Is(id) => {
+                Err(Status::permission_denied(format!("permission denied by rule \"{rule}\": the caller is {id}")))
+            }
+        }
+    }
+
+    /// Whether the caller may act on what belongs to user `owner`: the user themself or an
+    /// admin (anyone with auth off).
+    pub fn owns(&self, owner: &str) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Is(id) => id.is_admin() || (id.role == Role::User && id.name == owner),
+        }
+    }
+
+    /// Ok when the caller [`owns`](Self::owns) what belongs to `owner`.
+    ///
+    /// Errors: PERMISSION_DENIED naming `rule`, the owner and the caller.
+    pub fn require_owner(&self, owner: &str, rule: &str) -> Result<(), Status> {
+        match self {
+            _ if self.owns(owner) => Ok(()),
+            Caller::Is(id) => Err(Status::permission_denied(format!(
+                "permission denied by rule \"{rule}\": it belongs to user {owner:?}, the caller is {id}"
+            ))),
+            Caller::Anyone => Ok(()),
+        }
+    }
+}
+
+/// Redacts the env values of `job` unless `caller` owns it.
+fn redact(mut job: pb::Job, caller: &Caller) -> pb::Job {
+    if let Some(spec) = job.spec.as_mut() {
+        if !caller.owns(&spec.user) {
+            for v in spec.env.values_mut() {
+                *v = REDACTED.into();
+            }
+        }
+    }
+    job
+}
 
 /// How long a follower keeps trying to forward a write while the leader is unknown or
 /// unreachable (an election takes well under a second).
@@ -48,6 +113,26 @@ impl BorgmasterService {
     /// A service over `master`.
     pub fn new(master: Arc<Master>) -> Self {
         BorgmasterService { master, leaders: Default::default() }
+    }
+
+    /// Who is calling `req`: with auth on, its client certificate's identity (for a write a
+    /// replica forwarded, the original caller it names).
+    ///
+    /// Errors: UNAUTHENTICATED without a usable certificate; INVALID_ARGUMENT for a malformed
+    /// forwarded identity.
+    pub fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let Some(id) = borg_spec::auth::authenticate(req, self.master.config.auth, &[], "")? else {
+            return Ok(Caller::Anyone);
+        };
+        if id.role == Role::Replica {
+            if let Some(v) = req.metadata().get(FORWARDED_FOR) {
+                let uri = v.to_str().map_err(|_| Status::invalid_argument(format!("{FORWARDED_FOR}: not ASCII")))?;
+                return Identity::parse_uri(uri)
+                    .map(Caller::Is)
+                    .map_err(|e| Status::invalid_argument(format!("{FORWARDED_FOR}: {e}")));
+            }
+        }
+        Ok(Caller::Is(id))
     }
 
     /// A client of the leader at `address` (one channel per address, reused).
@@ -78,6 +163,10 @@ impl BorgmasterService {
         Fut: std::future::Future<Output = Result<Response<R>, Status>>,
     {
         let deadline = Instant::now() + FORWARD_PATIENCE;
+        let forwarded_for = match self.caller(&req)? {
+            Caller::Is(id) => Some(id.uri()),
+            Caller::Anyone => None,
+        };
         let already_forwarded = req.metadata().get(FORWARDED_BY).is_some();
         loop {
             let address = match self.master.leadership() {
@@ -98,6 +187,9 @@ impl BorgmasterService {
             };
             let mut fwd = Request::new(req.get_ref().clone());
             fwd.metadata_mut().insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
+            if let Some(uri) = forwarded_for.as_deref().and_then(|u| u.parse().ok()) {
+                fwd.metadata_mut().insert(FORWARDED_FOR, uri);
+            }
             fwd.set_timeout(Duration::from_secs(30));
             match call(self.leader_client(&address)?, fwd).await {
                 // connection refused, or reset before an answer (tonic: UNKNOWN "transport
@@ -229,6 +321,13 @@ fn band_from_name(s: &str) -> Result<scheduler_core::Band, Status> {
 #[tonic::async_trait]
 impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     async fn apply_job(&self, req: Request<pb::ApplyJobRequest>) -> Result<Response<pb::ApplyJobResponse>, Status> {
+        let caller = self.caller(&req)?;
+        if let Some(spec) = req.get_ref().spec.as_ref() {
+            caller.require_owner(&spec.user, "a job's spec.user must be the caller (admins may submit for anyone)")?;
+            if let Some(job) = self.master.state().jobs.get(&spec.name) {
+                caller.require_owner(&job.spec.user, "only a job's owner or an admin may update it")?;
+            }
+        }
         let req = if req.get_ref().dry_run {
             req
         } else {
@@ -260,6 +359,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
+        let caller = self.caller(&req)?;
         let name = req.into_inner().name;
         let s = self.master.state();
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
@@ -267,16 +367,20 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let mut events: Vec<pb::Event> =
             s.events.iter().rev().filter(|e| e.job == name).take(JOB_EVENTS).map(event_to_pb).collect();
         events.reverse();
-        Ok(Response::new(pb::GetJobResponse { job: Some(job_to_pb(job, &soft)), events }))
+        Ok(Response::new(pb::GetJobResponse { job: Some(redact(job_to_pb(job, &soft), &caller)), events }))
     }
 
-    async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = self.caller(&req)?;
         let s = self.master.state();
         let soft = self.master.soft();
-        Ok(Response::new(pb::ListJobsResponse { jobs: s.jobs.values().map(|j| job_to_pb(j, &soft)).collect() }))
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: s.jobs.values().map(|j| redact(job_to_pb(j, &soft), &caller)).collect(),
+        }))
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+        self.caller(&req)?;
         let name = req.into_inner().job;
         let s = self.master.state();
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
@@ -285,6 +389,10 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
+        let caller = self.caller(&req)?;
+        if let Some(job) = self.master.state().jobs.get(&req.get_ref().name) {
+            caller.require_owner(&job.spec.user, "only a job's owner or an admin may kill it")?;
+        }
         let req = match self.route(req, |mut c, r| async move { c.kill_job(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -302,8 +410,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn list_machines(
         &self,
-        _: Request<pb::ListMachinesRequest>,
+        req: Request<pb::ListMachinesRequest>,
     ) -> Result<Response<pb::ListMachinesResponse>, Status> {
+        self.caller(&req)?;
         let s = self.master.state();
         let soft = self.master.soft();
         Ok(Response::new(pb::ListMachinesResponse {
@@ -315,6 +424,15 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::RegisterMachineRequest>,
     ) -> Result<Response<pb::RegisterMachineResponse>, Status> {
+        match self.caller(&req)? {
+            Caller::Is(id) if !(id.is_admin() || (id.role == Role::Machine && id.name == req.get_ref().id)) => {
+                return Err(Status::permission_denied(format!(
+                    "permission denied by rule \"a Borglet registers and reports only for its own machine\": machine {:?}, the caller is {id}",
+                    req.get_ref().id
+                )))
+            }
+            _ => {}
+        }
         let req = match self.route(req, |mut c, r| async move { c.register_machine(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -344,8 +462,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn get_cell_usage(
         &self,
-        _: Request<pb::CellUsageRequest>,
+        req: Request<pb::CellUsageRequest>,
     ) -> Result<Response<pb::CellUsageResponse>, Status> {
+        self.caller(&req)?;
         let state = self.master.state();
         let u = crate::usage::cell_usage(&state, &self.master.soft());
         let r = |x| Some(borg_spec::convert::resources_to_pb(x));
@@ -375,6 +494,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> Result<Response<pb::SetQuotaResponse>, Status> {
+        self.caller(&req)?.admin("only admins set quotas")?;
         let req = match self.route(req, |mut c, r| async move { c.set_quota(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -391,6 +511,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> Result<Response<pb::GetQuotaResponse>, Status> {
+        self.caller(&req)?;
         let user = req.into_inner().user;
         let state = self.master.state();
         let to = borg_spec::convert::resources_to_pb;
@@ -412,6 +533,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        self.caller(&req)?;
         let r = req.into_inner();
         let limit = if r.limit == 0 { 100 } else { r.limit as usize };
         let state = self.master.state();
@@ -428,6 +550,10 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     }
 
     async fn task_logs(&self, req: Request<pb::TaskLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {
+        let caller = self.caller(&req)?;
+        if let Some(job) = self.master.state().jobs.get(&req.get_ref().job) {
+            caller.require_owner(&job.spec.user, "only a job's owner or an admin may read its tasks' output")?;
+        }
         let r = req.into_inner();
         let (machine, address) = {
             let s = self.master.state();
@@ -444,8 +570,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
                 .ok_or_else(|| Status::not_found(format!("machine {m} is not registered")))?;
             (m, address)
         };
-        let ep = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Status::internal(format!("bad address {address}: {e}")))?
+        let ep = crate::tls::endpoint(&address)
+            .map_err(|e| Status::internal(format!("machine {machine}: {e}")))?
             .timeout(Duration::from_secs(10));
         let ch = ep.connect().await.map_err(|e| Status::unavailable(format!("machine {machine} at {address}: {e}")))?;
         let mut resp = BorgletClient::new(ch)
@@ -458,8 +584,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn list_replicas(
         &self,
-        _: Request<pb::ListReplicasRequest>,
+        req: Request<pb::ListReplicasRequest>,
     ) -> Result<Response<pb::ListReplicasResponse>, Status> {
+        self.caller(&req)?;
         let membership = self.master.raft.metrics().borrow().membership_config.clone();
         let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
         let mut asks = tokio::task::JoinSet::new();
@@ -492,6 +619,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::AddReplicaRequest>,
     ) -> Result<Response<pb::AddReplicaResponse>, Status> {
+        self.caller(&req)?.admin("only admins change the master group's replicas")?;
         let req = match self.route(req, |mut c, r| async move { c.add_replica(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -525,6 +653,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         &self,
         req: Request<pb::RemoveReplicaRequest>,
     ) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
+        self.caller(&req)?.admin("only admins change the master group's replicas")?;
         let req = match self.route(req, |mut c, r| async move { c.remove_replica(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),

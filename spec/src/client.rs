@@ -4,7 +4,7 @@
 //! leads.
 
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Splits a `--master` value (`host:port[,host:port...]`) into addresses, in the given order.
 ///
@@ -21,19 +21,21 @@ pub fn master_addresses(s: &str) -> Result<Vec<String>, String> {
 }
 
 /// Connects to the first of `addrs` that accepts a connection within `connect_timeout`, trying
-/// them in order; calls on the channel time out after `timeout`. Returns that address and the
+/// them in order (mutual TLS with `credentials`, plain without); calls on the channel time out
+/// after `timeout`. Returns that address and the
 /// channel.
 ///
 /// Errors: none could be reached; the message names each address and why (the innermost cause,
 /// e.g. "Connection refused").
 pub async fn connect_any(
     addrs: &[String],
+    credentials: Option<&crate::auth::Credentials>,
     connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<(String, Channel), String> {
     let mut why = Vec::new();
     for addr in addrs {
-        let ep = match Endpoint::from_shared(format!("http://{addr}")) {
+        let ep = match crate::auth::endpoint(addr, credentials) {
             Ok(ep) => ep.connect_timeout(connect_timeout).timeout(timeout),
             Err(e) => {
                 why.push(format!("{addr}: bad address: {e}"));
@@ -86,9 +88,9 @@ mod tests {
         });
         let addrs = vec![dead_addr.clone(), live_addr.clone()];
         let t = Duration::from_secs(2);
-        let (chosen, _) = connect_any(&addrs, t, t).await.unwrap();
+        let (chosen, _) = connect_any(&addrs, None, t, t).await.unwrap();
         assert_eq!(chosen, live_addr);
-        let err = connect_any(std::slice::from_ref(&dead_addr), t, t).await.unwrap_err();
+        let err = connect_any(std::slice::from_ref(&dead_addr), None, t, t).await.unwrap_err();
         assert!(err.contains(&dead_addr) && err.to_lowercase().contains("refused"), "{err}");
         server.abort();
     }

@@ -13,6 +13,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod convert;
 #[cfg(test)]

@@ -67,6 +67,7 @@ impl MasterGroup {
         cmd.args(["--id", &(i + 1).to_string(), "--peers", &self.peers(), "--listen", &self.addrs[i]])
             .args(["--poll-interval", POLL, "--cell", "test", "--default-quota", "unlimited"])
             .args(["--snapshot-every", &self.snapshot_every.to_string()])
+            .arg("--insecure")
             .arg("--data-dir")
             .arg(self.data_dir(i));
         // keep every start's log: append the start number
@@ -175,6 +176,7 @@ impl MasterGroup {
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_arg(), "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .arg("--insecure")
             .arg("--work-dir")
             .arg(&work_dir);
         let (child, _, _) = start_listening_http(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));

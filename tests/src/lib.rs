@@ -137,6 +137,7 @@ impl TestCell {
             "--default-quota",
             &self.default_quota,
         ])
+        .arg("--insecure")
         .arg("--data-dir")
         .arg(self.dir.path().join("master"));
         if self.http {
@@ -165,6 +166,7 @@ impl TestCell {
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .arg("--insecure")
             .arg("--work-dir")
             .arg(&work_dir);
         if self.http {
@@ -322,6 +324,7 @@ impl TestCell {
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .arg("--insecure")
             .arg("--work-dir")
             .arg(work_dir);
         let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}-2.log")));
@@ -358,6 +361,7 @@ impl TestCell {
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--hollow", &n.to_string()])
+            .arg("--insecure")
             .arg("--work-dir")
             .arg(&work_dir);
         let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));

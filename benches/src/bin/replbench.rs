@@ -73,6 +73,7 @@ impl Group {
         let child = Command::new(bin("borgmaster"))
             .args(["--id", &(i + 1).to_string(), "--peers", &peers.join(","), "--listen", &self.addrs[i]])
             .args(["--default-quota", "unlimited", "--cell", "bench"])
+            .arg("--insecure")
             .arg("--data-dir")
             .arg(self.dir.join(format!("master{}", i + 1)))
             .stdout(Stdio::null())
@@ -155,7 +156,7 @@ fn job(name: String, rev: u64) -> pb::JobSpec {
 }
 
 async fn client(addrs: &[String]) -> anyhow::Result<BorgmasterClient<Channel>> {
-    let (_, ch) = borg_spec::client::connect_any(addrs, Duration::from_secs(2), Duration::from_secs(30))
+    let (_, ch) = borg_spec::client::connect_any(addrs, None, Duration::from_secs(2), Duration::from_secs(30))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     Ok(BorgmasterClient::new(ch))
@@ -282,6 +283,7 @@ fn start_etcd(dir: &Path) -> anyhow::Result<Etcd> {
         let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
         let child = Command::new("etcd")
             .args(["--name", &format!("e{i}")])
+            .arg("--insecure")
             .arg("--data-dir")
             .arg(dir.join(format!("etcd{i}")))
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])

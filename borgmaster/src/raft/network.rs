@@ -15,17 +15,18 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, ServerState};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Largest Raft message accepted or sent (a group of thousands of bindings, a snapshot chunk).
 pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
 
-/// A lazily connected channel to `address` (connects on first use, reconnects after failures).
+/// A lazily connected channel to `address` (connects on first use, reconnects after failures),
+/// mutual TLS with this replica's credentials unless it runs insecure.
 ///
-/// Errors: the address is not a valid URI authority.
-pub fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
+/// Errors: the address is not a valid URI authority, or TLS is misconfigured.
+pub fn channel(address: &str) -> Result<Channel, String> {
+    Ok(crate::tls::endpoint(address)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -136,12 +137,25 @@ pub struct RaftService {
     raft: BorgRaft,
     id: NodeId,
     address: String,
+    /// Whether callers must be replicas (mutual TLS); off with `--insecure`.
+    auth: bool,
 }
 
 impl RaftService {
-    /// The service of replica `id` advertised at `address`.
-    pub fn new(raft: BorgRaft, id: NodeId, address: String) -> Self {
-        RaftService { raft, id, address }
+    /// The service of replica `id` advertised at `address`; with `auth`, only callers with a
+    /// replica certificate of the cell may call it.
+    pub fn new(raft: BorgRaft, id: NodeId, address: String, auth: bool) -> Self {
+        RaftService { raft, id, address, auth }
+    }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        borg_spec::auth::authenticate(
+            req,
+            self.auth,
+            &[borg_spec::auth::Role::Replica],
+            "only replicas of the master group speak Raft",
+        )
+        .map(|_| ())
     }
 
     /// The tonic server for this service, with [`MAX_MESSAGE_BYTES`] limits.
@@ -191,14 +205,17 @@ pub fn local_status(raft: &BorgRaft, id: NodeId, address: &str) -> pb::ReplicaSt
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
     async fn append_entries(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        self.check(&req)?;
         encode(&self.raft.append_entries(decode(req)?).await)
     }
 
     async fn vote(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        self.check(&req)?;
         encode(&self.raft.vote(decode(req)?).await)
     }
 
     async fn install_snapshot(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        self.check(&req)?;
         encode(&self.raft.install_snapshot(decode(req)?).await)
     }
 
