@@ -318,6 +318,10 @@ fn status(s: tonic::Status) -> anyhow::Error {
         tonic::Code::Unauthenticated if credentials().is_none() => {
             anyhow!("{}\n(hint: pass --credentials DIR or set BORG_CREDENTIALS)", s.message())
         }
+        _ if credentials().is_none() && (s.message().contains("h2 protocol error") || s.message().contains("transport error")) => anyhow!(
+            "{}: the master probably requires TLS and a client certificate (auth is on): pass --credentials DIR or set BORG_CREDENTIALS",
+            s.message()
+        ),
         _ if s.message().contains("transport error") && credentials().is_some() => anyhow!(
             "{} (is the master running with --insecure? then pass --insecure; or your certificate is not from this cell's CA)",
             s.message()

@@ -55,7 +55,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "tasks": s.tasks, "kind": kind(s.kind), "state": j.state, "version": j.version,
         "pending": j.pending, "running": j.running, "dead": j.dead, "succeeded": j.succeeded,
         "submitted_ms": j.submitted_ms, "why_pending": j.why_pending,
-        "resources": res(&s.resources), "command": s.command,
+        "resources": res(&s.resources), "command": s.command, "env": s.env,
         "allocated": res(&j.allocated), "used": res(&j.used),
     })
 }

@@ -86,6 +86,8 @@ pub struct TestCell {
     pub master_http: Option<String>,
     http: bool,
     default_quota: String,
+    /// Auth on: the cell has a CA in `<dir>/ca`, and borgctl runs as admin (`<dir>/admin`).
+    pub secure: bool,
 }
 
 impl TestCell {
@@ -113,6 +115,7 @@ impl TestCell {
             master_http: None,
             http,
             default_quota: default_quota.to_string(),
+            secure: false,
         };
         cell.start_master("127.0.0.1:0");
         for _ in 0..n {
@@ -122,6 +125,62 @@ impl TestCell {
             c.machines().as_array().is_some_and(|a| a.len() == n)
         });
         cell
+    }
+
+    /// A cell with auth on (mutual TLS, authorization): its own CA, a replica certificate for
+    /// the master, a machine certificate per Borglet, and an admin certificate borgctl uses
+    /// (`<dir>/admin`); `n` Borglets.
+    pub fn start_secure(name: &str, n: usize) -> TestCell {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cell = TestCell {
+            dir,
+            master_addr: String::new(),
+            master: None,
+            borglets: Vec::new(),
+            name: name.into(),
+            master_http: None,
+            http: false,
+            default_quota: "unlimited".into(),
+            secure: true,
+        };
+        let ca = cell.dir.path().join("ca");
+        let out = Command::new(bin("borgctl")).arg("certs").arg("init").arg("--ca").arg(&ca).output().expect("borgctl");
+        assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
+        cell.issue("replica", "1");
+        cell.issue("admin", "root");
+        cell.start_master("127.0.0.1:0");
+        for _ in 0..n {
+            cell.add_borglet();
+        }
+        cell.wait_for(Duration::from_secs(30), "all machines registered", |c| {
+            c.machines().as_array().is_some_and(|a| a.len() == n)
+        });
+        cell
+    }
+
+    /// Issues credentials for `role`/`name` from this cell's CA into `<dir>/<role>-<name>`;
+    /// returns that directory.
+    pub fn issue(&self, role: &str, name: &str) -> PathBuf {
+        let out_dir = self.dir.path().join(format!("{role}-{name}"));
+        let out = Command::new(bin("borgctl"))
+            .args(["certs", "issue", "--role", role, "--name", name, "--ca"])
+            .arg(self.dir.path().join("ca"))
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .expect("borgctl");
+        assert!(out.status.success(), "certs issue: {}", String::from_utf8_lossy(&out.stderr));
+        out_dir
+    }
+
+    /// Runs borgctl with the credentials in `creds` (None: plain, no certificate).
+    pub fn borgctl_as(&self, creds: Option<&Path>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("borgctl"));
+        cmd.arg("--master").arg(&self.master_addr);
+        if let Some(c) = creds {
+            cmd.arg("--credentials").arg(c);
+        }
+        cmd.args(args).output().expect("run borgctl")
     }
 
     /// (Re)starts the master on `listen` with the cell's data dir.
@@ -137,9 +196,13 @@ impl TestCell {
             "--default-quota",
             &self.default_quota,
         ])
-        .arg("--insecure")
         .arg("--data-dir")
         .arg(self.dir.path().join("master"));
+        if self.secure {
+            cmd.arg("--credentials").arg(self.dir.path().join("replica-1"));
+        } else {
+            cmd.arg("--insecure");
+        }
         if self.http {
             cmd.args(["--http", "127.0.0.1:0"]);
         }
@@ -166,9 +229,13 @@ impl TestCell {
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
-            .arg("--insecure")
             .arg("--work-dir")
             .arg(&work_dir);
+        if self.secure {
+            cmd.arg("--credentials").arg(self.issue("machine", &id));
+        } else {
+            cmd.arg("--insecure");
+        }
         if self.http {
             cmd.args(["--http", "127.0.0.1:0"]);
         }
@@ -190,7 +257,8 @@ impl TestCell {
 
     /// Runs borgctl against this cell's master.
     pub fn borgctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("borgctl")).arg("--master").arg(&self.master_addr).args(args).output().expect("run borgctl")
+        let admin = self.dir.path().join("admin-root");
+        self.borgctl_as(self.secure.then_some(admin.as_path()), args)
     }
 
     /// Runs borgctl with `-o json`, asserting success, and parses its stdout.
