@@ -75,7 +75,11 @@ impl HollowCell {
             .collect()
     }
 
-    fn poll(&self, req: &pb::PollRequest) -> Result<pb::PollResponse, Status> {
+    /// Answers one poll for one of this cell's machines: takes the desired set when `full`,
+    /// reports every task as running (after the start delay) with synthetic usage.
+    ///
+    /// Errors: NOT_FOUND when the poll names a machine this cell does not hold.
+    pub fn poll(&self, req: &pb::PollRequest) -> Result<pb::PollResponse, Status> {
         let m = self
             .machines
             .get(&req.machine_id)

@@ -149,3 +149,86 @@ impl pb::borglet_server::Borglet for BorgletService {
         Ok(Response::new(pb::TaskLogsResponse { machine: self.0.machine_id.clone(), data }))
     }
 }
+
+/// Fuzz targets for the poll handler (proptest): arbitrary bytes decoded as a `PollRequest`,
+/// and arbitrary task assignments, through the hollow cell's whole poll handler and the real
+/// Borglet's conversion and desired-set update (everything but starting processes). Run long:
+/// `PROPTEST_CASES=100000 cargo test --release -p borglet fuzz`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::cgroup::CgroupSupport;
+    use crate::hollow::{HollowCell, HollowSpec};
+    use crate::runtime::Runtime;
+    use proptest::prelude::*;
+
+    fn hollow() -> HollowCell {
+        let spec = HollowSpec {
+            id: "m1".into(),
+            capacity: Resources::new(4000, 1 << 33, 1 << 36),
+            attributes: Default::default(),
+        };
+        HollowCell::new(vec![spec], std::time::Duration::ZERO, 0.5)
+    }
+
+    fn assignment() -> impl Strategy<Value = pb::TaskAssignment> {
+        (
+            ".{0,40}",
+            any::<u32>(),
+            any::<u64>(),
+            any::<i32>(),
+            proptest::collection::vec(".{0,20}", 0..4),
+            proptest::collection::btree_map(".{0,10}", ".{0,10}", 0..3),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            any::<u64>(),
+        )
+            .prop_map(|(job, index, incarnation, kind, command, env, (c, r, d), grace)| pb::TaskAssignment {
+                job,
+                index,
+                incarnation,
+                kind,
+                command,
+                env: env.into_iter().collect(),
+                resources: Some(pb::Resources { cpu_millis: c, ram_bytes: r, disk_bytes: d }),
+                grace_period_ms: grace,
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fuzz_poll_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            use prost::Message;
+            if let Ok(req) = pb::PollRequest::decode(bytes.as_slice()) {
+                let cell = hollow();
+                let _ = cell.poll(&req);
+                let _: Vec<_> = req.tasks.iter().map(spec_from_pb).collect();
+            }
+        }
+
+        #[test]
+        fn fuzz_poll_assignments_are_taken_or_refused(
+            tasks in proptest::collection::vec(assignment(), 0..6),
+            version in any::<u64>(),
+            to_m1 in any::<bool>(),
+        ) {
+            let req = pb::PollRequest {
+                machine_id: if to_m1 { "m1".into() } else { "m2".into() },
+                cell: "c".into(),
+                version,
+                full: true,
+                tasks: tasks.clone(),
+            };
+            let cell = hollow();
+            match cell.poll(&req) {
+                Ok(resp) => prop_assert!(to_m1 && resp.machine_id == "m1"),
+                Err(s) => prop_assert!(!to_m1 || s.code() == tonic::Code::NotFound, "{s:?}"),
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut rt = Runtime::new("m1", dir.path(), CgroupSupport::None("fuzz".into())).unwrap();
+            rt.set_desired(version, "c", tasks.iter().map(spec_from_pb).collect());
+        }
+    }
+}
