@@ -43,22 +43,6 @@ pub fn hostname() -> String {
     nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_something_and_flags_override() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = detect_capacity(dir.path());
-        assert!(c.cpu_millis >= 1000 && c.ram_bytes > 0 && c.disk_bytes > 0, "{c:?}");
-        let a = attributes(&[("rack".into(), "r1".into()), ("os".into(), "plan9".into())]);
-        assert_eq!(a["arch"], std::env::consts::ARCH);
-        assert_eq!(a["rack"], "r1");
-        assert_eq!(a["os"], "plan9");
-    }
-}
-
 /// The (uid, gid) tasks run as, for `--task-user NAME`: None when the Borglet is not root (it
 /// cannot switch users; tasks run as the Borglet's user) or NAME is `root`. A missing user is
 /// created as a system user without a home or login shell (`useradd --system`).
@@ -104,4 +88,20 @@ pub fn task_user(name: &str) -> Result<Option<(u32, u32)>, String> {
         return Err(format!("user {name:?} has uid 0; pass --task-user root to run tasks as root"));
     }
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_something_and_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = detect_capacity(dir.path());
+        assert!(c.cpu_millis >= 1000 && c.ram_bytes > 0 && c.disk_bytes > 0, "{c:?}");
+        let a = attributes(&[("rack".into(), "r1".into()), ("os".into(), "plan9".into())]);
+        assert_eq!(a["arch"], std::env::consts::ARCH);
+        assert_eq!(a["rack"], "r1");
+        assert_eq!(a["os"], "plan9");
+    }
 }
