@@ -236,14 +236,13 @@ fn write_file(path: &Path, data: &str, mode: u32) -> Result<(), String> {
     f.write_all(data.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// DER bytes of the first PEM block in `pem`, read from `what`.
+///
+/// Errors: `pem` holds no PEM block (the message names `what`).
 fn pem_der(pem: &str, what: &Path) -> Result<Vec<u8>, String> {
-    rcgen_pem(pem).ok_or_else(|| format!("{}: not a PEM certificate", what.display()))
-}
-
-/// DER bytes of the first PEM block in `pem`.
-fn rcgen_pem(pem: &str) -> Option<Vec<u8>> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-    Some(p.contents)
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map(|(_, p)| p.contents)
+        .map_err(|_| format!("{}: not a PEM certificate", what.display()))
 }
 
 impl Credentials {
@@ -397,9 +396,9 @@ mod tests {
         let mode = std::fs::metadata(out.join(KEY_FILE)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // the certificate is signed by the CA's key
-        let der = rcgen_pem(&c.cert_pem).unwrap();
+        let der = pem_der(&c.cert_pem, &out).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let ca_der = rcgen_pem(&c.ca_pem).unwrap();
+        let ca_der = pem_der(&c.ca_pem, &out).unwrap();
         let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         assert_eq!(cert.issuer(), ca_cert.subject());
         assert!(issue(&ca, &Identity::new(Role::User, "bad name"), &[], &out).unwrap_err().contains("' '"));

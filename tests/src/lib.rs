@@ -105,6 +105,19 @@ impl TestCell {
 
     /// Like [`TestCell::start_with`], with the master's `--default-quota` given.
     pub fn start_full(name: &str, n: usize, http: bool, default_quota: &str) -> TestCell {
+        Self::launch(name, n, http, default_quota, false)
+    }
+
+    /// A cell with auth on (mutual TLS, authorization): its own CA, a replica certificate for
+    /// the master, a machine certificate per Borglet, and an admin certificate borgctl uses
+    /// (`<dir>/admin-root`); `n` Borglets.
+    pub fn start_secure(name: &str, n: usize) -> TestCell {
+        Self::launch(name, n, false, "unlimited", true)
+    }
+
+    /// Starts the master and `n` Borglets and waits until all are registered; with `secure`,
+    /// first makes the cell's CA and the master's and admin's credentials.
+    fn launch(name: &str, n: usize, http: bool, default_quota: &str, secure: bool) -> TestCell {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cell = TestCell {
             dir,
@@ -115,39 +128,16 @@ impl TestCell {
             master_http: None,
             http,
             default_quota: default_quota.to_string(),
-            secure: false,
+            secure,
         };
-        cell.start_master("127.0.0.1:0");
-        for _ in 0..n {
-            cell.add_borglet();
+        if secure {
+            let ca = cell.dir.path().join("ca");
+            let out =
+                Command::new(bin("borgctl")).arg("certs").arg("init").arg("--ca").arg(&ca).output().expect("borgctl");
+            assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
+            cell.issue("replica", "1");
+            cell.issue("admin", "root");
         }
-        cell.wait_for(Duration::from_secs(30), "all machines registered", |c| {
-            c.machines().as_array().is_some_and(|a| a.len() == n)
-        });
-        cell
-    }
-
-    /// A cell with auth on (mutual TLS, authorization): its own CA, a replica certificate for
-    /// the master, a machine certificate per Borglet, and an admin certificate borgctl uses
-    /// (`<dir>/admin`); `n` Borglets.
-    pub fn start_secure(name: &str, n: usize) -> TestCell {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cell = TestCell {
-            dir,
-            master_addr: String::new(),
-            master: None,
-            borglets: Vec::new(),
-            name: name.into(),
-            master_http: None,
-            http: false,
-            default_quota: "unlimited".into(),
-            secure: true,
-        };
-        let ca = cell.dir.path().join("ca");
-        let out = Command::new(bin("borgctl")).arg("certs").arg("init").arg("--ca").arg(&ca).output().expect("borgctl");
-        assert!(out.status.success(), "certs init: {}", String::from_utf8_lossy(&out.stderr));
-        cell.issue("replica", "1");
-        cell.issue("admin", "root");
         cell.start_master("127.0.0.1:0");
         for _ in 0..n {
             cell.add_borglet();
