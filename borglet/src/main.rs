@@ -130,10 +130,8 @@ async fn main() -> anyhow::Result<()> {
         borg_spec::auth::install(c.clone());
         Some(c)
     };
-    let mut server = tonic::transport::Server::builder()
-        // the master cancels polls that time out; a burst of them (a new leader's first round
-        // over thousands of machines) must not make h2 drop the connection for every machine
-        .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS));
+    // a new leader's first round sends thousands of polls at once over one connection
+    let mut server = borg_spec::server::builder();
     if let Some(c) = &credentials {
         server = server.tls_config(c.server_tls(false)).context("TLS configuration")?;
     }
@@ -244,9 +242,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("borglet stopped; its tasks keep running and are adopted by the next Borglet");
     Ok(())
 }
-
-/// Streams the master may reset before they are served without h2 closing the connection.
-const MAX_RESET_STREAMS: usize = 65_536;
 
 /// Hollow mode: N fake machines behind one listener (see `borglet::hollow`).
 async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) -> anyhow::Result<()> {

@@ -196,7 +196,11 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        // 2,000 cases per property in the test suite; PROPTEST_CASES sets more for a fuzzing run.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn fuzz_poll_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

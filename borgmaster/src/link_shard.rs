@@ -81,8 +81,10 @@ async fn apply_reports(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Vec<
 /// The poll for machine `id` from the current state. The desired set's digest (never 0, which
 /// means "nothing applied yet") is computed from the task identities alone; the set itself is
 /// built and sent only when the Borglet's `acked` digest differs, so a steady machine costs a
-/// hash per poll.
-fn build_poll(master: &Master, id: &MachineId, acked: u64) -> Option<pb::PollRequest> {
+/// hash per poll. With `acked` unknown (`None`: this poller's first poll, or the last one failed)
+/// the poll only asks for the Borglet's digest: a newly elected leader's first round over a
+/// steady cell then sends no task sets at all (it used to send every machine's whole set).
+fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb::PollRequest> {
     let s = master.state();
     s.machines.get(id)?;
     let live: Vec<(&crate::state::Task, &borg_spec::JobSpec)> = s
@@ -98,7 +100,7 @@ fn build_poll(master: &Master, id: &MachineId, acked: u64) -> Option<pb::PollReq
         (&t.job, t.index, t.incarnation, t.job_version).hash(&mut h);
     }
     let version = h.finish().max(1);
-    let full = version != acked;
+    let full = acked.is_some_and(|a| a != version);
     let tasks = if !full {
         Vec::new()
     } else {
@@ -175,7 +177,7 @@ async fn poll_machine(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
     let mut client: Option<(String, BorgletClient<Channel>)> = None;
-    let mut acked = 0u64;
+    let mut acked: Option<u64> = None;
     let mut misses = 0u32;
     loop {
         let Some(address) = master.state().machines.get(&id).map(|m| m.address.clone()) else {
@@ -186,12 +188,13 @@ async fn poll_machine(
             match channels.get(&address, timeout) {
                 Ok(ch) => {
                     client = Some((address.clone(), BorgletClient::new(ch)));
-                    acked = 0;
+                    acked = None;
                 }
                 Err(e) => tracing::warn!(machine = %id, %address, error = %e, "bad Borglet address"),
             }
         }
         let Some(req) = build_poll(&master, &id, acked) else { return };
+        let (probe, version) = (acked.is_none(), req.version);
         let started = std::time::Instant::now();
         let result = match client.as_mut() {
             Some((_, c)) => tokio::time::timeout(timeout, c.poll(req)).await.map_err(|_| "timed out".to_string()),
@@ -202,7 +205,7 @@ async fn poll_machine(
             Ok(resp) => {
                 let resp = resp.into_inner();
                 misses = 0;
-                acked = resp.applied_version;
+                acked = Some(resp.applied_version);
                 let registered = master.state().machines.len();
                 {
                     let mut soft = master.soft();
@@ -216,6 +219,8 @@ async fn poll_machine(
                             seconds = secs,
                             "every machine polled since this replica was elected"
                         );
+                        // the scheduler loop waits for this before its first pass
+                        master.schedule_wakeup.notify_one();
                     }
                     soft.machine_usage.insert(id.clone(), resources_from_pb(resp.usage.as_ref()));
                     let per_task = resp
@@ -240,10 +245,14 @@ async fn poll_machine(
                         tracing::warn!(machine = %id, error = %e, "could not mark machine up");
                     }
                 }
+                if probe && resp.applied_version != version {
+                    // its set differs from ours: send it now, not a poll interval later
+                    continue;
+                }
             }
             Err(e) => {
                 misses += 1;
-                acked = 0;
+                acked = None;
                 tracing::debug!(machine = %id, misses, error = %e, "poll failed");
                 let up = master.state().machines.get(&id).is_some_and(|m| m.state == MachineState::Up);
                 if up && misses >= master.config.missed_polls_down {

@@ -64,6 +64,13 @@ struct Args {
     /// cover is then purged.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Shortest silence from the leader after which a replica stands for election (each picks
+    /// at random up to twice it, and waits out the old leader's lease of twice it first); the
+    /// leader sends heartbeats every two thirds of it, and a follower must acknowledge a log
+    /// payload within one heartbeat interval. Short means fast failover; replicas on overloaded
+    /// hosts need longer, or they re-elect under load.
+    #[arg(long, default_value = "300ms", value_parser = duration)]
+    election_timeout: Duration,
     /// This replica's credentials (`ca.pem`, `cert.pem`, `key.pem`; a `replica` certificate
     /// from `borgctl certs issue --role replica --name ID --host HOST`). Default:
     /// `<data-dir>/credentials`.
@@ -133,7 +140,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding --listen {}", args.listen))?;
     let addr = listener.local_addr()?;
     let advertised = peers.get(&args.id).cloned().unwrap_or_else(|| addr.to_string());
-    let (raft, state) = borgmaster::raft::open(args.id, &args.data_dir, &args.cell, args.snapshot_every).await?;
+    let (raft, state) =
+        borgmaster::raft::open(args.id, &args.data_dir, &args.cell, args.snapshot_every, args.election_timeout).await?;
     let master = Master::new(config, args.id, advertised.clone(), raft.clone(), state);
     {
         let s = master.state();
@@ -162,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
     let raft_service =
         borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised, credentials.is_some()).server();
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = borg_spec::server::builder();
     if let Some(c) = &credentials {
         // client certificates optional at the handshake so that a caller without one gets a
         // clear UNAUTHENTICATED error from the service instead of a failed handshake

@@ -20,6 +20,7 @@ pub mod convert;
 mod fuzz;
 pub mod job;
 pub mod quantity;
+pub mod server;
 pub mod yaml;
 
 pub use convert::ConvertError;

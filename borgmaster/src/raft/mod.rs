@@ -107,33 +107,46 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
 
 /// openraft settings for a master group.
 ///
-/// Heartbeats every 100 ms and elections after 300-600 ms without one: a dead leader is replaced
-/// in well under a second (issue target: failover p99 <= 2 s). A snapshot is taken every
-/// `snapshot_every` log entries; up to `snapshot_every` entries (at most 1,000) are kept after it
-/// for followers that lag a little, older ones are purged (a follower further behind gets the
-/// snapshot), in batches of at most 256.
+/// `election_timeout` (borgmaster's `--election-timeout`, default 300 ms) sets the timing:
+/// - each follower picks an election timeout at random between it and twice it; openraft 0.9
+///   lets a follower that knows a leader stand only after that leader's lease (twice the
+///   timeout) *plus* its own timeout without a heartbeat: 900-1,200 ms with the default;
+/// - the leader sends heartbeats every two thirds of it (200 ms with the default, at least
+///   50 ms). openraft also gives up on any AppendEntries call after one heartbeat interval, so
+///   this is how long a follower may take to receive, fsync and acknowledge a payload: at a
+///   third of the timeout (100 ms), a follower sharing 2 cores with 10,000 hollow Borglets fell
+///   behind, every retry of its backlog timed out again, and it stood for election (three
+///   needless elections while loading the trace's workload).
+///
+/// With the default a dead leader is replaced in about a second (failover p99 <= 2 s).
+///
+/// A snapshot is taken every `snapshot_every` log entries; up to `snapshot_every` entries (at
+/// most 1,000) are kept after it for followers that lag a little, older ones are purged (a
+/// follower further behind gets the snapshot), in batches of at most 256.
 ///
 /// Errors: openraft's validation (only with nonsensical numbers).
-pub fn config(snapshot_every: u64) -> Result<openraft::Config, openraft::ConfigError> {
+pub fn config(snapshot_every: u64, election_timeout: Duration) -> Result<openraft::Config, openraft::ConfigError> {
+    let election_ms = (election_timeout.as_millis() as u64).max(150);
     openraft::Config {
         cluster_name: "borgmaster".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: (election_ms * 2 / 3).max(50),
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every.max(1)),
         max_in_snapshot_log_to_keep: snapshot_every.clamp(1, 1000),
         purge_batch_size: snapshot_every.clamp(1, 256),
         // openraft bounds each AppendEntries call by the heartbeat interval: keep payloads
-        // small enough to be sent, fsynced and answered in that time on a busy host (a group
-        // can hold thousands of task reports or placements)
+        // small enough to be sent, fsynced and answered in that time on a busy host (an entry
+        // can hold a group of thousands of task reports or placements)
         max_payload_entries: 16,
         ..Default::default()
     }
     .validate()
 }
 
-/// Opens this replica's Raft store under `data_dir/raft` and starts its Raft node.
+/// Opens this replica's Raft store under `data_dir/raft` and starts its Raft node, with the
+/// timing of [`config`] for `election_timeout`.
 ///
 /// Returns the handle and the cell state the state machine keeps (loaded from the last snapshot;
 /// openraft then replays the committed log after it). `cell` names the cell when the store is
@@ -146,13 +159,19 @@ pub async fn open(
     data_dir: &Path,
     cell: &str,
     snapshot_every: u64,
+    election_timeout: Duration,
 ) -> anyhow::Result<(BorgRaft, Arc<RwLock<CellState>>)> {
     let db = log_store::open_db(&data_dir.join("raft"))?;
     let state = Arc::new(RwLock::new(CellState::new(cell)));
     let sm = state_machine::StateMachine::open(db.clone(), state.clone(), cell)?;
-    let raft =
-        openraft::Raft::new(id, Arc::new(config(snapshot_every)?), network::Network, log_store::LogStore::new(db), sm)
-            .await?;
+    let raft = openraft::Raft::new(
+        id,
+        Arc::new(config(snapshot_every, election_timeout)?),
+        network::Network,
+        log_store::LogStore::new(db),
+        sm,
+    )
+    .await?;
     Ok((raft, state))
 }
 
@@ -241,6 +260,17 @@ mod tests {
         assert!(parse_peers("x=a:1").unwrap_err().contains("\"x=a:1\""));
         assert!(parse_peers("0=a:1").unwrap_err().contains("start at 1"));
         assert!(parse_peers("2=nohost").unwrap_err().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn election_timeout_sets_the_random_range_and_the_heartbeats() {
+        let c = config(100, Duration::from_millis(300)).unwrap();
+        assert_eq!((c.heartbeat_interval, c.election_timeout_min, c.election_timeout_max), (200, 300, 600));
+        let c = config(100, Duration::from_secs(1)).unwrap();
+        assert_eq!((c.heartbeat_interval, c.election_timeout_min, c.election_timeout_max), (666, 1000, 2000));
+        // too short to be sane: floored
+        let c = config(100, Duration::from_millis(10)).unwrap();
+        assert_eq!((c.heartbeat_interval, c.election_timeout_min), (100, 150));
     }
 
     #[test]
