@@ -348,9 +348,9 @@ async fn pass_inner(master: &Master) -> usize {
 /// A newly elected leader first hears from its Borglets: its first pass waits until every
 /// registered machine has answered a poll, or for [`FIRST_ROUND_WAIT`] poll intervals at most
 /// (a dead machine never answers). Its first pass examines every pending job (backoffs are soft
-/// state and start empty), which in a cell with many unplaceable tasks takes both cores for
-/// seconds; running it alongside the first poll round of 10,000 machines made that round take
-/// 10 s instead of 1 s.
+/// state and start empty), which in a cell with many unplaceable tasks (the 2011 trace's) takes
+/// both cores for seconds: it should not compete with the round that tells the new leader which
+/// machines are alive.
 pub async fn run(master: Arc<Master>) {
     let deadline = tokio::time::Instant::now() + master.config.poll_interval * FIRST_ROUND_WAIT;
     let has_machines = !master.state().machines.is_empty();
