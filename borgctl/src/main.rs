@@ -330,15 +330,32 @@ fn status(s: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// `print!` that returns the write's error instead of panicking, so that a reader that went
+/// away (`borgctl jobs | head`) ends borgctl quietly (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `println!` that returns the write's error (see [`out`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 /// The output format chosen with `-o` (set once at start).
 static FORMAT: std::sync::OnceLock<Output> = std::sync::OnceLock::new();
 
 /// Prints a machine-readable value as JSON, or YAML with `-o yaml`.
 fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     if FORMAT.get() == Some(&Output::Yaml) {
-        print!("{}", serde_saphyr::to_string(v).map_err(|e| anyhow!("YAML output: {e}"))?);
+        out!("{}", serde_saphyr::to_string(v).map_err(|e| anyhow!("YAML output: {e}"))?)?;
     } else {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        outln!("{}", serde_json::to_string_pretty(v)?)?;
     }
     Ok(())
 }
@@ -401,15 +418,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "diff": diff,
                 }))?;
             } else if dry_run {
-                print!("{}", render::plan_text(&r));
+                out!("{}", render::plan_text(&r))?;
                 if let Some(d) = diff.as_object().filter(|d| !d.is_empty()) {
-                    println!("  spec changes:");
+                    outln!("  spec changes:")?;
                     for (field, ch) in d {
-                        println!("    {field}: {} -> {}", ch["from"], ch["to"]);
+                        outln!("    {field}: {} -> {}", ch["from"], ch["to"])?;
                     }
                 }
             } else {
-                println!("job {} {} (version {})", r.job, r.action, r.version);
+                outln!("job {} {} (version {})", r.job, r.action, r.version)?;
             }
             if dry_run && r.unplaceable > 0 {
                 return Ok(ExitCode::from(2));
@@ -421,7 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&jobs.iter().map(render::job_json).collect())?;
             } else {
-                println!("{}", render::jobs_table(&jobs));
+                outln!("{}", render::jobs_table(&jobs))?;
             }
         }
         Cmd::Job { name } => {
@@ -432,7 +449,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 v["events"] = r.events.iter().map(render::event_json).collect();
                 print_json(&v)?;
             } else {
-                print!("{}", render::job_detail(&job, &r.events));
+                out!("{}", render::job_detail(&job, &r.events))?;
             }
         }
         Cmd::Tasks { name } => {
@@ -446,7 +463,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&tasks.iter().map(render::task_json).collect())?;
             } else {
-                println!("{}", render::tasks_table(&tasks));
+                outln!("{}", render::tasks_table(&tasks))?;
             }
         }
         Cmd::Kill { name } => {
@@ -459,7 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&serde_json::json!({"job": name, "killed": r.killed}))?;
             } else {
-                println!("job {name} killed ({} tasks stopped)", r.killed);
+                outln!("job {name} killed ({} tasks stopped)", r.killed)?;
             }
         }
         Cmd::Machines => {
@@ -473,7 +490,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&ms.iter().map(render::machine_json).collect())?;
             } else {
-                println!("{}", render::machines_table(&ms));
+                outln!("{}", render::machines_table(&ms))?;
             }
         }
         Cmd::Logs { name, index, stderr, tail } => {
@@ -507,7 +524,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&json_rows)?;
             } else {
-                println!("{table}");
+                outln!("{table}")?;
             }
         }
         Cmd::Cell { what: CellWhat::Usage } => {
@@ -516,7 +533,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&render::cell_usage_json(&u))?;
             } else {
-                print!("{}", render::cell_usage_text(&u));
+                out!("{}", render::cell_usage_text(&u))?;
             }
         }
         Cmd::Quota { action: QuotaCmd::Set { user, band, resources } } => {
@@ -531,7 +548,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     &serde_json::json!({"user": user, "band": band, "limit": {"cpu_millis": limit.cpu_millis, "ram_bytes": limit.ram_bytes, "disk_bytes": limit.disk_bytes}}),
                 )?;
             } else {
-                println!("quota of {user} at {band}: {limit}");
+                outln!("quota of {user} at {band}: {limit}")?;
             }
         }
         Cmd::Quota { action: QuotaCmd::Get { user } } => {
@@ -545,7 +562,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&rows.iter().map(render::quota_json).collect())?;
             } else {
-                println!("{}", render::quota_table(&rows));
+                outln!("{}", render::quota_table(&rows))?;
             }
         }
         // handled before connecting (local files only)
@@ -558,7 +575,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if json {
                         print_json(&rs.iter().map(render::replica_json).collect())?;
                     } else {
-                        println!("{}", render::replicas_table(&rs));
+                        outln!("{}", render::replicas_table(&rs))?;
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -572,7 +589,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&serde_json::json!({ "voters": voters }))?;
             } else {
-                println!("voters: {}", voters.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "));
+                outln!("voters: {}", voters.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))?;
             }
         }
         Cmd::Events { job, limit } => {
@@ -586,7 +603,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&events.iter().map(render::event_json).collect())?;
             } else {
-                println!("{}", render::events_table(&events));
+                outln!("{}", render::events_table(&events))?;
             }
         }
         Cmd::Allocs => {
@@ -634,7 +651,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_json(&serde_json::Value::Array(rows))?;
             } else {
                 for r in rows {
-                    println!(
+                    outln!(
                         "{}/{}  {}  {}  reserved {}  tasks [{}]",
                         r["alloc_set"].as_str().unwrap_or(""),
                         r["index"],
@@ -645,7 +662,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .as_array()
                             .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
                             .unwrap_or_default()
-                    );
+                    )?;
                 }
             }
         }
@@ -683,12 +700,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                println!(
+                outln!(
                     "{} of {} tasks ({} jobs, concurrency {}) running {:.3} s after the first apply: {:.0} tasks/s\n  apply -> bound:   p50 {} ms, p90 {} ms, p99 {} ms\n  apply -> running: p50 {} ms, p90 {} ms, p99 {} ms",
                     r["running"], r["tasks"], r["jobs"], r["concurrency"], r["seconds"].as_f64().unwrap_or(0.0), r["tasks_per_second"].as_f64().unwrap_or(0.0),
                     r["apply_to_bound"]["p50_ms"], r["apply_to_bound"]["p90_ms"], r["apply_to_bound"]["p99_ms"],
                     r["apply_to_running"]["p50_ms"], r["apply_to_running"]["p90_ms"], r["apply_to_running"]["p99_ms"],
-                );
+                )?;
             }
         }
         Cmd::WhyPending { name } => {
@@ -703,14 +720,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&serde_json::json!({"job": name, "pending": job.pending, "why_pending": job.why_pending}))?;
             } else if job.pending == 0 {
-                println!("job {name}: no pending tasks");
+                outln!("job {name}: no pending tasks")?;
             } else if job.why_pending.is_empty() {
-                println!(
+                outln!(
                     "job {name}: {} pending tasks, placed on machines and starting, or not yet tried by the scheduler",
                     job.pending
-                );
+                )?;
             } else {
-                println!("job {name}: {} pending tasks: {}", job.pending, job.why_pending);
+                outln!("job {name}: {} pending tasks: {}", job.pending, job.why_pending)?;
             }
         }
         Cmd::Wait { name, until, timeout } => {
@@ -727,13 +744,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if json {
                         print_json(&tasks.iter().map(render::task_json).collect())?;
                     } else {
-                        println!("{}", render::tasks_table(&tasks));
+                        outln!("{}", render::tasks_table(&tasks))?;
                     }
                     break;
                 }
                 if Instant::now() >= deadline {
                     eprintln!("borgctl: timed out after {timeout}s waiting for job {name}");
-                    println!("{}", render::tasks_table(&tasks));
+                    outln!("{}", render::tasks_table(&tasks))?;
                     return Ok(ExitCode::from(2));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -749,18 +766,18 @@ fn certs(action: &CertsCmd, cli: &Cli) -> anyhow::Result<ExitCode> {
     match action {
         CertsCmd::Init { ca, cell } => {
             init_ca(ca, cell).map_err(|e| anyhow!("{e}"))?;
-            println!("cell CA created in {} (ca.pem; keep ca.key secret)", ca.display());
+            outln!("cell CA created in {} (ca.pem; keep ca.key secret)", ca.display())?;
         }
         CertsCmd::Issue { ca, role, name, host, out } => {
             let id = Identity::new(Role::parse(role).map_err(|e| anyhow!("--role: {e}"))?, name.clone());
             let hosts: Vec<String> = host.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
             issue(ca, &id, &hosts, out).map_err(|e| anyhow!("{e}"))?;
-            println!("issued {} ({}) into {}", id, id.uri(), out.display());
+            outln!("issued {} ({}) into {}", id, id.uri(), out.display())?;
         }
         CertsCmd::Show { dir } => {
             let dir = dir.clone().or_else(|| cli.credentials.clone()).ok_or_else(|| anyhow!("give a directory"))?;
             let c = Credentials::load(&dir).map_err(|e| anyhow!("{e}"))?;
-            println!("{} ({})", c.identity, c.identity.uri());
+            outln!("{} ({})", c.identity, c.identity.uri())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -771,9 +788,16 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
+        // the reader of our output went away (`borgctl jobs | head`): nothing left to say
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("borgctl: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether `e` comes from writing to a pipe or socket whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }

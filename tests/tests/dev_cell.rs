@@ -1,12 +1,33 @@
 //! End-to-end tests of a working cell: real binaries, real processes, real RocksDB, gRPC on
 //! loopback.
 
-use borg_integration_tests::{alive, workspace_root, TestCell};
+use borg_integration_tests::{alive, bin, workspace_root, TestCell};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn pids(tasks: &[serde_json::Value]) -> Vec<u64> {
     tasks.iter().map(|t| t["pid"].as_u64().expect("running task has a pid")).collect()
+}
+
+/// `borgctl ... | head`: a reader that goes away ends borgctl quietly, not with a panic.
+#[test]
+fn borgctl_ends_quietly_when_the_reader_of_its_output_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let mut child = std::process::Command::new(bin("borgctl"))
+        .args(["certs", "init", "--ca"])
+        .arg(&ca)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the reader goes away before borgctl has made its CA and printed that it did
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(ca.join("ca.pem").exists(), "the work is done even though nobody reads the output");
 }
 
 #[test]
