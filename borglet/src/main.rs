@@ -138,9 +138,20 @@ async fn main() -> anyhow::Result<()> {
     if args.hollow > 0 || args.hollow_machines.is_some() {
         return run_hollow(args, server, credentials.is_some()).await;
     }
+    let machine_id = args.machine_id.clone().unwrap_or_else(borglet::machine::hostname);
+    // refuse before making anything on this machine (cgroups, work dir)
+    if let Some(c) = credentials
+        .as_ref()
+        .filter(|c| c.identity.name != machine_id || c.identity.role != borg_spec::auth::Role::Machine)
+    {
+        anyhow::bail!(
+            "credentials in {}: the certificate is for {}, not machine {machine_id:?}",
+            c.dir.display(),
+            c.identity
+        );
+    }
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating work dir {}", args.work_dir.display()))?;
-    let machine_id = args.machine_id.clone().unwrap_or_else(borglet::machine::hostname);
     let detected = borglet::machine::detect_capacity(&args.work_dir);
     let capacity = scheduler_core::Resources::new(
         args.cpu.unwrap_or(detected.cpu_millis),
@@ -163,16 +174,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let runtime = Runtime::new(&machine_id, &args.work_dir, cgroups)
         .with_context(|| format!("preparing work dir {}", args.work_dir.display()))?;
-    if let Some(c) = credentials
-        .as_ref()
-        .filter(|c| c.identity.name != machine_id || c.identity.role != borg_spec::auth::Role::Machine)
-    {
-        anyhow::bail!(
-            "credentials in {}: the certificate is for {}, not machine {machine_id:?}",
-            c.dir.display(),
-            c.identity
-        );
-    }
     let mut runtime = runtime;
     runtime.task_user =
         borglet::machine::task_user(&args.task_user).map_err(|e| anyhow::anyhow!("--task-user: {e}"))?;

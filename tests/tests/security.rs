@@ -3,6 +3,7 @@
 //! Real processes, real TLS on loopback.
 
 use borg_integration_tests::{bin, TestCell};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -123,6 +124,12 @@ fn a_borglet_cannot_pretend_to_be_another_machine_nor_be_polled_by_strangers() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not machine \"intruder\""), "{}", stderr(&out));
+    // and it refused before making anything on the machine
+    assert!(!cell.dir.path().join("intruder").exists(), "the refused Borglet made its work dir");
+    for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+        let cg = Path::new(base).join("borg-intruder");
+        assert!(!cg.exists(), "the refused Borglet made its cgroup {}", cg.display());
+    }
     // and through the API directly (a Borglet that ignores its own check)
     let o = cell.borgctl_as(Some(&cert), &["machines"]);
     assert!(o.status.success(), "a machine may read the cell: {}", stderr(&o));
