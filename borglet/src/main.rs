@@ -238,7 +238,10 @@ async fn main() -> anyhow::Result<()> {
     let mut server = server;
     server
         .add_service(pb::borglet_server::BorgletServer::new(BorgletService(borglet)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            borg_spec::server::shutdown(),
+        )
         .await?;
     tracing::info!("borglet stopped; its tasks keep running and are adopted by the next Borglet");
     Ok(())
@@ -289,7 +292,10 @@ async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) ->
     let mut server = server;
     server
         .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell, auth)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            borg_spec::server::shutdown(),
+        )
         .await?;
     Ok(())
 }
@@ -373,20 +379,4 @@ async fn connect_master(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(pb::borgmaster_client::BorgmasterClient::new(ch))
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

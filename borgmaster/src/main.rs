@@ -176,12 +176,10 @@ async fn main() -> anyhow::Result<()> {
         // clear UNAUTHENTICATED error from the service instead of a failed handshake
         builder = builder.tls_config(c.server_tls(true)).context("TLS configuration")?;
     }
-    let server = tokio::spawn(
-        builder
-            .add_service(service)
-            .add_service(raft_service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown()),
-    );
+    let server = tokio::spawn(builder.add_service(service).add_service(raft_service).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        borg_spec::server::shutdown(),
+    ));
     if single {
         // A group of one leads at once: announce only when it accepts writes with its quota set,
         // as a single master always did.
@@ -206,20 +204,4 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("borgmaster stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

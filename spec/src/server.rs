@@ -1,4 +1,5 @@
-//! Settings every borg gRPC server (Borgmaster replicas, Borglets, hollow Borglets) shares.
+//! What every borg gRPC server (Borgmaster replicas, Borglets, hollow Borglets) shares: HTTP/2
+//! settings and graceful shutdown on a signal.
 
 /// HTTP/2 connection flow-control window of borg's gRPC servers, in bytes (32 MiB).
 ///
@@ -21,4 +22,21 @@ pub fn builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
+}
+
+/// Resolves on SIGINT or SIGTERM (a server's graceful shutdown). If SIGTERM cannot be watched,
+/// only SIGINT ends it.
+pub async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
