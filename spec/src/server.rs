@@ -3,9 +3,10 @@
 
 /// HTTP/2 connection flow-control window of borg's gRPC servers, in bytes (32 MiB).
 ///
-/// h2 (0.4.20, the version this workspace locks) closes a connection with GOAWAY `ENHANCE_YOUR_CALM "too_many_data_frames"`
-/// when the framing overhead of the small DATA frames buffered on it outgrows half this window;
-/// with h2's default 64 KiB window that is about 145 small requests in flight at once. A hollow
+/// h2 (0.4.20, the version this workspace locks) closes a connection with GOAWAY
+/// `ENHANCE_YOUR_CALM "too_many_data_frames"` when the framing overhead of the small DATA frames
+/// buffered on it outgrows half this window; with h2's default 64 KiB window that is about 145
+/// small requests in flight at once. A hollow
 /// Borglet serves 10,000 machines' polls on one connection and a newly elected leader polls them
 /// all at once (measured: 9,278 of 10,000 first polls failed with the default window, and the
 /// round took one more poll interval); a master takes bursts of 1,000 concurrent applies. The
