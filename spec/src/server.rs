@@ -6,11 +6,11 @@
 /// h2 (0.4.20, the version this workspace locks) closes a connection with GOAWAY
 /// `ENHANCE_YOUR_CALM "too_many_data_frames"` when the framing overhead of the small DATA frames
 /// buffered on it outgrows half this window; with h2's default 64 KiB window that is about 145
-/// small requests in flight at once. A hollow
-/// Borglet serves 10,000 machines' polls on one connection and a newly elected leader polls them
-/// all at once (measured: 9,278 of 10,000 first polls failed with the default window, and the
-/// round took one more poll interval); a master takes bursts of 1,000 concurrent applies. The
-/// window is credit the peer may use, not memory reserved up front.
+/// small requests in flight at once. A hollow Borglet serves 10,000 machines' polls on one
+/// connection and a newly elected leader polls them all at once (measured: 9,278 of 10,000 first
+/// polls failed with the default window, and the round took one more poll interval); a master
+/// takes bursts of 1,000 concurrent applies. The window is credit the peer may use, not memory
+/// reserved up front.
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
 /// Streams a peer may reset before they are served without h2 closing the connection: the
