@@ -3,10 +3,11 @@
 //! a real process in its own process group, sandbox directory and cgroup.
 //!
 //! [`runtime`] owns the task lifecycle; [`process`] and [`cgroup`] the OS details;
-//! [`machine`] what the machine offers; [`service`] the gRPC service the master polls.
+//! [`machine`] what the machine offers; [`lock`] one Borglet per machine; [`service`] the gRPC service the master polls.
 
 pub mod cgroup;
 pub mod hollow;
+pub mod lock;
 pub mod machine;
 pub mod metrics;
 pub mod process;

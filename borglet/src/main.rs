@@ -152,6 +152,8 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating work dir {}", args.work_dir.display()))?;
+    // before anything touches the cgroups: a second Borglet for this machine must not
+    let _lock = borglet::lock::lock_machine(Some(&machine_id), &args.work_dir)?;
     let detected = borglet::machine::detect_capacity(&args.work_dir);
     let capacity = scheduler_core::Resources::new(
         args.cpu.unwrap_or(detected.cpu_millis),
@@ -269,6 +271,9 @@ async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) ->
         }
     };
     let n = specs.len();
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating work dir {}", args.work_dir.display()))?;
+    let _lock = borglet::lock::lock_machine(None, &args.work_dir)?;
     let cell = Arc::new(HollowCell::new(specs, args.hollow_start_delay, args.hollow_usage));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

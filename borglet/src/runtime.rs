@@ -152,6 +152,8 @@ pub struct Runtime {
     /// (uid, gid) tasks run as; None: as the Borglet's own user (it is not root, or the cell
     /// runs tasks as root).
     pub task_user: Option<(u32, u32)>,
+    /// Whether orphans in this machine's cgroups were reaped (at the first desired set).
+    orphans_reaped: bool,
 }
 
 fn should_restart(r: &Restart, success: bool, restarts: u32) -> bool {
@@ -184,15 +186,17 @@ impl Runtime {
             runs: BTreeMap::new(),
             dirty: false,
             task_user: None,
+            orphans_reaped: false,
         };
         rt.load();
-        rt.reap_orphans();
         Ok(rt)
     }
 
     /// Kills processes left in task cgroups that belong to no known run (a state file lost or
-    /// damaged, a crash between start and save) and removes those cgroups: a Borglet restart
-    /// leaves no orphan behind.
+    /// damaged, a crash between start and save: such processes cannot be adopted) and removes those cgroups: a
+    /// Borglet restart leaves no orphan behind. Runs once, at the first desired set from the
+    /// master ([`Runtime::set_desired`]): only then does the Borglet know what it should run, so a
+    /// Borglet that never reaches its master kills nothing.
     fn reap_orphans(&mut self) {
         let known: std::collections::HashSet<String> = self.runs.values().map(|r| r.spec.run_name()).collect();
         for name in self.cgroups.task_cgroup_names(&self.machine_id) {
@@ -304,6 +308,16 @@ impl Runtime {
         self.applied_version = version;
         self.cell = cell.to_string();
         self.dirty = true;
+        self.desired_confirmed();
+    }
+
+    /// The master confirmed the desired set (a poll whose version matches the one applied):
+    /// reaps orphans the first time.
+    pub fn desired_confirmed(&mut self) {
+        if !self.orphans_reaped {
+            self.orphans_reaped = true;
+            self.reap_orphans();
+        }
     }
 
     fn is_desired(&self, key: &(String, u32, u64)) -> bool {

@@ -83,6 +83,9 @@ impl pb::borglet_server::Borglet for BorgletService {
         let mut rt = self.0.runtime();
         if req.full {
             rt.set_desired(req.version, &req.cell, req.tasks.iter().map(spec_from_pb).collect());
+        } else if req.version == rt.applied_version {
+            // the master confirms the desired set this Borglet reloaded
+            rt.desired_confirmed();
         }
         rt.tick(now);
         let usage = rt.sample_usage(now);

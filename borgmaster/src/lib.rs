@@ -4,11 +4,12 @@
 //!
 //! Layout: [`state`] is the pure cell state machine; [`raft`] replicates and persists its log and
 //! snapshots; [`master`] ties state and Raft together; [`scheduler_loop`] and [`link_shard`] are
-//! the leader's background work; [`service`] is the gRPC API.
+//! the leader's background work ([`liveness`] decides when a machine is down); [`service`] is the gRPC API.
 
 pub mod convert;
 pub mod http;
 pub mod link_shard;
+pub mod liveness;
 pub mod master;
 pub mod metrics;
 pub mod raft;

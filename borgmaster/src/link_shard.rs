@@ -3,12 +3,15 @@
 //!
 //! Each poll carries the machine's desired task set, sent whole only when it changed (tracked by
 //! a digest the Borglet echoes back), and returns every task's observed state. Changes are
-//! batched across machines into one `TaskReports` command. A machine that misses
-//! `missed_polls_down` polls in a row is marked down and its tasks go back to pending.
+//! batched across machines into one `TaskReports` command. A machine is marked down, and its
+//! tasks go back to pending, on evidence about the machine alone: see [`crate::liveness`] (no
+//! successful poll for `missed_polls x poll_interval` of wall time after the leader's first
+//! round and its own stalls).
 //!
 //! In this version a shard is one tokio task per machine; the supervisor starts one for each
 //! registered machine.
 
+use crate::liveness::{LeaderView, Liveness, PollLatency};
 use crate::master::{now_ms, Master};
 use crate::state::{Command, MachineState, TaskReport, TaskState};
 use borg_proto as pb;
@@ -18,8 +21,9 @@ use scheduler_core::MachineId;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -30,17 +34,66 @@ pub async fn run(master: Arc<Master>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(apply_reports(master.clone(), rx));
-    let channels = Arc::new(Channels::default());
+    let shared = Arc::new(Shared::default());
+    tasks.spawn(watch_stalls(shared.clone(), master.config.poll_interval));
     let mut started: HashSet<MachineId> = HashSet::new();
     loop {
         let changed = master.machines_changed.notified();
         let ids: Vec<MachineId> = master.state().machines.keys().cloned().collect();
         for id in ids {
             if started.insert(id.clone()) {
-                tasks.spawn(poll_machine(master.clone(), id, tx.clone(), channels.clone()));
+                tasks.spawn(poll_machine(master.clone(), id, tx.clone(), shared.clone()));
             }
         }
         changed.await;
+    }
+}
+
+/// What the pollers of one leadership share: connections and what the leader knows about itself
+/// ([`LeaderView`]).
+#[derive(Default)]
+struct Shared {
+    channels: Channels,
+    latency: PollLatency,
+    /// Machines polled at least once (successfully or not) in this leadership.
+    attempted: AtomicUsize,
+    /// Machines whose last poll failed.
+    failing: AtomicUsize,
+    /// When every machine had been attempted once.
+    first_round_done: OnceLock<Instant>,
+    /// When the leader's last stall ended (see [`watch_stalls`]).
+    last_stall_end: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn view(&self, machines: usize) -> LeaderView {
+        LeaderView {
+            first_round_done: self.first_round_done.get().copied(),
+            last_stall_end: *self.last_stall_end.lock().unwrap_or_else(|e| e.into_inner()),
+            failing: self.failing.load(Ordering::Relaxed),
+            machines,
+        }
+    }
+}
+
+/// The leader's own health: wakes every 100 ms and records the end of any wake-up that came more
+/// than a poll interval late (the runtime, or the whole replica, could not run: a leader that
+/// cannot run cannot poll, and its pollers' failures are no evidence about the machines).
+async fn watch_stalls(shared: Arc<Shared>, interval: Duration) {
+    let step = Duration::from_millis(100);
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(step).await;
+        let now = Instant::now();
+        let late = now.saturating_duration_since(last).saturating_sub(step);
+        if late > interval {
+            tracing::warn!(
+                late_ms = late.as_millis() as u64,
+                "this leader stalled; every machine's grace starts again"
+            );
+            *shared.last_stall_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        }
+        last = now;
     }
 }
 
@@ -162,7 +215,7 @@ async fn poll_machine(
     master: Arc<Master>,
     id: MachineId,
     reports: mpsc::UnboundedSender<Vec<(MachineId, TaskReport)>>,
-    channels: Arc<Channels>,
+    shared: Arc<Shared>,
 ) {
     let wake = master.machine_wakeup(&id);
     let interval = master.config.poll_interval;
@@ -175,17 +228,20 @@ async fn poll_machine(
     };
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
+    let base_timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
+    let grace = interval * master.config.missed_polls_down;
     let mut client: Option<(String, BorgletClient<Channel>)> = None;
     let mut acked: Option<u64> = None;
-    let mut misses = 0u32;
+    let mut liveness = Liveness::new(Instant::now());
+    let mut attempted = false;
+    let mut failing = false;
     loop {
         let Some(address) = master.state().machines.get(&id).map(|m| m.address.clone()) else {
             tracing::warn!(machine = %id, "machine no longer registered; poller stops");
             return;
         };
         if client.as_ref().is_none_or(|(a, _)| *a != address) {
-            match channels.get(&address, timeout) {
+            match shared.channels.get(&address, base_timeout) {
                 Ok(ch) => {
                     client = Some((address.clone(), BorgletClient::new(ch)));
                     acked = None;
@@ -195,16 +251,35 @@ async fn poll_machine(
         }
         let Some(req) = build_poll(&master, &id, acked) else { return };
         let (probe, version) = (acked.is_none(), req.version);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let timeout = shared.latency.timeout(base_timeout);
         let result = match client.as_mut() {
             Some((_, c)) => tokio::time::timeout(timeout, c.poll(req)).await.map_err(|_| "timed out".to_string()),
             None => Err("no usable address".to_string()),
         };
-        metrics::histogram!(crate::metrics::POLL_SECONDS).record(started.elapsed().as_secs_f64());
-        match result.and_then(|r| r.map_err(|s| s.message().to_string())) {
+        let took = started.elapsed();
+        metrics::histogram!(crate::metrics::POLL_SECONDS).record(took.as_secs_f64());
+        let result = result.and_then(|r| r.map_err(|s| s.message().to_string()));
+        if !attempted {
+            attempted = true;
+            let n = shared.attempted.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= master.state().machines.len() && shared.first_round_done.set(Instant::now()).is_ok() {
+                tracing::info!(machines = n, "first poll round attempted: every machine's down-grace starts now");
+            }
+        }
+        if result.is_ok() == failing {
+            failing = !failing;
+            if failing {
+                shared.failing.fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared.failing.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        match result {
             Ok(resp) => {
                 let resp = resp.into_inner();
-                misses = 0;
+                liveness.ok(Instant::now());
+                shared.latency.record(took);
                 acked = Some(resp.applied_version);
                 let registered = master.state().machines.len();
                 {
@@ -251,16 +326,31 @@ async fn poll_machine(
                 }
             }
             Err(e) => {
-                misses += 1;
+                liveness.failed();
                 acked = None;
-                tracing::debug!(machine = %id, misses, error = %e, "poll failed");
-                let up = master.state().machines.get(&id).is_some_and(|m| m.state == MachineState::Up);
-                if up && misses >= master.config.missed_polls_down {
-                    let reason = format!("{misses} missed polls (last: {e})");
-                    tracing::warn!(machine = %id, %reason, "marking machine down");
-                    if let Err(e) = master.propose(Command::MachineDown { id: id.clone(), reason }).await {
-                        tracing::error!(machine = %id, error = %e, "could not mark machine down");
+                tracing::debug!(machine = %id, misses = liveness.misses, error = %e, "poll failed");
+                let (up, machines) = {
+                    let s = master.state();
+                    (s.machines.get(&id).is_some_and(|m| m.state == MachineState::Up), s.machines.len())
+                };
+                let verdict =
+                    liveness.down(Instant::now(), master.config.missed_polls_down, grace, shared.view(machines));
+                match verdict {
+                    Ok(silent) if up => {
+                        let reason = format!(
+                            "no successful poll for {:.1} s, {} missed polls (last: {e})",
+                            silent.as_secs_f64(),
+                            liveness.misses
+                        );
+                        tracing::warn!(machine = %id, %reason, "marking machine down");
+                        if let Err(e) = master.propose(Command::MachineDown { id: id.clone(), reason }).await {
+                            tracing::error!(machine = %id, error = %e, "could not mark machine down");
+                        }
                     }
+                    Err(crate::liveness::Why::MassFailure) if up => {
+                        tracing::warn!(machine = %id, "more than half the cell fails its polls: suspecting this leader, marking nothing down");
+                    }
+                    _ => {}
                 }
             }
         }

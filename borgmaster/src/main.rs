@@ -35,7 +35,10 @@ struct Args {
     /// Interval between polls of each Borglet.
     #[arg(long, default_value = "1s", value_parser = duration)]
     poll_interval: Duration,
-    /// Consecutive missed polls after which a machine is marked down and its tasks rescheduled.
+    /// A machine is marked down, and its tasks rescheduled, when no poll of it has succeeded for
+    /// this many poll intervals of wall time (and at least this many polls in a row failed),
+    /// counted from no earlier than the end of a new leader's first poll round and of the
+    /// leader's own stalls (see `borgmaster::liveness`).
     #[arg(long, default_value_t = 5)]
     missed_polls: u32,
     /// Address for HTTP: /metrics (Prometheus), /healthz, and the status page at / (host:port;

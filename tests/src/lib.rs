@@ -88,6 +88,10 @@ pub struct TestCell {
     default_quota: String,
     /// Auth on: the cell has a CA in `<dir>/ca`, and borgctl runs as admin (`<dir>/admin`).
     pub secure: bool,
+    /// The master's `--poll-interval` (default [`POLL`]).
+    pub poll_interval: String,
+    /// The master's log files, one per start, in start order.
+    pub master_logs: Vec<PathBuf>,
 }
 
 impl TestCell {
@@ -118,6 +122,23 @@ impl TestCell {
     /// Starts the master and `n` Borglets and waits until all are registered; with `secure`,
     /// first makes the cell's CA and the master's and admin's credentials.
     fn launch(name: &str, n: usize, http: bool, default_quota: &str, secure: bool) -> TestCell {
+        Self::launch_polling(name, n, http, default_quota, secure, POLL)
+    }
+
+    /// Like [`TestCell::start`] with the master polling every `poll_interval` (e.g. "1s", the
+    /// production default) instead of [`POLL`].
+    pub fn start_polling(name: &str, n: usize, poll_interval: &str) -> TestCell {
+        Self::launch_polling(name, n, false, "unlimited", false, poll_interval)
+    }
+
+    fn launch_polling(
+        name: &str,
+        n: usize,
+        http: bool,
+        default_quota: &str,
+        secure: bool,
+        poll_interval: &str,
+    ) -> TestCell {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cell = TestCell {
             dir,
@@ -129,7 +150,10 @@ impl TestCell {
             http,
             default_quota: default_quota.to_string(),
             secure,
+            poll_interval: POLL.to_string(),
+            master_logs: Vec::new(),
         };
+        cell.poll_interval = poll_interval.to_string();
         if secure {
             let ca = cell.dir.path().join("ca");
             let out =
@@ -180,7 +204,7 @@ impl TestCell {
             "--listen",
             listen,
             "--poll-interval",
-            POLL,
+            &self.poll_interval,
             "--cell",
             "test",
             "--default-quota",
@@ -196,8 +220,9 @@ impl TestCell {
         if self.http {
             cmd.args(["--http", "127.0.0.1:0"]);
         }
-        let log = self.dir.path().join(format!("master-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = self.dir.path().join(format!("master-{}.log", self.master_logs.len()));
         let (child, addr, http) = start_listening_http(cmd, "borgmaster", &log);
+        self.master_logs.push(log);
         self.master = Some(child);
         self.master_addr = addr;
         self.master_http = http;
@@ -374,6 +399,16 @@ impl TestCell {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The pid of Borglet `i`'s process, while it runs.
+    pub fn borglet_pid(&self, i: usize) -> Option<u32> {
+        self.borglets[i].child.as_ref().map(Child::id)
+    }
+
+    /// Everything the master's processes logged so far, all starts.
+    pub fn master_log(&self) -> String {
+        self.master_logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect()
     }
 
     /// Starts Borglet `i` again with the same machine id and work dir.

@@ -1,0 +1,130 @@
+//! What a new user hit on the first day (issue 14): a second Borglet for a machine that killed the
+//! first one's tasks, a Borglet restart that cost its machine its tasks.
+
+use borg_integration_tests::{alive, TestCell};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn pids(tasks: &[serde_json::Value]) -> Vec<u64> {
+    tasks.iter().map(|t| t["pid"].as_u64().expect("pid")).collect()
+}
+
+/// A second Borglet for the same machine (same --machine-id, other work dir; or the same work
+/// dir) refuses to start, naming the pid of the one that runs, and kills nothing, even when it
+/// points at a master that is not there.
+#[test]
+fn a_second_borglet_for_a_machine_refuses_to_start_and_kills_nothing() {
+    let cell = TestCell::start("second", 1);
+    cell.apply(Path::new("configs/jobs/web-service.yaml"));
+    let before = pids(&cell.wait_tasks("web", "running"));
+    let holder = cell.borglet_pid(0).expect("borglet runs");
+    let other_dir = cell.dir.path().join("other-work-dir");
+    let run = |machine: &str, work_dir: &Path, master: &str| {
+        Command::new(borg_integration_tests::bin("borglet"))
+            .args(["--master", master, "--listen", "127.0.0.1:0", "--machine-id", machine, "--insecure"])
+            .arg("--work-dir")
+            .arg(work_dir)
+            .output()
+            .expect("run borglet")
+    };
+    for (machine, dir, master) in [
+        ("second-m1", other_dir.as_path(), "127.0.0.1:1"),
+        ("second-m1", other_dir.as_path(), cell.master_addr.as_str()),
+        ("another-machine", cell.borglets[0].work_dir.as_path(), "127.0.0.1:1"),
+    ] {
+        let out = run(machine, dir, master);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second Borglet for {machine} in {} started", dir.display());
+        assert!(err.contains(&format!("another Borglet (pid {holder})")), "names the holder: {err}");
+        assert!(err.contains("stop it first"), "says what to do: {err}");
+    }
+    assert!(before.iter().all(|&p| alive(p)), "the running Borglet's tasks are untouched");
+    let after = cell.wait_tasks("web", "running");
+    assert_eq!(pids(&after), before);
+    assert!(after.iter().all(|t| t["restarts"] == 0));
+}
+
+/// A Borglet that lost its state file and cannot reach its master does not reap the processes
+/// it finds in its cgroups: only once the master tells it what to run.
+#[test]
+fn a_borglet_that_cannot_reach_its_master_reaps_nothing() {
+    let mut cell = TestCell::start("noreap", 1);
+    cell.apply(Path::new("configs/jobs/web-service.yaml"));
+    let before = pids(&cell.wait_tasks("web", "running"));
+    cell.kill_borglet_process(0);
+    let dir = cell.borglets[0].work_dir.clone();
+    std::fs::remove_file(dir.join("borglet-state.json")).expect("state file");
+    let log = cell.dir.path().join("noreap-lost.log");
+    let mut child = Command::new(borg_integration_tests::bin("borglet"))
+        .args(["--master", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--machine-id", "noreap-m1", "--insecure"])
+        .arg("--work-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("borglet");
+    cell.wait_for(Duration::from_secs(20), "the Borglet tried its master twice", |_| {
+        std::fs::read_to_string(&log).unwrap_or_default().matches("cannot register").count() >= 2
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(before.iter().all(|&p| alive(p)), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+}
+
+/// Ten kill -9 + restart cycles of a Borglet while jobs are being applied to its machine: the
+/// machine is never marked down, and its service tasks are the same processes with 0 restarts.
+/// Runs at the production poll interval (1 s, so the down-grace is 5 s); each outage lasts about
+/// a second, during which the applies wake the poller several times (the old rule, 5 failed
+/// attempts, marked the machine down).
+#[test]
+fn a_borglet_restarted_under_apply_load_keeps_its_machine_and_tasks() {
+    let mut cell = TestCell::start_polling("restarts", 1, "1s");
+    cell.apply(Path::new("configs/jobs/web-service.yaml"));
+    let before = pids(&cell.wait_tasks("web", "running"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, master) = (stop.clone(), cell.master_addr.clone());
+        let dir = cell.dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let spec = dir.join(format!("load-{n}.yaml"));
+                std::fs::write(&spec, format!("name: load-{n}\nuser: u\npriority: batch\nkind: batch\ntasks: 1\ncommand: [true]\nresources: {{cpu: 10m, ram: 1Mi}}\n")).expect("spec");
+                let _ = Command::new(borg_integration_tests::bin("borgctl"))
+                    .args(["--master", &master, "apply", "-f"])
+                    .arg(&spec)
+                    .output();
+                n += 1;
+            }
+            n
+        })
+    };
+    let dir = cell.borglets[0].work_dir.clone();
+    for cycle in 0..10 {
+        cell.kill_borglet_process(0);
+        // the length of the outage (a binary swapped in), not a synchronization: about a second,
+        // in which the applies wake the machine's poller many times
+        std::thread::sleep(Duration::from_millis(1000));
+        cell.restart_borglet(0, &dir);
+        let addr = cell.borglets[0].addr.clone();
+        cell.wait_for(Duration::from_secs(20), &format!("cycle {cycle}: the restarted Borglet polled"), |c| {
+            let m = &c.machines()[0];
+            m["address"] == addr.as_str() && m["state"] == "up"
+        });
+        let seen = cell.machines()[0]["last_seen_ms"].as_i64().unwrap_or(0);
+        cell.wait_for(Duration::from_secs(20), &format!("cycle {cycle}: a poll at the new address"), |c| {
+            c.machines()[0]["last_seen_ms"].as_i64().unwrap_or(0) > seen
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let applied = load.join().expect("load thread");
+    assert!(applied > 0, "jobs were applied during the restarts");
+    let log = cell.master_log();
+    assert!(!log.contains("marking machine down"), "the machine was marked down:\n{log}");
+    let after = cell.wait_tasks("web", "running");
+    assert_eq!(pids(&after), before, "same processes");
+    assert!(after.iter().all(|t| t["restarts"] == 0 && t["incarnation"] == 1), "{after:?}");
+}
