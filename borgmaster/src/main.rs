@@ -24,7 +24,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[command(version, about = "The Borgmaster: owns a cell's state, schedules its tasks, polls its Borglets.")]
 struct Args {
     /// Address for the gRPC API (host:port; port 0 picks a free one).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "force_voters", default_value = "")]
     listen: String,
     /// Directory for the RocksDB state (created if missing).
     #[arg(long)]
@@ -79,6 +79,15 @@ struct Args {
     /// `<data-dir>/credentials`.
     #[arg(long)]
     credentials: Option<PathBuf>,
+    /// After a quorum of the master group is lost for good: rewrite this replica's stored Raft
+    /// log (the replica must be stopped) so that the group's voters are exactly these ids
+    /// (comma-separated, this replica's --id among them, each a member of the last committed
+    /// configuration), then exit. Run it on every surviving replica with the same list, then
+    /// start them as usual. Entries never committed (such as a stuck membership change) are
+    /// dropped; writes that only the lost replicas held are lost, as with etcd's
+    /// --force-new-cluster.
+    #[arg(long, value_delimiter = ',')]
+    force_voters: Vec<u64>,
     /// Turn authentication and TLS off: plain gRPC, and anyone who reaches the port may do
     /// anything (experiments only; warned on every start and on the status page).
     #[arg(long)]
@@ -98,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    if !args.force_voters.is_empty() {
+        return force_voters(&args);
+    }
     let peers = borgmaster::raft::parse_peers(&args.peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
     if !peers.is_empty() && !peers.contains_key(&args.id) {
         anyhow::bail!("--peers does not list this replica's --id {}", args.id);
@@ -206,5 +218,24 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(error = %e, "Raft did not shut down cleanly");
     }
     tracing::info!("borgmaster stopped");
+    Ok(())
+}
+
+/// `--force-voters`: the offline recovery after a quorum loss (see `borgmaster::raft::membership`).
+fn force_voters(args: &Args) -> anyhow::Result<()> {
+    let dir = args.data_dir.join("raft");
+    let db = borgmaster::raft::log_store::open_db(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(--force-voters works on a stopped replica: stop the borgmaster using {} first)",
+            dir.display()
+        )
+    })?;
+    let voters: std::collections::BTreeSet<u64> = args.force_voters.iter().copied().collect();
+    let report = borgmaster::raft::membership::force_voters(&db, args.id, &voters)
+        .map_err(|e| anyhow::anyhow!("--force-voters: {e}; nothing was changed"))?;
+    println!(
+        "replica {}: voters were {:?}, are now {:?} (log entry {}); dropped {} uncommitted entries. Start the replica as usual.",
+        args.id, report.previous_voters, voters, report.index, report.dropped
+    );
     Ok(())
 }

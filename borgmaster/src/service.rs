@@ -10,7 +10,7 @@ use borg_proto::borgmaster_client::BorgmasterClient;
 use borg_spec::auth::{Identity, Role};
 use borg_spec::convert::resources_from_pb;
 use borg_spec::JobSpec;
-use openraft::{BasicNode, ChangeMembers};
+use openraft::ChangeMembers;
 use scheduler_core::{MachineId, Scheduler};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -92,6 +92,10 @@ fn redact(mut job: pb::Job, caller: &Caller) -> pb::Job {
 /// How long a follower keeps trying to forward a write while the leader is unknown or
 /// unreachable (an election takes well under a second).
 const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long a replica being added has to catch up with the leader's log before the add gives up
+/// and removes it again.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a replica waits for another replica's status in ListReplicas.
 const REPLICA_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -639,12 +643,12 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             )));
         }
         tracing::info!(id = r.id, address = %r.address, "adding a replica: catching it up as a learner");
-        self.master.raft.add_learner(r.id, BasicNode::new(&r.address), true).await.map_err(membership_status)?;
-        self.master
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])), false)
-            .await
-            .map_err(membership_status)?;
+        crate::raft::membership::add_voter(&self.master.raft, r.id, &r.address, CATCH_UP_TIMEOUT).await.map_err(
+            |e| match e {
+                e @ crate::raft::membership::AddError::NotCaughtUp { .. } => Status::deadline_exceeded(e.to_string()),
+                e => Status::failed_precondition(e.to_string()),
+            },
+        )?;
         tracing::info!(id = r.id, "replica is a voter");
         Ok(Response::new(pb::AddReplicaResponse { voters: self.voters() }))
     }

@@ -239,3 +239,73 @@ fn replicas_are_removed_and_added_through_borgctl() {
     assert_eq!(ids.len(), 3, "{rs:?}");
     assert!(ids.contains(&(fresh as u64 + 1)));
 }
+
+/// Applies job `name` through the whole group, asserting it was acknowledged.
+fn apply_ok(g: &MasterGroup, name: &str) {
+    let file = spec(g.dir.path(), name);
+    let o = g.borgctl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "apply {name}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Issue 14: `replicas add 9 127.0.0.1:1` made a one-replica cell unwritable for good (a voter
+/// that could never answer). Now it is refused at once, leaves no member behind, and the group
+/// stays writable; with 1 and with 3 replicas.
+#[test]
+fn adding_a_replica_at_a_wrong_address_is_refused_and_the_group_stays_writable() {
+    for n in [1, 3] {
+        let g = MasterGroup::start(n, 10_000);
+        apply_ok(&g, &format!("before{n}"));
+        let o = g.borgctl(&["replicas", "add", "9", "127.0.0.1:1"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "n={n}: the add was acknowledged");
+        assert!(err.contains("replica 9 at 127.0.0.1:1 does not answer"), "n={n}: {err}");
+        assert!(err.contains("nothing changed"), "n={n}: {err}");
+        // the address of a live replica under another id is refused too
+        let o = g.borgctl(&["replicas", "add", "9", &g.addrs[0]]);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is replica 1, not 9"), "n={n}");
+        let l = g.wait_leader(Duration::from_secs(5));
+        let rs = g.replicas_seen_by(l).unwrap();
+        assert_eq!(rs.len(), n, "n={n}: no member was left behind: {rs:?}");
+        apply_ok(&g, &format!("after{n}"));
+        let jobs = g.jobs_at(l).unwrap();
+        assert!(jobs.contains(&format!("before{n}")) && jobs.contains(&format!("after{n}")), "{jobs:?}");
+    }
+}
+
+/// The way out of a lost quorum: a group of two whose second replica is gone for good cannot
+/// commit; `borgmaster --force-voters 1` on the survivor (stopped) makes it a group of one that
+/// leads again with every committed job.
+#[test]
+fn a_survivor_of_a_lost_quorum_is_forced_to_lead_alone() {
+    let mut g = MasterGroup::start(1, 10_000);
+    let second = g.start_new_replica();
+    let o = g.borgctl(&["replicas", "add", "2", &g.addrs[second].clone()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    apply_ok(&g, "kept");
+    g.kill9(second);
+    g.kill9(0);
+    let o = std::process::Command::new(borg_integration_tests::bin("borgmaster"))
+        .args(["--id", "1", "--force-voters", "1", "--data-dir"])
+        .arg(g.data_dir(0))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("voters were {1, 2}, are now {1}"), "{text}");
+    // forcing a replica that is not a member is refused and changes nothing
+    let o = std::process::Command::new(borg_integration_tests::bin("borgmaster"))
+        .args(["--id", "1", "--force-voters", "1,7", "--data-dir"])
+        .arg(g.data_dir(0))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("replica 7 is not a member"));
+    g.start_replica(0);
+    let l = g.wait_leader(Duration::from_secs(20));
+    assert_eq!(l, 0);
+    apply_ok(&g, "new");
+    let jobs = g.jobs_at(0).unwrap();
+    assert!(jobs.contains(&"kept".to_string()) && jobs.contains(&"new".to_string()), "{jobs:?}");
+    let rs = g.replicas_seen_by(0).unwrap();
+    assert_eq!(rs.iter().filter(|r| r["voter"] == true).count(), 1, "{rs:?}");
+}

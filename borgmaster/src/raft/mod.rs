@@ -4,6 +4,8 @@
 //! - [`log_store`]: the Raft log, vote and committed index in RocksDB (synced writes).
 //! - [`state_machine`]: applies committed [`Group`]s to the in-memory [`CellState`]; snapshots are
 //!   Borg-style checkpoints (the whole state as JSON) kept in the same RocksDB.
+//! - [`membership`]: adding replicas through learner and catch-up, and forcing the voters after
+//!   a quorum is lost.
 //! - [`network`]: openraft's RPCs over tonic (`borg.v1.Raft`), client and server side, served on
 //!   the same listener as the Borgmaster API.
 //!
@@ -15,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod state_machine;
 

@@ -56,6 +56,11 @@ fn read_snapshot(db: &DB) -> StorageResult<Option<StoredSnapshot>> {
     }
 }
 
+/// The membership recorded in the stored snapshot, if there is one (for offline recovery).
+pub(crate) fn stored_membership(db: &DB) -> StorageResult<Option<openraft::Membership<NodeId, BasicNode>>> {
+    Ok(read_snapshot(db)?.map(|s| s.meta.last_membership.membership().clone()))
+}
+
 fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
     let sig = Some(snap.meta.signature());
     let bytes = serde_json::to_vec(snap).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
