@@ -182,13 +182,14 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum QuotaCmd {
-    /// Grant USER a quota at BAND (batch, production, monitoring); zero removes it.
+    /// Grant USER a quota at BAND (batch, production, monitoring); prints the limit now in force.
     Set {
         /// User.
         user: String,
         /// Band.
         band: String,
-        /// Resources: cpu=2 ram=4Gi disk=10Gi (missing ones are 0).
+        /// Resources: cpu=2 ram=4Gi disk=10Gi. Dimensions not named keep their current limit
+        /// (the user's grant at the band, or the cell default), like `kubectl set`.
         #[arg(required = true)]
         resources: Vec<String>,
     },
@@ -537,12 +538,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Quota { action: QuotaCmd::Set { user, band, resources } } => {
-            let limit = borg_spec::quantity::parse_resources(&resources.join(",")).map_err(|e| anyhow!("{e}"))?;
+            let (given, named) =
+                borg_spec::quantity::parse_resources_named(&resources.join(",")).map_err(|e| anyhow!("{e}"))?;
             let mut c = connect(&cli.master).await?;
-            let limit_pb = borg_spec::convert::resources_to_pb(limit);
-            c.set_quota(pb::SetQuotaRequest { user: user.clone(), band: band.clone(), limit: Some(limit_pb) })
-                .await
-                .map_err(status)?;
+            let req = pb::SetQuotaRequest {
+                user: user.clone(),
+                band: band.clone(),
+                limit: Some(borg_spec::convert::resources_to_pb(given)),
+                dimensions: named.iter().map(|d| d.to_string()).collect(),
+            };
+            let now = c.set_quota(req).await.map_err(status)?.into_inner().limit;
+            let limit = borg_spec::convert::resources_from_pb(now.as_ref());
             if json {
                 print_json(
                     &serde_json::json!({"user": user, "band": band, "limit": {"cpu_millis": limit.cpu_millis, "ram_bytes": limit.ram_bytes, "disk_bytes": limit.disk_bytes}}),
@@ -785,6 +791,13 @@ fn certs(action: &CertsCmd, cli: &Cli) -> anyhow::Result<ExitCode> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // an empty variable counts as unset (`export BORG_CREDENTIALS=` turns credentials off
+    // rather than being an error), as shells and most tools treat it
+    for var in ["BORG_MASTER", "BORG_CREDENTIALS"] {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

@@ -359,7 +359,7 @@ pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
 }
 
 fn res_text(r: &pb::Resources) -> String {
-    format!("cpu={}m ram={} disk={}", r.cpu_millis, format_bytes(r.ram_bytes), format_bytes(r.disk_bytes))
+    borg_spec::convert::resources_from_pb(Some(r)).to_string()
 }
 
 /// A quota row as JSON: `user`, `band`, `limit` (null = unlimited), `used`, `free`.

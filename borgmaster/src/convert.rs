@@ -37,15 +37,16 @@ pub fn task_to_pb(t: &Task, soft: &SoftState) -> pb::Task {
     }
 }
 
-/// A job with its task counts, allocation and usage and, if some tasks are unplaced, why.
-pub fn job_to_pb(j: &Job, soft: &SoftState) -> pb::Job {
+/// A job with its task counts, allocation ([`CellState::charge_of`]: tasks inside allocs are
+/// not charged again) and usage and, if some tasks are unplaced, why.
+pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
     let count = |s: TaskState| j.tasks.iter().filter(|t| t.state == s).count() as u32;
     let unplaced = j.tasks.iter().any(|t| t.state == TaskState::Pending && t.machine.is_none());
     let mut allocated = scheduler_core::Resources::ZERO;
     let mut used = scheduler_core::Resources::ZERO;
     for t in j.tasks.iter().filter(|t| t.state != TaskState::Dead) {
+        allocated = allocated.saturating_add(state.charge_of(t));
         if let Some(m) = &t.machine {
-            allocated = allocated.saturating_add(j.spec.resources);
             used = used.saturating_add(soft.usage_of(m, &t.job, t.index, t.incarnation).unwrap_or_default());
         }
     }

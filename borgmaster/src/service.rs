@@ -371,7 +371,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let mut events: Vec<pb::Event> =
             s.events.iter().rev().filter(|e| e.job == name).take(JOB_EVENTS).map(event_to_pb).collect();
         events.reverse();
-        Ok(Response::new(pb::GetJobResponse { job: Some(redact(job_to_pb(job, &soft), &caller)), events }))
+        Ok(Response::new(pb::GetJobResponse { job: Some(redact(job_to_pb(&s, job, &soft), &caller)), events }))
     }
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
@@ -379,7 +379,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let s = self.master.state();
         let soft = self.master.soft();
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: s.jobs.values().map(|j| redact(job_to_pb(j, &soft), &caller)).collect(),
+            jobs: s.jobs.values().map(|j| redact(job_to_pb(&s, j, &soft), &caller)).collect(),
         }))
     }
 
@@ -508,10 +508,29 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             return Err(Status::invalid_argument(format!("user: {:?} is not a user name", r.user)));
         }
         let band = band_from_name(&r.band)?;
-        let limit = borg_spec::convert::resources_from_pb(r.limit.as_ref());
+        let given = borg_spec::convert::resources_from_pb(r.limit.as_ref());
+        let limit = if r.dimensions.is_empty() {
+            given
+        } else {
+            // unnamed dimensions keep the limit in force (the grant, or the cell default)
+            let mut l = self.master.state().quota_limit(&r.user, band).unwrap_or(scheduler_core::Resources::UNLIMITED);
+            for d in &r.dimensions {
+                match d.as_str() {
+                    "cpu" => l.cpu_millis = given.cpu_millis,
+                    "ram" => l.ram_bytes = given.ram_bytes,
+                    "disk" => l.disk_bytes = given.disk_bytes,
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "dimensions: unknown resource {other:?} (cpu, ram, disk)"
+                        )))
+                    }
+                }
+            }
+            l
+        };
         self.master.propose(Command::SetQuota { user: r.user.clone(), band, limit }).await.map_err(propose_status)?;
         tracing::info!(user = %r.user, %band, %limit, "quota set");
-        Ok(Response::new(pb::SetQuotaResponse {}))
+        Ok(Response::new(pb::SetQuotaResponse { limit: Some(borg_spec::convert::resources_to_pb(limit)) }))
     }
 
     async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> Result<Response<pb::GetQuotaResponse>, Status> {

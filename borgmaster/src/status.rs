@@ -80,7 +80,7 @@ pub fn render(master: &Master, insecure: bool) -> String {
     }
     h.push_str("</table>");
     // Quotas
-    h.push_str("<h2>Quotas</h2><p class=muted>No quotas are set in this cell: admission is not limited.</p>");
+    quota_section(&mut h, &state);
     // Machines
     h.push_str("<h2>Machines</h2><table><tr><th>machine</th><th>state</th><th>address</th><th class=num>tasks</th><th class=num>CPU alloc / cap</th><th class=num>RAM alloc / cap</th><th class=num>CPU used</th><th class=num>RAM used</th><th>attributes</th></tr>");
     for m in state.machines.values() {
@@ -161,4 +161,45 @@ pub fn render(master: &Master, insecure: bool) -> String {
     }
     h.push_str("</table></body></html>\n");
     h
+}
+
+/// The quota table: limit / used / free per user and band (the same rows as `borgctl quota
+/// get`, from [`CellState::quota_rows`]), with the cell's default for users without a grant.
+fn quota_section(h: &mut String, state: &crate::state::CellState) {
+    h.push_str("<h2>Quotas</h2>");
+    let default = match state.default_quota {
+        None => "unlimited".to_string(),
+        Some(q) => format!("{q}"),
+    };
+    let _ = write!(
+        h,
+        "<p class=muted>Users without a grant at a band get the cell default: {}. The free band needs no quota.</p>",
+        esc(&default)
+    );
+    let rows = state.quota_rows(None);
+    if rows.is_empty() {
+        h.push_str("<p class=muted>No user has a grant or a job yet.</p>");
+        return;
+    }
+    h.push_str("<table><tr><th>user</th><th>band</th><th class=num>CPU limit</th><th class=num>CPU used</th><th class=num>CPU free</th><th class=num>RAM limit</th><th class=num>RAM used</th><th class=num>RAM free</th><th class=num>disk limit</th><th class=num>disk used</th></tr>");
+    for q in rows {
+        let lim = |f: fn(&Resources) -> String| q.limit.as_ref().map_or("unlimited".to_string(), f);
+        let free =
+            |f: fn(&Resources) -> String| q.limit.map_or("unlimited".to_string(), |l| f(&l.saturating_sub(q.used)));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+            esc(&q.user),
+            q.band.name(),
+            lim(|r| cores(r.cpu_millis)),
+            cores(q.used.cpu_millis),
+            free(|r| cores(r.cpu_millis)),
+            lim(|r| format_bytes(r.ram_bytes)),
+            format_bytes(q.used.ram_bytes),
+            free(|r| format_bytes(r.ram_bytes)),
+            lim(|r| format_bytes(r.disk_bytes)),
+            format_bytes(q.used.disk_bytes),
+        );
+    }
+    h.push_str("</table>");
 }

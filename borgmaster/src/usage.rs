@@ -27,7 +27,8 @@ pub fn stranded(capacity: Resources, free: Resources) -> Resources {
 /// Accounting for one band.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BandUsage {
-    /// Requests of its tasks bound to machines.
+    /// Requests of its tasks bound to machines ([`CellState::charge_of`]: allocs count, tasks
+    /// inside allocs do not).
     pub allocated: Resources,
     /// Usage its Borglets reported.
     pub used: Resources,
@@ -89,8 +90,8 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
             if t.state == TaskState::Dead {
                 continue;
             }
+            b.allocated = b.allocated.saturating_add(state.charge_of(t));
             if let Some(m) = &t.machine {
-                b.allocated = b.allocated.saturating_add(job.spec.resources);
                 if let Some(used) = soft.usage_of(m, &t.job, t.index, t.incarnation) {
                     b.used = b.used.saturating_add(used);
                 }

@@ -46,6 +46,9 @@ impl Resources {
     /// The zero vector.
     pub const ZERO: Resources = Resources { cpu_millis: 0, ram_bytes: 0, disk_bytes: 0 };
 
+    /// No limit in any dimension (`u64::MAX` each): a quota that does not limit a dimension.
+    pub const UNLIMITED: Resources = Resources { cpu_millis: u64::MAX, ram_bytes: u64::MAX, disk_bytes: u64::MAX };
+
     /// A vector from its three components (millicores, bytes, bytes).
     pub const fn new(cpu_millis: u64, ram_bytes: u64, disk_bytes: u64) -> Self {
         Resources { cpu_millis, ram_bytes, disk_bytes }
@@ -101,21 +104,21 @@ impl Resources {
 }
 
 impl fmt::Display for Resources {
-    /// `cpu=250m ram=64Mi disk=100Mi` (binary units, see [`format_bytes`]).
+    /// `cpu=250m ram=64Mi disk=100Mi` (binary units, see [`format_bytes`]); a dimension at
+    /// `u64::MAX` (a quota unlimited in that dimension) reads `unlimited`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cpu={}m ram={} disk={}",
-            self.cpu_millis,
-            format_bytes(self.ram_bytes),
-            format_bytes(self.disk_bytes)
-        )
+        let cpu = if self.cpu_millis == u64::MAX { "unlimited".to_string() } else { format!("{}m", self.cpu_millis) };
+        write!(f, "cpu={cpu} ram={} disk={}", format_bytes(self.ram_bytes), format_bytes(self.disk_bytes))
     }
 }
 
 /// Formats a byte count with the largest binary suffix (Ki, Mi, Gi, Ti) not above it: exact when
-/// it divides evenly (`64Mi`), else with one decimal (`23.5Gi`); below 1 KiB, plain (`1000`).
+/// it divides evenly (`64Mi`), else with one decimal (`23.5Gi`); below 1 KiB, plain (`1000`);
+/// `u64::MAX` (unlimited) reads `unlimited`.
 pub fn format_bytes(b: u64) -> String {
+    if b == u64::MAX {
+        return "unlimited".into();
+    }
     const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
     for (suffix, unit) in UNITS {
         if b >= unit {
@@ -131,6 +134,9 @@ pub fn format_bytes(b: u64) -> String {
 
 /// Millicores as cores with two decimals: `1500` -> `1.50`.
 pub fn format_cores(millicores: u64) -> String {
+    if millicores == u64::MAX {
+        return "unlimited".into();
+    }
     format!("{:.2}", millicores as f64 / 1000.0)
 }
 

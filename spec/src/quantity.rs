@@ -151,18 +151,40 @@ pub fn parse_duration_ms(v: &Scalar) -> Result<u64, String> {
 ///
 /// Errors: an unknown key, a missing `=`, or a value its parser rejects.
 pub fn parse_resources(s: &str) -> Result<scheduler_core::Resources, String> {
+    parse_resources_named(s).map(|(r, _)| r)
+}
+
+/// Like [`parse_resources`], also returning the dimensions named (`"cpu"`, `"ram"`, `"disk"`, in
+/// the order given): `quota set` changes only those.
+///
+/// Errors: as [`parse_resources`], and a dimension named twice.
+pub fn parse_resources_named(s: &str) -> Result<(scheduler_core::Resources, Vec<&'static str>), String> {
     let mut r = scheduler_core::Resources::ZERO;
+    let mut named = Vec::new();
     for part in s.split([',', ' ']).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not key=value (cpu=, ram=, disk=)"))?;
         let v = Scalar::Str(v.to_string());
-        match k {
-            "cpu" => r.cpu_millis = parse_cpu(&v)?,
-            "ram" => r.ram_bytes = parse_bytes(&v)?,
-            "disk" => r.disk_bytes = parse_bytes(&v)?,
+        let dim = match k {
+            "cpu" => {
+                r.cpu_millis = parse_cpu(&v)?;
+                "cpu"
+            }
+            "ram" => {
+                r.ram_bytes = parse_bytes(&v)?;
+                "ram"
+            }
+            "disk" => {
+                r.disk_bytes = parse_bytes(&v)?;
+                "disk"
+            }
             _ => return Err(format!("unknown resource {k:?} (cpu, ram, disk)")),
+        };
+        if named.contains(&dim) {
+            return Err(format!("{dim} is given twice"));
         }
+        named.push(dim);
     }
-    Ok(r)
+    Ok((r, named))
 }
 
 #[cfg(test)]
@@ -175,6 +197,8 @@ mod tests {
         assert_eq!(parse_resources("ram=1Mi"), Ok(scheduler_core::Resources::new(0, 1 << 20, 0)));
         assert!(parse_resources("gpu=1").is_err());
         assert!(parse_resources("cpu").is_err());
+        assert_eq!(parse_resources_named("ram=1Mi cpu=1").unwrap().1, ["ram", "cpu"]);
+        assert!(parse_resources_named("cpu=1,cpu=2").unwrap_err().contains("twice"));
     }
 
     fn s(x: &str) -> Scalar {

@@ -128,3 +128,78 @@ fn a_borglet_restarted_under_apply_load_keeps_its_machine_and_tasks() {
     assert_eq!(pids(&after), before, "same processes");
     assert!(after.iter().all(|t| t["restarts"] == 0 && t["incarnation"] == 1), "{after:?}");
 }
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in metrics"))
+}
+
+/// Tasks inside allocs are not charged again: `cell usage`, `machines`, `top jobs`, /metrics
+/// and the status page give the same allocation, and allocated + free = capacity in each.
+#[test]
+fn allocs_are_charged_once_and_every_view_adds_up() {
+    let cell = TestCell::start_with("charge", 1, true);
+    for f in ["pool-alloc-set", "pool-worker", "node-agent"] {
+        cell.apply(Path::new(&format!("configs/jobs/{f}.yaml")));
+    }
+    cell.wait_tasks("pool-worker", "running");
+    cell.wait_tasks("node-agent", "running");
+    // 2 allocs of 1 core / 256 MiB, the node agent's 50m / 16 MiB; the workers run inside
+    let (cpu, ram) = (2050u64, (512u64 + 16) << 20);
+    let u = cell.json(&["cell", "usage"]);
+    assert_eq!(u["allocated"]["cpu_millis"], cpu, "{u}");
+    assert_eq!(u["allocated"]["ram_bytes"], ram, "{u}");
+    for dim in ["cpu_millis", "ram_bytes", "disk_bytes"] {
+        let (a, f, c) = (u["allocated"][dim].as_u64(), u["free"][dim].as_u64(), u["capacity"][dim].as_u64());
+        assert_eq!(a.unwrap() + f.unwrap(), c.unwrap(), "{dim}: allocated + free = capacity: {u}");
+    }
+    let m = &cell.json(&["machines"])[0];
+    assert_eq!(m["allocated"], u["allocated"], "machines agrees with cell usage");
+    let jobs = cell.json(&["top", "jobs"]);
+    let sum: u64 = jobs.as_array().unwrap().iter().map(|j| j["allocated"]["cpu_millis"].as_u64().unwrap()).sum();
+    assert_eq!(sum, cpu, "top jobs adds up to the same: {jobs}");
+    let (code, text) = borg_integration_tests::http_get(cell.master_http.as_ref().unwrap(), "/metrics");
+    assert_eq!(code, 200);
+    let alloc: f64 = ["free", "batch", "production", "monitoring"]
+        .iter()
+        .map(|b| metric(&text, &format!("borg_cell_allocated_cpu_cores{{band=\"{b}\"}}")))
+        .sum();
+    assert!((alloc - 2.05).abs() < 1e-9, "metrics allocated {alloc}");
+    let free = metric(&text, "borg_cell_free_cpu_cores");
+    assert!((alloc + free - metric(&text, "borg_cell_capacity_cpu_cores")).abs() < 1e-9);
+}
+
+/// `quota set` changes only the dimensions it names (the README's walk-through sets cpu and ram
+/// and must leave disk as it was); a refusal says how to fix it; the status page shows the
+/// limit, use and headroom.
+#[test]
+fn quota_set_keeps_unnamed_dimensions_and_the_status_page_shows_quotas() {
+    let cell = TestCell::start_full("quota", 1, true, "zero");
+    let out = cell.borgctl(&["quota", "set", "alice", "batch", "cpu=2", "ram=1Gi"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = cell.json(&["quota", "get", "alice"]);
+    let batch = rows.as_array().unwrap().iter().find(|r| r["band"] == "batch").unwrap().clone();
+    assert_eq!(batch["limit"]["cpu_millis"], 2000);
+    assert_eq!(batch["limit"]["ram_bytes"], 1u64 << 30);
+    assert_eq!(batch["limit"]["disk_bytes"], 0, "disk keeps the cell default (zero here)");
+    // hello needs 3 x 100Mi of disk: refused, and the refusal gives the fix
+    let spec = borg_integration_tests::workspace_root().join("configs/jobs/hello-batch.yaml");
+    let out = cell.borgctl(&["apply", "-f", spec.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("borgctl quota set alice batch disk="), "{err}");
+    let fix: Vec<&str> = err.split('`').nth(1).unwrap().split_whitespace().skip(1).collect();
+    let out = cell.borgctl(&fix);
+    assert!(out.status.success(), "the suggested fix {fix:?} runs: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cell.borgctl(&["apply", "-f", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "admitted after the fix: {}", String::from_utf8_lossy(&out.stderr));
+    let rows = cell.json(&["quota", "get", "alice"]);
+    let batch = rows.as_array().unwrap().iter().find(|r| r["band"] == "batch").unwrap().clone();
+    assert_eq!(batch["limit"]["cpu_millis"], 2000, "cpu unchanged by a disk-only set: {batch}");
+    let (_, page) = borg_integration_tests::http_get(cell.master_http.as_ref().unwrap(), "/");
+    let quotas = page.split("<h2>Quotas</h2>").nth(1).unwrap().split("<h2>").next().unwrap();
+    assert!(quotas.contains("<td>alice</td><td>batch</td><td class=num>2.00</td>"), "{quotas}");
+    assert!(!quotas.contains("No quotas are set"), "{quotas}");
+}

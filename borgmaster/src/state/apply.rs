@@ -28,7 +28,11 @@ pub enum CommandError {
     #[error("no machine named {0:?}")]
     NoSuchMachine(String),
     /// Admission control: the job needs more than the user's free quota at its band.
-    #[error("over quota: job {job:?} of {user} at band {band} needs {needed}, but {user}'s free quota at {band} is {free} (limit {limit})")]
+    #[error(
+        "over quota: job {job:?} of {user} at band {band} needs {needed}, but {user}'s free quota at {band} is {free} \
+         (limit {limit}); to admit it, an admin can raise the limit: `borgctl quota set {user} {band} {}`",
+        raise_to(needed, free, limit)
+    )]
     OverQuota {
         /// Job.
         job: String,
@@ -43,6 +47,31 @@ pub enum CommandError {
         /// The limit.
         limit: Resources,
     },
+}
+
+/// The `key=value` list of the dimensions in which `needed` exceeds `free`, each at the limit
+/// that would admit it (`limit - free + needed`): the fix an over-quota refusal suggests.
+fn raise_to(needed: &Resources, free: &Resources, limit: &Resources) -> String {
+    let dims = [
+        ("cpu", needed.cpu_millis, free.cpu_millis, limit.cpu_millis, true),
+        ("ram", needed.ram_bytes, free.ram_bytes, limit.ram_bytes, false),
+        ("disk", needed.disk_bytes, free.disk_bytes, limit.disk_bytes, false),
+    ];
+    dims.iter()
+        .filter(|(_, n, f, _, _)| n > f)
+        .map(|(k, n, f, l, cpu)| {
+            let v = l.saturating_sub(*f).saturating_add(*n);
+            if *cpu {
+                format!("{k}={v}m")
+            } else {
+                // the short form only where it is exact (format_bytes rounds to one decimal)
+                let short = scheduler_core::format_bytes(v);
+                let exact = borg_spec::quantity::parse_bytes(&borg_spec::quantity::Scalar::Str(short.clone()));
+                format!("{k}={}", if exact == Ok(v) { short } else { v.to_string() })
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What an applied command did, besides its events.

@@ -88,10 +88,17 @@ impl CellState {
     /// Sum of the requests of the tasks bound to `m` that are not dead (allocs count; tasks
     /// inside allocs do not: the alloc already reserved their room).
     pub fn allocated_on(&self, m: &MachineId) -> Resources {
-        self.tasks_on(m).filter(|t| t.alloc.is_none()).fold(Resources::ZERO, |acc, t| match self.jobs.get(&t.job) {
-            Some(j) => acc.saturating_add(j.spec_for(t.job_version).resources),
-            None => acc,
-        })
+        self.tasks_on(m).fold(Resources::ZERO, |acc, t| acc.saturating_add(self.charge_of(t)))
+    }
+
+    /// What task `t` takes from its machine's capacity: its request at its job version, or
+    /// nothing when it runs inside an alloc (the alloc is charged instead) or is not bound or
+    /// dead. The one rule behind every "allocated" figure (machines, cell usage, metrics, page).
+    pub fn charge_of(&self, t: &Task) -> Resources {
+        if t.alloc.is_some() || t.machine.is_none() || t.state == TaskState::Dead {
+            return Resources::ZERO;
+        }
+        self.jobs.get(&t.job).map_or(Resources::ZERO, |j| j.spec_for(t.job_version).resources)
     }
 
     /// Number of tasks bound to `m` that are not dead.

@@ -1,0 +1,68 @@
+//! The README's walk-throughs, run as written: every `borgctl` line of the `sh` blocks in "A
+//! 5-minute tour" and "Priorities, quotas, preemption, allocs and updates" runs, in order, against
+//! a real cell set up like `scripts/dev-cell` (one machine, unlimited default quota,
+//! `configs/jobs/hello-batch.yaml` applied first). A documented command that fails is a bug.
+
+use borg_integration_tests::{workspace_root, TestCell};
+use std::path::Path;
+
+/// The `borgctl ...` command lines of the `sh` blocks between the headings `from` and `to`,
+/// comments stripped, split on whitespace (the README quotes nothing in them).
+fn commands(readme: &str, from: &str, to: &str) -> Vec<Vec<String>> {
+    let start = readme.find(from).unwrap_or_else(|| panic!("README has no {from:?}"));
+    let end = readme[start..].find(to).map_or(readme.len(), |e| start + e);
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    for line in readme[start..end].lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_sh = !in_sh && t == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        let code = t.split(" #").next().unwrap_or("").trim();
+        if let Some(rest) = code.strip_prefix("borgctl ") {
+            out.push(rest.split_whitespace().map(str::to_string).collect());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_readme_walk_throughs_run_as_written() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let mut cmds = commands(&readme, "## A 5-minute tour", "## Priorities, quotas");
+    cmds.extend(commands(&readme, "## Priorities, quotas", "## A replicated master"));
+    assert!(cmds.len() >= 20, "found the walk-throughs' commands: {cmds:?}");
+    assert!(
+        cmds.iter().any(|c| c.starts_with(&["quota".to_string(), "set".to_string()])),
+        "the quota walk-through is among them"
+    );
+    // the dev cell: one machine, everyone unlimited, hello applied and finished
+    let cell = TestCell::start("readme", 1);
+    cell.apply(Path::new("configs/jobs/hello-batch.yaml"));
+    cell.wait_tasks("hello", "dead");
+    let root = workspace_root();
+    for c in &cmds {
+        let args: Vec<&str> = c.iter().map(String::as_str).collect();
+        let out = std::process::Command::new(borg_integration_tests::bin("borgctl"))
+            .current_dir(&root)
+            .arg("--master")
+            .arg(&cell.master_addr)
+            .args(&args)
+            .output()
+            .expect("run borgctl");
+        let code = out.status.code();
+        // a dry run exits 2 when tasks would stay pending: documented, not a failure
+        let ok = code == Some(0) || (code == Some(2) && args.contains(&"--dry-run"));
+        assert!(
+            ok,
+            "README command `borgctl {}` failed ({code:?}):\n{}{}",
+            c.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
