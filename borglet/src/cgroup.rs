@@ -242,6 +242,25 @@ impl TaskCgroup {
         }
     }
 
+    /// How many processes of this cgroup the kernel's OOM killer has killed: v2 `memory.events`
+    /// `oom_kill`; v1 `memory.oom_control` `oom_kill` (kernels >= 4.13), else 1 when
+    /// `memory.failcnt` shows the limit was hit (older v1 kernels count no kills). 0 when
+    /// unreadable.
+    pub fn oom_kills(&self) -> u64 {
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let field = |text: &str, key: &str| {
+            text.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
+        };
+        let d = &self.dirs[0];
+        if self.v2 {
+            return field(&read(d.join("memory.events")), "oom_kill ").unwrap_or(0);
+        }
+        match field(&read(d.join("memory.oom_control")), "oom_kill ") {
+            Some(n) => n,
+            None => read(d.join("memory.failcnt")).trim().parse::<u64>().map_or(0, |f| u64::from(f > 0)),
+        }
+    }
+
     /// Removes the cgroup directories (after every process in it is gone). Errors are logged:
     /// a leftover empty cgroup costs nothing.
     pub fn remove(&self) {

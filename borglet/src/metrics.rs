@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// Time to handle one poll from the master.
 pub const POLL_SECONDS: &str = "borg_borglet_poll_duration_seconds";
+/// OOM kills of tasks, by job (counted by the runtime when it reaps one).
+pub const OOM_KILLS: &str = "borg_borglet_oom_kills_total";
 
 /// Installs the global recorder; returns the handle that renders `/metrics`.
 ///
@@ -44,6 +46,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "borg_borglet_task_restarts_total",
         Unit::Count,
         "Restarts of the task by this Borglet in its current incarnation."
+    );
+    describe_counter!(
+        OOM_KILLS,
+        Unit::Count,
+        "Task exits on this machine caused by the kernel's OOM killer (their cgroups' memory events), by job."
     );
     describe_gauge!(
         "borg_borglet_tasks",

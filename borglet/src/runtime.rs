@@ -104,6 +104,11 @@ pub struct TaskRun {
     last_cpu: Option<(Instant, f64)>,
     /// CPU use over the last sample interval, millicores.
     pub cpu_rate_millis: u64,
+    /// OOM kills of its cgroup already accounted for (a new one at an exit means the kernel
+    /// killed it for its memory limit).
+    oom_seen: u64,
+    /// Exits caused by the OOM killer.
+    pub oom_kills: u32,
 }
 
 /// Usage of one run at one moment.
@@ -261,6 +266,8 @@ impl Runtime {
                 sandbox,
                 last_cpu: None,
                 cpu_rate_millis: 0,
+                oom_seen: 0,
+                oom_kills: 0,
             };
             self.runs.insert(key, run);
         }
@@ -444,7 +451,15 @@ impl Runtime {
                         self.runs.remove(key);
                         continue;
                     }
+                    let ooms = run.cgroup.as_ref().map_or(0, TaskCgroup::oom_kills);
+                    let oom = ooms > run.oom_seen && signal == Some(Signal::SIGKILL as i32);
+                    run.oom_seen = ooms;
                     let what = match (code, signal, run.child.is_none() && run.pid.is_some()) {
+                        _ if oom => {
+                            run.oom_kills += 1;
+                            metrics::counter!(crate::metrics::OOM_KILLS, "job" => run.spec.job.clone()).increment(1);
+                            oom_text(run.spec.resources.ram_bytes)
+                        }
                         (None, None, true) => "exited while the Borglet was restarting (status unknown)".to_string(),
                         _ => borg_exit_text(code, signal),
                     };
@@ -531,6 +546,8 @@ impl Runtime {
                     sandbox,
                     last_cpu: None,
                     cpu_rate_millis: 0,
+                    oom_seen: 0,
+                    oom_kills: 0,
                 },
             );
             self.start(&key, now);
@@ -594,6 +611,15 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Why a task the kernel's OOM killer killed died: starts with [`borg_spec::OOM_REASON`].
+pub fn oom_text(limit_bytes: u64) -> String {
+    format!(
+        "{}: exceeded its memory limit of {} (killed by the kernel, signal 9)",
+        borg_spec::OOM_REASON,
+        scheduler_core::format_bytes(limit_bytes)
+    )
 }
 
 /// `exited 0`, `killed by signal 15`.

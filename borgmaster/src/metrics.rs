@@ -20,6 +20,8 @@ pub const PLACEMENT_LATENCY: &str = "borg_placement_latency_seconds";
 pub const POLL_SECONDS: &str = "borg_link_poll_duration_seconds";
 /// Commands per group commit.
 pub const COMMIT_GROUP: &str = "borg_commit_group_size";
+/// Tasks the kernel killed for exceeding their memory limit.
+pub const OOM_KILLS: &str = "borg_task_oom_kills_total";
 /// Evictions by reason.
 pub const EVICTIONS: &str = "borg_evictions_total";
 /// Task state transitions by kind.
@@ -89,6 +91,7 @@ fn describe() {
         "Seconds from this replica's latest election to every registered machine having answered a poll."
     );
     describe_counter!(LEADER_ELECTED, Unit::Count, "Times this replica became the leader and started its duties.");
+    describe_counter!(OOM_KILLS, Unit::Count, "Task exits caused by the kernel's OOM killer (the task exceeded its RAM request, the cgroup memory limit).");
     describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down).");
     describe_counter!(
         TRANSITIONS,
@@ -190,6 +193,7 @@ pub fn on_events(state: &CellState, events: &[Event]) {
         match e.kind.as_str() {
             "preempted" => counter!(EVICTIONS, "reason" => "preempted").increment(1),
             "pending" if e.detail.contains("machine") => counter!(EVICTIONS, "reason" => "machine_down").increment(1),
+            "dead" if e.detail.starts_with(borg_spec::OOM_REASON) => counter!(OOM_KILLS).increment(1),
             "running" => {
                 if let Some(t) = e.index.and_then(|i| state.task(&(e.job.clone(), i))) {
                     let secs = (e.time_ms - t.queued_ms).max(0) as f64 / 1000.0;

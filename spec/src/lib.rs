@@ -24,5 +24,10 @@ pub mod server;
 pub mod yaml;
 
 pub use convert::ConvertError;
+
+/// The reason a task killed by the kernel's OOM killer dies with (the start of its message, from
+/// the Borglet, which reads its cgroup's memory events): `oom: exceeded its memory limit of
+/// 16Mi ...`. Shared by the Borglet that writes it and the master's metrics that count it.
+pub const OOM_REASON: &str = "oom";
 pub use job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
 pub use yaml::{parse_job_spec, LocatedProblem, SpecErrors};

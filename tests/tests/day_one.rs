@@ -203,3 +203,28 @@ fn quota_set_keeps_unnamed_dimensions_and_the_status_page_shows_quotas() {
     assert!(quotas.contains("<td>alice</td><td>batch</td><td class=num>2.00</td>"), "{quotas}");
     assert!(!quotas.contains("No quotas are set"), "{quotas}");
 }
+
+/// A task that goes over its RAM request is killed by the kernel (its cgroup's memory limit) and
+/// dies with reason `oom: ...` naming the limit, not `killed by signal 9`; events and both
+/// /metrics count it.
+#[test]
+fn an_oom_kill_reads_as_oom_with_the_limit() {
+    let cell = TestCell::start_with("oom", 1, true);
+    let log = std::fs::read_to_string(cell.dir.path().join("oom-m1.log")).unwrap_or_default();
+    if log.contains("cgroups unavailable") {
+        eprintln!("skipped: this host gives the Borglet no cgroups, so no memory limit is enforced");
+        return;
+    }
+    // tail looks for the last line of an endless file with none: it buffers without bound
+    cell.apply_yaml("hog", "name: hog\nuser: u\npriority: batch\nkind: batch\ntasks: 1\ncommand: [tail, /dev/zero]\nresources: {cpu: 100m, ram: 16Mi}\nrestart: {policy: never}\n");
+    let t = &cell.wait_tasks("hog", "dead")[0];
+    let reason = t["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("oom: exceeded its memory limit of 16Mi"), "{t}");
+    let job = cell.json(&["job", "hog"]);
+    let events = job["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["kind"] == "dead" && e["detail"].as_str().unwrap().starts_with("oom")), "{job}");
+    let (_, m) = borg_integration_tests::http_get(cell.master_http.as_ref().unwrap(), "/metrics");
+    assert_eq!(metric(&m, "borg_task_oom_kills_total"), 1.0);
+    let (_, b) = borg_integration_tests::http_get(cell.borglets[0].http.as_ref().unwrap(), "/metrics");
+    assert_eq!(metric(&b, "borg_borglet_oom_kills_total{job=\"hog\"}"), 1.0);
+}
