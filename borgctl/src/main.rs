@@ -307,14 +307,22 @@ fn load_credentials(cli: &Cli) -> anyhow::Result<Option<borg_spec::auth::Credent
 
 async fn connect(master: &str) -> anyhow::Result<BorgmasterClient<Channel>> {
     let addrs = borg_spec::client::master_addresses(master).map_err(|e| anyhow!("--master: {e}"))?;
-    let (_, ch) =
+    let (addr, ch) =
         borg_spec::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(30))
             .await
             .map_err(|e| anyhow!("{e}"))?;
+    let _ = CONNECTED.set(addr);
     Ok(BorgmasterClient::new(ch))
 }
 
+/// The master address `connect` reached (for errors that depend on what answers there).
+static CONNECTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn status(s: tonic::Status) -> anyhow::Error {
+    let addr = CONNECTED.get().map_or("the --master address", String::as_str);
+    if let Some(why) = borg_spec::client::wrong_server(addr, s.code(), s.message()) {
+        return anyhow!("{why}");
+    }
     match s.code() {
         tonic::Code::Unauthenticated if credentials().is_none() => {
             anyhow!("{}\n(hint: pass --credentials DIR or set BORG_CREDENTIALS)", s.message())

@@ -44,7 +44,7 @@ pub async fn connect_any(
         };
         match ep.connect().await {
             Ok(ch) => return Ok((addr.clone(), ch)),
-            Err(e) => why.push(format!("{addr}: {}", innermost(&e))),
+            Err(e) => why.push(format!("{addr}: {}", explain(&innermost(&e)))),
         }
     }
     Err(if addrs.len() == 1 {
@@ -52,6 +52,36 @@ pub async fn connect_any(
     } else {
         format!("cannot reach any Borgmaster replica ({})", why.join("; "))
     })
+}
+
+/// A transport error as a user can act on it: a TLS handshake that met plain HTTP (a master's
+/// --http port) or a plain server says which port it probably reached.
+pub fn explain(err: &str) -> String {
+    if err.contains("InvalidContentType") || err.contains("corrupt message") {
+        format!(
+            "{err}: that address answers without TLS, maybe HTTP (a master's --http port serves the status page); \
+             use the master's --listen address (its `borgmaster listening on ADDR` line), or --insecure for a master run with --insecure"
+        )
+    } else {
+        err.to_string()
+    }
+}
+
+/// What a call's failure means when the server at `addr` is not a Borgmaster API at all: `None`
+/// when the status looks like an ordinary answer of the master's.
+pub fn wrong_server(addr: &str, code: tonic::Code, message: &str) -> Option<String> {
+    let fix = "point --master (or BORG_MASTER) at the master's gRPC address (its `borgmaster listening on ADDR` line)";
+    if message.contains("grpc-status header missing") || message.contains("HTTP status code") {
+        return Some(format!(
+            "{addr} answers HTTP, not the Borgmaster's gRPC API: it is probably the master's --http port (status page and /metrics); {fix}"
+        ));
+    }
+    if code == tonic::Code::Unimplemented {
+        return Some(format!(
+            "{addr} serves gRPC but not the Borgmaster API (borg.v1.Borgmaster): it is probably a Borglet's --listen port; {fix}"
+        ));
+    }
+    None
 }
 
 /// The innermost cause of an error chain (the part that says what actually went wrong).

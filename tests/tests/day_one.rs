@@ -228,3 +228,35 @@ fn an_oom_kill_reads_as_oom_with_the_limit() {
     let (_, b) = borg_integration_tests::http_get(cell.borglets[0].http.as_ref().unwrap(), "/metrics");
     assert_eq!(metric(&b, "borg_borglet_oom_kills_total{job=\"hog\"}"), 1.0);
 }
+
+/// borgctl pointed at the wrong port says which port it reached and what to use instead.
+#[test]
+fn borgctl_at_a_borglet_or_http_port_says_so() {
+    let cell = TestCell::start_with("ports", 1, true);
+    let http = cell.master_http.clone().unwrap();
+    let borglet = cell.borglets[0].addr.clone();
+    let ctl = |master: &str, extra: &[&str]| {
+        let out = Command::new(borg_integration_tests::bin("borgctl"))
+            .args(["--master", master])
+            .args(extra)
+            .arg("jobs")
+            .output()
+            .expect("borgctl");
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = ctl(&borglet, &[]);
+    assert!(err.contains("probably a Borglet's --listen port"), "{err}");
+    assert!(err.contains("borgmaster listening on ADDR"), "{err}");
+    let err = ctl(&http, &[]);
+    assert!(err.contains("probably the master's --http port"), "{err}");
+    // with credentials, TLS meets plain HTTP
+    let ca = cell.dir.path().join("ca");
+    let creds = cell.dir.path().join("creds");
+    let bin = borg_integration_tests::bin("borgctl");
+    let run = |args: &[&str]| assert!(Command::new(&bin).args(args).output().unwrap().status.success());
+    run(&["certs", "init", "--ca", ca.to_str().unwrap()]);
+    run(&["certs", "issue", "--ca", ca.to_str().unwrap(), "--role", "admin", "--name", "a", "--out", creds.to_str().unwrap()]);
+    let err = ctl(&http, &["--credentials", creds.to_str().unwrap()]);
+    assert!(err.contains("answers without TLS") && err.contains("--listen address"), "{err}");
+}
