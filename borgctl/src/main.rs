@@ -49,7 +49,7 @@ struct Cli {
 enum Cmd {
     /// Create a job, or replace the spec of an existing one, from a YAML spec.
     Apply {
-        /// Job spec file.
+        /// Job spec file (YAML, one job); `-` reads it from stdin.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Check the spec and show what would happen; change nothing. Exits 2 if tasks would
@@ -401,12 +401,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.output != Output::Table;
     match cli.command {
         Cmd::Apply { file, dry_run, expected_version } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let spec = match borg_spec::parse_job_spec(&file.display().to_string(), &text) {
+            let (label, text) = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+                    .context("reading the spec from stdin")?;
+                ("<stdin>".to_string(), text)
+            } else {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                (file.display().to_string(), text)
+            };
+            let spec = match borg_spec::parse_job_spec(&label, &text) {
                 Ok(s) => s,
                 Err(errors) => {
                     eprintln!("{errors}");
-                    eprintln!("borgctl: {} problem(s) in {}; nothing was submitted", errors.0.len(), file.display());
+                    eprintln!("borgctl: {} problem(s) in {label}; nothing was submitted", errors.0.len());
                     return Ok(ExitCode::from(1));
                 }
             };

@@ -91,7 +91,11 @@ fn describe() {
         "Seconds from this replica's latest election to every registered machine having answered a poll."
     );
     describe_counter!(LEADER_ELECTED, Unit::Count, "Times this replica became the leader and started its duties.");
-    describe_counter!(OOM_KILLS, Unit::Count, "Task exits caused by the kernel's OOM killer (the task exceeded its RAM request, the cgroup memory limit).");
+    describe_counter!(
+        OOM_KILLS,
+        Unit::Count,
+        "Task exits caused by the kernel's OOM killer (the task exceeded its RAM request, the cgroup memory limit)."
+    );
     describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down).");
     describe_counter!(
         TRANSITIONS,

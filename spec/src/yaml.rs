@@ -17,7 +17,7 @@ pub const MAX_SPEC_BYTES: usize = 1 << 20;
 pub struct LocatedProblem {
     /// File name as given by the caller.
     pub file: String,
-    /// 1-based line (0 when unknown).
+    /// 1-based line (0 when unknown: the whole file, shown as `file: message`).
     pub line: u64,
     /// 1-based column (0 when unknown).
     pub column: u64,
@@ -30,7 +30,11 @@ pub struct LocatedProblem {
 impl fmt::Display for LocatedProblem {
     /// `file:line:column: field: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if self.line == 0 {
+            write!(f, "{}: ", self.file)?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        }
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }
@@ -98,7 +102,7 @@ struct RawSpec {
     user: Spanned<String>,
     priority: Spanned<Scalar>,
     kind: Spanned<String>,
-    tasks: Spanned<u32>,
+    tasks: Spanned<Scalar>,
     #[serde(default)]
     command: Option<Spanned<Vec<String>>>,
     #[serde(default)]
@@ -115,7 +119,7 @@ struct RawSpec {
     #[serde(default)]
     alloc_set: Option<Spanned<String>>,
     #[serde(default)]
-    max_unavailable: Option<Spanned<u32>>,
+    max_unavailable: Option<Spanned<Scalar>>,
     #[serde(default)]
     per_machine: Option<bool>,
 }
@@ -134,7 +138,7 @@ struct RawResources {
 struct RawRestart {
     policy: Spanned<String>,
     #[serde(default)]
-    max_restarts: Option<u32>,
+    max_restarts: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +192,38 @@ impl Located<'_> {
     }
 }
 
+/// A YAML whole number as a u32, or what is wrong with it; `range` says what is allowed
+/// (`1 to 100000`).
+fn whole(s: &Scalar, range: &str) -> Result<u32, String> {
+    match s {
+        Scalar::Int(i) if *i < 0 => Err(format!("{i} is negative: give a whole number, {range}")),
+        Scalar::Int(i) => u32::try_from(*i).map_err(|_| format!("{i} is too large: give a whole number, {range}")),
+        Scalar::Float(x) => Err(format!("{x} is not a whole number: give one, {range}")),
+        Scalar::Str(t) => Err(format!("{t:?} is not a number: give a whole number in digits, {range}")),
+    }
+}
+
+/// The YAML library's message in our words, with the field it names: (field, message). Its
+/// advice to programmers (`set DuplicateKeyPolicy`, `use from_str_multiple`) is replaced by
+/// what the author of the spec can do.
+fn plain_yaml_error(message: &str) -> (String, String) {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return (key.to_string(), "given twice: each field may appear once; remove one".into());
+    }
+    if message.starts_with("multiple YAML documents") {
+        return (
+            String::new(),
+            "more than one YAML document (`---`): a spec file holds one job; put each job in its own file".into(),
+        );
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.trim_end_matches('`');
+        return (field.to_string(), "missing: every spec gives name, user, priority, kind, tasks and resources".into());
+    }
+    (String::new(), message.to_string())
+}
+
 /// Parses and validates a YAML job spec.
 ///
 /// `file` only labels the problems. Errors: [`SpecErrors`], one [`LocatedProblem`] per problem:
@@ -209,10 +245,11 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         let message = message.lines().next().unwrap_or("invalid YAML");
         // the location is already in front of the message
         let message = match message.rfind(" at line ") {
-            Some(i) => message[..i].to_string(),
-            None => message.to_string(),
+            Some(i) => &message[..i],
+            None => message,
         };
-        SpecErrors(vec![LocatedProblem { file: file.into(), line, column, field: String::new(), message }])
+        let (field, message) = plain_yaml_error(message);
+        SpecErrors(vec![LocatedProblem { file: file.into(), line, column, field, message }])
     })?;
     let mut l = Located { file, at: HashMap::new(), problems: Vec::new() };
     l.mark("name", &raw.name);
@@ -220,15 +257,20 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     l.mark("priority", &raw.priority);
     l.mark("kind", &raw.kind);
     l.mark("tasks", &raw.tasks);
+    let tasks = l.check("tasks", whole(&raw.tasks.value, &format!("1 to {}", crate::job::MAX_TASKS)));
     if let Some(c) = &raw.command {
         l.mark("command", c);
     }
     if let Some(a) = &raw.alloc_set {
         l.mark("alloc_set", a);
     }
-    if let Some(m) = &raw.max_unavailable {
-        l.mark("max_unavailable", m);
-    }
+    let max_unavailable = match &raw.max_unavailable {
+        Some(m) => {
+            l.mark("max_unavailable", m);
+            l.check("max_unavailable", whole(&m.value, "1 or more"))
+        }
+        None => Some(1),
+    };
     l.mark("resources", &raw.resources);
     l.mark("resources.cpu", &raw.resources.value.cpu);
     l.mark("resources.ram", &raw.resources.value.ram);
@@ -264,9 +306,17 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         Some(r) => {
             l.mark("restart", r);
             l.mark("restart.policy", &r.value.policy);
-            match RestartPolicy::from_name(&r.value.policy.value) {
-                Some(policy) => Some(Restart { policy, max_restarts: r.value.max_restarts }),
-                None => l.check(
+            let max_restarts = match &r.value.max_restarts {
+                Some(m) => {
+                    l.mark("restart.max_restarts", m);
+                    l.check("restart.max_restarts", whole(&m.value, "0 or more").map(Some))
+                }
+                None => Some(None),
+            };
+            match (RestartPolicy::from_name(&r.value.policy.value), max_restarts) {
+                (Some(policy), Some(max_restarts)) => Some(Restart { policy, max_restarts }),
+                (Some(_), None) => None,
+                (None, _) => l.check(
                     "restart.policy",
                     Err(format!("{:?} is not never, on-failure or always", r.value.policy.value)),
                 ),
@@ -317,7 +367,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         user: raw.user.value.clone(),
         priority: priority.unwrap_or(Priority(0)),
         kind: kind.unwrap_or(JobKind::Batch),
-        tasks: raw.tasks.value,
+        tasks: tasks.unwrap_or(1),
         command: raw.command.as_ref().map(|c| c.value.clone()).unwrap_or_default(),
         env: raw.env.as_ref().map(|e| e.value.clone()).unwrap_or_default(),
         resources: Resources::new(cpu.unwrap_or(1), ram.unwrap_or(1), disk.unwrap_or(0)),
@@ -326,7 +376,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         different_machine: raw.different_machine.unwrap_or(false),
         grace_period_ms: grace_period_ms.unwrap_or(DEFAULT_GRACE_MS),
         alloc_set: raw.alloc_set.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
-        max_unavailable: raw.max_unavailable.as_ref().map_or(1, |m| m.value),
+        max_unavailable: max_unavailable.unwrap_or(1),
         per_machine: raw.per_machine.unwrap_or(false),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
@@ -407,6 +457,22 @@ grace_period: 10s
     fn syntax_and_type_errors_have_a_line() {
         let e = parse_job_spec("t.yaml", &GOOD.replace("tasks: 3", "tasks: three")).unwrap_err();
         assert_eq!(e.0[0].line, 6, "{e}");
+        assert!(e.to_string().contains("tasks: \"three\" is not a number"), "{e}");
+        assert!(e.to_string().contains("1 to 100000"), "{e}");
+        for (bad, says) in
+            [("tasks: -3", "-3 is negative"), ("tasks: 10000000000", "too large"), ("tasks: 1.5", "not a whole")]
+        {
+            let e = parse_job_spec("t.yaml", &GOOD.replace("tasks: 3", bad)).unwrap_err();
+            assert!(e.to_string().starts_with("t.yaml:6:8: tasks: ") && e.to_string().contains(says), "{e}");
+        }
+        let e = parse_job_spec("t.yaml", &format!("{GOOD}name: again\n")).unwrap_err();
+        assert!(e.to_string().contains("name: given twice"), "{e}");
+        assert!(!e.to_string().contains("DuplicateKeyPolicy"), "{e}");
+        let e = parse_job_spec("t.yaml", &format!("{GOOD}---\n{GOOD}")).unwrap_err();
+        assert!(e.to_string().contains("put each job in its own file"), "{e}");
+        assert!(!e.to_string().contains("from_str_multiple"), "{e}");
+        let e = parse_job_spec("t.yaml", &"x".repeat(MAX_SPEC_BYTES + 1)).unwrap_err();
+        assert!(e.to_string().starts_with("t.yaml: spec is "), "no 0:0 location: {e}");
         let e = parse_job_spec("t.yaml", "name: [unclosed\n").unwrap_err();
         assert!(e.0[0].line >= 1, "{e}");
         let e = parse_job_spec("t.yaml", &GOOD.replace("user: alice\n", "")).unwrap_err();

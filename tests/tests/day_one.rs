@@ -256,7 +256,44 @@ fn borgctl_at_a_borglet_or_http_port_says_so() {
     let bin = borg_integration_tests::bin("borgctl");
     let run = |args: &[&str]| assert!(Command::new(&bin).args(args).output().unwrap().status.success());
     run(&["certs", "init", "--ca", ca.to_str().unwrap()]);
-    run(&["certs", "issue", "--ca", ca.to_str().unwrap(), "--role", "admin", "--name", "a", "--out", creds.to_str().unwrap()]);
+    run(&[
+        "certs",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--role",
+        "admin",
+        "--name",
+        "a",
+        "--out",
+        creds.to_str().unwrap(),
+    ]);
     let err = ctl(&http, &["--credentials", creds.to_str().unwrap()]);
     assert!(err.contains("answers without TLS") && err.contains("--listen address"), "{err}");
+}
+
+/// `apply -f -` reads the spec from stdin; its problems are labelled `<stdin>` with line and
+/// field, and a bad count says what is allowed.
+#[test]
+fn apply_reads_a_spec_from_stdin() {
+    use std::io::Write;
+    let cell = TestCell::start("stdin", 1);
+    let apply = |yaml: &str| {
+        let mut child = Command::new(borg_integration_tests::bin("borgctl"))
+            .args(["--master", &cell.master_addr, "apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("borgctl");
+        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let good = "name: piped\nuser: u\npriority: batch\nkind: batch\ntasks: 1\ncommand: [true]\nresources: {cpu: 10m, ram: 1Mi}\n";
+    let out = apply(good);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cell.wait_tasks("piped", "dead");
+    let out = apply(&good.replace("tasks: 1", "tasks: three"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("<stdin>:5:8: tasks: \"three\" is not a number"), "{err}");
 }
