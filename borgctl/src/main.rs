@@ -77,6 +77,14 @@ enum Cmd {
         /// Job name.
         name: String,
     },
+    /// Remove jobs whose tasks are all dead (killed or finished) from the cell: they leave
+    /// `jobs` and the status page. Owner or admin. A job with live tasks is refused: kill it
+    /// first.
+    Delete {
+        /// Job names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// List the machines of the cell.
     Machines,
     /// Print the tail of a task's stdout (or stderr).
@@ -491,9 +499,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(status)?
                 .into_inner();
             if json {
-                print_json(&serde_json::json!({"job": name, "killed": r.killed}))?;
+                print_json(
+                    &serde_json::json!({"job": name, "killed": r.killed, "already_finished": r.already_finished}),
+                )?;
+            } else if r.already_finished {
+                outln!("job {name} had already finished: nothing to kill (`borgctl delete {name}` removes it)")?;
             } else {
                 outln!("job {name} killed ({} tasks stopped)", r.killed)?;
+            }
+        }
+        Cmd::Delete { names } => {
+            let mut c = connect(&cli.master).await?;
+            for name in &names {
+                c.delete_job(pb::DeleteJobRequest { name: name.clone() }).await.map_err(status)?;
+                if json {
+                    print_json(&serde_json::json!({"job": name, "deleted": true}))?;
+                } else {
+                    outln!("job {name} deleted")?;
+                }
             }
         }
         Cmd::Machines => {

@@ -233,6 +233,7 @@ fn propose_status(e: ProposeError) -> Status {
     match e {
         ProposeError::Rejected(CommandError::NoSuchJob(j)) => Status::not_found(format!("no job named {j:?}")),
         ProposeError::Rejected(e @ CommandError::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::JobStillLive { .. }) => Status::failed_precondition(e.to_string()),
         ProposeError::Rejected(e @ CommandError::OverQuota { .. }) => Status::resource_exhausted(e.to_string()),
         ProposeError::Rejected(e) => Status::invalid_argument(e.to_string()),
         e @ ProposeError::NotLeader { .. } => Status::unavailable(format!("{e}; retry")),
@@ -404,12 +405,28 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let name = req.into_inner().name;
         let (outcome, _) =
             self.master.propose(Command::KillJob { name: name.clone() }).await.map_err(propose_status)?;
-        let killed = match outcome {
-            ApplyOutcome::Killed(n) => n,
-            _ => 0,
+        let (killed, already_finished) = match outcome {
+            ApplyOutcome::Killed(n) => (n, false),
+            ApplyOutcome::AlreadyFinished => (0, true),
+            _ => (0, false),
         };
-        tracing::info!(job = %name, killed, "kill");
-        Ok(Response::new(pb::KillJobResponse { killed }))
+        tracing::info!(job = %name, killed, already_finished, "kill");
+        Ok(Response::new(pb::KillJobResponse { killed, already_finished }))
+    }
+
+    async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let caller = self.caller(&req)?;
+        if let Some(job) = self.master.state().jobs.get(&req.get_ref().name) {
+            caller.require_owner(&job.spec.user, "only a job's owner or an admin may delete it")?;
+        }
+        let req = match self.route(req, |mut c, r| async move { c.delete_job(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
+        let name = req.into_inner().name;
+        self.master.propose(Command::DeleteJob { name: name.clone() }).await.map_err(propose_status)?;
+        tracing::info!(job = %name, "deleted");
+        Ok(Response::new(pb::DeleteJobResponse {}))
     }
 
     async fn list_machines(
@@ -568,6 +585,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             .take(limit)
             .map(event_to_pb)
             .collect();
+        if events.is_empty() && !r.job.is_empty() && !state.jobs.contains_key(&r.job) {
+            return Err(Status::not_found(format!("no job named {:?}", r.job)));
+        }
         events.reverse();
         Ok(Response::new(pb::ListEventsResponse { events }))
     }

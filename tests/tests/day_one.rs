@@ -297,3 +297,31 @@ fn apply_reads_a_spec_from_stdin() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("<stdin>:5:8: tasks: \"three\" is not a number"), "{err}");
 }
+
+/// Jobs go away: `kill` of a finished job changes nothing and says so, `delete` removes dead
+/// jobs and refuses live ones; `events` of an unknown job is an error like other verbs.
+#[test]
+fn finished_jobs_are_deleted_and_kill_leaves_them_done() {
+    let cell = TestCell::start("delete", 1);
+    cell.apply(Path::new("configs/jobs/hello-batch.yaml"));
+    cell.apply(Path::new("configs/jobs/web-service.yaml"));
+    cell.wait_tasks("hello", "dead");
+    cell.wait_tasks("web", "running");
+    let out = cell.borgctl(&["kill", "hello"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("had already finished"), "{out:?}");
+    let job = |name: &str| cell.json(&["jobs"]).as_array().unwrap().iter().find(|j| j["name"] == name).cloned();
+    assert_eq!(job("hello").unwrap()["state"], "done", "a kill does not turn done into killed");
+    let out = cell.borgctl(&["delete", "web"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kill it first (`borgctl kill web`)"));
+    let out = cell.borgctl(&["kill", "web"]);
+    assert!(out.status.success());
+    let out = cell.borgctl(&["delete", "hello", "web"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(job("hello").is_none() && job("web").is_none(), "{}", cell.json(&["jobs"]));
+    let out = cell.borgctl(&["delete", "hello"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"hello\""));
+    let out = cell.borgctl(&["events", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"nope\""));
+}

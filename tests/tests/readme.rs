@@ -7,7 +7,8 @@ use borg_integration_tests::{workspace_root, TestCell};
 use std::path::Path;
 
 /// The `borgctl ...` command lines of the `sh` blocks between the headings `from` and `to`,
-/// comments stripped, split on whitespace (the README quotes nothing in them).
+/// comments stripped, split on whitespace (the README quotes nothing in them; `< FILE` is the
+/// only redirection).
 fn commands(readme: &str, from: &str, to: &str) -> Vec<Vec<String>> {
     let start = readme.find(from).unwrap_or_else(|| panic!("README has no {from:?}"));
     let end = readme[start..].find(to).map_or(readme.len(), |e| start + e);
@@ -46,12 +47,22 @@ fn the_readme_walk_throughs_run_as_written() {
     cell.wait_tasks("hello", "dead");
     let root = workspace_root();
     for c in &cmds {
-        let args: Vec<&str> = c.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = c.iter().map(String::as_str).collect();
+        // `< FILE`: the command's stdin
+        let stdin = match args.iter().position(|a| *a == "<") {
+            Some(i) => {
+                let file = std::fs::File::open(root.join(args[i + 1])).expect("stdin file");
+                args.drain(i..i + 2);
+                std::process::Stdio::from(file)
+            }
+            None => std::process::Stdio::null(),
+        };
         let out = std::process::Command::new(borg_integration_tests::bin("borgctl"))
             .current_dir(&root)
             .arg("--master")
             .arg(&cell.master_addr)
             .args(&args)
+            .stdin(stdin)
             .output()
             .expect("run borgctl");
         let code = out.status.code();

@@ -14,6 +14,14 @@ pub enum CommandError {
     /// The named job does not exist.
     #[error("no job named {0:?}")]
     NoSuchJob(String),
+    /// DeleteJob of a job that still has live tasks.
+    #[error("job {job:?} still has {live} live tasks: kill it first (`borgctl kill {job}`), then delete it")]
+    JobStillLive {
+        /// Job name.
+        job: String,
+        /// Tasks not dead.
+        live: u32,
+    },
     /// `expected_version` did not match.
     #[error("job {job:?} is at version {actual}, not the expected {expected}")]
     VersionMismatch {
@@ -85,6 +93,9 @@ pub enum ApplyOutcome {
     Unchanged(u64),
     /// KillJob: how many tasks were not dead before.
     Killed(u32),
+    /// KillJob of a job whose tasks had all finished (or that was killed before): nothing
+    /// changed.
+    AlreadyFinished,
     /// Any other command.
     Done,
 }
@@ -100,6 +111,7 @@ impl CellState {
         let outcome = match &entry.command {
             Command::ApplyJob { spec, expected_version } => self.apply_job(spec, *expected_version, &mut ev)?,
             Command::KillJob { name } => self.kill_job(name, &mut ev)?,
+            Command::DeleteJob { name } => self.delete_job(name, &mut ev)?,
             Command::RegisterMachine { machine } => self.register_machine(machine, &mut ev),
             Command::MachineDown { id, reason } => self.machine_down(id, reason, &mut ev)?,
             Command::MachineUp { id } => self.machine_up(id, &mut ev)?,
@@ -323,9 +335,26 @@ impl CellState {
         }
     }
 
+    /// Removes job `name`, which must have no live task; its events stay in the cell's event log.
+    fn delete_job(&mut self, name: &str, ev: &mut Events) -> Result<ApplyOutcome, CommandError> {
+        let job = self.jobs.get(name).ok_or_else(|| CommandError::NoSuchJob(name.to_string()))?;
+        let live = job.tasks.iter().filter(|t| t.state != TaskState::Dead).count() as u32;
+        if live > 0 {
+            return Err(CommandError::JobStillLive { job: name.to_string(), live });
+        }
+        let was = if job.killed { "killed" } else { "finished" };
+        self.jobs.remove(name);
+        ev.push(name, None, "deleted", format!("{was} job removed"), None);
+        Ok(ApplyOutcome::Done)
+    }
+
     fn kill_job(&mut self, name: &str, ev: &mut Events) -> Result<ApplyOutcome, CommandError> {
         let job = self.jobs.get(name).ok_or_else(|| CommandError::NoSuchJob(name.to_string()))?;
         let live: Vec<Task> = job.tasks.iter().filter(|t| t.state != TaskState::Dead).cloned().collect();
+        if live.is_empty() && !job.tasks.is_empty() {
+            // done (or killed before): a kill changes nothing, and a done job stays done
+            return Ok(ApplyOutcome::AlreadyFinished);
+        }
         for t in &live {
             self.unbind(t);
             ev.push(name, Some(t.index), "dead", "killed".into(), t.machine.as_ref());
@@ -754,6 +783,30 @@ mod tests {
             run(&mut s, Command::KillJob { name: "nope".into() }).unwrap_err(),
             CommandError::NoSuchJob("nope".into())
         );
+    }
+
+    #[test]
+    fn a_done_job_stays_done_when_killed_and_only_dead_jobs_are_deleted() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("b", 1), expected_version: None }).unwrap();
+        bind(&mut s, "b", 0, "m1");
+        let err = run(&mut s, Command::DeleteJob { name: "b".into() }).unwrap_err();
+        assert_eq!(err, CommandError::JobStillLive { job: "b".into(), live: 1 });
+        assert!(err.to_string().contains("borgctl kill b"), "{err}");
+        report(&mut s, "m1", "b", 0, TaskState::Dead, Some(0));
+        let (o, ev) = run(&mut s, Command::KillJob { name: "b".into() }).unwrap();
+        assert_eq!(o, ApplyOutcome::AlreadyFinished);
+        assert!(ev.is_empty() && !s.jobs["b"].killed, "a finished job is not turned into a killed one");
+        let (_, ev) = run(&mut s, Command::DeleteJob { name: "b".into() }).unwrap();
+        assert!(ev.iter().any(|e| e.kind == "deleted" && e.detail == "finished job removed"), "{ev:?}");
+        assert!(!s.jobs.contains_key("b"));
+        assert_eq!(
+            run(&mut s, Command::DeleteJob { name: "b".into() }).unwrap_err(),
+            CommandError::NoSuchJob("b".into())
+        );
+        // the name is free again
+        run(&mut s, Command::ApplyJob { spec: spec("b", 1), expected_version: Some(0) }).unwrap();
     }
 
     #[test]

@@ -230,6 +230,11 @@ pub enum Command {
         /// Job name.
         name: String,
     },
+    /// Remove a job whose tasks are all dead (killed or finished) from the cell state.
+    DeleteJob {
+        /// Job name.
+        name: String,
+    },
     /// Add a machine or update its address, capacity and attributes; marks it up.
     RegisterMachine {
         /// The machine as the Borglet describes itself (state is ignored: it becomes up).
