@@ -101,9 +101,26 @@ fn metrics_top_cell_usage_and_status_page() {
     // the status page
     let (code, page) = http_get(&mh, "/");
     assert_eq!(code, 200);
-    for needle in ["Cell test", "obs-m1", "web", "hello", "exited 0", "Recent events", "Quotas"] {
+    for needle in
+        ["Cell test", "/machine/obs-m1", "/job/web", "Recent events", "Quotas", "1 finished or killed jobs hidden"]
+    {
         assert!(page.contains(needle), "status page shows {needle:?}");
     }
+    assert!(!page.contains("href='/job/hello'"), "a finished job is hidden by default");
+    assert!(!page.contains("<th>pid</th>"), "the summary lists no tasks");
+    let (code, all) = http_get(&mh, "/?all=1");
+    assert_eq!(code, 200);
+    assert!(all.contains("href='/job/hello'"), "?all=1 shows finished jobs");
+    let (code, job) = http_get(&mh, "/job/hello");
+    assert_eq!(code, 200);
+    for needle in ["Job hello", "exited 0", "hello</a>/2", "Events", "/machine/obs-m1"] {
+        assert!(job.contains(needle), "the job page shows {needle:?}");
+    }
+    let (code, machine) = http_get(&mh, "/machine/obs-m1");
+    assert_eq!(code, 200);
+    assert!(machine.contains("Machine obs-m1") && machine.contains("href='/job/web'>web</a>/0"), "{machine}");
+    assert_eq!(http_get(&mh, "/job/nope").0, 404);
+    assert_eq!(http_get(&mh, "/machine/nope").0, 404);
     let chromium = which("chromium").or_else(|| which("chromium-browser"));
     let Some(chromium) = chromium else {
         eprintln!("skipped status page screenshot: chromium not installed");
