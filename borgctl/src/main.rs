@@ -438,6 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_json(&serde_json::json!({
                     "job": r.job, "action": r.action, "version": r.version, "dry_run": dry_run,
                     "placeable": r.placeable, "unplaceable": r.unplaceable, "why_pending": r.why_pending,
+                    "why_pending_reasons": r.why_pending_reasons.iter().collect::<std::collections::BTreeMap<_, _>>(),
                     "created": r.created, "restarted": r.restarted, "removed": r.removed, "in_place": r.in_place,
                     "evicted": r.evicted, "quota_used_after": res(r.quota_used_after), "quota_limit": res(r.quota_limit),
                     "diff": diff,
@@ -763,7 +764,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .job
                 .unwrap_or_default();
             if json {
-                print_json(&serde_json::json!({"job": name, "pending": job.pending, "why_pending": job.why_pending}))?;
+                let reasons: std::collections::BTreeMap<&String, &u32> = job.why_pending_reasons.iter().collect();
+                print_json(&serde_json::json!({
+                    "job": name, "pending": job.pending, "why_pending": job.why_pending,
+                    "machines": job.why_pending_machines, "reasons": reasons,
+                }))?;
             } else if job.pending == 0 {
                 outln!("job {name}: no pending tasks")?;
             } else if job.why_pending.is_empty() {

@@ -50,6 +50,8 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
             used = used.saturating_add(soft.usage_of(m, &t.job, t.index, t.incarnation).unwrap_or_default());
         }
     }
+    let why = soft.why_pending.get(&j.spec.name).filter(|_| unplaced);
+    let (machines, reasons) = why.map(|w| w.reasons()).unwrap_or_default();
     pb::Job {
         allocated: Some(resources_to_pb(allocated)),
         used: Some(resources_to_pb(used)),
@@ -61,10 +63,9 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
         dead: count(TaskState::Dead),
         succeeded: j.tasks.iter().filter(|t| t.state == TaskState::Dead && t.exit_code == Some(0)).count() as u32,
         state: j.state_name().to_string(),
-        why_pending: match (unplaced, soft.why_pending.get(&j.spec.name)) {
-            (true, Some(w)) => w.clone(),
-            _ => String::new(),
-        },
+        why_pending: why.map(ToString::to_string).unwrap_or_default(),
+        why_pending_reasons: reasons.into_iter().map(|(r, n)| (r, n as u32)).collect(),
+        why_pending_machines: machines as u32,
     }
 }
 

@@ -112,11 +112,40 @@ async fn committer(master: std::sync::Weak<Master>, mut rx: tokio::sync::mpsc::U
 /// CPU seconds since start).
 pub type TaskUsage = HashMap<(String, u32, u64), (Resources, f64)>;
 
+/// Why a job's unplaced tasks are pending: the scheduler's per-machine reasons (kept as data
+/// until rendered), or a reason of the master's own that is not about machines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Per-machine reasons from scheduler-core.
+    Machines(scheduler_core::WhyPending),
+    /// Another reason (an alloc set that does not exist or has no room).
+    Other(String),
+}
+
+impl Pending {
+    /// (machines in the cell, reason -> machines failing with it); (0, empty) for `Other`.
+    pub fn reasons(&self) -> (usize, std::collections::BTreeMap<String, usize>) {
+        match self {
+            Pending::Machines(w) => (w.machines, w.reasons.clone()),
+            Pending::Other(_) => (0, Default::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pending::Machines(w) => w.fmt(f),
+            Pending::Other(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Soft state: known only to the running leader, rebuilt from Borglet polls after a restart.
 #[derive(Debug, Default)]
 pub struct SoftState {
     /// Why each job's unplaced tasks are pending, from the last scheduling pass.
-    pub why_pending: HashMap<String, String>,
+    pub why_pending: HashMap<String, Pending>,
     /// When each job's why-pending was computed (they are refreshed after a while).
     pub why_pending_at: HashMap<String, std::time::Instant>,
     /// Last successful poll of each machine, ms since the Unix epoch.

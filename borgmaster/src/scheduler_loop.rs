@@ -1,7 +1,7 @@
 //! The scheduler loop: snapshot the cell, run scheduler-core, commit the decisions (evictions and
 //! placements) as one `Bind` command: one durable write per pass, however many tasks it places.
 
-use crate::master::Master;
+use crate::master::{Master, Pending};
 use crate::state::{Bind, CellState, Command, Evict, MachineState, TaskState};
 use scheduler_core::{CellModel, MachineId, Placement, Resident, TaskGroup, TaskRef};
 use std::collections::HashMap;
@@ -246,7 +246,7 @@ async fn pass_inner(master: &Master) -> usize {
     };
     let now = std::time::Instant::now();
     // jobs waiting out a backoff keep their last why-pending
-    let mut why: HashMap<String, String> = alloc_why.into_iter().collect();
+    let mut why: HashMap<String, Pending> = alloc_why.into_iter().map(|(j, w)| (j, Pending::Other(w))).collect();
     {
         let mut soft = master.soft();
         let capacity = (snap.machines_up, snap.bound);
@@ -310,7 +310,7 @@ async fn pass_inner(master: &Master) -> usize {
                 }
                 _ if explained < EXPLAIN_PER_PASS => {
                     if let Some(g) = snap.groups.iter().find(|g| g.job_id == job) {
-                        why.insert(name.clone(), scheduler_core::explain(&snap.model, g).to_string());
+                        why.insert(name.clone(), Pending::Machines(scheduler_core::explain(&snap.model, g)));
                         at.insert(name.clone(), std::time::Instant::now());
                         explained += 1;
                     }

@@ -1,7 +1,7 @@
 //! The Borgmaster gRPC service (`borg.v1.Borgmaster`): what borgctl and Borglets call.
 
 use crate::convert::{event_to_pb, job_to_pb, machine_to_pb, task_to_pb};
-use crate::master::{Leadership, Master, ProposeError};
+use crate::master::{Leadership, Master, Pending, ProposeError};
 use crate::scheduler_loop::snapshot;
 use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState};
 use borg_proto as pb;
@@ -285,16 +285,16 @@ impl BorgmasterService {
         let pending_now = after.iter().filter(|t| t.state == crate::state::TaskState::Pending).count() as u32;
         let (placeable, why) = if spec.alloc_set.is_empty() {
             let placeable = p.bindings.iter().filter(|b| mine(&b.task)).count() as u32;
-            (
-                placeable,
-                p.unplaced.iter().find(|u| u.tasks.iter().any(mine)).map(|u| u.why.to_string()).unwrap_or_default(),
-            )
+            (placeable, p.unplaced.iter().find(|u| u.tasks.iter().any(mine)).map(|u| Pending::Machines(u.why.clone())))
         } else {
             // tasks of alloc-set jobs go into allocs, not onto machines
             let (binds, whys) = crate::scheduler_loop::alloc_bindings(&copy);
             let placeable = binds.iter().filter(|b| b.job == spec.name).count() as u32;
-            (placeable, whys.into_iter().find(|(j, _)| *j == spec.name).map(|(_, w)| w).unwrap_or_default())
+            (placeable, whys.into_iter().find(|(j, _)| *j == spec.name).map(|(_, w)| Pending::Other(w)))
         };
+        let why_pending_reasons =
+            why.as_ref().map(|w| w.reasons().1.into_iter().map(|(r, n)| (r, n as u32)).collect()).unwrap_or_default();
+        let why = why.map(|w| w.to_string()).unwrap_or_default();
         let evicted = p.preempted.iter().filter(|e| mine(&e.by)).map(|e| snap.name(e.victim)).collect();
         let band = spec.band();
         Ok(pb::ApplyJobResponse {
@@ -304,6 +304,7 @@ impl BorgmasterService {
             placeable,
             unplaceable: pending_now.saturating_sub(placeable),
             why_pending: why,
+            why_pending_reasons,
             created,
             restarted,
             removed,

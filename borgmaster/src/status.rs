@@ -133,7 +133,7 @@ pub fn render(master: &Master, insecure: bool, all: bool) -> String {
     h.push_str("<table><tr><th>job</th><th>user</th><th>priority</th><th>kind</th><th>state</th><th class=num>tasks</th><th class=num>running</th><th class=num>pending</th><th class=num>dead</th><th>why pending</th></tr>");
     for j in state.jobs.values().filter(|j| all || !finished(j)) {
         let n = |s: TaskState| j.tasks.iter().filter(|t| t.state == s).count();
-        let why = soft.why_pending.get(&j.spec.name).cloned().unwrap_or_default();
+        let why = soft.why_pending.get(&j.spec.name).map(ToString::to_string).unwrap_or_default();
         let _ = write!(
             h,
             "<tr><td><a href='/job/{name}'>{name}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=muted>{}</td></tr>",
@@ -218,8 +218,8 @@ pub fn render_job(master: &Master, name: &str, insecure: bool) -> Option<String>
         esc(&spec.resources.to_string()),
         esc(&spec.command.join(" ")),
     );
-    if let Some(why) = soft.why_pending.get(name).filter(|w| !w.is_empty()) {
-        let _ = write!(h, "<p><b>Why pending:</b> {}</p>", esc(why));
+    if let Some(why) = soft.why_pending.get(name) {
+        let _ = write!(h, "<p><b>Why pending:</b> {}</p>", esc(&why.to_string()));
     }
     h.push_str("<h2>Tasks</h2>");
     tasks_section(&mut h, j.tasks.iter());

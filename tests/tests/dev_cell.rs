@@ -205,6 +205,16 @@ fn dry_run_reports_unplaceable_tasks_and_submits_nothing() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((v["placeable"].as_u64(), v["unplaceable"].as_u64()), (Some(2), Some(1)), "{v}");
     assert!(v["why_pending"].as_str().unwrap().contains("insufficient cpu"), "{v}");
+    assert_eq!(v["why_pending_reasons"]["insufficient cpu"], 1, "the reasons as data: {v}");
+    // applied for real, why-pending -o json gives the counts too
+    cell.apply(&spec);
+    cell.wait_for(Duration::from_secs(20), "the scheduler explained huge", |c| {
+        c.json(&["why-pending", "huge"])["reasons"]["insufficient cpu"] == 1
+    });
+    let w = cell.json(&["why-pending", "huge"]);
+    assert_eq!((w["pending"].as_u64(), w["machines"].as_u64()), (Some(1), Some(1)), "{w}");
+    cell.borgctl(&["kill", "huge"]);
+    cell.borgctl(&["delete", "huge"]);
     let names: Vec<String> = cell.json(&["jobs"]).as_array().unwrap().iter().map(|j| j["name"].to_string()).collect();
     assert_eq!(names, ["\"fits\""]);
 }
