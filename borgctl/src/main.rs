@@ -96,7 +96,7 @@ enum Cmd {
         /// Read stderr instead of stdout.
         #[arg(long)]
         stderr: bool,
-        /// Bytes from the end (default 64 KiB).
+        /// Bytes from the end; 0 means the Borglet's default, the last 64 KiB.
         #[arg(long, default_value_t = 0)]
         tail: u64,
     },
@@ -447,8 +447,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out!("{}", render::plan_text(&r))?;
                 if let Some(d) = diff.as_object().filter(|d| !d.is_empty()) {
                     outln!("  spec changes:")?;
-                    for (field, ch) in d {
-                        outln!("    {field}: {} -> {}", ch["from"], ch["to"])?;
+                    for line in render::spec_changes(d) {
+                        outln!("    {line}")?;
                     }
                 }
             } else {
@@ -696,20 +696,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&serde_json::Value::Array(rows))?;
             } else {
-                for r in rows {
-                    outln!(
-                        "{}/{}  {}  {}  reserved {}  tasks [{}]",
-                        r["alloc_set"].as_str().unwrap_or(""),
-                        r["index"],
-                        r["state"].as_str().unwrap_or(""),
-                        r["machine"].as_str().unwrap_or("-"),
-                        r["reserved"],
-                        r["tasks"]
-                            .as_array()
-                            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
-                            .unwrap_or_default()
-                    )?;
-                }
+                outln!("{}", render::allocs_table(&rows))?;
             }
         }
         Cmd::Bench { prefix, jobs, tasks_per_job, cpu, ram, priority, concurrency, timeout, tasks_csv } => {

@@ -422,7 +422,14 @@ pub fn plan_text(r: &pb::ApplyJobResponse) -> String {
         out.push_str(&format!("  would stay pending: {}\n", r.why_pending));
     }
     if !r.evicted.is_empty() {
-        out.push_str(&format!("  would preempt: {}\n", r.evicted.join(", ")));
+        out.push_str(&format!("  would preempt {} tasks:\n", r.evicted.len()));
+        const SHOWN: usize = 20;
+        for v in r.evicted.iter().take(SHOWN) {
+            out.push_str(&format!("    {v}\n"));
+        }
+        if r.evicted.len() > SHOWN {
+            out.push_str(&format!("    ... and {} more (-o json lists them all)\n", r.evicted.len() - SHOWN));
+        }
     }
     let used = r.quota_used_after.unwrap_or_default();
     out.push_str(&format!(
@@ -461,4 +468,79 @@ pub fn replicas_table(rs: &[pb::ReplicaStatus]) -> Table {
         ]);
     }
     t
+}
+
+/// `allocs` as a table: one row per alloc (ALLOC `set/index`, STATE, MACHINE, RESERVED, TASKS
+/// inside), from the rows `allocs -o json` prints.
+pub fn allocs_table(rows: &[Value]) -> Table {
+    let mut t = table(&["ALLOC", "STATE", "MACHINE", "RESERVED", "TASKS"]);
+    for r in rows {
+        let reserved = r["reserved"].as_object().map_or("-".to_string(), |o| {
+            let g = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
+            scheduler_core::Resources::new(g("cpu_millis"), g("ram_bytes"), g("disk_bytes")).to_string()
+        });
+        let tasks = r["tasks"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+        t.add_row(vec![
+            format!("{}/{}", r["alloc_set"].as_str().unwrap_or(""), r["index"]),
+            r["state"].as_str().unwrap_or("").to_string(),
+            r["machine"].as_str().unwrap_or("-").to_string(),
+            reserved,
+            tasks.filter(|t| !t.is_empty()).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
+}
+
+/// The spec changes of a dry run for people, one line per changed leaf field, in units:
+/// `resources.cpu: 500m -> 400m`, `resources.ram: 64Mi -> 128Mi`, `command: sleep 1 -> sleep 2`.
+/// `diff` is the JSON map field -> {from, to} that `apply --dry-run -o json` prints.
+pub fn spec_changes(diff: &serde_json::Map<String, Value>) -> Vec<String> {
+    fn leaf(field: &str, v: &Value) -> String {
+        match (field, v) {
+            (_, Value::Null) => "-".into(),
+            (f, Value::Number(n)) if f.ends_with("cpu_millis") => format!("{n}m"),
+            (f, Value::Number(n)) if f.ends_with("_bytes") => n.as_u64().map_or(n.to_string(), format_bytes),
+            (f, Value::Number(n)) if f.ends_with("_ms") => format!("{n}ms"),
+            (_, Value::String(s)) => s.clone(),
+            (_, Value::Array(a)) => a.iter().map(|x| leaf("", x)).collect::<Vec<_>>().join(" "),
+            (_, other) => other.to_string(),
+        }
+    }
+    fn walk(path: &str, from: &Value, to: &Value, out: &mut Vec<String>) {
+        if from == to {
+            return;
+        }
+        if let (Value::Object(a), Value::Object(b)) = (from, to) {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let null = Value::Null;
+                walk(&format!("{path}.{k}"), a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null), out);
+            }
+            return;
+        }
+        let name = path.trim_start_matches('.').replace("cpu_millis", "cpu").replace("_bytes", "").replace("_ms", "");
+        out.push(format!("{name}: {} -> {}", leaf(path, from), leaf(path, to)));
+    }
+    let mut out = Vec::new();
+    for (field, ch) in diff {
+        walk(field, &ch["from"], &ch["to"], &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_changes_read_in_units() {
+        let d = json!({
+            "resources": {"from": {"cpu_millis": 500, "ram_bytes": 67108864, "disk_bytes": 0},
+                          "to": {"cpu_millis": 400, "ram_bytes": 67108864, "disk_bytes": 0}},
+            "command": {"from": ["sleep", "1"], "to": ["sleep", "2"]},
+            "tasks": {"from": 2, "to": 3},
+        });
+        let lines = spec_changes(d.as_object().unwrap());
+        assert_eq!(lines, ["command: sleep 1 -> sleep 2", "resources.cpu: 500m -> 400m", "tasks: 2 -> 3"]);
+    }
 }

@@ -23,6 +23,21 @@ pub fn detect_capacity(work_dir: &Path) -> Resources {
     Resources::new(cpu, ram, disk)
 }
 
+/// The disk capacity to offer: the work dir's free space when a Borglet first ran there, kept in
+/// `<work-dir>/disk-capacity` so that it does not change with every restart (tasks' own files
+/// would otherwise shrink it, and the machine's capacity would move under its tasks). A file
+/// that does not parse is replaced by `detected`.
+pub fn stable_disk_capacity(work_dir: &Path, detected: u64) -> u64 {
+    let file = work_dir.join("disk-capacity");
+    if let Some(n) = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+        return n;
+    }
+    if let Err(e) = std::fs::write(&file, format!("{detected}\n")) {
+        tracing::warn!(file = %file.display(), error = %e, "cannot record the disk capacity; it may change at the next start");
+    }
+    detected
+}
+
 /// Built-in attributes: `arch` (e.g. x86_64), `os` (linux), `hostname`; then `extra` (from
 /// `--attr k=v`), which may override them.
 pub fn attributes(extra: &[(String, String)]) -> Attributes {
@@ -93,6 +108,15 @@ pub fn task_user(name: &str) -> Result<Option<(u32, u32)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disk_capacity_is_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(stable_disk_capacity(dir.path(), 1000), 1000);
+        assert_eq!(stable_disk_capacity(dir.path(), 900), 1000, "the first detection stays");
+        std::fs::write(dir.path().join("disk-capacity"), "junk").unwrap();
+        assert_eq!(stable_disk_capacity(dir.path(), 800), 800);
+    }
 
     #[test]
     fn detects_something_and_flags_override() {

@@ -61,7 +61,8 @@ struct Args {
     /// RAM capacity in bytes, suffixes allowed (64Gi) (default: MemTotal).
     #[arg(long, value_parser = bytes)]
     ram: Option<u64>,
-    /// Disk capacity in bytes, suffixes allowed (default: free space of the work dir).
+    /// Disk capacity in bytes, suffixes allowed (default: the work dir's free space when a
+    /// Borglet first ran there, kept in `<work-dir>/disk-capacity`).
     #[arg(long, value_parser = bytes)]
     disk: Option<u64>,
     /// Address for HTTP: /metrics (Prometheus) and /healthz (host:port; port 0 picks a free one).
@@ -102,7 +103,24 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // one readable message (no backtrace), with a hint for a port still taken
+            let busy = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+            });
+            eprintln!("borglet: {e:#}");
+            if busy {
+                eprintln!("borglet: another process listens there: a borglet still running (or still shutting down)? stop it, or choose another address");
+            }
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
@@ -158,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let capacity = scheduler_core::Resources::new(
         args.cpu.unwrap_or(detected.cpu_millis),
         args.ram.unwrap_or(detected.ram_bytes),
-        args.disk.unwrap_or(detected.disk_bytes),
+        args.disk.unwrap_or_else(|| borglet::machine::stable_disk_capacity(&args.work_dir, detected.disk_bytes)),
     );
     let attributes = borglet::machine::attributes(&args.attrs);
     let cgroups = CgroupSupport::detect();

@@ -546,7 +546,12 @@ impl CellState {
                     t.reason = if r.message.is_empty() { "running".into() } else { r.message.clone() };
                     if first {
                         t.state_since_ms = now;
-                        let detail = format!("pid {}", r.pid.map_or("-".into(), |p| p.to_string()));
+                        // no pid: its process could not start (the Borglet says why and retries)
+                        let detail = match r.pid {
+                            Some(p) => format!("pid {p}"),
+                            None if !r.message.is_empty() => format!("no process: {}", r.message),
+                            None => "no process yet".to_string(),
+                        };
                         ev.push(&r.job, Some(r.index), "running", detail, Some(m));
                     }
                 }
