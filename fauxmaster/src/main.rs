@@ -120,9 +120,13 @@ enum Cmd {
         /// Tasks CSV to write (time-0 tasks).
         #[arg(long)]
         tasks_out: PathBuf,
-        /// Keep only the first N machines.
+        /// Keep only the first N machines, and the workload in proportion: whole jobs in trace
+        /// order until their tasks reach the same share of the tasks as N of the machines.
         #[arg(long)]
         limit_machines: Option<usize>,
+        /// With --limit-machines, still write every task (a workload larger than the cell).
+        #[arg(long)]
+        all_tasks: bool,
     },
     /// Repack of a synthetic C1M-shaped cell and workload (shapes in fauxmaster::synth).
     Synth {
@@ -172,6 +176,20 @@ fn bar(len: u64, json: bool, what: &str) -> ProgressBar {
 }
 
 fn summary(r: &serde_json::Value) -> String {
+    if r["command"] == "compact" {
+        // compaction searches cell sizes: a placement rate would mean nothing
+        let mut s = format!(
+            "compact: {} machines; workload {}: {} of the {} tasks at time 0; {} seeds in {:.1} s\n",
+            r["machines"],
+            r["workload"].as_str().unwrap_or(""),
+            r["tasks"],
+            r["tasks_in_trace_time0"],
+            r["seeds"],
+            r["seconds"].as_f64().unwrap_or(0.0),
+        );
+        s.push_str(&compact_lines(r));
+        return s;
+    }
     let mut s = format!(
         "{}: {} machines, {} tasks: {} placed, {} unschedulable, {} preempted in {:.3} s ({:.0} tasks/s)\n",
         r["command"].as_str().unwrap_or(""),
@@ -186,6 +204,9 @@ fn summary(r: &serde_json::Value) -> String {
     if let Some(u) = r.get("unschedulable_by_band") {
         s.push_str(&format!("  unschedulable by band: {u}\n"));
     }
+    if let Some(note) = r["note"].as_str() {
+        s.push_str(&format!("  note: {note}\n"));
+    }
     if r["command"] == "replay" {
         s.push_str(&format!(
             "  {} passes: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
@@ -196,18 +217,29 @@ fn summary(r: &serde_json::Value) -> String {
             r["pass_max_ms"].as_f64().unwrap_or(0.0)
         ));
     }
-    if r["command"] == "compact" {
-        s.push_str(&format!(
-            "  smallest cell (hybrid): median {} p90 {}; lower bound {} (ratio {:.3})\n  smallest cell (best fit): median {} p90 {} (ratio {:.3})\n",
-            r["min_machines_median"],
-            r["min_machines_p90"],
-            r["lower_bound_machines"],
-            r["ratio_lower_bound_to_min"].as_f64().unwrap_or(0.0),
-            r["best_fit_min_machines_median"],
-            r["best_fit_min_machines_p90"],
-            r["best_fit_ratio"].as_f64().unwrap_or(0.0),
-        ));
-    }
+    s.push_str(&tail_lines(r));
+    s
+}
+
+/// The compaction result lines, then the common tail.
+fn compact_lines(r: &serde_json::Value) -> String {
+    let mut s = format!(
+        "  smallest cell (hybrid): median {} p90 {}; lower bound {} (ratio {:.3})\n  smallest cell (best fit): median {} p90 {} (ratio {:.3})\n",
+        r["min_machines_median"],
+        r["min_machines_p90"],
+        r["lower_bound_machines"],
+        r["ratio_lower_bound_to_min"].as_f64().unwrap_or(0.0),
+        r["best_fit_min_machines_median"],
+        r["best_fit_min_machines_p90"],
+        r["best_fit_ratio"].as_f64().unwrap_or(0.0),
+    );
+    s.push_str(&tail_lines(r));
+    s
+}
+
+/// Allocation per resource and the units, the last lines of every summary.
+fn tail_lines(r: &serde_json::Value) -> String {
+    let mut s = String::new();
     for res in ["cpu", "ram", "disk"] {
         s.push_str(&format!("  {res} allocated: {}\n", r["utilization"][res]));
     }
@@ -244,6 +276,9 @@ fn main() -> anyhow::Result<()> {
             pb.finish_and_clear();
             o.report["load_seconds"] = load_s.into();
             o.report["load_notes"] = notes;
+            if let Some(note) = fauxmaster::report::overcommit_note(&o.samples) {
+                o.report["note"] = note.into();
+            }
             if let Some(dir) = report {
                 let title = "Replay: capacity vs allocated, by priority band";
                 fauxmaster::report::write(dir, &o.samples, title, &w.units)
@@ -261,10 +296,15 @@ fn main() -> anyhow::Result<()> {
             pb.finish_and_clear();
             o
         }
-        Cmd::Export { input, machines_out, tasks_out, limit_machines } => {
+        Cmd::Export { input, machines_out, tasks_out, limit_machines, all_tasks } => {
             let (w, _) = load(input)?;
             let n = limit_machines.unwrap_or(w.machines.len()).min(w.machines.len());
-            let (m, t) = fauxmaster::neutral::write(&w, n, machines_out, tasks_out)?;
+            let tasks = if *all_tasks || w.machines.is_empty() {
+                w.tasks.len()
+            } else {
+                (w.tasks.len() as u128 * n as u128 / w.machines.len() as u128) as usize
+            };
+            let (m, t) = fauxmaster::neutral::write(&w, n, tasks, machines_out, tasks_out)?;
             println!("wrote {m} machines to {} and {t} tasks to {}", machines_out.display(), tasks_out.display());
             return Ok(());
         }

@@ -148,13 +148,16 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
     Ok(w)
 }
 
-/// Writes the first `machines` machines and every time-0 task of `w` in this format (with
-/// header lines); job names are the workload's. Returns (machines, tasks) written.
+/// Writes the first `machines` machines of `w` and its time-0 tasks in this format (with header
+/// lines): whole jobs in workload order until at least `tasks` tasks are written (all of them
+/// when `tasks` is at least their number); job names are the workload's. Returns (machines,
+/// tasks) written.
 ///
 /// Errors: a file cannot be written.
 pub fn write(
     w: &Workload,
     machines: usize,
+    tasks: usize,
     machines_path: &Path,
     tasks_path: &Path,
 ) -> std::io::Result<(usize, usize)> {
@@ -176,7 +179,15 @@ pub fn write(
     m.flush()?;
     let mut t = std::io::BufWriter::new(std::fs::File::create(tasks_path)?);
     writeln!(t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s")?;
+    // whole jobs: stop at the first job boundary once `tasks` are written
+    let mut written = 0;
+    let mut last_job = None;
     for x in &w.tasks {
+        if written >= tasks && last_job != Some(x.job) {
+            break;
+        }
+        written += 1;
+        last_job = Some(x.job);
         let job = w.jobs.get(x.job as usize).map_or("", String::as_str);
         writeln!(
             t,
@@ -185,7 +196,7 @@ pub fn write(
         )?;
     }
     t.flush()?;
-    Ok((machines.min(w.machines.len()), w.tasks.len()))
+    Ok((machines.min(w.machines.len()), written))
 }
 
 #[cfg(test)]

@@ -150,13 +150,31 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;")
 }
 
+/// The note a chart and a summary carry when allocation starts above capacity: the replay starts
+/// from the trace's own time-0 placements, and the real cell had placed more requests than it
+/// had capacity (Borg overcommits: requests are limits, not use). None when it does not.
+pub fn overcommit_note(samples: &[Sample]) -> Option<String> {
+    let first = samples.first()?;
+    let cpu: f64 = first.allocated.iter().map(|b| b[0]).sum();
+    (first.capacity[0] > 0.0 && cpu > first.capacity[0]).then(|| {
+        format!(
+            "Allocation starts above capacity: the replay starts from the trace's own time-0 placements, whose CPU requests are {:.0}% of the cell's capacity (the real cell overcommitted).",
+            100.0 * cpu / first.capacity[0]
+        )
+    })
+}
+
 /// Writes `utilization.csv` and `utilization.svg` into `dir` (created if missing).
 ///
 /// Errors: the directory or files cannot be written.
 pub fn write(dir: &Path, samples: &[Sample], title: &str, subtitle: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("utilization.csv"), csv(samples))?;
-    std::fs::write(dir.join("utilization.svg"), svg(samples, title, subtitle))
+    let subtitle = match overcommit_note(samples) {
+        Some(note) => format!("{subtitle}. {note}"),
+        None => subtitle.to_string(),
+    };
+    std::fs::write(dir.join("utilization.svg"), svg(samples, title, &subtitle))
 }
 
 #[cfg(test)]
@@ -183,6 +201,11 @@ mod tests {
         assert_eq!(s.placed, [0, 0, 1, 0]);
         let text = csv(std::slice::from_ref(&s));
         assert_eq!(text.lines().nth(1), Some("60,4.0,0.0,0.0,1.5,0.0,8.0,0.0,0.0,1.0,0.0,0,0,1,0,2"));
+        assert_eq!(overcommit_note(std::slice::from_ref(&s)), None, "1.5 of 4 cores: no note");
+        let mut over = s.clone();
+        over.allocated[0] = [3.0, 0.0];
+        let note = overcommit_note(std::slice::from_ref(&over)).unwrap();
+        assert!(note.contains("113% of the cell's capacity"), "{note}");
         let chart = svg(&[s.clone(), Sample { time_s: 120.0, ..s }], "t <1>", "u");
         assert!(chart.starts_with("<svg") && chart.contains("t &lt;1&gt;") && chart.matches("<polygon").count() == 8);
     }

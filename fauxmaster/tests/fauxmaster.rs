@@ -208,3 +208,39 @@ fn replay_writes_a_utilization_report() {
     let svg = std::fs::read_to_string(dir.join("utilization.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("production"));
 }
+
+#[test]
+fn export_keeps_the_workload_in_proportion_to_the_machines_it_keeps() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = write_csv_workload(d.path());
+    let export = |extra: &[&str]| {
+        let (mo, to) = (d.path().join("m-out.csv"), d.path().join("t-out.csv"));
+        let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster"))
+            .args(["export", "--machines", m.to_str().unwrap(), "--tasks", t.to_str().unwrap()])
+            .args(["--machines-out", mo.to_str().unwrap(), "--tasks-out", to.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count() - 1;
+        (lines(&mo), lines(&to))
+    };
+    // 20 machines and 64 time-0 tasks (8 jobs of 8; two more jobs arrive later)
+    assert_eq!(export(&[]), (20, 64));
+    assert_eq!(export(&["--limit-machines", "10"]), (10, 32), "half the machines, half the tasks, whole jobs");
+    assert_eq!(export(&["--limit-machines", "10", "--all-tasks"]), (10, 64));
+}
+
+#[test]
+fn compact_says_what_it_measured_without_a_placement_rate() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = write_csv_workload(d.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster"))
+        .args(["compact", "--machines", m.to_str().unwrap(), "--tasks", t.to_str().unwrap(), "--seeds", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("tasks/s") && !text.contains("unschedulable"), "{text}");
+    assert!(text.contains("smallest cell (hybrid)") && text.contains("of the 64 tasks at time 0"), "{text}");
+}
