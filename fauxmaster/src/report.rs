@@ -205,7 +205,7 @@ mod tests {
         let mut over = s.clone();
         over.allocated[0] = [3.0, 0.0];
         let note = overcommit_note(std::slice::from_ref(&over)).unwrap();
-        assert!(note.contains("113% of the cell's capacity"), "{note}");
+        assert!(note.contains("112% of the cell's capacity"), "(3 + 1.5) / 4: {note}");
         let chart = svg(&[s.clone(), Sample { time_s: 120.0, ..s }], "t <1>", "u");
         assert!(chart.starts_with("<svg") && chart.contains("t &lt;1&gt;") && chart.matches("<polygon").count() == 8);
     }
