@@ -96,20 +96,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // one readable message (no backtrace), with a hint for a port still taken
-            let busy = e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
-            });
-            eprintln!("borgmaster: {e:#}");
-            if busy {
-                eprintln!("borgmaster: another process listens there: a borgmaster still running (or still shutting down)? stop it, or choose another address");
-            }
-            std::process::ExitCode::from(1)
-        }
-    }
+    borg_spec::server::exit_status("borgmaster", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -41,3 +41,31 @@ pub async fn shutdown() {
         _ = term => {}
     }
 }
+
+/// A daemon's exit: success, or its error as one readable line (no backtrace) on stderr,
+/// prefixed with `name` (the error and its causes, `: `-separated), plus a hint when an address
+/// it wanted to bind is still taken (another copy running, or one still shutting down). For the
+/// `main` of `borgmaster` and `borglet` (pass their `anyhow::Result`).
+pub fn exit_status<E>(name: &str, result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    let Err(e) = result else { return std::process::ExitCode::SUCCESS };
+    let mut chain = vec![e.as_ref().to_string()];
+    let mut busy = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(c) = cur {
+        busy |= c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse);
+        cur = c.source();
+        if let Some(next) = cur {
+            chain.push(next.to_string());
+        }
+    }
+    eprintln!("{name}: {}", chain.join(": "));
+    if busy {
+        eprintln!(
+            "{name}: another process listens there: a {name} still running (or still shutting down)? stop it, or choose another address"
+        );
+    }
+    std::process::ExitCode::from(1)
+}

@@ -325,3 +325,23 @@ fn finished_jobs_are_deleted_and_kill_leaves_them_done() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job named \"nope\""));
 }
+
+/// A daemon that cannot bind its port says so in one line and why, with no backtrace, even with
+/// RUST_BACKTRACE set.
+#[test]
+fn a_taken_port_is_a_clear_error_without_a_backtrace() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(borg_integration_tests::bin("borgmaster"))
+        .args(["--listen", &addr, "--insecure", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains(&format!("borgmaster: binding --listen {addr}: Address already in use")), "{err}");
+    assert!(err.contains("still running (or still shutting down)"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+}
