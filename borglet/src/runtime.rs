@@ -461,7 +461,7 @@ impl Runtime {
                             oom_text(run.spec.resources.ram_bytes)
                         }
                         (None, None, true) => "exited while the Borglet was restarting (status unknown)".to_string(),
-                        _ => borg_exit_text(code, signal),
+                        _ => borg_spec::exit_text(code, signal),
                     };
                     tracing::info!(task = %run.spec.run_name(), ?code, ?signal, "task exited");
                     Self::after_exit(run, code, signal, what, desired, now);
@@ -620,15 +620,6 @@ pub fn oom_text(limit_bytes: u64) -> String {
         borg_spec::OOM_REASON,
         scheduler_core::format_bytes(limit_bytes)
     )
-}
-
-/// `exited 0`, `killed by signal 15`.
-fn borg_exit_text(code: Option<i32>, signal: Option<i32>) -> String {
-    match (code, signal) {
-        (_, Some(s)) => format!("killed by signal {s}"),
-        (Some(c), None) => format!("exited {c}"),
-        (None, None) => "exited".into(),
-    }
 }
 
 #[cfg(test)]

@@ -29,5 +29,15 @@ pub use convert::ConvertError;
 /// the Borglet, which reads its cgroup's memory events): `oom: exceeded its memory limit of
 /// 16Mi ...`. Shared by the Borglet that writes it and the master's metrics that count it.
 pub const OOM_REASON: &str = "oom";
+
+/// How a task's process ended, as the Borglet reports it and the master records it when the
+/// Borglet sent no message: `exited 0`, `killed by signal 9`, or `exited` when neither is known.
+pub fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (_, Some(s)) => format!("killed by signal {s}"),
+        (Some(c), None) => format!("exited {c}"),
+        (None, None) => "exited".into(),
+    }
+}
 pub use job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
 pub use yaml::{parse_job_spec, LocatedProblem, SpecErrors};

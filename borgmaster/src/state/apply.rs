@@ -564,7 +564,11 @@ impl CellState {
                     t.exit_code = r.exit_code;
                     t.signal = r.signal;
                     t.restarts = r.restarts;
-                    t.reason = if r.message.is_empty() { exit_text(r.exit_code, r.signal) } else { r.message.clone() };
+                    t.reason = if r.message.is_empty() {
+                        borg_spec::exit_text(r.exit_code, r.signal)
+                    } else {
+                        r.message.clone()
+                    };
                     t.state_since_ms = now;
                     let detail = t.reason.clone();
                     ev.push(&r.job, Some(r.index), "dead", detail, Some(m));
@@ -588,15 +592,6 @@ impl CellState {
                 }
             }
         }
-    }
-}
-
-/// `exited 0`, `killed by signal 9`, or `exited` when neither is known.
-pub(crate) fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
-    match (code, signal) {
-        (_, Some(s)) => format!("killed by signal {s}"),
-        (Some(c), None) => format!("exited {c}"),
-        (None, None) => "exited".into(),
     }
 }
 
