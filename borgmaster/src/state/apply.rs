@@ -414,16 +414,9 @@ impl CellState {
         ev.push("", None, "machine-down", reason.to_string(), Some(id));
         let keys: Vec<TaskKey> = self.by_machine.remove(id).into_iter().flatten().collect();
         for (job, index) in keys {
+            let now = ev.now;
             if let Some(t) = self.task_mut(&job, index) {
-                t.state = TaskState::Pending;
-                t.machine = None;
-                t.pid = None;
-                t.incarnation += 1;
-                t.restarts = 0;
-                t.reason = "machine down".into();
-                t.state_since_ms = ev.now;
-                t.queued_ms = ev.now;
-                t.alloc = None;
+                requeue(t, "machine down", now);
                 ev.push(&job, Some(index), "pending", format!("evicted: machine {id} down"), Some(id));
             }
         }
@@ -451,15 +444,7 @@ impl CellState {
             let old = t.clone();
             self.unbind(&old);
             let Some(t) = self.task_mut(&e.job, e.index) else { continue };
-            t.state = TaskState::Pending;
-            t.machine = None;
-            t.pid = None;
-            t.incarnation += 1;
-            t.restarts = 0;
-            t.reason = "preempted".into();
-            t.state_since_ms = now;
-            t.queued_ms = now;
-            t.alloc = None;
+            requeue(t, "preempted", now);
             ev.push(&e.job, Some(e.index), "preempted", format!("by {} on {}", e.by, e.machine), Some(&e.machine));
             if self.jobs.get(&e.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet) {
                 self.evict_alloc_contents(&e.job, e.index, "its alloc was preempted", ev);
@@ -481,15 +466,7 @@ impl CellState {
             self.unbind(&t);
             let now = ev.now;
             if let Some(task) = self.task_mut(&t.job, t.index) {
-                task.state = TaskState::Pending;
-                task.machine = None;
-                task.pid = None;
-                task.alloc = None;
-                task.incarnation += 1;
-                task.restarts = 0;
-                task.reason = why.to_string();
-                task.state_since_ms = now;
-                task.queued_ms = now;
+                requeue(task, why, now);
             }
             ev.push(&t.job, Some(t.index), "pending", format!("evicted: {why}"), t.machine.as_ref());
         }
@@ -593,6 +570,22 @@ impl CellState {
             }
         }
     }
+}
+
+/// Sends task `t` back to pending at `now` with `reason`, as a new incarnation (the old one is
+/// stopped by its Borglet when it leaves the desired set): no machine, no alloc, no pid, no
+/// restarts. The one requeue of machine loss, preemption and alloc eviction (the caller unbinds
+/// it from its machine first).
+fn requeue(t: &mut Task, reason: &str, now: i64) {
+    t.state = TaskState::Pending;
+    t.machine = None;
+    t.alloc = None;
+    t.pid = None;
+    t.incarnation += 1;
+    t.restarts = 0;
+    t.reason = reason.to_string();
+    t.state_since_ms = now;
+    t.queued_ms = now;
 }
 
 /// Whether `new` differs from `old` only by lower (or equal) requests and a priority in the same
