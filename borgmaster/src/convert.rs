@@ -93,7 +93,7 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
         time_ms: e.time_ms,
         job: e.job.clone(),
         index: e.index,
-        kind: e.kind.clone(),
+        kind: e.kind.as_str().to_string(),
         detail: e.detail.clone(),
         machine: e.machine.as_ref().map(|m| m.0.clone()),
     }

@@ -11,7 +11,7 @@
 //! state is a read-only copy that follows the log.
 
 use crate::raft::{Applied, BorgRaft, Group, NodeId};
-use crate::state::{ApplyOutcome, CellState, Command, CommandError, Entry, Event};
+use crate::state::{ApplyOutcome, CellState, Command, CommandError, Entry, Event, EventKind};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use scheduler_core::{MachineId, Params, Resources, Scheduler};
@@ -337,8 +337,8 @@ impl Master {
             self.machine_wakeup(m).notify_one();
         }
         let placeable_changed = match kind {
-            Kind::Bind => events.iter().any(|e| e.kind == "preempted"),
-            Kind::TaskReports => events.iter().any(|e| e.kind == "dead" || e.kind == "pending"),
+            Kind::Bind => events.iter().any(|e| e.kind == EventKind::Preempted),
+            Kind::TaskReports => events.iter().any(|e| matches!(e.kind, EventKind::Dead | EventKind::Pending)),
             Kind::RegisterMachine | Kind::Other => !events.is_empty(),
         };
         if placeable_changed {

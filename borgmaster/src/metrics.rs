@@ -5,7 +5,7 @@
 //! shards). CPU is exported in cores, memory and disk in bytes, durations in seconds.
 
 use crate::master::Master;
-use crate::state::{CellState, Event, MachineState, TaskState};
+use crate::state::{CellState, Event, EventKind, MachineState, TaskState};
 use crate::usage::cell_usage;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -193,12 +193,14 @@ pub fn refresh(master: &Master) {
 /// placement latency of tasks that started running.
 pub fn on_events(state: &CellState, events: &[Event]) {
     for e in events.iter().filter(|e| e.index.is_some()) {
-        counter!(TRANSITIONS, "kind" => e.kind.clone()).increment(1);
-        match e.kind.as_str() {
-            "preempted" => counter!(EVICTIONS, "reason" => "preempted").increment(1),
-            "pending" if e.detail.contains("machine") => counter!(EVICTIONS, "reason" => "machine_down").increment(1),
-            "dead" if e.detail.starts_with(borg_spec::OOM_REASON) => counter!(OOM_KILLS).increment(1),
-            "running" => {
+        counter!(TRANSITIONS, "kind" => e.kind.as_str()).increment(1);
+        match e.kind {
+            EventKind::Preempted => counter!(EVICTIONS, "reason" => "preempted").increment(1),
+            EventKind::Pending if e.detail.contains("machine") => {
+                counter!(EVICTIONS, "reason" => "machine_down").increment(1)
+            }
+            EventKind::Dead if e.detail.starts_with(borg_spec::OOM_REASON) => counter!(OOM_KILLS).increment(1),
+            EventKind::Running => {
                 if let Some(t) = e.index.and_then(|i| state.task(&(e.job.clone(), i))) {
                     let secs = (e.time_ms - t.queued_ms).max(0) as f64 / 1000.0;
                     histogram!(PLACEMENT_LATENCY).record(secs);

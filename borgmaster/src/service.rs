@@ -253,11 +253,12 @@ impl BorgmasterService {
         // Clone copies the derived machine index too: the copy is ready to apply to.
         let mut copy = self.master.state().clone();
         let before = copy.jobs.get(&spec.name).map(|j| j.tasks.clone()).unwrap_or_default();
+        let in_place = copy.update_is_in_place(spec);
         let entry = crate::state::Entry {
             time_ms: crate::master::now_ms(),
             command: Command::ApplyJob { spec: spec.clone(), expected_version },
         };
-        let (outcome, events) = copy.apply(&entry).map_err(|e| propose_status(ProposeError::Rejected(e)))?;
+        let (outcome, _) = copy.apply(&entry).map_err(|e| propose_status(ProposeError::Rejected(e)))?;
         let (action, version) = match outcome {
             ApplyOutcome::Created(v) => ("created", v),
             ApplyOutcome::Updated(v) => ("updated", v),
@@ -275,7 +276,6 @@ impl BorgmasterService {
             })
             .map(|t| t.index)
             .collect();
-        let in_place = events.iter().any(|e| e.kind == "updated" && e.detail.ends_with("in place"));
         let mut snap = snapshot(&copy);
         let params = *self.master.scheduler.lock().unwrap_or_else(|e| e.into_inner()).params();
         let p =

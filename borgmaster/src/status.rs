@@ -167,7 +167,7 @@ fn events_section<'a>(h: &mut String, title: &str, events: impl Iterator<Item = 
             clock(e.time_ms),
             esc(&e.job),
             e.index.map_or(String::new(), |i| i.to_string()),
-            esc(&e.kind),
+            e.kind.as_str(),
             esc(&e.detail)
         );
     }

@@ -2,8 +2,8 @@
 //! rejected with a [`CommandError`] and changes nothing.
 
 use super::{
-    Bind, CellState, Command, Entry, Event, Evict, Job, Machine, MachineState, Task, TaskKey, TaskReport, TaskState,
-    MAX_EVENTS,
+    Bind, CellState, Command, Entry, Event, EventKind, Evict, Job, Machine, MachineState, Task, TaskKey, TaskReport,
+    TaskState, MAX_EVENTS,
 };
 use borg_spec::{JobKind, JobSpec};
 use scheduler_core::{Band, MachineId, Resources};
@@ -130,13 +130,13 @@ impl CellState {
                 if grants.is_empty() {
                     self.quotas.remove(user);
                 }
-                ev.push("", None, "quota", format!("{user} at {band}: {limit}"), None);
+                ev.push("", None, EventKind::Quota, format!("{user} at {band}: {limit}"), None);
                 ApplyOutcome::Done
             }
             Command::SetDefaultQuota { limit } => {
                 self.default_quota = *limit;
                 let text = limit.map_or("unlimited".to_string(), |l| l.to_string());
-                ev.push("", None, "quota", format!("default quota: {text}"), None);
+                ev.push("", None, EventKind::Quota, format!("default quota: {text}"), None);
                 ApplyOutcome::Done
             }
         };
@@ -151,6 +151,13 @@ impl CellState {
     }
 
     /// Machines a per_machine job runs on: every machine that is up, by id.
+    /// Whether applying `spec` to its existing job would change it in place, restarting no task:
+    /// the job is live and the new spec only lowers requests or moves the priority within its
+    /// band. The rule apply uses, and dry runs report.
+    pub fn update_is_in_place(&self, spec: &JobSpec) -> bool {
+        self.jobs.get(&spec.name).is_some_and(|j| !j.killed && j.spec != *spec && only_lowered(&j.spec, spec))
+    }
+
     fn per_machine_targets(&self) -> Vec<MachineId> {
         self.machines.values().filter(|m| m.state == MachineState::Up).map(|m| m.id.clone()).collect()
     }
@@ -211,19 +218,19 @@ impl CellState {
                 old_specs: Default::default(),
             };
             self.jobs.insert(spec.name.clone(), job);
-            ev.push(&spec.name, None, "submitted", format!("{count} tasks, {}", spec.priority), None);
+            ev.push(&spec.name, None, EventKind::Submitted, format!("{count} tasks, {}", spec.priority), None);
             return Ok(ApplyOutcome::Created(1));
         };
         let version = job.version + 1;
         let old = job.spec.clone();
         let killed = job.killed;
-        let in_place = !killed && only_lowered(&old, spec);
+        let in_place = self.update_is_in_place(spec);
         let old_tasks: Vec<Task> = job.tasks.clone();
         // Tasks beyond the new count go away.
         for t in old_tasks.iter().skip(count as usize) {
             self.unbind(t);
             if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {
-                ev.push(&spec.name, Some(t.index), "stopping", "task count reduced".into(), Some(m));
+                ev.push(&spec.name, Some(t.index), EventKind::Stopping, "task count reduced".into(), Some(m));
             }
         }
         let Some(job) = self.jobs.get_mut(&spec.name) else { return Ok(ApplyOutcome::Unchanged(actual)) };
@@ -270,7 +277,7 @@ impl CellState {
         } else {
             "rolling"
         };
-        ev.push(&spec.name, None, "updated", format!("version {version}, {count} tasks, {how}"), None);
+        ev.push(&spec.name, None, EventKind::Updated, format!("version {version}, {count} tasks, {how}"), None);
         Ok(ApplyOutcome::Updated(version))
     }
 
@@ -308,7 +315,13 @@ impl CellState {
             for t in next {
                 self.unbind(&t);
                 if let Some(m) = &t.machine {
-                    ev.push(&name, Some(t.index), "stopping", format!("replaced by version {version}"), Some(m));
+                    ev.push(
+                        &name,
+                        Some(t.index),
+                        EventKind::Stopping,
+                        format!("replaced by version {version}"),
+                        Some(m),
+                    );
                 }
                 let now = ev.now;
                 if let Some(task) = self.task_mut(&name, t.index) {
@@ -322,7 +335,7 @@ impl CellState {
                     );
                     *task = Task { pinned: task.pinned.clone(), ..fresh };
                 }
-                ev.push(&name, Some(t.index), "pending", format!("updated to version {version}"), None);
+                ev.push(&name, Some(t.index), EventKind::Pending, format!("updated to version {version}"), None);
             }
             if let Some(job) = self.jobs.get_mut(&name) {
                 let used: std::collections::BTreeSet<u64> =
@@ -344,7 +357,7 @@ impl CellState {
         }
         let was = if job.killed { "killed" } else { "finished" };
         self.jobs.remove(name);
-        ev.push(name, None, "deleted", format!("{was} job removed"), None);
+        ev.push(name, None, EventKind::Deleted, format!("{was} job removed"), None);
         Ok(ApplyOutcome::Done)
     }
 
@@ -357,7 +370,7 @@ impl CellState {
         }
         for t in &live {
             self.unbind(t);
-            ev.push(name, Some(t.index), "dead", "killed".into(), t.machine.as_ref());
+            ev.push(name, Some(t.index), EventKind::Dead, "killed".into(), t.machine.as_ref());
         }
         let now = ev.now;
         if let Some(job) = self.jobs.get_mut(name) {
@@ -369,7 +382,7 @@ impl CellState {
                 t.state_since_ms = now;
             }
         }
-        ev.push(name, None, "killed", format!("{} tasks stopped", live.len()), None);
+        ev.push(name, None, EventKind::Killed, format!("{} tasks stopped", live.len()), None);
         if self.jobs.get(name).is_some_and(|j| j.spec.kind == JobKind::AllocSet) {
             for t in &live {
                 self.evict_alloc_contents(name, t.index, "alloc set killed", ev);
@@ -386,9 +399,9 @@ impl CellState {
         rec.registered_ms = ev.now;
         let detail = format!("{} at {}", rec.capacity, rec.address);
         self.machines.insert(m.id.clone(), rec);
-        ev.push("", None, "registered", detail, Some(&m.id));
+        ev.push("", None, EventKind::Registered, detail, Some(&m.id));
         if was_down {
-            ev.push("", None, "machine-up", "registered again".into(), Some(&m.id));
+            ev.push("", None, EventKind::MachineUp, "registered again".into(), Some(&m.id));
         }
         if is_new {
             // per_machine jobs grow a task on every new machine
@@ -401,7 +414,7 @@ impl CellState {
                     let mut t = new_task(&name, i, 1, job.version, now, &format!("per_machine: new machine {}", m.id));
                     t.pinned = Some(m.id.clone());
                     job.tasks.push(t);
-                    ev.push(&name, Some(i), "submitted", format!("for new machine {}", m.id), None);
+                    ev.push(&name, Some(i), EventKind::Submitted, format!("for new machine {}", m.id), None);
                 }
             }
         }
@@ -411,13 +424,13 @@ impl CellState {
     fn machine_down(&mut self, id: &MachineId, reason: &str, ev: &mut Events) -> Result<ApplyOutcome, CommandError> {
         let m = self.machines.get_mut(id).ok_or_else(|| CommandError::NoSuchMachine(id.0.clone()))?;
         m.state = MachineState::Down;
-        ev.push("", None, "machine-down", reason.to_string(), Some(id));
+        ev.push("", None, EventKind::MachineDown, reason.to_string(), Some(id));
         let keys: Vec<TaskKey> = self.by_machine.remove(id).into_iter().flatten().collect();
         for (job, index) in keys {
             let now = ev.now;
             if let Some(t) = self.task_mut(&job, index) {
                 requeue(t, "machine down", now);
-                ev.push(&job, Some(index), "pending", format!("evicted: machine {id} down"), Some(id));
+                ev.push(&job, Some(index), EventKind::Pending, format!("evicted: machine {id} down"), Some(id));
             }
         }
         Ok(ApplyOutcome::Done)
@@ -427,7 +440,7 @@ impl CellState {
         let m = self.machines.get_mut(id).ok_or_else(|| CommandError::NoSuchMachine(id.0.clone()))?;
         if m.state != MachineState::Up {
             m.state = MachineState::Up;
-            ev.push("", None, "machine-up", "answering polls again".into(), Some(id));
+            ev.push("", None, EventKind::MachineUp, "answering polls again".into(), Some(id));
         }
         Ok(ApplyOutcome::Done)
     }
@@ -445,7 +458,13 @@ impl CellState {
             self.unbind(&old);
             let Some(t) = self.task_mut(&e.job, e.index) else { continue };
             requeue(t, "preempted", now);
-            ev.push(&e.job, Some(e.index), "preempted", format!("by {} on {}", e.by, e.machine), Some(&e.machine));
+            ev.push(
+                &e.job,
+                Some(e.index),
+                EventKind::Preempted,
+                format!("by {} on {}", e.by, e.machine),
+                Some(&e.machine),
+            );
             if self.jobs.get(&e.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet) {
                 self.evict_alloc_contents(&e.job, e.index, "its alloc was preempted", ev);
             }
@@ -468,7 +487,7 @@ impl CellState {
             if let Some(task) = self.task_mut(&t.job, t.index) {
                 requeue(task, why, now);
             }
-            ev.push(&t.job, Some(t.index), "pending", format!("evicted: {why}"), t.machine.as_ref());
+            ev.push(&t.job, Some(t.index), EventKind::Pending, format!("evicted: {why}"), t.machine.as_ref());
         }
     }
 
@@ -500,7 +519,13 @@ impl CellState {
                 Some(a) => format!("on {} in alloc {a}", b.machine),
                 None => format!("on {}", b.machine),
             };
-            ev.push(&b.job, Some(b.index), if is_alloc { "reserved" } else { "scheduled" }, detail, Some(&b.machine));
+            ev.push(
+                &b.job,
+                Some(b.index),
+                if is_alloc { EventKind::Reserved } else { EventKind::Scheduled },
+                detail,
+                Some(&b.machine),
+            );
         }
         ApplyOutcome::Done
     }
@@ -529,7 +554,7 @@ impl CellState {
                             None if !r.message.is_empty() => format!("no process: {}", r.message),
                             None => "no process yet".to_string(),
                         };
-                        ev.push(&r.job, Some(r.index), "running", detail, Some(m));
+                        ev.push(&r.job, Some(r.index), EventKind::Running, detail, Some(m));
                     }
                 }
                 TaskState::Dead => {
@@ -548,7 +573,7 @@ impl CellState {
                     };
                     t.state_since_ms = now;
                     let detail = t.reason.clone();
-                    ev.push(&r.job, Some(r.index), "dead", detail, Some(m));
+                    ev.push(&r.job, Some(r.index), EventKind::Dead, detail, Some(m));
                 }
             }
         }
@@ -622,12 +647,12 @@ struct Events {
 }
 
 impl Events {
-    fn push(&mut self, job: &str, index: Option<u32>, kind: &str, detail: String, machine: Option<&MachineId>) {
+    fn push(&mut self, job: &str, index: Option<u32>, kind: EventKind, detail: String, machine: Option<&MachineId>) {
         self.out.push(Event {
             time_ms: self.now,
             job: job.to_string(),
             index,
-            kind: kind.to_string(),
+            kind,
             detail,
             machine: machine.cloned(),
         });
@@ -742,7 +767,7 @@ mod tests {
         report(&mut s, "m1", "web", 0, TaskState::Running, None);
         let (_, ev) =
             run(&mut s, Command::MachineDown { id: MachineId("m1".into()), reason: "5 missed polls".into() }).unwrap();
-        assert!(ev.iter().any(|e| e.kind == "pending" && e.machine == Some(MachineId("m1".into()))));
+        assert!(ev.iter().any(|e| e.kind == EventKind::Pending && e.machine == Some(MachineId("m1".into()))));
         let t = s.task(&("web".into(), 0)).unwrap();
         assert_eq!((t.state, t.machine.clone(), t.incarnation), (TaskState::Pending, None, 2));
         assert_eq!(s.machines[&MachineId("m1".into())].state, MachineState::Down);
@@ -765,7 +790,7 @@ mod tests {
         assert_eq!(err, CommandError::VersionMismatch { job: "web".into(), expected: 7, actual: 1 });
         let (o, ev) = run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: Some(1) }).unwrap();
         assert_eq!(o, ApplyOutcome::Updated(2));
-        assert!(ev.iter().any(|e| e.kind == "stopping" && e.index == Some(2)));
+        assert!(ev.iter().any(|e| e.kind == EventKind::Stopping && e.index == Some(2)));
         assert_eq!(s.jobs["web"].tasks.len(), 2);
         assert_eq!(s.task_count_on(&MachineId("m1".into())), 0);
         bind(&mut s, "web", 0, "m1");
@@ -792,7 +817,7 @@ mod tests {
         assert_eq!(o, ApplyOutcome::AlreadyFinished);
         assert!(ev.is_empty() && !s.jobs["b"].killed, "a finished job is not turned into a killed one");
         let (_, ev) = run(&mut s, Command::DeleteJob { name: "b".into() }).unwrap();
-        assert!(ev.iter().any(|e| e.kind == "deleted" && e.detail == "finished job removed"), "{ev:?}");
+        assert!(ev.iter().any(|e| e.kind == EventKind::Deleted && e.detail == "finished job removed"), "{ev:?}");
         assert!(!s.jobs.contains_key("b"));
         assert_eq!(
             run(&mut s, Command::DeleteJob { name: "b".into() }).unwrap_err(),
@@ -821,7 +846,7 @@ mod tests {
             (t.state, t.machine.clone(), t.incarnation, t.reason.as_str()),
             (TaskState::Pending, None, 2, "preempted")
         );
-        assert_eq!(ev[0].kind, "preempted");
+        assert_eq!(ev[0].kind, EventKind::Preempted);
         assert_eq!(ev[0].machine, Some(MachineId("m1".into())), "the victim's Borglet is woken");
         assert_eq!(s.task_count_on(&MachineId("m1".into())), 0);
         // the same decision again is stale (new incarnation)

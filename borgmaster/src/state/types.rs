@@ -152,13 +152,97 @@ pub struct Event {
     pub job: String,
     /// Task index, for task events.
     pub index: Option<u32>,
-    /// `submitted`, `updated`, `killed`, `scheduled`, `running`, `dead`, `pending`,
-    /// `machine-up`, `machine-down`, `registered`.
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// Human detail.
     pub detail: String,
     /// Machine involved; every change of a machine's desired task set names the machine here.
     pub machine: Option<MachineId>,
+}
+
+/// What an [`Event`] records. On the wire, in snapshots and in the CLI it is the kebab-case
+/// name ([`EventKind::as_str`]); code decides on the variant, never on the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A job was created (job event), or a task was created for a new machine (per-machine job).
+    Submitted,
+    /// A job's spec changed (a new version).
+    Updated,
+    /// A job was killed (job event; each live task also gets `Dead`).
+    Killed,
+    /// A finished or killed job was removed from the cell.
+    Deleted,
+    /// A task was bound to a machine.
+    Scheduled,
+    /// An alloc was bound to a machine (reserved).
+    Reserved,
+    /// A task's process runs (first report of this incarnation).
+    Running,
+    /// A task ended for good (exit, kill, OOM, ...).
+    Dead,
+    /// A task went back to pending (machine loss, alloc eviction, rolling update).
+    Pending,
+    /// A task is being stopped (no longer desired: count reduced, replaced by a new version).
+    Stopping,
+    /// A task was preempted by a higher band.
+    Preempted,
+    /// A machine registered.
+    Registered,
+    /// A machine is up again.
+    MachineUp,
+    /// A machine was marked down.
+    MachineDown,
+    /// A quota (or the cell's default quota) was set.
+    Quota,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 15] = [
+        EventKind::Submitted,
+        EventKind::Updated,
+        EventKind::Killed,
+        EventKind::Deleted,
+        EventKind::Scheduled,
+        EventKind::Reserved,
+        EventKind::Running,
+        EventKind::Dead,
+        EventKind::Pending,
+        EventKind::Stopping,
+        EventKind::Preempted,
+        EventKind::Registered,
+        EventKind::MachineUp,
+        EventKind::MachineDown,
+        EventKind::Quota,
+    ];
+
+    /// The name on the wire and in the CLI (`machine-down`, `preempted`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Submitted => "submitted",
+            EventKind::Updated => "updated",
+            EventKind::Killed => "killed",
+            EventKind::Deleted => "deleted",
+            EventKind::Scheduled => "scheduled",
+            EventKind::Reserved => "reserved",
+            EventKind::Running => "running",
+            EventKind::Dead => "dead",
+            EventKind::Pending => "pending",
+            EventKind::Stopping => "stopping",
+            EventKind::Preempted => "preempted",
+            EventKind::Registered => "registered",
+            EventKind::MachineUp => "machine-up",
+            EventKind::MachineDown => "machine-down",
+            EventKind::Quota => "quota",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A task placement decided by the scheduler.
@@ -288,4 +372,18 @@ pub struct Entry {
     pub time_ms: i64,
     /// The command.
     pub command: Command,
+}
+
+#[cfg(test)]
+mod event_kind_tests {
+    use super::EventKind;
+
+    #[test]
+    fn event_kinds_serialize_as_their_wire_names() {
+        for k in EventKind::ALL {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.as_str()));
+            let back: EventKind = serde_json::from_str(&format!("\"{k}\"")).unwrap();
+            assert_eq!(back, k);
+        }
+    }
 }
