@@ -195,10 +195,14 @@ pub enum EventKind {
     MachineDown,
     /// A quota (or the cell's default quota) was set.
     Quota,
+    /// A kind this version does not know (read from the state of another version); never
+    /// emitted.
+    #[serde(other)]
+    Other,
 }
 
 impl EventKind {
-    /// Every kind, in declaration order.
+    /// Every kind emitted, in declaration order.
     pub const ALL: [EventKind; 15] = [
         EventKind::Submitted,
         EventKind::Updated,
@@ -235,6 +239,7 @@ impl EventKind {
             EventKind::MachineUp => "machine-up",
             EventKind::MachineDown => "machine-down",
             EventKind::Quota => "quota",
+            EventKind::Other => "other",
         }
     }
 }
@@ -385,5 +390,7 @@ mod event_kind_tests {
             let back: EventKind = serde_json::from_str(&format!("\"{k}\"")).unwrap();
             assert_eq!(back, k);
         }
+        // a kind from another version's state still loads
+        assert_eq!(serde_json::from_str::<EventKind>("\"rebooted\"").unwrap(), EventKind::Other);
     }
 }
