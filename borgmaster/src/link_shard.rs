@@ -104,14 +104,15 @@ async fn watch_stalls(shared: Arc<Shared>, interval: Duration) {
 struct Channels(std::sync::Mutex<std::collections::HashMap<String, Channel>>);
 
 impl Channels {
-    fn get(&self, address: &str, timeout: Duration) -> Result<Channel, String> {
+    /// The channel to `address`, connecting within `connect_timeout`. It sets no per-request
+    /// timeout: each poll is bounded by its own, adaptive one ([`PollLatency::timeout`]).
+    fn get(&self, address: &str, connect_timeout: Duration) -> Result<Channel, String> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = map.get(address) {
             return Ok(ch.clone());
         }
         let ch = crate::tls::endpoint(address)?
-            .connect_timeout(timeout)
-            .timeout(timeout)
+            .connect_timeout(connect_timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .connect_lazy();
         map.insert(address.to_string(), ch.clone());
