@@ -126,7 +126,8 @@ pub fn render(master: &Master, insecure: bool, all: bool) -> String {
     let hidden = if all { 0 } else { state.jobs.values().filter(|j| finished(j)).count() };
     h.push_str("<h2>Jobs</h2>");
     if hidden > 0 {
-        let _ = write!(h, "<p class=muted>{hidden} finished or killed jobs hidden: <a href='/?all=1'>show all jobs</a> (<code>borgctl delete JOB</code> removes them).</p>");
+        let jobs = if hidden == 1 { "job" } else { "jobs" };
+        let _ = write!(h, "<p class=muted>{hidden} finished or killed {jobs} hidden: <a href='/?all=1'>show all jobs</a> (<code>borgctl delete JOB</code> removes them).</p>");
     } else if all {
         h.push_str("<p class=muted>Every job, finished and killed ones too: <a href='/'>live jobs only</a>.</p>");
     }

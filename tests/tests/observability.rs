@@ -102,7 +102,7 @@ fn metrics_top_cell_usage_and_status_page() {
     let (code, page) = http_get(&mh, "/");
     assert_eq!(code, 200);
     for needle in
-        ["Cell test", "/machine/obs-m1", "/job/web", "Recent events", "Quotas", "1 finished or killed jobs hidden"]
+        ["Cell test", "/machine/obs-m1", "/job/web", "Recent events", "Quotas", "1 finished or killed job hidden"]
     {
         assert!(page.contains(needle), "status page shows {needle:?}");
     }
