@@ -3,7 +3,7 @@
 //! a real process in its own process group, sandbox directory and cgroup.
 //!
 //! [`runtime`] owns the task lifecycle; [`process`] and [`cgroup`] the OS details;
-//! [`machine`] what the machine offers; [`lock`] one Borglet per machine; [`service`] the gRPC service the master polls.
+//! [`machine`] what the machine offers; [`lock`] one Borglet per machine; [`service`] the gRPC service the master polls; [`register`] registration with the master.
 
 pub mod cgroup;
 pub mod hollow;
@@ -11,5 +11,6 @@ pub mod lock;
 pub mod machine;
 pub mod metrics;
 pub mod process;
+pub mod register;
 pub mod runtime;
 pub mod service;
