@@ -7,9 +7,10 @@
 //! Borgmaster and fauxmaster run the same code.
 //!
 //! The pipeline, in Kubernetes' words: equivalence classes ([`equivalence`]), relaxed
-//! randomization and score caching ([`schedule`]), feasibility checking ([`feasibility`],
-//! "Filter"), hybrid scoring ([`scoring`], "Score"), preemption planning ([`preemption`],
-//! "PostFilter"), then bind. See Borg §3.2 and §3.4.
+//! randomization ([`mod@schedule`], the pass) with score caching (the candidate heap and per-class
+//! cache, a private `candidates` module), feasibility checking ([`feasibility`], "Filter"),
+//! hybrid scoring ([`scoring`], "Score"), preemption planning ([`preemption`], "PostFilter"),
+//! then bind; reasons for what fits nowhere in [`why_pending`]. See Borg §3.2 and §3.4.
 //!
 //! ```
 //! use scheduler_core::*;
@@ -26,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod candidates;
 pub mod cell;
 pub mod constraint;
 pub mod equivalence;
@@ -44,7 +46,7 @@ pub use equivalence::{ClassKey, EquivalenceClass};
 pub use feasibility::Infeasible;
 pub use priority::{Band, Priority};
 pub use resources::{format_bytes, format_cores, format_share, Resource, Resources};
-pub use schedule::{explain, schedule, Binding, Params, PassStats, Placement, Preemption, Scheduler, Unplaced};
+pub use schedule::{schedule, Binding, Params, PassStats, Placement, Preemption, Scheduler, Unplaced};
 pub use scoring::Weights;
 pub use task_group::TaskGroup;
-pub use why_pending::WhyPending;
+pub use why_pending::{explain, WhyPending};

@@ -14,17 +14,16 @@
 //! Cost per pass: O(examined machines + tasks x log(candidates)), independent of cell size once
 //! `candidates` feasible machines are found. Deterministic for a given seed and input.
 
+use crate::candidates::{Cand, ClassCache, CACHE_TTL};
 use crate::cell::{CellModel, MachineIndex, Resident, TaskRef};
 use crate::equivalence::{classes, ClassKey, EquivalenceClass};
-use crate::feasibility::{check, Infeasible};
+use crate::feasibility::check;
 use crate::preemption::plan_victims;
 use crate::scoring::{score, Weights};
 use crate::task_group::TaskGroup;
-use crate::why_pending::WhyPending;
+use crate::why_pending::{why_pending, WhyPending};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rayon::prelude::*;
-use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -106,48 +105,6 @@ pub struct Placement {
     /// Counters.
     pub stats: PassStats,
 }
-
-#[derive(Debug, Clone, Copy)]
-struct Cand {
-    score: f64,
-    base: f64,
-    m: u32,
-    version: u64,
-    crowd: u32,
-}
-
-impl PartialEq for Cand {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Cand {}
-impl PartialOrd for Cand {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Cand {
-    /// Max-heap order that pops the lowest score first, ties to the lower machine index.
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.score.total_cmp(&self.score).then(o.m.cmp(&self.m))
-    }
-}
-
-#[derive(Debug, Default)]
-struct ClassCache {
-    cursor: usize,
-    /// (machine, version, base score) of the candidates left at the end of the last pass.
-    candidates: Vec<(u32, u64, f64)>,
-    /// Set once the whole cell was examined: the freed-log position then. Every machine not in
-    /// `candidates` was infeasible at that point, so later passes examine only machines freed
-    /// since.
-    exhausted_at: Option<usize>,
-    last_pass: u64,
-}
-
-/// Passes a class may go unused before its cache entry is dropped.
-const CACHE_TTL: u64 = 64;
 
 /// A scheduler: parameters plus the state kept between passes (the random machine order and the
 /// per-class score caches). Create one per cell and call [`Scheduler::schedule`] for each pass.
@@ -401,36 +358,6 @@ impl Scheduler {
             return true;
         }
     }
-}
-
-/// Why a class's task fits nowhere: one reason per machine, counted (parallel over machines).
-fn why_pending(cell: &CellModel, class: &EquivalenceClass, taken: &HashSet<usize>) -> WhyPending {
-    let counts = (0..cell.len())
-        .into_par_iter()
-        .filter_map(|m| check(cell, m, class, taken.contains(&m)).err())
-        .fold(HashMap::<Infeasible, usize>::new, |mut acc, e| {
-            *acc.entry(e).or_default() += 1;
-            acc
-        })
-        .reduce(HashMap::new, |mut a, b| {
-            for (k, v) in b {
-                *a.entry(k).or_default() += v;
-            }
-            a
-        });
-    let mut why = WhyPending { machines: cell.len(), ..Default::default() };
-    for (e, count) in counts {
-        *why.reasons.entry(e.to_string()).or_default() += count;
-    }
-    why
-}
-
-/// Why no machine of `cell` can take one more task of `group` (a full scan, parallel over
-/// machines): for callers that schedule with `explain: false` and want reasons for a few jobs.
-pub fn explain(cell: &CellModel, group: &TaskGroup) -> WhyPending {
-    let class = classes(std::slice::from_ref(group)).remove(0);
-    let taken: HashSet<usize> = group.occupied.iter().copied().collect();
-    why_pending(cell, &class, &taken)
 }
 
 /// One pass with a fresh [`Scheduler`] and default [`Params`]: for callers that keep no state

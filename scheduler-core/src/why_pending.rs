@@ -1,8 +1,12 @@
 //! "Why is my task pending?" as data: per-reason machine counts (Kubernetes style).
 
-use crate::feasibility::Infeasible;
+use crate::cell::CellModel;
+use crate::equivalence::{classes, EquivalenceClass};
+use crate::feasibility::{check, Infeasible};
+use crate::task_group::TaskGroup;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 /// Why the tasks of a group could not all be placed: how many machines failed for each reason
@@ -33,4 +37,34 @@ impl fmt::Display for WhyPending {
         let parts: Vec<String> = rs.iter().map(|(r, n)| format!("{n} {r}")).collect();
         write!(f, "0/{} machines fit: {}", self.machines, parts.join(", "))
     }
+}
+
+/// Why a class's task fits nowhere: one reason per machine, counted (parallel over machines).
+pub(crate) fn why_pending(cell: &CellModel, class: &EquivalenceClass, taken: &HashSet<usize>) -> WhyPending {
+    let counts = (0..cell.len())
+        .into_par_iter()
+        .filter_map(|m| check(cell, m, class, taken.contains(&m)).err())
+        .fold(HashMap::<Infeasible, usize>::new, |mut acc, e| {
+            *acc.entry(e).or_default() += 1;
+            acc
+        })
+        .reduce(HashMap::new, |mut a, b| {
+            for (k, v) in b {
+                *a.entry(k).or_default() += v;
+            }
+            a
+        });
+    let mut why = WhyPending { machines: cell.len(), ..Default::default() };
+    for (e, count) in counts {
+        *why.reasons.entry(e.to_string()).or_default() += count;
+    }
+    why
+}
+
+/// Why no machine of `cell` can take one more task of `group` (a full scan, parallel over
+/// machines): for callers that schedule with `explain: false` and want reasons for a few jobs.
+pub fn explain(cell: &CellModel, group: &TaskGroup) -> WhyPending {
+    let class = classes(std::slice::from_ref(group)).remove(0);
+    let taken: HashSet<usize> = group.occupied.iter().copied().collect();
+    why_pending(cell, &class, &taken)
 }
