@@ -564,7 +564,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
                 band: q.band.name().into(),
                 limit: q.limit.map(to),
                 used: Some(to(q.used)),
-                free: q.limit.map(|l| to(l.saturating_sub(q.used))),
+                free: q.limit.map(|l| to(crate::state::quota_headroom(l, q.used))),
             })
             .collect();
         Ok(Response::new(pb::GetQuotaResponse { rows }))

@@ -283,8 +283,9 @@ fn quota_section(h: &mut String, state: &CellState) {
     h.push_str("<table><tr><th>user</th><th>band</th><th class=num>CPU limit</th><th class=num>CPU used</th><th class=num>CPU free</th><th class=num>RAM limit</th><th class=num>RAM used</th><th class=num>RAM free</th><th class=num>disk limit</th><th class=num>disk used</th></tr>");
     for q in rows {
         let lim = |f: fn(&Resources) -> String| q.limit.as_ref().map_or("unlimited".to_string(), f);
-        let free =
-            |f: fn(&Resources) -> String| q.limit.map_or("unlimited".to_string(), |l| f(&l.saturating_sub(q.used)));
+        let free = |f: fn(&Resources) -> String| {
+            q.limit.map_or("unlimited".to_string(), |l| f(&crate::state::quota_headroom(l, q.used)))
+        };
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",

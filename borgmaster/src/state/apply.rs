@@ -186,7 +186,7 @@ impl CellState {
         if band != Band::Free && spec.alloc_set.is_empty() {
             if let Some(limit) = self.quota_limit(&spec.user, band) {
                 let needed = spec.resources.saturating_mul(count as u64);
-                let free = limit.saturating_sub(self.quota_used(&spec.user, band, Some(&spec.name)));
+                let free = super::quota::headroom(limit, self.quota_used(&spec.user, band, Some(&spec.name)));
                 if !needed.fits_in(&free) {
                     return Err(CommandError::OverQuota {
                         job: spec.name.clone(),

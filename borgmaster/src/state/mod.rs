@@ -13,7 +13,7 @@ mod quota;
 mod types;
 
 pub use apply::{ApplyOutcome, CommandError};
-pub use quota::QuotaRow;
+pub use quota::{headroom as quota_headroom, QuotaRow};
 pub use types::*;
 
 use scheduler_core::{MachineId, Resources};

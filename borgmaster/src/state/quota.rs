@@ -24,6 +24,18 @@ pub struct QuotaRow {
     pub used: Resources,
 }
 
+/// What is left of `limit` once `used` is charged: per dimension, `limit - used`, except that a
+/// dimension the limit leaves unlimited (`u64::MAX`, see `quota set`) stays unlimited. The one
+/// headroom of admission, `quota get` and the status page.
+pub fn headroom(limit: Resources, used: Resources) -> Resources {
+    let left = |l: u64, u: u64| if l == u64::MAX { u64::MAX } else { l.saturating_sub(u) };
+    Resources::new(
+        left(limit.cpu_millis, used.cpu_millis),
+        left(limit.ram_bytes, used.ram_bytes),
+        left(limit.disk_bytes, used.disk_bytes),
+    )
+}
+
 /// What `job` is charged now.
 pub(crate) fn charge(job: &Job) -> Resources {
     if !job.spec.alloc_set.is_empty() || job.killed {
@@ -66,5 +78,17 @@ impl CellState {
                 band: b,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unlimited_dimension_stays_unlimited_after_use() {
+        let limit = Resources::new(2000, 1 << 30, u64::MAX);
+        let used = Resources::new(500, 1 << 20, 300 << 20);
+        assert_eq!(headroom(limit, used), Resources::new(1500, (1 << 30) - (1 << 20), u64::MAX));
     }
 }
