@@ -107,8 +107,6 @@ pub struct TaskRun {
     /// OOM kills of its cgroup already accounted for (a new one at an exit means the kernel
     /// killed it for its memory limit).
     oom_seen: u64,
-    /// Exits caused by the OOM killer.
-    pub oom_kills: u32,
 }
 
 /// Usage of one run at one moment.
@@ -267,7 +265,6 @@ impl Runtime {
                 last_cpu: None,
                 cpu_rate_millis: 0,
                 oom_seen: 0,
-                oom_kills: 0,
             };
             self.runs.insert(key, run);
         }
@@ -456,7 +453,6 @@ impl Runtime {
                     run.oom_seen = ooms;
                     let what = match (code, signal, run.child.is_none() && run.pid.is_some()) {
                         _ if oom => {
-                            run.oom_kills += 1;
                             metrics::counter!(crate::metrics::OOM_KILLS, "job" => run.spec.job.clone()).increment(1);
                             oom_text(run.spec.resources.ram_bytes)
                         }
@@ -547,7 +543,6 @@ impl Runtime {
                     last_cpu: None,
                     cpu_rate_millis: 0,
                     oom_seen: 0,
-                    oom_kills: 0,
                 },
             );
             self.start(&key, now);

@@ -8,8 +8,8 @@
 //! - [`add_voter`] first asks the address for its status (it must answer, as a Borgmaster
 //!   replica with that id), adds it as a **learner** (learners never count for a quorum), waits
 //!   until it has caught up with the leader's log, and only then promotes it. A learner that does
-//!   not catch up in time is removed again; every step has a deadline, and the error says what
-//!   happened and that nothing changed.
+//!   not catch up within the deadline is removed again, and the error says what happened and that
+//!   nothing changed.
 //! - Removing a learner, or a voter while a quorum of the rest answers, is an ordinary change
 //!   (`borgctl replicas remove`).
 //! - After a quorum is lost for good, [`force_voters`] (`borgmaster --force-voters`, offline, on
