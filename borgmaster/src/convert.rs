@@ -1,6 +1,6 @@
 //! Cell state records -> API messages.
 
-use crate::master::SoftState;
+use crate::soft::SoftState;
 use crate::state::{CellState, Event, Job, Machine, MachineState, Task, TaskState};
 use borg_proto as pb;
 use borg_spec::convert::resources_to_pb;

@@ -64,7 +64,11 @@ async fn machine_page(State(c): State<Ctx>, Path(id): Path<String>) -> (StatusCo
 }
 
 async fn render_metrics(State(c): State<Ctx>) -> impl IntoResponse {
-    crate::metrics::refresh(&c.master);
+    {
+        let raft = c.master.raft_status();
+        let (state, soft) = (c.master.state(), c.master.soft());
+        crate::metrics::refresh(&state, &soft, &raft);
+    }
     c.metrics.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], c.metrics.render())
 }

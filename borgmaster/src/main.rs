@@ -13,6 +13,7 @@ use borgmaster::service::BorgmasterService;
 use clap::Parser;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Parses `500ms`, `1s`, `2m` (or a bare number of seconds) into a Duration.
@@ -161,15 +162,17 @@ async fn run() -> anyhow::Result<()> {
     let advertised = peers.get(&args.id).cloned().unwrap_or_else(|| addr.to_string());
     let (raft, state) =
         borgmaster::raft::open(args.id, &args.data_dir, &args.cell, args.snapshot_every, args.election_timeout).await?;
-    let master = Master::new(config, args.id, advertised.clone(), raft.clone(), state);
+    let (master, committer) = Master::new(config, args.id, advertised.clone(), raft.clone(), state);
+    tokio::spawn(committer.run(Arc::downgrade(&master)));
+    tokio::spawn(borgmaster::leader::run(master.clone()));
     {
         let s = master.state();
         tracing::info!(id = args.id, cell = %s.cell, jobs = s.jobs.len(), machines = s.machines.len(), applied_index = s.applied_index, "cell state loaded");
     }
     let single = peers.is_empty();
-    let m = master.clone();
+    let (r, id, address) = (raft.clone(), args.id, master.address.clone());
     let formed = tokio::spawn(async move {
-        if let Err(e) = borgmaster::raft::bootstrap(&m.raft, m.id, &m.address, &peers).await {
+        if let Err(e) = borgmaster::raft::bootstrap(&r, id, &address, &peers).await {
             tracing::error!(error = %e, "could not form the master group");
         }
     });

@@ -7,18 +7,23 @@
 //! its result and the parts its events concern are woken. Readers take a read lock on the state
 //! and never wait for disk or network.
 //!
-//! Only the leader polls Borglets and schedules ([`leader_duties`]); on every other replica the
-//! state is a read-only copy that follows the log.
+//! `Master` only constructs and answers; it starts nothing. The binary starts the committer
+//! ([`Committer::run`]) and the leader's duties ([`crate::leader::run`]): only the leader polls
+//! Borglets and schedules; on every other replica the state is a read-only copy that follows
+//! the log. The Raft group is behind methods here; only `raft/` names openraft types.
 
-use crate::raft::{Applied, BorgRaft, Group, NodeId};
+use crate::raft::group::{self as raft_group, LeaderWatch, Member, RaftStatus, RemoveError, WriteError};
+use crate::raft::membership::AddError;
+use crate::raft::{BorgRaft, Group, NodeId};
+use crate::soft::SoftState;
 use crate::state::{ApplyOutcome, CellState, Command, CommandError, Entry, Event, EventKind};
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::ServerState;
-use scheduler_core::{MachineId, Params, Resources, Scheduler};
+use scheduler_core::{MachineId, Resources};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+pub use crate::raft::group::Leadership;
 
 /// Master settings (from the command line).
 #[derive(Debug, Clone)]
@@ -83,94 +88,46 @@ impl Kind {
     }
 }
 
+impl From<WriteError> for ProposeError {
+    fn from(e: WriteError) -> ProposeError {
+        match e {
+            WriteError::NotLeader { leader } => ProposeError::NotLeader { leader },
+            WriteError::Stopped => ProposeError::Stopped,
+            WriteError::Storage(s) => ProposeError::Storage(s),
+        }
+    }
+}
+
 /// Most groups being replicated at once: while they are in flight, new proposals queue up and go
 /// out together in the next group.
 const MAX_IN_FLIGHT: usize = 4;
 
 /// The single proposer: takes every waiting proposal and submits them as one Raft entry, with at
-/// most [`MAX_IN_FLIGHT`] entries in flight. Ends when the master is dropped.
-async fn committer(master: std::sync::Weak<Master>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
+/// most [`MAX_IN_FLIGHT`] entries in flight. Made by [`Master::new`]; run it once
+/// ([`Committer::run`]) or proposals wait forever.
+pub struct Committer {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+}
+
+impl Committer {
+    /// Commits proposals until the master is dropped.
+    pub async fn run(mut self, master: std::sync::Weak<Master>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        while let Some(first) = self.rx.recv().await {
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match self.rx.try_recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
             }
+            let Some(master) = master.upgrade() else { return };
+            tokio::spawn(async move {
+                master.commit_group(group).await;
+                drop(permit);
+            });
         }
-        let Some(master) = master.upgrade() else { return };
-        tokio::spawn(async move {
-            master.commit_group(group).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Usage of the tasks of one machine from its last poll: (job, index, incarnation) -> (usage,
-/// CPU seconds since start).
-pub type TaskUsage = HashMap<(String, u32, u64), (Resources, f64)>;
-
-/// Why a job's unplaced tasks are pending: the scheduler's per-machine reasons (kept as data
-/// until rendered), or a reason of the master's own that is not about machines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pending {
-    /// Per-machine reasons from scheduler-core.
-    Machines(scheduler_core::WhyPending),
-    /// Another reason (an alloc set that does not exist or has no room).
-    Other(String),
-}
-
-impl Pending {
-    /// (machines in the cell, reason -> machines failing with it); (0, empty) for `Other`.
-    pub fn reasons(&self) -> (usize, std::collections::BTreeMap<String, usize>) {
-        match self {
-            Pending::Machines(w) => (w.machines, w.reasons.clone()),
-            Pending::Other(_) => (0, Default::default()),
-        }
-    }
-}
-
-impl std::fmt::Display for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Pending::Machines(w) => w.fmt(f),
-            Pending::Other(s) => f.write_str(s),
-        }
-    }
-}
-
-/// Soft state: known only to the running leader, rebuilt from Borglet polls after a restart.
-#[derive(Debug, Default)]
-pub struct SoftState {
-    /// Why each job's unplaced tasks are pending, from the last scheduling pass.
-    pub why_pending: HashMap<String, Pending>,
-    /// When each job's why-pending was computed (they are refreshed after a while).
-    pub why_pending_at: HashMap<String, std::time::Instant>,
-    /// Last successful poll of each machine, ms since the Unix epoch.
-    pub last_seen_ms: HashMap<MachineId, i64>,
-    /// Usage each Borglet reported in its last poll.
-    pub machine_usage: HashMap<MachineId, Resources>,
-    /// Per-task usage from each machine's last poll: ((job, index, incarnation), usage, CPU
-    /// seconds), replaced whole on every poll so that gone tasks drop out.
-    pub task_usage: HashMap<MachineId, TaskUsage>,
-    /// Jobs whose pending tasks did not fit, and when the scheduler examines them again.
-    pub unplaced_backoff: HashMap<String, crate::scheduler_loop::Backoff>,
-    /// (machines up, live tasks bound) at the last pass: backoffs are forgotten when capacity
-    /// may have been freed.
-    pub last_capacity: (usize, usize),
-    /// When this replica started its leader duties (None on followers).
-    pub led_since: Option<std::time::Instant>,
-    /// Whether every registered machine has answered a poll since `led_since` (the first full
-    /// poll round of this leadership; logged and exported once).
-    pub first_round_done: bool,
-}
-
-impl SoftState {
-    /// Usage of task `job/index` in `incarnation`, if its Borglet reported it.
-    pub fn usage_of(&self, machine: &MachineId, job: &str, index: u32, incarnation: u64) -> Option<Resources> {
-        self.task_usage.get(machine)?.get(&(job.to_string(), index, incarnation)).map(|(u, _)| *u)
     }
 }
 
@@ -194,14 +151,10 @@ pub struct Master {
     pub id: NodeId,
     /// This replica's advertised gRPC address (host:port).
     pub address: String,
-    /// The Raft group handle.
-    pub raft: BorgRaft,
+    raft: BorgRaft,
     state: Arc<RwLock<CellState>>,
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
-    /// Soft state (see [`SoftState`]).
-    pub soft: Mutex<SoftState>,
-    /// The scheduler and its caches (only the scheduler loop and dry runs use it).
-    pub scheduler: Mutex<Scheduler>,
+    soft: Mutex<SoftState>,
     /// Wakes the scheduler loop: something may now be placeable.
     pub schedule_wakeup: Notify,
     /// Wakes the link-shard supervisor: a machine was registered.
@@ -215,15 +168,16 @@ pub fn now_ms() -> i64 {
 }
 
 impl Master {
-    /// The master of replica `id` at `address`, over `raft` whose state machine shares `state`.
-    /// Starts the committer and the leader duties (they wait until this replica leads).
+    /// The master of replica `id` at `address`, over `raft` whose state machine shares `state`,
+    /// and the committer its proposals wait for. Starts nothing: run the committer, and
+    /// [`crate::leader::run`] for the leader's duties.
     pub fn new(
         config: MasterConfig,
         id: NodeId,
         address: String,
         raft: BorgRaft,
         state: Arc<RwLock<CellState>>,
-    ) -> Arc<Master> {
+    ) -> (Arc<Master>, Committer) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let master = Arc::new(Master {
             config,
@@ -233,28 +187,64 @@ impl Master {
             state,
             proposals: tx,
             soft: Mutex::new(SoftState::default()),
-            scheduler: Mutex::new(Scheduler::new(Params { explain: false, ..Params::default() })),
             schedule_wakeup: Notify::new(),
             machines_changed: Notify::new(),
             machine_wakeups: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(committer(Arc::downgrade(&master), rx));
-        tokio::spawn(leader_duties(master.clone()));
-        master
+        (master, Committer { rx })
     }
 
     /// Who leads the master group, as this replica knows it.
     pub fn leadership(&self) -> Leadership {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        match m.current_leader {
-            Some(l) if l == self.id && m.state == ServerState::Leader => Leadership::Me,
-            Some(l) => match m.membership_config.membership().get_node(&l) {
-                Some(node) => Leadership::Other { id: l, address: node.addr.clone() },
-                None => Leadership::Unknown,
-            },
-            None => Leadership::Unknown,
-        }
+        raft_group::leadership(&self.raft, self.id)
+    }
+
+    /// This replica's Raft status (for `/metrics`).
+    pub fn raft_status(&self) -> RaftStatus {
+        raft_group::status(&self.raft, self.id)
+    }
+
+    /// This replica's status as `ListReplicas` reports it.
+    pub fn replica_status(&self) -> borg_proto::ReplicaStatus {
+        crate::raft::network::local_status(&self.raft, self.id, &self.address)
+    }
+
+    /// The voters' ids, ascending.
+    pub fn voters(&self) -> Vec<NodeId> {
+        raft_group::voters(&self.raft)
+    }
+
+    /// Every member of the master group (voters and learners), by id.
+    pub fn members(&self) -> Vec<Member> {
+        raft_group::members(&self.raft)
+    }
+
+    /// Adds replica `id` at `address` as a voter once it has caught up (see
+    /// [`crate::raft::membership::add_voter`]); returns the voters after.
+    ///
+    /// Errors: [`AddError`].
+    pub async fn add_replica(&self, id: NodeId, address: &str, catch_up: Duration) -> Result<Vec<NodeId>, AddError> {
+        crate::raft::membership::add_voter(&self.raft, id, address, catch_up).await?;
+        Ok(self.voters())
+    }
+
+    /// Removes replica `id` from the master group; returns the voters after.
+    ///
+    /// Errors: [`RemoveError`].
+    pub async fn remove_replica(&self, id: NodeId) -> Result<Vec<NodeId>, RemoveError> {
+        raft_group::remove_replica(&self.raft, id).await
+    }
+
+    /// A watch of this replica's leadership (the leader's duties follow it).
+    pub fn leader_watch(&self) -> LeaderWatch {
+        LeaderWatch::new(&self.raft)
+    }
+
+    /// Confirms with a quorum that this replica leads and its state holds every committed entry.
+    ///
+    /// Errors: it does not lead, or no quorum answered.
+    pub async fn confirm_leadership(&self) -> Result<(), String> {
+        raft_group::confirm_leadership(&self.raft).await
     }
 
     /// Read access to the cell state. Do not hold it across an `.await`.
@@ -262,7 +252,7 @@ impl Master {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Locks the soft state.
+    /// Locks the soft state. Do not hold it across an `.await`.
     pub fn soft(&self) -> std::sync::MutexGuard<'_, SoftState> {
         self.soft.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -300,23 +290,15 @@ impl Master {
             replies.push(p.reply);
         }
         let n = entries.len();
-        let results = match self.raft.client_write(Group { entries }).await {
-            Ok(resp) => {
+        let results = match raft_group::write(&self.raft, Group { entries }).await {
+            Ok(results) => {
                 metrics::histogram!(crate::metrics::COMMIT_GROUP).record(n as f64);
-                let Applied(results) = resp.data;
                 results
             }
             Err(e) => {
-                let err = || match &e {
-                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                        ProposeError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) }
-                    }
-                    RaftError::Fatal(_) => ProposeError::Stopped,
-                    other => ProposeError::Storage(other.to_string()),
-                };
-                tracing::warn!(error = %e, commands = n, "proposal not committed");
+                tracing::warn!(error = ?e, commands = n, "proposal not committed");
                 for reply in replies {
-                    let _ = reply.send(Err(err()));
+                    let _ = reply.send(Err(ProposeError::from(e.clone())));
                 }
                 return;
             }
@@ -347,65 +329,5 @@ impl Master {
         if matches!(kind, Kind::RegisterMachine) {
             self.machines_changed.notify_one();
         }
-    }
-}
-
-/// Who leads the master group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Leadership {
-    /// This replica.
-    Me,
-    /// Another replica: its id and gRPC address.
-    Other {
-        /// Its `--id`.
-        id: NodeId,
-        /// Its host:port.
-        address: String,
-    },
-    /// No leader known (an election is under way, or this replica is cut off).
-    Unknown,
-}
-
-fn leads(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
-    m.state == ServerState::Leader && m.current_leader == Some(m.id)
-}
-
-/// Runs the leader's duties while this replica leads: the link shards (polling every Borglet)
-/// and the scheduler loop. On election it first waits until its state holds every committed
-/// entry, then starts them with empty soft state (the Borglets' reports rebuild it; no task is
-/// restarted); when leadership is lost it stops them. Runs until the Raft group shuts down.
-pub async fn leader_duties(master: Arc<Master>) {
-    let mut metrics = master.raft.metrics();
-    loop {
-        while !leads(&metrics.borrow_and_update()) {
-            if metrics.changed().await.is_err() {
-                return;
-            }
-        }
-        if let Err(e) = master.raft.ensure_linearizable().await {
-            tracing::info!(error = %e, "elected but could not confirm leadership; waiting");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        if master.state().default_quota != master.config.default_quota {
-            let limit = master.config.default_quota;
-            if let Err(e) = master.propose(Command::SetDefaultQuota { limit }).await {
-                tracing::warn!(error = %e, "could not record the configured default quota");
-            }
-        }
-        let term = metrics.borrow().current_term;
-        tracing::info!(id = master.id, term, "leading the cell: polling Borglets and scheduling");
-        metrics::counter!(crate::metrics::LEADER_ELECTED).increment(1);
-        *master.soft() = SoftState { led_since: Some(std::time::Instant::now()), ..SoftState::default() };
-        let mut duties = tokio::task::JoinSet::new();
-        duties.spawn(crate::scheduler_loop::run(master.clone()));
-        duties.spawn(crate::link_shard::run(master.clone()));
-        while leads(&metrics.borrow_and_update()) {
-            if metrics.changed().await.is_err() {
-                break;
-            }
-        }
-        tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
-        duties.shutdown().await;
     }
 }

@@ -4,8 +4,9 @@
 //! histograms are recorded where things happen ([`on_events`], the scheduler loop, the link
 //! shards). CPU is exported in cores, memory and disk in bytes, durations in seconds.
 
-use crate::master::Master;
-use crate::state::{CellState, Event, EventKind, MachineState, TaskState};
+use crate::raft::RaftStatus;
+use crate::soft::SoftState;
+use crate::state::{CellState, Event, EventKind, MachineState, PendingReason, TaskState};
 use crate::usage::cell_usage;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -75,7 +76,7 @@ fn describe() {
     describe_gauge!(
         "borg_tasks_pending",
         Unit::Count,
-        "Pending tasks by reason (submitted, updated, preempted, machine_down, starting)."
+        "Pending tasks by reason (submitted, updated, preempted, machine_down, alloc_evicted; starting: placed, not yet running)."
     );
     describe_gauge!("borg_jobs", Unit::Count, "Jobs by state (pending, running, done, killed).");
     describe_gauge!("borg_machines", Unit::Count, "Machines by state (up, down).");
@@ -96,7 +97,7 @@ fn describe() {
         Unit::Count,
         "Task exits caused by the kernel's OOM killer (the task exceeded its RAM request, the cgroup memory limit)."
     );
-    describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down).");
+    describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down, alloc_evicted).");
     describe_counter!(
         TRANSITIONS,
         Unit::Count,
@@ -128,26 +129,19 @@ fn set_resources(prefix: &str, r: Resources, labels: &[(&'static str, String)]) 
     }
 }
 
-/// Pending-reason label of a pending task.
-fn pending_reason(reason: &str, bound: bool) -> &'static str {
+/// Pending-reason label of a pending task: `starting` once placed, else why it was queued.
+fn pending_label(reason: Option<PendingReason>, bound: bool) -> &'static str {
     if bound {
         "starting"
-    } else if reason.starts_with("updated") {
-        "updated"
-    } else if reason.starts_with("preempted") {
-        "preempted"
-    } else if reason.starts_with("machine down") {
-        "machine_down"
     } else {
-        "submitted"
+        reason.unwrap_or(PendingReason::Submitted).as_str()
     }
 }
 
-/// Sets every scrape-time gauge from the master's state. Call right before rendering.
-pub fn refresh(master: &Master) {
-    let state = master.state();
-    let soft = master.soft();
-    let u = cell_usage(&state, &soft);
+/// Sets every scrape-time gauge from the cell state, the soft state and this replica's Raft
+/// status. Call right before rendering.
+pub fn refresh(state: &CellState, soft: &SoftState, raft: &RaftStatus) {
+    let u = cell_usage(state, soft);
     set_resources("borg_cell_capacity", u.capacity, &[]);
     set_resources("borg_cell_free", u.free, &[]);
     set_resources("borg_cell_stranded", u.stranded, &[]);
@@ -160,14 +154,14 @@ pub fn refresh(master: &Master) {
         }
     }
     let mut reasons = std::collections::BTreeMap::<&'static str, u32>::new();
-    for r in ["submitted", "updated", "preempted", "machine_down", "starting"] {
+    for r in PendingReason::ALL.map(PendingReason::as_str).into_iter().chain(["starting"]) {
         reasons.insert(r, 0);
     }
     let mut jobs = std::collections::BTreeMap::<&'static str, u32>::new();
     for j in state.jobs.values() {
         *jobs.entry(j.state_name()).or_default() += 1;
         for t in j.tasks.iter().filter(|t| t.state == TaskState::Pending) {
-            *reasons.entry(pending_reason(&t.reason, t.machine.is_some())).or_default() += 1;
+            *reasons.entry(pending_label(t.pending_reason, t.machine.is_some())).or_default() += 1;
         }
     }
     for (r, n) in reasons {
@@ -182,11 +176,10 @@ pub fn refresh(master: &Master) {
         gauge!("borg_machine_up", "machine" => m.id.0.clone()).set(if m.state == MachineState::Up { 1.0 } else { 0.0 });
     }
     gauge!("borg_state_applied_index").set(state.applied_index as f64);
-    let m = master.raft.metrics().borrow().clone();
-    gauge!("borg_raft_is_leader").set(if m.current_leader == Some(master.id) { 1.0 } else { 0.0 });
-    gauge!("borg_raft_term").set(m.current_term as f64);
-    gauge!("borg_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
-    gauge!("borg_raft_voters").set(m.membership_config.membership().voter_ids().count() as f64);
+    gauge!("borg_raft_is_leader").set(if raft.is_leader { 1.0 } else { 0.0 });
+    gauge!("borg_raft_term").set(raft.term as f64);
+    gauge!("borg_raft_last_log_index").set(raft.last_log_index as f64);
+    gauge!("borg_raft_voters").set(raft.voters as f64);
 }
 
 /// Counts the transitions and evictions in `events` (just applied to `state`) and records the
@@ -194,11 +187,11 @@ pub fn refresh(master: &Master) {
 pub fn on_events(state: &CellState, events: &[Event]) {
     for e in events.iter().filter(|e| e.index.is_some()) {
         counter!(TRANSITIONS, "kind" => e.kind.as_str()).increment(1);
+        // only evictions carry a cause: preemption, machine loss, alloc eviction
+        if let Some(cause) = e.cause {
+            counter!(EVICTIONS, "reason" => cause.as_str()).increment(1);
+        }
         match e.kind {
-            EventKind::Preempted => counter!(EVICTIONS, "reason" => "preempted").increment(1),
-            EventKind::Pending if e.detail.contains("machine") => {
-                counter!(EVICTIONS, "reason" => "machine_down").increment(1)
-            }
             EventKind::Dead if e.detail.starts_with(borg_spec::OOM_REASON) => counter!(OOM_KILLS).increment(1),
             EventKind::Running => {
                 if let Some(t) = e.index.and_then(|i| state.task(&(e.job.clone(), i))) {

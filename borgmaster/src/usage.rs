@@ -2,7 +2,7 @@
 //! resources, by priority band. One computation serves `GetCellUsage`, `/metrics` and the
 //! status page.
 
-use crate::master::SoftState;
+use crate::soft::SoftState;
 use crate::state::{CellState, MachineState, TaskState};
 use scheduler_core::{Band, Resources};
 

@@ -174,6 +174,38 @@ fn valid_env_key(s: &str) -> bool {
 }
 
 impl JobSpec {
+    /// A job with what a YAML spec gets for every field it leaves out: no environment,
+    /// constraints or alloc set, the kind's default restart policy, the default grace period ([`DEFAULT_GRACE_MS`]), rolling
+    /// updates one task at a time. For programs that build specs (tests, benchmarks, load
+    /// drivers); people write YAML ([`crate::parse_job_spec`]).
+    pub fn new(
+        name: impl Into<String>,
+        user: impl Into<String>,
+        priority: Priority,
+        kind: JobKind,
+        tasks: u32,
+        command: Vec<String>,
+        resources: Resources,
+    ) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            user: user.into(),
+            priority,
+            kind,
+            tasks,
+            command,
+            env: BTreeMap::new(),
+            resources,
+            restart: Restart::default_for(kind),
+            constraints: vec![],
+            different_machine: false,
+            grace_period_ms: DEFAULT_GRACE_MS,
+            alloc_set: String::new(),
+            max_unavailable: 1,
+            per_machine: false,
+        }
+    }
+
     /// The job's priority band (valid specs always have one).
     pub fn band(&self) -> Band {
         self.priority.band().unwrap_or(Band::Free)

@@ -16,10 +16,13 @@
 // return them as they are rather than boxing and unboxing at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod group;
 pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod state_machine;
+
+pub use group::{Leadership, RaftStatus};
 
 use crate::state::{ApplyOutcome, CellState, CommandError, Entry, Event};
 use openraft::BasicNode;

@@ -8,6 +8,11 @@
 
 mod apply;
 #[cfg(test)]
+mod fixtures;
+mod jobs;
+mod machines;
+mod placement;
+#[cfg(test)]
 mod props;
 mod quota;
 mod types;

@@ -51,8 +51,14 @@ pub struct Task {
     pub restarts: u32,
     /// Process id while running.
     pub pid: Option<u32>,
-    /// Why the task is in its state: `submitted`, `scheduled`, `preempted`, `machine down`, ...
+    /// Why the task is in its state, for people: `submitted`, `scheduled`, `preempted`,
+    /// `machine down`, the Borglet's exit message, ... Code decides on [`Task::pending_reason`]
+    /// and [`Task::state`], never on this text.
     pub reason: String,
+    /// Why the task last became pending (kept while it is placed and runs; read for pending
+    /// tasks). `None` only in state recorded before it existed, which counts as submitted.
+    #[serde(default)]
+    pub pending_reason: Option<PendingReason>,
     /// When the task entered its state, ms since the Unix epoch.
     pub state_since_ms: i64,
     /// When it last became pending (submitted, updated, evicted), ms since the Unix epoch: the
@@ -158,6 +164,51 @@ pub struct Event {
     pub detail: String,
     /// Machine involved; every change of a machine's desired task set names the machine here.
     pub machine: Option<MachineId>,
+    /// For an event that sent a task back to pending: why (metrics count evictions by it).
+    /// Not on the wire; absent in events recorded before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<PendingReason>,
+}
+
+/// Why a task last became pending (waiting to be placed), as the state machine decided it:
+/// metrics and decisions match this; [`Task::reason`] holds the text shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingReason {
+    /// A new job's task, a task added by raising `tasks`, or a per_machine job's task for a new
+    /// machine.
+    Submitted,
+    /// Replaced by a spec update (a rolling update, or a killed job applied again).
+    Updated,
+    /// Evicted by a higher-priority task (Borg §2.5, preemption).
+    Preempted,
+    /// Its machine was marked down (Borg §3.3: rescheduled elsewhere).
+    MachineDown,
+    /// The alloc it ran in was preempted, or its alloc set killed.
+    AllocEvicted,
+}
+
+impl PendingReason {
+    /// Every reason, in the order metrics list them.
+    pub const ALL: [PendingReason; 5] = [
+        PendingReason::Submitted,
+        PendingReason::Updated,
+        PendingReason::Preempted,
+        PendingReason::MachineDown,
+        PendingReason::AllocEvicted,
+    ];
+
+    /// The reason's name (`submitted`, `updated`, `preempted`, `machine_down`, `alloc_evicted`),
+    /// the `reason` label of `borg_tasks_pending` and `borg_evictions_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingReason::Submitted => "submitted",
+            PendingReason::Updated => "updated",
+            PendingReason::Preempted => "preempted",
+            PendingReason::MachineDown => "machine_down",
+            PendingReason::AllocEvicted => "alloc_evicted",
+        }
+    }
 }
 
 /// What an [`Event`] records. On the wire, in snapshots and in the CLI it is the kebab-case

@@ -1,97 +1,37 @@
 //! The Borgmaster gRPC service (`borg.v1.Borgmaster`): what borgctl and Borglets call.
+//!
+//! - this file: the RPC surface, one method per RPC;
+//! - [`caller`]: who is calling and what they may do;
+//! - [`forward`]: a follower's writes forwarded to the leader;
+//! - [`plan`]: dry runs of an apply.
+
+mod caller;
+mod forward;
+mod plan;
+
+pub use caller::{Caller, REDACTED};
 
 use crate::convert::{event_to_pb, job_to_pb, machine_to_pb, task_to_pb};
-use crate::master::{Leadership, Master, Pending, ProposeError};
-use crate::scheduler_loop::snapshot;
+use crate::master::{Master, ProposeError};
+use crate::raft::group::RemoveError;
+use crate::raft::membership::AddError;
 use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
-use borg_proto::borgmaster_client::BorgmasterClient;
-use borg_spec::auth::{Identity, Role};
+use borg_spec::auth::Role;
 use borg_spec::convert::resources_from_pb;
 use borg_spec::JobSpec;
-use openraft::ChangeMembers;
-use scheduler_core::{MachineId, Scheduler};
-use std::collections::{BTreeSet, HashMap};
+use caller::redact;
+use forward::Route;
+use scheduler_core::MachineId;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Most events returned by GetJob.
 const JOB_EVENTS: usize = 100;
-
-/// Metadata a follower puts on a write it forwards to the leader (its id); a replica that is not
-/// the leader refuses such a request instead of forwarding it again.
-const FORWARDED_BY: &str = "borg-forwarded-by";
-
-/// Metadata a replica puts on a write it forwards: the original caller's identity URI
-/// (`borg://role/name`). Honoured only on requests whose client certificate is a replica's.
-const FORWARDED_FOR: &str = "borg-forwarded-for";
-
-/// Placeholder for env values of jobs the caller does not own (they may hold secrets).
-pub const REDACTED: &str = "<redacted>";
-
-/// Who is calling, for authorization (issue 8; roles in `borg_spec::auth`).
-pub enum Caller {
-    /// Auth is off (`--insecure`): anyone may do anything.
-    Anyone,
-    /// An authenticated caller (for a forwarded write: the original caller).
-    Is(Identity),
-}
-
-impl Caller {
-    /// Ok for admins (and with auth off).
-    ///
-    /// Errors: PERMISSION_DENIED naming `rule` and the caller.
-    pub fn admin(&self, rule: &str) -> Result<(), Status> {
-        match self {
-            Caller::Anyone => Ok(()),
-            Caller::Is(id) if id.is_admin() => Ok(()),
-            Caller::Is(id) => {
-                Err(Status::permission_denied(format!("permission denied by rule \"{rule}\": the caller is {id}")))
-            }
-        }
-    }
-
-    /// Whether the caller may act on what belongs to user `owner`: the user themself or an
-    /// admin (anyone with auth off).
-    pub fn owns(&self, owner: &str) -> bool {
-        match self {
-            Caller::Anyone => true,
-            Caller::Is(id) => id.is_admin() || (id.role == Role::User && id.name == owner),
-        }
-    }
-
-    /// Ok when the caller [`owns`](Self::owns) what belongs to `owner`.
-    ///
-    /// Errors: PERMISSION_DENIED naming `rule`, the owner and the caller.
-    pub fn require_owner(&self, owner: &str, rule: &str) -> Result<(), Status> {
-        match self {
-            _ if self.owns(owner) => Ok(()),
-            Caller::Is(id) => Err(Status::permission_denied(format!(
-                "permission denied by rule \"{rule}\": it belongs to user {owner:?}, the caller is {id}"
-            ))),
-            Caller::Anyone => Ok(()),
-        }
-    }
-}
-
-/// Redacts the env values of `job` unless `caller` owns it.
-fn redact(mut job: pb::Job, caller: &Caller) -> pb::Job {
-    if let Some(spec) = job.spec.as_mut() {
-        if !caller.owns(&spec.user) {
-            for v in spec.env.values_mut() {
-                *v = REDACTED.into();
-            }
-        }
-    }
-    job
-}
-
-/// How long a follower keeps trying to forward a write while the leader is unknown or
-/// unreachable (an election takes well under a second).
-const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a replica being added has to catch up with the leader's log before the add gives up
 /// and removes it again.
@@ -118,118 +58,9 @@ impl BorgmasterService {
     pub fn new(master: Arc<Master>) -> Self {
         BorgmasterService { master, leaders: Default::default() }
     }
-
-    /// Who is calling `req`: with auth on, its client certificate's identity (for a write a
-    /// replica forwarded, the original caller it names).
-    ///
-    /// Errors: UNAUTHENTICATED without a usable certificate; INVALID_ARGUMENT for a malformed
-    /// forwarded identity.
-    pub fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let Some(id) = borg_spec::auth::authenticate(req, self.master.config.auth, &[], "")? else {
-            return Ok(Caller::Anyone);
-        };
-        if id.role == Role::Replica {
-            if let Some(v) = req.metadata().get(FORWARDED_FOR) {
-                let uri = v.to_str().map_err(|_| Status::invalid_argument(format!("{FORWARDED_FOR}: not ASCII")))?;
-                return Identity::parse_uri(uri)
-                    .map(Caller::Is)
-                    .map_err(|e| Status::invalid_argument(format!("{FORWARDED_FOR}: {e}")));
-            }
-        }
-        Ok(Caller::Is(id))
-    }
-
-    /// A client of the leader at `address` (one channel per address, reused).
-    fn leader_client(&self, address: &str) -> Result<BorgmasterClient<Channel>, Status> {
-        let mut map = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ch) = map.get(address) {
-            return Ok(BorgmasterClient::new(ch.clone()));
-        }
-        let ch = crate::raft::network::channel(address)
-            .map_err(|e| Status::unavailable(format!("leader address {address:?}: {e}")))?;
-        map.insert(address.to_string(), ch.clone());
-        Ok(BorgmasterClient::new(ch))
-    }
-
-    /// Routes a write: [`Route::Local`] when this replica leads (serve it here), else forwards it
-    /// to the leader, marked forwarded by this replica, and returns the leader's answer. While
-    /// the leader is unknown or unreachable (an election is under way) it waits and tries again
-    /// for up to [`FORWARD_PATIENCE`], serving it here if this replica is elected meanwhile; a
-    /// write the leader answered is never resent (one cut off mid-call may be: writes are
-    /// idempotent).
-    ///
-    /// Errors: UNAVAILABLE when no leader appears in time, or when the request was already
-    /// forwarded once and this replica does not lead (leadership is moving; the caller retries).
-    async fn route<T, R, F, Fut>(&self, req: Request<T>, call: F) -> Result<Route<T, R>, Status>
-    where
-        T: Clone,
-        F: Fn(BorgmasterClient<Channel>, Request<T>) -> Fut,
-        Fut: std::future::Future<Output = Result<Response<R>, Status>>,
-    {
-        let deadline = Instant::now() + FORWARD_PATIENCE;
-        let forwarded_for = match self.caller(&req)? {
-            Caller::Is(id) => Some(id.uri()),
-            Caller::Anyone => None,
-        };
-        let already_forwarded = req.metadata().get(FORWARDED_BY).is_some();
-        loop {
-            let address = match self.master.leadership() {
-                Leadership::Me => return Ok(Route::Local(req)),
-                _ if already_forwarded => {
-                    return Err(Status::unavailable(
-                        "forwarded to a replica that does not lead (leadership is moving); retry",
-                    ))
-                }
-                Leadership::Other { address, .. } => address,
-                Leadership::Unknown if Instant::now() >= deadline => {
-                    return Err(Status::unavailable("no Borgmaster leader is elected; retry in a moment"))
-                }
-                Leadership::Unknown => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let mut fwd = Request::new(req.get_ref().clone());
-            fwd.metadata_mut().insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
-            if let Some(uri) = forwarded_for.as_deref().and_then(|u| u.parse().ok()) {
-                fwd.metadata_mut().insert(FORWARDED_FOR, uri);
-            }
-            fwd.set_timeout(Duration::from_secs(30));
-            match call(self.leader_client(&address)?, fwd).await {
-                // connection refused, or reset before an answer (tonic: UNKNOWN "transport
-                // error", or CANCELLED "operation was canceled"): the old leader is gone. Every forwarded write is idempotent (apply of
-                // the same spec, kill, register, quota, membership), so sending it again is safe.
-                Err(s)
-                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
-                        && Instant::now() < deadline =>
-                {
-                    tracing::debug!(error = %s.message(), "forwarding to the leader failed; waiting for a leader");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => return other.map(Route::Forwarded),
-            }
-        }
-    }
-
-    /// The voter ids after a membership change, ascending.
-    fn voters(&self) -> Vec<u64> {
-        self.master.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
-    }
 }
 
-/// Where a write is served.
-enum Route<T, R> {
-    /// Here: this replica leads.
-    Local(Request<T>),
-    /// By the leader, which answered this.
-    Forwarded(Response<R>),
-}
-
-fn membership_status(e: impl std::fmt::Display) -> Status {
-    Status::failed_precondition(format!("membership change refused: {e}"))
-}
-
-fn propose_status(e: ProposeError) -> Status {
+pub(super) fn propose_status(e: ProposeError) -> Status {
     match e {
         ProposeError::Rejected(CommandError::NoSuchJob(j)) => Status::not_found(format!("no job named {j:?}")),
         ProposeError::Rejected(e @ CommandError::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
@@ -239,80 +70,6 @@ fn propose_status(e: ProposeError) -> Status {
         e @ ProposeError::NotLeader { .. } => Status::unavailable(format!("{e}; retry")),
         ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
         ProposeError::Stopped => Status::unavailable("the Borgmaster is stopping"),
-    }
-}
-
-impl BorgmasterService {
-    /// Dry run of an apply: the command is applied to a copy of the cell state (the state
-    /// machine is pure), and a scheduling pass runs on the copy. Reports what would be created,
-    /// restarted (rolling update) or removed, what would be placed now and what preempted, and
-    /// the owner's quota after.
-    ///
-    /// Errors: the command would be rejected (version mismatch, over quota).
-    fn plan(&self, spec: &JobSpec, expected_version: Option<u64>) -> Result<pb::ApplyJobResponse, Status> {
-        // Clone copies the derived machine index too: the copy is ready to apply to.
-        let mut copy = self.master.state().clone();
-        let before = copy.jobs.get(&spec.name).map(|j| j.tasks.clone()).unwrap_or_default();
-        let in_place = copy.update_is_in_place(spec);
-        let entry = crate::state::Entry {
-            time_ms: crate::master::now_ms(),
-            command: Command::ApplyJob { spec: spec.clone(), expected_version },
-        };
-        let (outcome, _) = copy.apply(&entry).map_err(|e| propose_status(ProposeError::Rejected(e)))?;
-        let (action, version) = match outcome {
-            ApplyOutcome::Created(v) => ("created", v),
-            ApplyOutcome::Updated(v) => ("updated", v),
-            ApplyOutcome::Unchanged(v) => ("unchanged", v),
-            _ => ("unchanged", 0),
-        };
-        let after = copy.jobs.get(&spec.name).map(|j| j.tasks.clone()).unwrap_or_default();
-        let created: Vec<u32> =
-            after.iter().filter(|t| before.get(t.index as usize).is_none()).map(|t| t.index).collect();
-        let removed: Vec<u32> = before.iter().filter(|t| t.index as usize >= after.len()).map(|t| t.index).collect();
-        let restarted: Vec<u32> = after
-            .iter()
-            .filter(|t| {
-                before.get(t.index as usize).is_some_and(|b| b.incarnation != t.incarnation || t.job_version < version)
-            })
-            .map(|t| t.index)
-            .collect();
-        let mut snap = snapshot(&copy);
-        let params = *self.master.scheduler.lock().unwrap_or_else(|e| e.into_inner()).params();
-        let p =
-            Scheduler::new(scheduler_core::Params { explain: true, ..params }).schedule(&mut snap.model, &snap.groups);
-        let job_id = snap.jobs.iter().position(|j| *j == spec.name).map(|i| i as u32);
-        let mine = |t: &scheduler_core::TaskRef| Some(t.job) == job_id;
-        let pending_now = after.iter().filter(|t| t.state == crate::state::TaskState::Pending).count() as u32;
-        let (placeable, why) = if spec.alloc_set.is_empty() {
-            let placeable = p.bindings.iter().filter(|b| mine(&b.task)).count() as u32;
-            (placeable, p.unplaced.iter().find(|u| u.tasks.iter().any(mine)).map(|u| Pending::Machines(u.why.clone())))
-        } else {
-            // tasks of alloc-set jobs go into allocs, not onto machines
-            let (binds, whys) = crate::scheduler_loop::alloc_bindings(&copy);
-            let placeable = binds.iter().filter(|b| b.job == spec.name).count() as u32;
-            (placeable, whys.into_iter().find(|(j, _)| *j == spec.name).map(|(_, w)| Pending::Other(w)))
-        };
-        let why_pending_reasons =
-            why.as_ref().map(|w| w.reasons().1.into_iter().map(|(r, n)| (r, n as u32)).collect()).unwrap_or_default();
-        let why = why.map(|w| w.to_string()).unwrap_or_default();
-        let evicted = p.preempted.iter().filter(|e| mine(&e.by)).map(|e| snap.name(e.victim)).collect();
-        let band = spec.band();
-        Ok(pb::ApplyJobResponse {
-            job: spec.name.clone(),
-            version,
-            action: action.into(),
-            placeable,
-            unplaceable: pending_now.saturating_sub(placeable),
-            why_pending: why,
-            why_pending_reasons,
-            created,
-            restarted,
-            removed,
-            in_place,
-            evicted,
-            quota_used_after: Some(borg_spec::convert::resources_to_pb(copy.quota_used(&spec.user, band, None))),
-            quota_limit: copy.quota_limit(&spec.user, band).map(borg_spec::convert::resources_to_pb),
-        })
     }
 }
 
@@ -631,13 +388,11 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         req: Request<pb::ListReplicasRequest>,
     ) -> Result<Response<pb::ListReplicasResponse>, Status> {
         self.caller(&req)?;
-        let membership = self.master.raft.metrics().borrow().membership_config.clone();
-        let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
         let mut asks = tokio::task::JoinSet::new();
-        for (id, node) in membership.membership().nodes() {
-            let (id, address, voter) = (*id, node.addr.clone(), voters.contains(id));
+        for m in self.master.members() {
+            let (id, address, voter) = (m.id, m.address, m.voter);
             if id == self.master.id {
-                let mut me = crate::raft::network::local_status(&self.master.raft, id, &self.master.address);
+                let mut me = self.master.replica_status();
                 me.voter = voter;
                 asks.spawn(async move { me });
                 continue;
@@ -675,22 +430,20 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         if !r.address.contains(':') {
             return Err(Status::invalid_argument(format!("address: {:?} is not host:port", r.address)));
         }
-        let existing = self.master.raft.metrics().borrow().membership_config.membership().get_node(&r.id).cloned();
-        if let Some(node) = existing.filter(|n| n.addr != r.address) {
+        let existing = self.master.members().into_iter().find(|m| m.id == r.id);
+        if let Some(m) = existing.filter(|m| m.address != r.address) {
             return Err(Status::already_exists(format!(
                 "replica {} is a member at {}; remove it first to change its address",
-                r.id, node.addr
+                r.id, m.address
             )));
         }
         tracing::info!(id = r.id, address = %r.address, "adding a replica: catching it up as a learner");
-        crate::raft::membership::add_voter(&self.master.raft, r.id, &r.address, CATCH_UP_TIMEOUT).await.map_err(
-            |e| match e {
-                e @ crate::raft::membership::AddError::NotCaughtUp { .. } => Status::deadline_exceeded(e.to_string()),
-                e => Status::failed_precondition(e.to_string()),
-            },
-        )?;
+        let voters = self.master.add_replica(r.id, &r.address, CATCH_UP_TIMEOUT).await.map_err(|e| match e {
+            e @ AddError::NotCaughtUp { .. } => Status::deadline_exceeded(e.to_string()),
+            e => Status::failed_precondition(e.to_string()),
+        })?;
         tracing::info!(id = r.id, "replica is a voter");
-        Ok(Response::new(pb::AddReplicaResponse { voters: self.voters() }))
+        Ok(Response::new(pb::AddReplicaResponse { voters }))
     }
 
     async fn remove_replica(
@@ -703,21 +456,11 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             Route::Forwarded(answer) => return Ok(answer),
         };
         let id = req.into_inner().id;
-        let membership = self.master.raft.metrics().borrow().membership_config.clone();
-        let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
-        if membership.membership().get_node(&id).is_none() {
-            return Err(Status::not_found(format!("no replica {id} in the master group")));
-        }
-        let change = if voters.contains(&id) {
-            if voters.len() == 1 {
-                return Err(Status::failed_precondition(format!("replica {id} is the last voter")));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
         tracing::info!(id, "removing a replica");
-        self.master.raft.change_membership(change, false).await.map_err(membership_status)?;
-        Ok(Response::new(pb::RemoveReplicaResponse { voters: self.voters() }))
+        let voters = self.master.remove_replica(id).await.map_err(|e| match e {
+            e @ RemoveError::NotMember(_) => Status::not_found(e.to_string()),
+            e => Status::failed_precondition(e.to_string()),
+        })?;
+        Ok(Response::new(pb::RemoveReplicaResponse { voters }))
     }
 }

@@ -1,0 +1,41 @@
+//! The leader's duties: while this replica leads, the link shards poll every Borglet
+//! ([`crate::link_shard`]) and the scheduler loop places pending tasks
+//! ([`crate::scheduler_loop`]). The binary starts [`run`] once; it follows leadership until the
+//! Raft group shuts down.
+
+use crate::master::Master;
+use crate::soft::SoftState;
+use crate::state::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs the leader's duties while this replica leads. On election it first confirms with a
+/// quorum that its state holds every committed entry, records the configured default quota if
+/// the state differs, then starts the duties with empty soft state (the Borglets' reports rebuild
+/// it; no task is restarted); when leadership is lost it stops them.
+pub async fn run(master: Arc<Master>) {
+    let mut watch = master.leader_watch();
+    loop {
+        let Some(term) = watch.until_leading().await else { return };
+        if let Err(e) = master.confirm_leadership().await {
+            tracing::info!(error = %e, "elected but could not confirm leadership; waiting");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        if master.state().default_quota != master.config.default_quota {
+            let limit = master.config.default_quota;
+            if let Err(e) = master.propose(Command::SetDefaultQuota { limit }).await {
+                tracing::warn!(error = %e, "could not record the configured default quota");
+            }
+        }
+        tracing::info!(id = master.id, term, "leading the cell: polling Borglets and scheduling");
+        metrics::counter!(crate::metrics::LEADER_ELECTED).increment(1);
+        *master.soft() = SoftState { led_since: Some(std::time::Instant::now()), ..SoftState::default() };
+        let mut duties = tokio::task::JoinSet::new();
+        duties.spawn(crate::scheduler_loop::run(master.clone()));
+        duties.spawn(crate::link_shard::run(master.clone()));
+        watch.while_leading().await;
+        tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
+        duties.shutdown().await;
+    }
+}

@@ -1,0 +1,197 @@
+//! What the rest of the Borgmaster asks of its Raft group, in plain types: who leads, this
+//! replica's status, the members, writes, and membership changes. Nothing outside `raft/` names
+//! an openraft type; [`crate::master::Master`] calls these.
+
+use super::{Applied, BorgRaft, CommandResult, Group, NodeId};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use std::collections::BTreeSet;
+
+/// Who leads the master group, as this replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// This replica.
+    Me,
+    /// Another replica: its id and gRPC address.
+    Other {
+        /// Its `--id`.
+        id: NodeId,
+        /// Its host:port.
+        address: String,
+    },
+    /// No leader known (an election is under way, or this replica is cut off).
+    Unknown,
+}
+
+/// This replica's view of the group, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// Whether this replica leads.
+    pub is_leader: bool,
+    /// Its current term.
+    pub term: u64,
+    /// Index of the last entry in its log (0 when empty).
+    pub last_log_index: u64,
+    /// Voting members of the group.
+    pub voters: usize,
+}
+
+/// One member of the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its `--id`.
+    pub id: NodeId,
+    /// Its gRPC address (host:port).
+    pub address: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+}
+
+/// Why a write did not reach a quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// This replica does not lead; `leader` is the leader's address when known.
+    NotLeader {
+        /// host:port of the current leader, when known.
+        leader: Option<String>,
+    },
+    /// The Raft group has shut down.
+    Stopped,
+    /// Replication or storage failed (openraft's error text).
+    Storage(String),
+}
+
+/// Why a replica could not be removed. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    /// The id is not a member.
+    #[error("no replica {0} in the master group")]
+    NotMember(NodeId),
+    /// Removing it would leave no voter.
+    #[error("replica {0} is the last voter")]
+    LastVoter(NodeId),
+    /// openraft refused the change (another change in progress, not the leader, ...).
+    #[error("membership change refused: {0}")]
+    Refused(String),
+}
+
+/// Who leads, as replica `me` knows it.
+pub fn leadership(raft: &BorgRaft, me: NodeId) -> Leadership {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    match m.current_leader {
+        Some(l) if l == me && m.state == ServerState::Leader => Leadership::Me,
+        Some(l) => match m.membership_config.membership().get_node(&l) {
+            Some(node) => Leadership::Other { id: l, address: node.addr.clone() },
+            None => Leadership::Unknown,
+        },
+        None => Leadership::Unknown,
+    }
+}
+
+/// Replica `me`'s status.
+pub fn status(raft: &BorgRaft, me: NodeId) -> RaftStatus {
+    let m = raft.metrics().borrow().clone();
+    RaftStatus {
+        is_leader: m.current_leader == Some(me) && m.state == ServerState::Leader,
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        voters: m.membership_config.membership().voter_ids().count(),
+    }
+}
+
+/// The voters' ids, ascending.
+pub fn voters(raft: &BorgRaft) -> Vec<NodeId> {
+    raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+}
+
+/// Every member (voters and learners), by id.
+pub fn members(raft: &BorgRaft) -> Vec<Member> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, node)| Member { id: *id, address: node.addr.clone(), voter: voters.contains(id) })
+        .collect()
+}
+
+/// Replicates `group` to a quorum and applies it on this replica; one result per command.
+///
+/// Errors: [`WriteError`].
+pub async fn write(raft: &BorgRaft, group: Group) -> Result<Vec<CommandResult>, WriteError> {
+    match raft.client_write(group).await {
+        Ok(resp) => {
+            let Applied(results) = resp.data;
+            Ok(results)
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) })
+        }
+        Err(RaftError::Fatal(_)) => Err(WriteError::Stopped),
+        Err(other) => Err(WriteError::Storage(other.to_string())),
+    }
+}
+
+/// Confirms with a quorum that this replica still leads and that its state holds every
+/// committed entry (openraft's `ensure_linearizable`).
+///
+/// Errors: it does not lead, or the quorum did not answer; openraft's text.
+pub async fn confirm_leadership(raft: &BorgRaft) -> Result<(), String> {
+    raft.ensure_linearizable().await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Removes replica `id` from the group (a voter becomes nothing; a learner is dropped). Returns
+/// the voters after the change.
+///
+/// Errors: [`RemoveError`].
+pub async fn remove_replica(raft: &BorgRaft, id: NodeId) -> Result<Vec<NodeId>, RemoveError> {
+    let members = members(raft);
+    let Some(member) = members.iter().find(|m| m.id == id) else { return Err(RemoveError::NotMember(id)) };
+    let change = if member.voter {
+        if members.iter().filter(|m| m.voter).count() == 1 {
+            return Err(RemoveError::LastVoter(id));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    raft.change_membership(change, false).await.map_err(|e| RemoveError::Refused(e.to_string()))?;
+    Ok(voters(raft))
+}
+
+/// Follows replica `me`'s leadership: the leader's duties run between
+/// [`LeaderWatch::until_leading`] and [`LeaderWatch::while_leading`].
+pub struct LeaderWatch {
+    rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+}
+
+impl LeaderWatch {
+    /// A watch of `raft`'s leadership.
+    pub fn new(raft: &BorgRaft) -> LeaderWatch {
+        LeaderWatch { rx: raft.metrics() }
+    }
+
+    fn leads(&mut self) -> bool {
+        let m = self.rx.borrow_and_update();
+        m.state == ServerState::Leader && m.current_leader == Some(m.id)
+    }
+
+    /// Waits until this replica leads; returns its term, or None once the group has shut down.
+    pub async fn until_leading(&mut self) -> Option<u64> {
+        while !self.leads() {
+            self.rx.changed().await.ok()?;
+        }
+        Some(self.rx.borrow().current_term)
+    }
+
+    /// Waits while this replica leads (returns when it no longer does, or the group shut down).
+    pub async fn while_leading(&mut self) {
+        while self.leads() {
+            if self.rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}

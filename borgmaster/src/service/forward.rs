@@ -1,0 +1,100 @@
+//! Leader forwarding: a follower sends a write to the leader, once, and returns its answer; reads
+//! are served from the replica's own copy of the state.
+
+use super::caller::{Caller, FORWARDED_FOR};
+use super::BorgmasterService;
+use crate::master::Leadership;
+use borg_proto::borgmaster_client::BorgmasterClient;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// Metadata a follower puts on a write it forwards to the leader (its id); a replica that is not
+/// the leader refuses such a request instead of forwarding it again.
+const FORWARDED_BY: &str = "borg-forwarded-by";
+
+/// How long a follower keeps trying to forward a write while the leader is unknown or
+/// unreachable (an election takes well under a second).
+const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
+
+impl BorgmasterService {
+    /// A client of the leader at `address` (one channel per address, reused).
+    fn leader_client(&self, address: &str) -> Result<BorgmasterClient<Channel>, Status> {
+        let mut map = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ch) = map.get(address) {
+            return Ok(BorgmasterClient::new(ch.clone()));
+        }
+        let ch = crate::raft::network::channel(address)
+            .map_err(|e| Status::unavailable(format!("leader address {address:?}: {e}")))?;
+        map.insert(address.to_string(), ch.clone());
+        Ok(BorgmasterClient::new(ch))
+    }
+
+    /// Routes a write: [`Route::Local`] when this replica leads (serve it here), else forwards it
+    /// to the leader, marked forwarded by this replica, and returns the leader's answer. While
+    /// the leader is unknown or unreachable (an election is under way) it waits and tries again
+    /// for up to [`FORWARD_PATIENCE`], serving it here if this replica is elected meanwhile; a
+    /// write the leader answered is never resent (one cut off mid-call may be: writes are
+    /// idempotent).
+    ///
+    /// Errors: UNAVAILABLE when no leader appears in time, or when the request was already
+    /// forwarded once and this replica does not lead (leadership is moving; the caller retries).
+    pub(super) async fn route<T, R, F, Fut>(&self, req: Request<T>, call: F) -> Result<Route<T, R>, Status>
+    where
+        T: Clone,
+        F: Fn(BorgmasterClient<Channel>, Request<T>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<R>, Status>>,
+    {
+        let deadline = Instant::now() + FORWARD_PATIENCE;
+        let forwarded_for = match self.caller(&req)? {
+            Caller::Is(id) => Some(id.uri()),
+            Caller::Anyone => None,
+        };
+        let already_forwarded = req.metadata().get(FORWARDED_BY).is_some();
+        loop {
+            let address = match self.master.leadership() {
+                Leadership::Me => return Ok(Route::Local(req)),
+                _ if already_forwarded => {
+                    return Err(Status::unavailable(
+                        "forwarded to a replica that does not lead (leadership is moving); retry",
+                    ))
+                }
+                Leadership::Other { address, .. } => address,
+                Leadership::Unknown if Instant::now() >= deadline => {
+                    return Err(Status::unavailable("no Borgmaster leader is elected; retry in a moment"))
+                }
+                Leadership::Unknown => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let mut fwd = Request::new(req.get_ref().clone());
+            fwd.metadata_mut().insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
+            if let Some(uri) = forwarded_for.as_deref().and_then(|u| u.parse().ok()) {
+                fwd.metadata_mut().insert(FORWARDED_FOR, uri);
+            }
+            fwd.set_timeout(Duration::from_secs(30));
+            match call(self.leader_client(&address)?, fwd).await {
+                // connection refused, or reset before an answer (tonic: UNKNOWN "transport
+                // error", or CANCELLED "operation was canceled"): the old leader is gone. Every forwarded write is idempotent (apply of
+                // the same spec, kill, register, quota, membership), so sending it again is safe.
+                Err(s)
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %s.message(), "forwarding to the leader failed; waiting for a leader");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other.map(Route::Forwarded),
+            }
+        }
+    }
+}
+
+/// Where a write is served.
+pub(super) enum Route<T, R> {
+    /// Here: this replica leads.
+    Local(Request<T>),
+    /// By the leader, which answered this.
+    Forwarded(Response<R>),
+}

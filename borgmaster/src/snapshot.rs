@@ -1,0 +1,197 @@
+//! The scheduler's input built from the cell state, and its decisions turned back into a
+//! command: pure functions over plain data, shared by the scheduler loop and dry runs.
+
+use crate::state::{Bind, CellState, Command, Evict, MachineState, TaskState};
+use scheduler_core::{CellModel, MachineId, Placement, Resident, TaskGroup, TaskRef};
+use std::collections::HashMap;
+
+/// Attribute that names a machine's failure domain (rack); machines without it are each their
+/// own domain.
+pub const DOMAIN_ATTRIBUTE: &str = "rack";
+
+/// Attribute the snapshot gives every machine: its id (per_machine tasks are pinned with it).
+pub const MACHINE_ATTRIBUTE: &str = "borg.machine";
+
+/// One scheduling input built from the cell state.
+pub struct Snapshot {
+    /// Machines in id order, with every live task bound to them as residents.
+    pub model: CellModel,
+    /// One group per job with unplaced pending tasks, in job-name order.
+    pub groups: Vec<TaskGroup>,
+    /// Job names by [`TaskRef::job`] number.
+    pub jobs: Vec<String>,
+    /// Incarnation of every task in the snapshot that is pending or bound, by (job number, index).
+    pub incarnations: HashMap<TaskRef, u64>,
+    /// Spec version of each job, by [`TaskRef::job`] number.
+    pub versions: Vec<u64>,
+    /// Machines up.
+    pub machines_up: usize,
+    /// Live tasks bound to a machine (capacity may have been freed when this drops).
+    pub bound: usize,
+}
+
+impl Snapshot {
+    /// `job/index` of a task reference.
+    pub fn name(&self, t: TaskRef) -> String {
+        format!("{}/{}", self.jobs[t.job as usize], t.index)
+    }
+}
+
+/// Builds the scheduler's view of `state`.
+pub fn snapshot(state: &CellState) -> Snapshot {
+    let mut model = CellModel::new();
+    let machines_up = state.machines.values().filter(|m| m.state == MachineState::Up).count();
+    let mut bound = 0;
+    let mut index_of: HashMap<&MachineId, usize> = HashMap::new();
+    for m in state.machines.values() {
+        let domain = m.attributes.get(DOMAIN_ATTRIBUTE).unwrap_or(&m.id.0);
+        let mut attrs = m.attributes.clone();
+        attrs.insert(MACHINE_ATTRIBUTE.into(), m.id.0.clone());
+        let i = model.push(m.id.clone(), m.capacity, attrs, domain, m.state == MachineState::Up);
+        index_of.insert(&m.id, i);
+    }
+    let mut groups = Vec::new();
+    let mut jobs = Vec::with_capacity(state.jobs.len());
+    let mut versions = Vec::with_capacity(state.jobs.len());
+    let mut incarnations = HashMap::new();
+    for (job_id, job) in state.jobs.values().enumerate() {
+        let job_id = job_id as u32;
+        jobs.push(job.spec.name.clone());
+        versions.push(job.version);
+        let mut pending = Vec::new();
+        let mut pinned = Vec::new();
+        let mut occupied = Vec::new();
+        for t in job.tasks.iter().filter(|t| t.state != TaskState::Dead) {
+            let r = TaskRef { job: job_id, index: t.index };
+            incarnations.insert(r, t.incarnation);
+            match t.machine.as_ref().and_then(|m| index_of.get(m)) {
+                Some(&m) => {
+                    if t.alloc.is_none() {
+                        let spec = job.spec_for(t.job_version);
+                        model.add(m, Resident { task: r, priority: spec.priority, request: spec.resources });
+                    }
+                    occupied.push(m);
+                    bound += 1;
+                }
+                None if t.state == TaskState::Pending && job.spec.alloc_set.is_empty() => match &t.pinned {
+                    Some(p) => pinned.push((t.index, p.clone())),
+                    None => pending.push(t.index),
+                },
+                None => {}
+            }
+        }
+        let group = |tasks: Vec<u32>, extra: Option<scheduler_core::Constraint>| {
+            let mut constraints = job.spec.constraints.clone();
+            constraints.extend(extra);
+            TaskGroup {
+                job_id,
+                name: job.spec.name.clone(),
+                priority: job.spec.priority,
+                request: job.spec.resources,
+                constraints,
+                different_machine: job.spec.different_machine,
+                tasks,
+                occupied: occupied.clone(),
+            }
+        };
+        if !pending.is_empty() {
+            groups.push(group(pending, None));
+        }
+        for (index, machine) in pinned {
+            let pin = scheduler_core::Constraint {
+                attribute: MACHINE_ATTRIBUTE.into(),
+                op: scheduler_core::ConstraintOp::Eq,
+                values: vec![machine.0],
+            };
+            groups.push(group(vec![index], Some(pin)));
+        }
+    }
+    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound }
+}
+
+/// The `Bind` command for a placement made on `snap`.
+pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
+    let inc = |t: &TaskRef| snap.incarnations.get(t).copied().unwrap_or(0);
+    Command::Bind {
+        bindings: p
+            .bindings
+            .iter()
+            .map(|b| Bind {
+                job: snap.jobs[b.task.job as usize].clone(),
+                index: b.task.index,
+                incarnation: inc(&b.task),
+                machine: snap.model.ids[b.machine].clone(),
+                alloc: None,
+            })
+            .collect(),
+        evictions: p
+            .preempted
+            .iter()
+            .map(|e| Evict {
+                job: snap.jobs[e.victim.job as usize].clone(),
+                index: e.victim.index,
+                incarnation: inc(&e.victim),
+                machine: snap.model.ids[e.machine].clone(),
+                by: snap.name(e.by),
+            })
+            .collect(),
+    }
+}
+
+/// Places pending tasks of jobs that run in alloc sets into those sets' allocs (first alloc, by
+/// index, whose remaining reservation fits the task; Borg §2.4). Returns the bindings and, per
+/// job with tasks left over, why.
+pub fn alloc_bindings(state: &CellState) -> (Vec<Bind>, Vec<(String, String)>) {
+    let mut out = Vec::new();
+    let mut why = Vec::new();
+    for job in state.jobs.values().filter(|j| !j.spec.alloc_set.is_empty() && !j.killed) {
+        let pending: Vec<&crate::state::Task> =
+            job.tasks.iter().filter(|t| t.state == TaskState::Pending && t.machine.is_none()).collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let set = &job.spec.alloc_set;
+        let Some(allocs) = state.jobs.get(set).filter(|a| a.spec.kind == borg_spec::JobKind::AllocSet && !a.killed)
+        else {
+            why.push((job.spec.name.clone(), format!("alloc set {set:?} does not exist")));
+            continue;
+        };
+        // room left in each live alloc
+        let mut room: Vec<(u32, MachineId, scheduler_core::Resources)> = allocs
+            .tasks
+            .iter()
+            .filter(|a| a.state == TaskState::Running)
+            .filter_map(|a| a.machine.clone().map(|m| (a.index, m, allocs.spec.resources)))
+            .collect();
+        for j in state.jobs.values().filter(|j| j.spec.alloc_set == *set) {
+            for t in j.tasks.iter().filter(|t| t.state != TaskState::Dead) {
+                if let Some(r) = t.alloc.and_then(|a| room.iter_mut().find(|r| r.0 == a)) {
+                    r.2 = r.2.saturating_sub(j.spec_for(t.job_version).resources);
+                }
+            }
+        }
+        let mut left = 0;
+        for t in pending {
+            match room.iter_mut().find(|r| job.spec.resources.fits_in(&r.2)) {
+                Some(r) => {
+                    r.2 = r.2.saturating_sub(job.spec.resources);
+                    out.push(Bind {
+                        job: job.spec.name.clone(),
+                        index: t.index,
+                        incarnation: t.incarnation,
+                        machine: r.1.clone(),
+                        alloc: Some(r.0),
+                    });
+                }
+                None => left += 1,
+            }
+        }
+        if left > 0 {
+            why.push((
+                job.spec.name.clone(),
+                format!("0/{} allocs of {set} have room for {left} more task(s)", room.len()),
+            ));
+        }
+    }
+    (out, why)
+}

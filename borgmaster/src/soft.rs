@@ -1,0 +1,69 @@
+//! Soft state: what the running leader observed (Borglet polls) and computed (why-pending). Never
+//! replicated or persisted; a new leader starts it empty and the Borglets' reports rebuild it
+//! (Borg §3.1: the Borgmaster's state beyond the Paxos store is soft).
+
+use scheduler_core::{MachineId, Resources};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+/// Usage of the tasks of one machine from its last poll: (job, index, incarnation) -> (usage,
+/// CPU seconds since start).
+pub type TaskUsage = HashMap<(String, u32, u64), (Resources, f64)>;
+
+/// Why a job's unplaced tasks are pending: the scheduler's per-machine reasons (kept as data
+/// until rendered), or a reason of the master's own that is not about machines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Per-machine reasons from scheduler-core.
+    Machines(scheduler_core::WhyPending),
+    /// Another reason (an alloc set that does not exist or has no room).
+    Other(String),
+}
+
+impl Pending {
+    /// (machines in the cell, reason -> machines failing with it); (0, empty) for `Other`.
+    pub fn reasons(&self) -> (usize, BTreeMap<String, usize>) {
+        match self {
+            Pending::Machines(w) => (w.machines, w.reasons.clone()),
+            Pending::Other(_) => (0, Default::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pending::Machines(w) => w.fmt(f),
+            Pending::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Soft state: known only to the running leader, rebuilt from Borglet polls after a restart.
+/// The link shards write what polls observe; the scheduler loop writes why-pending.
+#[derive(Debug, Default)]
+pub struct SoftState {
+    /// Why each job's unplaced tasks are pending, from the last scheduling pass.
+    pub why_pending: HashMap<String, Pending>,
+    /// When each job's why-pending was computed (they are refreshed after a while).
+    pub why_pending_at: HashMap<String, Instant>,
+    /// Last successful poll of each machine, ms since the Unix epoch.
+    pub last_seen_ms: HashMap<MachineId, i64>,
+    /// Usage each Borglet reported in its last poll.
+    pub machine_usage: HashMap<MachineId, Resources>,
+    /// Per-task usage from each machine's last poll: ((job, index, incarnation), usage, CPU
+    /// seconds), replaced whole on every poll so that gone tasks drop out.
+    pub task_usage: HashMap<MachineId, TaskUsage>,
+    /// When this replica started its leader duties (None on followers).
+    pub led_since: Option<Instant>,
+    /// Whether every registered machine has answered a poll since `led_since` (the first full
+    /// poll round of this leadership; logged and exported once).
+    pub first_round_done: bool,
+}
+
+impl SoftState {
+    /// Usage of task `job/index` in `incarnation`, if its Borglet reported it.
+    pub fn usage_of(&self, machine: &MachineId, job: &str, index: u32, incarnation: u64) -> Option<Resources> {
+        self.task_usage.get(machine)?.get(&(job.to_string(), index, incarnation)).map(|(u, _)| *u)
+    }
+}

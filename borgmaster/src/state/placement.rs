@@ -1,0 +1,251 @@
+//! Commands of the placement family: the scheduler's bindings and evictions (one `Bind` per
+//! pass), and the Borglets' task reports.
+
+use super::apply::{requeue, Events};
+use super::ApplyOutcome;
+use super::{Bind, CellState, EventKind, Evict, MachineState, PendingReason, Task, TaskReport, TaskState};
+use borg_spec::JobKind;
+use scheduler_core::MachineId;
+
+impl CellState {
+    /// Preempted tasks go back to pending with a new incarnation; their Borglet stops the old
+    /// one (SIGTERM, grace period, SIGKILL) when it no longer sees it in its desired set.
+    pub(super) fn evict(&mut self, evictions: &[Evict], ev: &mut Events) {
+        for e in evictions {
+            let now = ev.now;
+            let Some(t) = self.task_mut(&e.job, e.index) else { continue };
+            if t.incarnation != e.incarnation || t.machine.as_ref() != Some(&e.machine) || t.state == TaskState::Dead {
+                continue; // stale: the victim moved or finished since the pass began
+            }
+            let old = t.clone();
+            self.unbind(&old);
+            let Some(t) = self.task_mut(&e.job, e.index) else { continue };
+            requeue(t, PendingReason::Preempted, "preempted", now);
+            ev.push_because(
+                &e.job,
+                Some(e.index),
+                EventKind::Preempted,
+                format!("by {} on {}", e.by, e.machine),
+                Some(&e.machine),
+                Some(PendingReason::Preempted),
+            );
+            if self.jobs.get(&e.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet) {
+                self.evict_alloc_contents(&e.job, e.index, "its alloc was preempted", ev);
+            }
+        }
+    }
+
+    /// Sends every task running in alloc `alloc_set/index` back to pending.
+    pub(super) fn evict_alloc_contents(&mut self, alloc_set: &str, index: u32, why: &str, ev: &mut Events) {
+        let inside: Vec<Task> = self
+            .jobs
+            .values()
+            .filter(|j| j.spec.alloc_set == alloc_set)
+            .flat_map(|j| j.tasks.iter())
+            .filter(|t| t.alloc == Some(index) && t.state != TaskState::Dead)
+            .cloned()
+            .collect();
+        for t in inside {
+            self.unbind(&t);
+            let now = ev.now;
+            if let Some(task) = self.task_mut(&t.job, t.index) {
+                requeue(task, PendingReason::AllocEvicted, why, now);
+            }
+            ev.push_because(
+                &t.job,
+                Some(t.index),
+                EventKind::Pending,
+                format!("evicted: {why}"),
+                t.machine.as_ref(),
+                Some(PendingReason::AllocEvicted),
+            );
+        }
+    }
+
+    pub(super) fn bind(&mut self, bindings: &[Bind], ev: &mut Events) -> ApplyOutcome {
+        for b in bindings {
+            let up = self.machines.get(&b.machine).is_some_and(|m| m.state == MachineState::Up);
+            let now = ev.now;
+            let Some(t) = self.task_mut(&b.job, b.index) else { continue };
+            if !up || t.incarnation != b.incarnation || t.state != TaskState::Pending || t.machine.is_some() {
+                continue; // stale decision: the task or machine changed since the pass began
+            }
+            t.machine = Some(b.machine.clone());
+            t.reason = "scheduled".into();
+            t.state_since_ms = now;
+            t.scheduled_ms = now;
+            t.exit_code = None;
+            t.signal = None;
+            t.alloc = b.alloc;
+            self.by_machine.entry(b.machine.clone()).or_default().insert((b.job.clone(), b.index));
+            let is_alloc = self.jobs.get(&b.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet);
+            if is_alloc {
+                // an alloc runs nothing: it is up as soon as it holds its reservation
+                if let Some(t) = self.task_mut(&b.job, b.index) {
+                    t.state = TaskState::Running;
+                    t.reason = "reserved".into();
+                }
+            }
+            let detail = match b.alloc {
+                Some(a) => format!("on {} in alloc {a}", b.machine),
+                None => format!("on {}", b.machine),
+            };
+            ev.push(
+                &b.job,
+                Some(b.index),
+                if is_alloc { EventKind::Reserved } else { EventKind::Scheduled },
+                detail,
+                Some(&b.machine),
+            );
+        }
+        ApplyOutcome::Done
+    }
+
+    pub(super) fn task_reports(&mut self, reports: &[(MachineId, TaskReport)], ev: &mut Events) -> ApplyOutcome {
+        for (m, r) in reports {
+            let now = ev.now;
+            let Some(t) = self.task_mut(&r.job, r.index) else { continue };
+            if t.machine.as_ref() != Some(m) || t.incarnation != r.incarnation || t.state == TaskState::Dead {
+                continue; // stale: the task moved, was replaced or is already dead
+            }
+            match r.state {
+                TaskState::Running | TaskState::Pending => {
+                    let first = t.state != TaskState::Running;
+                    t.state = TaskState::Running;
+                    t.pid = r.pid;
+                    t.restarts = r.restarts;
+                    t.exit_code = r.exit_code;
+                    t.signal = r.signal;
+                    t.reason = if r.message.is_empty() { "running".into() } else { r.message.clone() };
+                    if first {
+                        t.state_since_ms = now;
+                        // no pid: its process could not start (the Borglet says why and retries)
+                        let detail = match r.pid {
+                            Some(p) => format!("pid {p}"),
+                            None if !r.message.is_empty() => format!("no process: {}", r.message),
+                            None => "no process yet".to_string(),
+                        };
+                        ev.push(&r.job, Some(r.index), EventKind::Running, detail, Some(m));
+                    }
+                }
+                TaskState::Dead => {
+                    let t = t.clone();
+                    self.unbind(&t);
+                    let Some(t) = self.task_mut(&r.job, r.index) else { continue };
+                    t.state = TaskState::Dead;
+                    t.pid = None;
+                    t.exit_code = r.exit_code;
+                    t.signal = r.signal;
+                    t.restarts = r.restarts;
+                    t.reason = if r.message.is_empty() {
+                        borg_spec::exit_text(r.exit_code, r.signal)
+                    } else {
+                        r.message.clone()
+                    };
+                    t.state_since_ms = now;
+                    let detail = t.reason.clone();
+                    ev.push(&r.job, Some(r.index), EventKind::Dead, detail, Some(m));
+                }
+            }
+        }
+        ApplyOutcome::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::super::*;
+    use borg_spec::JobKind;
+    use scheduler_core::{MachineId, Resources};
+
+    #[test]
+    fn lifecycle_pending_running_dead() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        assert_eq!(
+            run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: None }).unwrap().0,
+            ApplyOutcome::Created(1)
+        );
+        bind(&mut s, "web", 0, "m1");
+        assert_eq!(s.tasks_on(&MachineId("m1".into())).count(), 1);
+        assert_eq!(s.allocated_on(&MachineId("m1".into())), Resources::new(100, 1 << 20, 0));
+        report(&mut s, "m1", "web", 0, TaskState::Running, None);
+        let t = s.task(&("web".into(), 0)).unwrap();
+        assert_eq!((t.state, t.pid), (TaskState::Running, Some(42)));
+        report(&mut s, "m1", "web", 0, TaskState::Dead, Some(3));
+        let t = s.task(&("web".into(), 0)).unwrap();
+        assert_eq!((t.state, t.exit_code, t.reason.as_str()), (TaskState::Dead, Some(3), "exited 3"));
+        assert_eq!(s.tasks_on(&MachineId("m1".into())).count(), 0);
+    }
+
+    #[test]
+    fn stale_reports_and_bindings_are_ignored() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::RegisterMachine { machine: machine("m2") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 1), expected_version: None }).unwrap();
+        let stale = Bind { job: "web".into(), index: 0, incarnation: 99, machine: MachineId("m1".into()), alloc: None };
+        run(&mut s, Command::Bind { bindings: vec![stale], evictions: vec![] }).unwrap();
+        assert_eq!(s.task(&("web".into(), 0)).unwrap().machine, None);
+        bind(&mut s, "web", 0, "m1");
+        // a report from the wrong machine changes nothing
+        report(&mut s, "m2", "web", 0, TaskState::Dead, Some(1));
+        assert_eq!(s.task(&("web".into(), 0)).unwrap().state, TaskState::Pending);
+    }
+
+    #[test]
+    fn evictions_send_victims_back_to_pending_as_preempted() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("batchy", 1), expected_version: None }).unwrap();
+        bind(&mut s, "batchy", 0, "m1");
+        let e = Evict {
+            job: "batchy".into(),
+            index: 0,
+            incarnation: 1,
+            machine: MachineId("m1".into()),
+            by: "prod/0".into(),
+        };
+        let (_, ev) = run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e.clone()] }).unwrap();
+        let t = s.task(&("batchy".into(), 0)).unwrap();
+        assert_eq!(
+            (t.state, t.machine.clone(), t.incarnation, t.reason.as_str()),
+            (TaskState::Pending, None, 2, "preempted")
+        );
+        assert_eq!((ev[0].kind, ev[0].cause), (EventKind::Preempted, Some(PendingReason::Preempted)));
+        assert_eq!(ev[0].machine, Some(MachineId("m1".into())), "the victim's Borglet is woken");
+        assert_eq!(s.task_count_on(&MachineId("m1".into())), 0);
+        // the same decision again is stale (new incarnation)
+        let (_, ev) = run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn allocs_reserve_and_their_eviction_takes_their_tasks() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        let mut set = spec("pool", 1);
+        set.kind = JobKind::AllocSet;
+        set.command = vec![];
+        set.resources = Resources::new(1000, 1 << 30, 0);
+        run(&mut s, Command::ApplyJob { spec: set, expected_version: None }).unwrap();
+        bind(&mut s, "pool", 0, "m1");
+        assert_eq!(s.task(&("pool".into(), 0)).unwrap().state, TaskState::Running, "an alloc is up once reserved");
+        let mut inner = spec("inner", 1);
+        inner.alloc_set = "pool".into();
+        run(&mut s, Command::ApplyJob { spec: inner, expected_version: None }).unwrap();
+        let b = Bind { job: "inner".into(), index: 0, incarnation: 1, machine: MachineId("m1".into()), alloc: Some(0) };
+        run(&mut s, Command::Bind { bindings: vec![b], evictions: vec![] }).unwrap();
+        assert_eq!(
+            s.allocated_on(&MachineId("m1".into())),
+            Resources::new(1000, 1 << 30, 0),
+            "the task uses the alloc's room"
+        );
+        let e =
+            Evict { job: "pool".into(), index: 0, incarnation: 1, machine: MachineId("m1".into()), by: "p/0".into() };
+        run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
+        let t = s.task(&("inner".into(), 0)).unwrap();
+        assert_eq!((t.state, t.alloc, t.machine.clone()), (TaskState::Pending, None, None));
+    }
+}
