@@ -226,7 +226,7 @@ async fn run() -> anyhow::Result<()> {
                 let b = b.clone();
                 let handle = handle.clone();
                 async move {
-                    borglet::metrics::refresh(&b, capacity);
+                    b.refresh_metrics(capacity);
                     handle.run_upkeep();
                     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
                 }

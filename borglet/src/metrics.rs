@@ -1,12 +1,10 @@
 //! The Borglet's Prometheus metrics: every name, help text and unit is declared here. Per-task
 //! series carry `job` and `index` labels and vanish 30 s after the task leaves the machine.
 
-use crate::runtime::Phase;
-use crate::service::Borglet;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use scheduler_core::Resources;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Time to handle one poll from the master.
 pub const POLL_SECONDS: &str = "borg_borglet_poll_duration_seconds";
@@ -73,33 +71,44 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Sets every scrape-time series from the Borglet's state.
-pub fn refresh(b: &Borglet, capacity: Resources) {
-    gauge!("borg_borglet_capacity_cpu_cores").set(capacity.cpu_millis as f64 / 1000.0);
-    gauge!("borg_borglet_capacity_ram_bytes").set(capacity.ram_bytes as f64);
-    let age = b.last_poll.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed().as_secs_f64());
-    gauge!("borg_borglet_last_poll_age_seconds").set(age.unwrap_or(-1.0));
-    gauge!("borg_borglet_master_connected").set(if age.is_some_and(|a| a < 10.0) { 1.0 } else { 0.0 });
-    let mut rt = b.runtime();
-    let usage = rt.sample_usage(Instant::now());
-    let mut phases = [0u32; 4];
-    for (r, u) in rt.runs().zip(usage) {
-        phases[r.phase as usize] += 1;
-        let labels = [("job", r.spec.job.clone()), ("index", r.spec.index.to_string())];
-        counter!("borg_borglet_task_cpu_seconds_total", &labels).absolute(u.cpu_seconds as u64);
-        gauge!("borg_borglet_task_cpu_usage_cores", &labels).set(u.cpu_millis as f64 / 1000.0);
-        gauge!("borg_borglet_task_memory_bytes", &labels).set(u.memory_bytes as f64);
-        counter!("borg_borglet_task_restarts_total", &labels).absolute(r.restarts as u64);
-    }
-    for (i, name) in ["running", "backoff", "stopping", "exited"].iter().enumerate() {
-        gauge!("borg_borglet_tasks", "phase" => *name).set(phases[i] as f64);
-    }
+/// One task run's series at scrape time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSample {
+    /// Job name (the `job` label).
+    pub job: String,
+    /// Task index (the `index` label).
+    pub index: u32,
+    /// CPU seconds since the run started.
+    pub cpu_seconds: f64,
+    /// CPU millicores averaged since the previous sample.
+    pub cpu_millis: u64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Restarts in its current incarnation.
+    pub restarts: u32,
+    /// Its phase's name (`running`, `backoff`, `stopping`, `exited`).
+    pub phase: &'static str,
 }
 
-/// Phase discriminant order used by [`refresh`] (kept in sync with [`Phase`]).
-const _: () = {
-    assert!(Phase::Running as usize == 0);
-    assert!(Phase::Backoff as usize == 1);
-    assert!(Phase::Stopping as usize == 2);
-    assert!(Phase::Exited as usize == 3);
-};
+/// Phases `borg_borglet_tasks` always exports (0 when none), in order.
+pub const PHASES: [&str; 4] = ["running", "backoff", "stopping", "exited"];
+
+/// Sets every scrape-time series: the machine's `capacity`, seconds since the last poll
+/// (`None`: never polled) and one sample per task run.
+pub fn refresh(capacity: Resources, last_poll_age: Option<f64>, tasks: &[TaskSample]) {
+    gauge!("borg_borglet_capacity_cpu_cores").set(capacity.cpu_millis as f64 / 1000.0);
+    gauge!("borg_borglet_capacity_ram_bytes").set(capacity.ram_bytes as f64);
+    gauge!("borg_borglet_last_poll_age_seconds").set(last_poll_age.unwrap_or(-1.0));
+    gauge!("borg_borglet_master_connected").set(if last_poll_age.is_some_and(|a| a < 10.0) { 1.0 } else { 0.0 });
+    for t in tasks {
+        let labels = [("job", t.job.clone()), ("index", t.index.to_string())];
+        counter!("borg_borglet_task_cpu_seconds_total", &labels).absolute(t.cpu_seconds as u64);
+        gauge!("borg_borglet_task_cpu_usage_cores", &labels).set(t.cpu_millis as f64 / 1000.0);
+        gauge!("borg_borglet_task_memory_bytes", &labels).set(t.memory_bytes as f64);
+        counter!("borg_borglet_task_restarts_total", &labels).absolute(t.restarts as u64);
+    }
+    for phase in PHASES {
+        let n = tasks.iter().filter(|t| t.phase == phase).count();
+        gauge!("borg_borglet_tasks", "phase" => phase).set(n as f64);
+    }
+}

@@ -35,6 +35,27 @@ impl Borglet {
     pub fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {
         self.runtime.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Sets the scrape-time metrics from this Borglet's state (a machine of `capacity`).
+    pub fn refresh_metrics(&self, capacity: scheduler_core::Resources) {
+        let age = self.last_poll.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed().as_secs_f64());
+        let mut rt = self.runtime();
+        let usage = rt.sample_usage(Instant::now());
+        let samples: Vec<crate::metrics::TaskSample> = rt
+            .runs()
+            .zip(usage)
+            .map(|(r, u)| crate::metrics::TaskSample {
+                job: r.spec.job.clone(),
+                index: r.spec.index,
+                cpu_seconds: u.cpu_seconds,
+                cpu_millis: u.cpu_millis,
+                memory_bytes: u.memory_bytes,
+                restarts: r.restarts,
+                phase: r.phase.as_str(),
+            })
+            .collect();
+        crate::metrics::refresh(capacity, age, &samples);
+    }
 }
 
 /// The gRPC service over a shared [`Borglet`].

@@ -13,132 +13,18 @@
 //! is not our child, so when it exits its exit status is unknown; it is treated as a failure for
 //! the restart policy (a task whose success cannot be proven is retried).
 
+mod persist;
+mod task;
+
+use task::{backoff, should_restart};
+pub use task::{oom_text, Phase, RunUsage, TaskRun, TaskSpec, BASE_BACKOFF, MAX_BACKOFF};
+
 use crate::cgroup::{CgroupSupport, TaskCgroup};
 use crate::process;
-use borg_spec::{JobKind, Restart, RestartPolicy};
 use nix::sys::signal::Signal;
-use scheduler_core::Resources;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
-
-/// First restart delay; doubles per restart up to [`MAX_BACKOFF`].
-pub const BASE_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest restart delay.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// One task the master wants here: everything needed to run it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskSpec {
-    /// Job name.
-    pub job: String,
-    /// Task index.
-    pub index: u32,
-    /// Incarnation: a new one replaces the old run of the same task.
-    pub incarnation: u64,
-    /// Owner.
-    pub user: String,
-    /// Batch or service.
-    pub kind: JobKind,
-    /// argv.
-    pub command: Vec<String>,
-    /// Spec env (the Borglet adds PATH, HOME and the BORG_* variables).
-    pub env: BTreeMap<String, String>,
-    /// Limits: millicores, bytes, bytes.
-    pub resources: Resources,
-    /// Restart policy.
-    pub restart: Restart,
-    /// SIGTERM-to-SIGKILL grace, milliseconds.
-    pub grace_period_ms: u64,
-    /// Job version.
-    pub job_version: u64,
-}
-
-impl TaskSpec {
-    /// `job.index.incarnation`: the sandbox directory and cgroup name of this run.
-    pub fn run_name(&self) -> String {
-        format!("{}.{}.{}", self.job, self.index, self.incarnation)
-    }
-}
-
-/// Where a run is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    /// A process is running.
-    Running,
-    /// It exited and will be restarted when the backoff ends.
-    Backoff,
-    /// No longer desired: SIGTERM sent, SIGKILL at the deadline.
-    Stopping,
-    /// It exited for good (reported dead until the master drops it).
-    Exited,
-}
-
-/// One run of one task incarnation.
-#[derive(Debug)]
-pub struct TaskRun {
-    /// What to run.
-    pub spec: TaskSpec,
-    /// Lifecycle phase.
-    pub phase: Phase,
-    child: Option<Child>,
-    /// Leader pid (= process group id) while a process exists.
-    pub pid: Option<u32>,
-    start_ticks: u64,
-    /// Restarts so far.
-    pub restarts: u32,
-    /// Exit code of the last exit.
-    pub exit_code: Option<i32>,
-    /// Signal of the last exit.
-    pub signal: Option<i32>,
-    /// Human detail for the master.
-    pub message: String,
-    /// Backoff end or stop deadline.
-    deadline: Option<Instant>,
-    sigkilled: bool,
-    cgroup: Option<TaskCgroup>,
-    /// Sandbox directory.
-    pub sandbox: PathBuf,
-    last_cpu: Option<(Instant, f64)>,
-    /// CPU use over the last sample interval, millicores.
-    pub cpu_rate_millis: u64,
-    /// OOM kills of its cgroup already accounted for (a new one at an exit means the kernel
-    /// killed it for its memory limit).
-    oom_seen: u64,
-}
-
-/// Usage of one run at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RunUsage {
-    /// CPU seconds since start.
-    pub cpu_seconds: f64,
-    /// CPU millicores averaged since the previous sample.
-    pub cpu_millis: u64,
-    /// Memory bytes.
-    pub memory_bytes: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SavedRun {
-    spec: TaskSpec,
-    phase: Phase,
-    pid: Option<u32>,
-    start_ticks: u64,
-    restarts: u32,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    message: String,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct Saved {
-    applied_version: u64,
-    cell: String,
-    desired: Vec<TaskSpec>,
-    runs: Vec<SavedRun>,
-}
 
 /// All task runs of this machine and the desired set they converge to.
 pub struct Runtime {
@@ -157,19 +43,6 @@ pub struct Runtime {
     pub task_user: Option<(u32, u32)>,
     /// Whether orphans in this machine's cgroups were reaped (at the first desired set).
     orphans_reaped: bool,
-}
-
-fn should_restart(r: &Restart, success: bool, restarts: u32) -> bool {
-    let policy = match r.policy {
-        RestartPolicy::Never => false,
-        RestartPolicy::OnFailure => !success,
-        RestartPolicy::Always => true,
-    };
-    policy && r.max_restarts.is_none_or(|m| restarts < m)
-}
-
-fn backoff(restarts: u32) -> Duration {
-    BASE_BACKOFF.saturating_mul(1u32 << restarts.min(16)).min(MAX_BACKOFF)
 }
 
 impl Runtime {
@@ -193,117 +66,6 @@ impl Runtime {
         };
         rt.load();
         Ok(rt)
-    }
-
-    /// Kills processes left in task cgroups that belong to no known run (a state file lost or
-    /// damaged, a crash between start and save: such processes cannot be adopted) and removes those cgroups: a
-    /// Borglet restart leaves no orphan behind. Runs once, at the first desired set from the
-    /// master ([`Runtime::set_desired`]): only then does the Borglet know what it should run, so a
-    /// Borglet that never reaches its master kills nothing.
-    fn reap_orphans(&mut self) {
-        let known: std::collections::HashSet<String> = self.runs.values().map(|r| r.spec.run_name()).collect();
-        for name in self.cgroups.task_cgroup_names(&self.machine_id) {
-            if known.contains(&name) {
-                continue;
-            }
-            if let Some(cg) = self.cgroups.existing(&self.machine_id, &name) {
-                let pids = cg.pids();
-                if !pids.is_empty() {
-                    tracing::warn!(cgroup = %name, ?pids, "killing orphan processes of an unknown task run");
-                }
-                process::kill_cgroup(&cg);
-                cg.remove();
-            }
-        }
-    }
-
-    fn state_file(&self) -> PathBuf {
-        self.work_dir.join("borglet-state.json")
-    }
-
-    fn load(&mut self) {
-        let path = self.state_file();
-        let saved: Saved = match std::fs::read(&path) {
-            Ok(b) => match serde_json::from_slice(&b) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "state file damaged; starting empty");
-                    return;
-                }
-            },
-            Err(_) => return,
-        };
-        self.applied_version = saved.applied_version;
-        self.cell = saved.cell;
-        self.desired = saved.desired.into_iter().map(|t| ((t.job.clone(), t.index), t)).collect();
-        for s in saved.runs {
-            let alive = s.pid.is_some_and(|p| process::start_ticks(p) == Some(s.start_ticks));
-            let name = s.spec.run_name();
-            let sandbox = self.work_dir.join("tasks").join(&name);
-            let cgroup = self.cgroups.existing(&self.machine_id, &name);
-            tracing::info!(task = %name, pid = ?s.pid, alive, "adopting task from previous Borglet");
-            let key = (s.spec.job.clone(), s.spec.index, s.spec.incarnation);
-            let phase = match s.phase {
-                Phase::Running | Phase::Stopping if !alive => Phase::Running, // reaped on the next tick
-                Phase::Backoff => Phase::Backoff,
-                p => p,
-            };
-            let run = TaskRun {
-                spec: s.spec,
-                phase,
-                child: None,
-                pid: s.pid,
-                start_ticks: s.start_ticks,
-                restarts: s.restarts,
-                exit_code: s.exit_code,
-                signal: s.signal,
-                message: s.message,
-                deadline: (phase == Phase::Backoff || phase == Phase::Stopping).then(Instant::now),
-                sigkilled: false,
-                cgroup,
-                sandbox,
-                last_cpu: None,
-                cpu_rate_millis: 0,
-                oom_seen: 0,
-            };
-            self.runs.insert(key, run);
-        }
-    }
-
-    fn save(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        self.dirty = false;
-        let saved = Saved {
-            applied_version: self.applied_version,
-            cell: self.cell.clone(),
-            desired: self.desired.values().cloned().collect(),
-            runs: self
-                .runs
-                .values()
-                .map(|r| SavedRun {
-                    spec: r.spec.clone(),
-                    phase: r.phase,
-                    pid: r.pid,
-                    start_ticks: r.start_ticks,
-                    restarts: r.restarts,
-                    exit_code: r.exit_code,
-                    signal: r.signal,
-                    message: r.message.clone(),
-                })
-                .collect(),
-        };
-        let path = self.state_file();
-        let tmp = path.with_extension("json.tmp");
-        let result = serde_json::to_vec(&saved)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = result {
-            tracing::error!(file = %path.display(), error = %e, "cannot save Borglet state; adoption after a restart may miss tasks");
-            self.dirty = true;
-        }
     }
 
     /// Replaces the desired task set (`version` is the master's digest of it).
@@ -608,18 +370,11 @@ impl Runtime {
     }
 }
 
-/// Why a task the kernel's OOM killer killed died: starts with [`borg_spec::OOM_REASON`].
-pub fn oom_text(limit_bytes: u64) -> String {
-    format!(
-        "{}: exceeded its memory limit of {} (killed by the kernel, signal 9)",
-        borg_spec::OOM_REASON,
-        scheduler_core::format_bytes(limit_bytes)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use borg_spec::{JobKind, Restart, RestartPolicy};
+    use scheduler_core::Resources;
 
     fn spec(job: &str, index: u32, inc: u64, cmd: &str, restart: Restart) -> TaskSpec {
         TaskSpec {
