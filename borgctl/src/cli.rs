@@ -1,0 +1,285 @@
+//! borgctl's command line: the clap types (global flags, one variant per command).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum Output {
+    /// Human-readable table.
+    Table,
+    /// JSON (stable field names).
+    Json,
+    /// YAML (the same fields as JSON).
+    Yaml,
+}
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Client of a Borg cell: submit jobs, inspect tasks and machines.")]
+pub struct Cli {
+    /// Borgmaster address (host:port), or every replica's, comma-separated: the first that
+    /// answers is used (any replica serves reads and forwards writes to the leader).
+    #[arg(long, global = true, env = "BORG_MASTER", default_value = "127.0.0.1:9000")]
+    pub master: String,
+    /// Output format of listings.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    pub output: Output,
+    /// Your credentials (`ca.pem`, `cert.pem`, `key.pem`, from `borgctl certs issue`): mutual
+    /// TLS to the cell. Default: `~/.config/borg/credentials` when it exists, else plain gRPC
+    /// (for a master started with `--insecure`).
+    #[arg(long, global = true, env = "BORG_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
+    /// Talk plain gRPC even when credentials are configured (to a master run with --insecure).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a job, or replace the spec of an existing one, from a YAML spec.
+    Apply {
+        /// Job spec file (YAML, one job); `-` reads it from stdin.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Check the spec and show what would happen; change nothing. Exits 2 if tasks would
+        /// stay pending.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply only if the job is at this version (0 = must not exist yet).
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// List jobs.
+    Jobs,
+    /// Show one job: spec summary, task counts, why tasks are pending, recent events.
+    Job {
+        /// Job name.
+        name: String,
+    },
+    /// List the tasks of a job.
+    Tasks {
+        /// Job name.
+        name: String,
+    },
+    /// Kill every task of a job (SIGTERM, grace period, SIGKILL).
+    Kill {
+        /// Job name.
+        name: String,
+    },
+    /// Remove jobs whose tasks are all dead (killed or finished) from the cell: they leave
+    /// `jobs` and the status page. Owner or admin. A job with live tasks is refused: kill it
+    /// first.
+    Delete {
+        /// Job names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List the machines of the cell.
+    Machines,
+    /// Print the tail of a task's stdout (or stderr).
+    Logs {
+        /// Job name.
+        name: String,
+        /// Task index.
+        index: u32,
+        /// Read stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Bytes from the end; 0 means the Borglet's default, the last 64 KiB.
+        #[arg(long, default_value_t = 0)]
+        tail: u64,
+    },
+    /// Resource use like `kubectl top`: by machine, job or user (allocated vs used).
+    Top {
+        /// What to list.
+        #[arg(value_enum)]
+        what: TopWhat,
+    },
+    /// Cell-wide capacity, allocation, usage, free and stranded resources, by band.
+    Cell {
+        /// What to show.
+        #[arg(value_enum)]
+        what: CellWhat,
+    },
+    /// Quotas: `quota set USER BAND cpu=.. ram=.. disk=..`, `quota get [USER]`.
+    Quota {
+        #[command(subcommand)]
+        action: QuotaCmd,
+    },
+    /// The cell's certificate authority and credentials: `certs init --ca DIR`, `certs issue
+    /// --ca DIR --role user|admin|machine|replica --name NAME [--host H,...] --out DIR`.
+    Certs {
+        #[command(subcommand)]
+        action: CertsCmd,
+    },
+    /// Replicas of the master group: `replicas [list]`, `replicas add ID HOST:PORT`,
+    /// `replicas remove ID`.
+    Replicas {
+        #[command(subcommand)]
+        action: Option<ReplicasCmd>,
+    },
+    /// Recent events (scheduling, preemption, evictions, machines), optionally of one job.
+    Events {
+        /// Job name (default: all).
+        job: Option<String>,
+        /// Most events shown.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Alloc sets and their allocs: machine, reservation, and the tasks inside each.
+    Allocs,
+    /// Why a job's tasks are pending: per-reason machine counts (Kubernetes style).
+    WhyPending {
+        /// Job name.
+        name: String,
+    },
+    /// Load driver: apply many jobs concurrently, measure apply -> bound -> running per task.
+    Bench(BenchArgs),
+    /// Wait until a job's tasks are all running, or all dead (done).
+    Wait {
+        /// Job name.
+        name: String,
+        /// What to wait for.
+        #[arg(long = "for", value_enum, default_value = "done")]
+        until: Until,
+        /// Give up after this many seconds (exit 2).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCmd {
+    /// Grant USER a quota at BAND (batch, production, monitoring); prints the limit now in force.
+    Set {
+        /// User.
+        user: String,
+        /// Band.
+        band: String,
+        /// Resources: cpu=2 ram=4Gi disk=10Gi. Dimensions not named keep their current limit
+        /// (the user's grant at the band, or the cell default), like `kubectl set`.
+        #[arg(required = true)]
+        resources: Vec<String>,
+    },
+    /// Limit, used and free per user and band.
+    Get {
+        /// One user (default: all).
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReplicasCmd {
+    /// Every replica with its role (leader, follower, learner, unreachable) and last applied
+    /// log index.
+    List,
+    /// Add replica ID at HOST:PORT (start it first with `borgmaster --id ID --peers ...`): it
+    /// catches up as a learner, then becomes a voter.
+    Add {
+        /// Its `--id`.
+        id: u64,
+        /// Its gRPC address.
+        address: String,
+    },
+    /// Remove replica ID from the group.
+    Remove {
+        /// Its `--id`.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCmd {
+    /// Create the cell's CA (`ca.pem`, `ca.key`) in a new directory; keep `ca.key` secret.
+    Init {
+        /// Directory for the CA.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Cell name (in the CA's common name).
+        #[arg(long, default_value = "dev")]
+        cell: String,
+    },
+    /// Issue credentials signed by the CA: `ca.pem`, `cert.pem`, `key.pem` into `--out`.
+    Issue {
+        /// Directory of the CA (from `certs init`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// user (owns their jobs), admin (everything), machine (a Borglet: --name is its
+        /// machine id), replica (a Borgmaster replica: --name is its id).
+        #[arg(long)]
+        role: String,
+        /// User name, machine id or replica id.
+        #[arg(long)]
+        name: String,
+        /// DNS names or IPs the certificate serves as (replicas, Borglets), comma-separated;
+        /// localhost and 127.0.0.1 are always included.
+        #[arg(long, default_value = "")]
+        host: String,
+        /// Output directory (made mode 0700).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show who a credentials directory says you are.
+    Show {
+        /// Credentials directory (default: --credentials).
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum TopWhat {
+    /// One row per machine.
+    Machines,
+    /// One row per job.
+    Jobs,
+    /// One row per user (their jobs summed).
+    Users,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum CellWhat {
+    /// Capacity, allocated, used, free and stranded, by band.
+    Usage,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum Until {
+    /// Every task running.
+    Running,
+    /// Every task dead (finished, failed or killed).
+    Done,
+}
+
+/// `borgctl bench`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Job name prefix.
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+    /// Jobs to apply.
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: usize,
+    /// Tasks per job.
+    #[arg(long, default_value_t = 1)]
+    pub tasks_per_job: u32,
+    /// Per-task CPU ("100m", "0.5").
+    #[arg(long, default_value = "100m")]
+    pub cpu: String,
+    /// Per-task RAM ("500Mi").
+    #[arg(long, default_value = "500Mi")]
+    pub ram: String,
+    /// Priority (band name or integer).
+    #[arg(long, default_value = "batch")]
+    pub priority: String,
+    /// Applies in flight at once.
+    #[arg(long, default_value_t = 1000)]
+    pub concurrency: usize,
+    /// Seconds to wait for every task to run.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Apply the jobs of a tasks CSV (fauxmaster's neutral format, e.g. from `fauxmaster
+    /// export`) instead of synthetic ones.
+    #[arg(long)]
+    pub tasks_csv: Option<PathBuf>,
+}

@@ -1,0 +1,57 @@
+//! `bench`: the load driver (borgctl::bench), from synthetic jobs or a tasks CSV.
+
+use super::Cx;
+use crate::cli::BenchArgs;
+
+use crate::conn::credentials;
+use crate::output::print_json;
+use anyhow::anyhow;
+use borg_proto::borgmaster_client::BorgmasterClient;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Applies the jobs and reports throughput and latencies.
+///
+/// Errors: a bad --cpu, --ram or --priority, an unreachable master, an unreadable CSV.
+pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let BenchArgs { prefix, jobs, tasks_per_job, cpu, ram, priority, concurrency, timeout, tasks_csv } = a;
+    use borg_spec::quantity::{parse_bytes, parse_cpu, Scalar};
+    let cpu = parse_cpu(&Scalar::Str(cpu)).map_err(|e| anyhow!("--cpu: {e}"))?;
+    let ram = parse_bytes(&Scalar::Str(ram)).map_err(|e| anyhow!("--ram: {e}"))?;
+    let priority = match scheduler_core::Band::from_name(&priority) {
+        Some(b) => b.base_priority().0,
+        None => priority.parse().map_err(|_| anyhow!("--priority: {priority:?} is not a band or an integer"))?,
+    };
+    // one HTTP/2 channel carries every concurrent apply; 120 s per call
+    let addrs = borg_spec::client::master_addresses(&cx.master).map_err(|e| anyhow!("--master: {e}"))?;
+    let (_, ch) =
+        borg_spec::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(120))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+    let client = BorgmasterClient::new(ch);
+    let spec = borgctl::bench::BenchSpec {
+        prefix,
+        jobs,
+        tasks_per_job,
+        resources: scheduler_core::Resources::new(cpu, ram, 0),
+        priority,
+        concurrency,
+        timeout: Duration::from_secs(timeout),
+    };
+    let specs = match &tasks_csv {
+        Some(p) => borgctl::bench::jobs_from_csv(p, &spec.prefix)?,
+        None => borgctl::bench::synthetic_jobs(&spec),
+    };
+    let r = borgctl::bench::run(client, &spec, specs).await?;
+    if cx.json {
+        print_json(&r)?;
+    } else {
+        outln!(
+            "{} of {} tasks ({} jobs, concurrency {}) running {:.3} s after the first apply: {:.0} tasks/s\n  apply -> bound:   p50 {} ms, p90 {} ms, p99 {} ms\n  apply -> running: p50 {} ms, p90 {} ms, p99 {} ms",
+            r["running"], r["tasks"], r["jobs"], r["concurrency"], r["seconds"].as_f64().unwrap_or(0.0), r["tasks_per_second"].as_f64().unwrap_or(0.0),
+            r["apply_to_bound"]["p50_ms"], r["apply_to_bound"]["p90_ms"], r["apply_to_bound"]["p99_ms"],
+            r["apply_to_running"]["p50_ms"], r["apply_to_running"]["p90_ms"], r["apply_to_running"]["p99_ms"],
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

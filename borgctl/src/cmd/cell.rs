@@ -1,0 +1,99 @@
+//! Cell commands: machines, top, cell usage, allocs.
+
+use super::Cx;
+use crate::cli::TopWhat;
+use crate::conn::{connect, status};
+use crate::output::print_json;
+use borg_proto as pb;
+use borgctl::render;
+use std::process::ExitCode;
+
+pub async fn machines(cx: &Cx) -> anyhow::Result<ExitCode> {
+    let ms = connect(&cx.master)
+        .await?
+        .list_machines(pb::ListMachinesRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .machines;
+    if cx.json {
+        print_json(&ms.iter().map(render::machine_json).collect())?;
+    } else {
+        outln!("{}", render::machines_table(&ms))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn top(cx: &Cx, what: TopWhat) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&cx.master).await?;
+    let (json_rows, table) = match what {
+        TopWhat::Machines => {
+            let ms = c.list_machines(pb::ListMachinesRequest {}).await.map_err(status)?.into_inner().machines;
+            (ms.iter().map(render::machine_json).collect(), render::top_machines(&ms))
+        }
+        TopWhat::Jobs => {
+            let jobs = c.list_jobs(pb::ListJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+            (jobs.iter().map(render::job_json).collect(), render::top_jobs(&jobs))
+        }
+        TopWhat::Users => {
+            let jobs = c.list_jobs(pb::ListJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+            let users = render::users(&jobs);
+            (users.iter().map(render::user_json).collect(), render::top_users(&users))
+        }
+    };
+    if cx.json {
+        print_json(&json_rows)?;
+    } else {
+        outln!("{table}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn usage(cx: &Cx) -> anyhow::Result<ExitCode> {
+    let u = connect(&cx.master).await?.get_cell_usage(pb::CellUsageRequest {}).await.map_err(status)?.into_inner();
+    if cx.json {
+        print_json(&render::cell_usage_json(&u))?;
+    } else {
+        out!("{}", render::cell_usage_text(&u))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn allocs(cx: &Cx) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&cx.master).await?;
+    let jobs = c.list_jobs(pb::ListJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+    let mut rows = Vec::new();
+    for j in &jobs {
+        let s = j.spec.clone().unwrap_or_default();
+        if s.kind != pb::JobKind::AllocSet as i32 {
+            continue;
+        }
+        let allocs =
+            c.list_tasks(pb::ListTasksRequest { job: s.name.clone() }).await.map_err(status)?.into_inner().tasks;
+        // tasks of the jobs that run in this alloc set
+        let mut inside: Vec<(u32, String)> = Vec::new();
+        for user in jobs.iter().filter(|u| u.spec.as_ref().is_some_and(|x| x.alloc_set == s.name)) {
+            let name = user.spec.clone().unwrap_or_default().name;
+            for t in c.list_tasks(pb::ListTasksRequest { job: name.clone() }).await.map_err(status)?.into_inner().tasks
+            {
+                if let Some(a) = t.alloc {
+                    inside.push((a, format!("{name}/{}", t.index)));
+                }
+            }
+        }
+        for a in allocs {
+            let tasks: Vec<String> = inside.iter().filter(|(i, _)| *i == a.index).map(|(_, n)| n.clone()).collect();
+            rows.push(serde_json::json!({
+                "alloc_set": s.name, "index": a.index, "state": render::task_state(a.state),
+                "machine": a.machine, "reserved": s.resources.map(|r| serde_json::json!({"cpu_millis": r.cpu_millis, "ram_bytes": r.ram_bytes, "disk_bytes": r.disk_bytes})),
+                "tasks": tasks,
+            }));
+        }
+    }
+    if cx.json {
+        print_json(&serde_json::Value::Array(rows))?;
+    } else {
+        outln!("{}", render::allocs_table(&rows))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

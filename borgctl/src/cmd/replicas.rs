@@ -1,0 +1,36 @@
+//! `replicas [list|add|remove]`: the master group's members.
+
+use super::Cx;
+use crate::cli::ReplicasCmd;
+use crate::conn::{connect, status};
+use crate::output::print_json;
+use borg_proto as pb;
+use borgctl::render;
+use std::process::ExitCode;
+
+pub async fn replicas(cx: &Cx, action: Option<ReplicasCmd>) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&cx.master).await?;
+    let voters = match action.unwrap_or(ReplicasCmd::List) {
+        ReplicasCmd::List => {
+            let rs = c.list_replicas(pb::ListReplicasRequest {}).await.map_err(status)?.into_inner().replicas;
+            if cx.json {
+                print_json(&rs.iter().map(render::replica_json).collect())?;
+            } else {
+                outln!("{}", render::replicas_table(&rs))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ReplicasCmd::Add { id, address } => {
+            c.add_replica(pb::AddReplicaRequest { id, address }).await.map_err(status)?.into_inner().voters
+        }
+        ReplicasCmd::Remove { id } => {
+            c.remove_replica(pb::RemoveReplicaRequest { id }).await.map_err(status)?.into_inner().voters
+        }
+    };
+    if cx.json {
+        print_json(&serde_json::json!({ "voters": voters }))?;
+    } else {
+        outln!("voters: {}", voters.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
