@@ -3,7 +3,7 @@
 //!
 //! The cell: 10,000 machines, 1,000 jobs x 100 tasks (100,000 tasks).
 
-use borg_spec::{JobKind, JobSpec, Restart};
+use borg_jobspec::{JobKind, JobSpec, Restart};
 use borgmaster::state::{Bind, CellState, Command, Entry, Machine, MachineState};
 use scheduler_core::{MachineId, Priority, Resources};
 

@@ -61,7 +61,7 @@ fn job(
         kind: pb::JobKind::Service as i32,
         tasks,
         command: vec!["/bin/sleep".into(), "86400".into()],
-        resources: Some(borg_spec::convert::resources_to_pb(resources)),
+        resources: Some(borg_jobspec::convert::resources_to_pb(resources)),
         grace_period_ms: 1000,
         max_unavailable: 1,
         different_machine,

@@ -10,31 +10,31 @@ use tonic::transport::Channel;
 
 /// The credentials chosen with `--credentials`/`--insecure` (installed once at start; None =
 /// plain).
-pub fn credentials() -> Option<&'static borg_spec::auth::Credentials> {
-    borg_spec::auth::installed()
+pub fn credentials() -> Option<&'static borg_rpc::auth::Credentials> {
+    borg_rpc::auth::installed()
 }
 
 /// Loads the credentials `cli` names (see `Cli::credentials`).
 ///
 /// Errors: `--credentials` names a directory without usable credentials.
-pub fn load_credentials(cli: &Cli) -> anyhow::Result<Option<borg_spec::auth::Credentials>> {
+pub fn load_credentials(cli: &Cli) -> anyhow::Result<Option<borg_rpc::auth::Credentials>> {
     if cli.insecure {
         return Ok(None);
     }
     let dir = match &cli.credentials {
         Some(d) => d.clone(),
         None => match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/borg/credentials")) {
-            Some(d) if d.join(borg_spec::auth::CERT_FILE).exists() => d,
+            Some(d) if d.join(borg_rpc::auth::CERT_FILE).exists() => d,
             _ => return Ok(None),
         },
     };
-    borg_spec::auth::Credentials::load(&dir).map(Some).map_err(|e| anyhow!("--credentials: {e}"))
+    borg_rpc::auth::Credentials::load(&dir).map(Some).map_err(|e| anyhow!("--credentials: {e}"))
 }
 
 pub async fn connect(master: &str) -> anyhow::Result<BorgmasterClient<Channel>> {
-    let addrs = borg_spec::client::master_addresses(master).map_err(|e| anyhow!("--master: {e}"))?;
+    let addrs = borg_rpc::client::master_addresses(master).map_err(|e| anyhow!("--master: {e}"))?;
     let (addr, ch) =
-        borg_spec::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(30))
+        borg_rpc::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(30))
             .await
             .map_err(|e| anyhow!("{e}"))?;
     let _ = CONNECTED.set(addr);
@@ -46,7 +46,7 @@ pub static CONNECTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 pub fn status(s: tonic::Status) -> anyhow::Error {
     let addr = CONNECTED.get().map_or("the --master address", String::as_str);
-    if let Some(why) = borg_spec::client::wrong_server(addr, s.code(), s.message()) {
+    if let Some(why) = borg_rpc::client::wrong_server(addr, s.code(), s.message()) {
         return anyhow!("{why}");
     }
     match s.code() {

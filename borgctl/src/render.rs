@@ -359,7 +359,7 @@ pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
 }
 
 fn res_text(r: &pb::Resources) -> String {
-    borg_spec::convert::resources_from_pb(Some(r)).to_string()
+    borg_jobspec::convert::resources_from_pb(Some(r)).to_string()
 }
 
 /// A quota row as JSON: `user`, `band`, `limit` (null = unlimited), `used`, `free`.

@@ -8,7 +8,7 @@
 //! written to disk. A hollow machine keeps only its desired set: about 100 bytes per task.
 
 use borg_proto as pb;
-use borg_spec::convert::{resources_from_pb, resources_to_pb};
+use borg_jobspec::convert::{resources_from_pb, resources_to_pb};
 use scheduler_core::{Attributes, Resources};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -149,7 +149,7 @@ pub struct HollowService(pub Arc<HollowCell>, pub bool);
 #[tonic::async_trait]
 impl pb::borglet_server::Borglet for HollowService {
     async fn poll(&self, req: Request<pb::PollRequest>) -> Result<Response<pb::PollResponse>, Status> {
-        borg_spec::auth::authenticate(&req, self.1, &[borg_spec::auth::Role::Replica], crate::service::ONLY_REPLICAS)?;
+        borg_rpc::auth::authenticate(&req, self.1, &[borg_rpc::auth::Role::Replica], crate::service::ONLY_REPLICAS)?;
         self.0.poll(&req.into_inner()).map(Response::new)
     }
 

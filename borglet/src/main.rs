@@ -23,7 +23,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    borg_spec::quantity::parse_duration_ms(&borg_spec::quantity::Scalar::Str(s.into())).map(Duration::from_millis)
+    borg_jobspec::quantity::parse_duration_ms(&borg_jobspec::quantity::Scalar::Str(s.into())).map(Duration::from_millis)
 }
 
 fn millicores(s: &str) -> Result<u64, String> {
@@ -31,7 +31,7 @@ fn millicores(s: &str) -> Result<u64, String> {
 }
 
 fn bytes(s: &str) -> Result<u64, String> {
-    borg_spec::quantity::parse_bytes(&borg_spec::quantity::Scalar::Str(s.into()))
+    borg_jobspec::quantity::parse_bytes(&borg_jobspec::quantity::Scalar::Str(s.into()))
 }
 
 #[derive(Parser, Debug)]
@@ -104,7 +104,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    borg_spec::server::exit_status("borglet", run().await)
+    borg_rpc::server::exit_status("borglet", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -125,18 +125,18 @@ async fn run() -> anyhow::Result<()> {
         None
     } else {
         let dir = args.credentials.clone().unwrap_or_else(|| args.work_dir.join("credentials"));
-        let c = borg_spec::auth::Credentials::load(&dir).map_err(|e| {
+        let c = borg_rpc::auth::Credentials::load(&dir).map_err(|e| {
             anyhow::anyhow!(
                 "credentials: {e}\n(issue a machine certificate with `borgctl certs issue --ca DIR --role machine --name MACHINE_ID --host HOST --out {}`, or run with --insecure)",
                 dir.display()
             )
         })?;
         tracing::info!(identity = %c.identity, "mutual TLS on; only the cell's Borgmaster replicas may poll");
-        borg_spec::auth::install(c.clone());
+        borg_rpc::auth::install(c.clone());
         Some(c)
     };
     // a new leader's first round sends thousands of polls at once over one connection
-    let mut server = borg_spec::server::builder();
+    let mut server = borg_rpc::server::builder();
     if let Some(c) = &credentials {
         server = server.tls_config(c.server_tls(false)).context("TLS configuration")?;
     }
@@ -147,7 +147,7 @@ async fn run() -> anyhow::Result<()> {
     // refuse before making anything on this machine (cgroups, work dir)
     if let Some(c) = credentials
         .as_ref()
-        .filter(|c| c.identity.name != machine_id || c.identity.role != borg_spec::auth::Role::Machine)
+        .filter(|c| c.identity.name != machine_id || c.identity.role != borg_rpc::auth::Role::Machine)
     {
         anyhow::bail!(
             "credentials in {}: the certificate is for {}, not machine {machine_id:?}",
@@ -210,7 +210,7 @@ async fn run() -> anyhow::Result<()> {
     let register = pb::RegisterMachineRequest {
         id: machine_id.clone(),
         address: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
-        capacity: Some(borg_spec::convert::resources_to_pb(capacity)),
+        capacity: Some(borg_jobspec::convert::resources_to_pb(capacity)),
         attributes: attributes.into_iter().collect(),
     };
     tokio::spawn(borglet::register::register_loop(args.master.clone(), register, borglet.clone()));
@@ -247,7 +247,7 @@ async fn run() -> anyhow::Result<()> {
         .add_service(pb::borglet_server::BorgletServer::new(BorgletService(borglet)))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            borg_spec::server::shutdown(),
+            borg_rpc::server::shutdown(),
         )
         .await?;
     tracing::info!("borglet stopped; its tasks keep running and are adopted by the next Borglet");
@@ -304,7 +304,7 @@ async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) ->
         .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell, auth)))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            borg_spec::server::shutdown(),
+            borg_rpc::server::shutdown(),
         )
         .await?;
     Ok(())

@@ -23,7 +23,7 @@ pub async fn register_hollow(master: &str, specs: &[crate::hollow::HollowSpec], 
         let req = pb::RegisterMachineRequest {
             id: s.id.clone(),
             address: address.to_string(),
-            capacity: Some(borg_spec::convert::resources_to_pb(s.capacity)),
+            capacity: Some(borg_jobspec::convert::resources_to_pb(s.capacity)),
             attributes: s.attributes.clone().into_iter().collect(),
         };
         let (mut c, limit) = (client.clone(), limit.clone());
@@ -82,8 +82,10 @@ async fn connect_master(
     master: &str,
     timeout: Duration,
 ) -> Result<pb::borgmaster_client::BorgmasterClient<tonic::transport::Channel>, String> {
-    let addrs = borg_spec::client::master_addresses(master).map_err(|e| format!("--master: {e}"))?;
+    let addrs = borg_rpc::client::master_addresses(master).map_err(|e| format!("--master: {e}"))?;
     let (_, ch) =
-        borg_spec::client::connect_any(&addrs, borg_spec::auth::installed(), Duration::from_secs(3), timeout).await?;
+        borg_rpc::client::connect_any(&addrs, borg_rpc::auth::installed(), Duration::from_secs(3), timeout)
+            .await
+            .map_err(|e| e.to_string())?;
     Ok(pb::borgmaster_client::BorgmasterClient::new(ch))
 }

@@ -2,8 +2,8 @@
 
 use crate::runtime::{Phase, Runtime, TaskSpec};
 use borg_proto as pb;
-use borg_spec::convert::{kind_from_pb, resources_from_pb, resources_to_pb, restart_from_pb};
-use borg_spec::{JobKind, Restart};
+use borg_jobspec::convert::{kind_from_pb, resources_from_pb, resources_to_pb, restart_from_pb};
+use borg_jobspec::{JobKind, Restart};
 use scheduler_core::Resources;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
@@ -90,7 +90,7 @@ impl Drop for PollTimer {
 #[tonic::async_trait]
 impl pb::borglet_server::Borglet for BorgletService {
     async fn poll(&self, req: Request<pb::PollRequest>) -> Result<Response<pb::PollResponse>, Status> {
-        borg_spec::auth::authenticate(&req, self.0.auth, &[borg_spec::auth::Role::Replica], ONLY_REPLICAS)?;
+        borg_rpc::auth::authenticate(&req, self.0.auth, &[borg_rpc::auth::Role::Replica], ONLY_REPLICAS)?;
         let req = req.into_inner();
         if req.machine_id != self.0.machine_id {
             return Err(Status::invalid_argument(format!(
@@ -141,7 +141,7 @@ impl pb::borglet_server::Borglet for BorgletService {
     }
 
     async fn read_logs(&self, req: Request<pb::ReadLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {
-        borg_spec::auth::authenticate(&req, self.0.auth, &[borg_spec::auth::Role::Replica], ONLY_REPLICAS)?;
+        borg_rpc::auth::authenticate(&req, self.0.auth, &[borg_rpc::auth::Role::Replica], ONLY_REPLICAS)?;
         let r = req.into_inner();
         let sandbox = self.0.runtime().sandbox_of(&r.job, r.index).ok_or_else(|| {
             Status::not_found(format!("task {}/{} has no sandbox on {}", r.job, r.index, self.0.machine_id))

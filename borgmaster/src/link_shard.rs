@@ -16,7 +16,7 @@ use crate::master::{now_ms, Master};
 use crate::state::{Command, MachineState, TaskReport, TaskState};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
-use borg_spec::convert::{kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
+use borg_jobspec::convert::{kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use scheduler_core::MachineId;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
@@ -106,7 +106,7 @@ struct Channels(std::sync::Mutex<std::collections::HashMap<String, Channel>>);
 impl Channels {
     /// The channel to `address`, connecting within `connect_timeout`. It sets no per-request
     /// timeout: each poll is bounded by its own, adaptive one ([`PollLatency::timeout`]).
-    fn get(&self, address: &str, connect_timeout: Duration) -> Result<Channel, String> {
+    fn get(&self, address: &str, connect_timeout: Duration) -> borg_rpc::Result<Channel> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = map.get(address) {
             return Ok(ch.clone());
@@ -141,12 +141,12 @@ async fn apply_reports(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Vec<
 fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb::PollRequest> {
     let s = master.state();
     s.machines.get(id)?;
-    let live: Vec<(&crate::state::Task, &borg_spec::JobSpec)> = s
+    let live: Vec<(&crate::state::Task, &borg_jobspec::JobSpec)> = s
         .tasks_on(id)
         .filter_map(|t| {
             let job = s.jobs.get(&t.job)?;
             // an alloc is a reservation; nothing runs for it
-            (job.spec.kind != borg_spec::JobKind::AllocSet).then(|| (t, job.spec_for(t.job_version)))
+            (job.spec.kind != borg_jobspec::JobKind::AllocSet).then(|| (t, job.spec_for(t.job_version)))
         })
         .collect();
     let mut h = DefaultHasher::new();

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// Parses `500ms`, `1s`, `2m` (or a bare number of seconds) into a Duration.
 fn duration(s: &str) -> Result<Duration, String> {
-    borg_spec::quantity::parse_duration_ms(&borg_spec::quantity::Scalar::Str(s.into())).map(Duration::from_millis)
+    borg_jobspec::quantity::parse_duration_ms(&borg_jobspec::quantity::Scalar::Str(s.into())).map(Duration::from_millis)
 }
 
 #[derive(Parser, Debug)]
@@ -97,7 +97,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    borg_spec::server::exit_status("borgmaster", run().await)
+    borg_rpc::server::exit_status("borgmaster", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -122,7 +122,7 @@ async fn run() -> anyhow::Result<()> {
     let default_quota = match args.default_quota.as_str() {
         "zero" => Some(scheduler_core::Resources::ZERO),
         "unlimited" => None,
-        v => Some(borg_spec::quantity::parse_resources(v).map_err(|e| anyhow::anyhow!("--default-quota: {e}"))?),
+        v => Some(borg_jobspec::quantity::parse_resources(v).map_err(|e| anyhow::anyhow!("--default-quota: {e}"))?),
     };
     let credentials = if args.insecure {
         tracing::warn!(
@@ -133,18 +133,18 @@ async fn run() -> anyhow::Result<()> {
         None
     } else {
         let dir = args.credentials.clone().unwrap_or_else(|| args.data_dir.join("credentials"));
-        let c = borg_spec::auth::Credentials::load(&dir).map_err(|e| {
+        let c = borg_rpc::auth::Credentials::load(&dir).map_err(|e| {
             anyhow::anyhow!(
                 "credentials: {e}\n(issue a replica certificate with `borgctl certs issue --ca DIR --role replica --name {} --host HOST --out {}`, or run with --insecure)",
                 args.id,
                 dir.display()
             )
         })?;
-        if c.identity.role != borg_spec::auth::Role::Replica {
+        if c.identity.role != borg_rpc::auth::Role::Replica {
             anyhow::bail!("credentials in {}: the certificate is for {}, not a replica", dir.display(), c.identity);
         }
         tracing::info!(identity = %c.identity, "mutual TLS on; callers must present certificates from the cell's CA");
-        borg_spec::auth::install(c.clone());
+        borg_rpc::auth::install(c.clone());
         Some(c)
     };
     let config = MasterConfig {
@@ -192,7 +192,7 @@ async fn run() -> anyhow::Result<()> {
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
     let raft_service =
         borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised, credentials.is_some()).server();
-    let mut builder = borg_spec::server::builder();
+    let mut builder = borg_rpc::server::builder();
     if let Some(c) = &credentials {
         // client certificates optional at the handshake so that a caller without one gets a
         // clear UNAUTHENTICATED error from the service instead of a failed handshake
@@ -200,7 +200,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let server = tokio::spawn(builder.add_service(service).add_service(raft_service).serve_with_incoming_shutdown(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
-        borg_spec::server::shutdown(),
+        borg_rpc::server::shutdown(),
     ));
     if single {
         // A group of one leads at once: announce only when it accepts writes with its quota set,

@@ -192,7 +192,7 @@ pub fn on_events(state: &CellState, events: &[Event]) {
             counter!(EVICTIONS, "reason" => cause.as_str()).increment(1);
         }
         match e.kind {
-            EventKind::Dead if e.detail.starts_with(borg_spec::OOM_REASON) => counter!(OOM_KILLS).increment(1),
+            EventKind::Dead if e.detail.starts_with(borg_jobspec::OOM_REASON) => counter!(OOM_KILLS).increment(1),
             EventKind::Running => {
                 if let Some(t) = e.index.and_then(|i| state.task(&(e.job.clone(), i))) {
                     let secs = (e.time_ms - t.queued_ms).max(0) as f64 / 1000.0;

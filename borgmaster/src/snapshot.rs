@@ -151,7 +151,7 @@ pub fn alloc_bindings(state: &CellState) -> (Vec<Bind>, Vec<(String, String)>) {
             continue;
         }
         let set = &job.spec.alloc_set;
-        let Some(allocs) = state.jobs.get(set).filter(|a| a.spec.kind == borg_spec::JobKind::AllocSet && !a.killed)
+        let Some(allocs) = state.jobs.get(set).filter(|a| a.spec.kind == borg_jobspec::JobKind::AllocSet && !a.killed)
         else {
             why.push((job.spec.name.clone(), format!("alloc set {set:?} does not exist")));
             continue;

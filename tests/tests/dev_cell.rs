@@ -228,7 +228,7 @@ fn every_config_file_loads() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         let text = std::fs::read_to_string(&p).unwrap();
-        borg_spec::parse_job_spec(&p.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+        borg_jobspec::parse_job_spec(&p.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
         n += 1;
     }
     assert!(n >= 3, "configs/jobs has the batch, service and constrained examples");

@@ -138,10 +138,10 @@ fn a_borglet_cannot_pretend_to_be_another_machine_nor_be_polled_by_strangers() {
 
     // the Borglet refuses a poll from anyone but a replica: a user with a valid certificate
     let user = cell.issue("user", "eve");
-    let creds = borg_spec::auth::Credentials::load(&user).unwrap();
+    let creds = borg_rpc::auth::Credentials::load(&user).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let err = rt.block_on(async {
-        let ch = borg_spec::auth::endpoint(&m1.addr, Some(&creds)).unwrap().connect().await.unwrap();
+        let ch = borg_rpc::auth::endpoint(&m1.addr, Some(&creds)).unwrap().connect().await.unwrap();
         borg_proto::borglet_client::BorgletClient::new(ch)
             .poll(borg_proto::PollRequest { machine_id: m1.id.clone(), ..Default::default() })
             .await

@@ -148,7 +148,7 @@ fn job(name: String, rev: u64) -> pb::JobSpec {
         kind: pb::JobKind::Service as i32,
         tasks: 1,
         command: vec!["/bin/sleep".into(), "86400".into(), format!("--rev={rev}")],
-        resources: Some(borg_spec::convert::resources_to_pb(scheduler_core::Resources::new(100, 64 << 20, 0))),
+        resources: Some(borg_jobspec::convert::resources_to_pb(scheduler_core::Resources::new(100, 64 << 20, 0))),
         grace_period_ms: 1000,
         max_unavailable: 1,
         ..Default::default()
@@ -156,7 +156,7 @@ fn job(name: String, rev: u64) -> pb::JobSpec {
 }
 
 async fn client(addrs: &[String]) -> anyhow::Result<BorgmasterClient<Channel>> {
-    let (_, ch) = borg_spec::client::connect_any(addrs, None, Duration::from_secs(2), Duration::from_secs(30))
+    let (_, ch) = borg_rpc::client::connect_any(addrs, None, Duration::from_secs(2), Duration::from_secs(30))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     Ok(BorgmasterClient::new(ch))

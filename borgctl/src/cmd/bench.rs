@@ -15,7 +15,7 @@ use std::time::Duration;
 /// Errors: a bad --cpu, --ram or --priority, an unreachable master, an unreadable CSV.
 pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
     let BenchArgs { prefix, jobs, tasks_per_job, cpu, ram, priority, concurrency, timeout, tasks_csv } = a;
-    use borg_spec::quantity::{parse_bytes, parse_cpu, Scalar};
+    use borg_jobspec::quantity::{parse_bytes, parse_cpu, Scalar};
     let cpu = parse_cpu(&Scalar::Str(cpu)).map_err(|e| anyhow!("--cpu: {e}"))?;
     let ram = parse_bytes(&Scalar::Str(ram)).map_err(|e| anyhow!("--ram: {e}"))?;
     let priority = match scheduler_core::Band::from_name(&priority) {
@@ -23,9 +23,9 @@ pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
         None => priority.parse().map_err(|_| anyhow!("--priority: {priority:?} is not a band or an integer"))?,
     };
     // one HTTP/2 channel carries every concurrent apply; 120 s per call
-    let addrs = borg_spec::client::master_addresses(&cx.master).map_err(|e| anyhow!("--master: {e}"))?;
+    let addrs = borg_rpc::client::master_addresses(&cx.master).map_err(|e| anyhow!("--master: {e}"))?;
     let (_, ch) =
-        borg_spec::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(120))
+        borg_rpc::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(120))
             .await
             .map_err(|e| anyhow!("{e}"))?;
     let client = BorgmasterClient::new(ch);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 /// `borgctl certs ...`: runs locally, touches only files.
 pub fn certs(action: &CertsCmd, cli: &Cli) -> anyhow::Result<ExitCode> {
-    use borg_spec::auth::{init_ca, issue, Credentials, Identity, Role};
+    use borg_rpc::auth::{init_ca, issue, Credentials, Identity, Role};
     match action {
         CertsCmd::Init { ca, cell } => {
             init_ca(ca, cell).map_err(|e| anyhow!("{e}"))?;

@@ -23,7 +23,7 @@ pub async fn apply(cx: &Cx, file: PathBuf, dry_run: bool, expected_version: Opti
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         (file.display().to_string(), text)
     };
-    let spec = match borg_spec::parse_job_spec(&label, &text) {
+    let spec = match borg_jobspec::parse_job_spec(&label, &text) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
@@ -220,9 +220,9 @@ pub async fn wait(cx: &Cx, name: String, until: Until, timeout: u64) -> anyhow::
 
 /// Spec fields that differ between the job's current spec and `new`, as
 /// `{field: {"from": old, "to": new}}`; empty when the job does not exist yet.
-async fn spec_diff(c: &mut BorgmasterClient<Channel>, new: &borg_spec::JobSpec) -> serde_json::Value {
+async fn spec_diff(c: &mut BorgmasterClient<Channel>, new: &borg_jobspec::JobSpec) -> serde_json::Value {
     let Ok(r) = c.get_job(pb::GetJobRequest { name: new.name.clone() }).await else { return serde_json::json!({}) };
-    let Some(old) = r.into_inner().job.and_then(|j| j.spec).and_then(|s| borg_spec::JobSpec::try_from(&s).ok()) else {
+    let Some(old) = r.into_inner().job.and_then(|j| j.spec).and_then(|s| borg_jobspec::JobSpec::try_from(&s).ok()) else {
         return serde_json::json!({});
     };
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =

@@ -29,7 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return certs::certs(action, &cli);
     }
     if let Some(c) = load_credentials(&cli)? {
-        borg_spec::auth::install(c);
+        borg_rpc::auth::install(c);
     }
     let cx = Cx { master: cli.master.clone(), json: cli.output != Output::Table };
     match cli.command {

@@ -10,16 +10,16 @@ use std::process::ExitCode;
 
 pub async fn set(cx: &Cx, user: String, band: String, resources: Vec<String>) -> anyhow::Result<ExitCode> {
     let (given, named) =
-        borg_spec::quantity::parse_resources_named(&resources.join(",")).map_err(|e| anyhow!("{e}"))?;
+        borg_jobspec::quantity::parse_resources_named(&resources.join(",")).map_err(|e| anyhow!("{e}"))?;
     let mut c = connect(&cx.master).await?;
     let req = pb::SetQuotaRequest {
         user: user.clone(),
         band: band.clone(),
-        limit: Some(borg_spec::convert::resources_to_pb(given)),
+        limit: Some(borg_jobspec::convert::resources_to_pb(given)),
         dimensions: named.iter().map(|d| d.to_string()).collect(),
     };
     let now = c.set_quota(req).await.map_err(status)?.into_inner().limit;
-    let limit = borg_spec::convert::resources_from_pb(now.as_ref());
+    let limit = borg_jobspec::convert::resources_from_pb(now.as_ref());
     if cx.json {
         print_json(
             &serde_json::json!({"user": user, "band": band, "limit": {"cpu_millis": limit.cpu_millis, "ram_bytes": limit.ram_bytes, "disk_bytes": limit.disk_bytes}}),

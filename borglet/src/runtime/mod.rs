@@ -219,7 +219,7 @@ impl Runtime {
                             oom_text(run.spec.resources.ram_bytes)
                         }
                         (None, None, true) => "exited while the Borglet was restarting (status unknown)".to_string(),
-                        _ => borg_spec::exit_text(code, signal),
+                        _ => borg_jobspec::exit_text(code, signal),
                     };
                     tracing::info!(task = %run.spec.run_name(), ?code, ?signal, "task exited");
                     Self::after_exit(run, code, signal, what, desired, now);
@@ -373,7 +373,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use borg_spec::{JobKind, Restart, RestartPolicy};
+    use borg_jobspec::{JobKind, Restart, RestartPolicy};
     use scheduler_core::Resources;
 
     fn spec(job: &str, index: u32, inc: u64, cmd: &str, restart: Restart) -> TaskSpec {

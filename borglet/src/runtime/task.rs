@@ -2,7 +2,7 @@
 //! (policy and exponential backoff).
 
 use crate::cgroup::TaskCgroup;
-use borg_spec::{JobKind, Restart, RestartPolicy};
+use borg_jobspec::{JobKind, Restart, RestartPolicy};
 use scheduler_core::Resources;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -131,11 +131,11 @@ pub(super) fn backoff(restarts: u32) -> Duration {
     BASE_BACKOFF.saturating_mul(1u32 << restarts.min(16)).min(MAX_BACKOFF)
 }
 
-/// Why a task the kernel's OOM killer killed died: starts with [`borg_spec::OOM_REASON`].
+/// Why a task the kernel's OOM killer killed died: starts with [`borg_jobspec::OOM_REASON`].
 pub fn oom_text(limit_bytes: u64) -> String {
     format!(
         "{}: exceeded its memory limit of {} (killed by the kernel, signal 9)",
-        borg_spec::OOM_REASON,
+        borg_jobspec::OOM_REASON,
         scheduler_core::format_bytes(limit_bytes)
     )
 }

@@ -25,7 +25,7 @@ pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
 /// mutual TLS with this replica's credentials unless it runs insecure.
 ///
 /// Errors: the address is not a valid URI authority, or TLS is misconfigured.
-pub fn channel(address: &str) -> Result<Channel, String> {
+pub fn channel(address: &str) -> borg_rpc::Result<Channel> {
     Ok(crate::tls::endpoint(address)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
@@ -149,10 +149,10 @@ impl RaftService {
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        borg_spec::auth::authenticate(
+        borg_rpc::auth::authenticate(
             req,
             self.auth,
-            &[borg_spec::auth::Role::Replica],
+            &[borg_rpc::auth::Role::Replica],
             "only replicas of the master group speak Raft",
         )
         .map(|_| ())

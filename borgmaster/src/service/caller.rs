@@ -1,9 +1,9 @@
-//! Who is calling, and what they may do (issue 8; roles in `borg_spec::auth`): every RPC starts
+//! Who is calling, and what they may do (issue 8; roles in `borg_rpc::auth`): every RPC starts
 //! by asking [`BorgmasterService::caller`] and checks the answer against its rule.
 
 use super::BorgmasterService;
 use borg_proto as pb;
-use borg_spec::auth::{Identity, Role};
+use borg_rpc::auth::{Identity, Role};
 use tonic::{Request, Status};
 
 /// Metadata a replica puts on a write it forwards: the original caller's identity URI
@@ -13,7 +13,7 @@ pub(super) const FORWARDED_FOR: &str = "borg-forwarded-for";
 /// Placeholder for env values of jobs the caller does not own (they may hold secrets).
 pub const REDACTED: &str = "<redacted>";
 
-/// Who is calling, for authorization (issue 8; roles in `borg_spec::auth`).
+/// Who is calling, for authorization (issue 8; roles in `borg_rpc::auth`).
 pub enum Caller {
     /// Auth is off (`--insecure`): anyone may do anything.
     Anyone,
@@ -77,7 +77,7 @@ impl BorgmasterService {
     /// Errors: UNAUTHENTICATED without a usable certificate; INVALID_ARGUMENT for a malformed
     /// forwarded identity.
     pub fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let Some(id) = borg_spec::auth::authenticate(req, self.master.config.auth, &[], "")? else {
+        let Some(id) = borg_rpc::auth::authenticate(req, self.master.config.auth, &[], "")? else {
             return Ok(Caller::Anyone);
         };
         if id.role == Role::Replica {

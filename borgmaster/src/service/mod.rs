@@ -18,9 +18,9 @@ use crate::raft::membership::AddError;
 use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
-use borg_spec::auth::Role;
-use borg_spec::convert::resources_from_pb;
-use borg_spec::JobSpec;
+use borg_rpc::auth::Role;
+use borg_jobspec::convert::resources_from_pb;
+use borg_jobspec::JobSpec;
 use caller::redact;
 use forward::Route;
 use scheduler_core::MachineId;
@@ -246,7 +246,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         self.caller(&req)?;
         let state = self.master.state();
         let u = crate::usage::cell_usage(&state, &self.master.soft());
-        let r = |x| Some(borg_spec::convert::resources_to_pb(x));
+        let r = |x| Some(borg_jobspec::convert::resources_to_pb(x));
         Ok(Response::new(pb::CellUsageResponse {
             cell: state.cell.clone(),
             machines_up: u.machines_up,
@@ -279,11 +279,11 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             Route::Forwarded(answer) => return Ok(answer),
         };
         let r = req.into_inner();
-        if !borg_spec::job::valid_user_name(&r.user) {
+        if !borg_jobspec::job::valid_user_name(&r.user) {
             return Err(Status::invalid_argument(format!("user: {:?} is not a user name", r.user)));
         }
         let band = band_from_name(&r.band)?;
-        let given = borg_spec::convert::resources_from_pb(r.limit.as_ref());
+        let given = borg_jobspec::convert::resources_from_pb(r.limit.as_ref());
         let limit = if r.dimensions.is_empty() {
             given
         } else {
@@ -305,14 +305,14 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         };
         self.master.propose(Command::SetQuota { user: r.user.clone(), band, limit }).await.map_err(propose_status)?;
         tracing::info!(user = %r.user, %band, %limit, "quota set");
-        Ok(Response::new(pb::SetQuotaResponse { limit: Some(borg_spec::convert::resources_to_pb(limit)) }))
+        Ok(Response::new(pb::SetQuotaResponse { limit: Some(borg_jobspec::convert::resources_to_pb(limit)) }))
     }
 
     async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> Result<Response<pb::GetQuotaResponse>, Status> {
         self.caller(&req)?;
         let user = req.into_inner().user;
         let state = self.master.state();
-        let to = borg_spec::convert::resources_to_pb;
+        let to = borg_jobspec::convert::resources_to_pb;
         let rows = state
             .quota_rows((!user.is_empty()).then_some(user.as_str()))
             .into_iter()

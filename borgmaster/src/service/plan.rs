@@ -7,7 +7,7 @@ use crate::snapshot::{alloc_bindings, snapshot};
 use crate::soft::Pending;
 use crate::state::{ApplyOutcome, Command};
 use borg_proto as pb;
-use borg_spec::JobSpec;
+use borg_jobspec::JobSpec;
 use scheduler_core::Scheduler;
 use tonic::Status;
 
@@ -79,8 +79,8 @@ impl BorgmasterService {
             removed,
             in_place,
             evicted,
-            quota_used_after: Some(borg_spec::convert::resources_to_pb(copy.quota_used(&spec.user, band, None))),
-            quota_limit: copy.quota_limit(&spec.user, band).map(borg_spec::convert::resources_to_pb),
+            quota_used_after: Some(borg_jobspec::convert::resources_to_pb(copy.quota_used(&spec.user, band, None))),
+            quota_limit: copy.quota_limit(&spec.user, band).map(borg_jobspec::convert::resources_to_pb),
         })
     }
 }

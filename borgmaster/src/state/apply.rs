@@ -70,7 +70,7 @@ fn raise_to(needed: &Resources, free: &Resources, limit: &Resources) -> String {
             } else {
                 // the short form only where it is exact (format_bytes rounds to one decimal)
                 let short = scheduler_core::format_bytes(v);
-                let exact = borg_spec::quantity::parse_bytes(&borg_spec::quantity::Scalar::Str(short.clone()));
+                let exact = borg_jobspec::quantity::parse_bytes(&borg_jobspec::quantity::Scalar::Str(short.clone()));
                 format!("{k}={}", if exact == Ok(v) { short } else { v.to_string() })
             }
         })

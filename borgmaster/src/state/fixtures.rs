@@ -2,7 +2,7 @@
 //! beside its code).
 
 use super::*;
-use borg_spec::{JobKind, JobSpec};
+use borg_jobspec::{JobKind, JobSpec};
 use scheduler_core::{MachineId, Priority, Resources};
 
 /// A service of alice's at priority 100: `tasks` tasks of 100 millicores and 1 MiB running

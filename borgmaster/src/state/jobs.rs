@@ -4,7 +4,7 @@
 use super::apply::{new_task, Events};
 use super::{ApplyOutcome, CommandError};
 use super::{CellState, EventKind, Job, MachineState, PendingReason, Task, TaskState};
-use borg_spec::{JobKind, JobSpec};
+use borg_jobspec::{JobKind, JobSpec};
 use scheduler_core::{Band, MachineId};
 
 impl CellState {

@@ -4,7 +4,7 @@
 use super::apply::{requeue, Events};
 use super::ApplyOutcome;
 use super::{Bind, CellState, EventKind, Evict, MachineState, PendingReason, Task, TaskReport, TaskState};
-use borg_spec::JobKind;
+use borg_jobspec::JobKind;
 use scheduler_core::MachineId;
 
 impl CellState {
@@ -138,7 +138,7 @@ impl CellState {
                     t.signal = r.signal;
                     t.restarts = r.restarts;
                     t.reason = if r.message.is_empty() {
-                        borg_spec::exit_text(r.exit_code, r.signal)
+                        borg_jobspec::exit_text(r.exit_code, r.signal)
                     } else {
                         r.message.clone()
                     };
@@ -156,7 +156,7 @@ impl CellState {
 mod tests {
     use super::super::fixtures::*;
     use super::super::*;
-    use borg_spec::JobKind;
+    use borg_jobspec::JobKind;
     use scheduler_core::{MachineId, Resources};
 
     #[test]

@@ -4,7 +4,7 @@
 //! dead task.
 
 use super::*;
-use borg_spec::{JobKind, JobSpec, Restart};
+use borg_jobspec::{JobKind, JobSpec, Restart};
 use proptest::prelude::*;
 use scheduler_core::{Band, MachineId, Priority, Resources};
 

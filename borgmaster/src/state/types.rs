@@ -1,6 +1,6 @@
 //! Records of the cell state and the commands that change it.
 
-use borg_spec::JobSpec;
+use borg_jobspec::JobSpec;
 use scheduler_core::{Attributes, Band, MachineId, Resources};
 use serde::{Deserialize, Serialize};
 

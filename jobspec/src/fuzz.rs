@@ -1,7 +1,7 @@
 //! Property-based fuzzing of the spec parser and the API conversion: arbitrary input must give a
 //! spec or located problems, never a panic, and whatever is accepted must satisfy every rule.
 //!
-//! Run longer with `PROPTEST_CASES=100000 cargo test -p borg-spec fuzz --release`.
+//! Run longer with `PROPTEST_CASES=100000 cargo test -p borg-jobspec fuzz --release`.
 
 use crate::{parse_job_spec, JobSpec};
 use borg_proto as pb;

@@ -3,19 +3,20 @@
 //! replica serves reads and forwards writes to the leader, so a client need not know which one
 //! leads.
 
+use crate::{Error, Result};
 use std::time::Duration;
 use tonic::transport::Channel;
 
 /// Splits a `--master` value (`host:port[,host:port...]`) into addresses, in the given order.
 ///
 /// Errors: no address at all, or an item without a port; the message quotes the item.
-pub fn master_addresses(s: &str) -> Result<Vec<String>, String> {
+pub fn master_addresses(s: &str) -> Result<Vec<String>> {
     let addrs: Vec<String> = s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
     if addrs.is_empty() {
-        return Err("no Borgmaster address given (expected host:port[,host:port...])".into());
+        return Err(Error::BadAddress("no Borgmaster address given (expected host:port[,host:port...])".into()));
     }
     if let Some(bad) = addrs.iter().find(|a| !a.contains(':')) {
-        return Err(format!("{bad:?} is not host:port"));
+        return Err(Error::BadAddress(format!("{bad:?} is not host:port")));
     }
     Ok(addrs)
 }
@@ -32,7 +33,7 @@ pub async fn connect_any(
     credentials: Option<&crate::auth::Credentials>,
     connect_timeout: Duration,
     timeout: Duration,
-) -> Result<(String, Channel), String> {
+) -> Result<(String, Channel)> {
     let mut why = Vec::new();
     for addr in addrs {
         let ep = match crate::auth::endpoint(addr, credentials) {
@@ -47,11 +48,11 @@ pub async fn connect_any(
             Err(e) => why.push(format!("{addr}: {}", explain(&innermost(&e)))),
         }
     }
-    Err(if addrs.len() == 1 {
+    Err(Error::Unreachable(if addrs.len() == 1 {
         format!("cannot reach the Borgmaster at {}", why.join(""))
     } else {
         format!("cannot reach any Borgmaster replica ({})", why.join("; "))
-    })
+    }))
 }
 
 /// A transport error as a user can act on it: a TLS handshake that met plain HTTP (a master's
@@ -100,8 +101,8 @@ mod tests {
     #[test]
     fn addresses_split_and_refuse() {
         assert_eq!(master_addresses("a:1, b:2,").unwrap(), vec!["a:1", "b:2"]);
-        assert!(master_addresses(" , ").unwrap_err().contains("no Borgmaster address"));
-        assert!(master_addresses("a:1,b").unwrap_err().contains("\"b\""));
+        assert!(master_addresses(" , ").unwrap_err().to_string().contains("no Borgmaster address"));
+        assert!(master_addresses("a:1,b").unwrap_err().to_string().contains("\"b\""));
     }
 
     #[tokio::test]
@@ -120,7 +121,7 @@ mod tests {
         let t = Duration::from_secs(2);
         let (chosen, _) = connect_any(&addrs, None, t, t).await.unwrap();
         assert_eq!(chosen, live_addr);
-        let err = connect_any(std::slice::from_ref(&dead_addr), None, t, t).await.unwrap_err();
+        let err = connect_any(std::slice::from_ref(&dead_addr), None, t, t).await.unwrap_err().to_string();
         assert!(err.contains(&dead_addr) && err.to_lowercase().contains("refused"), "{err}");
         server.abort();
     }

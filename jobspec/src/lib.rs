@@ -4,23 +4,20 @@
 //! ```
 //! let text = "name: hello\nuser: alice\npriority: batch\nkind: batch\ntasks: 3\n\
 //!             command: [/bin/echo, hi]\nresources: {cpu: 250m, ram: 64Mi}\n";
-//! let spec = borg_spec::parse_job_spec("hello.yaml", text).unwrap();
+//! let spec = borg_jobspec::parse_job_spec("hello.yaml", text).unwrap();
 //! assert_eq!(spec.resources.cpu_millis, 250);
 //!
 //! let bad = text.replace("tasks: 3", "tasks: 0");
-//! let err = borg_spec::parse_job_spec("hello.yaml", &bad).unwrap_err();
+//! let err = borg_jobspec::parse_job_spec("hello.yaml", &bad).unwrap_err();
 //! assert_eq!(err.to_string(), "hello.yaml:5:8: tasks: 0 must be between 1 and 100000");
 //! ```
 #![deny(missing_docs)]
 
-pub mod auth;
-pub mod client;
 pub mod convert;
 #[cfg(test)]
 mod fuzz;
 pub mod job;
 pub mod quantity;
-pub mod server;
 pub mod yaml;
 
 pub use convert::ConvertError;

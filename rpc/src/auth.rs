@@ -16,6 +16,7 @@
 //! A credentials directory holds `ca.pem` (the cell's CA certificate), `cert.pem` and `key.pem`
 //! (the holder's certificate and private key, mode 0600).
 
+use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity, ServerTlsConfig};
 
@@ -46,13 +47,13 @@ impl Role {
     /// Parses a role name (`user`, `admin`, `machine`, `replica`).
     ///
     /// Errors: any other string; the message lists the valid ones.
-    pub fn parse(s: &str) -> Result<Role, String> {
+    pub fn parse(s: &str) -> Result<Role> {
         Ok(match s {
             "user" => Role::User,
             "admin" => Role::Admin,
             "machine" => Role::Machine,
             "replica" => Role::Replica,
-            _ => return Err(format!("unknown role {s:?} (expected user, admin, machine or replica)")),
+            _ => return Err(Error::UnknownRole(s.to_string())),
         })
     }
 }
@@ -84,9 +85,10 @@ impl Identity {
     ///
     /// Errors: another scheme, an unknown role, or an empty or malformed name (names are
     /// 1-253 characters of `[A-Za-z0-9._-]`).
-    pub fn parse_uri(uri: &str) -> Result<Identity, String> {
-        let rest = uri.strip_prefix(SCHEME).ok_or_else(|| format!("{uri:?} is not a borg:// identity"))?;
-        let (role, name) = rest.split_once('/').ok_or_else(|| format!("{uri:?}: expected borg://<role>/<name>"))?;
+    pub fn parse_uri(uri: &str) -> Result<Identity> {
+        let bad = |problem| Error::BadIdentity { uri: uri.to_string(), problem };
+        let rest = uri.strip_prefix(SCHEME).ok_or_else(|| bad(" is not a borg:// identity"))?;
+        let (role, name) = rest.split_once('/').ok_or_else(|| bad(": expected borg://<role>/<name>"))?;
         check_name(name)?;
         Ok(Identity { role: Role::parse(role)?, name: name.to_string() })
     }
@@ -106,12 +108,13 @@ impl std::fmt::Display for Identity {
 /// Checks an identity name: 1-253 characters of `[A-Za-z0-9._-]`.
 ///
 /// Errors: the name is empty, too long, or has another character (named in the message).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<()> {
+    let bad = |problem: String| Error::BadName { name: name.to_string(), problem };
     if name.is_empty() || name.len() > 253 {
-        return Err(format!("name {name:?} must be 1-253 characters"));
+        return Err(bad("must be 1-253 characters".into()));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("name {name:?} has {c:?}: only letters, digits, '.', '_' and '-' are allowed"));
+        return Err(bad(format!("has {c:?}: only letters, digits, '.', '_' and '-' are allowed")));
     }
     Ok(())
 }
@@ -119,12 +122,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// The identity in a DER certificate: its `borg://` subject alternative name.
 ///
 /// Errors: the certificate does not parse, or has no (or a malformed) `borg://` URI.
-pub fn identity_of_der(der: &[u8]) -> Result<Identity, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("certificate does not parse: {e}"))?;
+pub fn identity_of_der(der: &[u8]) -> Result<Identity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::Certificate(format!("certificate does not parse: {e}")))?;
     let san = cert
         .subject_alternative_name()
-        .map_err(|e| format!("certificate's subject alternative names do not parse: {e}"))?
-        .ok_or("certificate has no subject alternative names (no borg:// identity)")?;
+        .map_err(|e| Error::Certificate(format!("certificate's subject alternative names do not parse: {e}")))?
+        .ok_or_else(|| Error::Certificate("certificate has no subject alternative names (no borg:// identity)".into()))?;
     for name in &san.value.general_names {
         if let x509_parser::extensions::GeneralName::URI(uri) = name {
             if uri.starts_with(SCHEME) {
@@ -132,7 +136,7 @@ pub fn identity_of_der(der: &[u8]) -> Result<Identity, String> {
             }
         }
     }
-    Err("certificate has no borg:// identity URI".into())
+    Err(Error::Certificate("certificate has no borg:// identity URI".into()))
 }
 
 /// The identity of the peer of a request served over mutual TLS, from its client certificate;
@@ -140,7 +144,7 @@ pub fn identity_of_der(der: &[u8]) -> Result<Identity, String> {
 ///
 /// Errors: the certificate (already verified against the cell's CA by rustls) carries no
 /// usable identity.
-pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<Result<Identity, String>> {
+pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<Result<Identity>> {
     let certs = req.peer_certs()?;
     let first = certs.first()?;
     Some(identity_of_der(first.as_ref()))
@@ -219,11 +223,15 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-fn write_file(path: &Path, data: &str, mode: u32) -> Result<(), String> {
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+fn write_file(path: &Path, data: &str, mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -232,17 +240,17 @@ fn write_file(path: &Path, data: &str, mode: u32) -> Result<(), String> {
         .truncate(true)
         .mode(mode)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(data.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(io(path))?;
+    f.write_all(data.as_bytes()).and_then(|_| f.sync_all()).map_err(io(path))
 }
 
 /// DER bytes of the first PEM block in `pem`, read from `what`.
 ///
 /// Errors: `pem` holds no PEM block (the message names `what`).
-fn pem_der(pem: &str, what: &Path) -> Result<Vec<u8>, String> {
+fn pem_der(pem: &str, what: &Path) -> Result<Vec<u8>> {
     x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map(|(_, p)| p.contents)
-        .map_err(|_| format!("{}: not a PEM certificate", what.display()))
+        .map_err(|_| Error::File { path: what.to_path_buf(), problem: "not a PEM certificate".into() })
 }
 
 impl Credentials {
@@ -251,11 +259,11 @@ impl Credentials {
     ///
     /// Errors: a file is missing or unreadable, or the certificate carries no identity; the
     /// message names the file.
-    pub fn load(dir: &Path) -> Result<Credentials, String> {
+    pub fn load(dir: &Path) -> Result<Credentials> {
         let cert_path = dir.join(CERT_FILE);
         let cert_pem = read(&cert_path)?;
-        let identity =
-            identity_of_der(&pem_der(&cert_pem, &cert_path)?).map_err(|e| format!("{}: {e}", cert_path.display()))?;
+        let identity = identity_of_der(&pem_der(&cert_pem, &cert_path)?)
+            .map_err(|e| Error::File { path: cert_path.clone(), problem: e.to_string() })?;
         Ok(Credentials {
             dir: dir.to_path_buf(),
             ca_pem: read(&dir.join(CA_FILE))?,
@@ -296,33 +304,38 @@ pub fn host_of(address: &str) -> &str {
 /// them (the server's certificate must name the host).
 ///
 /// Errors: the address is malformed, or the TLS configuration is refused.
-pub fn endpoint(address: &str, credentials: Option<&Credentials>) -> Result<Endpoint, String> {
+pub fn endpoint(address: &str, credentials: Option<&Credentials>) -> Result<Endpoint> {
+    let bad = |e: tonic::transport::Error| Error::BadAddress(format!("bad address {address:?}: {e}"));
     match credentials {
-        None => Endpoint::from_shared(format!("http://{address}")).map_err(|e| format!("bad address {address:?}: {e}")),
+        None => Endpoint::from_shared(format!("http://{address}")).map_err(bad),
         Some(c) => Endpoint::from_shared(format!("https://{address}"))
-            .map_err(|e| format!("bad address {address:?}: {e}"))?
+            .map_err(bad)?
             .tls_config(c.client_tls(host_of(address)))
-            .map_err(|e| format!("TLS for {address}: {e}")),
+            .map_err(|e| Error::Tls { address: address.to_string(), problem: e.to_string() }),
     }
+}
+
+fn crypto(step: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
+    move |e| Error::Crypto { step, problem: e.to_string() }
 }
 
 /// Creates a cell CA in `dir` (`ca.pem`, and `ca.key` with mode 0600), valid for 10 years.
 ///
 /// Errors: the CA exists already there (never overwritten), or a file cannot be written.
-pub fn init_ca(dir: &Path, cell: &str) -> Result<(), String> {
+pub fn init_ca(dir: &Path, cell: &str) -> Result<()> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     if dir.join(CA_KEY_FILE).exists() {
-        return Err(format!("{}: a CA exists already; not overwritten", dir.join(CA_KEY_FILE).display()));
+        return Err(Error::File { path: dir.join(CA_KEY_FILE), problem: "a CA exists already; not overwritten".into() });
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let key = KeyPair::generate().map_err(|e| format!("generating the CA key: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let key = KeyPair::generate().map_err(crypto("generating the CA key"))?;
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, format!("borg cell {cell} CA"));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = params.not_before + std::time::Duration::from_secs(3600 * 24 * 365 * 30);
-    let cert = params.self_signed(&key).map_err(|e| format!("signing the CA certificate: {e}"))?;
+    let cert = params.self_signed(&key).map_err(crypto("signing the CA certificate"))?;
     write_file(&dir.join(CA_KEY_FILE), &key.serialize_pem(), 0o600)?;
     write_file(&dir.join(CA_FILE), &cert.pem(), 0o644)
 }
@@ -333,18 +346,19 @@ pub fn init_ca(dir: &Path, cell: &str) -> Result<(), String> {
 /// where others reach them; `localhost` and `127.0.0.1` are always included).
 ///
 /// Errors: the CA cannot be read, the name or a host is malformed, or a file cannot be written.
-pub fn issue(ca_dir: &Path, identity: &Identity, hosts: &[String], out_dir: &Path) -> Result<(), String> {
+pub fn issue(ca_dir: &Path, identity: &Identity, hosts: &[String], out_dir: &Path) -> Result<()> {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
     use std::os::unix::fs::PermissionsExt;
     check_name(&identity.name)?;
     let ca_pem = read(&ca_dir.join(CA_FILE))?;
-    let ca_key = KeyPair::from_pem(&read(&ca_dir.join(CA_KEY_FILE))?)
-        .map_err(|e| format!("{}: {e}", ca_dir.join(CA_KEY_FILE).display()))?;
-    let issuer =
-        Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| format!("{}: {e}", ca_dir.join(CA_FILE).display()))?;
+    let file = |path: PathBuf| move |e: rcgen::Error| Error::File { path, problem: e.to_string() };
+    let ca_key = KeyPair::from_pem(&read(&ca_dir.join(CA_KEY_FILE))?).map_err(file(ca_dir.join(CA_KEY_FILE)))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(file(ca_dir.join(CA_FILE)))?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, identity.uri());
-    let ia5 = |s: &str| rcgen::string::Ia5String::try_from(s).map_err(|e| format!("{s:?}: {e}"));
+    let ia5 = |s: &str| {
+        rcgen::string::Ia5String::try_from(s).map_err(|e| Error::BadHost { host: s.to_string(), problem: e.to_string() })
+    };
     params.subject_alt_names.push(SanType::URI(ia5(&identity.uri())?));
     let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
     all.extend(hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()));
@@ -358,11 +372,10 @@ pub fn issue(ca_dir: &Path, identity: &Identity, hosts: &[String], out_dir: &Pat
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = params.not_before + std::time::Duration::from_secs(3600 * 24 * 365 * 30);
-    let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
-    let cert = params.signed_by(&key, &issuer).map_err(|e| format!("signing the certificate: {e}"))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    std::fs::set_permissions(out_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let key = KeyPair::generate().map_err(crypto("generating a key"))?;
+    let cert = params.signed_by(&key, &issuer).map_err(crypto("signing the certificate"))?;
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    std::fs::set_permissions(out_dir, std::fs::Permissions::from_mode(0o700)).map_err(io(out_dir))?;
     write_file(&out_dir.join(KEY_FILE), &key.serialize_pem(), 0o600)?;
     write_file(&out_dir.join(CERT_FILE), &cert.pem(), 0o644)?;
     write_file(&out_dir.join(CA_FILE), &ca_pem, 0o644)
@@ -376,10 +389,10 @@ mod tests {
     fn identity_uris_round_trip_and_refuse_junk() {
         let id = Identity::new(Role::Machine, "m-1.rack2");
         assert_eq!(Identity::parse_uri(&id.uri()).unwrap(), id);
-        assert!(Identity::parse_uri("https://user/a").unwrap_err().contains("not a borg://"));
-        assert!(Identity::parse_uri("borg://root/a").unwrap_err().contains("unknown role"));
-        assert!(Identity::parse_uri("borg://user/a/b").unwrap_err().contains("'/'"));
-        assert!(Identity::parse_uri("borg://user/").unwrap_err().contains("1-253"));
+        assert!(Identity::parse_uri("https://user/a").unwrap_err().to_string().contains("not a borg://"));
+        assert!(Identity::parse_uri("borg://root/a").unwrap_err().to_string().contains("unknown role"));
+        assert!(Identity::parse_uri("borg://user/a/b").unwrap_err().to_string().contains("'/'"));
+        assert!(Identity::parse_uri("borg://user/").unwrap_err().to_string().contains("1-253"));
     }
 
     #[test]
@@ -387,7 +400,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ca = d.path().join("ca");
         init_ca(&ca, "test").unwrap();
-        assert!(init_ca(&ca, "test").unwrap_err().contains("exists already"));
+        assert!(init_ca(&ca, "test").unwrap_err().to_string().contains("exists already"));
         let out = d.path().join("alice");
         issue(&ca, &Identity::new(Role::User, "alice"), &["node1".into(), "10.0.0.7".into()], &out).unwrap();
         let c = Credentials::load(&out).unwrap();
@@ -401,6 +414,6 @@ mod tests {
         let ca_der = pem_der(&c.ca_pem, &out).unwrap();
         let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         assert_eq!(cert.issuer(), ca_cert.subject());
-        assert!(issue(&ca, &Identity::new(Role::User, "bad name"), &[], &out).unwrap_err().contains("' '"));
+        assert!(issue(&ca, &Identity::new(Role::User, "bad name"), &[], &out).unwrap_err().to_string().contains("' '"));
     }
 }
