@@ -7,8 +7,8 @@
 //! and usage of `usage_fraction` of their request; no process is ever started, nothing is
 //! written to disk. A hollow machine keeps only its desired set: about 100 bytes per task.
 
-use borg_proto as pb;
 use borg_jobspec::convert::{resources_from_pb, resources_to_pb};
+use borg_proto as pb;
 use scheduler_core::{Attributes, Resources};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -83,9 +83,8 @@ async fn connect_master(
     timeout: Duration,
 ) -> Result<pb::borgmaster_client::BorgmasterClient<tonic::transport::Channel>, String> {
     let addrs = borg_rpc::client::master_addresses(master).map_err(|e| format!("--master: {e}"))?;
-    let (_, ch) =
-        borg_rpc::client::connect_any(&addrs, borg_rpc::auth::installed(), Duration::from_secs(3), timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+    let (_, ch) = borg_rpc::client::connect_any(&addrs, borg_rpc::auth::installed(), Duration::from_secs(3), timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(pb::borgmaster_client::BorgmasterClient::new(ch))
 }

@@ -1,9 +1,9 @@
 //! The Borglet gRPC service (`borg.v1.Borglet`): the master's poll and log reads.
 
 use crate::runtime::{Phase, Runtime, TaskSpec};
-use borg_proto as pb;
 use borg_jobspec::convert::{kind_from_pb, resources_from_pb, resources_to_pb, restart_from_pb};
 use borg_jobspec::{JobKind, Restart};
+use borg_proto as pb;
 use scheduler_core::Resources;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,8 @@
 
 use crate::soft::SoftState;
 use crate::state::{CellState, Event, Job, Machine, MachineState, Task, TaskState};
-use borg_proto as pb;
 use borg_jobspec::convert::resources_to_pb;
+use borg_proto as pb;
 
 /// Task state -> API enum.
 pub fn task_state_to_pb(s: TaskState) -> pb::TaskState {

@@ -14,9 +14,9 @@
 use crate::liveness::{LeaderView, Liveness, PollLatency};
 use crate::master::{now_ms, Master};
 use crate::state::{Command, MachineState, TaskReport, TaskState};
+use borg_jobspec::convert::{kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
-use borg_jobspec::convert::{kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use scheduler_core::MachineId;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;

@@ -18,6 +18,7 @@ pub mod convert;
 mod fuzz;
 pub mod job;
 pub mod quantity;
+pub mod task_id;
 pub mod yaml;
 
 pub use convert::ConvertError;
@@ -36,5 +37,6 @@ pub fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
         (None, None) => "exited".into(),
     }
 }
+pub use task_id::{RunId, TaskId};
 pub use job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
 pub use yaml::{parse_job_spec, LocatedProblem, SpecErrors};

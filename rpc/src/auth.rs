@@ -128,7 +128,9 @@ pub fn identity_of_der(der: &[u8]) -> Result<Identity> {
     let san = cert
         .subject_alternative_name()
         .map_err(|e| Error::Certificate(format!("certificate's subject alternative names do not parse: {e}")))?
-        .ok_or_else(|| Error::Certificate("certificate has no subject alternative names (no borg:// identity)".into()))?;
+        .ok_or_else(|| {
+            Error::Certificate("certificate has no subject alternative names (no borg:// identity)".into())
+        })?;
     for name in &san.value.general_names {
         if let x509_parser::extensions::GeneralName::URI(uri) = name {
             if uri.starts_with(SCHEME) {
@@ -234,13 +236,8 @@ fn read(path: &Path) -> Result<String> {
 fn write_file(path: &Path, data: &str, mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io(path))?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(io(path))?;
     f.write_all(data.as_bytes()).and_then(|_| f.sync_all()).map_err(io(path))
 }
 
@@ -325,7 +322,10 @@ fn crypto(step: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
 pub fn init_ca(dir: &Path, cell: &str) -> Result<()> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     if dir.join(CA_KEY_FILE).exists() {
-        return Err(Error::File { path: dir.join(CA_KEY_FILE), problem: "a CA exists already; not overwritten".into() });
+        return Err(Error::File {
+            path: dir.join(CA_KEY_FILE),
+            problem: "a CA exists already; not overwritten".into(),
+        });
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let key = KeyPair::generate().map_err(crypto("generating the CA key"))?;
@@ -357,7 +357,8 @@ pub fn issue(ca_dir: &Path, identity: &Identity, hosts: &[String], out_dir: &Pat
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, identity.uri());
     let ia5 = |s: &str| {
-        rcgen::string::Ia5String::try_from(s).map_err(|e| Error::BadHost { host: s.to_string(), problem: e.to_string() })
+        rcgen::string::Ia5String::try_from(s)
+            .map_err(|e| Error::BadHost { host: s.to_string(), problem: e.to_string() })
     };
     params.subject_alt_names.push(SanType::URI(ia5(&identity.uri())?));
     let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];

@@ -222,7 +222,8 @@ pub async fn wait(cx: &Cx, name: String, until: Until, timeout: u64) -> anyhow::
 /// `{field: {"from": old, "to": new}}`; empty when the job does not exist yet.
 async fn spec_diff(c: &mut BorgmasterClient<Channel>, new: &borg_jobspec::JobSpec) -> serde_json::Value {
     let Ok(r) = c.get_job(pb::GetJobRequest { name: new.name.clone() }).await else { return serde_json::json!({}) };
-    let Some(old) = r.into_inner().job.and_then(|j| j.spec).and_then(|s| borg_jobspec::JobSpec::try_from(&s).ok()) else {
+    let Some(old) = r.into_inner().job.and_then(|j| j.spec).and_then(|s| borg_jobspec::JobSpec::try_from(&s).ok())
+    else {
         return serde_json::json!({});
     };
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =

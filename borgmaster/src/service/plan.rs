@@ -6,8 +6,8 @@ use crate::master::ProposeError;
 use crate::snapshot::{alloc_bindings, snapshot};
 use crate::soft::Pending;
 use crate::state::{ApplyOutcome, Command};
-use borg_proto as pb;
 use borg_jobspec::JobSpec;
+use borg_proto as pb;
 use scheduler_core::Scheduler;
 use tonic::Status;
 
