@@ -3,7 +3,7 @@
 //!
 //! The cell: 10,000 machines, 1,000 jobs x 100 tasks (100,000 tasks).
 
-use borg_jobspec::{JobKind, JobSpec, Restart};
+use borg_jobspec::{JobKind, JobSpec};
 use borgmaster::state::{Bind, CellState, Command, Entry, Machine, MachineState};
 use scheduler_core::{MachineId, Priority, Resources};
 
@@ -16,23 +16,15 @@ const JOBS: usize = 1_000;
 const TASKS: u32 = 100;
 
 fn job(i: usize) -> JobSpec {
-    JobSpec {
-        name: format!("job{i}"),
-        user: "bench".into(),
-        priority: Priority(100 + (i % 100) as i32),
-        kind: JobKind::Service,
-        tasks: TASKS,
-        command: vec!["/bin/true".into()],
-        env: Default::default(),
-        resources: Resources::new(100, 256 << 20, 0),
-        restart: Restart::default_for(JobKind::Service),
-        constraints: vec![],
-        different_machine: false,
-        grace_period_ms: 1000,
-        alloc_set: String::new(),
-        max_unavailable: 1,
-        per_machine: false,
-    }
+    JobSpec::new(
+        format!("job{i}"),
+        "bench",
+        Priority(100 + (i % 100) as i32),
+        JobKind::Service,
+        TASKS,
+        vec!["/bin/true".into()],
+        Resources::new(100, 256 << 20, 0),
+    )
 }
 
 /// The cell with every job applied and the first `bound_jobs` jobs' tasks bound.

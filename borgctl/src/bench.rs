@@ -5,8 +5,10 @@
 //! Times: the apply acknowledgement on this client's clock; bound and running from the
 //! master's task records (its clock): run the driver on the master's host.
 
+use borg_jobspec::{JobKind, JobSpec};
 use borg_proto as pb;
 use borg_proto::borgmaster_client::BorgmasterClient;
+use scheduler_core::Priority;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,19 +56,11 @@ fn job(
     resources: scheduler_core::Resources,
     different_machine: bool,
 ) -> pb::JobSpec {
-    pb::JobSpec {
-        name,
-        user: "bench".into(),
-        priority,
-        kind: pb::JobKind::Service as i32,
-        tasks,
-        command: vec!["/bin/sleep".into(), "86400".into()],
-        resources: Some(borg_jobspec::convert::resources_to_pb(resources)),
-        grace_period_ms: 1000,
-        max_unavailable: 1,
-        different_machine,
-        ..Default::default()
-    }
+    let command = vec!["/bin/sleep".into(), "86400".into()];
+    let mut spec = JobSpec::new(name, "bench", Priority(priority), JobKind::Service, tasks, command, resources);
+    spec.grace_period_ms = 1000;
+    spec.different_machine = different_machine;
+    (&spec).into()
 }
 
 /// The synthetic jobs of `b`: `<prefix>-<i>`, identical.

@@ -8,6 +8,7 @@
 //! written to disk. A hollow machine keeps only its desired set: about 100 bytes per task.
 
 use borg_jobspec::convert::{resources_from_pb, resources_to_pb};
+use borg_jobspec::RunId;
 use borg_proto as pb;
 use scheduler_core::{Attributes, Resources};
 use std::collections::HashMap;
@@ -88,14 +89,14 @@ impl HollowCell {
         let now = Instant::now();
         m.last_poll = Some(now);
         if req.full {
-            let old: HashMap<(String, u32, u64), (Instant, u32)> =
-                m.tasks.iter().map(|t| ((t.job.to_string(), t.index, t.incarnation), (t.given, t.pid))).collect();
+            let old: HashMap<RunId, (Instant, u32)> =
+                m.tasks.iter().map(|t| (RunId::new(&*t.job, t.index, t.incarnation), (t.given, t.pid))).collect();
             m.tasks = req
                 .tasks
                 .iter()
                 .map(|a| {
                     let (given, pid) = old
-                        .get(&(a.job.clone(), a.index, a.incarnation))
+                        .get(&RunId::new(&a.job, a.index, a.incarnation))
                         .copied()
                         .unwrap_or_else(|| (now, self.next_pid.fetch_add(1, Ordering::Relaxed)));
                     HollowTask {

@@ -16,7 +16,7 @@ pub fn task_state_to_pb(s: TaskState) -> pb::TaskState {
 
 /// A task record as the API shows it, with its usage from the soft state.
 pub fn task_to_pb(t: &Task, soft: &SoftState) -> pb::Task {
-    let used = t.machine.as_ref().and_then(|m| soft.usage_of(m, &t.job, t.index, t.incarnation)).unwrap_or_default();
+    let used = t.machine.as_ref().and_then(|m| soft.usage_of(m, &t.run_id())).unwrap_or_default();
     pb::Task {
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
@@ -47,7 +47,7 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
     for t in j.tasks.iter().filter(|t| t.state != TaskState::Dead) {
         allocated = allocated.saturating_add(state.charge_of(t));
         if let Some(m) = &t.machine {
-            used = used.saturating_add(soft.usage_of(m, &t.job, t.index, t.incarnation).unwrap_or_default());
+            used = used.saturating_add(soft.usage_of(m, &t.run_id()).unwrap_or_default());
         }
     }
     let why = soft.why_pending.get(&j.spec.name).filter(|_| unplaced);

@@ -13,7 +13,7 @@
 
 use crate::liveness::{LeaderView, Liveness, PollLatency};
 use crate::master::{now_ms, Master};
-use crate::state::{Command, MachineState, TaskReport, TaskState};
+use crate::state::{Command, MachineState, RunId, TaskId, TaskReport, TaskState};
 use borg_jobspec::convert::{kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
@@ -182,7 +182,7 @@ fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(Mac
     let s = master.state();
     let mut out = Vec::new();
     for r in &resp.tasks {
-        let Some(t) = s.task(&(r.job.clone(), r.index)) else { continue };
+        let Some(t) = s.task(&TaskId::new(&r.job, r.index)) else { continue };
         if t.machine.as_ref() != Some(id) || t.incarnation != r.incarnation || t.state == TaskState::Dead {
             continue;
         }
@@ -304,7 +304,7 @@ async fn poll_machine(
                         .iter()
                         .map(|t| {
                             (
-                                (t.job.clone(), t.index, t.incarnation),
+                                RunId::new(&t.job, t.index, t.incarnation),
                                 (resources_from_pb(t.usage.as_ref()), t.cpu_seconds),
                             )
                         })

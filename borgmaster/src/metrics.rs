@@ -6,7 +6,7 @@
 
 use crate::raft::RaftStatus;
 use crate::soft::SoftState;
-use crate::state::{CellState, Event, EventKind, MachineState, PendingReason, TaskState};
+use crate::state::{CellState, Event, EventKind, MachineState, PendingReason, TaskId, TaskState};
 use crate::usage::cell_usage;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -194,7 +194,7 @@ pub fn on_events(state: &CellState, events: &[Event]) {
         match e.kind {
             EventKind::Dead if e.detail.starts_with(borg_jobspec::OOM_REASON) => counter!(OOM_KILLS).increment(1),
             EventKind::Running => {
-                if let Some(t) = e.index.and_then(|i| state.task(&(e.job.clone(), i))) {
+                if let Some(t) = e.index.and_then(|i| state.task(&TaskId::new(&e.job, i))) {
                     let secs = (e.time_ms - t.queued_ms).max(0) as f64 / 1000.0;
                     histogram!(PLACEMENT_LATENCY).record(secs);
                 }

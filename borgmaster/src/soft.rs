@@ -2,13 +2,14 @@
 //! replicated or persisted; a new leader starts it empty and the Borglets' reports rebuild it
 //! (Borg §3.1: the Borgmaster's state beyond the Paxos store is soft).
 
+use borg_jobspec::RunId;
 use scheduler_core::{MachineId, Resources};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-/// Usage of the tasks of one machine from its last poll: (job, index, incarnation) -> (usage,
-/// CPU seconds since start).
-pub type TaskUsage = HashMap<(String, u32, u64), (Resources, f64)>;
+/// Usage of the task runs of one machine from its last poll: run -> (usage, CPU seconds since
+/// start).
+pub type TaskUsage = HashMap<RunId, (Resources, f64)>;
 
 /// Why a job's unplaced tasks are pending: the scheduler's per-machine reasons (kept as data
 /// until rendered), or a reason of the master's own that is not about machines.
@@ -51,8 +52,8 @@ pub struct SoftState {
     pub last_seen_ms: HashMap<MachineId, i64>,
     /// Usage each Borglet reported in its last poll.
     pub machine_usage: HashMap<MachineId, Resources>,
-    /// Per-task usage from each machine's last poll: ((job, index, incarnation), usage, CPU
-    /// seconds), replaced whole on every poll so that gone tasks drop out.
+    /// Per-run usage from each machine's last poll, replaced whole on every poll so that gone
+    /// tasks drop out.
     pub task_usage: HashMap<MachineId, TaskUsage>,
     /// When this replica started its leader duties (None on followers).
     pub led_since: Option<Instant>,
@@ -62,8 +63,8 @@ pub struct SoftState {
 }
 
 impl SoftState {
-    /// Usage of task `job/index` in `incarnation`, if its Borglet reported it.
-    pub fn usage_of(&self, machine: &MachineId, job: &str, index: u32, incarnation: u64) -> Option<Resources> {
-        self.task_usage.get(machine)?.get(&(job.to_string(), index, incarnation)).map(|(u, _)| *u)
+    /// Usage of `run` on `machine`, if its Borglet reported it.
+    pub fn usage_of(&self, machine: &MachineId, run: &RunId) -> Option<Resources> {
+        self.task_usage.get(machine)?.get(run).map(|(u, _)| *u)
     }
 }

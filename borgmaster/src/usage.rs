@@ -92,7 +92,7 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
             }
             b.allocated = b.allocated.saturating_add(state.charge_of(t));
             if let Some(m) = &t.machine {
-                if let Some(used) = soft.usage_of(m, &t.job, t.index, t.incarnation) {
+                if let Some(used) = soft.usage_of(m, &t.run_id()) {
                     b.used = b.used.saturating_add(used);
                 }
             }

@@ -37,6 +37,6 @@ pub fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
         (None, None) => "exited".into(),
     }
 }
-pub use task_id::{RunId, TaskId};
 pub use job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
+pub use task_id::{RunId, TaskId};
 pub use yaml::{parse_job_spec, LocatedProblem, SpecErrors};

@@ -141,18 +141,19 @@ impl Drop for Group {
 }
 
 fn job(name: String, rev: u64) -> pb::JobSpec {
-    pb::JobSpec {
+    let command = vec!["/bin/sleep".into(), "86400".into(), format!("--rev={rev}")];
+    let resources = scheduler_core::Resources::new(100, 64 << 20, 0);
+    let mut spec = borg_jobspec::JobSpec::new(
         name,
-        user: "bench".into(),
-        priority: 0,
-        kind: pb::JobKind::Service as i32,
-        tasks: 1,
-        command: vec!["/bin/sleep".into(), "86400".into(), format!("--rev={rev}")],
-        resources: Some(borg_jobspec::convert::resources_to_pb(scheduler_core::Resources::new(100, 64 << 20, 0))),
-        grace_period_ms: 1000,
-        max_unavailable: 1,
-        ..Default::default()
-    }
+        "bench",
+        scheduler_core::Priority(0),
+        borg_jobspec::JobKind::Service,
+        1,
+        command,
+        resources,
+    );
+    spec.grace_period_ms = 1000;
+    (&spec).into()
 }
 
 async fn client(addrs: &[String]) -> anyhow::Result<BorgmasterClient<Channel>> {

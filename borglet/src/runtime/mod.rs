@@ -21,6 +21,7 @@ pub use task::{oom_text, Phase, RunUsage, TaskRun, TaskSpec, BASE_BACKOFF, MAX_B
 
 use crate::cgroup::{CgroupSupport, TaskCgroup};
 use crate::process;
+use borg_jobspec::{RunId, TaskId};
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,10 +34,10 @@ pub struct Runtime {
     pub cell: String,
     work_dir: PathBuf,
     cgroups: CgroupSupport,
-    desired: BTreeMap<(String, u32), TaskSpec>,
+    desired: BTreeMap<TaskId, TaskSpec>,
     /// Version of the desired set last applied (0 = none).
     pub applied_version: u64,
-    runs: BTreeMap<(String, u32, u64), TaskRun>,
+    runs: BTreeMap<RunId, TaskRun>,
     dirty: bool,
     /// (uid, gid) tasks run as; None: as the Borglet's own user (it is not root, or the cell
     /// runs tasks as root).
@@ -70,7 +71,7 @@ impl Runtime {
 
     /// Replaces the desired task set (`version` is the master's digest of it).
     pub fn set_desired(&mut self, version: u64, cell: &str, tasks: Vec<TaskSpec>) {
-        self.desired = tasks.into_iter().map(|t| ((t.job.clone(), t.index), t)).collect();
+        self.desired = tasks.into_iter().map(|t| (t.task_id(), t)).collect();
         self.applied_version = version;
         self.cell = cell.to_string();
         self.dirty = true;
@@ -86,8 +87,8 @@ impl Runtime {
         }
     }
 
-    fn is_desired(&self, key: &(String, u32, u64)) -> bool {
-        self.desired.get(&(key.0.clone(), key.1)).is_some_and(|t| t.incarnation == key.2)
+    fn is_desired(&self, run: &RunId) -> bool {
+        self.desired.get(&run.task).is_some_and(|t| t.incarnation == run.incarnation)
     }
 
     fn env_for(&self, t: &TaskSpec, sandbox: &Path) -> Vec<(String, String)> {
@@ -102,7 +103,7 @@ impl Runtime {
     }
 
     /// Starts (or restarts) the process of `run`; on failure the run exits like a failed process.
-    fn start(&mut self, key: &(String, u32, u64), now: Instant) {
+    fn start(&mut self, key: &RunId, now: Instant) {
         let Some(run) = self.runs.get(key) else { return };
         let spec = run.spec.clone();
         let sandbox = run.sandbox.clone();
@@ -277,14 +278,10 @@ impl Runtime {
             }
         }
         // 4. Start desired tasks that have no run.
-        let missing: Vec<TaskSpec> = self
-            .desired
-            .values()
-            .filter(|t| !self.runs.contains_key(&(t.job.clone(), t.index, t.incarnation)))
-            .cloned()
-            .collect();
+        let missing: Vec<TaskSpec> =
+            self.desired.values().filter(|t| !self.runs.contains_key(&t.run_id())).cloned().collect();
         for spec in missing {
-            let key = (spec.job.clone(), spec.index, spec.incarnation);
+            let key = spec.run_id();
             let sandbox = self.work_dir.join("tasks").join(spec.run_name());
             self.runs.insert(
                 key.clone(),

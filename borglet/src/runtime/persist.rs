@@ -68,14 +68,14 @@ impl Runtime {
         };
         self.applied_version = saved.applied_version;
         self.cell = saved.cell;
-        self.desired = saved.desired.into_iter().map(|t| ((t.job.clone(), t.index), t)).collect();
+        self.desired = saved.desired.into_iter().map(|t| (t.task_id(), t)).collect();
         for s in saved.runs {
             let alive = s.pid.is_some_and(|p| process::start_ticks(p) == Some(s.start_ticks));
             let name = s.spec.run_name();
             let sandbox = self.work_dir.join("tasks").join(&name);
             let cgroup = self.cgroups.existing(&self.machine_id, &name);
             tracing::info!(task = %name, pid = ?s.pid, alive, "adopting task from previous Borglet");
-            let key = (s.spec.job.clone(), s.spec.index, s.spec.incarnation);
+            let key = s.spec.run_id();
             let phase = match s.phase {
                 Phase::Running | Phase::Stopping if !alive => Phase::Running, // reaped on the next tick
                 Phase::Backoff => Phase::Backoff,

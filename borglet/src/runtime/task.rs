@@ -2,7 +2,7 @@
 //! (policy and exponential backoff).
 
 use crate::cgroup::TaskCgroup;
-use borg_jobspec::{JobKind, Restart, RestartPolicy};
+use borg_jobspec::{JobKind, Restart, RestartPolicy, RunId, TaskId};
 use scheduler_core::Resources;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,6 +43,16 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    /// The task, `job/index`.
+    pub fn task_id(&self) -> TaskId {
+        TaskId::new(&self.job, self.index)
+    }
+
+    /// This run, `job/index#incarnation`.
+    pub fn run_id(&self) -> RunId {
+        RunId::new(&self.job, self.index, self.incarnation)
+    }
+
     /// `job.index.incarnation`: the sandbox directory and cgroup name of this run.
     pub fn run_name(&self) -> String {
         format!("{}.{}.{}", self.job, self.index, self.incarnation)

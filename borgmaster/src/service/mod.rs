@@ -15,7 +15,7 @@ use crate::convert::{event_to_pb, job_to_pb, machine_to_pb, task_to_pb};
 use crate::master::{Master, ProposeError};
 use crate::raft::group::RemoveError;
 use crate::raft::membership::AddError;
-use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState};
+use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState, TaskId};
 use borg_jobspec::convert::resources_from_pb;
 use borg_jobspec::JobSpec;
 use borg_proto as pb;
@@ -359,7 +359,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let (machine, address) = {
             let s = self.master.state();
             let t = s
-                .task(&(r.job.clone(), r.index))
+                .task(&TaskId::new(&r.job, r.index))
                 .ok_or_else(|| Status::not_found(format!("no task {}/{}", r.job, r.index)))?;
             let m = t.machine.clone().ok_or_else(|| {
                 Status::failed_precondition(format!("task {}/{} has not been placed", r.job, r.index))

@@ -154,7 +154,7 @@ impl CellState {
     pub(super) fn unbind(&mut self, t: &Task) {
         if let Some(m) = &t.machine {
             if let Some(set) = self.by_machine.get_mut(m) {
-                set.remove(&(t.job.clone(), t.index));
+                set.remove(&t.id());
                 if set.is_empty() {
                     self.by_machine.remove(m);
                 }

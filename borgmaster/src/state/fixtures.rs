@@ -35,13 +35,13 @@ pub fn run(s: &mut CellState, c: Command) -> Result<(ApplyOutcome, Vec<Event>), 
 }
 
 pub fn bind(s: &mut CellState, job: &str, index: u32, m: &str) {
-    let incarnation = s.task(&(job.into(), index)).unwrap().incarnation;
+    let incarnation = s.task(&TaskId::new(job, index)).unwrap().incarnation;
     let b = Bind { job: job.into(), index, incarnation, machine: MachineId(m.into()), alloc: None };
     run(s, Command::Bind { bindings: vec![b], evictions: vec![] }).unwrap();
 }
 
 pub fn report(s: &mut CellState, m: &str, job: &str, index: u32, state: TaskState, exit: Option<i32>) {
-    let incarnation = s.task(&(job.into(), index)).unwrap().incarnation;
+    let incarnation = s.task(&TaskId::new(job, index)).unwrap().incarnation;
     let r = TaskReport {
         job: job.into(),
         index,
@@ -59,7 +59,7 @@ pub fn report(s: &mut CellState, m: &str, job: &str, index: u32, state: TaskStat
 pub fn running(s: &mut CellState, job: &str, m: &str) {
     let n = s.jobs[job].tasks.len() as u32;
     for i in 0..n {
-        let t = s.task(&(job.into(), i)).unwrap().clone();
+        let t = s.task(&TaskId::new(job, i)).unwrap().clone();
         if t.state == TaskState::Pending {
             if t.machine.is_none() {
                 bind(s, job, i, m);

@@ -3,7 +3,7 @@
 
 use super::apply::{new_task, requeue, Events};
 use super::{ApplyOutcome, CommandError};
-use super::{CellState, EventKind, Machine, MachineState, PendingReason, TaskKey};
+use super::{CellState, EventKind, Machine, MachineState, PendingReason, TaskId};
 use scheduler_core::MachineId;
 
 impl CellState {
@@ -54,8 +54,8 @@ impl CellState {
         let m = self.machines.get_mut(id).ok_or_else(|| CommandError::NoSuchMachine(id.0.clone()))?;
         m.state = MachineState::Down;
         ev.push("", None, EventKind::MachineDown, reason.to_string(), Some(id));
-        let keys: Vec<TaskKey> = self.by_machine.remove(id).into_iter().flatten().collect();
-        for (job, index) in keys {
+        let keys: Vec<TaskId> = self.by_machine.remove(id).into_iter().flatten().collect();
+        for TaskId { job, index } in keys {
             let now = ev.now;
             if let Some(t) = self.task_mut(&job, index) {
                 requeue(t, PendingReason::MachineDown, "machine down", now);
@@ -100,13 +100,13 @@ mod tests {
         assert!(ev.iter().any(|e| e.kind == EventKind::Pending
             && e.machine == Some(MachineId("m1".into()))
             && e.cause == Some(PendingReason::MachineDown)));
-        let t = s.task(&("web".into(), 0)).unwrap();
+        let t = s.task(&TaskId::new("web", 0)).unwrap();
         assert_eq!((t.state, t.machine.clone(), t.incarnation), (TaskState::Pending, None, 2));
         assert_eq!(t.pending_reason, Some(PendingReason::MachineDown));
         assert_eq!(s.machines[&MachineId("m1".into())].state, MachineState::Down);
         // bind onto a down machine is refused
         bind(&mut s, "web", 0, "m1");
-        assert_eq!(s.task(&("web".into(), 0)).unwrap().machine, None);
+        assert_eq!(s.task(&TaskId::new("web", 0)).unwrap().machine, None);
     }
 
     #[test]

@@ -27,8 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Most events kept in the state (oldest dropped first).
 pub const MAX_EVENTS: usize = 10_000;
 
-/// Key of a task: job name and task index.
-pub type TaskKey = (String, u32);
+pub use borg_jobspec::{RunId, TaskId};
 
 /// The whole replicated cell state.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -52,7 +51,7 @@ pub struct CellState {
     pub default_quota: Option<Resources>,
     /// Derived: tasks bound to each machine that are not dead. Rebuilt by [`CellState::reindex`].
     #[serde(skip)]
-    by_machine: BTreeMap<MachineId, BTreeSet<TaskKey>>,
+    by_machine: BTreeMap<MachineId, BTreeSet<TaskId>>,
     /// Derived: names of jobs in a rolling update (some live task on an earlier version), so
     /// that advancing rollouts after each command costs nothing for the other jobs. Rebuilt by
     /// [`CellState::reindex`].
@@ -73,15 +72,15 @@ impl CellState {
         for job in self.jobs.values() {
             for t in &job.tasks {
                 if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {
-                    self.by_machine.entry(m.clone()).or_default().insert((t.job.clone(), t.index));
+                    self.by_machine.entry(m.clone()).or_default().insert(t.id());
                 }
             }
         }
     }
 
-    /// A task by key.
-    pub fn task(&self, key: &TaskKey) -> Option<&Task> {
-        self.jobs.get(&key.0)?.tasks.get(key.1 as usize)
+    /// A task by id.
+    pub fn task(&self, id: &TaskId) -> Option<&Task> {
+        self.jobs.get(&id.job)?.tasks.get(id.index as usize)
     }
 
     /// Tasks bound to machine `m` that are not dead, sorted by (job, index): what its Borglet

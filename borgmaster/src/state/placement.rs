@@ -3,7 +3,7 @@
 
 use super::apply::{requeue, Events};
 use super::ApplyOutcome;
-use super::{Bind, CellState, EventKind, Evict, MachineState, PendingReason, Task, TaskReport, TaskState};
+use super::{Bind, CellState, EventKind, Evict, MachineState, PendingReason, Task, TaskId, TaskReport, TaskState};
 use borg_jobspec::JobKind;
 use scheduler_core::MachineId;
 
@@ -77,7 +77,7 @@ impl CellState {
             t.exit_code = None;
             t.signal = None;
             t.alloc = b.alloc;
-            self.by_machine.entry(b.machine.clone()).or_default().insert((b.job.clone(), b.index));
+            self.by_machine.entry(b.machine.clone()).or_default().insert(TaskId::new(&b.job, b.index));
             let is_alloc = self.jobs.get(&b.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet);
             if is_alloc {
                 // an alloc runs nothing: it is up as soon as it holds its reservation
@@ -171,10 +171,10 @@ mod tests {
         assert_eq!(s.tasks_on(&MachineId("m1".into())).count(), 1);
         assert_eq!(s.allocated_on(&MachineId("m1".into())), Resources::new(100, 1 << 20, 0));
         report(&mut s, "m1", "web", 0, TaskState::Running, None);
-        let t = s.task(&("web".into(), 0)).unwrap();
+        let t = s.task(&TaskId::new("web", 0)).unwrap();
         assert_eq!((t.state, t.pid), (TaskState::Running, Some(42)));
         report(&mut s, "m1", "web", 0, TaskState::Dead, Some(3));
-        let t = s.task(&("web".into(), 0)).unwrap();
+        let t = s.task(&TaskId::new("web", 0)).unwrap();
         assert_eq!((t.state, t.exit_code, t.reason.as_str()), (TaskState::Dead, Some(3), "exited 3"));
         assert_eq!(s.tasks_on(&MachineId("m1".into())).count(), 0);
     }
@@ -187,11 +187,11 @@ mod tests {
         run(&mut s, Command::ApplyJob { spec: spec("web", 1), expected_version: None }).unwrap();
         let stale = Bind { job: "web".into(), index: 0, incarnation: 99, machine: MachineId("m1".into()), alloc: None };
         run(&mut s, Command::Bind { bindings: vec![stale], evictions: vec![] }).unwrap();
-        assert_eq!(s.task(&("web".into(), 0)).unwrap().machine, None);
+        assert_eq!(s.task(&TaskId::new("web", 0)).unwrap().machine, None);
         bind(&mut s, "web", 0, "m1");
         // a report from the wrong machine changes nothing
         report(&mut s, "m2", "web", 0, TaskState::Dead, Some(1));
-        assert_eq!(s.task(&("web".into(), 0)).unwrap().state, TaskState::Pending);
+        assert_eq!(s.task(&TaskId::new("web", 0)).unwrap().state, TaskState::Pending);
     }
 
     #[test]
@@ -208,7 +208,7 @@ mod tests {
             by: "prod/0".into(),
         };
         let (_, ev) = run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e.clone()] }).unwrap();
-        let t = s.task(&("batchy".into(), 0)).unwrap();
+        let t = s.task(&TaskId::new("batchy", 0)).unwrap();
         assert_eq!(
             (t.state, t.machine.clone(), t.incarnation, t.reason.as_str()),
             (TaskState::Pending, None, 2, "preempted")
@@ -231,7 +231,7 @@ mod tests {
         set.resources = Resources::new(1000, 1 << 30, 0);
         run(&mut s, Command::ApplyJob { spec: set, expected_version: None }).unwrap();
         bind(&mut s, "pool", 0, "m1");
-        assert_eq!(s.task(&("pool".into(), 0)).unwrap().state, TaskState::Running, "an alloc is up once reserved");
+        assert_eq!(s.task(&TaskId::new("pool", 0)).unwrap().state, TaskState::Running, "an alloc is up once reserved");
         let mut inner = spec("inner", 1);
         inner.alloc_set = "pool".into();
         run(&mut s, Command::ApplyJob { spec: inner, expected_version: None }).unwrap();
@@ -245,7 +245,7 @@ mod tests {
         let e =
             Evict { job: "pool".into(), index: 0, incarnation: 1, machine: MachineId("m1".into()), by: "p/0".into() };
         run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
-        let t = s.task(&("inner".into(), 0)).unwrap();
+        let t = s.task(&TaskId::new("inner", 0)).unwrap();
         assert_eq!((t.state, t.alloc, t.machine.clone()), (TaskState::Pending, None, None));
     }
 }

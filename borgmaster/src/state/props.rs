@@ -4,7 +4,7 @@
 //! dead task.
 
 use super::*;
-use borg_jobspec::{JobKind, JobSpec, Restart};
+use borg_jobspec::{JobKind, JobSpec};
 use proptest::prelude::*;
 use scheduler_core::{Band, MachineId, Priority, Resources};
 
@@ -22,23 +22,13 @@ fn spec(
         1 => JobKind::Service,
         _ => JobKind::AllocSet,
     };
-    JobSpec {
-        name: name.into(),
-        user: format!("u{}", prio % 3),
-        priority: Priority(prio),
-        kind,
-        tasks,
-        command: if kind == JobKind::AllocSet { vec![] } else { vec!["true".into()] },
-        env: Default::default(),
-        resources: Resources::new(100 + prio as u64, 1 << 20, 0),
-        restart: Restart::default_for(kind),
-        constraints: vec![],
-        different_machine: false,
-        grace_period_ms: 1000,
-        alloc_set: if alloc_set && kind != JobKind::AllocSet { "j0".into() } else { String::new() },
-        max_unavailable: max_unavailable.max(1),
-        per_machine: per_machine && kind != JobKind::AllocSet && !alloc_set,
-    }
+    let command = if kind == JobKind::AllocSet { vec![] } else { vec!["true".into()] };
+    let resources = Resources::new(100 + prio as u64, 1 << 20, 0);
+    let mut spec = JobSpec::new(name, format!("u{}", prio % 3), Priority(prio), kind, tasks, command, resources);
+    spec.alloc_set = if alloc_set && kind != JobKind::AllocSet { "j0".into() } else { String::new() };
+    spec.max_unavailable = max_unavailable.max(1);
+    spec.per_machine = per_machine && kind != JobKind::AllocSet && !alloc_set;
+    spec
 }
 
 /// A command from small random choices, resolved against the current state so that most of

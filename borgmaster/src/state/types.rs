@@ -1,6 +1,6 @@
 //! Records of the cell state and the commands that change it.
 
-use borg_jobspec::JobSpec;
+use borg_jobspec::{JobSpec, RunId, TaskId};
 use scheduler_core::{Attributes, Band, MachineId, Resources};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,18 @@ pub struct Task {
     /// When it was last bound to a machine, ms since the Unix epoch (0 = never).
     #[serde(default)]
     pub scheduled_ms: i64,
+}
+
+impl Task {
+    /// Its id, `job/index`.
+    pub fn id(&self) -> TaskId {
+        TaskId::new(&self.job, self.index)
+    }
+
+    /// Its current run, `job/index#incarnation`.
+    pub fn run_id(&self) -> RunId {
+        RunId::new(&self.job, self.index, self.incarnation)
+    }
 }
 
 /// A job: its spec, version and tasks.
