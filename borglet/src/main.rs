@@ -22,7 +22,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not k=v"))
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+fn duration(s: &str) -> Result<Duration, borg_jobspec::quantity::QuantityError> {
     borg_jobspec::quantity::parse_duration_ms(&borg_jobspec::quantity::Scalar::Str(s.into())).map(Duration::from_millis)
 }
 
@@ -30,7 +30,7 @@ fn millicores(s: &str) -> Result<u64, String> {
     s.trim_end_matches('m').parse().map_err(|_| format!("{s:?} is not a number of millicores"))
 }
 
-fn bytes(s: &str) -> Result<u64, String> {
+fn bytes(s: &str) -> Result<u64, borg_jobspec::quantity::QuantityError> {
     borg_jobspec::quantity::parse_bytes(&borg_jobspec::quantity::Scalar::Str(s.into()))
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Parses `500ms`, `1s`, `2m` (or a bare number of seconds) into a Duration.
-fn duration(s: &str) -> Result<Duration, String> {
+fn duration(s: &str) -> Result<Duration, borg_jobspec::quantity::QuantityError> {
     borg_jobspec::quantity::parse_duration_ms(&borg_jobspec::quantity::Scalar::Str(s.into())).map(Duration::from_millis)
 }
 

@@ -4,6 +4,17 @@
 //! - Bytes: plain (`1024`), binary (`64Mi`, `1Gi`: Ki Mi Gi Ti Pi) or decimal (`100M`: k K M G T P).
 //! - Durations: `500ms`, `10s`, `2m`, `1h`, or a number of seconds -> milliseconds.
 
+/// A quantity that does not parse: the message says what was wrong and what is allowed
+/// (`cpu: "2 cores" ...`, `unknown suffix "MB" ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct QuantityError(pub String);
+
+/// `format!` into a [`QuantityError`].
+macro_rules! qe {
+    ($($t:tt)*) => { QuantityError(format!($($t)*)) };
+}
+
 /// A scalar as it appeared in YAML: number or string. Specs may write `cpu: 0.5` or `cpu: "500m"`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
@@ -58,31 +69,31 @@ fn split_number(s: &str) -> (&str, &str) {
 
 /// Multiplies a decimal string by `unit` exactly where possible (`"0.5"` x 1000 = 500).
 /// Errors: not a number, negative, or not a whole number of base units.
-fn scaled(num: &str, unit: u64, what: &str) -> Result<u64, String> {
-    let bad = || format!("{what}: {num:?} is not a non-negative number");
+fn scaled(num: &str, unit: u64, what: &str) -> Result<u64, QuantityError> {
+    let bad = || qe!("{what}: {num:?} is not a non-negative number");
     if num.is_empty() || num.chars().filter(|&c| c == '.').count() > 1 {
         return Err(bad());
     }
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
     let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
-    let mut total = int.checked_mul(unit as u128).ok_or_else(|| format!("{what}: {num} is too large"))?;
+    let mut total = int.checked_mul(unit as u128).ok_or_else(|| qe!("{what}: {num} is too large"))?;
     if !frac.is_empty() {
         let denom = 10u128.checked_pow(frac.len() as u32).ok_or_else(bad)?;
         let f: u128 = frac.parse().map_err(|_| bad())?;
         let part = f * unit as u128;
         if !part.is_multiple_of(denom) {
-            return Err(format!("{what}: {num} is not a whole number of base units"));
+            return Err(qe!("{what}: {num} is not a whole number of base units"));
         }
         total += part / denom;
     }
-    u64::try_from(total).map_err(|_| format!("{what}: {num} is too large"))
+    u64::try_from(total).map_err(|_| qe!("{what}: {num} is too large"))
 }
 
-fn scalar_text(v: &Scalar) -> Result<String, String> {
+fn scalar_text(v: &Scalar) -> Result<String, QuantityError> {
     match v {
-        Scalar::Int(i) if *i < 0 => Err(format!("{i} is negative")),
+        Scalar::Int(i) if *i < 0 => Err(qe!("{i} is negative")),
         Scalar::Int(i) => Ok(i.to_string()),
-        Scalar::Float(x) if !(x.is_finite() && *x >= 0.0) => Err(format!("{x} is not a non-negative number")),
+        Scalar::Float(x) if !(x.is_finite() && *x >= 0.0) => Err(qe!("{x} is not a non-negative number")),
         Scalar::Float(x) => Ok(format!("{x}")),
         Scalar::Str(s) => Ok(s.trim().to_string()),
     }
@@ -91,14 +102,14 @@ fn scalar_text(v: &Scalar) -> Result<String, String> {
 /// CPU quantity -> millicores. `2` = 2000, `0.5` = 500, `"250m"` = 250.
 ///
 /// Errors: negative, unparsable, unknown suffix, or a fraction of a millicore.
-pub fn parse_cpu(v: &Scalar) -> Result<u64, String> {
+pub fn parse_cpu(v: &Scalar) -> Result<u64, QuantityError> {
     let s = scalar_text(v)?;
     match s.strip_suffix('m') {
         Some(m) => scaled(m, 1, "cpu"),
         None => {
             let (num, suffix) = split_number(&s);
             if !suffix.is_empty() {
-                return Err(format!(
+                return Err(qe!(
                     "cpu: unknown suffix {suffix:?} in {s:?} (use cores like \"0.5\" or millicores like \"500m\")"
                 ));
             }
@@ -110,7 +121,7 @@ pub fn parse_cpu(v: &Scalar) -> Result<u64, String> {
 /// Byte quantity -> bytes. `1024`, `64Mi` (binary), `100M` (decimal).
 ///
 /// Errors: negative, unparsable, unknown suffix, or a fraction of a byte.
-pub fn parse_bytes(v: &Scalar) -> Result<u64, String> {
+pub fn parse_bytes(v: &Scalar) -> Result<u64, QuantityError> {
     let s = scalar_text(v)?;
     let (num, suffix) = split_number(&s);
     let unit: u64 = match suffix {
@@ -125,7 +136,7 @@ pub fn parse_bytes(v: &Scalar) -> Result<u64, String> {
         "G" => 1_000_000_000,
         "T" => 1_000_000_000_000,
         "P" => 1_000_000_000_000_000,
-        _ => return Err(format!("unknown suffix {suffix:?} in {s:?} (use Ki, Mi, Gi, Ti or k, M, G, T)")),
+        _ => return Err(qe!("unknown suffix {suffix:?} in {s:?} (use Ki, Mi, Gi, Ti or k, M, G, T)")),
     };
     scaled(num, unit, "size")
 }
@@ -133,7 +144,7 @@ pub fn parse_bytes(v: &Scalar) -> Result<u64, String> {
 /// Duration -> milliseconds. `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 ///
 /// Errors: negative, unparsable, unknown suffix, or a fraction of a millisecond.
-pub fn parse_duration_ms(v: &Scalar) -> Result<u64, String> {
+pub fn parse_duration_ms(v: &Scalar) -> Result<u64, QuantityError> {
     let s = scalar_text(v)?;
     let (num, suffix) = split_number(&s);
     let unit = match suffix {
@@ -141,7 +152,7 @@ pub fn parse_duration_ms(v: &Scalar) -> Result<u64, String> {
         "" | "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("unknown suffix {suffix:?} in {s:?} (use ms, s, m or h)")),
+        _ => return Err(qe!("unknown suffix {suffix:?} in {s:?} (use ms, s, m or h)")),
     };
     scaled(num, unit, "duration")
 }
@@ -150,7 +161,7 @@ pub fn parse_duration_ms(v: &Scalar) -> Result<u64, String> {
 /// into a resource vector (millicores, bytes, bytes).
 ///
 /// Errors: an unknown key, a missing `=`, or a value its parser rejects.
-pub fn parse_resources(s: &str) -> Result<scheduler_core::Resources, String> {
+pub fn parse_resources(s: &str) -> Result<scheduler_core::Resources, QuantityError> {
     parse_resources_named(s).map(|(r, _)| r)
 }
 
@@ -158,11 +169,11 @@ pub fn parse_resources(s: &str) -> Result<scheduler_core::Resources, String> {
 /// the order given): `quota set` changes only those.
 ///
 /// Errors: as [`parse_resources`], and a dimension named twice.
-pub fn parse_resources_named(s: &str) -> Result<(scheduler_core::Resources, Vec<&'static str>), String> {
+pub fn parse_resources_named(s: &str) -> Result<(scheduler_core::Resources, Vec<&'static str>), QuantityError> {
     let mut r = scheduler_core::Resources::ZERO;
     let mut named = Vec::new();
     for part in s.split([',', ' ']).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not key=value (cpu=, ram=, disk=)"))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| qe!("{part:?} is not key=value (cpu=, ram=, disk=)"))?;
         let v = Scalar::Str(v.to_string());
         let dim = match k {
             "cpu" => {
@@ -177,10 +188,10 @@ pub fn parse_resources_named(s: &str) -> Result<(scheduler_core::Resources, Vec<
                 r.disk_bytes = parse_bytes(&v)?;
                 "disk"
             }
-            _ => return Err(format!("unknown resource {k:?} (cpu, ram, disk)")),
+            _ => return Err(qe!("unknown resource {k:?} (cpu, ram, disk)")),
         };
         if named.contains(&dim) {
-            return Err(format!("{dim} is given twice"));
+            return Err(qe!("{dim} is given twice"));
         }
         named.push(dim);
     }
@@ -198,7 +209,7 @@ mod tests {
         assert!(parse_resources("gpu=1").is_err());
         assert!(parse_resources("cpu").is_err());
         assert_eq!(parse_resources_named("ram=1Mi cpu=1").unwrap().1, ["ram", "cpu"]);
-        assert!(parse_resources_named("cpu=1,cpu=2").unwrap_err().contains("twice"));
+        assert!(parse_resources_named("cpu=1,cpu=2").unwrap_err().0.contains("twice"));
     }
 
     fn s(x: &str) -> Scalar {

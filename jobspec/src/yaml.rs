@@ -187,8 +187,8 @@ impl Located<'_> {
         });
     }
 
-    fn check<T>(&mut self, field: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|m| self.push(Problem::new(field, m))).ok()
+    fn check<T, E: std::fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|m| self.push(Problem::new(field, m.to_string()))).ok()
     }
 }
 
@@ -337,7 +337,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
                 values: c.value.value.value.0.clone(),
             }),
             None => {
-                l.check::<()>(
+                l.check::<(), String>(
                     &format!("{f}.op"),
                     Err(format!("{:?} is not one of ==, !=, in, not-in", c.value.op.value)),
                 );
