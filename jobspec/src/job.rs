@@ -329,23 +329,8 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> JobSpec {
-        JobSpec {
-            name: "hello".into(),
-            user: "alice".into(),
-            priority: Priority(100),
-            kind: JobKind::Batch,
-            tasks: 3,
-            command: vec!["/bin/true".into()],
-            env: BTreeMap::new(),
-            resources: Resources::new(250, 64 << 20, 0),
-            restart: Restart::default_for(JobKind::Batch),
-            constraints: vec![],
-            different_machine: false,
-            grace_period_ms: DEFAULT_GRACE_MS,
-            alloc_set: String::new(),
-            max_unavailable: 1,
-            per_machine: false,
-        }
+        let command = vec!["/bin/true".into()];
+        JobSpec::new("hello", "alice", Priority(100), JobKind::Batch, 3, command, Resources::new(250, 64 << 20, 0))
     }
 
     #[test]
