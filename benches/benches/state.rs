@@ -43,6 +43,7 @@ fn cell(bound_jobs: usize) -> CellState {
             attributes: Default::default(),
             state: MachineState::Up,
             registered_ms: 0,
+            port_range: None,
         };
         run(&mut s, Command::RegisterMachine { machine });
     }

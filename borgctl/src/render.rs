@@ -35,7 +35,8 @@ fn res(r: &Option<pb::Resources>) -> Value {
 }
 
 /// A task as JSON: `index`, `state`, `machine`, `exit_code`, `signal`, `restarts`, `pid`,
-/// `reason`, `incarnation`, `job_version`, `since_ms`.
+/// `reason`, `incarnation`, `job_version`, `since_ms`, `host` (its machine's address host; empty while
+/// unplaced) and `ports` (`{"http": 20001}`: its port numbers by name).
 pub fn task_json(t: &pb::Task) -> Value {
     json!({
         "job": t.job, "index": t.index, "state": task_state(t.state), "machine": t.machine,
@@ -43,6 +44,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "used": res(&t.used),
         "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version, "alloc": t.alloc,
         "since_ms": t.state_since_ms,
+        "host": t.host, "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 
@@ -95,13 +97,18 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 /// Tasks as a table.
 pub fn tasks_table(tasks: &[pb::Task]) -> Table {
-    let mut t = table(&["INDEX", "STATE", "MACHINE", "PID", "EXIT", "RESTARTS", "REASON"]);
+    let with_ports = tasks.iter().any(|k| !k.ports.is_empty());
+    let mut head = vec!["INDEX", "STATE", "MACHINE", "PID", "EXIT", "RESTARTS", "REASON"];
+    if with_ports {
+        head.insert(3, "PORTS");
+    }
+    let mut t = table(&head);
     for k in tasks {
         let exit = match (k.exit_code, k.signal) {
             (_, Some(s)) => format!("sig {s}"),
             (c, None) => opt(c),
         };
-        t.add_row(vec![
+        let mut row = vec![
             k.index.to_string(),
             task_state(k.state).to_string(),
             k.machine.clone().unwrap_or("-".into()),
@@ -109,7 +116,13 @@ pub fn tasks_table(tasks: &[pb::Task]) -> Table {
             exit,
             k.restarts.to_string(),
             k.reason.clone(),
-        ]);
+        ];
+        if with_ports {
+            let ports: std::collections::BTreeMap<_, _> = k.ports.iter().collect();
+            let text: Vec<String> = ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+            row.insert(3, if text.is_empty() { "-".into() } else { text.join(",") });
+        }
+        t.add_row(row);
     }
     t
 }

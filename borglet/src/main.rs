@@ -100,6 +100,29 @@ struct Args {
     /// Machine attribute, repeatable: --attr rack=r1 --attr ssd=true.
     #[arg(long = "attr", value_parser = key_value)]
     attrs: Vec<(String, String)>,
+    /// Ports tasks get their named ports from, inclusive (`FIRST-LAST`; `none` for none). The
+    /// master assigns numbers from it and never gives one to two live tasks; a task reads its
+    /// own in BORG_PORT_<NAME>. Hollow machines use the same range.
+    #[arg(long, default_value = "20000-29999", value_parser = port_range)]
+    port_range: PortRange,
+}
+
+/// `--port-range`: inclusive, or none.
+#[derive(Debug, Clone, Copy)]
+struct PortRange(Option<(u16, u16)>);
+
+/// `FIRST-LAST` (1-65535, FIRST <= LAST) or `none`.
+fn port_range(s: &str) -> Result<PortRange, String> {
+    if s == "none" {
+        return Ok(PortRange(None));
+    }
+    let bad = || format!("{s:?} is not a port range FIRST-LAST (like 20000-29999) or none");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(PortRange(Some((a, b))))
 }
 
 #[tokio::main]
@@ -212,6 +235,8 @@ async fn run() -> anyhow::Result<()> {
         address: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
         capacity: Some(borg_jobspec::convert::resources_to_pb(capacity)),
         attributes: attributes.into_iter().collect(),
+        port_range_first: args.port_range.0.map_or(0, |r| u32::from(r.0)),
+        port_range_last: args.port_range.0.map_or(0, |r| u32::from(r.1)),
     };
     tokio::spawn(borglet::register::register_loop(args.master.clone(), register, borglet.clone()));
 
@@ -287,11 +312,12 @@ async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) ->
     let c = cell.clone();
     let master = args.master.clone();
     let advertised = args.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let port_range = args.port_range.0;
     tokio::spawn(async move {
         loop {
             let stale: Vec<HollowSpec> = c.stale(Duration::from_secs(10)).into_iter().cloned().collect();
             if !stale.is_empty() {
-                borglet::register::register_hollow(&master, &stale, &advertised).await;
+                borglet::register::register_hollow(&master, &stale, &advertised, port_range).await;
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
         }

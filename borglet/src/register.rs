@@ -9,7 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Registers hollow machines, 64 at a time, over one connection.
-pub async fn register_hollow(master: &str, specs: &[crate::hollow::HollowSpec], address: &str) {
+pub async fn register_hollow(
+    master: &str,
+    specs: &[crate::hollow::HollowSpec],
+    address: &str,
+    port_range: Option<(u16, u16)>,
+) {
     let client = match connect_master(master, Duration::from_secs(30)).await {
         Ok(c) => c,
         Err(e) => {
@@ -25,6 +30,8 @@ pub async fn register_hollow(master: &str, specs: &[crate::hollow::HollowSpec], 
             address: address.to_string(),
             capacity: Some(borg_jobspec::convert::resources_to_pb(s.capacity)),
             attributes: s.attributes.clone().into_iter().collect(),
+            port_range_first: port_range.map_or(0, |r| u32::from(r.0)),
+            port_range_last: port_range.map_or(0, |r| u32::from(r.1)),
         };
         let (mut c, limit) = (client.clone(), limit.clone());
         set.spawn(async move {

@@ -75,6 +75,7 @@ fn spec_from_pb(a: &pb::TaskAssignment) -> TaskSpec {
         restart: a.restart.as_ref().and_then(restart_from_pb).unwrap_or_else(|| Restart::default_for(kind)),
         grace_period_ms: a.grace_period_ms,
         job_version: a.job_version,
+        ports: a.ports.iter().filter_map(|(k, v)| Some((k.clone(), u16::try_from(*v).ok()?))).collect(),
     }
 }
 
@@ -213,7 +214,7 @@ mod fuzz {
                 kind,
                 command,
                 env: env.into_iter().collect(),
-                resources: Some(pb::Resources { cpu_millis: c, ram_bytes: r, disk_bytes: d }),
+                resources: Some(pb::Resources { cpu_millis: c, ram_bytes: r, disk_bytes: d, ports: 0 }),
                 grace_period_ms: grace,
                 ..Default::default()
             })

@@ -15,9 +15,12 @@ pub fn task_state_to_pb(s: TaskState) -> pb::TaskState {
 }
 
 /// A task record as the API shows it, with its usage from the soft state.
-pub fn task_to_pb(t: &Task, soft: &SoftState) -> pb::Task {
+pub fn task_to_pb(t: &Task, state: &CellState, soft: &SoftState) -> pb::Task {
     let used = t.machine.as_ref().and_then(|m| soft.usage_of(m, &t.run_id())).unwrap_or_default();
+    let host = t.machine.as_ref().and_then(|m| state.machines.get(m)).map(|m| borg_rpc::auth::host_of(&m.address));
     pb::Task {
+        ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
+        host: host.unwrap_or_default().to_string(),
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
         scheduled_ms: t.scheduled_ms,
@@ -84,6 +87,8 @@ pub fn machine_to_pb(m: &Machine, state: &CellState, soft: &SoftState) -> pb::Ma
         last_seen_ms: soft.last_seen_ms.get(&m.id).copied().unwrap_or(0),
         tasks: state.task_count_on(&m.id) as u32,
         used: Some(resources_to_pb(soft.machine_usage.get(&m.id).copied().unwrap_or_default())),
+        port_range_first: m.port_range.map_or(0, |r| u32::from(r.0)),
+        port_range_last: m.port_range.map_or(0, |r| u32::from(r.1)),
     }
 }
 

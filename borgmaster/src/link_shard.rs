@@ -171,6 +171,7 @@ fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb:
                 restart: Some(restart_to_pb(spec.restart)),
                 grace_period_ms: spec.grace_period_ms,
                 job_version: t.job_version,
+                ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
             })
             .collect()
     };

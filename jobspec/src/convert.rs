@@ -12,12 +12,12 @@ pub struct ConvertError(pub Vec<Problem>);
 
 /// API resources -> scheduler-core resources.
 pub fn resources_from_pb(r: Option<&pb::Resources>) -> Resources {
-    r.map(|r| Resources::new(r.cpu_millis, r.ram_bytes, r.disk_bytes)).unwrap_or_default()
+    r.map(|r| Resources::new(r.cpu_millis, r.ram_bytes, r.disk_bytes).with_ports(r.ports)).unwrap_or_default()
 }
 
 /// scheduler-core resources -> API resources.
 pub fn resources_to_pb(r: Resources) -> pb::Resources {
-    pb::Resources { cpu_millis: r.cpu_millis, ram_bytes: r.ram_bytes, disk_bytes: r.disk_bytes }
+    pb::Resources { cpu_millis: r.cpu_millis, ram_bytes: r.ram_bytes, disk_bytes: r.disk_bytes, ports: r.ports }
 }
 
 /// Job kind -> API enum.
@@ -105,6 +105,7 @@ impl From<&JobSpec> for pb::JobSpec {
             alloc_set: s.alloc_set.clone(),
             max_unavailable: s.max_unavailable,
             per_machine: s.per_machine,
+            ports: s.ports.clone(),
         }
     }
 }
@@ -148,7 +149,8 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             tasks: p.tasks,
             command: p.command.clone(),
             env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            resources: resources_from_pb(p.resources.as_ref()),
+            // the port count follows the named ports whatever the caller sent
+            resources: resources_from_pb(p.resources.as_ref()).with_ports(p.ports.len() as u64),
             restart,
             constraints,
             different_machine: p.different_machine,
@@ -156,6 +158,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             alloc_set: p.alloc_set.clone(),
             max_unavailable: p.max_unavailable.max(1),
             per_machine: p.per_machine,
+            ports: p.ports.clone(),
         };
         problems.extend(spec.problems());
         if problems.is_empty() {

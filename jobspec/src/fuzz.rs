@@ -54,7 +54,7 @@ proptest! {
     ) {
         let p = pb::JobSpec {
             name, user, priority, kind, tasks, command: cmd,
-            resources: Some(pb::Resources { cpu_millis: cpu, ram_bytes: ram, disk_bytes: 0 }),
+            resources: Some(pb::Resources { cpu_millis: cpu, ram_bytes: ram, disk_bytes: 0, ports: 0 }),
             constraints: vec![pb::Constraint { attribute: "arch".into(), op, values }],
             max_unavailable, per_machine, alloc_set,
             ..Default::default()

@@ -125,6 +125,27 @@ pub struct JobSpec {
     /// One task on every machine (like a Kubernetes DaemonSet); `tasks` is then ignored.
     #[serde(default)]
     pub per_machine: bool,
+    /// Named ports each task gets from its machine's port range (`[a-z][a-z0-9-]{0,14}`, at most
+    /// [`MAX_PORTS`], unique), in spec order; `resources.ports` is their count. The task finds
+    /// its numbers in `BORG_PORT_<NAME>` ([`port_env`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+/// Most named ports per task.
+pub const MAX_PORTS: usize = 16;
+
+/// The environment variable a task finds port `name` in: `BORG_PORT_` and the name upper-cased
+/// with `-` as `_` (`metrics-admin` -> `BORG_PORT_METRICS_ADMIN`).
+pub fn port_env(name: &str) -> String {
+    format!("BORG_PORT_{}", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+fn valid_port_name(s: &str) -> bool {
+    let mut c = s.chars();
+    s.len() <= 15
+        && c.next().is_some_and(|f| f.is_ascii_lowercase())
+        && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == '-')
 }
 
 fn default_max_unavailable() -> u32 {
@@ -203,7 +224,15 @@ impl JobSpec {
             alloc_set: String::new(),
             max_unavailable: 1,
             per_machine: false,
+            ports: vec![],
         }
+    }
+
+    /// This spec with named `ports` (and `resources.ports` their count).
+    pub fn with_ports(mut self, ports: &[&str]) -> JobSpec {
+        self.ports = ports.iter().map(|p| p.to_string()).collect();
+        self.resources.ports = self.ports.len() as u64;
+        self
     }
 
     /// The job's priority band (valid specs always have one).
@@ -255,6 +284,22 @@ impl JobSpec {
         }
         if !self.alloc_set.is_empty() && self.per_machine {
             p.push(Problem::new("per_machine", "a per_machine job cannot run in an alloc set"));
+        }
+        if self.ports.len() > MAX_PORTS {
+            p.push(Problem::new("ports", format!("{} ports; at most {MAX_PORTS}", self.ports.len())));
+        }
+        for (i, name) in self.ports.iter().enumerate() {
+            if !valid_port_name(name) {
+                p.push(Problem::new(format!("ports[{i}]"), format!("{name:?} must match [a-z][a-z0-9-]{{0,14}}")));
+            } else if self.ports[..i].contains(name) {
+                p.push(Problem::new(format!("ports[{i}]"), format!("{name:?} is named twice")));
+            }
+        }
+        if self.resources.ports != self.ports.len() as u64 {
+            p.push(Problem::new("resources.ports", "must be the number of named ports"));
+        }
+        if self.kind == JobKind::AllocSet && !self.ports.is_empty() {
+            p.push(Problem::new("ports", "an alloc_set reserves no ports: name them in the jobs that run in it"));
         }
         if self.max_unavailable == 0 {
             p.push(Problem::new("max_unavailable", "must be at least 1"));

@@ -122,6 +122,8 @@ struct RawSpec {
     max_unavailable: Option<Spanned<Scalar>>,
     #[serde(default)]
     per_machine: Option<bool>,
+    #[serde(default)]
+    ports: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +362,9 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     if let Some(env) = &raw.env {
         l.mark("env", env);
     }
+    if let Some(ports) = &raw.ports {
+        l.mark("ports", ports);
+    }
     // Fields that failed conversion get placeholders so that every other rule is still checked;
     // problems already reported for a field are not repeated.
     let spec = JobSpec {
@@ -370,7 +375,8 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         tasks: tasks.unwrap_or(1),
         command: raw.command.as_ref().map(|c| c.value.clone()).unwrap_or_default(),
         env: raw.env.as_ref().map(|e| e.value.clone()).unwrap_or_default(),
-        resources: Resources::new(cpu.unwrap_or(1), ram.unwrap_or(1), disk.unwrap_or(0)),
+        resources: Resources::new(cpu.unwrap_or(1), ram.unwrap_or(1), disk.unwrap_or(0))
+            .with_ports(raw.ports.as_ref().map_or(0, |p| p.value.len() as u64)),
         restart: restart.unwrap_or(Restart::default_for(JobKind::Batch)),
         constraints,
         different_machine: raw.different_machine.unwrap_or(false),
@@ -378,6 +384,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         alloc_set: raw.alloc_set.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
         max_unavailable: max_unavailable.unwrap_or(1),
         per_machine: raw.per_machine.unwrap_or(false),
+        ports: raw.ports.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {

@@ -15,6 +15,14 @@ pub struct Resources {
     pub ram_bytes: u64,
     /// Local disk in bytes.
     pub disk_bytes: u64,
+    /// Network ports (a count: a task's named ports, a machine's port range). Concrete numbers
+    /// are the state machine's business; the scheduler only counts them. Not under quota.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ports: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One dimension of [`Resources`], for reasons and reports.
@@ -26,32 +34,42 @@ pub enum Resource {
     Ram,
     /// Disk, bytes.
     Disk,
+    /// Network ports, a count.
+    Ports,
 }
 
 impl Resource {
-    /// All dimensions, in the order of [`Resources`]' fields.
+    /// The divisible dimensions (cpu, ram, disk), in the order of [`Resources`]' fields: what
+    /// utilization reports cover. Feasibility also checks [`Resource::Ports`].
     pub const ALL: [Resource; 3] = [Resource::Cpu, Resource::Ram, Resource::Disk];
 
-    /// Lower-case name: `cpu`, `ram`, `disk`.
+    /// Lower-case name: `cpu`, `ram`, `disk`, `ports`.
     pub fn name(self) -> &'static str {
         match self {
             Resource::Cpu => "cpu",
             Resource::Ram => "ram",
             Resource::Disk => "disk",
+            Resource::Ports => "ports",
         }
     }
 }
 
 impl Resources {
     /// The zero vector.
-    pub const ZERO: Resources = Resources { cpu_millis: 0, ram_bytes: 0, disk_bytes: 0 };
+    pub const ZERO: Resources = Resources { cpu_millis: 0, ram_bytes: 0, disk_bytes: 0, ports: 0 };
 
     /// No limit in any dimension (`u64::MAX` each): a quota that does not limit a dimension.
-    pub const UNLIMITED: Resources = Resources { cpu_millis: u64::MAX, ram_bytes: u64::MAX, disk_bytes: u64::MAX };
+    pub const UNLIMITED: Resources =
+        Resources { cpu_millis: u64::MAX, ram_bytes: u64::MAX, disk_bytes: u64::MAX, ports: u64::MAX };
 
-    /// A vector from its three components (millicores, bytes, bytes).
+    /// A vector from its three divisible components (millicores, bytes, bytes), no ports.
     pub const fn new(cpu_millis: u64, ram_bytes: u64, disk_bytes: u64) -> Self {
-        Resources { cpu_millis, ram_bytes, disk_bytes }
+        Resources { cpu_millis, ram_bytes, disk_bytes, ports: 0 }
+    }
+
+    /// The same vector with `ports` ports.
+    pub const fn with_ports(self, ports: u64) -> Self {
+        Resources { ports, ..self }
     }
 
     /// The component for one dimension.
@@ -60,6 +78,7 @@ impl Resources {
             Resource::Cpu => self.cpu_millis,
             Resource::Ram => self.ram_bytes,
             Resource::Disk => self.disk_bytes,
+            Resource::Ports => self.ports,
         }
     }
 
@@ -69,6 +88,7 @@ impl Resources {
             cpu_millis: self.cpu_millis.saturating_add(o.cpu_millis),
             ram_bytes: self.ram_bytes.saturating_add(o.ram_bytes),
             disk_bytes: self.disk_bytes.saturating_add(o.disk_bytes),
+            ports: self.ports.saturating_add(o.ports),
         }
     }
 
@@ -78,6 +98,7 @@ impl Resources {
             cpu_millis: self.cpu_millis.saturating_sub(o.cpu_millis),
             ram_bytes: self.ram_bytes.saturating_sub(o.ram_bytes),
             disk_bytes: self.disk_bytes.saturating_sub(o.disk_bytes),
+            ports: self.ports.saturating_sub(o.ports),
         }
     }
 
@@ -87,6 +108,7 @@ impl Resources {
             cpu_millis: self.cpu_millis.saturating_mul(n),
             ram_bytes: self.ram_bytes.saturating_mul(n),
             disk_bytes: self.disk_bytes.saturating_mul(n),
+            ports: self.ports.saturating_mul(n),
         }
     }
 
@@ -95,20 +117,27 @@ impl Resources {
         self.cpu_millis <= available.cpu_millis
             && self.ram_bytes <= available.ram_bytes
             && self.disk_bytes <= available.disk_bytes
+            && self.ports <= available.ports
     }
 
-    /// The first dimension (cpu, ram, disk order) in which `self` exceeds `available`, if any.
+    /// The first dimension (cpu, ram, disk, ports order) in which `self` exceeds `available`,
+    /// if any.
     pub fn first_shortfall(&self, available: &Resources) -> Option<Resource> {
-        Resource::ALL.into_iter().find(|&r| self.get(r) > available.get(r))
+        Resource::ALL.into_iter().chain([Resource::Ports]).find(|&r| self.get(r) > available.get(r))
     }
 }
 
 impl fmt::Display for Resources {
-    /// `cpu=250m ram=64Mi disk=100Mi` (binary units, see [`format_bytes`]); a dimension at
+    /// `cpu=250m ram=64Mi disk=100Mi` (binary units, see [`format_bytes`]), then ` ports=2`
+    /// when there are ports (never for `u64::MAX`: ports are not under quota); a dimension at
     /// `u64::MAX` (a quota unlimited in that dimension) reads `unlimited`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cpu = if self.cpu_millis == u64::MAX { "unlimited".to_string() } else { format!("{}m", self.cpu_millis) };
-        write!(f, "cpu={cpu} ram={} disk={}", format_bytes(self.ram_bytes), format_bytes(self.disk_bytes))
+        write!(f, "cpu={cpu} ram={} disk={}", format_bytes(self.ram_bytes), format_bytes(self.disk_bytes))?;
+        if self.ports > 0 && self.ports < u64::MAX {
+            write!(f, " ports={}", self.ports)?;
+        }
+        Ok(())
     }
 }
 
@@ -163,6 +192,11 @@ mod tests {
         assert_eq!(b.first_shortfall(&a), Some(Resource::Cpu));
         assert!(Resources::new(500, 100, 10).fits_in(&a));
         assert_eq!(Resources::new(u64::MAX, 1, 1).saturating_mul(2).cpu_millis, u64::MAX);
+        // ports count like any dimension, and come last
+        let with = Resources::new(100, 10, 0).with_ports(2);
+        assert_eq!(with.first_shortfall(&Resources::new(500, 100, 10).with_ports(1)), Some(Resource::Ports));
+        assert!(with.fits_in(&a.with_ports(2)));
+        assert_eq!(with.to_string(), "cpu=100m ram=10 disk=0 ports=2");
     }
 
     #[test]

@@ -238,12 +238,19 @@ impl TestCell {
 
     /// Starts one more Borglet; returns its index in [`TestCell::borglets`].
     pub fn add_borglet(&mut self) -> usize {
+        self.add_borglet_with(&[])
+    }
+
+    /// Starts one more Borglet with `extra` flags (`--port-range 20000-20009`, `--attr k=v`);
+    /// returns its index in [`TestCell::borglets`].
+    pub fn add_borglet_with(&mut self, extra: &[&str]) -> usize {
         let i = self.borglets.len() + 1;
         let id = format!("{}-m{i}", self.name);
         let work_dir = self.dir.path().join(&id);
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .args(extra)
             .arg("--work-dir")
             .arg(&work_dir);
         if self.secure {

@@ -99,6 +99,9 @@ impl Runtime {
         env.push(("BORG_JOB".into(), t.job.clone()));
         env.push(("BORG_TASK_INDEX".into(), t.index.to_string()));
         env.push(("BORG_USER".into(), t.user.clone()));
+        for (name, port) in &t.ports {
+            env.push((borg_jobspec::job::port_env(name), port.to_string()));
+        }
         env
     }
 
@@ -386,6 +389,7 @@ mod tests {
             restart,
             grace_period_ms: 200,
             job_version: 1,
+            ports: [("http".to_string(), 20001)].into(),
         }
     }
 
@@ -411,7 +415,7 @@ mod tests {
     fn a_task_runs_with_its_env_and_sandbox_and_exits_with_its_code() {
         let dir = tempfile::tempdir().unwrap();
         let mut rt = Runtime::new("m1", dir.path(), CgroupSupport::None("test".into())).unwrap();
-        let cmd = "echo $GREETING $BORG_JOB $BORG_TASK_INDEX $BORG_CELL $BORG_USER; pwd; exit 3";
+        let cmd = "echo $GREETING $BORG_JOB $BORG_TASK_INDEX $BORG_CELL $BORG_USER $BORG_PORT_HTTP; pwd; exit 3";
         rt.set_desired(7, "dev", vec![spec("hello", 2, 1, cmd, never())]);
         rt.tick(Instant::now());
         assert!(run(&rt, "hello").pid.is_some());
@@ -419,7 +423,7 @@ mod tests {
         let r = run(&rt, "hello");
         assert_eq!((r.exit_code, r.signal, r.message.as_str()), (Some(3), None, "exited 3"));
         let out = std::fs::read_to_string(r.sandbox.join("stdout")).unwrap();
-        assert_eq!(out, format!("hi hello 2 dev alice\n{}\n", r.sandbox.display()));
+        assert_eq!(out, format!("hi hello 2 dev alice 20001\n{}\n", r.sandbox.display()));
         assert_eq!(rt.sandbox_of("hello", 2), Some(r.sandbox.clone()));
     }
 

@@ -40,6 +40,9 @@ pub struct TaskSpec {
     pub grace_period_ms: u64,
     /// Job version.
     pub job_version: u64,
+    /// Its port numbers by name (from the master); it finds them in BORG_PORT_<NAME>.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
 }
 
 impl TaskSpec {

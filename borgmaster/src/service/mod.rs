@@ -65,7 +65,7 @@ pub(super) fn propose_status(e: ProposeError) -> Status {
         ProposeError::Rejected(CommandError::NoSuchJob(j)) => Status::not_found(format!("no job named {j:?}")),
         ProposeError::Rejected(e @ CommandError::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
         ProposeError::Rejected(e @ CommandError::JobStillLive { .. }) => Status::failed_precondition(e.to_string()),
-        ProposeError::Rejected(e @ CommandError::OverQuota { .. }) => Status::resource_exhausted(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::OverQuota(_)) => Status::resource_exhausted(e.to_string()),
         ProposeError::Rejected(e) => Status::invalid_argument(e.to_string()),
         e @ ProposeError::NotLeader { .. } => Status::unavailable(format!("{e}; retry")),
         ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
@@ -148,7 +148,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let s = self.master.state();
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
         let soft = self.master.soft();
-        Ok(Response::new(pb::ListTasksResponse { tasks: job.tasks.iter().map(|t| task_to_pb(t, &soft)).collect() }))
+        Ok(Response::new(pb::ListTasksResponse { tasks: job.tasks.iter().map(|t| task_to_pb(t, &s, &soft)).collect() }))
     }
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
@@ -223,14 +223,27 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         if r.address.parse::<std::net::SocketAddr>().is_err() && !r.address.contains(':') {
             return Err(Status::invalid_argument(format!("address: {:?} is not host:port", r.address)));
         }
-        let machine = Machine {
+        let port_range = match (r.port_range_first, r.port_range_last) {
+            (0, 0) => None,
+            (first, last) if 0 < first && first <= last && last <= u16::MAX as u32 => Some((first as u16, last as u16)),
+            (first, last) => {
+                return Err(Status::invalid_argument(format!(
+                    "port_range: {first}-{last} is not a range of ports (1-65535, first <= last)"
+                )))
+            }
+        };
+        let mut machine = Machine {
             id: MachineId(r.id.clone()),
             address: r.address.clone(),
             capacity: resources_from_pb(r.capacity.as_ref()),
             attributes: r.attributes.into_iter().collect(),
             state: MachineState::Up,
             registered_ms: 0,
+            port_range: None,
         };
+        machine.port_range = port_range;
+        // the machine's port count is its range's size, whatever the Borglet sent
+        machine.capacity.ports = port_range.map_or(0, |(a, b)| u64::from(b - a) + 1);
         tracing::info!(machine = %r.id, address = %r.address, capacity = %machine.capacity, "machine registered");
         self.master.propose(Command::RegisterMachine { machine }).await.map_err(propose_status)?;
         Ok(Response::new(pb::RegisterMachineResponse {

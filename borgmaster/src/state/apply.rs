@@ -32,25 +32,31 @@ pub enum CommandError {
     #[error("no machine named {0:?}")]
     NoSuchMachine(String),
     /// Admission control: the job needs more than the user's free quota at its band.
-    #[error(
-        "over quota: job {job:?} of {user} at band {band} needs {needed}, but {user}'s free quota at {band} is {free} \
-         (limit {limit}); to admit it, an admin can raise the limit: `borgctl quota set {user} {band} {}`",
-        raise_to(needed, free, limit)
-    )]
-    OverQuota {
-        /// Job.
-        job: String,
-        /// User.
-        user: String,
-        /// Band.
-        band: scheduler_core::Band,
-        /// What the job would be charged.
-        needed: Resources,
-        /// Limit minus what the user's other jobs at the band are charged.
-        free: Resources,
-        /// The limit.
-        limit: Resources,
-    },
+    #[error(transparent)]
+    OverQuota(Box<OverQuota>),
+}
+
+/// A job refused by admission control (boxed in [`CommandError`], which stays small).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "over quota: job {job:?} of {user} at band {band} needs {needed}, but {user}'s free quota at {band} is {free} \
+     (limit {limit}); to admit it, an admin can raise the limit: `borgctl quota set {user} {band} {}`",
+    raise_to(needed, free, limit)
+)]
+pub struct OverQuota {
+    /// Job.
+    pub job: String,
+    /// User.
+    pub user: String,
+    /// Band.
+    pub band: scheduler_core::Band,
+    /// What the job would be charged.
+    pub needed: Resources,
+    /// Limit minus what the user's other jobs at the band are charged (ports: unlimited, they
+    /// are not under quota).
+    pub free: Resources,
+    /// The limit.
+    pub limit: Resources,
 }
 
 /// The `key=value` list of the dimensions in which `needed` exceeds `free`, each at the limit
@@ -172,6 +178,7 @@ pub(super) fn requeue(t: &mut Task, why: PendingReason, reason: &str, now: i64) 
     t.machine = None;
     t.alloc = None;
     t.pid = None;
+    t.ports.clear();
     t.incarnation += 1;
     t.restarts = 0;
     t.reason = reason.to_string();
@@ -209,6 +216,7 @@ pub(super) fn new_task(
         alloc: None,
         pinned: None,
         scheduled_ms: 0,
+        ports: Default::default(),
     }
 }
 

@@ -27,6 +27,7 @@ pub fn machine(id: &str) -> Machine {
         attributes: Default::default(),
         state: MachineState::Up,
         registered_ms: 0,
+        port_range: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! and the rollouts that advance after every command.
 
 use super::apply::{new_task, Events};
-use super::{ApplyOutcome, CommandError};
+use super::{ApplyOutcome, CommandError, OverQuota};
 use super::{CellState, EventKind, Job, MachineState, PendingReason, Task, TaskState};
 use borg_jobspec::{JobKind, JobSpec};
 use scheduler_core::{Band, MachineId};
@@ -45,14 +45,14 @@ impl CellState {
                 let needed = spec.resources.saturating_mul(count as u64);
                 let free = super::quota::headroom(limit, self.quota_used(&spec.user, band, Some(&spec.name)));
                 if !needed.fits_in(&free) {
-                    return Err(CommandError::OverQuota {
+                    return Err(CommandError::OverQuota(Box::new(OverQuota {
                         job: spec.name.clone(),
                         user: spec.user.clone(),
                         band,
                         needed,
                         free,
                         limit,
-                    });
+                    })));
                 }
             }
         }
@@ -330,7 +330,7 @@ mod tests {
         let mut web = spec("web", 2); // batch, 2 x 100m
         assert!(matches!(
             run(&mut s, Command::ApplyJob { spec: web.clone(), expected_version: None }),
-            Err(CommandError::OverQuota { needed, free, .. }) if needed == Resources::new(200, 2 << 20, 0) && free == Resources::ZERO
+            Err(CommandError::OverQuota(q)) if q.needed == Resources::new(200, 2 << 20, 0) && q.free == Resources::ZERO.with_ports(u64::MAX)
         ));
         let limit = Resources::new(300, 1 << 30, 1 << 30);
         run(&mut s, Command::SetQuota { user: "alice".into(), band: Band::Batch, limit }).unwrap();

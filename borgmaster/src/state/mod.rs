@@ -17,7 +17,7 @@ mod props;
 mod quota;
 mod types;
 
-pub use apply::{ApplyOutcome, CommandError};
+pub use apply::{ApplyOutcome, CommandError, OverQuota};
 pub use quota::{headroom as quota_headroom, QuotaRow};
 pub use types::*;
 

@@ -62,14 +62,35 @@ impl CellState {
         }
     }
 
+    /// The `n` lowest port numbers of machine `m`'s range that no live task there holds; `None`
+    /// when fewer are free (no range: only `n == 0` fits).
+    fn free_ports(&self, m: &MachineId, n: usize) -> Option<Vec<u16>> {
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        let (first, last) = self.machines.get(m)?.port_range?;
+        let taken: std::collections::BTreeSet<u16> = self.tasks_on(m).flat_map(|t| t.ports.values().copied()).collect();
+        let free: Vec<u16> = (first..=last).filter(|p| !taken.contains(p)).take(n).collect();
+        (free.len() == n).then_some(free)
+    }
+
     pub(super) fn bind(&mut self, bindings: &[Bind], ev: &mut Events) -> ApplyOutcome {
         for b in bindings {
             let up = self.machines.get(&b.machine).is_some_and(|m| m.state == MachineState::Up);
             let now = ev.now;
+            let names = match self.task(&TaskId::new(&b.job, b.index)) {
+                Some(t)
+                    if up && t.incarnation == b.incarnation && t.state == TaskState::Pending && t.machine.is_none() =>
+                {
+                    self.jobs.get(&b.job).map(|j| j.spec_for(t.job_version).ports.clone()).unwrap_or_default()
+                }
+                _ => continue, // stale decision: the task or machine changed since the pass began
+            };
+            let Some(numbers) = self.free_ports(&b.machine, names.len()) else {
+                continue; // the scheduler's count was stale: the next pass places it elsewhere
+            };
             let Some(t) = self.task_mut(&b.job, b.index) else { continue };
-            if !up || t.incarnation != b.incarnation || t.state != TaskState::Pending || t.machine.is_some() {
-                continue; // stale decision: the task or machine changed since the pass began
-            }
+            t.ports = names.into_iter().zip(numbers).collect();
             t.machine = Some(b.machine.clone());
             t.reason = "scheduled".into();
             t.state_since_ms = now;
@@ -247,5 +268,35 @@ mod tests {
         run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
         let t = s.task(&TaskId::new("inner", 0)).unwrap();
         assert_eq!((t.state, t.alloc, t.machine.clone()), (TaskState::Pending, None, None));
+    }
+
+    #[test]
+    fn bound_tasks_get_the_lowest_free_ports_of_their_machine_and_never_share_one() {
+        let mut s = CellState::new("dev");
+        let mut m = machine("m1");
+        m.port_range = Some((20000, 20002));
+        m.capacity.ports = 3;
+        run(&mut s, Command::RegisterMachine { machine: m }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("a", 1).with_ports(&["http", "admin"]), expected_version: None })
+            .unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("b", 1).with_ports(&["x", "y"]), expected_version: None }).unwrap();
+        bind(&mut s, "a", 0, "m1");
+        let a = s.task(&TaskId::new("a", 0)).unwrap().clone();
+        assert_eq!(a.ports, [("admin".to_string(), 20001), ("http".to_string(), 20000)].into());
+        // one port left: b's binding (a stale count) is refused, b stays pending
+        bind(&mut s, "b", 0, "m1");
+        assert_eq!(s.task(&TaskId::new("b", 0)).unwrap().machine, None);
+        // a dies: its ports are free again for b
+        report(&mut s, "m1", "a", 0, TaskState::Running, None);
+        report(&mut s, "m1", "a", 0, TaskState::Dead, Some(0));
+        bind(&mut s, "b", 0, "m1");
+        let b = s.task(&TaskId::new("b", 0)).unwrap();
+        assert_eq!(b.machine, Some(MachineId("m1".into())));
+        assert_eq!(b.ports.values().copied().collect::<Vec<_>>(), [20000, 20001]);
+        // a job without ports binds with none, even with the range used up
+        run(&mut s, Command::ApplyJob { spec: spec("c", 1), expected_version: None }).unwrap();
+        bind(&mut s, "c", 0, "m1");
+        assert!(s.task(&TaskId::new("c", 0)).unwrap().ports.is_empty());
+        assert!(s.task(&TaskId::new("c", 0)).unwrap().machine.is_some());
     }
 }

@@ -52,6 +52,7 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
                 attributes: Default::default(),
                 state: MachineState::Up,
                 registered_ms: 0,
+                port_range: None,
             },
         },
         1 => Command::ApplyJob {

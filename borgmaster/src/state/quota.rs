@@ -29,11 +29,13 @@ pub struct QuotaRow {
 /// headroom of admission, `quota get` and the status page.
 pub fn headroom(limit: Resources, used: Resources) -> Resources {
     let left = |l: u64, u: u64| if l == u64::MAX { u64::MAX } else { l.saturating_sub(u) };
+    // ports are a machine's, not a user's: never under quota
     Resources::new(
         left(limit.cpu_millis, used.cpu_millis),
         left(limit.ram_bytes, used.ram_bytes),
         left(limit.disk_bytes, used.disk_bytes),
     )
+    .with_ports(u64::MAX)
 }
 
 /// What `job` is charged now.

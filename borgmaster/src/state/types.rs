@@ -3,6 +3,7 @@
 use borg_jobspec::{JobSpec, RunId, TaskId};
 use scheduler_core::{Attributes, Band, MachineId, Resources};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Task state (Borg Figure 2): `pending -> running -> dead`, `running -> pending` on eviction or
 /// machine loss, `pending|running -> dead` on kill or finish.
@@ -74,6 +75,10 @@ pub struct Task {
     /// When it was last bound to a machine, ms since the Unix epoch (0 = never).
     #[serde(default)]
     pub scheduled_ms: i64,
+    /// Its port numbers by name, from its machine's port range, assigned when it was bound (so
+    /// every replica knows who listens where); empty while unplaced.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 impl Task {
@@ -159,6 +164,10 @@ pub struct Machine {
     pub state: MachineState,
     /// Last registration, ms since the Unix epoch.
     pub registered_ms: i64,
+    /// The port range its tasks get ports from, inclusive (`borglet --port-range`); `None`: no
+    /// ports. `capacity.ports` is its size.
+    #[serde(default)]
+    pub port_range: Option<(u16, u16)>,
 }
 
 /// A state transition or notable happening. Events are part of the replicated state.

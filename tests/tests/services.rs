@@ -1,0 +1,124 @@
+//! Production services (issue 16): named ports from each machine's port range, assigned in the
+//! replicated state and handed to tasks as BORG_PORT_<NAME>; a real HTTP server as a task.
+
+use borg_integration_tests::{http_get, TestCell};
+use std::time::Duration;
+
+/// A free TCP port with `n - 1` more after it that are free too (best effort: ports are probed
+/// by binding them, so another process may still take one later).
+fn free_range(n: u16) -> (u16, u16) {
+    for _ in 0..50 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if first > 60_000 {
+            continue;
+        }
+        let held: Vec<_> =
+            (first..first + n).filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
+        if held.len() == n as usize {
+            return (first, first + n - 1);
+        }
+    }
+    panic!("no {n} free consecutive ports");
+}
+
+fn ports_of(t: &serde_json::Value) -> Vec<u64> {
+    t["ports"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn tasks_get_distinct_ports_from_their_machine_and_serve_on_them() {
+    // the system's python3: tasks run as an unprivileged user, who cannot read a per-user install
+    let python = std::path::PathBuf::from("/usr/bin/python3");
+    if !python.exists() {
+        eprintln!("skipped: /usr/bin/python3 is not installed (the task is python3 -m http.server)");
+        return;
+    }
+    let (first, last) = free_range(3);
+    let mut cell = TestCell::start("ports", 0);
+    cell.add_borglet_with(&["--port-range", &format!("{first}-{last}")]);
+    cell.wait_for(Duration::from_secs(30), "the machine registers", |c| {
+        c.machines().as_array().is_some_and(|m| m.len() == 1)
+    });
+    // a real HTTP server listening on its port
+    cell.apply_yaml(
+        "web",
+        &format!(
+            "name: web\nuser: alice\npriority: production\nkind: service\ntasks: 1\nports: [http]\n\
+             command: [/bin/sh, -c, 'exec {} -m http.server --bind 127.0.0.1 $BORG_PORT_HTTP']\n\
+             resources: {{cpu: 100m, ram: 64Mi}}\n",
+            python.display()
+        ),
+    );
+    // another job's task on the same machine with two ports
+    cell.apply_yaml(
+        "pair",
+        "name: pair\nuser: alice\npriority: batch\nkind: service\ntasks: 1\nports: [main, admin-http]\n\
+         command: [/bin/sh, -c, 'echo $BORG_PORT_MAIN $BORG_PORT_ADMIN_HTTP > ports; sleep 600']\n\
+         resources: {cpu: 100m, ram: 16Mi}\n",
+    );
+    let web = cell.wait_tasks("web", "running");
+    let pair = cell.wait_tasks("pair", "running");
+    let (w, p) = (ports_of(&web[0]), ports_of(&pair[0]));
+    assert_eq!((w.len(), p.len()), (1, 2), "web {web:?} pair {pair:?}");
+    let mut all: Vec<u64> = w.iter().chain(&p).copied().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        (first as u64..=last as u64).collect::<Vec<_>>(),
+        "three tasks' ports, all distinct, from the range"
+    );
+    assert_eq!(web[0]["host"], "127.0.0.1");
+    // the task found its numbers in its environment
+    let sandbox_ports = cell.borglets[0].work_dir.join("tasks");
+    cell.wait_for(Duration::from_secs(30), "pair wrote its ports", |_| {
+        std::fs::read_dir(&sandbox_ports).into_iter().flatten().flatten().any(|d| {
+            std::fs::read_to_string(d.path().join("ports")).is_ok_and(|s| {
+                s.split_whitespace()
+                    .filter_map(|x| x.parse::<u64>().ok())
+                    .eq(pair[0]["ports"]["main"].as_u64().into_iter().chain(pair[0]["ports"]["admin-http"].as_u64()))
+            })
+        })
+    });
+    // and the server answers where the master says it listens
+    let addr = format!("{}:{}", web[0]["host"].as_str().unwrap(), w[0]);
+    cell.wait_for(Duration::from_secs(30), "the HTTP server answers", |_| {
+        std::net::TcpStream::connect(&addr).is_ok() && http_get(&addr, "/").0 == 200
+    });
+    // the machine's ports are used up: one more task with a port stays pending, saying why
+    cell.apply_yaml(
+        "third",
+        "name: third\nuser: alice\npriority: batch\nkind: service\ntasks: 1\nports: [x]\n\
+         command: [sleep, '600']\nresources: {cpu: 100m, ram: 16Mi}\n",
+    );
+    cell.wait_for(Duration::from_secs(30), "why-pending names the ports", |c| {
+        let why = c.json(&["why-pending", "third"]);
+        why["reasons"].as_object().is_some_and(|r| r.keys().any(|k| k.contains("ports")))
+    });
+    assert_eq!(cell.tasks("third")[0]["state"], "pending");
+    // freeing ports lets it in, on a port nobody else holds
+    cell.borgctl(&["kill", "pair"]);
+    let third = cell.wait_tasks("third", "running");
+    let t = ports_of(&third[0]);
+    assert_eq!(t.len(), 1);
+    assert!(!w.contains(&t[0]), "third got web's port {t:?}");
+    assert!((first as u64..=last as u64).contains(&t[0]));
+}
+
+/// A spec's ports are checked like every other field: a bad name is refused with its line.
+#[test]
+fn bad_port_names_are_refused_with_the_line() {
+    let cell = TestCell::start("portspec", 0);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        "name: bad\nuser: alice\npriority: batch\nkind: batch\ntasks: 1\nports: [http, HTTP, http]\n\
+         command: [/bin/true]\nresources: {cpu: 100m, ram: 16Mi}\n",
+    )
+    .unwrap();
+    let out = cell.borgctl(&["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(":6:") && err.contains("ports[1]") && err.contains("must match"), "{err}");
+    assert!(err.contains("ports[2]") && err.contains("named twice"), "{err}");
+}
