@@ -36,7 +36,8 @@ fn res(r: &Option<pb::Resources>) -> Value {
 
 /// A task as JSON: `index`, `state`, `machine`, `exit_code`, `signal`, `restarts`, `pid`,
 /// `reason`, `incarnation`, `job_version`, `since_ms`, `host` (its machine's address host; empty while
-/// unplaced) and `ports` (`{"http": 20001}`: its port numbers by name).
+/// unplaced), `ports` (`{"http": 20001}`: its port numbers by name) and `ready` (running and
+/// passing its readiness check).
 pub fn task_json(t: &pb::Task) -> Value {
     json!({
         "job": t.job, "index": t.index, "state": task_state(t.state), "machine": t.machine,
@@ -44,7 +45,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "used": res(&t.used),
         "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version, "alloc": t.alloc,
         "since_ms": t.state_since_ms,
-        "host": t.host, "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "host": t.host, "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(), "ready": t.ready,
     })
 }
 

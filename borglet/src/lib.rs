@@ -10,6 +10,7 @@ pub mod hollow;
 pub mod lock;
 pub mod machine;
 pub mod metrics;
+pub mod probe;
 pub mod process;
 pub mod register;
 pub mod runtime;

@@ -230,6 +230,23 @@ async fn run() -> anyhow::Result<()> {
         }
     });
 
+    // Health checks: every 100 ms, start the probes that are due; each records its result.
+    let b = borglet.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            let due = b.runtime().due_probes(Instant::now());
+            for job in due {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let result = borglet::probe::run(&job).await;
+                    b.runtime().record_probe(&job.run, job.which, result, Instant::now());
+                });
+            }
+        }
+    });
+
     let register = pb::RegisterMachineRequest {
         id: machine_id.clone(),
         address: args.advertise.clone().unwrap_or_else(|| addr.to_string()),

@@ -1,8 +1,8 @@
 //! The Borglet gRPC service (`borg.v1.Borglet`): the master's poll and log reads.
 
 use crate::runtime::{Phase, Runtime, TaskSpec};
-use borg_jobspec::convert::{kind_from_pb, resources_from_pb, resources_to_pb, restart_from_pb};
-use borg_jobspec::{JobKind, Restart};
+use borg_jobspec::convert::{check_from_pb, kind_from_pb, resources_from_pb, resources_to_pb, restart_from_pb};
+use borg_jobspec::{Health, JobKind, Restart};
 use borg_proto as pb;
 use scheduler_core::Resources;
 use std::io::{Read, Seek, SeekFrom};
@@ -76,6 +76,10 @@ fn spec_from_pb(a: &pb::TaskAssignment) -> TaskSpec {
         grace_period_ms: a.grace_period_ms,
         job_version: a.job_version,
         ports: a.ports.iter().filter_map(|(k, v)| Some((k.clone(), u16::try_from(*v).ok()?))).collect(),
+        health: Health {
+            liveness: a.liveness.as_ref().and_then(check_from_pb).map(Box::new),
+            readiness: a.readiness.as_ref().and_then(check_from_pb).map(Box::new),
+        },
     }
 }
 
@@ -130,6 +134,7 @@ impl pb::borglet_server::Borglet for BorgletService {
                     message: r.message.clone(),
                     usage: Some(resources_to_pb(used)),
                     cpu_seconds: u.cpu_seconds,
+                    ready: r.ready(),
                 }
             })
             .collect();

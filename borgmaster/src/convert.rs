@@ -21,6 +21,7 @@ pub fn task_to_pb(t: &Task, state: &CellState, soft: &SoftState) -> pb::Task {
     pb::Task {
         ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
         host: host.unwrap_or_default().to_string(),
+        ready: t.ready,
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
         scheduled_ms: t.scheduled_ms,

@@ -14,7 +14,7 @@
 use crate::liveness::{LeaderView, Liveness, PollLatency};
 use crate::master::{now_ms, Master};
 use crate::state::{Command, MachineState, RunId, TaskId, TaskReport, TaskState};
-use borg_jobspec::convert::{kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
+use borg_jobspec::convert::{check_to_pb, kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
 use scheduler_core::MachineId;
@@ -172,6 +172,8 @@ fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb:
                 grace_period_ms: spec.grace_period_ms,
                 job_version: t.job_version,
                 ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
+                liveness: spec.health.liveness.as_deref().map(check_to_pb),
+                readiness: spec.health.readiness.as_deref().map(check_to_pb),
             })
             .collect()
     };
@@ -192,7 +194,12 @@ fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(Mac
             Ok(pb::TaskState::Dead) => TaskState::Dead,
             _ => continue,
         };
-        if state == TaskState::Dead || t.state != TaskState::Running || t.pid != r.pid || t.restarts != r.restarts {
+        if state == TaskState::Dead
+            || t.state != TaskState::Running
+            || t.pid != r.pid
+            || t.restarts != r.restarts
+            || t.ready != r.ready
+        {
             out.push((
                 id.clone(),
                 TaskReport {
@@ -205,6 +212,7 @@ fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(Mac
                     signal: r.signal,
                     restarts: r.restarts,
                     message: r.message.clone(),
+                    ready: r.ready,
                 },
             ));
         }

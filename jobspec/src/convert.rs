@@ -1,6 +1,7 @@
 //! Conversion between [`JobSpec`] and the API's `borg_proto::JobSpec`, and between the shared
 //! scheduler-core types and their API messages.
 
+use crate::health::{Check, Health, Probe};
 use crate::job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
 use borg_proto as pb;
 use scheduler_core::{Constraint, ConstraintOp, Priority, Resources};
@@ -18,6 +19,42 @@ pub fn resources_from_pb(r: Option<&pb::Resources>) -> Resources {
 /// scheduler-core resources -> API resources.
 pub fn resources_to_pb(r: Resources) -> pb::Resources {
     pb::Resources { cpu_millis: r.cpu_millis, ram_bytes: r.ram_bytes, disk_bytes: r.disk_bytes, ports: r.ports }
+}
+
+/// A health check -> API message.
+pub fn check_to_pb(c: &Check) -> pb::HealthCheck {
+    use pb::health_check::Probe as P;
+    let probe = match &c.probe {
+        Probe::Http { port, path } => P::Http(pb::HttpProbe { port: port.clone(), path: path.clone() }),
+        Probe::Tcp { port } => P::Tcp(pb::TcpProbe { port: port.clone() }),
+        Probe::Exec { command } => P::Exec(pb::ExecProbe { command: command.clone() }),
+    };
+    pb::HealthCheck {
+        probe: Some(probe),
+        period_ms: c.period_ms,
+        timeout_ms: c.timeout_ms,
+        failures: c.failures,
+        initial_delay_ms: c.initial_delay_ms,
+    }
+}
+
+/// API message -> health check; `None` without a probe.
+pub fn check_from_pb(c: &pb::HealthCheck) -> Option<Check> {
+    use pb::health_check::Probe as P;
+    let probe = match c.probe.as_ref()? {
+        P::Http(h) => {
+            Probe::Http { port: h.port.clone(), path: if h.path.is_empty() { "/".into() } else { h.path.clone() } }
+        }
+        P::Tcp(t) => Probe::Tcp { port: t.port.clone() },
+        P::Exec(e) => Probe::Exec { command: e.command.clone() },
+    };
+    Some(Check {
+        probe,
+        period_ms: c.period_ms,
+        timeout_ms: c.timeout_ms,
+        failures: c.failures,
+        initial_delay_ms: c.initial_delay_ms,
+    })
 }
 
 /// Job kind -> API enum.
@@ -106,6 +143,8 @@ impl From<&JobSpec> for pb::JobSpec {
             max_unavailable: s.max_unavailable,
             per_machine: s.per_machine,
             ports: s.ports.clone(),
+            liveness: s.health.liveness.as_deref().map(check_to_pb),
+            readiness: s.health.readiness.as_deref().map(check_to_pb),
         }
     }
 }
@@ -159,6 +198,10 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             max_unavailable: p.max_unavailable.max(1),
             per_machine: p.per_machine,
             ports: p.ports.clone(),
+            health: Health {
+                liveness: p.liveness.as_ref().and_then(check_from_pb).map(Box::new),
+                readiness: p.readiness.as_ref().and_then(check_from_pb).map(Box::new),
+            },
         };
         problems.extend(spec.problems());
         if problems.is_empty() {

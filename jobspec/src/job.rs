@@ -1,6 +1,7 @@
 //! The validated job spec, and the rules every spec must satisfy whichever way it arrives
 //! (YAML file or API call).
 
+use crate::health::{Health, Probe};
 use scheduler_core::{Band, Constraint, ConstraintOp, Priority, Resources};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -130,6 +131,9 @@ pub struct JobSpec {
     /// its numbers in `BORG_PORT_<NAME>` ([`port_env`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// Health checks the Borglet runs against each task.
+    #[serde(default, skip_serializing_if = "Health::is_empty")]
+    pub health: Health,
 }
 
 /// Most named ports per task.
@@ -225,6 +229,7 @@ impl JobSpec {
             max_unavailable: 1,
             per_machine: false,
             ports: vec![],
+            health: Health::default(),
         }
     }
 
@@ -297,6 +302,36 @@ impl JobSpec {
         }
         if self.resources.ports != self.ports.len() as u64 {
             p.push(Problem::new("resources.ports", "must be the number of named ports"));
+        }
+        for (field, check) in [("health.liveness", &self.health.liveness), ("health.readiness", &self.health.readiness)]
+        {
+            let Some(c) = check else { continue };
+            if let Some(port) = c.probe.port() {
+                if !self.ports.iter().any(|p| p == port) {
+                    p.push(Problem::new(
+                        format!("{field}.port"),
+                        format!("{port:?} is not one of the spec's ports ({})", self.ports.join(", ")),
+                    ));
+                }
+            }
+            match &c.probe {
+                Probe::Http { path, .. } if !path.starts_with('/') => {
+                    p.push(Problem::new(format!("{field}.path"), format!("{path:?} must start with /")))
+                }
+                Probe::Exec { command } if command.first().is_none_or(|c| c.is_empty()) => {
+                    p.push(Problem::new(format!("{field}.command"), "must name a program"))
+                }
+                _ => {}
+            }
+            if c.period_ms < crate::health::MIN_PERIOD_MS {
+                p.push(Problem::new(format!("{field}.period"), "must be at least 100ms"));
+            }
+            if c.timeout_ms == 0 || c.timeout_ms > c.period_ms {
+                p.push(Problem::new(format!("{field}.timeout"), "must be more than 0 and at most the period"));
+            }
+            if c.failures == 0 {
+                p.push(Problem::new(format!("{field}.failures"), "must be at least 1"));
+            }
         }
         if self.kind == JobKind::AllocSet && !self.ports.is_empty() {
             p.push(Problem::new("ports", "an alloc_set reserves no ports: name them in the jobs that run in it"));

@@ -16,6 +16,7 @@
 pub mod convert;
 #[cfg(test)]
 mod fuzz;
+pub mod health;
 pub mod job;
 pub mod quantity;
 pub mod task_id;
@@ -37,6 +38,7 @@ pub fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
         (None, None) => "exited".into(),
     }
 }
+pub use health::{Check, Health, Probe};
 pub use job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
 pub use task_id::{RunId, TaskId};
 pub use yaml::{parse_job_spec, LocatedProblem, SpecErrors};

@@ -1,6 +1,7 @@
 //! The YAML job spec format: parsing with `serde-saphyr` (unknown fields are an error), then
 //! validation that reports every problem with its file, line, column and field.
 
+use crate::health::{Check, Health, Probe};
 use crate::job::{JobKind, JobSpec, Problem, Restart, RestartPolicy, DEFAULT_GRACE_MS};
 use crate::quantity::{parse_bytes, parse_cpu, parse_duration_ms, Scalar};
 use scheduler_core::{Band, Constraint, ConstraintOp, Priority, Resources};
@@ -124,6 +125,90 @@ struct RawSpec {
     per_machine: Option<bool>,
     #[serde(default)]
     ports: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    health: Option<Spanned<RawHealth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(default)]
+    liveness: Option<Spanned<RawCheck>>,
+    #[serde(default)]
+    readiness: Option<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    #[serde(default)]
+    http: Option<RawHttp>,
+    #[serde(default)]
+    tcp: Option<RawTcp>,
+    #[serde(default)]
+    exec: Option<RawExec>,
+    #[serde(default)]
+    period: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    timeout: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    failures: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    initial_delay: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    port: String,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    port: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    command: Vec<String>,
+}
+
+/// One health check from YAML, or None with its problems recorded at `field`.
+fn check_of(l: &mut Located, field: &str, raw: &Spanned<RawCheck>) -> Option<Check> {
+    l.mark(field, raw);
+    let r = &raw.value;
+    let probe = match (&r.http, &r.tcp, &r.exec) {
+        (Some(h), None, None) => {
+            Probe::Http { port: h.port.clone(), path: h.path.clone().unwrap_or_else(|| "/".into()) }
+        }
+        (None, Some(t), None) => Probe::Tcp { port: t.port.clone() },
+        (None, None, Some(e)) => Probe::Exec { command: e.command.clone() },
+        _ => {
+            return l.check::<Check, String>(field, Err("give exactly one of http, tcp or exec".into()));
+        }
+    };
+    let mut c = Check::new(probe);
+    for (name, v, out) in [
+        ("period", &r.period, &mut c.period_ms),
+        ("timeout", &r.timeout, &mut c.timeout_ms),
+        ("initial_delay", &r.initial_delay, &mut c.initial_delay_ms),
+    ] {
+        if let Some(v) = v {
+            let f = format!("{field}.{name}");
+            l.mark(&f, v);
+            *out = l.check(&f, parse_duration_ms(&v.value))?;
+        }
+    }
+    if let Some(v) = &r.failures {
+        let f = format!("{field}.failures");
+        l.mark(&f, v);
+        c.failures = l.check(&f, whole(&v.value, "1 or more"))?;
+    }
+    Some(c)
 }
 
 #[derive(Deserialize)]
@@ -365,6 +450,16 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     if let Some(ports) = &raw.ports {
         l.mark("ports", ports);
     }
+    let mut health = Health::default();
+    if let Some(h) = &raw.health {
+        l.mark("health", h);
+        if let Some(c) = &h.value.liveness {
+            health.liveness = check_of(&mut l, "health.liveness", c).map(Box::new);
+        }
+        if let Some(c) = &h.value.readiness {
+            health.readiness = check_of(&mut l, "health.readiness", c).map(Box::new);
+        }
+    }
     // Fields that failed conversion get placeholders so that every other rule is still checked;
     // problems already reported for a field are not repeated.
     let spec = JobSpec {
@@ -385,6 +480,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         max_unavailable: max_unavailable.unwrap_or(1),
         per_machine: raw.per_machine.unwrap_or(false),
         ports: raw.ports.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
+        health,
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {
@@ -494,5 +590,39 @@ grace_period: 10s
         assert_eq!(s.grace_period_ms, DEFAULT_GRACE_MS);
         assert_eq!(s.resources.cpu_millis, 1000);
         assert_eq!(s.band(), Band::Production);
+    }
+
+    #[test]
+    fn ports_and_health_checks_parse_and_are_checked() {
+        let base = "name: s\nuser: bob\npriority: 250\nkind: service\ntasks: 1\ncommand: [sleep, '100']\n\
+                    resources: {cpu: 1, ram: 1Gi}\nports: [http, admin]\n";
+        let text = format!(
+            "{base}health:\n  liveness: {{http: {{port: http, path: /healthz}}, period: 5s, timeout: 1s, failures: 3, initial_delay: 2s}}\n  \
+             readiness: {{tcp: {{port: admin}}, period: 2s}}\n"
+        );
+        let s = parse_job_spec("s.yaml", &text).unwrap();
+        assert_eq!((s.ports.len(), s.resources.ports), (2, 2));
+        let l = s.health.liveness.as_deref().unwrap();
+        assert_eq!(l.probe, Probe::Http { port: "http".into(), path: "/healthz".into() });
+        assert_eq!((l.period_ms, l.timeout_ms, l.failures, l.initial_delay_ms), (5000, 1000, 3, 2000));
+        let r = s.health.readiness.as_deref().unwrap();
+        assert_eq!((&r.probe, r.period_ms, r.failures), (&Probe::Tcp { port: "admin".into() }, 2000, 3));
+        // round trip through the API keeps them
+        let back = JobSpec::try_from(&borg_proto::JobSpec::from(&s)).unwrap();
+        assert_eq!(back, s);
+        for (health, field, says) in [
+            ("{liveness: {tcp: {port: web}}}", "health.liveness.port", "not one of the spec's ports"),
+            ("{liveness: {tcp: {port: http}, exec: {command: [true]}}}", "health.liveness", "exactly one of"),
+            (
+                "{readiness: {tcp: {port: http}, period: 1s, timeout: 2s}}",
+                "health.readiness.timeout",
+                "at most the period",
+            ),
+            ("{readiness: {http: {port: http, path: healthz}}}", "health.readiness.path", "must start with /"),
+            ("{liveness: {exec: {command: []}}}", "health.liveness.command", "must name a program"),
+        ] {
+            let e = parse_job_spec("s.yaml", &format!("{base}health: {health}\n")).unwrap_err();
+            assert!(e.0.iter().any(|p| p.field == field && p.message.contains(says) && p.line == 9), "{health}: {e}");
+        }
     }
 }

@@ -45,6 +45,7 @@ fn tasks_get_distinct_ports_from_their_machine_and_serve_on_them() {
         &format!(
             "name: web\nuser: alice\npriority: production\nkind: service\ntasks: 1\nports: [http]\n\
              command: [/bin/sh, -c, 'exec {} -m http.server --bind 127.0.0.1 $BORG_PORT_HTTP']\n\
+             health: {{liveness: {{http: {{port: http, path: /}}, period: 500ms, timeout: 500ms, initial_delay: 10s}}, readiness: {{tcp: {{port: http}}, period: 200ms, timeout: 100ms}}}}\n\
              resources: {{cpu: 100m, ram: 64Mi}}\n",
             python.display()
         ),
@@ -84,6 +85,10 @@ fn tasks_get_distinct_ports_from_their_machine_and_serve_on_them() {
     cell.wait_for(Duration::from_secs(30), "the HTTP server answers", |_| {
         std::net::TcpStream::connect(&addr).is_ok() && http_get(&addr, "/").0 == 200
     });
+    // both its checks pass: it is ready
+    cell.wait_for(Duration::from_secs(30), "web is ready", |c| c.tasks("web")[0]["ready"] == true);
+    assert_eq!(cell.tasks("web")[0]["restarts"], 0, "a healthy server is not restarted");
+    assert_eq!(cell.tasks("pair")[0]["ready"], true, "a task without a readiness check is ready while it runs");
     // the machine's ports are used up: one more task with a port stays pending, saying why
     cell.apply_yaml(
         "third",
@@ -121,4 +126,53 @@ fn bad_port_names_are_refused_with_the_line() {
     assert!(!out.status.success());
     assert!(err.contains(":6:") && err.contains("ports[1]") && err.contains("must match"), "{err}");
     assert!(err.contains("ports[2]") && err.contains("named twice"), "{err}");
+}
+
+/// Exec checks in the task's sandbox: readiness follows a file the test creates and removes;
+/// liveness failing restarts the task with reason `unhealthy` (and an event), and the restarted
+/// task, healthy again, is not restarted again.
+#[test]
+fn liveness_failures_restart_the_task_as_unhealthy_and_readiness_follows_its_check() {
+    let cell = TestCell::start("health", 1);
+    cell.apply_yaml(
+        "checked",
+        "name: checked\nuser: alice\npriority: batch\nkind: service\ntasks: 1\n\
+         command: [/bin/sh, -c, 'touch alive; exec sleep 600']\n\
+         resources: {cpu: 100m, ram: 16Mi}\ngrace_period: 1s\n\
+         health: {liveness: {exec: {command: [test, -f, alive]}, period: 200ms, timeout: 200ms, failures: 2}, \
+                  readiness: {exec: {command: [test, -f, ready]}, period: 200ms, timeout: 200ms, failures: 1}}\n",
+    );
+    let t = cell.wait_tasks("checked", "running");
+    let sandbox = || {
+        std::fs::read_dir(cell.borglets[0].work_dir.join("tasks"))
+            .unwrap()
+            .flatten()
+            .map(|d| d.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("checked.0.")))
+            .expect("sandbox")
+    };
+    assert_eq!(t[0]["ready"], false, "not ready before its readiness check passes");
+    std::fs::write(sandbox().join("ready"), "").unwrap();
+    cell.wait_for(Duration::from_secs(30), "ready once the check passes", |c| c.tasks("checked")[0]["ready"] == true);
+    std::fs::remove_file(sandbox().join("ready")).unwrap();
+    cell.wait_for(Duration::from_secs(30), "not ready once it fails", |c| c.tasks("checked")[0]["ready"] == false);
+    // liveness: remove the file its check looks for
+    let pid = cell.tasks("checked")[0]["pid"].as_u64().unwrap();
+    std::fs::remove_file(sandbox().join("alive")).unwrap();
+    cell.wait_for(Duration::from_secs(30), "restarted as unhealthy", |c| {
+        let t = &c.tasks("checked")[0];
+        t["restarts"].as_u64() >= Some(1) && t["pid"].as_u64().is_some_and(|p| p != pid)
+    });
+    let events = cell.json(&["events", "checked"]);
+    let restarted: Vec<&serde_json::Value> =
+        events.as_array().unwrap().iter().filter(|e| e["kind"] == "restarted").collect();
+    assert!(
+        restarted.iter().any(|e| e["detail"].as_str().is_some_and(|d| d.contains("unhealthy"))),
+        "a restarted event naming the failed check: {events}"
+    );
+    // the new process made its file again: it stays up
+    let restarts = cell.tasks("checked")[0]["restarts"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(2)); // ten liveness periods
+    let t = &cell.tasks("checked")[0];
+    assert_eq!((t["state"].as_str(), t["restarts"].as_u64()), (Some("running"), Some(restarts)), "{t}");
 }

@@ -13,8 +13,11 @@
 //! is not our child, so when it exits its exit status is unknown; it is treated as a failure for
 //! the restart policy (a task whose success cannot be proven is retried).
 
+mod health;
 mod persist;
 mod task;
+
+pub use health::{ProbeJob, Which};
 
 use task::{backoff, should_restart};
 pub use task::{oom_text, Phase, RunUsage, TaskRun, TaskSpec, BASE_BACKOFF, MAX_BACKOFF};
@@ -91,7 +94,7 @@ impl Runtime {
         self.desired.get(&run.task).is_some_and(|t| t.incarnation == run.incarnation)
     }
 
-    fn env_for(&self, t: &TaskSpec, sandbox: &Path) -> Vec<(String, String)> {
+    pub(super) fn env_for(&self, t: &TaskSpec, sandbox: &Path) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("PATH".into(), process::TASK_PATH.into()));
         env.push(("HOME".into(), sandbox.display().to_string()));
@@ -130,10 +133,12 @@ impl Runtime {
                 run.pid = Some(pid);
                 run.cgroup = cg;
                 run.phase = Phase::Running;
-                run.message = if run.restarts == 0 {
-                    "running".into()
-                } else {
-                    format!("running after {} restarts", run.restarts)
+                run.sigkilled = false;
+                run.health = health::HealthState::started(now);
+                run.message = match (run.restarts, &run.last_exit) {
+                    (0, _) => "running".into(),
+                    (n, Some(last)) => format!("running after {n} restarts (last: {last})"),
+                    (n, None) => format!("running after {n} restarts"),
                 };
                 tracing::info!(task = %spec.run_name(), pid, "task started");
             }
@@ -141,7 +146,7 @@ impl Runtime {
                 tracing::warn!(task = %spec.run_name(), error = %e, "task did not start");
                 run.pid = None;
                 run.child = None;
-                Self::after_exit(run, None, None, format!("{e}"), true, now);
+                Self::after_exit(run, None, None, format!("{e}"), true, false, now);
             }
         }
     }
@@ -153,13 +158,16 @@ impl Runtime {
         signal: Option<i32>,
         what: String,
         desired: bool,
+        failed: bool,
         now: Instant,
     ) {
         run.exit_code = code;
         run.signal = signal;
         run.pid = None;
         run.child = None;
-        let success = code == Some(0) && signal.is_none();
+        // a process stopped for failing its liveness check failed, whatever its exit status
+        let success = code == Some(0) && signal.is_none() && !failed;
+        run.last_exit = Some(what.clone());
         if desired && should_restart(&run.spec.restart, success, run.restarts) {
             let delay = backoff(run.restarts);
             run.phase = Phase::Backoff;
@@ -217,7 +225,9 @@ impl Runtime {
                     let ooms = run.cgroup.as_ref().map_or(0, TaskCgroup::oom_kills);
                     let oom = ooms > run.oom_seen && signal == Some(Signal::SIGKILL as i32);
                     run.oom_seen = ooms;
+                    let unhealthy = run.health.unhealthy.take();
                     let what = match (code, signal, run.child.is_none() && run.pid.is_some()) {
+                        _ if unhealthy.is_some() => unhealthy.clone().unwrap_or_default(),
                         _ if oom => {
                             metrics::counter!(crate::metrics::OOM_KILLS, "job" => run.spec.job.clone()).increment(1);
                             oom_text(run.spec.resources.ram_bytes)
@@ -226,7 +236,21 @@ impl Runtime {
                         _ => borg_jobspec::exit_text(code, signal),
                     };
                     tracing::info!(task = %run.spec.run_name(), ?code, ?signal, "task exited");
-                    Self::after_exit(run, code, signal, what, desired, now);
+                    Self::after_exit(run, code, signal, what, desired, unhealthy.is_some(), now);
+                }
+                None if run.phase == Phase::Running
+                    && !run.sigkilled
+                    && run.health.kill_at.is_some_and(|d| now >= d) =>
+                {
+                    // failed its liveness check and outlived its grace period
+                    if let Some(pid) = run.pid {
+                        tracing::info!(task = %run.spec.run_name(), pid, "unhealthy and still running after its grace period; SIGKILL");
+                        process::signal_group(pid, Signal::SIGKILL);
+                    }
+                    if let Some(cg) = &run.cgroup {
+                        process::kill_cgroup(cg);
+                    }
+                    run.sigkilled = true;
                 }
                 None if run.phase == Phase::Stopping && !run.sigkilled && run.deadline.is_some_and(|d| now >= d) => {
                     if let Some(pid) = run.pid {
@@ -305,6 +329,8 @@ impl Runtime {
                     last_cpu: None,
                     cpu_rate_millis: 0,
                     oom_seen: 0,
+                    last_exit: None,
+                    health: Default::default(),
                 },
             );
             self.start(&key, now);
@@ -390,6 +416,7 @@ mod tests {
             grace_period_ms: 200,
             job_version: 1,
             ports: [("http".to_string(), 20001)].into(),
+            health: Default::default(),
         }
     }
 

@@ -98,6 +98,8 @@ impl Runtime {
                 last_cpu: None,
                 cpu_rate_millis: 0,
                 oom_seen: 0,
+                last_exit: None,
+                health: Default::default(),
             };
             self.runs.insert(key, run);
         }

@@ -2,7 +2,7 @@
 //! (policy and exponential backoff).
 
 use crate::cgroup::TaskCgroup;
-use borg_jobspec::{JobKind, Restart, RestartPolicy, RunId, TaskId};
+use borg_jobspec::{Health, JobKind, Restart, RestartPolicy, RunId, TaskId};
 use scheduler_core::Resources;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,6 +43,9 @@ pub struct TaskSpec {
     /// Its port numbers by name (from the master); it finds them in BORG_PORT_<NAME>.
     #[serde(default)]
     pub ports: BTreeMap<String, u16>,
+    /// Its health checks.
+    #[serde(default)]
+    pub health: Health,
 }
 
 impl TaskSpec {
@@ -118,6 +121,10 @@ pub struct TaskRun {
     /// OOM kills of its cgroup already accounted for (a new one at an exit means the kernel
     /// killed it for its memory limit).
     pub(super) oom_seen: u64,
+    /// How its last process ended (`exited 1`, `unhealthy: ...`), shown while it runs again.
+    pub(super) last_exit: Option<String>,
+    /// Health check bookkeeping of its current process.
+    pub(super) health: super::health::HealthState,
 }
 
 /// Usage of one run at one moment.

@@ -179,6 +179,7 @@ pub(super) fn requeue(t: &mut Task, why: PendingReason, reason: &str, now: i64) 
     t.alloc = None;
     t.pid = None;
     t.ports.clear();
+    t.ready = false;
     t.incarnation += 1;
     t.restarts = 0;
     t.reason = reason.to_string();
@@ -217,6 +218,7 @@ pub(super) fn new_task(
         pinned: None,
         scheduled_ms: 0,
         ports: Default::default(),
+        ready: false,
     }
 }
 

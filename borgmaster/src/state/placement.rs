@@ -132,9 +132,11 @@ impl CellState {
             match r.state {
                 TaskState::Running | TaskState::Pending => {
                     let first = t.state != TaskState::Running;
+                    let restarted = !first && r.restarts > t.restarts;
                     t.state = TaskState::Running;
                     t.pid = r.pid;
                     t.restarts = r.restarts;
+                    t.ready = r.ready;
                     t.exit_code = r.exit_code;
                     t.signal = r.signal;
                     t.reason = if r.message.is_empty() { "running".into() } else { r.message.clone() };
@@ -147,6 +149,9 @@ impl CellState {
                             None => "no process yet".to_string(),
                         };
                         ev.push(&r.job, Some(r.index), EventKind::Running, detail, Some(m));
+                    } else if restarted {
+                        let detail = format!("restart {}: {}", r.restarts, t.reason);
+                        ev.push(&r.job, Some(r.index), EventKind::Restarted, detail, Some(m));
                     }
                 }
                 TaskState::Dead => {
@@ -155,6 +160,7 @@ impl CellState {
                     let Some(t) = self.task_mut(&r.job, r.index) else { continue };
                     t.state = TaskState::Dead;
                     t.pid = None;
+                    t.ready = false;
                     t.exit_code = r.exit_code;
                     t.signal = r.signal;
                     t.restarts = r.restarts;

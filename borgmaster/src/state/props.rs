@@ -95,6 +95,7 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
                         signal: None,
                         restarts: 0,
                         message: String::new(),
+                        ready: false,
                     },
                 )],
             },

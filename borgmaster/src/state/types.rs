@@ -79,6 +79,10 @@ pub struct Task {
     /// every replica knows who listens where); empty while unplaced.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u16>,
+    /// Running and passing its readiness check, as its Borglet last reported (without a check:
+    /// running). False while pending or dead.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 impl Task {
@@ -267,6 +271,9 @@ pub enum EventKind {
     MachineDown,
     /// A quota (or the cell's default quota) was set.
     Quota,
+    /// Its Borglet restarted a task in place (its process exited, or failed its liveness
+    /// check: the detail starts with `unhealthy`).
+    Restarted,
     /// A kind this version does not know (read from the state of another version); never
     /// emitted.
     #[serde(other)]
@@ -275,7 +282,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind emitted, in declaration order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Submitted,
         EventKind::Updated,
         EventKind::Killed,
@@ -291,6 +298,7 @@ impl EventKind {
         EventKind::MachineUp,
         EventKind::MachineDown,
         EventKind::Quota,
+        EventKind::Restarted,
     ];
 
     /// The name on the wire and in the CLI (`machine-down`, `preempted`, ...).
@@ -311,6 +319,7 @@ impl EventKind {
             EventKind::MachineUp => "machine-up",
             EventKind::MachineDown => "machine-down",
             EventKind::Quota => "quota",
+            EventKind::Restarted => "restarted",
             EventKind::Other => "other",
         }
     }
@@ -374,6 +383,9 @@ pub struct TaskReport {
     pub restarts: u32,
     /// Borglet's detail message.
     pub message: String,
+    /// Running and passing its readiness check (without one: running).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// A change to the cell state. Every command is persisted before it is applied.
