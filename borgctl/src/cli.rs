@@ -136,6 +136,13 @@ pub enum Cmd {
     },
     /// Load driver: apply many jobs concurrently, measure apply -> bound -> running per task.
     Bench(BenchArgs),
+    /// Where a job's (or one task's) named ports listen: `resolve web`, `resolve web/0`,
+    /// `resolve /bns/CELL/USER/JOB[/INDEX]` (Borg's BNS). Lists placed tasks with host, ports and
+    /// readiness.
+    Resolve {
+        /// A job, `job/index`, or a BNS name.
+        name: String,
+    },
     /// Wait until a job's tasks are all running, or all dead (done).
     Wait {
         /// Job name.

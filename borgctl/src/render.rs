@@ -128,6 +128,30 @@ pub fn tasks_table(tasks: &[pb::Task]) -> Table {
     t
 }
 
+/// An endpoint as JSON: `bns`, `job`, `index`, `host`, `machine`, `ports` (`{"http": 20001}`),
+/// `ready`.
+pub fn endpoint_json(e: &pb::Endpoint) -> Value {
+    json!({
+        "bns": e.bns, "job": e.job, "index": e.index, "host": e.host, "machine": e.machine,
+        "ports": e.ports.iter().collect::<std::collections::BTreeMap<_, _>>(), "ready": e.ready,
+    })
+}
+
+/// Endpoints as a table: BNS name, `host:port` per named port, readiness.
+pub fn endpoints_table(es: &[pb::Endpoint]) -> Table {
+    let mut t = table(&["BNS", "ENDPOINTS", "READY"]);
+    for e in es {
+        let ports: std::collections::BTreeMap<_, _> = e.ports.iter().collect();
+        let text: Vec<String> = ports.iter().map(|(n, p)| format!("{n}={}:{p}", e.host)).collect();
+        t.add_row(vec![
+            e.bns.clone(),
+            if text.is_empty() { e.host.clone() } else { text.join(" ") },
+            e.ready.to_string(),
+        ]);
+    }
+    t
+}
+
 /// Jobs as a table.
 pub fn jobs_table(jobs: &[pb::Job]) -> Table {
     let mut t = table(&["NAME", "USER", "PRIORITY", "KIND", "STATE", "TASKS", "PENDING", "RUNNING", "DEAD", "VERSION"]);

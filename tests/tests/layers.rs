@@ -22,8 +22,14 @@ const BORGMASTER: &[&[&str]] = &[
 ];
 
 /// The Borglet's layers, bottom first.
-const BORGLET: &[&[&str]] =
-    &[&["cgroup", "lock", "machine", "metrics"], &["process"], &["runtime"], &["service", "probe"], &["hollow"], &["register"]];
+const BORGLET: &[&[&str]] = &[
+    &["cgroup", "lock", "machine", "metrics"],
+    &["process"],
+    &["runtime"],
+    &["service", "probe"],
+    &["hollow"],
+    &["register"],
+];
 
 /// The files of module `name` under `src` (`name.rs`, or every file under `name/`).
 fn files_of(src: &Path, name: &str) -> Vec<PathBuf> {

@@ -89,6 +89,25 @@ fn tasks_get_distinct_ports_from_their_machine_and_serve_on_them() {
     cell.wait_for(Duration::from_secs(30), "web is ready", |c| c.tasks("web")[0]["ready"] == true);
     assert_eq!(cell.tasks("web")[0]["restarts"], 0, "a healthy server is not restarted");
     assert_eq!(cell.tasks("pair")[0]["ready"], true, "a task without a readiness check is ready while it runs");
+    // its name resolves to where it listens, by job name and by BNS name
+    let r = cell.json(&["resolve", "web"]);
+    let e = &r["endpoints"][0];
+    assert_eq!((e["bns"].as_str(), e["host"].as_str()), (Some("/bns/test/alice/web/0"), Some("127.0.0.1")), "{r}");
+    assert_eq!(e["ports"]["http"].as_u64(), Some(w[0]));
+    assert_eq!(e["ready"], true);
+    assert!(r["applied_index"].as_u64() > Some(0));
+    assert_eq!(cell.json(&["resolve", "/bns/test/alice/web/0"])["endpoints"], r["endpoints"]);
+    assert_eq!(cell.json(&["resolve", "pair"])["endpoints"].as_array().map(Vec::len), Some(1));
+    for (bad, says) in [
+        ("/bns/other/alice/web", "cell"),
+        ("/bns/test/bob/web", "belongs to"),
+        ("web/7", "no task 7"),
+        ("nope", "no job"),
+    ] {
+        let out = cell.borgctl(&["resolve", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "resolve {bad}: {err}");
+    }
     // the machine's ports are used up: one more task with a port stays pending, saying why
     cell.apply_yaml(
         "third",

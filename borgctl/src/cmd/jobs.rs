@@ -218,6 +218,22 @@ pub async fn wait(cx: &Cx, name: String, until: Until, timeout: u64) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// `borgctl resolve NAME`: the endpoints of a job's placed tasks.
+///
+/// Errors: an unreachable master; NOT_FOUND for a name that denotes no job or task.
+pub async fn resolve(cx: &Cx, name: String) -> anyhow::Result<ExitCode> {
+    let r = connect(&cx.master).await?.resolve(pb::ResolveRequest { name }).await.map_err(status)?.into_inner();
+    if cx.json {
+        print_json(&serde_json::json!({
+            "applied_index": r.applied_index,
+            "endpoints": r.endpoints.iter().map(render::endpoint_json).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        outln!("{}", render::endpoints_table(&r.endpoints))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Spec fields that differ between the job's current spec and `new`, as
 /// `{field: {"from": old, "to": new}}`; empty when the job does not exist yet.
 async fn spec_diff(c: &mut BorgmasterClient<Channel>, new: &borg_jobspec::JobSpec) -> serde_json::Value {

@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Quota { action: QuotaCmd::Get { user } } => quota::get(&cx, user).await,
         Cmd::Replicas { action } => replicas::replicas(&cx, action).await,
         Cmd::Bench(a) => bench::bench(&cx, a).await,
+        Cmd::Resolve { name } => jobs::resolve(&cx, name).await,
         // handled above (local files only)
         Cmd::Certs { .. } => Ok(ExitCode::SUCCESS),
     }

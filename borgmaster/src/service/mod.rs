@@ -3,10 +3,12 @@
 //! - this file: the RPC surface, one method per RPC;
 //! - [`caller`]: who is calling and what they may do;
 //! - [`forward`]: a follower's writes forwarded to the leader;
-//! - [`plan`]: dry runs of an apply.
+//! - [`plan`]: dry runs of an apply;
+//! - [`naming`]: BNS names and their endpoints (Resolve).
 
 mod caller;
 mod forward;
+mod naming;
 mod plan;
 
 pub use caller::{Caller, REDACTED};
@@ -338,6 +340,12 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             })
             .collect();
         Ok(Response::new(pb::GetQuotaResponse { rows }))
+    }
+
+    async fn resolve(&self, req: Request<pb::ResolveRequest>) -> Result<Response<pb::ResolveResponse>, Status> {
+        self.caller(&req)?;
+        let name = req.into_inner().name;
+        Ok(Response::new(naming::resolve(&self.master.state(), &name)?))
     }
 
     async fn list_events(
