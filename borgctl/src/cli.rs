@@ -136,6 +136,12 @@ pub enum Cmd {
     },
     /// Load driver: apply many jobs concurrently, measure apply -> bound -> running per task.
     Bench(BenchArgs),
+    /// Rolling updates: `rollout status JOB [--wait]`, `rollout history JOB`, `rollout undo JOB
+    /// [--to-version N]`.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutCmd,
+    },
     /// Where a job's (or one task's) named ports listen: `resolve web`, `resolve web/0`,
     /// `resolve /bns/CELL/USER/JOB[/INDEX]` (Borg's BNS). Lists placed tasks with host, ports and
     /// readiness.
@@ -289,4 +295,35 @@ pub struct BenchArgs {
     /// export`) instead of synthetic ones.
     #[arg(long)]
     pub tasks_csv: Option<PathBuf>,
+}
+
+/// `borgctl rollout ...`.
+#[derive(Subcommand, Debug)]
+pub enum RolloutCmd {
+    /// Version, tasks updated and ready, and why it is paused. Exits 0 when complete (every
+    /// live task on the current version and ready), 2 when paused, 3 while in progress.
+    Status {
+        /// Job name.
+        name: String,
+        /// Block until the rollout completes (exit 0) or pauses (exit 2).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 3).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// The job's last 10 versions, oldest first, with the fields each changed.
+    History {
+        /// Job name.
+        name: String,
+    },
+    /// Apply an earlier version's spec again (a new version, through the same readiness-gated
+    /// rolling update); default: the version before the current one.
+    Undo {
+        /// Job name.
+        name: String,
+        /// The version whose spec to bring back.
+        #[arg(long)]
+        to_version: Option<u64>,
+    },
 }

@@ -70,6 +70,10 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
         why_pending: why.map(ToString::to_string).unwrap_or_default(),
         why_pending_reasons: reasons.into_iter().map(|(r, n)| (r, n as u32)).collect(),
         why_pending_machines: machines as u32,
+        paused: j.paused.clone().unwrap_or_default(),
+        updated: j.tasks.iter().filter(|t| t.state != TaskState::Dead && t.job_version == j.version).count() as u32,
+        ready: j.tasks.iter().filter(|t| t.state != TaskState::Dead && t.job_version == j.version && t.ready).count()
+            as u32,
     }
 }
 

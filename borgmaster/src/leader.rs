@@ -9,6 +9,20 @@ use crate::state::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// While some job is in a rolling update, proposes a [`Command::Tick`] every second, so that
+/// its time-based rules (`min_ready`, `progress_deadline`) advance without other commands.
+async fn tick_rollouts(master: Arc<Master>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        if master.state().rollouts_in_progress() {
+            if let Err(e) = master.propose(Command::Tick).await {
+                tracing::debug!(error = %e, "tick not committed");
+            }
+        }
+    }
+}
+
 /// Runs the leader's duties while this replica leads. On election it first confirms with a
 /// quorum that its state holds every committed entry, records the configured default quota if
 /// the state differs, then starts the duties with empty soft state (the Borglets' reports rebuild
@@ -34,6 +48,7 @@ pub async fn run(master: Arc<Master>) {
         let mut duties = tokio::task::JoinSet::new();
         duties.spawn(crate::scheduler_loop::run(master.clone()));
         duties.spawn(crate::link_shard::run(master.clone()));
+        duties.spawn(tick_rollouts(master.clone()));
         watch.while_leading().await;
         tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
         duties.shutdown().await;

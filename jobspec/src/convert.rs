@@ -145,6 +145,8 @@ impl From<&JobSpec> for pb::JobSpec {
             ports: s.ports.clone(),
             liveness: s.health.liveness.as_deref().map(check_to_pb),
             readiness: s.health.readiness.as_deref().map(check_to_pb),
+            min_ready_ms: s.min_ready_ms,
+            progress_deadline_ms: s.progress_deadline_ms,
         }
     }
 }
@@ -201,6 +203,12 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             health: Health {
                 liveness: p.liveness.as_ref().and_then(check_from_pb).map(Box::new),
                 readiness: p.readiness.as_ref().and_then(check_from_pb).map(Box::new),
+            },
+            min_ready_ms: p.min_ready_ms,
+            progress_deadline_ms: if p.progress_deadline_ms == 0 {
+                crate::job::DEFAULT_PROGRESS_DEADLINE_MS
+            } else {
+                p.progress_deadline_ms
             },
         };
         problems.extend(spec.problems());

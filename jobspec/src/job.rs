@@ -134,6 +134,21 @@ pub struct JobSpec {
     /// Health checks the Borglet runs against each task.
     #[serde(default, skip_serializing_if = "Health::is_empty")]
     pub health: Health,
+    /// Rolling updates replace the next task only once the new one has been ready this long,
+    /// milliseconds (`update.min_ready`; 0: as soon as it is ready).
+    #[serde(default)]
+    pub min_ready_ms: u64,
+    /// A replacement task not ready this long after it was replaced pauses the rollout,
+    /// milliseconds (`update.progress_deadline`, default [`DEFAULT_PROGRESS_DEADLINE_MS`]).
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline_ms: u64,
+}
+
+/// Default `update.progress_deadline`: 10 minutes.
+pub const DEFAULT_PROGRESS_DEADLINE_MS: u64 = 600_000;
+
+fn default_progress_deadline() -> u64 {
+    DEFAULT_PROGRESS_DEADLINE_MS
 }
 
 /// Most named ports per task.
@@ -230,6 +245,8 @@ impl JobSpec {
             per_machine: false,
             ports: vec![],
             health: Health::default(),
+            min_ready_ms: 0,
+            progress_deadline_ms: DEFAULT_PROGRESS_DEADLINE_MS,
         }
     }
 
@@ -335,6 +352,9 @@ impl JobSpec {
         }
         if self.kind == JobKind::AllocSet && !self.ports.is_empty() {
             p.push(Problem::new("ports", "an alloc_set reserves no ports: name them in the jobs that run in it"));
+        }
+        if self.progress_deadline_ms == 0 {
+            p.push(Problem::new("update.progress_deadline", "must be more than 0"));
         }
         if self.max_unavailable == 0 {
             p.push(Problem::new("max_unavailable", "must be at least 1"));

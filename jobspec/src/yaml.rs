@@ -127,6 +127,19 @@ struct RawSpec {
     ports: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     health: Option<Spanned<RawHealth>>,
+    #[serde(default)]
+    update: Option<Spanned<RawUpdate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    #[serde(default)]
+    max_unavailable: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    min_ready: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    progress_deadline: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -351,13 +364,41 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     if let Some(a) = &raw.alloc_set {
         l.mark("alloc_set", a);
     }
-    let max_unavailable = match &raw.max_unavailable {
-        Some(m) => {
+    let update = raw.update.as_ref().map(|u| {
+        l.mark("update", u);
+        &u.value
+    });
+    let max_unavailable = match (&raw.max_unavailable, update.and_then(|u| u.max_unavailable.as_ref())) {
+        (Some(_), Some(m)) => {
+            l.mark("update.max_unavailable", m);
+            l.check::<u32, String>(
+                "update.max_unavailable",
+                Err("given twice: keep update.max_unavailable and drop the top-level max_unavailable".into()),
+            )
+        }
+        (Some(m), None) => {
             l.mark("max_unavailable", m);
             l.check("max_unavailable", whole(&m.value, "1 or more"))
         }
-        None => Some(1),
+        (None, Some(m)) => {
+            l.mark("update.max_unavailable", m);
+            l.check("update.max_unavailable", whole(&m.value, "1 or more"))
+        }
+        (None, None) => Some(1),
     };
+    let mut duration = |field: &str, v: Option<&Spanned<Scalar>>, default: u64| match v {
+        Some(v) => {
+            l.mark(field, v);
+            l.check(field, parse_duration_ms(&v.value))
+        }
+        None => Some(default),
+    };
+    let min_ready_ms = duration("update.min_ready", update.and_then(|u| u.min_ready.as_ref()), 0);
+    let progress_deadline_ms = duration(
+        "update.progress_deadline",
+        update.and_then(|u| u.progress_deadline.as_ref()),
+        crate::job::DEFAULT_PROGRESS_DEADLINE_MS,
+    );
     l.mark("resources", &raw.resources);
     l.mark("resources.cpu", &raw.resources.value.cpu);
     l.mark("resources.ram", &raw.resources.value.ram);
@@ -481,6 +522,8 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         per_machine: raw.per_machine.unwrap_or(false),
         ports: raw.ports.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
         health,
+        min_ready_ms: min_ready_ms.unwrap_or(0),
+        progress_deadline_ms: progress_deadline_ms.unwrap_or(crate::job::DEFAULT_PROGRESS_DEADLINE_MS),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {

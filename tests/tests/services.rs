@@ -195,3 +195,46 @@ fn liveness_failures_restart_the_task_as_unhealthy_and_readiness_follows_its_che
     let t = &cell.tasks("checked")[0];
     assert_eq!((t["state"].as_str(), t["restarts"].as_u64()), (Some("running"), Some(restarts)), "{t}");
 }
+
+/// A rolling update waits for readiness: a version whose readiness never passes replaces one
+/// task, pauses at its progress deadline (`rollout status` exits 2 and says why) with the other
+/// three still ready throughout, and `rollout undo` brings back 4 ready tasks of the old spec.
+#[test]
+fn rollouts_are_gated_on_readiness_pause_at_the_deadline_and_undo() {
+    let cell = TestCell::start("rollout", 1);
+    let spec = |cmd: &str| {
+        format!(
+            "name: roll\nuser: alice\npriority: batch\nkind: service\ntasks: 4\n\
+             command: [/bin/sh, -c, '{cmd}']\nresources: {{cpu: 100m, ram: 16Mi}}\ngrace_period: 1s\n\
+             update: {{max_unavailable: 1, progress_deadline: 3s}}\n\
+             health: {{readiness: {{exec: {{command: [test, -f, ready]}}, period: 200ms, timeout: 200ms, failures: 1}}}}\n"
+        )
+    };
+    cell.apply_yaml("roll", &spec("touch ready; exec sleep 600"));
+    let ready = |c: &TestCell| c.tasks("roll").iter().filter(|t| t["ready"] == true).count();
+    cell.wait_for(Duration::from_secs(30), "4 ready tasks", |c| ready(c) == 4);
+    assert_eq!(cell.borgctl(&["rollout", "status", "roll"]).status.code(), Some(0));
+    // version 2 never becomes ready
+    cell.apply_yaml("roll", &spec("exec sleep 601"));
+    let mut fewest = 4;
+    cell.wait_for(Duration::from_secs(60), "the rollout pauses", |c| {
+        fewest = fewest.min(ready(c));
+        c.json(&["job", "roll"])["state"].is_string()
+            && c.borgctl(&["rollout", "status", "roll"]).status.code() == Some(2)
+    });
+    assert!(fewest >= 3, "only {fewest} ready tasks during the update (max_unavailable: 1)");
+    let out = cell.borgctl(&["rollout", "status", "roll"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("paused") && text.contains("not ready within the progress deadline"), "{text}");
+    let versions: Vec<u64> = cell.tasks("roll").iter().filter_map(|t| t["job_version"].as_u64()).collect();
+    assert_eq!(versions.iter().filter(|v| **v == 2).count(), 1, "one task replaced, then paused: {versions:?}");
+    let history = cell.json(&["rollout", "history", "roll"]);
+    assert_eq!(history[1]["changed"], serde_json::json!(["command"]), "{history}");
+    // undo: version 3 with version 1's spec, through the same gated path
+    let out = cell.borgctl(&["rollout", "undo", "roll"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cell.borgctl(&["rollout", "status", "roll", "--wait", "--timeout", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let tasks = cell.tasks("roll");
+    assert!(tasks.iter().all(|t| t["job_version"] == 3 && t["ready"] == true), "{tasks:?}");
+}

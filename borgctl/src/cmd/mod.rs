@@ -6,6 +6,7 @@ mod certs;
 mod jobs;
 mod quota;
 mod replicas;
+mod rollout;
 
 use crate::cli::{CellWhat, Cli, Cmd, Output, QuotaCmd};
 use crate::conn::load_credentials;
@@ -52,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Replicas { action } => replicas::replicas(&cx, action).await,
         Cmd::Bench(a) => bench::bench(&cx, a).await,
         Cmd::Resolve { name } => jobs::resolve(&cx, name).await,
+        Cmd::Rollout { action } => rollout::rollout(&cx, action).await,
         // handled above (local files only)
         Cmd::Certs { .. } => Ok(ExitCode::SUCCESS),
     }

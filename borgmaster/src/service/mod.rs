@@ -132,7 +132,22 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let mut events: Vec<pb::Event> =
             s.events.iter().rev().filter(|e| e.job == name).take(JOB_EVENTS).map(event_to_pb).collect();
         events.reverse();
-        Ok(Response::new(pb::GetJobResponse { job: Some(redact(job_to_pb(&s, job, &soft), &caller)), events }))
+        let owner = caller.owns(&job.spec.user);
+        let history = job
+            .history
+            .iter()
+            .map(|r| {
+                let mut spec = pb::JobSpec::from(&r.spec);
+                if !owner {
+                    for v in spec.env.values_mut() {
+                        *v = REDACTED.into();
+                    }
+                }
+                pb::JobRevision { version: r.version, applied_ms: r.applied_ms, spec: Some(spec) }
+            })
+            .collect();
+        let job = Some(redact(job_to_pb(&s, job, &soft), &caller));
+        Ok(Response::new(pb::GetJobResponse { job, events, history }))
     }
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {

@@ -135,6 +135,7 @@ impl CellState {
                 ev.push("", None, EventKind::Quota, format!("{user} at {band}: {limit}"), None);
                 ApplyOutcome::Done
             }
+            Command::Tick => ApplyOutcome::Done,
             Command::SetDefaultQuota { limit } => {
                 self.default_quota = *limit;
                 let text = limit.map_or("unlimited".to_string(), |l| l.to_string());
@@ -180,6 +181,7 @@ pub(super) fn requeue(t: &mut Task, why: PendingReason, reason: &str, now: i64) 
     t.pid = None;
     t.ports.clear();
     t.ready = false;
+    t.ready_since_ms = 0;
     t.incarnation += 1;
     t.restarts = 0;
     t.reason = reason.to_string();
@@ -219,6 +221,7 @@ pub(super) fn new_task(
         scheduled_ms: 0,
         ports: Default::default(),
         ready: false,
+        ready_since_ms: 0,
     }
 }
 

@@ -53,7 +53,7 @@ pub fn report(s: &mut CellState, m: &str, job: &str, index: u32, state: TaskStat
         signal: None,
         restarts: 0,
         message: String::new(),
-        ready: false,
+        ready: state == TaskState::Running,
     };
     run(s, Command::TaskReports { reports: vec![(MachineId(m.into()), r)] }).unwrap();
 }

@@ -3,7 +3,7 @@
 
 use super::apply::{new_task, Events};
 use super::{ApplyOutcome, CommandError, OverQuota};
-use super::{CellState, EventKind, Job, MachineState, PendingReason, Task, TaskState};
+use super::{CellState, EventKind, Job, MachineState, PendingReason, Revision, Task, TaskState, MAX_REVISIONS};
 use borg_jobspec::{JobKind, JobSpec};
 use scheduler_core::{Band, MachineId};
 
@@ -73,6 +73,8 @@ impl CellState {
                 killed: false,
                 tasks,
                 old_specs: Default::default(),
+                paused: None,
+                history: vec![Revision { version: 1, applied_ms: now, spec: spec.clone() }],
             };
             self.jobs.insert(spec.name.clone(), job);
             ev.push(&spec.name, None, EventKind::Submitted, format!("{count} tasks, {}", spec.priority), None);
@@ -116,6 +118,11 @@ impl CellState {
         }
         job.spec = spec.clone();
         job.version = version;
+        job.paused = None;
+        job.history.push(Revision { version, applied_ms: now, spec: spec.clone() });
+        if job.history.len() > MAX_REVISIONS {
+            job.history.remove(0);
+        }
         if job.rolling() {
             self.rolling.insert(spec.name.clone());
         }
@@ -147,9 +154,13 @@ impl CellState {
         Ok(ApplyOutcome::Updated(version))
     }
 
-    /// Rolling updates (DESIGN: Borg-style job updates): replaces tasks still on an earlier
-    /// version, in index order, while fewer than `max_unavailable` of the job's tasks are
-    /// pending. Runs after every command, so each task that comes up lets the next one go.
+    /// Rolling updates (DESIGN: Borg-style job updates; Kubernetes Deployments' readiness
+    /// gating): replaces tasks still on an earlier version, in index order, while fewer than
+    /// `max_unavailable` of the job's live tasks are unavailable. A task is available once it
+    /// runs and has been ready for `min_ready`; a replacement not ready within
+    /// `progress_deadline` of being replaced pauses the rollout (with an event) until the next
+    /// apply. Runs after every command (the leader proposes `Tick`s while a rollout waits on
+    /// time), so each task that becomes available lets the next one go.
     pub(super) fn advance_rollouts(&mut self, ev: &mut Events) {
         let rolling: Vec<String> = self.rolling.iter().cloned().collect();
         for name in rolling {
@@ -168,14 +179,47 @@ impl CellState {
                 continue;
             };
             // a killed job replaces nothing (its tasks are dead); it only drops out below
-            let max = if job.killed { 0 } else { job.spec.max_unavailable.max(1) as usize };
+            let max = if job.killed || job.paused.is_some() { 0 } else { job.spec.max_unavailable.max(1) as usize };
             let version = job.version;
-            let down = job.tasks.iter().filter(|t| t.state == TaskState::Pending).count();
-            let next: Vec<Task> = job
-                .tasks
-                .iter()
-                .filter(|t| t.job_version < version && t.state != TaskState::Dead)
-                .take(max.saturating_sub(down))
+            let now = ev.now;
+            let min_ready = job.spec.min_ready_ms as i64;
+            // min_ready is asked of the replacements; an old task counts while it runs ready
+            let available = |t: &Task| {
+                t.state == TaskState::Running
+                    && t.ready
+                    && (t.job_version < version || now.saturating_sub(t.ready_since_ms) >= min_ready)
+            };
+            let down = job.tasks.iter().filter(|t| t.state != TaskState::Dead && !available(t)).count();
+            // a replacement that is not ready in time pauses the rollout
+            let deadline = job.spec.progress_deadline_ms as i64;
+            let late = job.tasks.iter().find(|t| {
+                t.job_version == version
+                    && t.state != TaskState::Dead
+                    && !t.ready
+                    && t.pending_reason == Some(PendingReason::Updated)
+                    && now.saturating_sub(t.queued_ms) > deadline
+            });
+            if let (Some(t), None, false) = (late, &job.paused, job.killed) {
+                let why = format!(
+                    "task {} of version {version} not ready within the progress deadline ({} s): {}",
+                    t.index,
+                    deadline / 1000,
+                    t.reason
+                );
+                let index = t.index;
+                if let Some(job) = self.jobs.get_mut(&name) {
+                    job.paused = Some(why.clone());
+                }
+                ev.push(&name, Some(index), EventKind::Paused, why, None);
+                continue;
+            }
+            // old tasks that are unavailable anyway are replaced at once (that takes nothing more
+            // down, and a stuck one must not block its own replacement); available ones while
+            // fewer than max_unavailable are down
+            let old = || job.tasks.iter().filter(|t| t.job_version < version && t.state != TaskState::Dead);
+            let next: Vec<Task> = old()
+                .filter(|t| max > 0 && !available(t))
+                .chain(old().filter(|t| available(t)).take(max.saturating_sub(down)))
                 .cloned()
                 .collect();
             for t in next {
@@ -401,5 +445,73 @@ mod tests {
         assert_eq!(before, after);
         assert_eq!(down(&s), 0);
         assert_eq!(s.jobs["web"].version, 3);
+    }
+
+    /// Reports `job/index` running on m1 at `time_ms`, ready or not.
+    fn report_at(s: &mut CellState, job: &str, index: u32, ready: bool, time_ms: i64) {
+        let t = s.task(&TaskId::new(job, index)).unwrap().clone();
+        let r = TaskReport {
+            job: job.into(),
+            index,
+            incarnation: t.incarnation,
+            state: TaskState::Running,
+            pid: Some(7),
+            exit_code: None,
+            signal: None,
+            restarts: 0,
+            message: String::new(),
+            ready,
+        };
+        let command = Command::TaskReports { reports: vec![(MachineId("m1".into()), r)] };
+        s.apply(&Entry { time_ms, command }).unwrap();
+    }
+
+    #[test]
+    fn rollouts_wait_for_readiness_and_min_ready_and_pause_at_the_progress_deadline() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        let mut v = spec("web", 3);
+        v.min_ready_ms = 5_000;
+        v.progress_deadline_ms = 60_000;
+        run(&mut s, Command::ApplyJob { spec: v.clone(), expected_version: None }).unwrap();
+        running(&mut s, "web", "m1");
+        v.command = vec!["sleep".into(), "300".into()];
+        s.apply(&Entry { time_ms: 10_000, command: Command::ApplyJob { spec: v.clone(), expected_version: None } })
+            .unwrap();
+        let versions = |s: &CellState| s.jobs["web"].tasks.iter().map(|t| t.job_version).collect::<Vec<_>>();
+        assert_eq!(versions(&s), [2, 1, 1]);
+        // the replacement runs but is not ready: it is unavailable, nothing more goes
+        bind(&mut s, "web", 0, "m1");
+        report_at(&mut s, "web", 0, false, 11_000);
+        assert_eq!(versions(&s), [2, 1, 1]);
+        // ready, but not yet for min_ready (5 s): still nothing
+        report_at(&mut s, "web", 0, true, 12_000);
+        s.apply(&Entry { time_ms: 16_000, command: Command::Tick }).unwrap();
+        assert_eq!(versions(&s), [2, 1, 1]);
+        // ready for 5 s: the next task goes
+        s.apply(&Entry { time_ms: 17_000, command: Command::Tick }).unwrap();
+        assert_eq!(versions(&s), [2, 2, 1]);
+        // the next replacement never becomes ready: past the deadline the rollout pauses
+        bind(&mut s, "web", 1, "m1");
+        report_at(&mut s, "web", 1, false, 18_000);
+        let (_, ev) = s.apply(&Entry { time_ms: 17_000 + 60_001, command: Command::Tick }).unwrap();
+        let paused = s.jobs["web"].paused.clone().expect("paused");
+        assert!(paused.contains("task 1 of version 2 not ready within the progress deadline (60 s)"), "{paused}");
+        assert!(ev.iter().any(|e| e.kind == EventKind::Paused));
+        s.apply(&Entry { time_ms: 200_000, command: Command::Tick }).unwrap();
+        assert_eq!(versions(&s), [2, 2, 1], "a paused rollout replaces nothing");
+        // undo = apply the old spec again: a new version, unpaused
+        let old = s.jobs["web"].history[0].spec.clone();
+        s.apply(&Entry { time_ms: 201_000, command: Command::ApplyJob { spec: old, expected_version: None } }).unwrap();
+        assert_eq!(s.jobs["web"].paused, None);
+        assert_eq!(s.jobs["web"].version, 3);
+        assert_eq!(s.jobs["web"].history.iter().map(|r| r.version).collect::<Vec<_>>(), [1, 2, 3]);
+        // history keeps the last MAX_REVISIONS
+        for i in 0..12 {
+            v.env.insert("N".into(), i.to_string());
+            run(&mut s, Command::ApplyJob { spec: v.clone(), expected_version: None }).unwrap();
+        }
+        let h = &s.jobs["web"].history;
+        assert_eq!((h.len(), h.last().map(|r| r.version)), (MAX_REVISIONS, Some(15)));
     }
 }

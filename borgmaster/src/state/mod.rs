@@ -78,6 +78,12 @@ impl CellState {
         }
     }
 
+    /// Whether some job is in a rolling update (its rules may wait on time: see
+    /// [`Command::Tick`]).
+    pub fn rollouts_in_progress(&self) -> bool {
+        !self.rolling.is_empty()
+    }
+
     /// A task by id.
     pub fn task(&self, id: &TaskId) -> Option<&Task> {
         self.jobs.get(&id.job)?.tasks.get(id.index as usize)

@@ -136,7 +136,13 @@ impl CellState {
                     t.state = TaskState::Running;
                     t.pid = r.pid;
                     t.restarts = r.restarts;
+                    if r.ready && !t.ready {
+                        t.ready_since_ms = now;
+                    }
                     t.ready = r.ready;
+                    if !r.ready {
+                        t.ready_since_ms = 0;
+                    }
                     t.exit_code = r.exit_code;
                     t.signal = r.signal;
                     t.reason = if r.message.is_empty() { "running".into() } else { r.message.clone() };
@@ -161,6 +167,7 @@ impl CellState {
                     t.state = TaskState::Dead;
                     t.pid = None;
                     t.ready = false;
+                    t.ready_since_ms = 0;
                     t.exit_code = r.exit_code;
                     t.signal = r.signal;
                     t.restarts = r.restarts;

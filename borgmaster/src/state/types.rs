@@ -83,6 +83,9 @@ pub struct Task {
     /// running). False while pending or dead.
     #[serde(default)]
     pub ready: bool,
+    /// Since when it has been ready, ms since the Unix epoch (0 while not ready).
+    #[serde(default)]
+    pub ready_since_ms: i64,
 }
 
 impl Task {
@@ -113,6 +116,27 @@ pub struct Job {
     /// Specs of earlier versions still run by some task during a rolling update, by version.
     #[serde(default)]
     pub old_specs: std::collections::BTreeMap<u64, JobSpec>,
+    /// Why its rolling update is paused (a replacement not ready within the progress
+    /// deadline); cleared by the next apply. `None`: not paused.
+    #[serde(default)]
+    pub paused: Option<String>,
+    /// Its last [`MAX_REVISIONS`] specs, oldest first (`borgctl rollout history`, `undo`).
+    #[serde(default)]
+    pub history: Vec<Revision>,
+}
+
+/// Most revisions a job keeps.
+pub const MAX_REVISIONS: usize = 10;
+
+/// One version of a job's spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// The version.
+    pub version: u64,
+    /// When it was applied, ms since the Unix epoch.
+    pub applied_ms: i64,
+    /// The spec.
+    pub spec: JobSpec,
 }
 
 impl Job {
@@ -271,6 +295,9 @@ pub enum EventKind {
     MachineDown,
     /// A quota (or the cell's default quota) was set.
     Quota,
+    /// A job's rolling update paused (a replacement was not ready within its progress
+    /// deadline).
+    Paused,
     /// Its Borglet restarted a task in place (its process exited, or failed its liveness
     /// check: the detail starts with `unhealthy`).
     Restarted,
@@ -282,7 +309,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind emitted, in declaration order.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Submitted,
         EventKind::Updated,
         EventKind::Killed,
@@ -299,6 +326,7 @@ impl EventKind {
         EventKind::MachineDown,
         EventKind::Quota,
         EventKind::Restarted,
+        EventKind::Paused,
     ];
 
     /// The name on the wire and in the CLI (`machine-down`, `preempted`, ...).
@@ -320,6 +348,7 @@ impl EventKind {
             EventKind::MachineDown => "machine-down",
             EventKind::Quota => "quota",
             EventKind::Restarted => "restarted",
+            EventKind::Paused => "paused",
             EventKind::Other => "other",
         }
     }
@@ -452,6 +481,10 @@ pub enum Command {
         /// The default limit.
         limit: Option<Resources>,
     },
+    /// Nothing but the passing of time: the leader proposes one every second while a rolling
+    /// update waits on time (`min_ready`, `progress_deadline`), so that rules that depend on the
+    /// entry's time advance.
+    Tick,
 }
 
 /// A log entry: a command and the time the leader accepted it.
