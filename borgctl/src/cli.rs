@@ -148,6 +148,10 @@ pub enum Cmd {
     Resolve {
         /// A job, `job/index`, or a BNS name.
         name: String,
+        /// Keep watching: print the endpoints again each time they change (one JSON object per
+        /// line with `-o json`), reconnecting to any replica and resuming after a failover.
+        #[arg(long)]
+        watch: bool,
     },
     /// Wait until a job's tasks are all running, or all dead (done).
     Wait {

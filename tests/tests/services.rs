@@ -214,6 +214,30 @@ fn rollouts_are_gated_on_readiness_pause_at_the_deadline_and_undo() {
     let ready = |c: &TestCell| c.tasks("roll").iter().filter(|t| t["ready"] == true).count();
     cell.wait_for(Duration::from_secs(30), "4 ready tasks", |c| ready(c) == 4);
     assert_eq!(cell.borgctl(&["rollout", "status", "roll"]).status.code(), Some(0));
+    // a watch stream follows the endpoints throughout
+    let mut watcher = std::process::Command::new(borg_integration_tests::bin("borgctl"))
+        .args(["--master", &cell.master_addr, "-o", "json", "resolve", "roll", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("borgctl resolve --watch");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let reader = {
+        let (out, lines) = (watcher.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    lines.lock().unwrap().push(v);
+                }
+            }
+        })
+    };
+    let ready_in = |v: &serde_json::Value| {
+        v["endpoints"].as_array().map_or(0, |e| e.iter().filter(|e| e["ready"] == true).count())
+    };
+    cell.wait_for(Duration::from_secs(30), "the watch shows 4 ready endpoints", |_| {
+        lines.lock().unwrap().last().is_some_and(|v| ready_in(v) == 4)
+    });
     // version 2 never becomes ready
     cell.apply_yaml("roll", &spec("exec sleep 601"));
     let mut fewest = 4;
@@ -223,6 +247,20 @@ fn rollouts_are_gated_on_readiness_pause_at_the_deadline_and_undo() {
             && c.borgctl(&["rollout", "status", "roll"]).status.code() == Some(2)
     });
     assert!(fewest >= 3, "only {fewest} ready tasks during the update (max_unavailable: 1)");
+    cell.wait_for(Duration::from_secs(30), "the watch sees the replacement", |_| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|v| v["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e["ready"] == false)))
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = reader.join();
+    let seen = lines.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "the watch sent changes: {seen:?}");
+    assert!(seen.iter().all(|v| ready_in(v) >= 3), "a watch message with fewer than 3 ready endpoints: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0]["applied_index"].as_u64() <= w[1]["applied_index"].as_u64()));
     let out = cell.borgctl(&["rollout", "status", "roll"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("paused") && text.contains("not ready within the progress deadline"), "{text}");

@@ -218,20 +218,59 @@ pub async fn wait(cx: &Cx, name: String, until: Until, timeout: u64) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-/// `borgctl resolve NAME`: the endpoints of a job's placed tasks.
+/// `borgctl resolve NAME [--watch]`: the endpoints of a job's placed tasks.
 ///
 /// Errors: an unreachable master; NOT_FOUND for a name that denotes no job or task.
-pub async fn resolve(cx: &Cx, name: String) -> anyhow::Result<ExitCode> {
-    let r = connect(&cx.master).await?.resolve(pb::ResolveRequest { name }).await.map_err(status)?.into_inner();
-    if cx.json {
-        print_json(&serde_json::json!({
-            "applied_index": r.applied_index,
-            "endpoints": r.endpoints.iter().map(render::endpoint_json).collect::<Vec<_>>(),
-        }))?;
-    } else {
-        outln!("{}", render::endpoints_table(&r.endpoints))?;
+pub async fn resolve(cx: &Cx, name: String, watch: bool) -> anyhow::Result<ExitCode> {
+    let print = |r: &pb::ResolveResponse| -> anyhow::Result<()> {
+        if cx.json {
+            let v = serde_json::json!({
+                "applied_index": r.applied_index,
+                "endpoints": r.endpoints.iter().map(render::endpoint_json).collect::<Vec<_>>(),
+            });
+            if watch {
+                outln!("{v}")?; // one object per line
+            } else {
+                print_json(&v)?;
+            }
+        } else {
+            outln!("{}", render::endpoints_table(&r.endpoints))?;
+        }
+        Ok(())
+    };
+    if !watch {
+        let r = connect(&cx.master).await?.resolve(pb::ResolveRequest { name }).await.map_err(status)?.into_inner();
+        print(&r)?;
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let mut since = 0;
+    loop {
+        let mut c = connect(&cx.master).await?;
+        let req = pb::WatchEndpointsRequest { name: name.clone(), since_index: since };
+        let mut stream = match c.watch_endpoints(req).await {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(s) => return Err(status(s)),
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(r)) => {
+                    since = r.applied_index;
+                    print(&r)?;
+                }
+                // the replica went away or cut us off: resume from the last index elsewhere
+                Ok(None) => break,
+                Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
+                    return Err(status(s))
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Spec fields that differ between the job's current spec and `new`, as

@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Quota { action: QuotaCmd::Get { user } } => quota::get(&cx, user).await,
         Cmd::Replicas { action } => replicas::replicas(&cx, action).await,
         Cmd::Bench(a) => bench::bench(&cx, a).await,
-        Cmd::Resolve { name } => jobs::resolve(&cx, name).await,
+        Cmd::Resolve { name, watch } => jobs::resolve(&cx, name, watch).await,
         Cmd::Rollout { action } => rollout::rollout(&cx, action).await,
         // handled above (local files only)
         Cmd::Certs { .. } => Ok(ExitCode::SUCCESS),

@@ -357,6 +357,20 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         Ok(Response::new(pb::GetQuotaResponse { rows }))
     }
 
+    type WatchEndpointsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ResolveResponse, Status>>;
+
+    async fn watch_endpoints(
+        &self,
+        req: Request<pb::WatchEndpointsRequest>,
+    ) -> Result<Response<Self::WatchEndpointsStream>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        naming::resolve(&self.master.state(), &r.name)?; // a bad name fails the call itself
+        let (tx, rx) = tokio::sync::mpsc::channel(naming::WATCH_BUFFER);
+        tokio::spawn(naming::watch(self.master.clone(), r.name, r.since_index, tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
     async fn resolve(&self, req: Request<pb::ResolveRequest>) -> Result<Response<pb::ResolveResponse>, Status> {
         self.caller(&req)?;
         let name = req.into_inner().name;

@@ -74,3 +74,52 @@ pub fn resolve(state: &CellState, name: &str) -> Result<pb::ResolveResponse, Sta
         .collect();
     Ok(pb::ResolveResponse { endpoints, applied_index: state.applied_index })
 }
+
+/// Messages a watcher may fall behind by before it is ended.
+pub const WATCH_BUFFER: usize = 64;
+
+/// How often a watch compares the endpoints with the last ones it sent.
+pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Follows the endpoints of `name` in `master`'s state and sends the whole set whenever it
+/// changes (the first at once, unless `since_index` is given and nothing changed since); ends
+/// when the receiver is gone, the name stops resolving (its status is sent), or the receiver
+/// is [`WATCH_BUFFER`] messages behind (RESOURCE_EXHAUSTED).
+pub async fn watch(
+    master: std::sync::Arc<crate::master::Master>,
+    name: String,
+    since_index: u64,
+    tx: tokio::sync::mpsc::Sender<Result<pb::ResolveResponse, Status>>,
+) {
+    let mut last: Option<Vec<pb::Endpoint>> = None;
+    let mut every = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        every.tick().await;
+        let r = resolve(&master.state(), &name);
+        let r = match r {
+            Ok(r) => r,
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        };
+        let unchanged_since = last.is_none() && since_index > 0 && r.applied_index == since_index;
+        if last.as_ref() == Some(&r.endpoints) || unchanged_since {
+            last = Some(r.endpoints);
+            continue;
+        }
+        last = Some(r.endpoints.clone());
+        match tx.try_send(Ok(r)) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                let _ = tx
+                    .send(Err(Status::resource_exhausted(format!(
+                        "watch of {name:?} ended: {WATCH_BUFFER} updates unread; reconnect with since_index"
+                    ))))
+                    .await;
+                return;
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
