@@ -310,29 +310,7 @@ impl Runtime {
         for spec in missing {
             let key = spec.run_id();
             let sandbox = self.work_dir.join("tasks").join(spec.run_name());
-            self.runs.insert(
-                key.clone(),
-                TaskRun {
-                    spec,
-                    phase: Phase::Running,
-                    child: None,
-                    pid: None,
-                    start_ticks: 0,
-                    restarts: 0,
-                    exit_code: None,
-                    signal: None,
-                    message: String::new(),
-                    deadline: None,
-                    sigkilled: false,
-                    cgroup: None,
-                    sandbox,
-                    last_cpu: None,
-                    cpu_rate_millis: 0,
-                    oom_seen: 0,
-                    last_exit: None,
-                    health: Default::default(),
-                },
-            );
+            self.runs.insert(key.clone(), TaskRun::new(spec, sandbox));
             self.start(&key, now);
         }
         self.save();

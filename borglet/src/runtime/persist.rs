@@ -82,9 +82,7 @@ impl Runtime {
                 p => p,
             };
             let run = TaskRun {
-                spec: s.spec,
                 phase,
-                child: None,
                 pid: s.pid,
                 start_ticks: s.start_ticks,
                 restarts: s.restarts,
@@ -92,14 +90,8 @@ impl Runtime {
                 signal: s.signal,
                 message: s.message,
                 deadline: (phase == Phase::Backoff || phase == Phase::Stopping).then(Instant::now),
-                sigkilled: false,
                 cgroup,
-                sandbox,
-                last_cpu: None,
-                cpu_rate_millis: 0,
-                oom_seen: 0,
-                last_exit: None,
-                health: Default::default(),
+                ..TaskRun::new(s.spec, sandbox)
             };
             self.runs.insert(key, run);
         }

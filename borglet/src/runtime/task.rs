@@ -127,6 +127,32 @@ pub struct TaskRun {
     pub(super) health: super::health::HealthState,
 }
 
+impl TaskRun {
+    /// A run of `spec` in `sandbox` whose process has not started yet.
+    pub(super) fn new(spec: TaskSpec, sandbox: PathBuf) -> TaskRun {
+        TaskRun {
+            spec,
+            phase: Phase::Running,
+            child: None,
+            pid: None,
+            start_ticks: 0,
+            restarts: 0,
+            exit_code: None,
+            signal: None,
+            message: String::new(),
+            deadline: None,
+            sigkilled: false,
+            cgroup: None,
+            sandbox,
+            last_cpu: None,
+            cpu_rate_millis: 0,
+            oom_seen: 0,
+            last_exit: None,
+            health: Default::default(),
+        }
+    }
+}
+
 /// Usage of one run at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RunUsage {
