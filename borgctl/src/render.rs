@@ -50,7 +50,9 @@ pub fn task_json(t: &pb::Task) -> Value {
 }
 
 /// A job as JSON: `name`, `user`, `priority`, `band`, `tasks`, `kind`, `state`, counts,
-/// `version`, `why_pending`, `resources` (per task), `allocated` and `used` (whole job).
+/// `version`, `why_pending`, `resources` (per task), `allocated` and `used` (whole job),
+/// `ports` (named), `updated` (live tasks on the current version), `ready` (of those, the
+/// ready ones) and `paused` (why the rolling update is paused; empty if not).
 pub fn job_json(j: &pb::Job) -> Value {
     let s = j.spec.clone().unwrap_or_default();
     json!({
@@ -60,6 +62,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "submitted_ms": j.submitted_ms, "why_pending": j.why_pending,
         "resources": res(&s.resources), "command": s.command, "env": s.env,
         "allocated": res(&j.allocated), "used": res(&j.used),
+        "ports": s.ports, "updated": j.updated, "ready": j.ready, "paused": j.paused,
     })
 }
 
@@ -217,6 +220,19 @@ pub fn job_detail(j: &pb::Job, events: &[pb::Event]) -> String {
         format_bytes(r.disk_bytes),
         s.command.join(" "),
     );
+    if !s.ports.is_empty() {
+        out.push_str(&format!("Ports:      {}\n", s.ports.join(", ")));
+    }
+    let live = j.pending + j.running;
+    if live > 0 {
+        out.push_str(&format!(
+            "Rollout:    {}/{live} tasks on version {}, {} of them ready\n",
+            j.updated, j.version, j.ready
+        ));
+    }
+    if !j.paused.is_empty() {
+        out.push_str(&format!("Paused:     {}\n", j.paused));
+    }
     if !j.why_pending.is_empty() {
         out.push_str(&format!("Pending:    {}\n", j.why_pending));
     }

@@ -275,4 +275,6 @@ fn rollouts_are_gated_on_readiness_pause_at_the_deadline_and_undo() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let tasks = cell.tasks("roll");
     assert!(tasks.iter().all(|t| t["job_version"] == 3 && t["ready"] == true), "{tasks:?}");
+    let detail = String::from_utf8_lossy(&cell.borgctl(&["job", "roll"]).stdout).into_owned();
+    assert!(detail.contains("Rollout:    4/4 tasks on version 3, 4 of them ready"), "{detail}");
 }
