@@ -12,9 +12,11 @@
 //!    openraft); [`metrics`]: every metric's name and the scrape-time refresh;
 //! 3. [`master`]: the cell state, `propose`, leadership and the Raft group behind methods;
 //! 4. the leader's duties: [`scheduler_loop`], [`link_shard`], started by [`leader`];
-//! 5. the surfaces: [`service`] (gRPC), [`status`] and [`http`] (status page, `/metrics`).
+//! 5. the surfaces: [`service`] (gRPC), [`status`] and [`http`] (status page, `/metrics`),
+//!    [`dns`] (the cell's names over DNS).
 
 pub mod convert;
+pub mod dns;
 pub mod http;
 pub mod leader;
 pub mod link_shard;

@@ -46,6 +46,12 @@ struct Args {
     /// port 0 picks a free one). Off when not given.
     #[arg(long)]
     http: Option<String>,
+    /// Serve DNS for the cell's names on this address, UDP and TCP (host:port; port 0 picks a
+    /// free one): A for `<index>.<job>.<user>.<cell>.borg.`, SRV for
+    /// `_<port>._tcp.<job>.<user>.<cell>.borg.` (ready tasks). Plain and unauthenticated, like
+    /// --http. Off when not given.
+    #[arg(long)]
+    dns: Option<String>,
     /// Quota of users who have no grant at a band: `zero` (the default: nothing is admitted
     /// above the free band without a grant), `unlimited` (the whole cell), or a vector such as
     /// `cpu=100,ram=400Gi,disk=1Ti`. Applied to the cell state at start.
@@ -188,6 +194,16 @@ async fn run() -> anyhow::Result<()> {
         });
         tracing::info!(%http_addr, "status page and /metrics");
         println!("borgmaster http on {http_addr}");
+    }
+    if let Some(dns) = &args.dns {
+        let udp = tokio::net::UdpSocket::bind(dns).await.with_context(|| format!("binding --dns {dns} (UDP)"))?;
+        let dns_addr = udp.local_addr()?;
+        // TCP on the same port as UDP (a port 0 request gets the UDP socket's port)
+        let tcp =
+            tokio::net::TcpListener::bind(dns_addr).await.with_context(|| format!("binding --dns {dns_addr} (TCP)"))?;
+        tokio::spawn(borgmaster::dns::serve(master.clone(), udp, tcp));
+        tracing::info!(%dns_addr, "DNS for the cell's names");
+        println!("borgmaster dns on {dns_addr}");
     }
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
     let raft_service =

@@ -30,6 +30,7 @@ ensure_deps() {
 # What the observability tests use when present (they skip, saying why, when not): promtool and a
 # Prometheus server (package prometheus), headless Chromium for the status page screenshot.
 ensure_test_extras() {
-    # python3: the services test runs `python3 -m http.server` as a task
-    apt_install_missing prometheus chromium python3
+    # python3: the services test runs `python3 -m http.server` as a task; dig
+    # (bind9-dnsutils) asks the master's DNS
+    apt_install_missing prometheus chromium python3 bind9-dnsutils
 }

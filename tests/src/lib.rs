@@ -34,22 +34,36 @@ fn start_listening(cmd: Command, what: &str, log: &Path) -> (Child, String) {
     (child, addr)
 }
 
-pub(crate) fn start_listening_http(mut cmd: Command, what: &str, log: &Path) -> (Child, String, Option<String>) {
+pub(crate) fn start_listening_http(cmd: Command, what: &str, log: &Path) -> (Child, String, Option<String>) {
+    let (child, addr, http, _) = start_listening_all(cmd, what, log);
+    (child, addr, http)
+}
+
+/// Like [`start_listening_http`], also returning the DNS address it printed
+/// (`<what> dns on ADDR`), if any.
+pub(crate) fn start_listening_all(
+    mut cmd: Command,
+    what: &str,
+    log: &Path,
+) -> (Child, String, Option<String>, Option<String>) {
     let stderr = std::fs::File::create(log).expect("log file");
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let prefix = format!("{what} listening on ");
     let http_prefix = format!("{what} http on ");
+    let dns_prefix = format!("{what} dns on ");
     let mut http = None;
+    let mut dns = None;
     loop {
         match lines.next() {
             Some(Ok(l)) if l.starts_with(&prefix) => {
                 let addr = l[prefix.len()..].trim().to_string();
                 std::thread::spawn(move || for _ in lines {});
-                return (child, addr, http);
+                return (child, addr, http, dns);
             }
             Some(Ok(l)) if l.starts_with(&http_prefix) => http = Some(l[http_prefix.len()..].trim().to_string()),
+            Some(Ok(l)) if l.starts_with(&dns_prefix) => dns = Some(l[dns_prefix.len()..].trim().to_string()),
             Some(Ok(_)) => continue,
             _ => {
                 let _ = child.kill();
@@ -84,6 +98,8 @@ pub struct TestCell {
     name: String,
     /// The master's HTTP address (/metrics, /, /healthz), when started with HTTP.
     pub master_http: Option<String>,
+    /// The master's DNS address (UDP and TCP; every test master serves DNS).
+    pub master_dns: Option<String>,
     http: bool,
     default_quota: String,
     /// Auth on: the cell has a CA in `<dir>/ca`, and borgctl runs as admin (`<dir>/admin`).
@@ -147,6 +163,7 @@ impl TestCell {
             borglets: Vec::new(),
             name: name.into(),
             master_http: None,
+            master_dns: None,
             http,
             default_quota: default_quota.to_string(),
             secure,
@@ -220,8 +237,10 @@ impl TestCell {
         if self.http {
             cmd.args(["--http", "127.0.0.1:0"]);
         }
+        cmd.args(["--dns", "127.0.0.1:0"]);
         let log = self.dir.path().join(format!("master-{}.log", self.master_logs.len()));
-        let (child, addr, http) = start_listening_http(cmd, "borgmaster", &log);
+        let (child, addr, http, dns) = start_listening_all(cmd, "borgmaster", &log);
+        self.master_dns = dns;
         self.master_logs.push(log);
         self.master = Some(child);
         self.master_addr = addr;

@@ -17,7 +17,7 @@ const BORGMASTER: &[&[&str]] = &[
     &["master"],
     &["scheduler_loop", "link_shard"],
     &["leader"],
-    &["service", "status"],
+    &["service", "status", "dns"],
     &["http"],
 ];
 

@@ -108,6 +108,38 @@ fn tasks_get_distinct_ports_from_their_machine_and_serve_on_them() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(says), "resolve {bad}: {err}");
     }
+    // and over DNS (dig, a real DNS client; installed by the CI script)
+    if let (Some(dig), Some(dns)) = (borg_integration_tests::which("dig"), cell.master_dns.clone()) {
+        let (host, port) = dns.rsplit_once(':').unwrap();
+        let q = |args: &[&str]| {
+            let out = std::process::Command::new(&dig)
+                .args([&format!("@{host}"), "-p", port, "+time=5", "+tries=2"])
+                .args(args)
+                .output()
+                .expect("dig");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let srv = q(&["+short", "SRV", "_http._tcp.web.alice.test.borg."]);
+        assert_eq!(srv.trim(), format!("0 0 {} 0.web.alice.test.borg.", w[0]), "{srv}");
+        let a = q(&["+short", "A", "0.web.alice.test.borg."]);
+        assert_eq!(a.trim(), "127.0.0.1");
+        let tcp = q(&["+tcp", "+short", "SRV", "_http._tcp.web.alice.test.borg."]);
+        assert_eq!(tcp, srv, "the same answer over TCP");
+        let full = q(&["SRV", "_http._tcp.web.alice.test.borg."]);
+        let ttl_5 = full.lines().filter(|l| !l.starts_with(';')).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == "5" && f[3] == "SRV"
+        });
+        assert!(full.contains("status: NOERROR") && full.contains("flags: qr aa") && ttl_5, "TTL 5 s, authoritative: {full}");
+        for missing in ["_nope._tcp.web.alice.test.borg.", "0.nope.alice.test.borg.", "0.web.bob.test.borg."] {
+            let r = q(&["SRV", missing]);
+            assert!(r.contains("status: NXDOMAIN"), "{missing}: {r}");
+        }
+        // a service's address answered by DNS is where it serves
+        assert_eq!(http_get(&format!("{}:{}", a.trim(), w[0]), "/").0, 200);
+    } else {
+        eprintln!("DNS part skipped: dig is not installed (Debian: bind9-dnsutils)");
+    }
     // the machine's ports are used up: one more task with a port stays pending, saying why
     cell.apply_yaml(
         "third",
