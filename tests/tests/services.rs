@@ -130,7 +130,10 @@ fn tasks_get_distinct_ports_from_their_machine_and_serve_on_them() {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() > 3 && f[1] == "5" && f[3] == "SRV"
         });
-        assert!(full.contains("status: NOERROR") && full.contains("flags: qr aa") && ttl_5, "TTL 5 s, authoritative: {full}");
+        assert!(
+            full.contains("status: NOERROR") && full.contains("flags: qr aa") && ttl_5,
+            "TTL 5 s, authoritative: {full}"
+        );
         for missing in ["_nope._tcp.web.alice.test.borg.", "0.nope.alice.test.borg.", "0.web.bob.test.borg."] {
             let r = q(&["SRV", missing]);
             assert!(r.contains("status: NXDOMAIN"), "{missing}: {r}");
