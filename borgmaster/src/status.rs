@@ -175,17 +175,20 @@ fn events_section<'a>(h: &mut String, title: &str, events: impl Iterator<Item = 
     h.push_str("</table>");
 }
 
-/// A tasks table: index, state, machine (linked), pid, exit, restarts, reason, since.
+/// A tasks table: index, state, ready, ports, machine (linked), pid, exit, restarts, reason,
+/// since.
 fn tasks_section<'a>(h: &mut String, tasks: impl Iterator<Item = &'a Task>) {
-    h.push_str("<table><tr><th>task</th><th>state</th><th>machine</th><th class=num>pid</th><th class=num>exit</th><th class=num>restarts</th><th>reason</th><th>since</th></tr>");
+    h.push_str("<table><tr><th>task</th><th>state</th><th>ready</th><th>ports</th><th>machine</th><th class=num>pid</th><th class=num>exit</th><th class=num>restarts</th><th>reason</th><th>since</th></tr>");
     for t in tasks {
         let cls = if t.state == TaskState::Dead { " class=dead" } else { "" };
         let machine = t.machine.as_ref().map_or("-".into(), |m| format!("<a href='/machine/{0}'>{0}</a>", esc(&m.0)));
         let _ = write!(
             h,
-            "<tr{cls}><td><a href='/job/{job}'>{job}</a>/{}</td><td>{}</td><td>{machine}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr{cls}><td><a href='/job/{job}'>{job}</a>/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{machine}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td>{}</td><td>{}</td></tr>",
             t.index,
             t.state.name(),
+            if t.ready { "yes" } else { "-" },
+            esc(&t.ports.iter().map(|(n, p)| format!("{n}={p}")).collect::<Vec<_>>().join(" ")),
             t.pid.map_or("-".into(), |p| p.to_string()),
             t.exit_code.map_or("-".into(), |c| c.to_string()),
             t.restarts,
