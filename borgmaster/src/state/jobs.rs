@@ -131,16 +131,7 @@ impl CellState {
             job.killed = false;
             job.old_specs.clear();
             for t in job.tasks.iter_mut() {
-                let fresh = new_task(
-                    &spec.name,
-                    t.index,
-                    t.incarnation + 1,
-                    version,
-                    now,
-                    PendingReason::Updated,
-                    &format!("updated to version {version}"),
-                );
-                *t = Task { pinned: t.pinned.clone(), ..fresh };
+                replace_with_version(t, version, now);
             }
         }
         let how = if in_place {
@@ -235,16 +226,7 @@ impl CellState {
                 }
                 let now = ev.now;
                 if let Some(task) = self.task_mut(&name, t.index) {
-                    let fresh = new_task(
-                        &name,
-                        t.index,
-                        t.incarnation + 1,
-                        version,
-                        now,
-                        PendingReason::Updated,
-                        &format!("updated to version {version}"),
-                    );
-                    *task = Task { pinned: task.pinned.clone(), ..fresh };
+                    replace_with_version(task, version, now);
                 }
                 ev.push(&name, Some(t.index), EventKind::Pending, format!("updated to version {version}"), None);
             }
@@ -305,6 +287,21 @@ impl CellState {
 
 /// Whether `new` differs from `old` only by lower (or equal) requests and a priority in the same
 /// band: such an update is applied in place, without restarting tasks.
+/// Replaces task `t` by a new incarnation of spec `version`, pending since `now` (it keeps its
+/// machine pin, for per_machine jobs): how updates restart a task.
+fn replace_with_version(t: &mut Task, version: u64, now: i64) {
+    let fresh = new_task(
+        &t.job,
+        t.index,
+        t.incarnation + 1,
+        version,
+        now,
+        PendingReason::Updated,
+        &format!("updated to version {version}"),
+    );
+    *t = Task { pinned: t.pinned.take(), ..fresh };
+}
+
 pub(super) fn only_lowered(old: &JobSpec, new: &JobSpec) -> bool {
     let same_rest = JobSpec { resources: old.resources, priority: old.priority, ..new.clone() } == *old;
     same_rest && new.resources.fits_in(&old.resources) && new.band() == old.band()
