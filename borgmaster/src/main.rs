@@ -196,11 +196,8 @@ async fn run() -> anyhow::Result<()> {
         println!("borgmaster http on {http_addr}");
     }
     if let Some(dns) = &args.dns {
-        let udp = tokio::net::UdpSocket::bind(dns).await.with_context(|| format!("binding --dns {dns} (UDP)"))?;
+        let (udp, tcp) = bind_dns(dns).await?;
         let dns_addr = udp.local_addr()?;
-        // TCP on the same port as UDP (a port 0 request gets the UDP socket's port)
-        let tcp =
-            tokio::net::TcpListener::bind(dns_addr).await.with_context(|| format!("binding --dns {dns_addr} (TCP)"))?;
         tokio::spawn(borgmaster::dns::serve(master.clone(), udp, tcp));
         tracing::info!(%dns_addr, "DNS for the cell's names");
         println!("borgmaster dns on {dns_addr}");
@@ -242,6 +239,25 @@ async fn run() -> anyhow::Result<()> {
     }
     tracing::info!("borgmaster stopped");
     Ok(())
+}
+
+/// The UDP socket and TCP listener of `--dns ADDR`, on one port. With port 0, UDP picks a free
+/// port and TCP takes the same number; if another process holds it for TCP, another port is
+/// tried (up to 32 times).
+///
+/// Errors: the address does not bind (in use, not local, malformed), naming it.
+async fn bind_dns(dns: &str) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let any_port = dns.rsplit_once(':').is_some_and(|(_, p)| p == "0");
+    let mut tries = 0;
+    loop {
+        let udp = tokio::net::UdpSocket::bind(dns).await.with_context(|| format!("binding --dns {dns} (UDP)"))?;
+        let addr = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if any_port && e.kind() == std::io::ErrorKind::AddrInUse && tries < 32 => tries += 1,
+            Err(e) => return Err(e).with_context(|| format!("binding --dns {addr} (TCP)")),
+        }
+    }
 }
 
 /// `--force-voters`: the offline recovery after a quorum loss (see `borgmaster::raft::membership`).

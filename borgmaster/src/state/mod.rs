@@ -78,10 +78,10 @@ impl CellState {
         }
     }
 
-    /// Whether some job is in a rolling update (its rules may wait on time: see
-    /// [`Command::Tick`]).
+    /// Whether some job is in a rolling update that can still advance (its rules may wait on
+    /// time: see [`Command::Tick`]); a paused or killed job's cannot until the next apply.
     pub fn rollouts_in_progress(&self) -> bool {
-        !self.rolling.is_empty()
+        self.rolling.iter().any(|j| self.jobs.get(j).is_some_and(|j| j.paused.is_none() && !j.killed))
     }
 
     /// A task by id.
