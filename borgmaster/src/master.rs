@@ -12,7 +12,7 @@
 //! Borglets and schedules; on every other replica the state is a read-only copy that follows
 //! the log. The Raft group is behind methods here; only `raft/` names openraft types.
 
-use crate::raft::group::{self as raft_group, LeaderWatch, Member, RaftStatus, RemoveError, WriteError};
+use crate::raft::group::{self as raft_group, AppliedWatch, LeaderWatch, Member, RaftStatus, RemoveError, WriteError};
 use crate::raft::membership::AddError;
 use crate::raft::{BorgRaft, Group, NodeId};
 use crate::soft::SoftState;
@@ -238,6 +238,11 @@ impl Master {
     /// A watch of this replica's leadership (the leader's duties follow it).
     pub fn leader_watch(&self) -> LeaderWatch {
         LeaderWatch::new(&self.raft)
+    }
+
+    /// A watch of this replica's applied index (watch streams wake on it).
+    pub fn applied_watch(&self) -> AppliedWatch {
+        AppliedWatch::new(&self.raft)
     }
 
     /// Confirms with a quorum that this replica leads and its state holds every committed entry.

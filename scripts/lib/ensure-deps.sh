@@ -1,6 +1,8 @@
 # Sourced by scripts/*: installs what building borg needs when it is missing, idempotently.
 #  - Debian's librocksdb-dev (linked instead of building RocksDB from source: DESIGN.md §8)
 #  - libclang-dev (bindgen for librocksdb-sys)
+#  - python3: the example services (configs/jobs/web-service.yaml, http-service.yaml) are
+#    `python3 -m http.server`, and the tests run them
 #  - a Rust toolchain must already be on PATH (rustup); nothing else is needed (protoc is not:
 #    the .proto files are compiled by protox, in Rust).
 
@@ -20,7 +22,7 @@ apt_install_missing() {
 }
 
 ensure_deps() {
-    apt_install_missing librocksdb-dev libclang-dev
+    apt_install_missing librocksdb-dev libclang-dev python3
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo not found: install Rust with rustup (https://rustup.rs) and try again" >&2
         exit 1
@@ -30,7 +32,6 @@ ensure_deps() {
 # What the observability tests use when present (they skip, saying why, when not): promtool and a
 # Prometheus server (package prometheus), headless Chromium for the status page screenshot.
 ensure_test_extras() {
-    # python3: the services test runs `python3 -m http.server` as a task; dig
-    # (bind9-dnsutils) asks the master's DNS
-    apt_install_missing prometheus chromium python3 bind9-dnsutils
+    # dig (bind9-dnsutils) asks the master's DNS in the services test
+    apt_install_missing prometheus chromium bind9-dnsutils
 }

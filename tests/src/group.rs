@@ -173,9 +173,11 @@ impl MasterGroup {
     pub fn add_borglet(&mut self) -> String {
         let id = format!("group-m{}-{}", self.borglets.len() + 1, std::process::id());
         let work_dir = self.dir.path().join(&id);
+        let ports = crate::free_port_range(16);
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_arg(), "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .args(["--port-range", &format!("{}-{}", ports.0, ports.1)])
             .arg("--insecure")
             .arg("--work-dir")
             .arg(&work_dir);

@@ -84,6 +84,8 @@ pub struct TestBorglet {
     pub addr: String,
     /// Its HTTP address, when started with HTTP.
     pub http: Option<String>,
+    /// Its `--port-range` (first-last), kept across restarts.
+    pub port_range: Option<String>,
 }
 
 /// A running test cell.
@@ -266,12 +268,24 @@ impl TestCell {
         let i = self.borglets.len() + 1;
         let id = format!("{}-m{i}", self.name);
         let work_dir = self.dir.path().join(&id);
+        // Borglets of every test share this host's ports: each gets a block of its own unless the
+        // test names one.
+        let port_range = match extra.iter().position(|a| *a == "--port-range") {
+            Some(i) => extra.get(i + 1).map(|r| r.to_string()),
+            None => {
+                let (first, last) = free_port_range(16);
+                Some(format!("{first}-{last}"))
+            }
+        };
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
             .args(extra)
             .arg("--work-dir")
             .arg(&work_dir);
+        if !extra.contains(&"--port-range") {
+            cmd.args(["--port-range", port_range.as_deref().unwrap_or("none")]);
+        }
         if self.secure {
             cmd.arg("--credentials").arg(self.issue("machine", &id));
         } else {
@@ -281,7 +295,7 @@ impl TestCell {
             cmd.args(["--http", "127.0.0.1:0"]);
         }
         let (child, addr, http) = start_listening_http(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));
-        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr, http });
+        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr, http, port_range });
         i - 1
     }
 
@@ -446,10 +460,31 @@ impl TestCell {
             .arg("--insecure")
             .arg("--work-dir")
             .arg(work_dir);
+        if let Some(r) = &self.borglets[i].port_range {
+            cmd.args(["--port-range", r]);
+        }
         let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}-2.log")));
         self.borglets[i].child = Some(child);
         self.borglets[i].addr = addr;
     }
+}
+
+/// `n` consecutive TCP ports on 127.0.0.1 below the kernel's ephemeral range that are free now:
+/// (first, last). Best effort: ports are probed by binding them, so another process (another
+/// test's Borglet) may still take one later; the start is random to make that unlikely.
+pub fn free_port_range(n: u16) -> (u16, u16) {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let first = 10_000 + (h.finish() % 22_000) as u16;
+        let held: Vec<_> =
+            (first..first + n).filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
+        if held.len() == n as usize {
+            return (first, first + n - 1);
+        }
+    }
+    panic!("no {n} free consecutive ports in 10000-32000");
 }
 
 /// `GET path` from `addr` over plain HTTP/1.1; returns (status code, body).
@@ -484,7 +519,7 @@ impl TestCell {
             .arg("--work-dir")
             .arg(&work_dir);
         let (child, addr) = start_listening(cmd, "borglet", &self.dir.path().join(format!("{id}.log")));
-        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr, http: None });
+        self.borglets.push(TestBorglet { id, work_dir, child: Some(child), addr, http: None, port_range: None });
         self.borglets.len() - 1
     }
 }

@@ -1,7 +1,7 @@
 //! End-to-end tests of a working cell: real binaries, real processes, real RocksDB, gRPC on
 //! loopback.
 
-use borg_integration_tests::{alive, bin, workspace_root, TestCell};
+use borg_integration_tests::{alive, bin, http_get, workspace_root, TestCell};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,16 @@ fn killed_service_tasks_are_gone_within_the_grace_period() {
     let running = cell.wait_tasks("web", "running");
     let pids = pids(&running);
     assert!(pids.iter().all(|&p| alive(p)), "task processes exist");
+    // the example is a real HTTP service: each task answers on its own port once ready
+    cell.wait_for(Duration::from_secs(30), "both web tasks ready", |c| {
+        c.tasks("web").iter().all(|t| t["ready"] == true)
+    });
+    let ports: Vec<u64> =
+        cell.tasks("web").iter().map(|t| t["ports"]["http"].as_u64().expect("an http port")).collect();
+    assert_ne!(ports[0], ports[1], "two tasks on one machine listen on different ports");
+    for p in ports {
+        assert_eq!(http_get(&format!("127.0.0.1:{p}"), "/").0, 200);
+    }
     let out = cell.borgctl(&["kill", "web"]);
     assert!(out.status.success());
     let killed_at = Instant::now();

@@ -1,25 +1,9 @@
 //! Production services (issue 16): named ports from each machine's port range, assigned in the
 //! replicated state and handed to tasks as BORG_PORT_<NAME>; a real HTTP server as a task.
 
-use borg_integration_tests::{http_get, TestCell};
+use borg_integration_tests::group::MasterGroup;
+use borg_integration_tests::{free_port_range, http_get, TestCell};
 use std::time::Duration;
-
-/// A free TCP port with `n - 1` more after it that are free too (best effort: ports are probed
-/// by binding them, so another process may still take one later).
-fn free_range(n: u16) -> (u16, u16) {
-    for _ in 0..50 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if first > 60_000 {
-            continue;
-        }
-        let held: Vec<_> =
-            (first..first + n).filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
-        if held.len() == n as usize {
-            return (first, first + n - 1);
-        }
-    }
-    panic!("no {n} free consecutive ports");
-}
 
 fn ports_of(t: &serde_json::Value) -> Vec<u64> {
     t["ports"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).collect()).unwrap_or_default()
@@ -33,7 +17,7 @@ fn tasks_get_distinct_ports_from_their_machine_and_serve_on_them() {
         eprintln!("skipped: /usr/bin/python3 is not installed (the task is python3 -m http.server)");
         return;
     }
-    let (first, last) = free_range(3);
+    let (first, last) = free_port_range(3);
     let mut cell = TestCell::start("ports", 0);
     cell.add_borglet_with(&["--port-range", &format!("{first}-{last}")]);
     cell.wait_for(Duration::from_secs(30), "the machine registers", |c| {
@@ -312,4 +296,92 @@ fn rollouts_are_gated_on_readiness_pause_at_the_deadline_and_undo() {
     assert!(tasks.iter().all(|t| t["job_version"] == 3 && t["ready"] == true), "{tasks:?}");
     let detail = String::from_utf8_lossy(&cell.borgctl(&["job", "roll"]).stdout).into_owned();
     assert!(detail.contains("Rollout:    4/4 tasks on version 3, 4 of them ready"), "{detail}");
+}
+
+/// `borgctl resolve NAME --watch -o json` against the whole group, its lines collected.
+struct Watcher {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Watcher {
+    fn start(g: &MasterGroup, name: &str) -> Watcher {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(borg_integration_tests::bin("borgctl"))
+            .args(["--master", &g.master_arg(), "resolve", name, "--watch", "-o", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start borgctl resolve --watch");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(serde_json::from_str(&line).expect("one JSON object per line"));
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// The ready endpoints' task indices in the newest set seen.
+    fn ready(&self) -> Vec<u64> {
+        let lines = self.lines.lock().unwrap();
+        lines.last().map_or(Vec::new(), |v| {
+            v["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["ready"] == true)
+                .filter_map(|e| e["index"].as_u64())
+                .collect()
+        })
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_watch_through_three_replicas_misses_no_change_across_kill_9_of_the_leader() {
+    let mut g = MasterGroup::start(3, 0);
+    g.wait_leader(Duration::from_secs(30));
+    g.add_borglet();
+    let dir = g.dir.path().to_path_buf();
+    let spec = |n: usize| {
+        let p = dir.join(format!("w{n}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: w\nuser: alice\npriority: production\nkind: service\ntasks: {n}\n\
+                 command: [/bin/sh, -c, 'sleep 1000']\nresources: {{cpu: 10m, ram: 1Mi}}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let apply = |g: &MasterGroup, n: usize| {
+        let f = spec(n);
+        g.wait_for(Duration::from_secs(30), "the apply is acknowledged", |g| {
+            g.borgctl(&["apply", "-f", f.to_str().unwrap()]).status.success()
+        });
+    };
+    apply(&g, 2);
+    let w = Watcher::start(&g, "w");
+    g.wait_for(Duration::from_secs(30), "the watch shows 2 ready tasks", |_| w.ready() == [0, 1]);
+    let leader = g.wait_leader(Duration::from_secs(30));
+    g.kill9(leader);
+    // a change made while the watcher reconnects, through the new leader
+    apply(&g, 3);
+    g.wait_for(Duration::from_secs(60), "the watch shows the third task, from another replica", |_| {
+        w.ready() == [0, 1, 2]
+    });
+    let n = w.lines.lock().unwrap().len();
+    apply(&g, 4);
+    g.wait_for(Duration::from_secs(30), "and the next change after that", |_| w.ready() == [0, 1, 2, 3]);
+    assert!(w.lines.lock().unwrap().len() > n);
 }

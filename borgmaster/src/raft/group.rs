@@ -161,6 +161,31 @@ pub async fn remove_replica(raft: &BorgRaft, id: NodeId) -> Result<Vec<NodeId>, 
     Ok(voters(raft))
 }
 
+/// Follows the index of the last log entry applied to this replica's state: what the watch
+/// streams (endpoints, events, tasks) wait on instead of polling.
+pub struct AppliedWatch {
+    rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+}
+
+impl AppliedWatch {
+    /// A watch of `raft`'s applied index.
+    pub fn new(raft: &BorgRaft) -> AppliedWatch {
+        AppliedWatch { rx: raft.metrics() }
+    }
+
+    /// Waits until an entry after index `after` has been applied; returns the applied index, or
+    /// None once the group has shut down.
+    pub async fn after(&mut self, after: u64) -> Option<u64> {
+        loop {
+            let i = self.rx.borrow_and_update().last_applied.map_or(0, |l| l.index);
+            if i > after {
+                return Some(i);
+            }
+            self.rx.changed().await.ok()?;
+        }
+    }
+}
+
 /// Follows replica `me`'s leadership: the leader's duties run between
 /// [`LeaderWatch::until_leading`] and [`LeaderWatch::while_leading`].
 pub struct LeaderWatch {

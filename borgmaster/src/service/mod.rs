@@ -53,12 +53,14 @@ pub struct BorgmasterService {
     master: Arc<Master>,
     /// One channel per leader address, reused by forwarded writes.
     leaders: std::sync::Mutex<HashMap<String, Channel>>,
+    /// The endpoint feeds of watched names.
+    watches: Arc<naming::WatchHub>,
 }
 
 impl BorgmasterService {
     /// A service over `master`.
     pub fn new(master: Arc<Master>) -> Self {
-        BorgmasterService { master, leaders: Default::default() }
+        BorgmasterService { master, leaders: Default::default(), watches: Default::default() }
     }
 }
 
@@ -365,9 +367,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     ) -> Result<Response<Self::WatchEndpointsStream>, Status> {
         self.caller(&req)?;
         let r = req.into_inner();
-        naming::resolve(&self.master.state(), &r.name)?; // a bad name fails the call itself
+        let feed = self.watches.subscribe(&self.master, &r.name)?; // a bad name fails the call itself
         let (tx, rx) = tokio::sync::mpsc::channel(naming::WATCH_BUFFER);
-        tokio::spawn(naming::watch(self.master.clone(), r.name, r.since_index, tx));
+        tokio::spawn(naming::forward(feed, r.name, r.since_index, tx, naming::WATCH_STALL));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
