@@ -194,3 +194,88 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
         "apply_to_running": summary(to_running),
     }))
 }
+
+/// Watch fan-out (issue 16's benchmark): opens `watchers` WatchEndpoints streams on job
+/// `spec.name` (already running `spec.tasks` tasks), spread over `channels` (HTTP/2
+/// connections), then `changes` times adds one task to the job and measures, per watcher, the
+/// time until its stream shows the new task ready. Returns JSON: `watchers`, `changes`,
+/// `ready_to_seen` (from the task's `ready_since_ms` on the master's clock: readiness committed
+/// -> this watcher saw it) and `apply_to_seen` (apply acknowledged -> seen), each
+/// `p50_ms`/`p90_ms`/`p99_ms`/`max_ms` over watchers x changes.
+///
+/// Errors: a watch or apply is refused, or a watcher sees no change within `timeout`.
+pub async fn watch_fanout(
+    channels: Vec<Channel>,
+    mut spec: pb::JobSpec,
+    watchers: usize,
+    changes: u32,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    anyhow::ensure!(!channels.is_empty(), "no connection to watch over");
+    let name = spec.name.clone();
+    // each watcher reports (watcher, 1 + the highest task index it sees ready, when)
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u32, i64)>();
+    let mut streams = tokio::task::JoinSet::new();
+    for w in 0..watchers {
+        let mut c = BorgmasterClient::new(channels[w % channels.len()].clone());
+        let req = pb::WatchEndpointsRequest { name: name.clone(), since_index: 0 };
+        let mut stream = c.watch_endpoints(req).await?.into_inner();
+        let tx = seen_tx.clone();
+        streams.spawn(async move {
+            while let Ok(Some(r)) = stream.message().await {
+                let top = r.endpoints.iter().filter(|e| e.ready).map(|e| e.index + 1).max().unwrap_or(0);
+                if tx.send((w, top, now_ms())).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(seen_tx);
+    let mut best = vec![0u32; watchers];
+    wait_seen(&mut seen_rx, &mut best, spec.tasks, timeout).await?;
+    let mut c = BorgmasterClient::new(channels[0].clone());
+    let (mut ready_to_seen, mut apply_to_seen) = (Vec::new(), Vec::new());
+    for _ in 0..changes {
+        spec.tasks += 1;
+        let req = pb::ApplyJobRequest { spec: Some(spec.clone()), dry_run: false, expected_version: None };
+        c.apply_job(req).await?;
+        let acked = now_ms();
+        let at = wait_seen(&mut seen_rx, &mut best, spec.tasks, timeout).await?;
+        let tasks = c.list_tasks(pb::ListTasksRequest { job: name.clone() }).await?.into_inner().tasks;
+        let ready_ms = tasks.iter().find(|t| t.index == spec.tasks - 1).map_or(acked, |t| t.ready_since_ms);
+        for ms in at {
+            ready_to_seen.push((ms - ready_ms).max(0) as f64);
+            apply_to_seen.push((ms - acked).max(0) as f64);
+        }
+    }
+    streams.abort_all();
+    Ok(json!({
+        "watchers": watchers,
+        "changes": changes,
+        "ready_to_seen": summary(ready_to_seen),
+        "apply_to_seen": summary(apply_to_seen),
+    }))
+}
+
+/// Reads watcher reports until every watcher has seen `want` tasks ready; returns, per
+/// watcher, when it first did (ms since the epoch; 0 for one that already had).
+async fn wait_seen(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, u32, i64)>,
+    best: &mut [u32],
+    want: u32,
+    timeout: Duration,
+) -> anyhow::Result<Vec<i64>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut at = vec![0i64; best.len()];
+    while best.iter().any(|&b| b < want) {
+        let (w, top, ms) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("a watcher did not see task {} ready within {timeout:?}", want - 1))?
+            .ok_or_else(|| anyhow::anyhow!("a watch stream ended"))?;
+        if top >= want && best[w] < want {
+            at[w] = ms;
+        }
+        best[w] = best[w].max(top);
+    }
+    Ok(at)
+}

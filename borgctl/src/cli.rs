@@ -75,8 +75,12 @@ pub enum Cmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// List the machines of the cell.
-    Machines,
+    /// List the machines of the cell (state: up, cordoned, draining, drained, down), or, as an
+    /// admin, take machines out for maintenance: `machines cordon|uncordon|drain|remove M...`.
+    Machines {
+        #[command(subcommand)]
+        action: Option<MachinesCmd>,
+    },
     /// Print the tail of a task's stdout (or stderr).
     Logs {
         /// Job name.
@@ -299,9 +303,60 @@ pub struct BenchArgs {
     /// export`) instead of synthetic ones.
     #[arg(long)]
     pub tasks_csv: Option<PathBuf>,
+    /// Then open this many WatchEndpoints streams on the first job and time how long each takes
+    /// to see a new task ready (watch fan-out; 0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// With --watchers: tasks added to the first job, one at a time, each timed.
+    #[arg(long, default_value_t = 5)]
+    pub watch_changes: u32,
 }
 
-/// `borgctl rollout ...`.
+/// `borgctl machines ...` actions (admin only).
+#[derive(Subcommand, Debug)]
+pub enum MachinesCmd {
+    /// No new tasks on these machines; what runs there keeps running.
+    Cordon {
+        /// Machine ids.
+        #[arg(required = true)]
+        machines: Vec<String>,
+    },
+    /// Lift a cordon or a drain: the machines take new tasks again.
+    Uncordon {
+        /// Machine ids.
+        #[arg(required = true)]
+        machines: Vec<String>,
+    },
+    /// Cordon, then move the machines' tasks off: batch and free tasks at once (reason
+    /// `drain`), production and monitoring ones within each job's disruption budget (its
+    /// `max_unavailable`, counting every drain and rollout of the job). Ends `drained`.
+    Drain {
+        /// Machine ids (drained together, every job within its budget).
+        #[arg(required = true)]
+        machines: Vec<String>,
+        /// After this long ("10m", "90s"), evict whatever is left regardless of budgets.
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Block until every machine is drained (exit 0), or --timeout passes (exit 2).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Forget machines. Refused while one holds live tasks (drain it first) unless --force,
+    /// which sends them back to pending. A removed machine that registers again is new.
+    Remove {
+        /// Machine ids.
+        #[arg(required = true)]
+        machines: Vec<String>,
+        /// Remove even machines that still hold tasks.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `borgctl rollout` actions.
 #[derive(Subcommand, Debug)]
 pub enum RolloutCmd {
     /// Version, tasks updated and ready, and why it is paused. Exits 0 when complete (every

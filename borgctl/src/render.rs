@@ -45,7 +45,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "used": res(&t.used),
         "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version, "alloc": t.alloc,
         "since_ms": t.state_since_ms,
-        "host": t.host, "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(), "ready": t.ready,
+        "host": t.host, "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(), "ready": t.ready, "ready_since_ms": t.ready_since_ms,
     })
 }
 
@@ -71,10 +71,19 @@ pub fn job_json(j: &pb::Job) -> Value {
 pub fn machine_json(m: &pb::Machine) -> Value {
     json!({
         "id": m.id, "address": m.address,
-        "state": if m.state == pb::MachineState::Up as i32 { "up" } else { "down" },
+        "state": machine_state(m),
         "capacity": res(&m.capacity), "allocated": res(&m.allocated), "used": res(&m.used),
         "tasks": m.tasks, "attributes": m.attributes, "last_seen_ms": m.last_seen_ms,
     })
+}
+
+/// A machine's state: up, cordoned, draining, drained or down.
+pub fn machine_state(m: &pb::Machine) -> &str {
+    match m.lifecycle.as_str() {
+        "" if m.state == pb::MachineState::Up as i32 => "up",
+        "" => "down",
+        s => s,
+    }
 }
 
 /// An event as JSON.
@@ -184,7 +193,7 @@ pub fn machines_table(ms: &[pb::Machine]) -> Table {
         let a = m.allocated.unwrap_or_default();
         t.add_row(vec![
             m.id.clone(),
-            if m.state == pb::MachineState::Up as i32 { "up".into() } else { "down".into() },
+            machine_state(m).into(),
             m.address.clone(),
             m.tasks.to_string(),
             format!("{}m/{}m", a.cpu_millis, c.cpu_millis),
@@ -264,7 +273,7 @@ pub fn top_machines(ms: &[pb::Machine]) -> Table {
         let (c, a, u) = (m.capacity.unwrap_or_default(), m.allocated.unwrap_or_default(), m.used.unwrap_or_default());
         t.add_row(vec![
             m.id.clone(),
-            if m.state == pb::MachineState::Up as i32 { "up".into() } else { "down".into() },
+            machine_state(m).into(),
             m.tasks.to_string(),
             cores(u.cpu_millis),
             cores(a.cpu_millis),

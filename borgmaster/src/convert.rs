@@ -22,6 +22,7 @@ pub fn task_to_pb(t: &Task, state: &CellState, soft: &SoftState) -> pb::Task {
         ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
         host: host.unwrap_or_default().to_string(),
         ready: t.ready,
+        ready_since_ms: if t.ready { t.ready_since_ms as i64 } else { 0 },
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
         scheduled_ms: t.scheduled_ms,
@@ -94,6 +95,7 @@ pub fn machine_to_pb(m: &Machine, state: &CellState, soft: &SoftState) -> pb::Ma
         used: Some(resources_to_pb(soft.machine_usage.get(&m.id).copied().unwrap_or_default())),
         port_range_first: m.port_range.map_or(0, |r| u32::from(r.0)),
         port_range_last: m.port_range.map_or(0, |r| u32::from(r.1)),
+        lifecycle: state.machine_state_name(&m.id).to_string(),
     }
 }
 

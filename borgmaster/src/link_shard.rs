@@ -244,7 +244,17 @@ async fn poll_machine(
     let mut acked: Option<u64> = None;
     let mut liveness = Liveness::new(Instant::now());
     let mut attempted = false;
-    let mut failing = false;
+    // whether this machine counts in `shared.failing`; given back when the poller stops (the
+    // machine was removed), so the mass-failure count never leaks
+    struct Failing<'a>(&'a Shared, bool);
+    impl Drop for Failing<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.failing.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut failing = Failing(&shared, false);
     loop {
         let Some(address) = master.state().machines.get(&id).map(|m| m.address.clone()) else {
             tracing::warn!(machine = %id, "machine no longer registered; poller stops");
@@ -277,9 +287,9 @@ async fn poll_machine(
                 tracing::info!(machines = n, "first poll round attempted: every machine's down-grace starts now");
             }
         }
-        if result.is_ok() == failing {
-            failing = !failing;
-            if failing {
+        if result.is_ok() == failing.1 {
+            failing.1 = !failing.1;
+            if failing.1 {
                 shared.failing.fetch_add(1, Ordering::Relaxed);
             } else {
                 shared.failing.fetch_sub(1, Ordering::Relaxed);

@@ -27,6 +27,8 @@ pub const OOM_KILLS: &str = "borg_task_oom_kills_total";
 pub const EVICTIONS: &str = "borg_evictions_total";
 /// Task state transitions by kind.
 pub const TRANSITIONS: &str = "borg_task_transitions_total";
+/// Counter: machine events (registered, machine-down, cordoned, draining, drained, removed, ...), by kind.
+pub const MACHINE_EVENTS: &str = "borg_machine_events_total";
 /// Times this replica became the leader.
 pub const LEADER_ELECTED: &str = "borg_raft_leader_elections_won_total";
 /// Seconds from this replica's election to the end of its first full poll round.
@@ -97,7 +99,21 @@ fn describe() {
         Unit::Count,
         "Task exits caused by the kernel's OOM killer (the task exceeded its RAM request, the cgroup memory limit)."
     );
-    describe_counter!(EVICTIONS, Unit::Count, "Tasks evicted, by reason (preempted, machine_down, alloc_evicted).");
+    describe_counter!(
+        EVICTIONS,
+        Unit::Count,
+        "Tasks evicted, by reason (preempted, machine_down, alloc_evicted, drain)."
+    );
+    describe_counter!(
+        MACHINE_EVENTS,
+        Unit::Count,
+        "Machine events by kind (registered, machine-up, machine-down, cordoned, uncordoned, draining, drained, removed)."
+    );
+    describe_gauge!(
+        "borg_machine_lifecycle",
+        Unit::Count,
+        "Machines by lifecycle state (up, cordoned, draining, drained, down), as `borgctl machines` shows it."
+    );
     describe_counter!(
         TRANSITIONS,
         Unit::Count,
@@ -172,6 +188,9 @@ pub fn refresh(state: &CellState, soft: &SoftState, raft: &RaftStatus) {
     }
     gauge!("borg_machines", "state" => "up").set(u.machines_up as f64);
     gauge!("borg_machines", "state" => "down").set(u.machines_down as f64);
+    for (st, n) in state.machines_by_state() {
+        gauge!("borg_machine_lifecycle", "state" => st).set(n as f64);
+    }
     for m in state.machines.values() {
         gauge!("borg_machine_up", "machine" => m.id.0.clone()).set(if m.state == MachineState::Up { 1.0 } else { 0.0 });
     }
@@ -185,6 +204,9 @@ pub fn refresh(state: &CellState, soft: &SoftState, raft: &RaftStatus) {
 /// Counts the transitions and evictions in `events` (just applied to `state`) and records the
 /// placement latency of tasks that started running.
 pub fn on_events(state: &CellState, events: &[Event]) {
+    for e in events.iter().filter(|e| e.index.is_none() && e.machine.is_some()) {
+        counter!(MACHINE_EVENTS, "kind" => e.kind.as_str()).increment(1);
+    }
     for e in events.iter().filter(|e| e.index.is_some()) {
         counter!(TRANSITIONS, "kind" => e.kind.as_str()).increment(1);
         // only evictions carry a cause: preemption, machine loss, alloc eviction

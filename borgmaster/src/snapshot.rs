@@ -47,7 +47,7 @@ pub fn snapshot(state: &CellState) -> Snapshot {
         let domain = m.attributes.get(DOMAIN_ATTRIBUTE).unwrap_or(&m.id.0);
         let mut attrs = m.attributes.clone();
         attrs.insert(MACHINE_ATTRIBUTE.into(), m.id.0.clone());
-        let i = model.push(m.id.clone(), m.capacity, attrs, domain, m.state == MachineState::Up);
+        let i = model.push(m.id.clone(), m.capacity, attrs, domain, m.schedulable());
         index_of.insert(&m.id, i);
     }
     let mut groups = Vec::new();

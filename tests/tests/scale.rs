@@ -33,3 +33,32 @@ fn hollow_machines_run_a_bench_load() {
     assert!(cell.borgctl(&["kill", "bench-7"]).status.success());
     cell.wait_tasks("bench-7", "dead");
 }
+
+/// The watch fan-out benchmark's short run: every watcher sees every new task ready.
+#[test]
+fn the_watch_fanout_bench_sees_each_change_on_every_watcher() {
+    let mut cell = TestCell::start("fanout", 0);
+    cell.add_hollow_borglet(10);
+    cell.wait_for(Duration::from_secs(30), "10 hollow machines registered", |c| {
+        c.machines().as_array().is_some_and(|ms| ms.len() == 10)
+    });
+    let r = cell.json(&[
+        "bench",
+        "--prefix",
+        "fan",
+        "--jobs",
+        "1",
+        "--tasks-per-job",
+        "20",
+        "--watchers",
+        "150",
+        "--watch-changes",
+        "3",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(r["running"], 20, "{r}");
+    assert_eq!(r["watch"]["watchers"], 150, "{r}");
+    assert!(r["watch"]["ready_to_seen"]["p99_ms"].as_f64().is_some(), "{r}");
+    assert_eq!(cell.tasks("fan-0").len(), 23, "three tasks added, one per change");
+}

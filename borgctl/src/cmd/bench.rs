@@ -14,7 +14,19 @@ use std::time::Duration;
 ///
 /// Errors: a bad --cpu, --ram or --priority, an unreachable master, an unreadable CSV.
 pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let BenchArgs { prefix, jobs, tasks_per_job, cpu, ram, priority, concurrency, timeout, tasks_csv } = a;
+    let BenchArgs {
+        prefix,
+        jobs,
+        tasks_per_job,
+        cpu,
+        ram,
+        priority,
+        concurrency,
+        timeout,
+        tasks_csv,
+        watchers,
+        watch_changes,
+    } = a;
     use borg_jobspec::quantity::{parse_bytes, parse_cpu, Scalar};
     let cpu = parse_cpu(&Scalar::Str(cpu)).map_err(|e| anyhow!("--cpu: {e}"))?;
     let ram = parse_bytes(&Scalar::Str(ram)).map_err(|e| anyhow!("--ram: {e}"))?;
@@ -42,7 +54,22 @@ pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(p) => borgctl::bench::jobs_from_csv(p, &spec.prefix)?,
         None => borgctl::bench::synthetic_jobs(&spec),
     };
-    let r = borgctl::bench::run(client, &spec, specs).await?;
+    let first = specs.first().cloned();
+    let mut r = borgctl::bench::run(client, &spec, specs).await?;
+    if let (true, Some(first)) = (watchers > 0, first) {
+        // one HTTP/2 connection per 100 watchers
+        let mut channels = Vec::new();
+        for _ in 0..watchers.div_ceil(100) {
+            let (_, ch) =
+                borg_rpc::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(120))
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+            channels.push(ch);
+        }
+        let w = borgctl::bench::watch_fanout(channels, first, watchers, watch_changes, Duration::from_secs(timeout))
+            .await?;
+        r["watch"] = w;
+    }
     if cx.json {
         print_json(&r)?;
     } else {
@@ -52,6 +79,13 @@ pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
             r["apply_to_bound"]["p50_ms"], r["apply_to_bound"]["p90_ms"], r["apply_to_bound"]["p99_ms"],
             r["apply_to_running"]["p50_ms"], r["apply_to_running"]["p90_ms"], r["apply_to_running"]["p99_ms"],
         )?;
+        if let Some(w) = r.get("watch") {
+            outln!(
+                "{} watchers, {} changes: readiness committed -> seen p50 {} ms, p99 {} ms, max {} ms; apply -> seen p50 {} ms, p99 {} ms",
+                w["watchers"], w["changes"], w["ready_to_seen"]["p50_ms"], w["ready_to_seen"]["p99_ms"], w["ready_to_seen"]["max_ms"],
+                w["apply_to_seen"]["p50_ms"], w["apply_to_seen"]["p99_ms"],
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

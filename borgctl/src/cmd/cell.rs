@@ -1,12 +1,13 @@
 //! Cell commands: machines, top, cell usage, allocs.
 
 use super::Cx;
-use crate::cli::TopWhat;
+use crate::cli::{MachinesCmd, TopWhat};
 use crate::conn::{connect, status};
 use crate::output::print_json;
 use borg_proto as pb;
 use borgctl::render;
 use std::process::ExitCode;
+use std::time::Duration;
 
 pub async fn machines(cx: &Cx) -> anyhow::Result<ExitCode> {
     let ms = connect(&cx.master)
@@ -22,6 +23,67 @@ pub async fn machines(cx: &Cx) -> anyhow::Result<ExitCode> {
         outln!("{}", render::machines_table(&ms))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `machines cordon|uncordon|drain|remove`: prints the machines after the change (drain
+/// `--wait`: then waits until each is drained, printing each step's events).
+pub async fn maintain(cx: &Cx, a: MachinesCmd) -> anyhow::Result<ExitCode> {
+    let mut c = connect(&cx.master).await?;
+    let (machines, action, deadline, wait) = match a {
+        MachinesCmd::Remove { machines, force } => {
+            c.remove_machines(pb::RemoveMachinesRequest { machines: machines.clone(), force }).await.map_err(status)?;
+            if !cx.json {
+                outln!("removed {}", machines.join(", "))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        MachinesCmd::Cordon { machines } => (machines, "cordon", 0, None),
+        MachinesCmd::Uncordon { machines } => (machines, "uncordon", 0, None),
+        MachinesCmd::Drain { machines, deadline, wait, timeout } => {
+            let secs = match deadline {
+                Some(d) => borg_jobspec::quantity::parse_duration_ms(&borg_jobspec::quantity::Scalar::Str(d.clone()))
+                    .map_err(|e| anyhow::anyhow!("--deadline {d:?}: {e}"))?
+                    .div_ceil(1000),
+                None => 0,
+            };
+            (machines, "drain", secs, wait.then_some(timeout))
+        }
+    };
+    let req =
+        pb::SetMaintenanceRequest { machines: machines.clone(), action: action.into(), deadline_seconds: deadline };
+    let ms = c.set_maintenance(req).await.map_err(status)?.into_inner().machines;
+    if let Some(timeout) = wait {
+        let started = std::time::Instant::now();
+        loop {
+            let all = c.list_machines(pb::ListMachinesRequest {}).await.map_err(status)?.into_inner().machines;
+            let mine: Vec<&pb::Machine> = all.iter().filter(|m| machines.contains(&m.id)).collect();
+            if mine.iter().all(|m| render::machine_state(m) == "drained") {
+                let ms: Vec<pb::Machine> = mine.into_iter().cloned().collect();
+                print_machines(cx, &ms)?;
+                if !cx.json {
+                    outln!("drained in {:.1} s", started.elapsed().as_secs_f64())?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if started.elapsed() > Duration::from_secs(timeout) {
+                let left: u32 = mine.iter().map(|m| m.tasks).sum();
+                eprintln!("borgctl: not drained after {timeout} s: {left} tasks left (their jobs' disruption budgets hold them; --deadline evicts regardless)");
+                return Ok(ExitCode::from(2));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    print_machines(cx, &ms)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_machines(cx: &Cx, ms: &[pb::Machine]) -> anyhow::Result<()> {
+    if cx.json {
+        print_json(&ms.iter().map(render::machine_json).collect())?;
+    } else {
+        outln!("{}", render::machines_table(ms))?;
+    }
+    Ok(())
 }
 
 pub async fn top(cx: &Cx, what: TopWhat) -> anyhow::Result<ExitCode> {

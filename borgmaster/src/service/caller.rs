@@ -35,6 +35,14 @@ impl Caller {
         }
     }
 
+    /// Who, for events: the identity, or empty with auth off.
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Anyone => String::new(),
+            Caller::Is(id) => id.to_string(),
+        }
+    }
+
     /// Whether the caller may act on what belongs to user `owner`: the user themself or an
     /// admin (anyone with auth off).
     pub fn owns(&self, owner: &str) -> bool {

@@ -14,10 +14,10 @@ mod plan;
 pub use caller::{Caller, REDACTED};
 
 use crate::convert::{event_to_pb, job_to_pb, machine_to_pb, task_to_pb};
-use crate::master::{Master, ProposeError};
+use crate::master::{now_ms, Master, ProposeError};
 use crate::raft::group::RemoveError;
 use crate::raft::membership::AddError;
-use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState, TaskId};
+use crate::state::{ApplyOutcome, Command, CommandError, Machine, MachineState, Maintenance, TaskId};
 use borg_jobspec::convert::resources_from_pb;
 use borg_jobspec::JobSpec;
 use borg_proto as pb;
@@ -70,7 +70,8 @@ pub(super) fn propose_status(e: ProposeError) -> Status {
         ProposeError::Rejected(e @ CommandError::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
         ProposeError::Rejected(e @ CommandError::JobStillLive { .. }) => Status::failed_precondition(e.to_string()),
         ProposeError::Rejected(e @ CommandError::OverQuota(_)) => Status::resource_exhausted(e.to_string()),
-        ProposeError::Rejected(e) => Status::invalid_argument(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::NoSuchMachine(_)) => Status::not_found(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::MachineHasTasks { .. }) => Status::failed_precondition(e.to_string()),
         e @ ProposeError::NotLeader { .. } => Status::unavailable(format!("{e}; retry")),
         ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
         ProposeError::Stopped => Status::unavailable("the Borgmaster is stopping"),
@@ -257,6 +258,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             capacity: resources_from_pb(r.capacity.as_ref()),
             attributes: r.attributes.into_iter().collect(),
             state: MachineState::Up,
+            maintenance: Default::default(),
             registered_ms: 0,
             port_range: None,
         };
@@ -302,6 +304,66 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn set_maintenance(
+        &self,
+        req: Request<pb::SetMaintenanceRequest>,
+    ) -> Result<Response<pb::SetMaintenanceResponse>, Status> {
+        let by = self.caller(&req)?;
+        by.admin("only admins cordon, drain or uncordon machines")?;
+        let req = match self.route(req, |mut c, r| async move { c.set_maintenance(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
+        let r = req.into_inner();
+        let maintenance = match r.action.as_str() {
+            "cordon" => Maintenance::Cordoned,
+            "uncordon" => Maintenance::None,
+            "drain" => Maintenance::Draining {
+                deadline_ms: (r.deadline_seconds > 0)
+                    .then(|| now_ms().saturating_add(r.deadline_seconds.saturating_mul(1000) as i64)),
+            },
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "action: {other:?} is not one of cordon, uncordon, drain"
+                )))
+            }
+        };
+        if r.machines.is_empty() {
+            return Err(Status::invalid_argument("machines: name at least one machine"));
+        }
+        let ids: Vec<MachineId> = r.machines.iter().map(|m| MachineId(m.clone())).collect();
+        let command = Command::SetMaintenance { ids: ids.clone(), maintenance, by: by.name() };
+        self.master.propose(command).await.map_err(propose_status)?;
+        tracing::info!(machines = ?r.machines, action = %r.action, by = %by.name(), "machine maintenance");
+        let (state, soft) = (self.master.state(), self.master.soft());
+        let machines =
+            ids.iter().filter_map(|id| state.machines.get(id)).map(|m| machine_to_pb(m, &state, &soft)).collect();
+        Ok(Response::new(pb::SetMaintenanceResponse { machines }))
+    }
+
+    async fn remove_machines(
+        &self,
+        req: Request<pb::RemoveMachinesRequest>,
+    ) -> Result<Response<pb::RemoveMachinesResponse>, Status> {
+        let by = self.caller(&req)?;
+        by.admin("only admins remove machines")?;
+        let req = match self.route(req, |mut c, r| async move { c.remove_machines(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
+        let r = req.into_inner();
+        if r.machines.is_empty() {
+            return Err(Status::invalid_argument("machines: name at least one machine"));
+        }
+        let ids = r.machines.iter().map(|m| MachineId(m.clone())).collect();
+        self.master
+            .propose(Command::RemoveMachines { ids, force: r.force, by: by.name() })
+            .await
+            .map_err(propose_status)?;
+        tracing::info!(machines = ?r.machines, force = r.force, by = %by.name(), "machines removed");
+        Ok(Response::new(pb::RemoveMachinesResponse {}))
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> Result<Response<pb::SetQuotaResponse>, Status> {

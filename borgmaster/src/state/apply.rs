@@ -31,6 +31,17 @@ pub enum CommandError {
     /// The named machine is not registered.
     #[error("no machine named {0:?}")]
     NoSuchMachine(String),
+    /// RemoveMachines of a machine that still holds live tasks, without `force`.
+    #[error(
+        "machine {machine:?} still holds {live} live tasks: drain it first (`borgctl machines drain {machine}`), \
+         or remove it with --force to send them back to pending"
+    )]
+    MachineHasTasks {
+        /// Machine id.
+        machine: String,
+        /// Live tasks bound to it.
+        live: usize,
+    },
     /// Admission control: the job needs more than the user's free quota at its band.
     #[error(transparent)]
     OverQuota(Box<OverQuota>),
@@ -135,6 +146,8 @@ impl CellState {
                 ev.push("", None, EventKind::Quota, format!("{user} at {band}: {limit}"), None);
                 ApplyOutcome::Done
             }
+            Command::SetMaintenance { ids, maintenance, by } => self.set_maintenance(ids, *maintenance, by, &mut ev)?,
+            Command::RemoveMachines { ids, force, by } => self.remove_machines(ids, *force, by, &mut ev)?,
             Command::Tick => ApplyOutcome::Done,
             Command::SetDefaultQuota { limit } => {
                 self.default_quota = *limit;
@@ -143,6 +156,7 @@ impl CellState {
                 ApplyOutcome::Done
             }
         };
+        self.advance_drains(&mut ev);
         self.advance_rollouts(&mut ev);
         for e in &ev.out {
             if self.events.len() >= MAX_EVENTS {

@@ -26,6 +26,7 @@ pub fn machine(id: &str) -> Machine {
         capacity: Resources::new(4000, 8 << 30, 0),
         attributes: Default::default(),
         state: MachineState::Up,
+        maintenance: Default::default(),
         registered_ms: 0,
         port_range: None,
     }

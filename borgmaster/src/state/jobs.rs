@@ -285,8 +285,6 @@ impl CellState {
     }
 }
 
-/// Whether `new` differs from `old` only by lower (or equal) requests and a priority in the same
-/// band: such an update is applied in place, without restarting tasks.
 /// Replaces task `t` by a new incarnation of spec `version`, pending since `now` (it keeps its
 /// machine pin, for per_machine jobs): how updates restart a task.
 fn replace_with_version(t: &mut Task, version: u64, now: i64) {
@@ -302,8 +300,21 @@ fn replace_with_version(t: &mut Task, version: u64, now: i64) {
     *t = Task { pinned: t.pinned.take(), ..fresh };
 }
 
+/// Whether `new` differs from `old` only by lower (or equal) requests, a priority in the same
+/// band, the task count or the update policy: such an update is applied in place, without
+/// restarting tasks.
 pub(super) fn only_lowered(old: &JobSpec, new: &JobSpec) -> bool {
-    let same_rest = JobSpec { resources: old.resources, priority: old.priority, ..new.clone() } == *old;
+    // the task count and the update policy do not change what a task runs: scaling a job, or
+    // changing how its updates roll, restarts nothing
+    let same_rest = JobSpec {
+        resources: old.resources,
+        priority: old.priority,
+        tasks: old.tasks,
+        max_unavailable: old.max_unavailable,
+        min_ready_ms: old.min_ready_ms,
+        progress_deadline_ms: old.progress_deadline_ms,
+        ..new.clone()
+    } == *old;
     same_rest && new.resources.fits_in(&old.resources) && new.band() == old.band()
 }
 
@@ -312,6 +323,21 @@ mod tests {
     use super::super::fixtures::*;
     use super::super::*;
     use scheduler_core::{Band, MachineId, Resources};
+
+    #[test]
+    fn scaling_a_job_or_changing_its_update_policy_restarts_no_task() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: None }).unwrap();
+        running(&mut s, "web", "m1");
+        let mut more = spec("web", 3);
+        more.max_unavailable = 2;
+        run(&mut s, Command::ApplyJob { spec: more, expected_version: None }).unwrap();
+        let t = &s.jobs["web"].tasks;
+        assert_eq!((t[0].incarnation, t[1].incarnation, t[0].state), (1, 1, TaskState::Running), "{t:?}");
+        assert_eq!(t[2].state, TaskState::Pending);
+        assert!(!s.jobs["web"].rolling());
+    }
 
     #[test]
     fn update_kill_and_version_checks() {

@@ -12,6 +12,8 @@ impl CellState {
         let is_new = !self.machines.contains_key(&m.id);
         let mut rec = m.clone();
         rec.state = MachineState::Up;
+        // an admin's cordon or drain outlasts a Borglet restart
+        rec.maintenance = self.machines.get(&m.id).map_or(Default::default(), |old| old.maintenance);
         rec.registered_ms = ev.now;
         let detail = format!("{} at {}", rec.capacity, rec.address);
         self.machines.insert(m.id.clone(), rec);

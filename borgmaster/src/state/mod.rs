@@ -11,6 +11,7 @@ mod apply;
 mod fixtures;
 mod jobs;
 mod machines;
+mod maintenance;
 mod placement;
 #[cfg(test)]
 mod props;
@@ -78,10 +79,14 @@ impl CellState {
         }
     }
 
-    /// Whether some job is in a rolling update that can still advance (its rules may wait on
-    /// time: see [`Command::Tick`]); a paused or killed job's cannot until the next apply.
+    /// Whether some rule waits on time (see [`Command::Tick`]): a job in a rolling update that
+    /// can still advance (a paused or killed job's cannot until the next apply), or a drain
+    /// with a deadline.
     pub fn rollouts_in_progress(&self) -> bool {
         self.rolling.iter().any(|j| self.jobs.get(j).is_some_and(|j| j.paused.is_none() && !j.killed))
+            || self.machines.values().any(|m| {
+                matches!(m.maintenance, Maintenance::Draining { deadline_ms: Some(_) }) && self.task_count_on(&m.id) > 0
+            })
     }
 
     /// A task by id.

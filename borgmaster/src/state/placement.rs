@@ -3,7 +3,7 @@
 
 use super::apply::{requeue, Events};
 use super::ApplyOutcome;
-use super::{Bind, CellState, EventKind, Evict, MachineState, PendingReason, Task, TaskId, TaskReport, TaskState};
+use super::{Bind, CellState, EventKind, Evict, PendingReason, Task, TaskId, TaskReport, TaskState};
 use borg_jobspec::JobKind;
 use scheduler_core::MachineId;
 
@@ -76,7 +76,7 @@ impl CellState {
 
     pub(super) fn bind(&mut self, bindings: &[Bind], ev: &mut Events) -> ApplyOutcome {
         for b in bindings {
-            let up = self.machines.get(&b.machine).is_some_and(|m| m.state == MachineState::Up);
+            let up = self.machines.get(&b.machine).is_some_and(|m| m.schedulable());
             let now = ev.now;
             let names = match self.task(&TaskId::new(&b.job, b.index)) {
                 Some(t)

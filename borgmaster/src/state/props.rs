@@ -51,6 +51,7 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
                 capacity: Resources::new(2000, 1 << 30, 0),
                 attributes: Default::default(),
                 state: MachineState::Up,
+                maintenance: Default::default(),
                 registered_ms: 0,
                 port_range: None,
             },

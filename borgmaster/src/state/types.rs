@@ -177,6 +177,24 @@ pub enum MachineState {
     Down,
 }
 
+/// An admin's hold on a machine (`borgctl machines cordon|drain|uncordon`), independent of
+/// whether it answers polls ([`MachineState`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Maintenance {
+    /// None: the scheduler may place tasks on it.
+    #[default]
+    None,
+    /// Cordoned: no new tasks; what runs there keeps running.
+    Cordoned,
+    /// Draining: cordoned, and its tasks are moved off under each job's disruption budget;
+    /// whatever is left at `deadline_ms` (ms since the epoch) is evicted regardless.
+    Draining {
+        /// When to stop respecting budgets; `None`: never.
+        deadline_ms: Option<i64>,
+    },
+}
+
 /// One machine of the cell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
@@ -196,6 +214,16 @@ pub struct Machine {
     /// ports. `capacity.ports` is its size.
     #[serde(default)]
     pub port_range: Option<(u16, u16)>,
+    /// An admin's hold on it (cordon, drain); kept across registrations.
+    #[serde(default)]
+    pub maintenance: Maintenance,
+}
+
+impl Machine {
+    /// Whether the scheduler may place new tasks on it: up, neither cordoned nor draining.
+    pub fn schedulable(&self) -> bool {
+        self.state == MachineState::Up && self.maintenance == Maintenance::None
+    }
 }
 
 /// A state transition or notable happening. Events are part of the replicated state.
@@ -235,19 +263,23 @@ pub enum PendingReason {
     MachineDown,
     /// The alloc it ran in was preempted, or its alloc set killed.
     AllocEvicted,
+    /// Its machine is being drained (`borgctl machines drain`).
+    Drain,
 }
 
 impl PendingReason {
     /// Every reason, in the order metrics list them.
-    pub const ALL: [PendingReason; 5] = [
+    pub const ALL: [PendingReason; 6] = [
         PendingReason::Submitted,
         PendingReason::Updated,
         PendingReason::Preempted,
         PendingReason::MachineDown,
         PendingReason::AllocEvicted,
+        PendingReason::Drain,
     ];
 
-    /// The reason's name (`submitted`, `updated`, `preempted`, `machine_down`, `alloc_evicted`),
+    /// The reason's name (`submitted`, `updated`, `preempted`, `machine_down`, `alloc_evicted`,
+    /// `drain`),
     /// the `reason` label of `borg_tasks_pending` and `borg_evictions_total`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -256,6 +288,7 @@ impl PendingReason {
             PendingReason::Preempted => "preempted",
             PendingReason::MachineDown => "machine_down",
             PendingReason::AllocEvicted => "alloc_evicted",
+            PendingReason::Drain => "drain",
         }
     }
 }
@@ -301,6 +334,17 @@ pub enum EventKind {
     /// Its Borglet restarted a task in place (its process exited, or failed its liveness
     /// check: the detail starts with `unhealthy`).
     Restarted,
+    /// An admin cordoned a machine (no new tasks).
+    Cordoned,
+    /// An admin lifted a machine's cordon or drain.
+    Uncordoned,
+    /// An admin started draining a machine; also each step of a drain (a task moved off, the
+    /// deadline passed).
+    Draining,
+    /// A draining machine holds no more tasks.
+    Drained,
+    /// An admin removed a machine from the cell.
+    Removed,
     /// A kind this version does not know (read from the state of another version); never
     /// emitted.
     #[serde(other)]
@@ -309,7 +353,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind emitted, in declaration order.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Submitted,
         EventKind::Updated,
         EventKind::Killed,
@@ -327,6 +371,11 @@ impl EventKind {
         EventKind::Quota,
         EventKind::Restarted,
         EventKind::Paused,
+        EventKind::Cordoned,
+        EventKind::Uncordoned,
+        EventKind::Draining,
+        EventKind::Drained,
+        EventKind::Removed,
     ];
 
     /// The name on the wire and in the CLI (`machine-down`, `preempted`, ...).
@@ -349,6 +398,11 @@ impl EventKind {
             EventKind::Quota => "quota",
             EventKind::Restarted => "restarted",
             EventKind::Paused => "paused",
+            EventKind::Cordoned => "cordoned",
+            EventKind::Uncordoned => "uncordoned",
+            EventKind::Draining => "draining",
+            EventKind::Drained => "drained",
+            EventKind::Removed => "removed",
             EventKind::Other => "other",
         }
     }
@@ -480,6 +534,30 @@ pub enum Command {
     SetDefaultQuota {
         /// The default limit.
         limit: Option<Resources>,
+    },
+    /// Admin holds on machines (`borgctl machines cordon|uncordon|drain`): sets each machine's
+    /// [`Maintenance`]; a drain then proceeds after every command (see
+    /// `CellState::advance_drains`).
+    SetMaintenance {
+        /// Machines; all must exist, or nothing changes.
+        ids: Vec<MachineId>,
+        /// The hold to set (`None` lifts a cordon or drain).
+        maintenance: Maintenance,
+        /// Who asked, for the events.
+        #[serde(default)]
+        by: String,
+    },
+    /// Forgets machines (`borgctl machines remove`): refused while one still holds live tasks,
+    /// unless `force` (they go back to pending, as for a machine that went down). A removed
+    /// machine that registers again is a new machine.
+    RemoveMachines {
+        /// Machines; all must exist and be empty (or `force`), or nothing changes.
+        ids: Vec<MachineId>,
+        /// Remove even a machine with live tasks.
+        force: bool,
+        /// Who asked, for the events.
+        #[serde(default)]
+        by: String,
     },
     /// Nothing but the passing of time: the leader proposes one every second while a rolling
     /// update waits on time (`min_ready`, `progress_deadline`), so that rules that depend on the

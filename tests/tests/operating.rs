@@ -1,0 +1,165 @@
+//! Operating a cell (issue 17): cordon, drain within disruption budgets, remove; 3 Borglets on
+//! loopback running real processes.
+
+use borg_integration_tests::{alive, bin, TestCell};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn on(cell: &TestCell, machine: &str) -> Vec<Value> {
+    ["svc", "batch", "fresh"]
+        .iter()
+        .flat_map(|j| {
+            let out = cell.borgctl(&["tasks", j, "-o", "json"]);
+            serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+        })
+        .filter(|t| t["machine"] == machine && t["state"] != "dead")
+        .collect()
+}
+
+fn state_of(cell: &TestCell, machine: &str) -> String {
+    cell.machines()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == machine)
+        .map_or("gone".into(), |m| m["state"].as_str().unwrap().to_string())
+}
+
+/// Samples job `job`'s unavailable tasks (not running and ready) every 50 ms from another
+/// thread until stopped; returns the worst sample.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    worst: Arc<Mutex<(usize, String)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(master: &str, job: &str) -> Sampler {
+        let (stop, worst) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new((0, String::new()))));
+        let (s, w, master, job) = (stop.clone(), worst.clone(), master.to_string(), job.to_string());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let out = std::process::Command::new(bin("borgctl"))
+                    .args(["--master", &master, "tasks", &job, "-o", "json"])
+                    .output()
+                    .expect("borgctl");
+                if let Ok(Value::Array(ts)) = serde_json::from_slice::<Value>(&out.stdout) {
+                    let down = ts.iter().filter(|t| !(t["state"] == "running" && t["ready"] == true)).count();
+                    let mut w = w.lock().unwrap();
+                    if down > w.0 {
+                        *w = (down, serde_json::to_string(&ts).unwrap());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Sampler { stop, worst, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> (usize, String) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.worst.lock().unwrap().clone()
+    }
+}
+
+const SVC: &str = "name: svc\nuser: alice\npriority: production\nkind: service\ntasks: TASKS\n\
+                   command: [/bin/sh, -c, 'sleep 1000']\nresources: {cpu: 100m, ram: 16Mi}\n\
+                   grace_period: 1s\nupdate: {max_unavailable: 1}\n";
+
+#[test]
+fn drain_moves_tasks_within_the_budget_cordon_blocks_and_remove_refuses_a_busy_machine() {
+    let mut cell = TestCell::start("drain", 1);
+    // m1 gets two of svc's tasks and both batch tasks; the third svc task lands elsewhere
+    cell.apply_yaml("svc", &SVC.replace("TASKS", "2"));
+    cell.apply_yaml(
+        "batch",
+        "name: batch\nuser: alice\npriority: batch\nkind: service\ntasks: 2\n\
+         command: [/bin/sh, -c, 'sleep 1000']\nresources: {cpu: 100m, ram: 16Mi}\ngrace_period: 1s\n",
+    );
+    cell.wait_tasks("svc", "running");
+    cell.wait_tasks("batch", "running");
+    cell.add_borglet();
+    cell.add_borglet();
+    cell.wait_for(Duration::from_secs(30), "3 machines up", |c| {
+        c.machines().as_array().is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["state"] == "up"))
+    });
+    cell.apply_yaml("svc", &SVC.replace("TASKS", "3"));
+    cell.wait_for(Duration::from_secs(30), "svc's third task running", |c| {
+        let ts = c.tasks("svc");
+        ts.len() == 3 && ts.iter().all(|t| t["state"] == "running" && t["ready"] == true)
+    });
+    assert_eq!(on(&cell, "drain-m1").len(), 4, "{:?} {:?}", cell.tasks("svc"), cell.tasks("batch"));
+    let old: Vec<u64> = on(&cell, "drain-m1").iter().filter_map(|t| t["pid"].as_u64()).collect();
+
+    // drain m1: never more than one svc task unavailable
+    let sampler = Sampler::start(&cell.master_addr, "svc");
+    let out = cell.borgctl(&["machines", "drain", "drain-m1", "--wait", "--timeout", "60"]);
+    let (worst, sample) = sampler.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("drained in"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(worst <= 1, "{worst} svc tasks unavailable at once: {sample}");
+    assert_eq!(state_of(&cell, "drain-m1"), "drained");
+    assert!(on(&cell, "drain-m1").is_empty());
+    cell.wait_for(Duration::from_secs(30), "the batch tasks rescheduled elsewhere", |c| {
+        c.tasks("batch").iter().all(|t| t["state"] == "running" && t["machine"] != "drain-m1")
+    });
+    let events = cell.json(&["events", "batch"]);
+    assert!(
+        events.as_array().unwrap().iter().any(|e| e["detail"].as_str().unwrap_or("").starts_with("evicted: drain")),
+        "{events}"
+    );
+    cell.wait_for(Duration::from_secs(30), "the old processes on m1 are gone", |_| old.iter().all(|&p| !alive(p)));
+    let m = cell.json(&["events"]);
+    let kinds: Vec<&str> = m
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["machine"] == "drain-m1")
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"draining") && kinds.contains(&"drained"), "{kinds:?}");
+
+    // cordon m2: a new job goes to m3 only; uncordon brings m2 back
+    let out = cell.borgctl(&["machines", "cordon", "drain-m2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(state_of(&cell, "drain-m2"), "cordoned");
+    cell.apply_yaml(
+        "fresh",
+        "name: fresh\nuser: alice\npriority: batch\nkind: service\ntasks: 3\n\
+         command: [/bin/sh, -c, 'sleep 1000']\nresources: {cpu: 100m, ram: 16Mi}\ngrace_period: 1s\n",
+    );
+    let fresh = cell.wait_tasks("fresh", "running");
+    assert!(fresh.iter().all(|t| t["machine"] == "drain-m3"), "{fresh:?}");
+    assert!(cell.borgctl(&["machines", "uncordon", "drain-m2", "drain-m1"]).status.success());
+    assert_eq!(state_of(&cell, "drain-m2"), "up");
+
+    // drain m2 and m3 at once: every svc task moves to m1, one at a time
+    let sampler = Sampler::start(&cell.master_addr, "svc");
+    let out = cell.borgctl(&["machines", "drain", "drain-m2", "drain-m3", "--wait", "--timeout", "60"]);
+    let (worst, sample) = sampler.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(worst <= 1, "{worst} svc tasks unavailable at once draining two machines: {sample}");
+    assert!(cell.tasks("svc").iter().all(|t| t["machine"] == "drain-m1"));
+
+    // remove: refused while a machine holds tasks, and a drained one is gone
+    assert!(cell.borgctl(&["machines", "uncordon", "drain-m3"]).status.success());
+    cell.apply_yaml("svc", &SVC.replace("TASKS", "4"));
+    cell.wait_for(Duration::from_secs(30), "a task on m3 again", |c| !on(c, "drain-m3").is_empty());
+    let out = cell.borgctl(&["machines", "remove", "drain-m3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still holds") && err.contains("borgctl machines drain drain-m3"), "{err}");
+    let out = cell.borgctl(&["machines", "remove", "drain-m2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(state_of(&cell, "drain-m2"), "gone");
+    // a typo names the machine and changes nothing
+    let out = cell.borgctl(&["machines", "cordon", "drain-m1", "drain-mX"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no machine named \"drain-mX\""));
+    assert_eq!(state_of(&cell, "drain-m1"), "up");
+}
