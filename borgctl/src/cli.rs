@@ -61,6 +61,10 @@ pub enum Cmd {
     Tasks {
         /// Job name.
         name: String,
+        /// Keep watching: print each task again when it changes, as the change commits
+        /// (reconnecting to any replica after a failover).
+        #[arg(long)]
+        watch: bool,
     },
     /// Kill every task of a job (SIGTERM, grace period, SIGKILL).
     Kill {
@@ -130,6 +134,11 @@ pub enum Cmd {
         /// Most events shown.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Keep watching: print each new event as it commits (one JSON object per line with
+        /// `-o json`), resuming from the last applied index through any replica after a
+        /// failover.
+        #[arg(long)]
+        watch: bool,
     },
     /// Alloc sets and their allocs: machine, reservation, and the tasks inside each.
     Allocs,

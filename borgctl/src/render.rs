@@ -461,6 +461,36 @@ pub fn events_table(events: &[pb::Event]) -> Table {
     t
 }
 
+/// One event on one line (a followed stream): `14:03:07.250Z web/0 running [m1] pid 4242`.
+pub fn event_line(e: &pb::Event) -> String {
+    let what = match e.index {
+        Some(i) => format!("{}/{i}", e.job),
+        None if e.job.is_empty() => e.machine.clone().unwrap_or_default(),
+        None => e.job.clone(),
+    };
+    let on = match (&e.machine, e.index) {
+        (Some(m), Some(_)) => format!(" [{m}]"),
+        _ => String::new(),
+    };
+    format!("{} {what} {}{on} {}", clock(e.time_ms), e.kind, e.detail)
+}
+
+/// One task on one line (a followed stream): `web/0 running m1 pid 4242 restarts 0 ready`.
+pub fn task_line(t: &pb::Task) -> String {
+    let mut s = format!("{}/{} {} {}", t.job, t.index, task_state(t.state), t.machine.as_deref().unwrap_or("-"));
+    if let Some(p) = t.pid {
+        s += &format!(" pid {p}");
+    }
+    s += &format!(" restarts {}", t.restarts);
+    if t.ready {
+        s += " ready";
+    }
+    if !t.reason.is_empty() {
+        s += &format!(" ({})", t.reason);
+    }
+    s
+}
+
 /// The dry-run plan of an apply, for people.
 pub fn plan_text(r: &pb::ApplyJobResponse) -> String {
     let list = |v: &[u32]| {

@@ -108,5 +108,6 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
         kind: e.kind.as_str().to_string(),
         detail: e.detail.clone(),
         machine: e.machine.as_ref().map(|m| m.0.clone()),
+        log_index: e.log_index,
     }
 }

@@ -243,34 +243,7 @@ pub async fn resolve(cx: &Cx, name: String, watch: bool) -> anyhow::Result<ExitC
         print(&r)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut since = 0;
-    loop {
-        let mut c = connect(&cx.master).await?;
-        let req = pb::WatchEndpointsRequest { name: name.clone(), since_index: since };
-        let mut stream = match c.watch_endpoints(req).await {
-            Ok(s) => s.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(s) => return Err(status(s)),
-        };
-        loop {
-            match stream.message().await {
-                Ok(Some(r)) => {
-                    since = r.applied_index;
-                    print(&r)?;
-                }
-                // the replica went away or cut us off: resume from the last index elsewhere
-                Ok(None) => break,
-                Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
-                    return Err(status(s))
-                }
-                Err(_) => break,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    super::watch::resolve(cx, name, print).await
 }
 
 /// Spec fields that differ between the job's current spec and `new`, as

@@ -7,6 +7,7 @@ mod jobs;
 mod quota;
 mod replicas;
 mod rollout;
+mod watch;
 
 use crate::cli::{CellWhat, Cli, Cmd, Output, QuotaCmd};
 use crate::conn::load_credentials;
@@ -37,11 +38,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Apply { file, dry_run, expected_version } => jobs::apply(&cx, file, dry_run, expected_version).await,
         Cmd::Jobs => jobs::jobs(&cx).await,
         Cmd::Job { name } => jobs::job(&cx, name).await,
-        Cmd::Tasks { name } => jobs::tasks(&cx, name).await,
+        Cmd::Tasks { name, watch: false } => jobs::tasks(&cx, name).await,
+        Cmd::Tasks { name, watch: true } => watch::tasks(&cx, name).await,
         Cmd::Kill { name } => jobs::kill(&cx, name).await,
         Cmd::Delete { names } => jobs::delete(&cx, names).await,
         Cmd::Logs { name, index, stderr, tail } => jobs::logs(&cx, name, index, stderr, tail).await,
-        Cmd::Events { job, limit } => jobs::events(&cx, job, limit).await,
+        Cmd::Events { job, limit, watch: false } => jobs::events(&cx, job, limit).await,
+        Cmd::Events { job, limit, watch: true } => watch::events(&cx, job, limit).await,
         Cmd::WhyPending { name } => jobs::why_pending(&cx, name).await,
         Cmd::Wait { name, until, timeout } => jobs::wait(&cx, name, until, timeout).await,
         Cmd::Machines { action: None } => cell::machines(&cx).await,

@@ -5,11 +5,13 @@
 //! - [`forward`]: a follower's writes forwarded to the leader;
 //! - [`plan`]: dry runs of an apply;
 //! - [`naming`]: BNS names and their endpoints (Resolve).
+//! - [`watch`]: the event and task streams (WatchEvents, WatchTasks).
 
 mod caller;
 mod forward;
 mod naming;
 mod plan;
+mod watch;
 
 pub use caller::{Caller, REDACTED};
 
@@ -461,7 +463,39 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             return Err(Status::not_found(format!("no job named {:?}", r.job)));
         }
         events.reverse();
-        Ok(Response::new(pb::ListEventsResponse { events }))
+        Ok(Response::new(pb::ListEventsResponse { events, applied_index: state.applied_index }))
+    }
+
+    type WatchEventsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchEventsResponse, Status>>;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        if !r.job.is_empty() && !self.master.state().jobs.contains_key(&r.job) {
+            return Err(Status::not_found(format!("no job named {:?}", r.job)));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(naming::WATCH_BUFFER);
+        tokio::spawn(watch::events(self.master.clone(), r.job, r.since_index, tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    type WatchTasksStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchTasksResponse, Status>>;
+
+    async fn watch_tasks(
+        &self,
+        req: Request<pb::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        self.caller(&req)?;
+        let job = req.into_inner().job;
+        if !self.master.state().jobs.contains_key(&job) {
+            return Err(Status::not_found(format!("no job named {job:?}")));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(naming::WATCH_BUFFER);
+        tokio::spawn(watch::tasks(self.master.clone(), job, tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn task_logs(&self, req: Request<pb::TaskLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {

@@ -77,23 +77,51 @@ pub fn resolve(state: &CellState, name: &str) -> Result<pb::ResolveResponse, Sta
             })
         })
         .collect();
-    Ok(pb::ResolveResponse { endpoints, applied_index: state.applied_index })
+    Ok(pb::ResolveResponse { endpoints, applied_index: state.applied_index, ..Default::default() })
 }
 
-/// Updates a watcher's stream may hold unread. A watcher further behind than that skips to
-/// the newest set (every update is the whole set, so nothing is lost by skipping), so a slow
-/// watcher costs at most this many sets of memory.
+/// Messages a watcher's stream may hold unread. A watcher further behind than that skips to
+/// the newest version (sent as the whole set), so a slow watcher costs at most this many
+/// messages of memory.
 pub const WATCH_BUFFER: usize = 8;
 
 /// How long a watcher's stream may stay full before it is ended with RESOURCE_EXHAUSTED.
 pub const WATCH_STALL: Duration = Duration::from_secs(30);
 
-/// The newest endpoints of one name (or the status that ended it), computed once per applied
-/// entry that changes them and shared by every watcher of the name.
-type Feed = tokio::sync::watch::Receiver<Arc<Result<pb::ResolveResponse, Status>>>;
+/// One version of a name's endpoints in a feed: the whole set, and what changed since the
+/// version before (`seq - 1`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedSet {
+    /// Version number within the feed (1 for the first).
+    pub seq: u64,
+    /// The whole set.
+    pub full: pb::ResolveResponse,
+    /// What changed since version `seq - 1` (`delta: true`).
+    pub delta: pb::ResolveResponse,
+}
+
+/// What a feed holds: the newest set, or the status that ended it.
+pub type FeedValue = Arc<Result<FeedSet, Status>>;
+
+/// The newest endpoints of one name, computed once per applied entry that changes them and
+/// shared by every watcher of the name.
+pub type Feed = tokio::sync::watch::Receiver<FeedValue>;
+
+/// The delta from `old` to `new`: endpoints added or changed, and the indices removed.
+fn delta(old: &[pb::Endpoint], new: &pb::ResolveResponse) -> pb::ResolveResponse {
+    let before: HashMap<u32, &pb::Endpoint> = old.iter().map(|e| (e.index, e)).collect();
+    let now: std::collections::HashSet<u32> = new.endpoints.iter().map(|e| e.index).collect();
+    pb::ResolveResponse {
+        endpoints: new.endpoints.iter().filter(|e| before.get(&e.index) != Some(e)).cloned().collect(),
+        applied_index: new.applied_index,
+        delta: true,
+        removed: old.iter().map(|e| e.index).filter(|i| !now.contains(i)).collect(),
+    }
+}
 
 /// The endpoint feeds of the names being watched on one replica: one feed task per name,
-/// however many watchers it has, woken by the applied index (not by a timer). A feed ends when
+/// however many watchers it has, woken by the applied index (not by a timer); each change is
+/// computed once, and every watcher that keeps up is sent only the delta. A feed ends when
 /// its last watcher goes, or when its name stops resolving.
 #[derive(Default)]
 pub struct WatchHub {
@@ -112,20 +140,16 @@ impl WatchHub {
             }
         }
         let first = resolve(&master.state(), name)?;
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(Ok(first)));
+        let set = FeedSet { seq: 1, delta: pb::ResolveResponse { delta: true, ..first.clone() }, full: first };
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(Ok(set)));
         feeds.insert(name.to_string(), rx.clone());
         tokio::spawn(self.clone().run_feed(master.clone(), name.to_string(), tx));
         Ok(rx)
     }
 
-    async fn run_feed(
-        self: Arc<Self>,
-        master: Arc<Master>,
-        name: String,
-        tx: tokio::sync::watch::Sender<Arc<Result<pb::ResolveResponse, Status>>>,
-    ) {
+    async fn run_feed(self: Arc<Self>, master: Arc<Master>, name: String, tx: tokio::sync::watch::Sender<FeedValue>) {
         let mut applied = master.applied_watch();
-        let mut seen = tx.borrow().as_ref().as_ref().map_or(0, |r| r.applied_index);
+        let mut seen = tx.borrow().as_ref().as_ref().map_or(0, |r| r.full.applied_index);
         loop {
             let next = tokio::select! {
                 next = applied.after(seen) => next,
@@ -136,14 +160,16 @@ impl WatchHub {
             let r = resolve(&master.state(), &name);
             let ended = r.is_err();
             tx.send_if_modified(|cur| {
-                let changed = match (cur.as_ref(), &r) {
-                    (Ok(a), Ok(b)) => a.endpoints != b.endpoints,
-                    _ => true,
+                let next = match (cur.as_ref(), r) {
+                    (Ok(old), Ok(new)) if old.full.endpoints == new.endpoints => return false,
+                    (Ok(old), Ok(new)) => {
+                        Ok(FeedSet { seq: old.seq + 1, delta: delta(&old.full.endpoints, &new), full: new })
+                    }
+                    (_, Err(status)) => Err(status),
+                    (Err(_), Ok(_)) => return false,
                 };
-                if changed {
-                    *cur = Arc::new(r);
-                }
-                changed
+                *cur = Arc::new(next);
+                true
             });
             if ended {
                 break;
@@ -157,10 +183,11 @@ impl WatchHub {
     }
 }
 
-/// Sends `feed`'s sets to one watcher's stream `tx`: the current one at once (unless
-/// `since_index` is given and the set has not changed since), then each newer one. Ends when
-/// the receiver is gone, when the name stops resolving (its status is sent), or when `tx` has
-/// been full for `stall` (RESOURCE_EXHAUSTED, in the slot kept for it).
+/// Sends `feed`'s changes to one watcher's stream `tx`: the whole set at once (unless
+/// `since_index` is given and the set has not changed since), then the delta of each newer
+/// version, or the whole set again when the watcher skipped versions while its stream was
+/// full. Ends when the receiver is gone, when the name stops resolving (its status is sent),
+/// or when `tx` has been full for `stall` (RESOURCE_EXHAUSTED, in the slot kept for it).
 pub async fn forward(
     mut feed: Feed,
     name: String,
@@ -168,36 +195,39 @@ pub async fn forward(
     tx: tokio::sync::mpsc::Sender<Result<pb::ResolveResponse, Status>>,
     stall: Duration,
 ) {
-    let mut first = true;
+    // the version of the last set this watcher was sent (or skipped as already known)
+    let mut sent: Option<u64> = None;
     loop {
-        let cur = feed.borrow_and_update().clone();
-        let skip = first && since_index > 0 && cur.as_ref().as_ref().is_ok_and(|r| r.applied_index <= since_index);
-        first = false;
-        if !skip {
-            // one slot always stays free for the status that ends a stalled stream
-            if tx.capacity() <= 1 {
-                // two free slots: one for the set, one still kept
-                let freed = tokio::time::timeout(stall, tx.reserve_many(2)).await;
-                match freed {
-                    Ok(Ok(permits)) => drop(permits),
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        let _ = tx.try_send(Err(Status::resource_exhausted(format!(
-                            "watch of {name:?} ended: its stream was full for {} s; reconnect with since_index",
-                            stall.as_secs()
-                        ))));
-                        return;
-                    }
-                }
-                // the wait may have skipped sets: send the newest
-                let newest = feed.borrow_and_update().clone();
-                if send(&tx, &newest).is_err() {
+        // one slot always stays free for the status that ends a stalled stream
+        if tx.capacity() <= 1 {
+            match tokio::time::timeout(stall, tx.reserve_many(2)).await {
+                Ok(Ok(permits)) => drop(permits),
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let _ = tx.try_send(Err(Status::resource_exhausted(format!(
+                        "watch of {name:?} ended: its stream was full for {} s; reconnect with since_index",
+                        stall.as_secs()
+                    ))));
                     return;
                 }
-            } else if send(&tx, &cur).is_err() {
+            }
+        }
+        let cur = feed.borrow_and_update().clone();
+        let msg = match cur.as_ref() {
+            Err(s) => {
+                let _ = tx.try_send(Err(Status::new(s.code(), s.message())));
                 return;
             }
-            if feed.borrow().is_err() {
+            Ok(set) if sent.is_none() && since_index > 0 && set.full.applied_index <= since_index => None,
+            Ok(set) if sent.is_some_and(|s| s + 1 == set.seq) => Some(set.delta.clone()),
+            Ok(set) if sent == Some(set.seq) => None,
+            Ok(set) => Some(set.full.clone()),
+        };
+        if let Ok(set) = cur.as_ref() {
+            sent = Some(set.seq);
+        }
+        if let Some(m) = msg {
+            if tx.try_send(Ok(m)).is_err() {
                 return;
             }
         }
@@ -207,34 +237,43 @@ pub async fn forward(
     }
 }
 
-fn send(
-    tx: &tokio::sync::mpsc::Sender<Result<pb::ResolveResponse, Status>>,
-    r: &Arc<Result<pb::ResolveResponse, Status>>,
-) -> Result<(), ()> {
-    let msg = match r.as_ref() {
-        Ok(r) => Ok(r.clone()),
-        Err(s) => Err(Status::new(s.code(), s.message())),
-    };
-    tx.try_send(msg).map_err(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn set(index: u64, n: u32) -> Arc<Result<pb::ResolveResponse, Status>> {
+    fn full(index: u64, n: u32) -> pb::ResolveResponse {
         let endpoints = (0..n).map(|i| pb::Endpoint { index: i, ..Default::default() }).collect();
-        Arc::new(Ok(pb::ResolveResponse { endpoints, applied_index: index }))
+        pb::ResolveResponse { endpoints, applied_index: index, ..Default::default() }
+    }
+
+    /// Feed versions 1, 2, ...: version k has k endpoints, at applied index 10 k.
+    fn version(seq: u64) -> FeedValue {
+        let (old, new) = (full(10 * (seq - 1), seq as u32 - 1), full(10 * seq, seq as u32));
+        Arc::new(Ok(FeedSet { seq, delta: delta(&old.endpoints, &new), full: new }))
+    }
+
+    #[test]
+    fn a_delta_holds_what_was_added_changed_and_removed() {
+        let old = full(1, 3);
+        let mut new = full(2, 2);
+        new.endpoints[1].ready = true;
+        new.endpoints.push(pb::Endpoint { index: 7, ..Default::default() });
+        let d = delta(&old.endpoints, &new);
+        assert!(d.delta);
+        assert_eq!(d.endpoints.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 7]);
+        assert_eq!(d.removed, [2]);
     }
 
     #[tokio::test]
-    async fn a_watcher_gets_the_current_set_then_each_change_and_the_status_that_ends_it() {
-        let (ftx, feed) = tokio::sync::watch::channel(set(5, 1));
+    async fn a_watcher_gets_the_whole_set_then_deltas_and_the_status_that_ends_it() {
+        let (ftx, feed) = tokio::sync::watch::channel(version(1));
         let (tx, mut rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let task = tokio::spawn(forward(feed, "web".into(), 0, tx, WATCH_STALL));
-        assert_eq!(rx.recv().await.unwrap().unwrap().applied_index, 5);
-        ftx.send(set(7, 2)).unwrap();
-        assert_eq!(rx.recv().await.unwrap().unwrap().endpoints.len(), 2);
+        let first = rx.recv().await.unwrap().unwrap();
+        assert!(!first.delta && first.endpoints.len() == 1);
+        ftx.send(version(2)).unwrap();
+        let d = rx.recv().await.unwrap().unwrap();
+        assert!(d.delta && d.endpoints.len() == 1 && d.endpoints[0].index == 1, "{d:?}");
         ftx.send(Arc::new(Err(Status::not_found("no job named \"web\"")))).unwrap();
         assert_eq!(rx.recv().await.unwrap().unwrap_err().code(), tonic::Code::NotFound);
         task.await.unwrap();
@@ -243,20 +282,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_resume_at_the_current_index_skips_the_set_it_has() {
-        let (ftx, feed) = tokio::sync::watch::channel(set(5, 1));
+        let (ftx, feed) = tokio::sync::watch::channel(version(1));
         let (tx, mut rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward(feed, "web".into(), 5, tx, WATCH_STALL));
-        ftx.send(set(9, 3)).unwrap();
-        assert_eq!(rx.recv().await.unwrap().unwrap().applied_index, 9, "the set at 5 was not sent again");
+        tokio::spawn(forward(feed, "web".into(), 10, tx, WATCH_STALL));
+        ftx.send(version(2)).unwrap();
+        // the first message is the version at 20 (a delta or, had the feed moved before the
+        // watcher looked, the whole set): never the set at 10 again
+        let m = rx.recv().await.unwrap().unwrap();
+        assert_eq!(m.applied_index, 20, "the set at 10 was not sent again");
     }
 
     #[tokio::test]
     async fn a_watcher_that_never_reads_is_cut_off_holding_a_bounded_buffer() {
-        let (ftx, feed) = tokio::sync::watch::channel(set(1, 1));
+        let (ftx, feed) = tokio::sync::watch::channel(version(1));
         let (tx, mut rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let task = tokio::spawn(forward(feed, "web".into(), 0, tx, Duration::from_millis(200)));
-        for i in 2..1000 {
-            if ftx.send(set(i, 1)).is_err() {
+        for seq in 2..1000 {
+            if ftx.send(version(seq)).is_err() {
                 break;
             }
             tokio::task::yield_now().await;
@@ -274,18 +316,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_slow_watcher_skips_to_the_newest_set() {
-        let (ftx, feed) = tokio::sync::watch::channel(set(1, 1));
+    async fn a_watcher_that_skipped_versions_gets_the_whole_set_again() {
+        let (ftx, feed) = tokio::sync::watch::channel(version(1));
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(forward(feed, "web".into(), 0, tx, WATCH_STALL));
-        for i in 2..50 {
-            ftx.send(set(i, 1)).unwrap();
+        for seq in 2..50 {
+            ftx.send(version(seq)).unwrap();
             tokio::task::yield_now().await;
         }
-        let mut last = 0;
-        while last < 49 {
-            last = rx.recv().await.unwrap().unwrap().applied_index;
+        // applying every message in order rebuilds the newest set
+        let mut set: std::collections::BTreeMap<u32, pb::Endpoint> = Default::default();
+        let mut skipped = false;
+        while set.len() < 49 {
+            let m = rx.recv().await.unwrap().unwrap();
+            if !m.delta {
+                skipped |= !set.is_empty();
+                set.clear();
+            }
+            for i in &m.removed {
+                set.remove(i);
+            }
+            set.extend(m.endpoints.into_iter().map(|e| (e.index, e)));
         }
-        assert_eq!(last, 49, "the newest set arrives after the skipped ones");
+        assert_eq!(set.len(), 49);
+        assert!(skipped, "a full set came after the buffer filled");
     }
 }

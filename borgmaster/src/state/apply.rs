@@ -158,6 +158,9 @@ impl CellState {
         };
         self.advance_drains(&mut ev);
         self.advance_rollouts(&mut ev);
+        for e in ev.out.iter_mut() {
+            e.log_index = self.applied_index;
+        }
         for e in &ev.out {
             if self.events.len() >= MAX_EVENTS {
                 self.events.pop_front();
@@ -277,6 +280,7 @@ impl Events {
             detail,
             machine: machine.cloned(),
             cause,
+            log_index: 0,
         });
     }
 }

@@ -245,6 +245,10 @@ pub struct Event {
     /// Not on the wire; absent in events recorded before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<PendingReason>,
+    /// Index of the log entry that caused it (the state's applied index then; 0 in states
+    /// written before it was kept).
+    #[serde(default)]
+    pub log_index: u64,
 }
 
 /// Why a task last became pending (waiting to be placed), as the state machine decided it:
