@@ -88,7 +88,7 @@ pub fn machine_state(m: &pb::Machine) -> &str {
 
 /// An event as JSON.
 pub fn event_json(e: &pb::Event) -> Value {
-    json!({"time_ms": e.time_ms, "job": e.job, "index": e.index, "kind": e.kind, "detail": e.detail, "machine": e.machine})
+    json!({"time_ms": e.time_ms, "job": e.job, "index": e.index, "kind": e.kind, "detail": e.detail, "machine": e.machine, "log_index": e.log_index})
 }
 
 /// Time of day (UTC) of a ms-since-epoch timestamp: `14:03:07.250Z`.

@@ -30,9 +30,42 @@ pub fn spawn(
     cgroup: Option<&TaskCgroup>,
     user: Option<(u32, u32)>,
 ) -> io::Result<Child> {
+    let log = |name: &str| OpenOptions::new().create(true).append(true).open(sandbox.join(name));
+    let io = Io { stdin: Stdio::null(), stdout: log("stdout")?.into(), stderr: log("stderr")?.into() };
+    spawn_with(argv, sandbox, env, cgroup, user, io)
+}
+
+/// Like [`spawn`], with stdin, stdout and stderr piped to the caller (`borgctl exec`).
+///
+/// Errors: as [`spawn`].
+pub fn spawn_piped(
+    argv: &[String],
+    sandbox: &Path,
+    env: &[(String, String)],
+    cgroup: Option<&TaskCgroup>,
+    user: Option<(u32, u32)>,
+) -> io::Result<Child> {
+    let io = Io { stdin: Stdio::piped(), stdout: Stdio::piped(), stderr: Stdio::piped() };
+    spawn_with(argv, sandbox, env, cgroup, user, io)
+}
+
+/// A process's standard streams.
+struct Io {
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+}
+
+fn spawn_with(
+    argv: &[String],
+    sandbox: &Path,
+    env: &[(String, String)],
+    cgroup: Option<&TaskCgroup>,
+    user: Option<(u32, u32)>,
+    io: Io,
+) -> io::Result<Child> {
     let (program, args) =
         argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let log = |name: &str| OpenOptions::new().create(true).append(true).open(sandbox.join(name));
     let fds = match cgroup {
         Some(cg) => cg.procs_fds()?,
         None => Vec::new(),
@@ -43,9 +76,9 @@ pub fn spawn(
         .current_dir(sandbox)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(log("stdout")?)
-        .stderr(log("stderr")?)
+        .stdin(io.stdin)
+        .stdout(io.stdout)
+        .stderr(io.stderr)
         .process_group(0);
     // SAFETY: the closure only calls write(2) on fds opened above, setgroups(2), setgid(2) and
     // setuid(2) (all async-signal-safe) and allocates nothing.

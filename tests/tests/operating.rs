@@ -163,3 +163,83 @@ fn drain_moves_tasks_within_the_budget_cordon_blocks_and_remove_refuses_a_busy_m
     assert!(String::from_utf8_lossy(&out.stderr).contains("no machine named \"drain-mX\""));
     assert_eq!(state_of(&cell, "drain-m1"), "up");
 }
+
+/// A borgctl stream (`events --watch -o json`) whose lines are collected as they come.
+struct Follower {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Follower {
+    fn start(master: &str, args: &[&str]) -> Follower {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin("borgctl"))
+            .args(["--master", master])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start borgctl");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(serde_json::from_str(&line).expect("one JSON object per line"));
+            }
+        });
+        Follower { child, lines }
+    }
+
+    fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.lines.lock().unwrap().iter().filter(|v| pred(v)).count()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn events_watch_sees_new_applies_once_each_across_kill_9_of_the_leader() {
+    use borg_integration_tests::group::MasterGroup;
+    let mut g = MasterGroup::start(3, 0);
+    g.wait_leader(Duration::from_secs(30));
+    let dir = g.dir.path().to_path_buf();
+    let apply = |g: &MasterGroup, name: &str| {
+        let p = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nuser: alice\npriority: batch\nkind: service\ntasks: 1\n\
+                 command: [/bin/sh, -c, 'sleep 1000']\nresources: {{cpu: 10m, ram: 1Mi}}\n"
+            ),
+        )
+        .unwrap();
+        g.wait_for(Duration::from_secs(30), "the apply is acknowledged", |g| {
+            g.borgctl(&["apply", "-f", p.to_str().unwrap()]).status.success()
+        });
+    };
+    apply(&g, "before");
+    let w = Follower::start(&g.master_arg(), &["events", "--watch", "-o", "json"]);
+    let submitted = |job: &'static str| move |e: &Value| e["job"] == job && e["kind"] == "submitted";
+    g.wait_for(Duration::from_secs(30), "the recent events first", |_| w.count(submitted("before")) == 1);
+    apply(&g, "a");
+    g.wait_for(Duration::from_secs(30), "an apply made after the watch started", |_| w.count(submitted("a")) == 1);
+    let leader = g.wait_leader(Duration::from_secs(30));
+    g.kill9(leader);
+    apply(&g, "b");
+    g.wait_for(Duration::from_secs(60), "an apply through the new leader", |_| w.count(submitted("b")) == 1);
+    apply(&g, "c");
+    g.wait_for(Duration::from_secs(30), "and the next", |_| w.count(submitted("c")) == 1);
+    // resumed from the last index: nothing seen twice
+    for job in ["before", "a", "b"] {
+        assert_eq!(w.count(|e| e["job"] == job && e["kind"] == "submitted"), 1, "{job}");
+    }
+    let lines = w.lines.lock().unwrap();
+    let indices: Vec<u64> = lines.iter().filter_map(|e| e["log_index"].as_u64()).collect();
+    assert!(indices.windows(2).all(|p| p[0] <= p[1]), "in log order: {indices:?}");
+}

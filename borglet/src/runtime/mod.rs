@@ -30,6 +30,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Where and as whom a command runs inside a task (`borgctl exec`), like its exec checks.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    /// The run it runs in.
+    pub run: RunId,
+    /// Working directory.
+    pub sandbox: PathBuf,
+    /// Exactly the task's environment.
+    pub env: Vec<(String, String)>,
+    /// The task's cgroup (joined before exec).
+    pub cgroup: Option<TaskCgroup>,
+    /// The task's uid and gid.
+    pub user: Option<(u32, u32)>,
+}
+
 /// All task runs of this machine and the desired set they converge to.
 pub struct Runtime {
     machine_id: String,
@@ -344,6 +359,36 @@ impl Runtime {
                 RunUsage { cpu_seconds, cpu_millis: r.cpu_rate_millis, memory_bytes }
             })
             .collect()
+    }
+
+    /// Where a command runs inside task `job/index` (`borgctl exec`): its newest live run's id,
+    /// sandbox, environment, cgroup and user; `None` when no run of it has a process here.
+    pub fn exec_context(&self, job: &str, index: u32) -> Option<ExecContext> {
+        let (id, run) = self.newest(job, index)?;
+        if run.phase != Phase::Running || run.pid.is_none() {
+            return None;
+        }
+        Some(ExecContext {
+            run: id.clone(),
+            sandbox: run.sandbox.clone(),
+            env: self.env_for(&run.spec, &run.sandbox),
+            cgroup: run.cgroup.clone(),
+            user: self.task_user,
+        })
+    }
+
+    fn newest(&self, job: &str, index: u32) -> Option<(&RunId, &TaskRun)> {
+        self.runs.iter().rev().find(|(k, _)| k.task.job == job && k.task.index == index)
+    }
+
+    /// The newest run of task `job/index` this Borglet knows (live or exited) and its sandbox.
+    pub fn newest_run(&self, job: &str, index: u32) -> Option<(RunId, PathBuf)> {
+        self.newest(job, index).map(|(k, r)| (k.clone(), r.sandbox.clone()))
+    }
+
+    /// Whether run `id` may still write output: it is known here and has not exited for good.
+    pub fn is_live(&self, id: &RunId) -> bool {
+        self.runs.get(id).is_some_and(|r| r.phase != Phase::Exited)
     }
 
     /// Sandbox of the newest run of task `job/index`, living or not, if any exists on disk.

@@ -88,16 +88,53 @@ pub const WATCH_BUFFER: usize = 8;
 /// How long a watcher's stream may stay full before it is ended with RESOURCE_EXHAUSTED.
 pub const WATCH_STALL: Duration = Duration::from_secs(30);
 
-/// One version of a name's endpoints in a feed: the whole set, and what changed since the
-/// version before (`seq - 1`).
+/// Deltas a feed keeps: a watcher up to this many versions behind is sent their merge, one
+/// further behind the whole set.
+pub const FEED_DELTAS: usize = 32;
+
+/// One version of a name's endpoints in a feed: the whole set, and the deltas of the last
+/// versions (up to [`FEED_DELTAS`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedSet {
     /// Version number within the feed (1 for the first).
     pub seq: u64,
     /// The whole set.
     pub full: pb::ResolveResponse,
-    /// What changed since version `seq - 1` (`delta: true`).
-    pub delta: pb::ResolveResponse,
+    /// Deltas of versions `seq - recent.len() + 1 ..= seq`, oldest first (`delta: true`).
+    pub recent: Vec<Arc<pb::ResolveResponse>>,
+}
+
+impl FeedSet {
+    /// What a watcher that has version `had` needs: the merged deltas since, or `None` when
+    /// they are no longer kept (send the whole set).
+    fn since(&self, had: u64) -> Option<pb::ResolveResponse> {
+        let behind = usize::try_from(self.seq.checked_sub(had)?).ok()?;
+        if behind == 0 || behind > self.recent.len() {
+            return None;
+        }
+        let deltas = &self.recent[self.recent.len() - behind..];
+        if let [one] = deltas {
+            return Some(one.as_ref().clone());
+        }
+        let mut upserts: std::collections::BTreeMap<u32, pb::Endpoint> = Default::default();
+        let mut removed = std::collections::BTreeSet::new();
+        for d in deltas {
+            for i in &d.removed {
+                upserts.remove(i);
+                removed.insert(*i);
+            }
+            for e in &d.endpoints {
+                removed.remove(&e.index);
+                upserts.insert(e.index, e.clone());
+            }
+        }
+        Some(pb::ResolveResponse {
+            endpoints: upserts.into_values().collect(),
+            applied_index: self.full.applied_index,
+            delta: true,
+            removed: removed.into_iter().collect(),
+        })
+    }
 }
 
 /// What a feed holds: the newest set, or the status that ended it.
@@ -140,7 +177,7 @@ impl WatchHub {
             }
         }
         let first = resolve(&master.state(), name)?;
-        let set = FeedSet { seq: 1, delta: pb::ResolveResponse { delta: true, ..first.clone() }, full: first };
+        let set = FeedSet { seq: 1, full: first, recent: Vec::new() };
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(Ok(set)));
         feeds.insert(name.to_string(), rx.clone());
         tokio::spawn(self.clone().run_feed(master.clone(), name.to_string(), tx));
@@ -163,7 +200,10 @@ impl WatchHub {
                 let next = match (cur.as_ref(), r) {
                     (Ok(old), Ok(new)) if old.full.endpoints == new.endpoints => return false,
                     (Ok(old), Ok(new)) => {
-                        Ok(FeedSet { seq: old.seq + 1, delta: delta(&old.full.endpoints, &new), full: new })
+                        let skip = (old.recent.len() + 1).saturating_sub(FEED_DELTAS);
+                        let mut recent: Vec<_> = old.recent[skip..].to_vec();
+                        recent.push(Arc::new(delta(&old.full.endpoints, &new)));
+                        Ok(FeedSet { seq: old.seq + 1, full: new, recent })
                     }
                     (_, Err(status)) => Err(status),
                     (Err(_), Ok(_)) => return false,
@@ -184,9 +224,9 @@ impl WatchHub {
 }
 
 /// Sends `feed`'s changes to one watcher's stream `tx`: the whole set at once (unless
-/// `since_index` is given and the set has not changed since), then the delta of each newer
-/// version, or the whole set again when the watcher skipped versions while its stream was
-/// full. Ends when the receiver is gone, when the name stops resolving (its status is sent),
+/// `since_index` is given and the set has not changed since), then the delta to each newer
+/// version (merged, when the watcher woke after several), or the whole set again when it fell
+/// more than [`FEED_DELTAS`] versions behind. Ends when the receiver is gone, when the name stops resolving (its status is sent),
 /// or when `tx` has been full for `stall` (RESOURCE_EXHAUSTED, in the slot kept for it).
 pub async fn forward(
     mut feed: Feed,
@@ -219,9 +259,8 @@ pub async fn forward(
                 return;
             }
             Ok(set) if sent.is_none() && since_index > 0 && set.full.applied_index <= since_index => None,
-            Ok(set) if sent.is_some_and(|s| s + 1 == set.seq) => Some(set.delta.clone()),
             Ok(set) if sent == Some(set.seq) => None,
-            Ok(set) => Some(set.full.clone()),
+            Ok(set) => Some(sent.and_then(|had| set.since(had)).unwrap_or_else(|| set.full.clone())),
         };
         if let Ok(set) = cur.as_ref() {
             sent = Some(set.seq);
@@ -248,8 +287,21 @@ mod tests {
 
     /// Feed versions 1, 2, ...: version k has k endpoints, at applied index 10 k.
     fn version(seq: u64) -> FeedValue {
-        let (old, new) = (full(10 * (seq - 1), seq as u32 - 1), full(10 * seq, seq as u32));
-        Arc::new(Ok(FeedSet { seq, delta: delta(&old.endpoints, &new), full: new }))
+        let recent = (seq.saturating_sub(FEED_DELTAS as u64 - 1).max(2)..=seq)
+            .map(|k| Arc::new(delta(&full(10 * (k - 1), k as u32 - 1).endpoints, &full(10 * k, k as u32))))
+            .collect();
+        Arc::new(Ok(FeedSet { seq, full: full(10 * seq, seq as u32), recent }))
+    }
+
+    #[test]
+    fn a_watcher_a_few_versions_behind_gets_the_merged_deltas() {
+        let Ok(set) = version(5).as_ref().clone() else { unreachable!() };
+        let m = set.since(2).unwrap();
+        assert!(m.delta);
+        assert_eq!(m.endpoints.iter().map(|e| e.index).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(set.since(5), None, "nothing to send");
+        let Ok(far) = version(100).as_ref().clone() else { unreachable!() };
+        assert_eq!(far.since(1), None, "too far behind: the whole set");
     }
 
     #[test]
@@ -316,7 +368,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_watcher_that_skipped_versions_gets_the_whole_set_again() {
+    async fn a_watcher_that_skipped_versions_still_rebuilds_the_newest_set() {
         let (ftx, feed) = tokio::sync::watch::channel(version(1));
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(forward(feed, "web".into(), 0, tx, WATCH_STALL));
@@ -326,11 +378,9 @@ mod tests {
         }
         // applying every message in order rebuilds the newest set
         let mut set: std::collections::BTreeMap<u32, pb::Endpoint> = Default::default();
-        let mut skipped = false;
         while set.len() < 49 {
             let m = rx.recv().await.unwrap().unwrap();
             if !m.delta {
-                skipped |= !set.is_empty();
                 set.clear();
             }
             for i in &m.removed {
@@ -339,6 +389,5 @@ mod tests {
             set.extend(m.endpoints.into_iter().map(|e| (e.index, e)));
         }
         assert_eq!(set.len(), 49);
-        assert!(skipped, "a full set came after the buffer filled");
     }
 }
