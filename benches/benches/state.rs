@@ -42,6 +42,7 @@ fn cell(bound_jobs: usize) -> CellState {
             capacity: Resources::new(32_000, 128 << 30, 0),
             attributes: Default::default(),
             state: MachineState::Up,
+            maintenance: Default::default(),
             registered_ms: 0,
             port_range: None,
         };

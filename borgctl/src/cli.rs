@@ -89,14 +89,36 @@ pub enum Cmd {
     Logs {
         /// Job name.
         name: String,
-        /// Task index.
-        index: u32,
+        /// Task index (not with --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        index: Option<u32>,
         /// Read stderr instead of stdout.
         #[arg(long)]
         stderr: bool,
-        /// Bytes from the end; 0 means the Borglet's default, the last 64 KiB.
+        /// Only the last N lines of what is there (of at most the last --tail-bytes).
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Bytes from the end to read; 0 means the Borglet's default, the last 64 KiB.
         #[arg(long, default_value_t = 0)]
-        tail: u64,
+        tail_bytes: u64,
+        /// Keep following: print what the task writes until it ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// With -f: every task of the job, each line prefixed by its index (`[3] ...`).
+        #[arg(long, requires = "follow")]
+        all: bool,
+    },
+    /// Run a command inside a running task (its sandbox, cgroup, user and environment), with
+    /// this terminal's stdin, stdout and stderr; exits with the command's code. Owner or
+    /// admin; recorded as an `exec` event. `borgctl exec web 0 -- ls -l`
+    Exec {
+        /// Job name.
+        name: String,
+        /// Task index.
+        index: u32,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Resource use like `kubectl top`: by machine, job or user (allocated vs used).
     Top {

@@ -162,6 +162,18 @@ impl pb::borglet_server::Borglet for HollowService {
             data: format!("task {}/{} runs on a hollow machine: it has no logs\n", r.job, r.index).into_bytes(),
         }))
     }
+
+    type FollowLogsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::TaskLogsResponse, Status>>;
+
+    async fn follow_logs(&self, _: Request<pb::ReadLogsRequest>) -> Result<Response<Self::FollowLogsStream>, Status> {
+        Err(Status::unimplemented("a hollow machine's tasks write no logs"))
+    }
+
+    type ExecStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ExecResponse, Status>>;
+
+    async fn exec(&self, _: Request<tonic::Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+        Err(Status::unimplemented("a hollow machine's tasks have no processes to exec in"))
+    }
 }
 
 /// Reads machines from fauxmaster's neutral CSV (`id,cpu_millis,ram_bytes,disk_bytes,attrs`,

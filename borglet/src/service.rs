@@ -178,6 +178,227 @@ impl pb::borglet_server::Borglet for BorgletService {
         .map_err(|e| Status::internal(format!("reading {file}: {e}")))?;
         Ok(Response::new(pb::TaskLogsResponse { machine: self.0.machine_id.clone(), data }))
     }
+
+    type FollowLogsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::TaskLogsResponse, Status>>;
+
+    async fn follow_logs(&self, req: Request<pb::ReadLogsRequest>) -> Result<Response<Self::FollowLogsStream>, Status> {
+        borg_rpc::auth::authenticate(&req, self.0.auth, &[borg_rpc::auth::Role::Replica], ONLY_REPLICAS)?;
+        let r = req.into_inner();
+        let (run, path) = self.log_file(&r)?;
+        let tail = match r.tail_bytes {
+            0 => DEFAULT_TAIL,
+            n => n.min(MAX_TAIL),
+        };
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(follow_file(self.0.clone(), run, path, len.saturating_sub(tail), tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    type ExecStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ExecResponse, Status>>;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        borg_rpc::auth::authenticate(&req, self.0.auth, &[borg_rpc::auth::Role::Replica], ONLY_REPLICAS)?;
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("exec: the first message names the task and command"))?;
+        if first.command.is_empty() {
+            return Err(Status::invalid_argument("exec: no command"));
+        }
+        let cx = self.0.runtime().exec_context(&first.job, first.index).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "task {}/{} has no running process on {}",
+                first.job, first.index, self.0.machine_id
+            ))
+        })?;
+        tracing::info!(job = %first.job, index = first.index, command = ?first.command, "exec");
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let _ = tx.send(Ok(pb::ExecResponse { machine: self.0.machine_id.clone(), ..Default::default() })).await;
+        tokio::spawn(exec(cx, first.command, first.stdin, first.stdin_eof, input, tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+/// How often a followed log is read for new bytes.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// Largest chunk of output in one streamed message, bytes.
+const CHUNK: usize = 64 * 1024;
+
+/// Reads `path` from `offset` (at most [`CHUNK`] bytes); empty when nothing new.
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(CHUNK as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Follows one log file of run `run` into `tx` from `offset`, until the run has ended and
+/// everything written is sent (or the receiver is gone).
+async fn follow_file(
+    b: Arc<Borglet>,
+    run: Option<borg_jobspec::RunId>,
+    path: std::path::PathBuf,
+    mut offset: u64,
+    tx: tokio::sync::mpsc::Sender<Result<pb::TaskLogsResponse, Status>>,
+) {
+    loop {
+        // whether it could still write is decided before reading, so nothing written before
+        // it ended is missed
+        let live = run.as_ref().is_some_and(|r| b.runtime().is_live(r));
+        loop {
+            let p = path.clone();
+            let data = match tokio::task::spawn_blocking(move || read_from(&p, offset)).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(Status::internal(format!("reading {}: {e}", path.display())))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                    return;
+                }
+            };
+            if data.is_empty() {
+                break;
+            }
+            offset += data.len() as u64;
+            let msg = pb::TaskLogsResponse { machine: b.machine_id.clone(), data };
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+        }
+        if !live {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+            () = tx.closed() => return,
+        }
+    }
+}
+
+impl BorgletService {
+    fn log_file(&self, r: &pb::ReadLogsRequest) -> Result<(Option<borg_jobspec::RunId>, std::path::PathBuf), Status> {
+        let file = match pb::LogStream::try_from(r.stream) {
+            Ok(pb::LogStream::Stderr) => "stderr",
+            _ => "stdout",
+        };
+        let rt = self.0.runtime();
+        let (run, sandbox) = match rt.newest_run(&r.job, r.index) {
+            Some((run, sandbox)) => (Some(run), sandbox),
+            None => (
+                None,
+                rt.sandbox_of(&r.job, r.index).ok_or_else(|| {
+                    Status::not_found(format!("task {}/{} has no sandbox on {}", r.job, r.index, self.0.machine_id))
+                })?,
+            ),
+        };
+        Ok((run, sandbox.join(file)))
+    }
+}
+
+/// Copies `from` (a child's stdout or stderr) into `tx` as `wrap(bytes)` messages until EOF.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    tx: tokio::sync::mpsc::Sender<Result<pb::ExecResponse, Status>>,
+    wrap: fn(Vec<u8>) -> pb::ExecResponse,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(Ok(wrap(buf[..n].to_vec()))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `argv` in `cx` with `input` as its stdin, streaming its output and then its exit
+/// status into `tx`.
+async fn exec(
+    cx: crate::runtime::ExecContext,
+    argv: Vec<String>,
+    first_stdin: Vec<u8>,
+    eof: bool,
+    mut input: tonic::Streaming<pb::ExecRequest>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::ExecResponse, Status>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = match crate::process::spawn_piped(&argv, &cx.sandbox, &cx.env, cx.cgroup.as_ref(), cx.user) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+            return;
+        }
+    };
+    let pid = child.id();
+    let std_pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (Some(stdin), Some(stdout), Some(stderr)) = std_pipes else {
+        let _ = tx.send(Err(Status::internal("exec: no pipes"))).await;
+        return;
+    };
+    let pipes = (
+        tokio::process::ChildStdin::from_std(stdin),
+        tokio::process::ChildStdout::from_std(stdout),
+        tokio::process::ChildStderr::from_std(stderr),
+    );
+    let (Ok(mut stdin), Ok(stdout), Ok(stderr)) = pipes else {
+        let _ = tx.send(Err(Status::internal("exec: pipes not usable"))).await;
+        return;
+    };
+    let out = tokio::spawn(pump(stdout, tx.clone(), |d| pb::ExecResponse { stdout: d, ..Default::default() }));
+    let err = tokio::spawn(pump(stderr, tx.clone(), |d| pb::ExecResponse { stderr: d, ..Default::default() }));
+    // stdin: what came with the first message, then the rest of the stream
+    let feed = tokio::spawn(async move {
+        if !first_stdin.is_empty() && stdin.write_all(&first_stdin).await.is_err() {
+            return;
+        }
+        if eof {
+            return;
+        }
+        while let Ok(Some(m)) = input.message().await {
+            if !m.stdin.is_empty() && stdin.write_all(&m.stdin).await.is_err() {
+                return;
+            }
+            if m.stdin_eof {
+                return;
+            }
+        }
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if tx.is_closed() => {
+                // the caller went away: the command goes too
+                crate::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(_) => break None,
+        }
+    };
+    feed.abort();
+    let _ = out.await;
+    let _ = err.await;
+    if let Some(status) = status {
+        let (exit_code, signal) = crate::process::exit_parts(status);
+        let _ = tx.send(Ok(pb::ExecResponse { exit_code, signal, ..Default::default() })).await;
+    }
 }
 
 /// Fuzz targets for the poll handler (proptest): arbitrary bytes decoded as a `PollRequest`,

@@ -22,7 +22,7 @@ pub fn task_to_pb(t: &Task, state: &CellState, soft: &SoftState) -> pb::Task {
         ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
         host: host.unwrap_or_default().to_string(),
         ready: t.ready,
-        ready_since_ms: if t.ready { t.ready_since_ms as i64 } else { 0 },
+        ready_since_ms: if t.ready { t.ready_since_ms } else { 0 },
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
         scheduled_ms: t.scheduled_ms,

@@ -243,3 +243,162 @@ fn events_watch_sees_new_applies_once_each_across_kill_9_of_the_leader() {
     let indices: Vec<u64> = lines.iter().filter_map(|e| e["log_index"].as_u64()).collect();
     assert!(indices.windows(2).all(|p| p[0] <= p[1]), "in log order: {indices:?}");
 }
+
+/// The sandbox of run 1 of `job/index` on the cell's first Borglet.
+fn sandbox(cell: &TestCell, job: &str, index: u32) -> std::path::PathBuf {
+    cell.borglets[0].work_dir.join("tasks").join(format!("{job}.{index}.1"))
+}
+
+/// A borgctl process whose stdout is collected as it comes.
+struct Output {
+    child: std::process::Child,
+    text: Arc<Mutex<String>>,
+}
+
+impl Output {
+    fn start(master: &str, args: &[&str]) -> Output {
+        use std::io::Read;
+        let mut child = std::process::Command::new(bin("borgctl"))
+            .args(["--master", master])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start borgctl");
+        let mut out = child.stdout.take().unwrap();
+        let text = Arc::new(Mutex::new(String::new()));
+        let t = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Output { child, text }
+    }
+
+    fn has(&self, s: &str) -> bool {
+        self.text.lock().unwrap().contains(s)
+    }
+
+    /// Waits for the process to end by itself; its exit status.
+    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "borgctl still running after {timeout:?}: {}",
+                self.text.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn logs_follow_shows_what_is_written_after_it_started_and_ends_with_the_task() {
+    let cell = TestCell::start("follow", 1);
+    // each task writes a line, waits for a file in its sandbox, writes another and ends
+    cell.apply_yaml(
+        "talker",
+        "name: talker\nuser: alice\npriority: batch\nkind: batch\ntasks: 2\n\
+         command: [/bin/sh, -c, 'echo before $BORG_TASK_INDEX; while [ ! -f go ]; do sleep 0.05; done; echo after $BORG_TASK_INDEX; echo partial']\n\
+         resources: {cpu: 100m, ram: 16Mi}\n",
+    );
+    cell.wait_tasks("talker", "running");
+    let mut one = Output::start(&cell.master_addr, &["logs", "talker", "0", "-f"]);
+    let mut all = Output::start(&cell.master_addr, &["logs", "talker", "-f", "--all", "--tail", "5"]);
+    cell.wait_for(Duration::from_secs(30), "the followers show the first lines", |_| {
+        one.has("before 0") && all.has("[0] before 0") && all.has("[1] before 1")
+    });
+    assert!(!one.has("after"), "nothing is written before the go file");
+    std::fs::write(sandbox(&cell, "talker", 0).join("go"), "").unwrap();
+    std::fs::write(sandbox(&cell, "talker", 1).join("go"), "").unwrap();
+    assert!(one.wait(Duration::from_secs(30)).success(), "logs -f ends when the task ends");
+    assert!(all.wait(Duration::from_secs(30)).success());
+    assert_eq!(*one.text.lock().unwrap(), "before 0\nafter 0\npartial\n");
+    let text = all.text.lock().unwrap().clone();
+    for line in ["[0] before 0\n", "[0] after 0\n", "[1] after 1\n", "[1] partial\n"] {
+        assert!(text.contains(line), "{line:?} in {text:?}");
+    }
+    // --tail N: the last N lines
+    let out = cell.borgctl(&["logs", "talker", "1", "--tail", "2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after 1\npartial\n");
+}
+
+#[test]
+fn exec_runs_as_the_task_in_its_cgroup_with_stdin_and_returns_its_code() {
+    let cell = TestCell::start("exec", 1);
+    cell.apply_yaml(
+        "box",
+        "name: box\nuser: alice\npriority: batch\nkind: service\ntasks: 1\n\
+         command: [/bin/sh, -c, 'echo ready; sleep 1000']\nresources: {cpu: 100m, ram: 16Mi}\n",
+    );
+    let t = cell.wait_tasks("box", "running");
+    let pid = t[0]["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let out = cell.borgctl(&[
+        "exec",
+        "box",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/cgroup; pwd; echo $BORG_JOB; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "the command's exit code: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(uid.as_str()), "as the task's uid: {text}");
+    // (on a machine without cgroup support the task has none: nothing to compare)
+    let ours: Vec<&str> = cgroup.lines().filter(|l| l.contains("borg-")).collect();
+    for l in ours {
+        assert!(text.contains(l), "in the task's cgroup {l:?}: {text}");
+    }
+    assert!(text.contains(&format!("{}\n", sandbox(&cell, "box", 0).display())), "in its sandbox: {text}");
+    assert!(text.ends_with("box\n"), "with its environment: {text}");
+    // stdin streams through; stderr comes back as stderr
+    let mut child = std::process::Command::new(bin("borgctl"))
+        .args(["--master", &cell.master_addr, "exec", "box", "0", "--", "sh", "-c", "tr a-z A-Z; echo oops >&2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello from stdin\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO FROM STDIN\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    // recorded: who ran what
+    let events = cell.json(&["events", "box"]);
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "exec" && e["detail"].as_str().unwrap().contains("\"tr a-z A-Z; echo oops >&2\"")),
+        "{events}"
+    );
+    // a task that is not running says so
+    let out = cell.borgctl(&["exec", "box", "7", "--", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no task box/7"), "{}", String::from_utf8_lossy(&out.stderr));
+}

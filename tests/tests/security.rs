@@ -89,6 +89,19 @@ fn strangers_are_refused_and_users_touch_only_their_own_jobs() {
     cell.wait_tasks("a1", "running");
     let o = cell.borgctl_as(Some(&bob), &["logs", "a1", "0"]);
     assert!(stderr(&o).contains("may read its tasks' output"), "{}", stderr(&o));
+    let o = cell.borgctl_as(Some(&bob), &["logs", "a1", "0", "-f"]);
+    assert!(stderr(&o).contains("may read its tasks' output"), "{}", stderr(&o));
+    let o = cell.borgctl_as(Some(&bob), &["exec", "a1", "0", "--", "id"]);
+    assert!(stderr(&o).contains("only a job's owner or an admin may exec in its tasks"), "{}", stderr(&o));
+    // the owner may, through the whole mTLS chain (borgctl -> master -> Borglet)
+    let o = cell.borgctl_as(Some(&alice), &["exec", "a1", "0", "--", "sh", "-c", "echo in $BORG_JOB; exit 4"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "in a1\n");
+    // machines: admins only
+    let o = cell.borgctl_as(Some(&alice), &["machines", "cordon", "sec-m1"]);
+    assert!(stderr(&o).contains("only admins cordon, drain or uncordon machines"), "{}", stderr(&o));
+    let o = cell.borgctl_as(Some(&alice), &["machines", "remove", "sec-m1"]);
+    assert!(stderr(&o).contains("only admins remove machines"), "{}", stderr(&o));
     let o = cell.borgctl_as(Some(&bob), &["job", "a1", "-o", "json"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && !text.contains("s3cret-alice") && text.contains("<redacted>"), "{text}");

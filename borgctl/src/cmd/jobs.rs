@@ -134,19 +134,6 @@ pub async fn delete(cx: &Cx, names: Vec<String>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(cx: &Cx, name: String, index: u32, stderr: bool, tail: u64) -> anyhow::Result<ExitCode> {
-    let stream = if stderr { pb::LogStream::Stderr } else { pb::LogStream::Stdout } as i32;
-    let r = connect(&cx.master)
-        .await?
-        .task_logs(pb::TaskLogsRequest { job: name, index, stream, tail_bytes: tail })
-        .await
-        .map_err(status)?
-        .into_inner();
-    use std::io::Write;
-    std::io::stdout().write_all(&r.data)?;
-    Ok(ExitCode::SUCCESS)
-}
-
 pub async fn events(cx: &Cx, job: Option<String>, limit: u32) -> anyhow::Result<ExitCode> {
     let events = connect(&cx.master)
         .await?

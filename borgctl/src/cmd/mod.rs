@@ -7,6 +7,7 @@ mod jobs;
 mod quota;
 mod replicas;
 mod rollout;
+mod task;
 mod watch;
 
 use crate::cli::{CellWhat, Cli, Cmd, Output, QuotaCmd};
@@ -42,7 +43,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Tasks { name, watch: true } => watch::tasks(&cx, name).await,
         Cmd::Kill { name } => jobs::kill(&cx, name).await,
         Cmd::Delete { names } => jobs::delete(&cx, names).await,
-        Cmd::Logs { name, index, stderr, tail } => jobs::logs(&cx, name, index, stderr, tail).await,
+        Cmd::Logs { name, index, stderr, tail, tail_bytes, follow, all } => {
+            let how = task::LogArgs { stderr, tail, tail_bytes };
+            match (follow, all, index) {
+                (true, true, _) => task::follow_all(&cx, name, how).await,
+                (true, false, Some(i)) => task::follow(&cx, name, i, how).await,
+                (_, _, i) => task::logs(&cx, name, i.unwrap_or(0), how).await,
+            }
+        }
+        Cmd::Exec { name, index, command } => task::exec(&cx, name, index, command).await,
         Cmd::Events { job, limit, watch: false } => jobs::events(&cx, job, limit).await,
         Cmd::Events { job, limit, watch: true } => watch::events(&cx, job, limit).await,
         Cmd::WhyPending { name } => jobs::why_pending(&cx, name).await,

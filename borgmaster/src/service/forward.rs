@@ -91,6 +91,40 @@ impl BorgmasterService {
     }
 }
 
+impl BorgmasterService {
+    /// For a streaming write (exec): `None` when this replica leads (serve it here), else the
+    /// leader's client and the metadata to send with the forwarded stream (marked forwarded,
+    /// with the original caller).
+    ///
+    /// Errors: UNAVAILABLE while no leader is known, or when the call was already forwarded
+    /// once and this replica does not lead.
+    pub(super) fn stream_route<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<Option<(BorgmasterClient<Channel>, tonic::metadata::MetadataMap)>, Status> {
+        let address = match self.master.leadership() {
+            Leadership::Me => return Ok(None),
+            _ if req.metadata().get(FORWARDED_BY).is_some() => {
+                return Err(Status::unavailable(
+                    "forwarded to a replica that does not lead (leadership is moving); retry",
+                ))
+            }
+            Leadership::Other { address, .. } => address,
+            Leadership::Unknown => {
+                return Err(Status::unavailable("no Borgmaster leader is elected; retry in a moment"))
+            }
+        };
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(FORWARDED_BY, tonic::metadata::MetadataValue::from(self.master.id));
+        if let Caller::Is(id) = self.caller(req)? {
+            if let Ok(uri) = id.uri().parse() {
+                md.insert(FORWARDED_FOR, uri);
+            }
+        }
+        Ok(Some((self.leader_client(&address)?, md)))
+    }
+}
+
 /// Where a write is served.
 pub(super) enum Route<T, R> {
     /// Here: this replica leads.

@@ -60,6 +60,41 @@ pub struct BorgmasterService {
 }
 
 impl BorgmasterService {
+    /// Ok when `caller` owns job `job` (or it does not exist: the lookup after says so).
+    fn require_task_owner(&self, caller: &Caller, job: &str, rule: &str) -> Result<(), Status> {
+        match self.master.state().jobs.get(job) {
+            Some(j) => caller.require_owner(&j.spec.user, rule),
+            None => Ok(()),
+        }
+    }
+
+    /// The machine of task `job/index` and a client of its Borglet.
+    ///
+    /// Errors: NOT_FOUND (no such task, or its machine is gone), FAILED_PRECONDITION (not
+    /// placed), UNAVAILABLE (the Borglet does not answer).
+    async fn task_borglet(&self, job: &str, index: u32) -> Result<(MachineId, BorgletClient<Channel>), Status> {
+        let (machine, address) = {
+            let s = self.master.state();
+            let t =
+                s.task(&TaskId::new(job, index)).ok_or_else(|| Status::not_found(format!("no task {job}/{index}")))?;
+            let m = t
+                .machine
+                .clone()
+                .ok_or_else(|| Status::failed_precondition(format!("task {job}/{index} has not been placed")))?;
+            let address = s
+                .machines
+                .get(&m)
+                .map(|m| m.address.clone())
+                .ok_or_else(|| Status::not_found(format!("machine {m} is not registered")))?;
+            (m, address)
+        };
+        let ep = crate::tls::endpoint(&address)
+            .map_err(|e| Status::internal(format!("machine {machine}: {e}")))?
+            .connect_timeout(Duration::from_secs(5));
+        let ch = ep.connect().await.map_err(|e| Status::unavailable(format!("machine {machine} at {address}: {e}")))?;
+        Ok((machine, BorgletClient::new(ch)))
+    }
+
     /// A service over `master`.
     pub fn new(master: Arc<Master>) -> Self {
         BorgmasterService { master, leaders: Default::default(), watches: Default::default() }
@@ -500,35 +535,74 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn task_logs(&self, req: Request<pb::TaskLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {
         let caller = self.caller(&req)?;
-        if let Some(job) = self.master.state().jobs.get(&req.get_ref().job) {
-            caller.require_owner(&job.spec.user, "only a job's owner or an admin may read its tasks' output")?;
-        }
+        self.require_task_owner(
+            &caller,
+            &req.get_ref().job,
+            "only a job's owner or an admin may read its tasks' output",
+        )?;
         let r = req.into_inner();
-        let (machine, address) = {
-            let s = self.master.state();
-            let t = s
-                .task(&TaskId::new(&r.job, r.index))
-                .ok_or_else(|| Status::not_found(format!("no task {}/{}", r.job, r.index)))?;
-            let m = t.machine.clone().ok_or_else(|| {
-                Status::failed_precondition(format!("task {}/{} has not been placed", r.job, r.index))
-            })?;
-            let address = s
-                .machines
-                .get(&m)
-                .map(|m| m.address.clone())
-                .ok_or_else(|| Status::not_found(format!("machine {m} is not registered")))?;
-            (m, address)
-        };
-        let ep = crate::tls::endpoint(&address)
-            .map_err(|e| Status::internal(format!("machine {machine}: {e}")))?
-            .timeout(Duration::from_secs(10));
-        let ch = ep.connect().await.map_err(|e| Status::unavailable(format!("machine {machine} at {address}: {e}")))?;
-        let mut resp = BorgletClient::new(ch)
+        let (machine, mut c) = self.task_borglet(&r.job, r.index).await?;
+        let mut resp = c
             .read_logs(pb::ReadLogsRequest { job: r.job, index: r.index, stream: r.stream, tail_bytes: r.tail_bytes })
             .await?
             .into_inner();
         resp.machine = machine.0;
         Ok(Response::new(resp))
+    }
+
+    type FollowTaskLogsStream = tonic::Streaming<pb::TaskLogsResponse>;
+
+    async fn follow_task_logs(
+        &self,
+        req: Request<pb::TaskLogsRequest>,
+    ) -> Result<Response<Self::FollowTaskLogsStream>, Status> {
+        let caller = self.caller(&req)?;
+        self.require_task_owner(
+            &caller,
+            &req.get_ref().job,
+            "only a job's owner or an admin may read its tasks' output",
+        )?;
+        let r = req.into_inner();
+        let (_, mut c) = self.task_borglet(&r.job, r.index).await?;
+        let req = pb::ReadLogsRequest { job: r.job, index: r.index, stream: r.stream, tail_bytes: r.tail_bytes };
+        Ok(Response::new(c.follow_logs(req).await?.into_inner()))
+    }
+
+    type ExecTaskStream = tonic::Streaming<pb::ExecResponse>;
+
+    async fn exec_task(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecTaskStream>, Status> {
+        let caller = self.caller(&req)?;
+        // the event is a write: a follower relays the whole stream to the leader
+        if let Some((mut leader, md)) = self.stream_route(&req)? {
+            let mut fwd = Request::new(tokio_stream::StreamExt::map_while(req.into_inner(), |m| m.ok()));
+            *fwd.metadata_mut() = md;
+            return Ok(Response::new(leader.exec_task(fwd).await?.into_inner()));
+        }
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("exec: the first message names the task and command"))?;
+        self.require_task_owner(&caller, &first.job, "only a job's owner or an admin may exec in its tasks")?;
+        if first.command.is_empty() {
+            return Err(Status::invalid_argument("exec: no command"));
+        }
+        let (machine, mut c) = self.task_borglet(&first.job, first.index).await?;
+        // recorded before it runs: who ran what, where
+        let record = Command::RecordExec {
+            job: first.job.clone(),
+            index: first.index,
+            machine: machine.clone(),
+            by: caller.name(),
+            command: first.command.clone(),
+        };
+        self.master.propose(record).await.map_err(propose_status)?;
+        let rest = tokio_stream::StreamExt::map_while(input, |m| m.ok());
+        let relay = tokio_stream::StreamExt::chain(tokio_stream::once(first), rest);
+        Ok(Response::new(c.exec(relay).await?.into_inner()))
     }
 
     async fn list_replicas(

@@ -67,10 +67,10 @@ pub async fn events(master: Arc<Master>, job: String, since: u64, tx: Sender<Res
             return;
         };
         first = false;
-        if !events.is_empty() || gap {
-            if !send(&tx, pb::WatchEventsResponse { events, applied_index: index, gap }).await {
-                return;
-            }
+        if (!events.is_empty() || gap)
+            && !send(&tx, pb::WatchEventsResponse { events, applied_index: index, gap }).await
+        {
+            return;
         }
         last = last.max(index);
         tokio::select! {
@@ -106,10 +106,10 @@ pub async fn tasks(master: Arc<Master>, job: String, tx: Sender<Result<pb::Watch
             .filter(|(i, t)| first || sent.get(*i).is_none_or(|old| without_usage(old) != without_usage(t)))
             .map(|(_, t)| t.clone())
             .collect();
-        if first || !changed.is_empty() {
-            if !send(&tx, pb::WatchTasksResponse { tasks: changed, applied_index: index }).await {
-                return;
-            }
+        if (first || !changed.is_empty())
+            && !send(&tx, pb::WatchTasksResponse { tasks: changed, applied_index: index }).await
+        {
+            return;
         }
         first = false;
         sent = now;

@@ -148,6 +148,11 @@ impl CellState {
             }
             Command::SetMaintenance { ids, maintenance, by } => self.set_maintenance(ids, *maintenance, by, &mut ev)?,
             Command::RemoveMachines { ids, force, by } => self.remove_machines(ids, *force, by, &mut ev)?,
+            Command::RecordExec { job, index, machine, by, command } => {
+                let who = if by.is_empty() { "someone (auth off)" } else { by.as_str() };
+                ev.push(job, Some(*index), EventKind::Exec, format!("{who} ran {command:?}"), Some(machine));
+                ApplyOutcome::Done
+            }
             Command::Tick => ApplyOutcome::Done,
             Command::SetDefaultQuota { limit } => {
                 self.default_quota = *limit;

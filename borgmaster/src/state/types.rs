@@ -349,6 +349,8 @@ pub enum EventKind {
     Drained,
     /// An admin removed a machine from the cell.
     Removed,
+    /// Someone ran a command inside a task (`borgctl exec`): who and what.
+    Exec,
     /// A kind this version does not know (read from the state of another version); never
     /// emitted.
     #[serde(other)]
@@ -357,7 +359,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind emitted, in declaration order.
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::Submitted,
         EventKind::Updated,
         EventKind::Killed,
@@ -380,6 +382,7 @@ impl EventKind {
         EventKind::Draining,
         EventKind::Drained,
         EventKind::Removed,
+        EventKind::Exec,
     ];
 
     /// The name on the wire and in the CLI (`machine-down`, `preempted`, ...).
@@ -407,6 +410,7 @@ impl EventKind {
             EventKind::Draining => "draining",
             EventKind::Drained => "drained",
             EventKind::Removed => "removed",
+            EventKind::Exec => "exec",
             EventKind::Other => "other",
         }
     }
@@ -562,6 +566,19 @@ pub enum Command {
         /// Who asked, for the events.
         #[serde(default)]
         by: String,
+    },
+    /// Records that someone ran a command inside a task (`borgctl exec`): an `exec` event.
+    RecordExec {
+        /// Job.
+        job: String,
+        /// Task index.
+        index: u32,
+        /// Where it ran.
+        machine: MachineId,
+        /// Who ran it (empty with auth off).
+        by: String,
+        /// What (argv).
+        command: Vec<String>,
     },
     /// Nothing but the passing of time: the leader proposes one every second while a rolling
     /// update waits on time (`min_ready`, `progress_deadline`), so that rules that depend on the
