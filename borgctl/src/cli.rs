@@ -108,6 +108,16 @@ pub enum Cmd {
         #[arg(long, requires = "follow")]
         all: bool,
     },
+    /// Restart a job's tasks (all, or those of --index) through the rolling-update path: one
+    /// new version, each task replaced only while the job's max_unavailable allows (and, with
+    /// readiness, once the last replacement is ready). Follow with `rollout status JOB --wait`.
+    Restart {
+        /// Job name.
+        name: String,
+        /// Only these task indices (repeatable).
+        #[arg(long = "index")]
+        indices: Vec<u32>,
+    },
     /// Run a command inside a running task (its sandbox, cgroup, user and environment), with
     /// this terminal's stdin, stdout and stderr; exits with the command's code. Owner or
     /// admin; recorded as an `exec` event. `borgctl exec web 0 -- ls -l`

@@ -94,6 +94,15 @@ impl MasterGroup {
         i
     }
 
+    /// Stops replica `i` the polite way (SIGTERM) and waits until it has exited.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].take() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
     /// SIGKILLs replica `i` (and reaps it).
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.replicas[i].take() {

@@ -453,8 +453,14 @@ impl TestCell {
 
     /// Starts Borglet `i` again with the same machine id and work dir.
     pub fn restart_borglet(&mut self, i: usize, work_dir: &Path) {
+        self.restart_borglet_from(i, work_dir, &bin("borglet"));
+    }
+
+    /// Like [`TestCell::restart_borglet`], running the Borglet binary at `binary` (a new
+    /// build installed at another path).
+    pub fn restart_borglet_from(&mut self, i: usize, work_dir: &Path, binary: &Path) {
         let id = self.borglets[i].id.clone();
-        let mut cmd = Command::new(bin("borglet"));
+        let mut cmd = Command::new(binary);
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
             .arg("--insecure")

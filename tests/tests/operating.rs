@@ -157,6 +157,19 @@ fn drain_moves_tasks_within_the_budget_cordon_blocks_and_remove_refuses_a_busy_m
     let out = cell.borgctl(&["machines", "remove", "drain-m2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(state_of(&cell, "drain-m2"), "gone");
+    // a rolling restart of one task: a new incarnation, the others untouched
+    let before: Vec<Value> = cell.tasks("svc");
+    let out = cell.borgctl(&["restart", "svc", "--index", "0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("restarting 1 tasks"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cell.wait_for(Duration::from_secs(30), "task 0 restarted and running", |c| {
+        let t = &c.tasks("svc")[0];
+        t["state"] == "running" && t["incarnation"].as_u64() > before[0]["incarnation"].as_u64()
+    });
+    assert_eq!(cell.tasks("svc")[1]["incarnation"], before[1]["incarnation"]);
     // a typo names the machine and changes nothing
     let out = cell.borgctl(&["machines", "cordon", "drain-m1", "drain-mX"]);
     assert!(!out.status.success());
@@ -401,4 +414,103 @@ fn exec_runs_as_the_task_in_its_cgroup_with_stdin_and_returns_its_code() {
     // a task that is not running says so
     let out = cell.borgctl(&["exec", "box", "7", "--", "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no task box/7"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_borglet_upgraded_to_a_binary_at_another_path_adopts_its_tasks() {
+    let mut cell = TestCell::start("upgrade", 1);
+    cell.apply_yaml("svc", &SVC.replace("TASKS", "2"));
+    let before = cell.wait_tasks("svc", "running");
+    let pids: Vec<u64> = before.iter().filter_map(|t| t["pid"].as_u64()).collect();
+    // "a new build": the binary installed under another path
+    let new = cell.dir.path().join("borglet-v2");
+    std::fs::copy(bin("borglet"), &new).unwrap();
+    let dir = cell.borglets[0].work_dir.clone();
+    cell.kill_borglet_process(0);
+    cell.restart_borglet_from(0, &dir, &new);
+    cell.wait_for(Duration::from_secs(30), "the new Borglet registered", |c| {
+        c.machines()[0]["address"] == c.borglets[0].addr.as_str()
+    });
+    let exe = std::fs::read_link(format!("/proc/{}/exe", cell.borglet_pid(0).unwrap())).unwrap();
+    assert_eq!(exe, new, "the running Borglet is the new binary");
+    // a few polls later: the same processes, never restarted
+    let seen = cell.machines()[0]["last_seen_ms"].as_i64().unwrap_or(0);
+    cell.wait_for(Duration::from_secs(30), "the master polled the new Borglet", |c| {
+        c.machines()[0]["last_seen_ms"].as_i64().unwrap_or(0) > seen
+    });
+    let after = cell.wait_tasks("svc", "running");
+    assert_eq!(after.iter().filter_map(|t| t["pid"].as_u64()).collect::<Vec<_>>(), pids, "adopted, same pids");
+    assert!(after.iter().all(|t| t["restarts"] == 0 && t["incarnation"] == 1), "{after:?}");
+    assert!(pids.iter().all(|&p| alive(p)));
+}
+
+#[test]
+fn a_rolling_restart_of_three_replicas_under_apply_load_loses_no_write_and_restarts_no_task() {
+    use borg_integration_tests::group::MasterGroup;
+    // snapshots every 20 entries: restarted replicas load one and replay the log after it
+    let mut g = MasterGroup::start(3, 20);
+    g.add_borglet();
+    let master = g.master_arg();
+    let dir = g.dir.path().to_path_buf();
+    let apply = move |master: &str, name: &str| {
+        let p = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nuser: alice\npriority: batch\nkind: service\ntasks: 1\n\
+                 command: [/bin/sh, -c, 'sleep 1000']\nresources: {{cpu: 10m, ram: 1Mi}}\n"
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(bin("borgctl"))
+            .args(["--master", master, "apply", "-f", p.to_str().unwrap()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let apply2 = apply.clone();
+    g.wait_for(Duration::from_secs(30), "svc applied", |_| apply2(&master, "svc"));
+    let tasks = |g: &MasterGroup| g.json_at(&master, &["tasks", "svc"]).and_then(|v| v.as_array().cloned());
+    g.wait_for(Duration::from_secs(30), "svc running", |g| {
+        tasks(g).is_some_and(|ts| ts.iter().all(|t| t["state"] == "running"))
+    });
+    let pids: Vec<u64> = tasks(&g).unwrap().iter().filter_map(|t| t["pid"].as_u64()).collect();
+    // a steady apply load through the whole group
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let load = {
+        let (stop, acked, master) = (stop.clone(), acked.clone(), master.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let name = format!("load-{i}");
+                if apply(&master, &name) {
+                    acked.lock().unwrap().push(name);
+                }
+                i += 1;
+            }
+        })
+    };
+    let has_all = |g: &MasterGroup, i: usize, want: &[String]| {
+        g.jobs_at(i).is_some_and(|jobs| want.iter().all(|w| jobs.contains(w)))
+    };
+    for i in 0..3 {
+        g.wait_for(Duration::from_secs(30), "some load acknowledged before this restart", |_| {
+            acked.lock().unwrap().len() > 5 * (i + 1)
+        });
+        g.stop(i);
+        g.start_replica(i);
+        // caught up: it has every write acknowledged before it came back
+        let want = acked.lock().unwrap().clone();
+        g.wait_for(Duration::from_secs(60), "the restarted replica caught up", |g| has_all(g, i, &want));
+    }
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    let want = acked.lock().unwrap().clone();
+    assert!(want.len() >= 15, "the load ran throughout: {} applies acknowledged", want.len());
+    for i in 0..3 {
+        g.wait_for(Duration::from_secs(60), "every acknowledged write on every replica", |g| has_all(g, i, &want));
+    }
+    let after = tasks(&g).unwrap();
+    assert_eq!(after.iter().filter_map(|t| t["pid"].as_u64()).collect::<Vec<_>>(), pids, "no task restarted");
+    assert!(after.iter().all(|t| t["restarts"] == 0 && t["incarnation"] == 1), "{after:?}");
 }

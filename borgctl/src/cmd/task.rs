@@ -148,6 +148,26 @@ pub async fn exec(cx: &Cx, name: String, index: u32, command: Vec<String>) -> an
     anyhow::bail!("the exec stream ended without the command's exit status (its Borglet or master went away)")
 }
 
+/// `restart JOB [--index N]...`: a rolling restart.
+pub async fn restart(cx: &Cx, name: String, indices: Vec<u32>) -> anyhow::Result<ExitCode> {
+    let r = connect(&cx.master)
+        .await?
+        .restart_job(pb::RestartJobRequest { name: name.clone(), indices })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if cx.json {
+        crate::output::print_json(&serde_json::json!({"job": name, "version": r.version, "restarting": r.restarting}))?;
+    } else {
+        outln!(
+            "job {name}: restarting {} tasks through a rolling update (version {}); follow with `borgctl rollout status {name} --wait`",
+            r.restarting,
+            r.version
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::LogArgs;

@@ -108,6 +108,8 @@ pub(super) fn propose_status(e: ProposeError) -> Status {
         ProposeError::Rejected(e @ CommandError::JobStillLive { .. }) => Status::failed_precondition(e.to_string()),
         ProposeError::Rejected(e @ CommandError::OverQuota(_)) => Status::resource_exhausted(e.to_string()),
         ProposeError::Rejected(e @ CommandError::NoSuchMachine(_)) => Status::not_found(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::NoSuchTask { .. }) => Status::not_found(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::JobKilled(_)) => Status::failed_precondition(e.to_string()),
         ProposeError::Rejected(e @ CommandError::MachineHasTasks { .. }) => Status::failed_precondition(e.to_string()),
         e @ ProposeError::NotLeader { .. } => Status::unavailable(format!("{e}; retry")),
         ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
@@ -206,6 +208,29 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
         let soft = self.master.soft();
         Ok(Response::new(pb::ListTasksResponse { tasks: job.tasks.iter().map(|t| task_to_pb(t, &s, &soft)).collect() }))
+    }
+
+    async fn restart_job(
+        &self,
+        req: Request<pb::RestartJobRequest>,
+    ) -> Result<Response<pb::RestartJobResponse>, Status> {
+        let caller = self.caller(&req)?;
+        self.require_task_owner(&caller, &req.get_ref().name, "only a job's owner or an admin may restart it")?;
+        let req = match self.route(req, |mut c, r| async move { c.restart_job(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
+        let r = req.into_inner();
+        let (outcome, _) = self
+            .master
+            .propose(Command::RestartTasks { name: r.name.clone(), indices: r.indices.clone() })
+            .await
+            .map_err(propose_status)?;
+        let (version, restarting) = match outcome {
+            ApplyOutcome::Restarting { version, tasks } => (version, tasks),
+            _ => (0, 0),
+        };
+        Ok(Response::new(pb::RestartJobResponse { version, restarting }))
     }
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {

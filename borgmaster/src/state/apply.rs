@@ -31,6 +31,19 @@ pub enum CommandError {
     /// The named machine is not registered.
     #[error("no machine named {0:?}")]
     NoSuchMachine(String),
+    /// RestartTasks of a killed job.
+    #[error("job {0:?} is killed: apply it again to start it")]
+    JobKilled(String),
+    /// A task index the job does not have.
+    #[error("job {job:?} has no task {index} (it has {count})")]
+    NoSuchTask {
+        /// Job.
+        job: String,
+        /// The index asked for.
+        index: u32,
+        /// How many tasks it has.
+        count: usize,
+    },
     /// RemoveMachines of a machine that still holds live tasks, without `force`.
     #[error(
         "machine {machine:?} still holds {live} live tasks: drain it first (`borgctl machines drain {machine}`), \
@@ -109,6 +122,13 @@ pub enum ApplyOutcome {
     /// KillJob of a job whose tasks had all finished (or that was killed before): nothing
     /// changed.
     AlreadyFinished,
+    /// RestartTasks: the job's new version and how many live tasks it restarts.
+    Restarting {
+        /// New version.
+        version: u64,
+        /// Live tasks to be replaced (some may already be, in the same entry).
+        tasks: u32,
+    },
     /// Any other command.
     Done,
 }
@@ -148,6 +168,7 @@ impl CellState {
             }
             Command::SetMaintenance { ids, maintenance, by } => self.set_maintenance(ids, *maintenance, by, &mut ev)?,
             Command::RemoveMachines { ids, force, by } => self.remove_machines(ids, *force, by, &mut ev)?,
+            Command::RestartTasks { name, indices } => self.restart_tasks(name, indices, &mut ev)?,
             Command::RecordExec { job, index, machine, by, command } => {
                 let who = if by.is_empty() { "someone (auth off)" } else { by.as_str() };
                 ev.push(job, Some(*index), EventKind::Exec, format!("{who} ran {command:?}"), Some(machine));

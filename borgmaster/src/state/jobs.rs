@@ -254,6 +254,50 @@ impl CellState {
         Ok(ApplyOutcome::Done)
     }
 
+    pub(super) fn restart_tasks(
+        &mut self,
+        name: &str,
+        indices: &[u32],
+        ev: &mut Events,
+    ) -> Result<ApplyOutcome, CommandError> {
+        let job = self.jobs.get_mut(name).ok_or_else(|| CommandError::NoSuchJob(name.to_string()))?;
+        if job.killed {
+            return Err(CommandError::JobKilled(name.to_string()));
+        }
+        if let Some(&index) = indices.iter().find(|i| **i as usize >= job.tasks.len()) {
+            return Err(CommandError::NoSuchTask { job: name.to_string(), index, count: job.tasks.len() });
+        }
+        let (old, version) = (job.version, job.version + 1);
+        let spec = job.spec.clone();
+        job.old_specs.insert(old, spec.clone());
+        let mut restarting = Vec::new();
+        for t in job.tasks.iter_mut().filter(|t| t.state != TaskState::Dead) {
+            if t.job_version == old && !(indices.is_empty() || indices.contains(&t.index)) {
+                t.job_version = version; // not asked for: carries on as the new version
+            } else if t.job_version == old {
+                restarting.push(t.index);
+            }
+        }
+        job.version = version;
+        job.paused = None;
+        job.history.push(Revision { version, applied_ms: ev.now, spec });
+        if job.history.len() > MAX_REVISIONS {
+            job.history.remove(0);
+        }
+        if job.rolling() {
+            self.rolling.insert(name.to_string());
+        }
+        let list = restarting.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        ev.push(
+            name,
+            None,
+            EventKind::Updated,
+            format!("version {version}, restart of tasks [{list}] within max_unavailable"),
+            None,
+        );
+        Ok(ApplyOutcome::Restarting { version, tasks: restarting.len() as u32 })
+    }
+
     pub(super) fn kill_job(&mut self, name: &str, ev: &mut Events) -> Result<ApplyOutcome, CommandError> {
         let job = self.jobs.get(name).ok_or_else(|| CommandError::NoSuchJob(name.to_string()))?;
         let live: Vec<Task> = job.tasks.iter().filter(|t| t.state != TaskState::Dead).cloned().collect();
@@ -323,6 +367,24 @@ mod tests {
     use super::super::fixtures::*;
     use super::super::*;
     use scheduler_core::{Band, MachineId, Resources};
+
+    #[test]
+    fn restart_replaces_the_chosen_tasks_one_budget_at_a_time() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 3), expected_version: None }).unwrap();
+        running(&mut s, "web", "m1");
+        run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![0, 2] }).unwrap();
+        let inc: Vec<u64> = s.jobs["web"].tasks.iter().map(|t| t.incarnation).collect();
+        assert_eq!(inc, [2, 1, 1], "one at a time (max_unavailable 1), task 1 untouched");
+        running(&mut s, "web", "m1");
+        let inc: Vec<u64> = s.jobs["web"].tasks.iter().map(|t| t.incarnation).collect();
+        assert_eq!(inc, [2, 1, 2], "the next once the first is back");
+        running(&mut s, "web", "m1");
+        assert!(!s.jobs["web"].rolling());
+        let e = run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![9] }).unwrap_err();
+        assert_eq!(e.to_string(), "job \"web\" has no task 9 (it has 3)");
+    }
 
     #[test]
     fn scaling_a_job_or_changing_its_update_policy_restarts_no_task() {

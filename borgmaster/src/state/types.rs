@@ -567,6 +567,15 @@ pub enum Command {
         #[serde(default)]
         by: String,
     },
+    /// Restarts a job's live tasks (`borgctl restart`), all or those of `indices`, through the
+    /// rolling-update path: a new version with the same spec, so each task is replaced only
+    /// while the job's `max_unavailable` allows (the disruption budget holds).
+    RestartTasks {
+        /// Job.
+        name: String,
+        /// Task indices; empty: every live task.
+        indices: Vec<u32>,
+    },
     /// Records that someone ran a command inside a task (`borgctl exec`): an `exec` event.
     RecordExec {
         /// Job.
