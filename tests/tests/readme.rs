@@ -35,7 +35,7 @@ fn commands(readme: &str, from: &str, to: &str) -> Vec<Vec<String>> {
 fn the_readme_walk_throughs_run_as_written() {
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
     let mut cmds = commands(&readme, "## A 5-minute tour", "## Priorities, quotas");
-    cmds.extend(commands(&readme, "## Priorities, quotas", "## A replicated master"));
+    cmds.extend(commands(&readme, "## Priorities, quotas", "## Maintaining machines"));
     assert!(cmds.len() >= 20, "found the walk-throughs' commands: {cmds:?}");
     assert!(
         cmds.iter().any(|c| c.starts_with(&["quota".to_string(), "set".to_string()])),
@@ -45,8 +45,15 @@ fn the_readme_walk_throughs_run_as_written() {
     let cell = TestCell::start("readme", 1);
     cell.apply(Path::new("configs/jobs/hello-batch.yaml"));
     cell.wait_tasks("hello", "dead");
+    run_all(&cell, &cmds);
+}
+
+/// Runs each command against `cell` from the workspace root; a failure names it. A command
+/// that follows a stream (`-f`, `--watch`) must print something and still be running (or have
+/// ended well) after 3 s; it is then stopped, like Ctrl-C.
+fn run_all(cell: &TestCell, cmds: &[Vec<String>]) {
     let root = workspace_root();
-    for c in &cmds {
+    for c in cmds {
         let mut args: Vec<&str> = c.iter().map(String::as_str).collect();
         // `< FILE`: the command's stdin
         let stdin = match args.iter().position(|a| *a == "<") {
@@ -57,14 +64,13 @@ fn the_readme_walk_throughs_run_as_written() {
             }
             None => std::process::Stdio::null(),
         };
-        let out = std::process::Command::new(borg_integration_tests::bin("borgctl"))
-            .current_dir(&root)
-            .arg("--master")
-            .arg(&cell.master_addr)
-            .args(&args)
-            .stdin(stdin)
-            .output()
-            .expect("run borgctl");
+        let mut cmd = std::process::Command::new(borg_integration_tests::bin("borgctl"));
+        cmd.current_dir(&root).arg("--master").arg(&cell.master_addr).args(&args).stdin(stdin);
+        if args.iter().any(|a| *a == "-f" || *a == "--watch") {
+            follow(cmd, c);
+            continue;
+        }
+        let out = cmd.output().expect("run borgctl");
         let code = out.status.code();
         // a dry run exits 2 when tasks would stay pending: documented, not a failure
         let ok = code == Some(0) || (code == Some(2) && args.contains(&"--dry-run"));
@@ -76,4 +82,45 @@ fn the_readme_walk_throughs_run_as_written() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A streaming command: it prints, and it is still running or ended well after 3 s.
+fn follow(mut cmd: std::process::Command, c: &[String]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    cmd.stdout(std::fs::File::create(&out).unwrap()).stderr(std::fs::File::create(&err).unwrap());
+    let mut child = cmd.spawn().expect("run borgctl");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > std::time::Duration::from_secs(3) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (out, err) =
+        (std::fs::read_to_string(out).unwrap_or_default(), std::fs::read_to_string(err).unwrap_or_default());
+    assert!(
+        status.is_none_or(|s| s.success()),
+        "README command `borgctl {}` failed ({status:?}):\n{out}{err}",
+        c.join(" ")
+    );
+    assert!(!out.is_empty(), "README command `borgctl {}` printed nothing in 3 s:\n{err}", c.join(" "));
+}
+
+#[test]
+fn the_maintaining_machines_walk_through_runs_as_written() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let cmds = commands(&readme, "## Maintaining machines", "## Upgrading a cell");
+    assert!(cmds.iter().any(|c| c.len() > 1 && c[0] == "machines" && c[1] == "drain"), "{cmds:?}");
+    // a dev cell with two machines: dev-m1 and dev-m2
+    let cell = TestCell::start("dev", 2);
+    run_all(&cell, &cmds);
+    let ms = cell.machines();
+    let ids: Vec<&str> = ms.as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, ["dev-m2"], "dev-m1 was drained and removed");
 }
