@@ -18,7 +18,7 @@
 //! next task go); the leader proposes `Tick`s while a deadline waits on time.
 
 use super::apply::{requeue, Events};
-use super::{ApplyOutcome, CellState, CommandError, EventKind, Maintenance, PendingReason, Task, TaskState};
+use super::{ApplyOutcome, CellState, CommandError, EventKind, Maintenance, PendingReason, Task, TaskId, TaskState};
 use borg_jobspec::JobKind;
 use scheduler_core::{Band, MachineId};
 
@@ -118,6 +118,9 @@ impl CellState {
                 .map(|t| (t.job.clone(), t.index))
                 .collect();
             for (job, index) in pinned {
+                if let Some(t) = self.task(&TaskId::new(&job, index)).cloned() {
+                    self.unbind(&t);
+                }
                 if let Some(t) = self.task_mut(&job, index) {
                     t.state = TaskState::Dead;
                     t.reason = format!("machine {id} removed");

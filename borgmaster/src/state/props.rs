@@ -43,7 +43,7 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
         let j = jobs.get(i as usize % jobs.len().max(1))?;
         j.tasks.get(b as usize % j.tasks.len().max(1))
     };
-    match op % 9 {
+    match op % 12 {
         0 => Command::RegisterMachine {
             machine: Machine {
                 id: machine(a),
@@ -90,7 +90,7 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
                         job: t.job.clone(),
                         index: t.index,
                         incarnation: t.incarnation,
-                        state: if op % 9 == 4 { TaskState::Running } else { TaskState::Dead },
+                        state: if op % 12 == 4 { TaskState::Running } else { TaskState::Dead },
                         pid: Some(7),
                         exit_code: Some(c as i32 % 2),
                         signal: None,
@@ -115,6 +115,20 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
                 }],
             },
             None => Command::MachineUp { id: machine(c) },
+        },
+        8 => Command::SetMaintenance {
+            ids: vec![known(a)],
+            maintenance: match b % 3 {
+                0 => Maintenance::None,
+                1 => Maintenance::Cordoned,
+                _ => Maintenance::Draining { deadline_ms: c.is_multiple_of(2).then_some(1000 + c as i64 * 100) },
+            },
+            by: String::new(),
+        },
+        9 => Command::RemoveMachines { ids: vec![known(a)], force: b.is_multiple_of(2), by: String::new() },
+        10 => Command::RestartTasks {
+            name: format!("j{}", a % 5),
+            indices: if b.is_multiple_of(2) { vec![] } else { vec![c as u32 % 4] },
         },
         _ => Command::SetQuota {
             user: format!("u{}", a % 3),
