@@ -104,7 +104,8 @@ pub fn render(master: &Master, insecure: bool, all: bool) -> String {
     for m in state.machines.values() {
         let alloc = state.allocated_on(&m.id);
         let used = soft.machine_usage.get(&m.id).copied().unwrap_or_default();
-        let (cls, st) = if m.state == MachineState::Up { ("up", "up") } else { ("down", "down") };
+        let st = state.machine_state_name(&m.id);
+        let cls = if m.state == MachineState::Up { "up" } else { "down" };
         let attrs: Vec<String> = m.attributes.iter().map(|(k, v)| format!("{}={}", esc(k), esc(v))).collect();
         let _ = write!(
             h,
@@ -247,7 +248,7 @@ pub fn render_machine(master: &Master, id: &str, insecure: bool) -> Option<Strin
         "<table><tr><th>state</th><td>{}</td></tr><tr><th>address</th><td>{}</td></tr><tr><th>capacity</th><td>{}</td></tr>\
          <tr><th>allocated</th><td>{}</td></tr><tr><th>free</th><td>{}</td></tr><tr><th>used</th><td>{}</td></tr>\
          <tr><th>attributes</th><td>{}</td></tr></table><h2>Tasks</h2>",
-        if m.state == MachineState::Up { "up" } else { "down" },
+        state.machine_state_name(&m.id),
         esc(&m.address),
         esc(&m.capacity.to_string()),
         esc(&alloc.to_string()),
