@@ -177,45 +177,6 @@ fn drain_moves_tasks_within_the_budget_cordon_blocks_and_remove_refuses_a_busy_m
     assert_eq!(state_of(&cell, "drain-m1"), "up");
 }
 
-/// A borgctl stream (`events --watch -o json`) whose lines are collected as they come.
-struct Follower {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Follower {
-    fn start(master: &str, args: &[&str]) -> Follower {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(bin("borgctl"))
-            .args(["--master", master])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start borgctl");
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                l.lock().unwrap().push(serde_json::from_str(&line).expect("one JSON object per line"));
-            }
-        });
-        Follower { child, lines }
-    }
-
-    fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
-        self.lines.lock().unwrap().iter().filter(|v| pred(v)).count()
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn events_watch_sees_new_applies_once_each_across_kill_9_of_the_leader() {
     use borg_integration_tests::group::MasterGroup;
@@ -237,7 +198,7 @@ fn events_watch_sees_new_applies_once_each_across_kill_9_of_the_leader() {
         });
     };
     apply(&g, "before");
-    let w = Follower::start(&g.master_arg(), &["events", "--watch", "-o", "json"]);
+    let w = Output::start(&g.master_arg(), &["events", "--watch", "-o", "json"]);
     let submitted = |job: &'static str| move |e: &Value| e["job"] == job && e["kind"] == "submitted";
     g.wait_for(Duration::from_secs(30), "the recent events first", |_| w.count(submitted("before")) == 1);
     apply(&g, "a");
@@ -252,8 +213,7 @@ fn events_watch_sees_new_applies_once_each_across_kill_9_of_the_leader() {
     for job in ["before", "a", "b"] {
         assert_eq!(w.count(|e| e["job"] == job && e["kind"] == "submitted"), 1, "{job}");
     }
-    let lines = w.lines.lock().unwrap();
-    let indices: Vec<u64> = lines.iter().filter_map(|e| e["log_index"].as_u64()).collect();
+    let indices: Vec<u64> = w.json_lines().iter().filter_map(|e| e["log_index"].as_u64()).collect();
     assert!(indices.windows(2).all(|p| p[0] <= p[1]), "in log order: {indices:?}");
 }
 
@@ -294,6 +254,17 @@ impl Output {
 
     fn has(&self, s: &str) -> bool {
         self.text.lock().unwrap().contains(s)
+    }
+
+    /// The complete lines so far, each parsed as JSON (`-o json` streams).
+    fn json_lines(&self) -> Vec<Value> {
+        let text = self.text.lock().unwrap().clone();
+        let complete = text.rsplit_once('\n').map_or("", |(done, _)| done).to_string();
+        complete.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+    }
+
+    fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.json_lines().iter().filter(|v| pred(v)).count()
     }
 
     /// Waits for the process to end by itself; its exit status.
