@@ -351,4 +351,26 @@ mod tests {
         run(&mut s, Command::RegisterMachine { machine: machine("m3") }).unwrap();
         assert_eq!(s.machine_state_name(&m("m3")), "up");
     }
+
+    #[test]
+    fn an_alloc_moves_with_the_tasks_inside_it() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        let mut set = spec("pool", 1);
+        set.kind = borg_jobspec::JobKind::AllocSet;
+        set.command = vec![];
+        run(&mut s, Command::ApplyJob { spec: set, expected_version: None }).unwrap();
+        bind(&mut s, "pool", 0, "m1");
+        let mut inner = spec("inner", 1);
+        inner.alloc_set = "pool".into();
+        run(&mut s, Command::ApplyJob { spec: inner, expected_version: None }).unwrap();
+        let b = Bind { job: "inner".into(), index: 0, incarnation: 1, machine: m("m1"), alloc: Some(0) };
+        run(&mut s, Command::Bind { bindings: vec![b], evictions: vec![] }).unwrap();
+        drain(&mut s, &["m1"], None);
+        for job in ["pool", "inner"] {
+            let t = s.task(&TaskId::new(job, 0)).unwrap();
+            assert_eq!((t.state, t.machine.clone()), (TaskState::Pending, None), "{job}");
+        }
+        assert_eq!(s.machine_state_name(&m("m1")), "drained");
+    }
 }
