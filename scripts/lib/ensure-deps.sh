@@ -32,6 +32,7 @@ ensure_deps() {
 # What the observability tests use when present (they skip, saying why, when not): promtool and a
 # Prometheus server (package prometheus), headless Chromium for the status page screenshot.
 ensure_test_extras() {
-    # dig (bind9-dnsutils) asks the master's DNS in the services test
-    apt_install_missing prometheus chromium bind9-dnsutils
+    # dig (bind9-dnsutils) asks the master's DNS in the services test; etcd-server is what
+    # replbench's short CI run compares the replicated write path with
+    apt_install_missing prometheus chromium bind9-dnsutils etcd-server
 }

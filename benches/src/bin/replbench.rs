@@ -282,9 +282,9 @@ fn start_etcd(dir: &Path) -> anyhow::Result<Etcd> {
         let log = std::fs::File::create(dir.join(format!("etcd{i}.log")))?;
         let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
         let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
+        // plain http URLs are etcd's insecure mode: it has no --insecure flag (3.4 exits on it)
         let child = Command::new("etcd")
             .args(["--name", &format!("e{i}")])
-            .arg("--insecure")
             .arg("--data-dir")
             .arg(dir.join(format!("etcd{i}")))
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
