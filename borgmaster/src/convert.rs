@@ -68,7 +68,10 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
         dead: count(TaskState::Dead),
         succeeded: j.tasks.iter().filter(|t| t.state == TaskState::Dead && t.exit_code == Some(0)).count() as u32,
         state: j.state_name().to_string(),
-        why_pending: why.map(ToString::to_string).unwrap_or_default(),
+        why_pending: match state.after_state(j) {
+            crate::state::After::Waiting(a) if j.held() => format!("waiting for job {a} (after)"),
+            _ => why.map(ToString::to_string).unwrap_or_default(),
+        },
         why_pending_reasons: reasons.into_iter().map(|(r, n)| (r, n as u32)).collect(),
         why_pending_machines: machines as u32,
         paused: j.paused.clone().unwrap_or_default(),

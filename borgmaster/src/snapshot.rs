@@ -94,7 +94,8 @@ pub fn snapshot(state: &CellState) -> Snapshot {
                 occupied: occupied.clone(),
             }
         };
-        if !pending.is_empty() {
+        // a job waiting for others (`after`) is not offered yet
+        if !pending.is_empty() && !job.held() {
             groups.push(group(pending, None));
         }
         for (index, machine) in pinned {

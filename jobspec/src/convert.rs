@@ -147,6 +147,7 @@ impl From<&JobSpec> for pb::JobSpec {
             readiness: s.health.readiness.as_deref().map(check_to_pb),
             min_ready_ms: s.min_ready_ms,
             progress_deadline_ms: s.progress_deadline_ms,
+            after: s.after.clone(),
         }
     }
 }
@@ -210,6 +211,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             } else {
                 p.progress_deadline_ms
             },
+            after: p.after.clone(),
         };
         problems.extend(spec.problems());
         if problems.is_empty() {

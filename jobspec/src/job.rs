@@ -142,7 +142,14 @@ pub struct JobSpec {
     /// milliseconds (`update.progress_deadline`, default [`DEFAULT_PROGRESS_DEADLINE_MS`]).
     #[serde(default = "default_progress_deadline")]
     pub progress_deadline_ms: u64,
+    /// Jobs that must have finished with every task succeeded before this job's tasks are
+    /// placed (at most [`MAX_AFTER`], by name); if one fails, so does this job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
+
+/// Most jobs one job may wait for (`after`).
+pub const MAX_AFTER: usize = 32;
 
 /// Default `update.progress_deadline`: 10 minutes.
 pub const DEFAULT_PROGRESS_DEADLINE_MS: u64 = 600_000;
@@ -247,6 +254,7 @@ impl JobSpec {
             health: Health::default(),
             min_ready_ms: 0,
             progress_deadline_ms: DEFAULT_PROGRESS_DEADLINE_MS,
+            after: vec![],
         }
     }
 
@@ -355,6 +363,21 @@ impl JobSpec {
         }
         if self.progress_deadline_ms == 0 {
             p.push(Problem::new("update.progress_deadline", "must be more than 0"));
+        }
+        if self.after.len() > MAX_AFTER {
+            p.push(Problem::new("after", format!("{} jobs; at most {MAX_AFTER}", self.after.len())));
+        }
+        for (i, a) in self.after.iter().enumerate() {
+            if !valid_job_name(a) {
+                p.push(Problem::new(format!("after[{i}]"), format!("{a:?} is not a job name ([a-z0-9-]{{1,63}})")));
+            } else if *a == self.name {
+                p.push(Problem::new(format!("after[{i}]"), "a job cannot wait for itself"));
+            } else if self.after[..i].contains(a) {
+                p.push(Problem::new(format!("after[{i}]"), format!("{a:?} is named twice")));
+            }
+        }
+        if self.kind != JobKind::Batch && !self.after.is_empty() {
+            p.push(Problem::new("after", "only batch jobs wait for others (a service or alloc set never finishes)"));
         }
         if self.max_unavailable == 0 {
             p.push(Problem::new("max_unavailable", "must be at least 1"));

@@ -41,4 +41,4 @@ pub fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
 pub use health::{Check, Health, Probe};
 pub use job::{JobKind, JobSpec, Problem, Restart, RestartPolicy};
 pub use task_id::{RunId, TaskId};
-pub use yaml::{parse_job_spec, LocatedProblem, SpecErrors};
+pub use yaml::{field_position, parse_job_spec, LocatedProblem, SpecErrors};

@@ -129,6 +129,8 @@ struct RawSpec {
     health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     update: Option<Spanned<RawUpdate>>,
+    #[serde(default)]
+    after: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +326,20 @@ fn plain_yaml_error(message: &str) -> (String, String) {
     (String::new(), message.to_string())
 }
 
+/// Where top-level field `field` of the spec `text` is (1-based line and column), when it is
+/// there: to locate what the master refuses about a spec (`after: job "x" does not exist`).
+pub fn field_position(text: &str, field: &str) -> Option<(u64, u64)> {
+    let raw: RawSpec = serde_saphyr::from_str(text).ok()?;
+    let span = match field {
+        "after" => raw.after.map(|a| a.referenced)?,
+        "name" => raw.name.referenced,
+        "tasks" => raw.tasks.referenced,
+        "priority" => raw.priority.referenced,
+        _ => return None,
+    };
+    Some((span.line(), span.column()))
+}
+
 /// Parses and validates a YAML job spec.
 ///
 /// `file` only labels the problems. Errors: [`SpecErrors`], one [`LocatedProblem`] per problem:
@@ -491,6 +507,9 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     if let Some(ports) = &raw.ports {
         l.mark("ports", ports);
     }
+    if let Some(after) = &raw.after {
+        l.mark("after", after);
+    }
     let mut health = Health::default();
     if let Some(h) = &raw.health {
         l.mark("health", h);
@@ -524,6 +543,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         health,
         min_ready_ms: min_ready_ms.unwrap_or(0),
         progress_deadline_ms: progress_deadline_ms.unwrap_or(crate::job::DEFAULT_PROGRESS_DEADLINE_MS),
+        after: raw.after.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {

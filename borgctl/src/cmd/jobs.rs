@@ -35,7 +35,23 @@ pub async fn apply(cx: &Cx, file: PathBuf, dry_run: bool, expected_version: Opti
     // for a dry run, the spec fields that would change (from the job's current spec)
     let diff = if dry_run { spec_diff(&mut c, &spec).await } else { serde_json::Value::Null };
     let req = pb::ApplyJobRequest { spec: Some((&spec).into()), dry_run, expected_version };
-    let r = c.apply_job(req).await.map_err(status)?.into_inner();
+    let r = match c.apply_job(req).await {
+        Ok(r) => r.into_inner(),
+        // what the master refuses about one field of the spec (`after: job "x" does not
+        // exist`) is located in the file like a local problem
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            let field = s.message().split_once(": ").map(|(f, _)| f).unwrap_or("");
+            match borg_jobspec::field_position(&text, field) {
+                Some((line, column)) => {
+                    eprintln!("{label}:{line}:{column}: {}", s.message());
+                    eprintln!("borgctl: the master refused {label}; nothing was submitted");
+                    return Ok(ExitCode::from(1));
+                }
+                None => return Err(status(s)),
+            }
+        }
+        Err(s) => return Err(status(s)),
+    };
     if cx.json {
         let res = |x: Option<pb::Resources>| {
             x.map(|r| serde_json::json!({"cpu_millis": r.cpu_millis, "ram_bytes": r.ram_bytes, "disk_bytes": r.disk_bytes}))

@@ -31,6 +31,20 @@ pub enum CommandError {
     /// The named machine is not registered.
     #[error("no machine named {0:?}")]
     NoSuchMachine(String),
+    /// ApplyJob whose `after` names a job that does not exist.
+    #[error("after: job {after:?} does not exist: apply it first (a job waits only for jobs the cell knows)")]
+    UnknownDependency {
+        /// The job applied.
+        job: String,
+        /// The job it waits for.
+        after: String,
+    },
+    /// ApplyJob whose `after` closes a cycle.
+    #[error("after: {} is a cycle: no job of it could ever start", cycle.join(" -> "))]
+    DependencyCycle {
+        /// The jobs around the cycle, starting and ending with the job applied.
+        cycle: Vec<String>,
+    },
     /// RestartTasks of a killed job.
     #[error("job {0:?} is killed: apply it again to start it")]
     JobKilled(String),
@@ -183,6 +197,7 @@ impl CellState {
             }
         };
         self.advance_drains(&mut ev);
+        self.advance_dependencies(&mut ev);
         self.advance_rollouts(&mut ev);
         for e in ev.out.iter_mut() {
             e.log_index = self.applied_index;

@@ -36,6 +36,7 @@ impl CellState {
                 return Ok(ApplyOutcome::Unchanged(job.version));
             }
         }
+        self.check_after(spec)?;
         let targets = if spec.per_machine { self.per_machine_targets() } else { Vec::new() };
         let count = if spec.per_machine { targets.len() as u32 } else { spec.tasks };
         // Admission control (see quota.rs for the rule).
@@ -75,13 +76,18 @@ impl CellState {
                 old_specs: Default::default(),
                 paused: None,
                 history: vec![Revision { version: 1, applied_ms: now, spec: spec.clone() }],
+                after_settled: false,
             };
+            if job.held() {
+                self.held.insert(spec.name.clone());
+            }
             self.jobs.insert(spec.name.clone(), job);
             ev.push(&spec.name, None, EventKind::Submitted, format!("{count} tasks, {}", spec.priority), None);
             return Ok(ApplyOutcome::Created(1));
         };
         let version = job.version + 1;
         let old = job.spec.clone();
+        let new_after = old.after != spec.after;
         let killed = job.killed;
         let in_place = self.update_is_in_place(spec);
         let old_tasks: Vec<Task> = job.tasks.clone();
@@ -126,6 +132,10 @@ impl CellState {
         if job.rolling() {
             self.rolling.insert(spec.name.clone());
         }
+        // a new list of jobs to wait for, or a killed job applied again, waits again
+        if killed || new_after {
+            job.after_settled = false;
+        }
         if killed {
             // A killed job comes back whole: every task starts again at once.
             job.killed = false;
@@ -133,6 +143,9 @@ impl CellState {
             for t in job.tasks.iter_mut() {
                 replace_with_version(t, version, now);
             }
+        }
+        if job.held() {
+            self.held.insert(spec.name.clone());
         }
         let how = if in_place {
             "in place"

@@ -7,6 +7,7 @@
 //! plus the log after it.
 
 mod apply;
+mod deps;
 #[cfg(test)]
 mod fixtures;
 mod jobs;
@@ -19,6 +20,7 @@ mod quota;
 mod types;
 
 pub use apply::{ApplyOutcome, CommandError, OverQuota};
+pub use deps::After;
 pub use quota::{headroom as quota_headroom, QuotaRow};
 pub use types::*;
 
@@ -58,6 +60,10 @@ pub struct CellState {
     /// [`CellState::reindex`].
     #[serde(skip)]
     rolling: BTreeSet<String>,
+    /// Derived: names of jobs held back by `after` ([`Job::held`]). Rebuilt by
+    /// [`CellState::reindex`].
+    #[serde(skip)]
+    held: BTreeSet<String>,
 }
 
 impl CellState {
@@ -70,6 +76,7 @@ impl CellState {
     pub fn reindex(&mut self) {
         self.by_machine.clear();
         self.rolling = self.jobs.values().filter(|j| !j.killed && j.rolling()).map(|j| j.spec.name.clone()).collect();
+        self.held = self.jobs.values().filter(|j| j.held()).map(|j| j.spec.name.clone()).collect();
         for job in self.jobs.values() {
             for t in &job.tasks {
                 if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {

@@ -123,6 +123,17 @@ pub struct Job {
     /// Its last [`MAX_REVISIONS`] specs, oldest first (`borgctl rollout history`, `undo`).
     #[serde(default)]
     pub history: Vec<Revision>,
+    /// Its `after` jobs have been settled: all succeeded (its tasks may be placed), or one
+    /// failed (so did it). Always true in effect for a job without `after`.
+    #[serde(default)]
+    pub after_settled: bool,
+}
+
+impl Job {
+    /// Whether its tasks are held back until the jobs it waits for (`after`) have succeeded.
+    pub fn held(&self) -> bool {
+        !self.spec.after.is_empty() && !self.after_settled && !self.killed
+    }
 }
 
 /// Most revisions a job keeps.
@@ -351,6 +362,8 @@ pub enum EventKind {
     Removed,
     /// Someone ran a command inside a task (`borgctl exec`): who and what.
     Exec,
+    /// The jobs a job waited for (`after`) all succeeded: its tasks may be placed.
+    Released,
     /// A kind this version does not know (read from the state of another version); never
     /// emitted.
     #[serde(other)]
@@ -359,7 +372,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind emitted, in declaration order.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::Submitted,
         EventKind::Updated,
         EventKind::Killed,
@@ -383,6 +396,7 @@ impl EventKind {
         EventKind::Drained,
         EventKind::Removed,
         EventKind::Exec,
+        EventKind::Released,
     ];
 
     /// The name on the wire and in the CLI (`machine-down`, `preempted`, ...).
@@ -411,6 +425,7 @@ impl EventKind {
             EventKind::Drained => "drained",
             EventKind::Removed => "removed",
             EventKind::Exec => "exec",
+            EventKind::Released => "released",
             EventKind::Other => "other",
         }
     }

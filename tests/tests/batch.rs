@@ -1,0 +1,82 @@
+//! The batch user's bargain (issue 19): dependencies between jobs (`after`); real cell, real
+//! processes.
+
+use borg_integration_tests::TestCell;
+use serde_json::Value;
+
+fn batch(name: &str, after: &[&str], command: &str) -> String {
+    let after = if after.is_empty() { String::new() } else { format!("after: [{}]\n", after.join(", ")) };
+    format!(
+        "name: {name}\nuser: alice\npriority: batch\nkind: batch\ntasks: 1\n{after}\
+         command: [/bin/sh, -c, '{command}']\nresources: {{cpu: 100m, ram: 16Mi}}\n"
+    )
+}
+
+/// ms of job `job`'s first event of `kind`.
+fn at(events: &Value, job: &str, kind: &str) -> i64 {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["job"] == job && e["kind"] == kind)
+        .and_then(|e| e["time_ms"].as_i64())
+        .unwrap_or_else(|| panic!("no {kind} event of {job}: {events}"))
+}
+
+#[test]
+fn a_chain_of_jobs_runs_in_order_and_a_failure_fails_the_rest_with_reasons() {
+    let cell = TestCell::start("deps", 1);
+    cell.apply_yaml("a", &batch("a", &[], "while [ ! -f go ]; do sleep 0.05; done"));
+    cell.apply_yaml("b", &batch("b", &["a"], "true"));
+    cell.apply_yaml("c", &batch("c", &["b"], "true"));
+    cell.wait_tasks("a", "running");
+    let b = cell.json(&["job", "b"]);
+    assert_eq!(b["why_pending"], "waiting for job a (after)", "{b}");
+    assert_eq!(cell.tasks("b")[0]["state"], "pending");
+    let sandbox = cell.borglets[0].work_dir.join("tasks").join("a.0.1");
+    std::fs::write(sandbox.join("go"), "").unwrap();
+    for j in ["a", "b", "c"] {
+        let t = cell.wait_tasks(j, "dead");
+        assert_eq!(t[0]["exit_code"], 0, "{j}: {t:?}");
+    }
+    let ev = cell.json(&["events", "--limit", "1000"]);
+    assert!(at(&ev, "a", "dead") <= at(&ev, "b", "running"), "b ran after a finished: {ev}");
+    assert!(at(&ev, "b", "dead") <= at(&ev, "c", "running"), "c ran after b finished: {ev}");
+    assert!(at(&ev, "b", "released") >= at(&ev, "a", "dead"));
+
+    // x fails: y and z, which wait for it, fail with the reason and never run
+    cell.apply_yaml("x", &batch("x", &[], "exit 3"));
+    cell.apply_yaml("y", &batch("y", &["x"], "true"));
+    cell.apply_yaml("z", &batch("z", &["y"], "true"));
+    let y = cell.wait_tasks("y", "dead");
+    let z = cell.wait_tasks("z", "dead");
+    assert!(y[0]["reason"].as_str().unwrap().starts_with("dependency failed: job x failed (task 0: "), "{y:?}");
+    assert!(z[0]["reason"].as_str().unwrap().starts_with("dependency failed: job y failed"), "{z:?}");
+    assert!(y[0]["pid"].is_null() && z[0]["pid"].is_null(), "never started");
+}
+
+#[test]
+fn an_unknown_job_or_a_cycle_in_after_is_refused_with_the_line_and_nothing_changes() {
+    let cell = TestCell::start("cycle", 1);
+    let write = |name: &str, text: &str| {
+        let p = cell.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let p = write("lost", &batch("lost", &["nope"], "true"));
+    let out = cell.borgctl(&["apply", "-f", p.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{}:6:8: after: job \"nope\" does not exist", p.display())), "{err}");
+    assert!(cell.borgctl(&["job", "lost"]).status.code() != Some(0), "nothing was submitted");
+    cell.apply_yaml("p", &batch("p", &[], "sleep 100"));
+    cell.apply_yaml("q", &batch("q", &["p"], "true"));
+    let p = write("p2", &batch("p", &["q"], "sleep 100"));
+    let out = cell.borgctl(&["apply", "-f", p.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("after: p -> q -> p is a cycle"), "{err}");
+    // a service cannot wait: refused locally with the line
+    let p = write("svc", &batch("svc", &["p"], "true").replace("kind: batch", "kind: service"));
+    let out = cell.borgctl(&["apply", "-f", p.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("after: only batch jobs wait"), "{out:?}");
+}
