@@ -105,6 +105,11 @@ struct Args {
     /// own in BORG_PORT_<NAME>. Hollow machines use the same range.
     #[arg(long, default_value = "20000-29999", value_parser = port_range)]
     port_range: PortRange,
+    /// Remove the sandbox of a run that has ended and is no longer desired once it has not
+    /// changed for this long ("24h", "10m", "1s"); its logs go with it. The default matches a
+    /// batch job's default ttl_after_finished.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    sandbox_retention: Duration,
 }
 
 /// `--port-range`: inclusive, or none.
@@ -227,6 +232,23 @@ async fn run() -> anyhow::Result<()> {
             every.tick().await;
             let b = b.clone();
             let _ = tokio::task::spawn_blocking(move || b.runtime().tick(Instant::now())).await;
+        }
+    });
+
+    // Sandbox collection: what ended and is no longer desired goes once --sandbox-retention has
+    // passed (looked at every minute, or more often for a short retention).
+    let (b, retention) = (borglet.clone(), args.sandbox_retention);
+    tokio::spawn(async move {
+        let mut every =
+            tokio::time::interval((retention / 2).clamp(Duration::from_millis(100), Duration::from_secs(60)));
+        loop {
+            every.tick().await;
+            let b = b.clone();
+            let removed = tokio::task::spawn_blocking(move || b.runtime().collect_sandboxes(retention)).await;
+            for dir in removed.unwrap_or_default() {
+                tracing::info!(sandbox = %dir.display(), "sandbox removed: its run ended and is no longer desired");
+                metrics::counter!("borg_borglet_sandboxes_removed_total").increment(1);
+            }
         }
     });
 

@@ -23,6 +23,22 @@ async fn tick_rollouts(master: Arc<Master>) {
     }
 }
 
+/// Every 2 s, deletes the batch jobs whose `ttl_after_finished` has passed
+/// ([`crate::state::CellState::expired_jobs`]); the Borglets collect their sandboxes.
+async fn collect_finished(master: Arc<Master>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        let expired = master.state().expired_jobs(crate::master::now_ms());
+        for name in expired {
+            match master.propose(Command::DeleteJob { name: name.clone() }).await {
+                Ok(_) => tracing::info!(job = %name, "finished job removed: its ttl_after_finished passed"),
+                Err(e) => tracing::debug!(job = %name, error = %e, "expired job not removed"),
+            }
+        }
+    }
+}
+
 /// Runs the leader's duties while this replica leads. On election it first confirms with a
 /// quorum that its state holds every committed entry, records the configured default quota if
 /// the state differs, then starts the duties with empty soft state (the Borglets' reports rebuild
@@ -49,6 +65,7 @@ pub async fn run(master: Arc<Master>) {
         duties.spawn(crate::scheduler_loop::run(master.clone()));
         duties.spawn(crate::link_shard::run(master.clone()));
         duties.spawn(tick_rollouts(master.clone()));
+        duties.spawn(collect_finished(master.clone()));
         watch.while_leading().await;
         tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
         duties.shutdown().await;

@@ -148,6 +148,7 @@ impl From<&JobSpec> for pb::JobSpec {
             min_ready_ms: s.min_ready_ms,
             progress_deadline_ms: s.progress_deadline_ms,
             after: s.after.clone(),
+            ttl_after_finished_ms: Some(s.ttl_after_finished_ms),
         }
     }
 }
@@ -212,6 +213,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
                 p.progress_deadline_ms
             },
             after: p.after.clone(),
+            ttl_after_finished_ms: p.ttl_after_finished_ms.unwrap_or(crate::job::DEFAULT_TTL_AFTER_FINISHED_MS),
         };
         problems.extend(spec.problems());
         if problems.is_empty() {

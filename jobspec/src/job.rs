@@ -146,6 +146,18 @@ pub struct JobSpec {
     /// placed (at most [`MAX_AFTER`], by name); if one fails, so does this job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// Batch jobs: removed from the cell this long after they finished (every task dead),
+    /// milliseconds (`ttl_after_finished`, default [`DEFAULT_TTL_AFTER_FINISHED_MS`]); the
+    /// Borglets remove their sandboxes after `--sandbox-retention`.
+    #[serde(default = "default_ttl_after_finished")]
+    pub ttl_after_finished_ms: u64,
+}
+
+/// Default `ttl_after_finished`: 24 hours.
+pub const DEFAULT_TTL_AFTER_FINISHED_MS: u64 = 24 * 3600 * 1000;
+
+fn default_ttl_after_finished() -> u64 {
+    DEFAULT_TTL_AFTER_FINISHED_MS
 }
 
 /// Most jobs one job may wait for (`after`).
@@ -255,6 +267,7 @@ impl JobSpec {
             min_ready_ms: 0,
             progress_deadline_ms: DEFAULT_PROGRESS_DEADLINE_MS,
             after: vec![],
+            ttl_after_finished_ms: DEFAULT_TTL_AFTER_FINISHED_MS,
         }
     }
 

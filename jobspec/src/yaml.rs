@@ -131,6 +131,8 @@ struct RawSpec {
     update: Option<Spanned<RawUpdate>>,
     #[serde(default)]
     after: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    ttl_after_finished: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -510,6 +512,20 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     if let Some(after) = &raw.after {
         l.mark("after", after);
     }
+    let ttl_after_finished_ms = match &raw.ttl_after_finished {
+        Some(t) => {
+            l.mark("ttl_after_finished", t);
+            if kind != Some(JobKind::Batch) {
+                l.check::<u64, String>(
+                    "ttl_after_finished",
+                    Err("only batch jobs finish: a service or alloc set stays until it is deleted".into()),
+                )
+            } else {
+                l.check("ttl_after_finished", parse_duration_ms(&t.value))
+            }
+        }
+        None => Some(crate::job::DEFAULT_TTL_AFTER_FINISHED_MS),
+    };
     let mut health = Health::default();
     if let Some(h) = &raw.health {
         l.mark("health", h);
@@ -544,6 +560,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         min_ready_ms: min_ready_ms.unwrap_or(0),
         progress_deadline_ms: progress_deadline_ms.unwrap_or(crate::job::DEFAULT_PROGRESS_DEADLINE_MS),
         after: raw.after.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+        ttl_after_finished_ms: ttl_after_finished_ms.unwrap_or(crate::job::DEFAULT_TTL_AFTER_FINISHED_MS),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {

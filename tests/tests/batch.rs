@@ -80,3 +80,30 @@ fn an_unknown_job_or_a_cycle_in_after_is_refused_with_the_line_and_nothing_chang
     let out = cell.borgctl(&["apply", "-f", p.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("after: only batch jobs wait"), "{out:?}");
 }
+
+#[test]
+fn a_finished_job_past_its_ttl_is_gone_and_so_is_its_sandbox() {
+    let mut cell = TestCell::start("ttl", 0);
+    cell.add_borglet_with(&["--sandbox-retention", "1s"]);
+    cell.wait_for(std::time::Duration::from_secs(30), "the machine registers", |c| {
+        c.machines().as_array().is_some_and(|m| m.len() == 1)
+    });
+    let short = batch("short", &[], "echo done").replace("tasks: 1\n", "tasks: 1\nttl_after_finished: 1s\n");
+    cell.apply_yaml("short", &short);
+    // the default (24 h) keeps the other one
+    cell.apply_yaml("kept", &batch("kept", &[], "echo done"));
+    cell.wait_tasks("short", "dead");
+    cell.wait_tasks("kept", "dead");
+    let tasks = cell.borglets[0].work_dir.join("tasks");
+    assert!(tasks.join("short.0.1").exists(), "the sandbox is there while the job is");
+    cell.wait_for(std::time::Duration::from_secs(30), "the job is removed after its ttl", |c| {
+        c.json(&["jobs"]).as_array().is_some_and(|js| js.iter().all(|j| j["name"] != "short"))
+    });
+    cell.wait_for(std::time::Duration::from_secs(30), "its sandbox is removed", |_| !tasks.join("short.0.1").exists());
+    let events = cell.json(&["events", "short"]);
+    assert!(
+        events.is_null() || events.as_array().is_some_and(|e| e.iter().any(|e| e["kind"] == "deleted")),
+        "{events}"
+    );
+    assert!(cell.json(&["jobs"]).as_array().unwrap().iter().any(|j| j["name"] == "kept"));
+}

@@ -30,6 +30,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The run a sandbox directory name (`<job>.<index>.<incarnation>`) belongs to.
+fn run_of_sandbox(name: &str) -> Option<RunId> {
+    let (rest, inc) = name.rsplit_once('.')?;
+    let (job, index) = rest.rsplit_once('.')?;
+    Some(RunId::new(job, index.parse().ok()?, inc.parse().ok()?))
+}
+
 /// Where and as whom a command runs inside a task (`borgctl exec`), like its exec checks.
 #[derive(Debug, Clone)]
 pub struct ExecContext {
@@ -389,6 +396,30 @@ impl Runtime {
     /// Whether run `id` may still write output: it is known here and has not exited for good.
     pub fn is_live(&self, id: &RunId) -> bool {
         self.runs.get(id).is_some_and(|r| r.phase != Phase::Exited)
+    }
+
+    /// Removes the sandboxes of runs this Borglet no longer has (they ended and the master
+    /// dropped them from the desired set) that have not changed for `retention`; returns them.
+    /// A run it still has is never touched, nor anything before the master has confirmed the
+    /// desired set after a restart (adoption may still claim it).
+    pub fn collect_sandboxes(&self, retention: Duration) -> Vec<PathBuf> {
+        if !self.orphans_reaped {
+            return Vec::new();
+        }
+        let Ok(dir) = std::fs::read_dir(self.work_dir.join("tasks")) else { return Vec::new() };
+        let mut removed = Vec::new();
+        for e in dir.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(run) = run_of_sandbox(&name) else { continue };
+            if self.runs.contains_key(&run) {
+                continue;
+            }
+            let idle = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if idle.is_some_and(|d| d >= retention) && std::fs::remove_dir_all(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+        removed
     }
 
     /// Sandbox of the newest run of task `job/index`, living or not, if any exists on disk.

@@ -38,6 +38,24 @@ impl CellState {
         After::Met
     }
 
+    /// Batch jobs whose `ttl_after_finished` has passed at `now_ms`: every task dead (the
+    /// newest death is when it finished), and no held job still waits for it.
+    pub fn expired_jobs(&self, now_ms: i64) -> Vec<String> {
+        let waited_for: BTreeSet<&String> =
+            self.held.iter().filter_map(|h| self.jobs.get(h)).flat_map(|j| j.spec.after.iter()).collect();
+        self.jobs
+            .values()
+            .filter(|j| j.spec.kind == borg_jobspec::JobKind::Batch && !j.tasks.is_empty())
+            .filter(|j| !waited_for.contains(&j.spec.name))
+            .filter(|j| j.tasks.iter().all(|t| t.state == TaskState::Dead))
+            .filter(|j| {
+                let finished = j.tasks.iter().map(|t| t.state_since_ms).max().unwrap_or(0);
+                finished.saturating_add(j.spec.ttl_after_finished_ms as i64) <= now_ms
+            })
+            .map(|j| j.spec.name.clone())
+            .collect()
+    }
+
     /// Refuses `spec` when its `after` names a job the cell does not have or closes a cycle.
     pub(super) fn check_after(&self, spec: &JobSpec) -> Result<(), CommandError> {
         if let Some(a) = spec.after.iter().find(|a| !self.jobs.contains_key(*a)) {
@@ -148,6 +166,26 @@ mod tests {
         let c = &s.jobs["c"].tasks[0];
         assert_eq!(c.state, TaskState::Dead);
         assert!(c.reason.starts_with("dependency failed: job b failed (task 0:"), "{}", c.reason);
+    }
+
+    #[test]
+    fn finished_batch_jobs_expire_after_their_ttl_unless_something_waits_for_them() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        let mut a = batch("a", &[]);
+        a.ttl_after_finished_ms = 5000;
+        run(&mut s, Command::ApplyJob { spec: a, expected_version: None }).unwrap();
+        finish(&mut s, "a", 0); // at 1000 (the fixtures' clock)
+        assert!(s.expired_jobs(5999).is_empty());
+        assert_eq!(s.expired_jobs(6000), ["a"]);
+        let mut b = batch("b", &["a"]);
+        b.tasks = 1;
+        run(&mut s, Command::ApplyJob { spec: b, expected_version: None }).unwrap();
+        // b was released at once (a had succeeded): nothing waits for a
+        assert_eq!(s.expired_jobs(6000), ["a"]);
+        run(&mut s, Command::ApplyJob { spec: batch("c", &["b"]), expected_version: None }).unwrap();
+        assert!(s.jobs["c"].held());
+        assert!(!s.expired_jobs(i64::MAX).contains(&"b".to_string()), "c waits for b");
     }
 
     #[test]
