@@ -44,7 +44,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "exit_code": t.exit_code, "signal": t.signal, "restarts": t.restarts, "pid": t.pid,
         "used": res(&t.used),
         "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version, "alloc": t.alloc,
-        "since_ms": t.state_since_ms,
+        "since_ms": t.state_since_ms, "scheduled_ms": t.scheduled_ms,
         "host": t.host, "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(), "ready": t.ready, "ready_since_ms": t.ready_since_ms,
     })
 }

@@ -2,7 +2,7 @@
 //! placements) as one `Bind` command: one durable write per pass, however many tasks it places.
 
 use crate::master::Master;
-use crate::snapshot::{alloc_bindings, decisions, snapshot};
+use crate::snapshot::{alloc_bindings, decisions, hold_partial_gangs, snapshot};
 use crate::soft::Pending;
 use crate::state::Command;
 use scheduler_core::{Params, Scheduler};
@@ -114,19 +114,22 @@ impl SchedulerLoop {
         }
         // a pass is CPU-bound (and rayon-parallel): let this runtime thread's other tasks (polls,
         // RPCs, Raft) move to another thread while it runs
-        let placement = tokio::task::block_in_place(|| {
+        let mut placement = tokio::task::block_in_place(|| {
             // the model is rebuilt each pass, so cached scores would refer to other versions
             scheduler.clear_cache();
             scheduler.schedule(&mut snap.model, &snap.groups)
         });
+        // gangs that did not fit whole commit nothing this pass
+        let held_gangs = hold_partial_gangs(&snap, &mut placement);
         {
             // Reasons cost a scan of the cell per job: keep the ones known for less than
             // WHY_PENDING_TTL, (re)explain at most EXPLAIN_PER_PASS jobs per pass, on the model as
             // the pass left it.
             let mut soft = master.soft();
             let mut explained = 0;
-            let unplaced_jobs: std::collections::BTreeSet<u32> =
+            let mut unplaced_jobs: std::collections::BTreeSet<u32> =
                 placement.unplaced.iter().flat_map(|u| u.tasks.iter().map(|t| t.job)).collect();
+            unplaced_jobs.extend(held_gangs.iter().map(|h| h.0));
             // back off every job examined that still has tasks that do not fit; forget the rest
             for g in &snap.groups {
                 if !unplaced_jobs.contains(&g.job_id) {
@@ -159,6 +162,10 @@ impl SchedulerLoop {
                     }
                     _ => {}
                 }
+            }
+            for &(job, fit, needed) in &held_gangs {
+                let text = format!("gang: {fit} of {needed} tasks fit now; all {needed} are needed in one pass");
+                why.insert(snap.jobs[job as usize].clone(), Pending::Other(text));
             }
             at.retain(|j, _| why.contains_key(j));
             soft.why_pending = why;

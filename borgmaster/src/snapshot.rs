@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub machines_up: usize,
     /// Live tasks bound to a machine (capacity may have been freed when this drops).
     pub bound: usize,
+    /// Gang jobs with pending tasks offered in this pass: job number -> how many.
+    pub gangs: HashMap<u32, usize>,
 }
 
 impl Snapshot {
@@ -51,6 +53,7 @@ pub fn snapshot(state: &CellState) -> Snapshot {
         index_of.insert(&m.id, i);
     }
     let mut groups = Vec::new();
+    let mut gangs = HashMap::new();
     let mut jobs = Vec::with_capacity(state.jobs.len());
     let mut versions = Vec::with_capacity(state.jobs.len());
     let mut incarnations = HashMap::new();
@@ -94,6 +97,9 @@ pub fn snapshot(state: &CellState) -> Snapshot {
                 occupied: occupied.clone(),
             }
         };
+        if job.spec.gang && !pending.is_empty() {
+            gangs.insert(job_id, pending.len());
+        }
         // a job waiting for others (`after`) is not offered yet
         if !pending.is_empty() && !job.held() {
             groups.push(group(pending, None));
@@ -107,7 +113,37 @@ pub fn snapshot(state: &CellState) -> Snapshot {
             groups.push(group(vec![index], Some(pin)));
         }
     }
-    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound }
+    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, gangs }
+}
+
+/// Gang scheduling: drops from `p` the bindings of every gang job of `snap` that did not get all
+/// of its pending tasks placed, with the evictions made for them (nothing is committed for it:
+/// no partial placement holds resources, no victim is evicted for a gang that will not run).
+/// Returns, for each gang dropped, (job number, tasks that fit, tasks needed).
+pub fn hold_partial_gangs(snap: &Snapshot, p: &mut Placement) -> Vec<(u32, usize, usize)> {
+    if snap.gangs.is_empty() {
+        return Vec::new();
+    }
+    let mut placed: HashMap<u32, usize> = HashMap::new();
+    for b in &p.bindings {
+        if snap.gangs.contains_key(&b.task.job) {
+            *placed.entry(b.task.job).or_default() += 1;
+        }
+    }
+    let mut held: Vec<(u32, usize, usize)> = snap
+        .gangs
+        .iter()
+        .filter(|(job, needed)| placed.get(job).copied().unwrap_or(0) < **needed)
+        .map(|(&job, &needed)| (job, placed.get(&job).copied().unwrap_or(0), needed))
+        .collect();
+    held.sort_unstable();
+    if held.is_empty() {
+        return held;
+    }
+    let dropped: std::collections::HashSet<u32> = held.iter().map(|h| h.0).collect();
+    p.bindings.retain(|b| !dropped.contains(&b.task.job));
+    p.preempted.retain(|e| !dropped.contains(&e.by.job));
+    held
 }
 
 /// The `Bind` command for a placement made on `snap`.

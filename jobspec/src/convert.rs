@@ -149,6 +149,7 @@ impl From<&JobSpec> for pb::JobSpec {
             progress_deadline_ms: s.progress_deadline_ms,
             after: s.after.clone(),
             ttl_after_finished_ms: Some(s.ttl_after_finished_ms),
+            gang: s.gang,
         }
     }
 }
@@ -214,6 +215,7 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             },
             after: p.after.clone(),
             ttl_after_finished_ms: p.ttl_after_finished_ms.unwrap_or(crate::job::DEFAULT_TTL_AFTER_FINISHED_MS),
+            gang: p.gang,
         };
         problems.extend(spec.problems());
         if problems.is_empty() {

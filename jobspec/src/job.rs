@@ -151,6 +151,10 @@ pub struct JobSpec {
     /// Borglets remove their sandboxes after `--sandbox-retention`.
     #[serde(default = "default_ttl_after_finished")]
     pub ttl_after_finished_ms: u64,
+    /// Gang scheduling: every pending task is placed in the same scheduling pass, or none is
+    /// (no partial placement holds resources; preemption evicts for the whole gang or nobody).
+    #[serde(default)]
+    pub gang: bool,
 }
 
 /// Default `ttl_after_finished`: 24 hours.
@@ -268,6 +272,7 @@ impl JobSpec {
             progress_deadline_ms: DEFAULT_PROGRESS_DEADLINE_MS,
             after: vec![],
             ttl_after_finished_ms: DEFAULT_TTL_AFTER_FINISHED_MS,
+            gang: false,
         }
     }
 
@@ -388,6 +393,9 @@ impl JobSpec {
             } else if self.after[..i].contains(a) {
                 p.push(Problem::new(format!("after[{i}]"), format!("{a:?} is named twice")));
             }
+        }
+        if self.gang && (self.per_machine || self.kind == JobKind::AllocSet) {
+            p.push(Problem::new("gang", "a per_machine job or an alloc set cannot be a gang"));
         }
         if self.kind != JobKind::Batch && !self.after.is_empty() {
             p.push(Problem::new("after", "only batch jobs wait for others (a service or alloc set never finishes)"));

@@ -133,6 +133,8 @@ struct RawSpec {
     after: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     ttl_after_finished: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    gang: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -561,6 +563,7 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         progress_deadline_ms: progress_deadline_ms.unwrap_or(crate::job::DEFAULT_PROGRESS_DEADLINE_MS),
         after: raw.after.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
         ttl_after_finished_ms: ttl_after_finished_ms.unwrap_or(crate::job::DEFAULT_TTL_AFTER_FINISHED_MS),
+        gang: raw.gang.unwrap_or(false),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {

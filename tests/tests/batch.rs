@@ -107,3 +107,34 @@ fn a_finished_job_past_its_ttl_is_gone_and_so_is_its_sandbox() {
     );
     assert!(cell.json(&["jobs"]).as_array().unwrap().iter().any(|j| j["name"] == "kept"));
 }
+
+#[test]
+fn a_gang_that_does_not_fit_whole_holds_nothing_and_starts_in_one_pass() {
+    let cell = TestCell::start("gang", 1); // one machine of 4 cores
+    cell.apply_yaml(
+        "blocker",
+        "name: blocker\nuser: bob\npriority: batch\nkind: service\ntasks: 1\n\
+         command: [/bin/sh, -c, 'sleep 1000']\nresources: {cpu: 1000m, ram: 16Mi}\ngrace_period: 1s\n",
+    );
+    cell.wait_tasks("blocker", "running");
+    // 4 tasks of a core: only 3 fit beside the blocker (2 once small runs too)
+    let gang = batch("mpi", &[], "sleep 1000")
+        .replace("tasks: 1\n", "tasks: 4\ngang: true\n")
+        .replace("cpu: 100m", "cpu: 1000m");
+    cell.apply_yaml("mpi", &gang);
+    // another job that fits is placed meanwhile: the gang holds no room
+    cell.apply_yaml("small", &batch("small", &[], "sleep 1000"));
+    cell.wait_tasks("small", "running");
+    cell.wait_for(std::time::Duration::from_secs(30), "why-pending names the gang's shortfall", |c| {
+        c.json(&["job", "mpi"])["why_pending"].as_str().is_some_and(|w| w.starts_with("gang: 2 of 4 tasks fit now"))
+    });
+    let tasks = cell.tasks("mpi");
+    assert!(tasks.iter().all(|t| t["state"] == "pending" && t["machine"].is_null()), "none placed: {tasks:?}");
+    // the cores free: all 4 start, bound in the same pass
+    assert!(cell.borgctl(&["kill", "blocker"]).status.success());
+    assert!(cell.borgctl(&["kill", "small"]).status.success());
+    let tasks = cell.wait_tasks("mpi", "running");
+    let at: Vec<i64> = tasks.iter().filter_map(|t| t["scheduled_ms"].as_i64()).collect();
+    assert_eq!(at.len(), 4);
+    assert!(at.iter().all(|&t| t == at[0]), "one pass, one Bind entry: {at:?}");
+}
