@@ -185,6 +185,9 @@ impl SchedulerLoop {
                 return 0;
             }
             tracing::info!(tasks = n, preempted = evicted, "scheduled");
+            // what this pass bound counts as bound: tasks that later end free capacity (and
+            // clear the backoffs) even when as many ended as were bound in between
+            self.memory.last_capacity.1 = self.memory.last_capacity.1.saturating_add(n);
         }
         n
     }

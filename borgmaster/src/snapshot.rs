@@ -16,7 +16,8 @@ pub const MACHINE_ATTRIBUTE: &str = "borg.machine";
 pub struct Snapshot {
     /// Machines in id order, with every live task bound to them as residents.
     pub model: CellModel,
-    /// One group per job with unplaced pending tasks, in job-name order.
+    /// One group per job with unplaced pending tasks: by descending priority, then ascending
+    /// dominant share of its user at its band (fair share), then job name.
     pub groups: Vec<TaskGroup>,
     /// Job names by [`TaskRef::job`] number.
     pub jobs: Vec<String>,
@@ -39,7 +40,40 @@ impl Snapshot {
     }
 }
 
+/// Each user's dominant share at each band (Dominant Resource Fairness, Ghodsi et al., NSDI
+/// 2011): the larger of the fractions of the cell's CPU and RAM (machines up) that the user's
+/// live tasks at that band are charged.
+pub fn dominant_shares(state: &CellState) -> HashMap<(String, scheduler_core::Band), f64> {
+    let cap = state
+        .machines
+        .values()
+        .filter(|m| m.state == MachineState::Up)
+        .fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(m.capacity));
+    let mut used: HashMap<(String, scheduler_core::Band), scheduler_core::Resources> = HashMap::new();
+    for job in state.jobs.values() {
+        let Some(band) = job.spec.priority.band() else { continue };
+        let mut sum = scheduler_core::Resources::ZERO;
+        for t in job.tasks.iter().filter(|t| t.machine.is_some() && t.state != TaskState::Dead) {
+            sum = sum.saturating_add(state.charge_of(t));
+        }
+        let e = used.entry((job.spec.user.clone(), band)).or_insert(scheduler_core::Resources::ZERO);
+        *e = e.saturating_add(sum);
+    }
+    let frac = |u: u64, c: u64| if c == 0 { 0.0 } else { u as f64 / c as f64 };
+    used.into_iter()
+        .map(|(k, u)| (k, frac(u.cpu_millis, cap.cpu_millis).max(frac(u.ram_bytes, cap.ram_bytes))))
+        .collect()
+}
+
 /// Builds the scheduler's view of `state`.
+///
+/// Groups are in the order scheduler-core takes them within a priority: fair share across
+/// users (Borg §3.2's round-robin across users within a priority, here by Dominant Resource
+/// Fairness): the groups of the user with the smallest dominant share at the band go first,
+/// then the next user's; between equal shares the user with fewer pending tasks first; then
+/// job-name order. Shares are taken at the start of the pass, so
+/// a user with a huge backlog cannot keep another user's small job waiting longer than one
+/// pass once capacity frees (the other user's share is smaller).
 pub fn snapshot(state: &CellState) -> Snapshot {
     let mut model = CellModel::new();
     let machines_up = state.machines.values().filter(|m| m.state == MachineState::Up).count();
@@ -113,6 +147,26 @@ pub fn snapshot(state: &CellState) -> Snapshot {
             groups.push(group(vec![index], Some(pin)));
         }
     }
+    let shares = dominant_shares(state);
+    let share_of_job: Vec<f64> = state
+        .jobs
+        .values()
+        .map(|j| j.spec.priority.band().and_then(|b| shares.get(&(j.spec.user.clone(), b)).copied()).unwrap_or(0.0))
+        .collect();
+    let share = |g: &TaskGroup| share_of_job[g.job_id as usize];
+    // between equal shares (every task of both users ended, say), the smaller backlog first:
+    // a user's small job is not kept behind another's huge one
+    let owner: Vec<(&str, Option<scheduler_core::Band>)> =
+        state.jobs.values().map(|j| (j.spec.user.as_str(), j.spec.priority.band())).collect();
+    let mut backlog: HashMap<(&str, Option<scheduler_core::Band>), usize> = HashMap::new();
+    for g in &groups {
+        *backlog.entry(owner[g.job_id as usize]).or_default() += g.tasks.len();
+    }
+    let backlog_of = |g: &TaskGroup| backlog.get(&owner[g.job_id as usize]).copied().unwrap_or(0);
+    // stable: job-name order among groups of equal priority, share and backlog
+    groups.sort_by(|a, b| {
+        b.priority.cmp(&a.priority).then(share(a).total_cmp(&share(b))).then(backlog_of(a).cmp(&backlog_of(b)))
+    });
     Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, gangs }
 }
 

@@ -138,3 +138,41 @@ fn a_gang_that_does_not_fit_whole_holds_nothing_and_starts_in_one_pass() {
     assert_eq!(at.len(), 4);
     assert!(at.iter().all(|&t| t == at[0]), "one pass, one Bind entry: {at:?}");
 }
+
+#[test]
+fn a_small_job_of_another_user_is_not_stuck_behind_a_huge_backlog() {
+    let cell = TestCell::start("fair", 1); // room for 10 tasks of 400m
+    let job = |name: &str, user: &str, n: u32| {
+        format!(
+            "name: {name}\nuser: {user}\npriority: batch\nkind: batch\ntasks: {n}\n\
+             command: [/bin/sh, -c, 'sleep 1']\nresources: {{cpu: 400m, ram: 16Mi}}\n"
+        )
+    };
+    // alice's backlog is applied first, and her job name sorts first too
+    cell.apply_yaml("a-backlog", &job("a-backlog", "alice", 100));
+    cell.wait_for(std::time::Duration::from_secs(30), "alice fills the machine", |c| {
+        c.tasks("a-backlog").iter().filter(|t| t["state"] == "running").count() == 10
+    });
+    cell.apply_yaml("b-small", &job("b-small", "bob", 5));
+    cell.wait_for(std::time::Duration::from_secs(60), "bob's tasks all started", |c| {
+        c.tasks("b-small").iter().all(|t| t["state"] != "pending")
+    });
+    let ev = cell.json(&["events", "--limit", "10000"]);
+    let starts = |job: &str| -> Vec<i64> {
+        let mut v: Vec<i64> = ev
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["job"] == job && e["kind"] == "running")
+            .filter_map(|e| e["time_ms"].as_i64())
+            .collect();
+        v.sort();
+        v
+    };
+    let bob_last = *starts("b-small").last().expect("bob's tasks ran");
+    let alice_before = starts("a-backlog").iter().filter(|&&t| t < bob_last).count();
+    // 10 at first, then bob goes first as capacity frees: at most one more round of alice's
+    assert!(alice_before <= 20, "{alice_before} of alice's tasks started before bob's last one");
+    let alice_pending = cell.tasks("a-backlog").iter().filter(|t| t["state"] != "dead").count();
+    assert!(alice_pending > 50, "long before alice's backlog drains ({alice_pending} left)");
+}

@@ -207,7 +207,9 @@ fn dry_run_reports_unplaceable_tasks_and_submits_nothing() {
     let spec = cell.dir.path().join("huge.yaml");
     std::fs::write(
         &spec,
-        "name: huge\nuser: a\npriority: 100\nkind: batch\ntasks: 3\ncommand: [true]\nresources: {cpu: 1, ram: 1Mi}\n",
+        // the two that fit keep running, so the third stays pending (a task that ended would
+        // free its core for it at once)
+        "name: huge\nuser: a\npriority: 100\nkind: batch\ntasks: 3\ncommand: [sleep, '60']\nresources: {cpu: 1, ram: 1Mi}\n",
     )
     .unwrap();
     let out = cell.borgctl(&["apply", "-f", spec.to_str().unwrap(), "--dry-run", "-o", "json"]);
