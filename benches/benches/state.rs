@@ -86,3 +86,18 @@ fn checkpoint_json_100k_tasks(bencher: divan::Bencher) {
     let s = cell(JOBS);
     bencher.bench_local(|| serde_json::to_vec(&s).map(|v| v.len()).unwrap_or(0));
 }
+
+/// The scheduler's input (`borgmaster::snapshot::snapshot`) at 100,000 tasks with 1,000 of them
+/// pending (10 jobs), fair-share ordering included.
+#[divan::bench(sample_count = 10)]
+fn snapshot_100k_tasks(bencher: divan::Bencher) {
+    let s = cell(JOBS - 10);
+    bencher.bench_local(|| borgmaster::snapshot::snapshot(&s).groups.len());
+}
+
+/// Just the fair-share part of it: every user's dominant share at every band.
+#[divan::bench(sample_count = 10)]
+fn dominant_shares_100k_tasks(bencher: divan::Bencher) {
+    let s = cell(JOBS - 10);
+    bencher.bench_local(|| borgmaster::snapshot::dominant_shares(&s).len());
+}
