@@ -184,15 +184,7 @@ fn events_watch_sees_new_applies_once_each_across_kill_9_of_the_leader() {
     g.wait_leader(Duration::from_secs(30));
     let dir = g.dir.path().to_path_buf();
     let apply = |g: &MasterGroup, name: &str| {
-        let p = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &p,
-            format!(
-                "name: {name}\nuser: alice\npriority: batch\nkind: service\ntasks: 1\n\
-                 command: [/bin/sh, -c, 'sleep 1000']\nresources: {{cpu: 10m, ram: 1Mi}}\n"
-            ),
-        )
-        .unwrap();
+        let p = sleeper_spec(&dir, name);
         g.wait_for(Duration::from_secs(30), "the apply is acknowledged", |g| {
             g.borgctl(&["apply", "-f", p.to_str().unwrap()]).status.success()
         });
@@ -215,6 +207,20 @@ fn events_watch_sees_new_applies_once_each_across_kill_9_of_the_leader() {
     }
     let indices: Vec<u64> = w.json_lines().iter().filter_map(|e| e["log_index"].as_u64()).collect();
     assert!(indices.windows(2).all(|p| p[0] <= p[1]), "in log order: {indices:?}");
+}
+
+/// Writes `<dir>/<name>.yaml`: a one-task batch-band service of alice's that sleeps; its path.
+fn sleeper_spec(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\nuser: alice\npriority: batch\nkind: service\ntasks: 1\n\
+             command: [/bin/sh, -c, 'sleep 1000']\nresources: {{cpu: 10m, ram: 1Mi}}\n"
+        ),
+    )
+    .unwrap();
+    p
 }
 
 /// The sandbox of run 1 of `job/index` on the cell's first Borglet.
@@ -424,15 +430,7 @@ fn a_rolling_restart_of_three_replicas_under_apply_load_loses_no_write_and_resta
     let master = g.master_arg();
     let dir = g.dir.path().to_path_buf();
     let apply = move |master: &str, name: &str| {
-        let p = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &p,
-            format!(
-                "name: {name}\nuser: alice\npriority: batch\nkind: service\ntasks: 1\n\
-                 command: [/bin/sh, -c, 'sleep 1000']\nresources: {{cpu: 10m, ram: 1Mi}}\n"
-            ),
-        )
-        .unwrap();
+        let p = sleeper_spec(&dir, name);
         std::process::Command::new(bin("borgctl"))
             .args(["--master", master, "apply", "-f", p.to_str().unwrap()])
             .output()
