@@ -94,10 +94,3 @@ fn snapshot_100k_tasks(bencher: divan::Bencher) {
     let s = cell(JOBS - 10);
     bencher.bench_local(|| borgmaster::snapshot::snapshot(&s).groups.len());
 }
-
-/// Just the fair-share part of it: every user's dominant share at every band.
-#[divan::bench(sample_count = 10)]
-fn dominant_shares_100k_tasks(bencher: divan::Bencher) {
-    let s = cell(JOBS - 10);
-    bencher.bench_local(|| borgmaster::snapshot::dominant_shares(&s).len());
-}

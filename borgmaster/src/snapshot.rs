@@ -40,29 +40,11 @@ impl Snapshot {
     }
 }
 
-/// Each user's dominant share at each band (Dominant Resource Fairness, Ghodsi et al., NSDI
-/// 2011): the larger of the fractions of the cell's CPU and RAM (machines up) that the user's
-/// live tasks at that band are charged.
-pub fn dominant_shares(state: &CellState) -> HashMap<(String, scheduler_core::Band), f64> {
-    let cap = state
-        .machines
-        .values()
-        .filter(|m| m.state == MachineState::Up)
-        .fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(m.capacity));
-    let mut used: HashMap<(String, scheduler_core::Band), scheduler_core::Resources> = HashMap::new();
-    for job in state.jobs.values() {
-        let Some(band) = job.spec.priority.band() else { continue };
-        let mut sum = scheduler_core::Resources::ZERO;
-        for t in job.tasks.iter().filter(|t| t.machine.is_some() && t.state != TaskState::Dead) {
-            sum = sum.saturating_add(state.charge_of(t));
-        }
-        let e = used.entry((job.spec.user.clone(), band)).or_insert(scheduler_core::Resources::ZERO);
-        *e = e.saturating_add(sum);
-    }
+/// Dominant share (Dominant Resource Fairness, Ghodsi et al., NSDI 2011) of `used` in a cell of
+/// capacity `cap`: the larger of its fractions of the CPU and the RAM.
+fn dominant_share(used: scheduler_core::Resources, cap: scheduler_core::Resources) -> f64 {
     let frac = |u: u64, c: u64| if c == 0 { 0.0 } else { u as f64 / c as f64 };
-    used.into_iter()
-        .map(|(k, u)| (k, frac(u.cpu_millis, cap.cpu_millis).max(frac(u.ram_bytes, cap.ram_bytes))))
-        .collect()
+    frac(used.cpu_millis, cap.cpu_millis).max(frac(used.ram_bytes, cap.ram_bytes))
 }
 
 /// Builds the scheduler's view of `state`.
@@ -88,6 +70,8 @@ pub fn snapshot(state: &CellState) -> Snapshot {
     }
     let mut groups = Vec::new();
     let mut gangs = HashMap::new();
+    // what each user's bound tasks are charged at each band (for fair share)
+    let mut used_by: HashMap<(&str, scheduler_core::Band), scheduler_core::Resources> = HashMap::new();
     let mut jobs = Vec::with_capacity(state.jobs.len());
     let mut versions = Vec::with_capacity(state.jobs.len());
     let mut incarnations = HashMap::new();
@@ -106,6 +90,12 @@ pub fn snapshot(state: &CellState) -> Snapshot {
                     if t.alloc.is_none() {
                         let spec = job.spec_for(t.job_version);
                         model.add(m, Resident { task: r, priority: spec.priority, request: spec.resources });
+                        if let Some(band) = job.spec.priority.band() {
+                            let u = used_by
+                                .entry((job.spec.user.as_str(), band))
+                                .or_insert(scheduler_core::Resources::ZERO);
+                            *u = u.saturating_add(spec.resources);
+                        }
                     }
                     occupied.push(m);
                     bound += 1;
@@ -147,11 +137,18 @@ pub fn snapshot(state: &CellState) -> Snapshot {
             groups.push(group(vec![index], Some(pin)));
         }
     }
-    let shares = dominant_shares(state);
+    let cap = state
+        .machines
+        .values()
+        .filter(|m| m.state == MachineState::Up)
+        .fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(m.capacity));
     let share_of_job: Vec<f64> = state
         .jobs
         .values()
-        .map(|j| j.spec.priority.band().and_then(|b| shares.get(&(j.spec.user.clone(), b)).copied()).unwrap_or(0.0))
+        .map(|j| {
+            let used = j.spec.priority.band().and_then(|b| used_by.get(&(j.spec.user.as_str(), b)).copied());
+            used.map_or(0.0, |u| dominant_share(u, cap))
+        })
         .collect();
     let share = |g: &TaskGroup| share_of_job[g.job_id as usize];
     // between equal shares (every task of both users ended, say), the smaller backlog first:
