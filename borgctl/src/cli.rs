@@ -108,6 +108,13 @@ pub enum Cmd {
         #[arg(long, requires = "follow")]
         all: bool,
     },
+    /// Pending jobs in the order the scheduler takes them: by priority, then fair share (each
+    /// user's dominant share at the band), then backlog; jobs waiting for others (`after`) last.
+    Queue {
+        /// Only this band.
+        #[arg(long)]
+        band: Option<String>,
+    },
     /// Restart a job's tasks (all, or those of --index) through the rolling-update path: one
     /// new version, each task replaced only while the job's max_unavailable allows (and, with
     /// readiness, once the last replacement is ready). Follow with `rollout status JOB --wait`.

@@ -461,6 +461,30 @@ pub fn events_table(events: &[pb::Event]) -> Table {
     t
 }
 
+/// A queue entry as JSON: `position` (from 1), `job`, `user`, `priority`, `band`, `pending`,
+/// `share` (0..1), `waiting_for` (empty unless held back by `after`).
+pub fn queue_json((i, e): (usize, &pb::QueueEntry)) -> Value {
+    json!({"position": i + 1, "job": e.job, "user": e.user, "priority": e.priority, "band": e.band,
+           "pending": e.pending, "share": e.share, "waiting_for": e.waiting_for})
+}
+
+/// The scheduling queue as a table, in order.
+pub fn queue_table(entries: &[pb::QueueEntry]) -> Table {
+    let mut t = table(&["#", "JOB", "USER", "PRIORITY", "PENDING", "USER SHARE", "WAITING FOR"]);
+    for (i, e) in entries.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            e.job.clone(),
+            e.user.clone(),
+            format!("{} ({})", e.priority, e.band),
+            e.pending.to_string(),
+            format!("{:.1}%", e.share * 100.0),
+            e.waiting_for.clone(),
+        ]);
+    }
+    t
+}
+
 /// One event on one line (a followed stream): `14:03:07.250Z web/0 running [m1] pid 4242`.
 pub fn event_line(e: &pb::Event) -> String {
     let what = match e.index {

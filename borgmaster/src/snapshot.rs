@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub bound: usize,
     /// Gang jobs with pending tasks offered in this pass: job number -> how many.
     pub gangs: HashMap<u32, usize>,
+    /// Each job's user's dominant share at its band, by job number (the fair-share order).
+    pub shares: Vec<f64>,
 }
 
 impl Snapshot {
@@ -164,7 +166,7 @@ pub fn snapshot(state: &CellState) -> Snapshot {
     groups.sort_by(|a, b| {
         b.priority.cmp(&a.priority).then(share(a).total_cmp(&share(b))).then(backlog_of(a).cmp(&backlog_of(b)))
     });
-    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, gangs }
+    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, gangs, shares: share_of_job }
 }
 
 /// Gang scheduling: drops from `p` the bindings of every gang job of `snap` that did not get all

@@ -176,3 +176,29 @@ fn a_small_job_of_another_user_is_not_stuck_behind_a_huge_backlog() {
     let alice_pending = cell.tasks("a-backlog").iter().filter(|t| t["state"] != "dead").count();
     assert!(alice_pending > 50, "long before alice's backlog drains ({alice_pending} left)");
 }
+
+#[test]
+fn the_queue_lists_pending_jobs_in_fair_share_order() {
+    let cell = TestCell::start("queue", 1); // 4 cores
+    let job = |name: &str, user: &str, cpu: &str, after: &str| {
+        format!(
+            "name: {name}\nuser: {user}\npriority: batch\nkind: batch\ntasks: 2\n{after}\
+             command: [/bin/sh, -c, 'sleep 100']\nresources: {{cpu: {cpu}, ram: 16Mi}}\n"
+        )
+    };
+    // alice runs something (her share > 0); both then ask for more than any machine has, so
+    // the queue stays as it is
+    cell.apply_yaml("a-run", &job("a-run", "alice", "500m", ""));
+    cell.wait_tasks("a-run", "running");
+    cell.apply_yaml("a-big", &job("a-big", "alice", "5", ""));
+    cell.apply_yaml("b-big", &job("b-big", "bob", "5", ""));
+    cell.apply_yaml("b-next", &job("b-next", "bob", "100m", "after: [b-big]\n"));
+    let q = cell.json(&["queue"]);
+    let order: Vec<&str> = q.as_array().unwrap().iter().filter_map(|e| e["job"].as_str()).collect();
+    assert_eq!(order, ["b-big", "a-big", "b-next"], "bob (share 0) before alice; the held job last: {q}");
+    assert_eq!(q[2]["waiting_for"], "b-big");
+    assert!(q[1]["share"].as_f64().unwrap() > 0.0 && q[0]["share"] == 0.0, "{q}");
+    assert_eq!(q[0]["pending"], 2);
+    let out = cell.borgctl(&["queue", "--band", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("band: \"nope\" is not"), "{out:?}");
+}

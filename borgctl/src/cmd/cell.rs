@@ -86,6 +86,18 @@ fn print_machines(cx: &Cx, ms: &[pb::Machine]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `queue [--band B]`: pending jobs in scheduling order.
+pub async fn queue(cx: &Cx, band: Option<String>) -> anyhow::Result<ExitCode> {
+    let req = pb::ListQueueRequest { band: band.unwrap_or_default() };
+    let entries = connect(&cx.master).await?.list_queue(req).await.map_err(status)?.into_inner().entries;
+    if cx.json {
+        print_json(&entries.iter().enumerate().map(render::queue_json).collect())?;
+    } else {
+        outln!("{}", render::queue_table(&entries))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn top(cx: &Cx, what: TopWhat) -> anyhow::Result<ExitCode> {
     let mut c = connect(&cx.master).await?;
     let (json_rows, table) = match what {

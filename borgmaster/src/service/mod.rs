@@ -212,6 +212,52 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         Ok(Response::new(pb::ListTasksResponse { tasks: job.tasks.iter().map(|t| task_to_pb(t, &s, &soft)).collect() }))
     }
 
+    async fn list_queue(&self, req: Request<pb::ListQueueRequest>) -> Result<Response<pb::ListQueueResponse>, Status> {
+        self.caller(&req)?;
+        let band = req.into_inner().band;
+        let only = match band.as_str() {
+            "" => None,
+            b => Some(scheduler_core::Band::from_name(b).ok_or_else(|| {
+                Status::invalid_argument(format!("band: {b:?} is not free, batch, production or monitoring"))
+            })?),
+        };
+        let state = self.master.state();
+        let snap = crate::snapshot::snapshot(&state);
+        let names: Vec<&crate::state::Job> = state.jobs.values().collect();
+        let entry = |job_id: usize, pending: usize, waiting_for: String| {
+            let j = names[job_id];
+            pb::QueueEntry {
+                job: j.spec.name.clone(),
+                user: j.spec.user.clone(),
+                priority: j.spec.priority.0,
+                band: j.spec.priority.band().map_or("", |b| b.name()).to_string(),
+                pending: pending as u32,
+                share: snap.shares[job_id],
+                waiting_for,
+            }
+        };
+        let mut pending: HashMap<u32, usize> = HashMap::new();
+        for g in &snap.groups {
+            *pending.entry(g.job_id).or_default() += g.tasks.len();
+        }
+        let mut entries = Vec::new();
+        for g in &snap.groups {
+            if let Some(n) = pending.remove(&g.job_id) {
+                entries.push(entry(g.job_id as usize, n, String::new()));
+            }
+        }
+        for (i, j) in names.iter().enumerate().filter(|(_, j)| j.held()) {
+            let pending = j.tasks.iter().filter(|t| t.state == crate::state::TaskState::Pending).count();
+            let waiting = match state.after_state(j) {
+                crate::state::After::Waiting(a) => a,
+                _ => String::new(),
+            };
+            entries.push(entry(i, pending, waiting));
+        }
+        entries.retain(|e| only.is_none_or(|b| e.band == b.name()));
+        Ok(Response::new(pb::ListQueueResponse { entries }))
+    }
+
     async fn restart_job(
         &self,
         req: Request<pb::RestartJobRequest>,
