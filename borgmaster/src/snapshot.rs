@@ -183,9 +183,12 @@ pub fn hold_partial_gangs(snap: &Snapshot, p: &mut Placement) -> Vec<(u32, usize
             *placed.entry(b.task.job).or_default() += 1;
         }
     }
+    // only the gangs offered in this pass (one waiting out a backoff was not examined)
+    let offered: std::collections::HashSet<u32> = snap.groups.iter().map(|g| g.job_id).collect();
     let mut held: Vec<(u32, usize, usize)> = snap
         .gangs
         .iter()
+        .filter(|(job, _)| offered.contains(job))
         .filter(|(job, needed)| placed.get(job).copied().unwrap_or(0) < **needed)
         .map(|(&job, &needed)| (job, placed.get(&job).copied().unwrap_or(0), needed))
         .collect();
