@@ -227,7 +227,9 @@ pub enum QuotaCmd {
         /// Band.
         band: String,
         /// Resources: cpu=2 ram=4Gi disk=10Gi. Dimensions not named keep their current limit
-        /// (the user's grant at the band, or the cell default), like `kubectl set`.
+        /// (the user's grant at the band, or the cell default), like `kubectl set`. `weight=N`
+        /// sets the user's fair-share weight at the band (default 1: a user of weight 2 is
+        /// served as if it used half of what it does).
         #[arg(required = true)]
         resources: Vec<String>,
     },

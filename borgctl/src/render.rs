@@ -427,12 +427,12 @@ fn res_text(r: &pb::Resources) -> String {
 
 /// A quota row as JSON: `user`, `band`, `limit` (null = unlimited), `used`, `free`.
 pub fn quota_json(q: &pb::QuotaRow) -> Value {
-    json!({"user": q.user, "band": q.band, "limit": q.limit.map(|l| res(&Some(l))), "used": res(&q.used), "free": q.free.map(|f| res(&Some(f)))})
+    json!({"user": q.user, "band": q.band, "limit": q.limit.map(|l| res(&Some(l))), "used": res(&q.used), "free": q.free.map(|f| res(&Some(f))), "weight": q.weight.max(1)})
 }
 
 /// Quota rows as a table.
 pub fn quota_table(rows: &[pb::QuotaRow]) -> Table {
-    let mut t = table(&["USER", "BAND", "LIMIT", "USED", "FREE"]);
+    let mut t = table(&["USER", "BAND", "LIMIT", "USED", "FREE", "WEIGHT"]);
     for q in rows {
         t.add_row(vec![
             q.user.clone(),
@@ -440,6 +440,7 @@ pub fn quota_table(rows: &[pb::QuotaRow]) -> Table {
             q.limit.as_ref().map_or("unlimited".into(), res_text),
             res_text(&q.used.unwrap_or_default()),
             q.free.as_ref().map_or("-".into(), res_text),
+            q.weight.max(1).to_string(),
         ]);
     }
     t

@@ -31,7 +31,8 @@ pub struct Snapshot {
     pub bound: usize,
     /// Gang jobs with pending tasks offered in this pass: job number -> how many.
     pub gangs: HashMap<u32, usize>,
-    /// Each job's user's dominant share at its band, by job number (the fair-share order).
+    /// Each job's user's dominant share at its band divided by the user's weight there, by job
+    /// number (the fair-share order).
     pub shares: Vec<f64>,
 }
 
@@ -148,8 +149,9 @@ pub fn snapshot(state: &CellState) -> Snapshot {
         .jobs
         .values()
         .map(|j| {
-            let used = j.spec.priority.band().and_then(|b| used_by.get(&(j.spec.user.as_str(), b)).copied());
-            used.map_or(0.0, |u| dominant_share(u, cap))
+            let Some(band) = j.spec.priority.band() else { return 0.0 };
+            let used = used_by.get(&(j.spec.user.as_str(), band)).copied();
+            used.map_or(0.0, |u| dominant_share(u, cap)) / f64::from(state.share_weight(&j.spec.user, band))
         })
         .collect();
     let share = |g: &TaskGroup| share_of_job[g.job_id as usize];

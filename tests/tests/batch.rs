@@ -202,3 +202,33 @@ fn the_queue_lists_pending_jobs_in_fair_share_order() {
     let out = cell.borgctl(&["queue", "--band", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("band: \"nope\" is not"), "{out:?}");
 }
+
+#[test]
+fn a_fair_share_weight_divides_a_users_share() {
+    let cell = TestCell::start("weight", 1); // 4 cores
+    let job = |name: &str, user: &str, cpu: &str| {
+        format!(
+            "name: {name}\nuser: {user}\npriority: batch\nkind: batch\ntasks: 2\n\
+             command: [/bin/sh, -c, 'sleep 100']\nresources: {{cpu: {cpu}, ram: 16Mi}}\n"
+        )
+    };
+    cell.apply_yaml("a-run", &job("a-run", "alice", "500m")); // alice: 25 % of the cell
+    cell.apply_yaml("b-run", &job("b-run", "bob", "250m")); // bob: 12.5 %
+    cell.wait_tasks("a-run", "running");
+    cell.wait_tasks("b-run", "running");
+    cell.apply_yaml("a-big", &job("a-big", "alice", "5"));
+    cell.apply_yaml("b-big", &job("b-big", "bob", "5"));
+    let order = |c: &TestCell| -> Vec<String> {
+        c.json(&["queue"]).as_array().unwrap().iter().filter_map(|e| e["job"].as_str().map(String::from)).collect()
+    };
+    assert_eq!(order(&cell), ["b-big", "a-big"], "bob's share is smaller");
+    let out = cell.borgctl(&["quota", "set", "alice", "batch", "weight=4"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(order(&cell), ["a-big", "b-big"], "alice's 25 % counts as 6.25 % at weight 4");
+    let q = cell.json(&["quota", "get", "alice"]);
+    let batch = q.as_array().unwrap().iter().find(|r| r["band"] == "batch").unwrap().clone();
+    assert_eq!(batch["weight"], 4, "{q}");
+    assert_eq!(batch["limit"], serde_json::Value::Null, "the weight alone leaves the limit as it was: {q}");
+    let out = cell.borgctl(&["quota", "set", "alice", "batch", "weight=0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the weight is a whole number, at least 1"), "{out:?}");
+}

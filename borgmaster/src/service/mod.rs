@@ -487,6 +487,21 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             return Err(Status::invalid_argument(format!("user: {:?} is not a user name", r.user)));
         }
         let band = band_from_name(&r.band)?;
+        if let Some(weight) = r.weight {
+            if weight == 0 {
+                return Err(Status::invalid_argument("weight: must be at least 1"));
+            }
+            let command = Command::SetShareWeight { user: r.user.clone(), band, weight };
+            self.master.propose(command).await.map_err(propose_status)?;
+            tracing::info!(user = %r.user, %band, weight, "fair-share weight set");
+            if r.limit.is_none() {
+                let limit =
+                    self.master.state().quota_limit(&r.user, band).unwrap_or(scheduler_core::Resources::UNLIMITED);
+                return Ok(Response::new(pb::SetQuotaResponse {
+                    limit: Some(borg_jobspec::convert::resources_to_pb(limit)),
+                }));
+            }
+        }
         let given = borg_jobspec::convert::resources_from_pb(r.limit.as_ref());
         let limit = if r.dimensions.is_empty() {
             given
@@ -526,6 +541,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
                 limit: q.limit.map(to),
                 used: Some(to(q.used)),
                 free: q.limit.map(|l| to(crate::state::quota_headroom(l, q.used))),
+                weight: q.weight,
             })
             .collect();
         Ok(Response::new(pb::GetQuotaResponse { rows }))

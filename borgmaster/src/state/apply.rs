@@ -188,6 +188,25 @@ impl CellState {
                 ev.push(job, Some(*index), EventKind::Exec, format!("{who} ran {command:?}"), Some(machine));
                 ApplyOutcome::Done
             }
+            Command::SetShareWeight { user, band, weight } => {
+                let w = self.weights.entry(user.clone()).or_default();
+                if *weight <= 1 {
+                    w.remove(band.name());
+                } else {
+                    w.insert(band.name().to_string(), *weight);
+                }
+                if w.is_empty() {
+                    self.weights.remove(user);
+                }
+                ev.push(
+                    "",
+                    None,
+                    EventKind::Quota,
+                    format!("{user} at {band}: fair-share weight {}", weight.max(&1)),
+                    None,
+                );
+                ApplyOutcome::Done
+            }
             Command::Tick => ApplyOutcome::Done,
             Command::SetDefaultQuota { limit } => {
                 self.default_quota = *limit;

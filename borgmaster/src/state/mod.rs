@@ -52,6 +52,10 @@ pub struct CellState {
     /// unlimited; the master sets its configured default (zero unless told otherwise) at start.
     #[serde(default)]
     pub default_quota: Option<Resources>,
+    /// Fair-share weights: user -> band name -> weight (absent: 1). A user's dominant share is
+    /// divided by it when the scheduler orders users (`borgctl quota set USER BAND weight=N`).
+    #[serde(default)]
+    pub weights: BTreeMap<String, BTreeMap<String, u32>>,
     /// Derived: tasks bound to each machine that are not dead. Rebuilt by [`CellState::reindex`].
     #[serde(skip)]
     by_machine: BTreeMap<MachineId, BTreeSet<TaskId>>,
@@ -121,6 +125,11 @@ impl CellState {
             return Resources::ZERO;
         }
         self.jobs.get(&t.job).map_or(Resources::ZERO, |j| j.spec_for(t.job_version).resources)
+    }
+
+    /// `user`'s fair-share weight at `band` (1 unless set).
+    pub fn share_weight(&self, user: &str, band: scheduler_core::Band) -> u32 {
+        self.weights.get(user).and_then(|b| b.get(band.name())).copied().unwrap_or(1).max(1)
     }
 
     /// Number of tasks bound to `m` that are not dead.

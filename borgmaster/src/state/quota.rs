@@ -22,6 +22,8 @@ pub struct QuotaRow {
     pub limit: Option<Resources>,
     /// Charged to live jobs.
     pub used: Resources,
+    /// Fair-share weight (1 unless set).
+    pub weight: u32,
 }
 
 /// What is left of `limit` once `used` is charged: per dimension, `limit - used`, except that a
@@ -76,6 +78,7 @@ impl CellState {
             .map(|(u, b)| QuotaRow {
                 limit: self.quota_limit(&u, b),
                 used: self.quota_used(&u, b, None),
+                weight: self.share_weight(&u, b),
                 user: u,
                 band: b,
             })

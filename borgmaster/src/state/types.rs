@@ -553,6 +553,16 @@ pub enum Command {
         /// Limit: millicores, bytes, bytes.
         limit: Resources,
     },
+    /// Sets `user`'s fair-share weight at `band` (1 removes it): its dominant share is divided
+    /// by the weight when the scheduler orders users within a priority.
+    SetShareWeight {
+        /// User.
+        user: String,
+        /// Band.
+        band: Band,
+        /// At least 1.
+        weight: u32,
+    },
     /// Sets the quota of users who have none at a band; `None` = unlimited (the whole cell).
     SetDefaultQuota {
         /// The default limit.
