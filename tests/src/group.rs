@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released; the replica binds it again right after).
+/// A free loopback port (probed by binding it; the replica binds it again right after, and
+/// again after each restart). Below the kernel's ephemeral range, so that no outgoing
+/// connection (borgctl, polls, Raft) can take it in between, as one did on a busy CI run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    crate::free_port_range(1).0
 }
 
 /// A running master group.
