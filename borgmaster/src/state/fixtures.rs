@@ -71,3 +71,23 @@ pub fn running(s: &mut CellState, job: &str, m: &str) {
         }
     }
 }
+
+/// Reports the current incarnation of `job/index` running on machine `m` at `time_ms`, ready or
+/// not.
+pub fn report_running_at(s: &mut CellState, m: &str, job: &str, index: u32, ready: bool, time_ms: i64) {
+    let incarnation = s.task(&TaskId::new(job, index)).unwrap().incarnation;
+    let r = TaskReport {
+        job: job.into(),
+        index,
+        incarnation,
+        state: TaskState::Running,
+        pid: Some(7),
+        exit_code: None,
+        signal: None,
+        restarts: 0,
+        message: String::new(),
+        ready,
+    };
+    let command = Command::TaskReports { reports: vec![(MachineId(m.into()), r)] };
+    s.apply(&Entry { time_ms, command }).unwrap();
+}

@@ -547,21 +547,7 @@ mod tests {
 
     /// Reports `job/index` running on m1 at `time_ms`, ready or not.
     fn report_at(s: &mut CellState, job: &str, index: u32, ready: bool, time_ms: i64) {
-        let t = s.task(&TaskId::new(job, index)).unwrap().clone();
-        let r = TaskReport {
-            job: job.into(),
-            index,
-            incarnation: t.incarnation,
-            state: TaskState::Running,
-            pid: Some(7),
-            exit_code: None,
-            signal: None,
-            restarts: 0,
-            message: String::new(),
-            ready,
-        };
-        let command = Command::TaskReports { reports: vec![(MachineId("m1".into()), r)] };
-        s.apply(&Entry { time_ms, command }).unwrap();
+        report_running_at(s, "m1", job, index, ready, time_ms);
     }
 
     #[test]

@@ -272,25 +272,13 @@ mod tests {
         bind(&mut s, "web", 0, "m3");
         assert_eq!(on(&s, "m1"), ["web/1"]);
         // running but not ready: still unavailable
-        let mut r = TaskReport {
-            job: "web".into(),
-            index: 0,
-            incarnation: 2,
-            state: TaskState::Running,
-            pid: Some(7),
-            exit_code: None,
-            signal: None,
-            restarts: 0,
-            message: String::new(),
-            ready: false,
-        };
-        run(&mut s, Command::TaskReports { reports: vec![(m("m3"), r.clone())] }).unwrap();
+        report_running_at(&mut s, "m3", "web", 0, false, 1000);
         assert_eq!(on(&s, "m1"), ["web/1"]);
         // ready: the next one goes, and the machine is drained
-        r.ready = true;
-        let (_, ev) = run(&mut s, Command::TaskReports { reports: vec![(m("m3"), r)] }).unwrap();
+        report_running_at(&mut s, "m3", "web", 0, true, 1000);
         assert!(on(&s, "m1").is_empty());
-        assert!(ev.iter().any(|e| e.kind == EventKind::Drained && e.machine == Some(m("m1"))), "{ev:?}");
+        let drained = s.events.iter().any(|e| e.kind == EventKind::Drained && e.machine == Some(m("m1")));
+        assert!(drained, "{:?}", s.events);
         assert_eq!(s.machine_state_name(&m("m1")), "drained");
     }
 
