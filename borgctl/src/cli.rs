@@ -108,6 +108,11 @@ pub enum Cmd {
         #[arg(long, requires = "follow")]
         all: bool,
     },
+    /// Cron jobs (specs with a `schedule`): `cron list`, `cron suspend NAME`, `cron resume NAME`.
+    Cron {
+        #[command(subcommand)]
+        action: CronCmd,
+    },
     /// Pending jobs in the order the scheduler takes them: by priority, then fair share (each
     /// user's dominant share at the band), then backlog; jobs waiting for others (`after`) last.
     Queue {
@@ -360,6 +365,23 @@ pub struct BenchArgs {
     /// With --watchers: tasks added to the first job, one at a time, each timed.
     #[arg(long, default_value_t = 5)]
     pub watch_changes: u32,
+}
+
+/// `borgctl cron` actions.
+#[derive(Subcommand, Debug)]
+pub enum CronCmd {
+    /// Every cron job: schedule, policy, last and next tick, runs.
+    List,
+    /// Skip its ticks until resumed (owner or admin).
+    Suspend {
+        /// Cron job name.
+        name: String,
+    },
+    /// Tick again.
+    Resume {
+        /// Cron job name.
+        name: String,
+    },
 }
 
 /// `borgctl machines ...` actions (admin only).

@@ -469,6 +469,44 @@ pub fn queue_json((i, e): (usize, &pb::QueueEntry)) -> Value {
            "pending": e.pending, "share": e.share, "waiting_for": e.waiting_for})
 }
 
+/// A cron job as JSON: `name`, `user`, `schedule`, `concurrency`, `history`, `suspended`,
+/// `last_tick_ms`, `next_tick_ms` (0: none), `runs` (oldest first), `live`.
+pub fn cron_json(c: &pb::CronEntry) -> Value {
+    json!({"name": c.name, "user": c.user, "schedule": c.schedule, "concurrency": c.concurrency,
+           "history": c.history, "suspended": c.suspended, "last_tick_ms": c.last_tick_ms,
+           "next_tick_ms": c.next_tick_ms, "runs": c.runs, "live": c.live})
+}
+
+/// Cron jobs as a table.
+pub fn crons_table(crons: &[pb::CronEntry]) -> Table {
+    let mut t = table(&[
+        "NAME",
+        "USER",
+        "SCHEDULE (UTC)",
+        "CONCURRENCY",
+        "SUSPENDED",
+        "LAST TICK",
+        "NEXT TICK",
+        "RUNS",
+        "LIVE",
+    ]);
+    let when = |ms: i64| if ms == 0 { "-".to_string() } else { clock(ms) };
+    for c in crons {
+        t.add_row(vec![
+            c.name.clone(),
+            c.user.clone(),
+            c.schedule.clone(),
+            c.concurrency.clone(),
+            c.suspended.to_string(),
+            when(c.last_tick_ms),
+            when(c.next_tick_ms),
+            c.runs.len().to_string(),
+            c.live.to_string(),
+        ]);
+    }
+    t
+}
+
 /// The scheduling queue as a table, in order.
 pub fn queue_table(entries: &[pb::QueueEntry]) -> Table {
     let mut t = table(&["#", "JOB", "USER", "PRIORITY", "PENDING", "USER SHARE", "WAITING FOR"]);

@@ -39,6 +39,32 @@ async fn collect_finished(master: Arc<Master>) {
     }
 }
 
+/// Every 500 ms, proposes a `CronTick` for each cron job with a tick due: the latest tick after
+/// the last one it acted on, so ticks missed while no master led run once.
+async fn tick_crons(master: Arc<Master>) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let now = crate::master::now_ms();
+        let due: Vec<(String, i64)> = master
+            .state()
+            .crons
+            .iter()
+            .filter(|(_, c)| !c.suspended)
+            .filter_map(|(name, c)| {
+                let schedule = borg_jobspec::schedule::Schedule::parse(c.spec.schedule.as_deref()?).ok()?;
+                let tick = schedule.latest_due(c.last_tick_ms.max(c.created_ms), now)?;
+                Some((name.clone(), tick))
+            })
+            .collect();
+        for (name, tick_ms) in due {
+            if let Err(e) = master.propose(Command::CronTick { name: name.clone(), tick_ms }).await {
+                tracing::debug!(cron = %name, error = %e, "cron tick not committed");
+            }
+        }
+    }
+}
+
 /// Runs the leader's duties while this replica leads. On election it first confirms with a
 /// quorum that its state holds every committed entry, records the configured default quota if
 /// the state differs, then starts the duties with empty soft state (the Borglets' reports rebuild
@@ -66,6 +92,7 @@ pub async fn run(master: Arc<Master>) {
         duties.spawn(crate::link_shard::run(master.clone()));
         duties.spawn(tick_rollouts(master.clone()));
         duties.spawn(collect_finished(master.clone()));
+        duties.spawn(tick_crons(master.clone()));
         watch.while_leading().await;
         tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
         duties.shutdown().await;

@@ -150,6 +150,9 @@ impl From<&JobSpec> for pb::JobSpec {
             after: s.after.clone(),
             ttl_after_finished_ms: Some(s.ttl_after_finished_ms),
             gang: s.gang,
+            schedule: s.schedule.clone().unwrap_or_default(),
+            concurrency: s.concurrency.name().to_string(),
+            history: Some(s.history),
         }
     }
 }
@@ -216,6 +219,9 @@ impl TryFrom<&pb::JobSpec> for JobSpec {
             after: p.after.clone(),
             ttl_after_finished_ms: p.ttl_after_finished_ms.unwrap_or(crate::job::DEFAULT_TTL_AFTER_FINISHED_MS),
             gang: p.gang,
+            schedule: (!p.schedule.is_empty()).then(|| p.schedule.clone()),
+            concurrency: crate::job::Concurrency::from_name(&p.concurrency).unwrap_or_default(),
+            history: p.history.unwrap_or(crate::job::DEFAULT_HISTORY),
         };
         problems.extend(spec.problems());
         if problems.is_empty() {

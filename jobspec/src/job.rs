@@ -155,7 +155,62 @@ pub struct JobSpec {
     /// (no partial placement holds resources; preemption evicts for the whole gang or nobody).
     #[serde(default)]
     pub gang: bool,
+    /// Cron (`schedule: "*/5 * * * *"`, UTC; 6 fields: seconds first): the spec is a template,
+    /// and each tick creates a run named `<name>-<unix seconds>`. `None`: an ordinary job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Cron: what a tick does while an earlier run is still live.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// Cron: finished runs kept (older ones are deleted).
+    #[serde(default = "default_history")]
+    pub history: u32,
 }
+
+/// A cron job's policy for a tick while an earlier run is still live (Kubernetes CronJob's
+/// `concurrencyPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// Start another run.
+    #[default]
+    Allow,
+    /// Skip the tick.
+    Forbid,
+    /// Kill the live runs, then start one.
+    Replace,
+}
+
+impl Concurrency {
+    /// `allow`, `forbid` or `replace`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Concurrency::Allow => "allow",
+            Concurrency::Forbid => "forbid",
+            Concurrency::Replace => "replace",
+        }
+    }
+
+    /// The policy named `s`.
+    pub fn from_name(s: &str) -> Option<Concurrency> {
+        match s {
+            "allow" | "" => Some(Concurrency::Allow),
+            "forbid" => Some(Concurrency::Forbid),
+            "replace" => Some(Concurrency::Replace),
+            _ => None,
+        }
+    }
+}
+
+/// Default cron `history`: 3 finished runs.
+pub const DEFAULT_HISTORY: u32 = 3;
+
+fn default_history() -> u32 {
+    DEFAULT_HISTORY
+}
+
+/// Longest name of a cron job: its runs append `-` and 10 digits of unix seconds.
+pub const MAX_CRON_NAME: usize = 52;
 
 /// Default `ttl_after_finished`: 24 hours.
 pub const DEFAULT_TTL_AFTER_FINISHED_MS: u64 = 24 * 3600 * 1000;
@@ -273,6 +328,9 @@ impl JobSpec {
             after: vec![],
             ttl_after_finished_ms: DEFAULT_TTL_AFTER_FINISHED_MS,
             gang: false,
+            schedule: None,
+            concurrency: Concurrency::Allow,
+            history: DEFAULT_HISTORY,
         }
     }
 
@@ -393,6 +451,26 @@ impl JobSpec {
             } else if self.after[..i].contains(a) {
                 p.push(Problem::new(format!("after[{i}]"), format!("{a:?} is named twice")));
             }
+        }
+        if let Some(s) = &self.schedule {
+            if let Err(e) = crate::schedule::Schedule::parse(s) {
+                p.push(Problem::new(
+                    "schedule",
+                    format!("{s:?} is not a cron schedule (5 fields, or 6 with seconds): {e}"),
+                ));
+            }
+            if self.kind != JobKind::Batch {
+                p.push(Problem::new("schedule", "only batch jobs run on a schedule"));
+            }
+            if self.name.len() > MAX_CRON_NAME {
+                p.push(Problem::new(
+                    "name",
+                    format!("a cron job's name has at most {MAX_CRON_NAME} characters (its runs add 11)"),
+                ));
+            }
+        }
+        if self.history > 100 {
+            p.push(Problem::new("history", "at most 100 finished runs are kept"));
         }
         if self.gang && (self.per_machine || self.kind == JobKind::AllocSet) {
             p.push(Problem::new("gang", "a per_machine job or an alloc set cannot be a gang"));

@@ -135,6 +135,12 @@ struct RawSpec {
     ttl_after_finished: Option<Spanned<Scalar>>,
     #[serde(default)]
     gang: Option<bool>,
+    #[serde(default)]
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    concurrency: Option<Spanned<String>>,
+    #[serde(default)]
+    history: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -514,6 +520,27 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
     if let Some(after) = &raw.after {
         l.mark("after", after);
     }
+    if let Some(s) = &raw.schedule {
+        l.mark("schedule", s);
+    }
+    let concurrency = match &raw.concurrency {
+        Some(c) => {
+            l.mark("concurrency", c);
+            l.check(
+                "concurrency",
+                crate::job::Concurrency::from_name(&c.value)
+                    .ok_or_else(|| format!("{:?} is not allow, forbid or replace", c.value)),
+            )
+        }
+        None => Some(crate::job::Concurrency::Allow),
+    };
+    let history = match &raw.history {
+        Some(h) => {
+            l.mark("history", h);
+            l.check("history", whole(&h.value, "0 to 100"))
+        }
+        None => Some(crate::job::DEFAULT_HISTORY),
+    };
     let ttl_after_finished_ms = match &raw.ttl_after_finished {
         Some(t) => {
             l.mark("ttl_after_finished", t);
@@ -564,6 +591,9 @@ pub fn parse_job_spec(file: &str, text: &str) -> Result<JobSpec, SpecErrors> {
         after: raw.after.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
         ttl_after_finished_ms: ttl_after_finished_ms.unwrap_or(crate::job::DEFAULT_TTL_AFTER_FINISHED_MS),
         gang: raw.gang.unwrap_or(false),
+        schedule: raw.schedule.as_ref().map(|s| s.value.clone()),
+        concurrency: concurrency.unwrap_or_default(),
+        history: history.unwrap_or(crate::job::DEFAULT_HISTORY),
     };
     let already: Vec<String> = l.problems.iter().map(|p| p.field.clone()).collect();
     for p in spec.problems() {

@@ -232,3 +232,48 @@ fn a_fair_share_weight_divides_a_users_share() {
     let out = cell.borgctl(&["quota", "set", "alice", "batch", "weight=0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("the weight is a whole number, at least 1"), "{out:?}");
 }
+
+#[test]
+fn a_cron_job_starts_runs_forbid_skips_ticks_and_history_trims_old_runs() {
+    let cell = TestCell::start("cron", 1);
+    // every 2 seconds (6 fields: seconds first); each run takes 3 s, so with forbid every
+    // other tick finds the last run still going
+    let spec = "name: tick\nuser: alice\npriority: batch\nkind: batch\ntasks: 1\n\
+                schedule: '*/2 * * * * *'\nconcurrency: forbid\nhistory: 2\n\
+                command: [/bin/sh, -c, 'sleep 3']\nresources: {cpu: 100m, ram: 16Mi}\n";
+    cell.apply_yaml("tick", spec);
+    let crons = |c: &TestCell| c.json(&["cron", "list"]);
+    cell.wait_for(std::time::Duration::from_secs(60), "three runs finished, at most two kept", |c| {
+        let events = c.json(&["events", "tick", "--limit", "1000"]);
+        let started = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["detail"].as_str().unwrap_or("").starts_with("tick: started run"))
+            .count();
+        started >= 4
+    });
+    let events = cell.json(&["events", "tick", "--limit", "1000"]);
+    let details: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["detail"].as_str()).collect();
+    assert!(details.iter().any(|d| d.starts_with("tick skipped:") && d.contains("concurrency forbid")), "{details:?}");
+    let c = crons(&cell);
+    let runs = c[0]["runs"].as_array().unwrap().len();
+    let live = c[0]["live"].as_u64().unwrap() as usize;
+    assert!(runs - live <= 2, "history 2 keeps at most 2 finished runs: {c}");
+    assert!(live <= 1, "forbid: never two runs at once: {c}");
+    assert_eq!(c[0]["schedule"], "*/2 * * * * *");
+    // suspended: no run starts any more
+    assert!(cell.borgctl(&["cron", "suspend", "tick"]).status.success());
+    let before = crons(&cell)[0]["last_tick_ms"].as_i64().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3)); // longer than a tick: none may come
+    assert_eq!(crons(&cell)[0]["last_tick_ms"].as_i64().unwrap(), before, "no tick while suspended");
+    assert!(cell.borgctl(&["cron", "resume", "tick"]).status.success());
+    // a bad schedule is refused with its line
+    let p = cell.dir.path().join("bad.yaml");
+    std::fs::write(&p, spec.replace("'*/2 * * * * *'", "'every day'").replace("name: tick", "name: bad")).unwrap();
+    let out = cell.borgctl(&["apply", "-f", p.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":6:11: schedule: \"every day\" is not a cron schedule"),
+        "{out:?}"
+    );
+}

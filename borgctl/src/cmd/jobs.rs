@@ -270,3 +270,27 @@ async fn spec_diff(c: &mut BorgmasterClient<Channel>, new: &borg_jobspec::JobSpe
     }
     serde_json::Value::Object(out)
 }
+
+/// `cron list|suspend|resume`.
+pub async fn cron(cx: &Cx, action: crate::cli::CronCmd) -> anyhow::Result<ExitCode> {
+    use crate::cli::CronCmd;
+    let mut c = connect(&cx.master).await?;
+    let (name, suspended) = match action {
+        CronCmd::List => {
+            let crons = c.list_crons(pb::ListCronsRequest {}).await.map_err(status)?.into_inner().crons;
+            if cx.json {
+                print_json(&crons.iter().map(render::cron_json).collect())?;
+            } else {
+                outln!("{}", render::crons_table(&crons))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        CronCmd::Suspend { name } => (name, true),
+        CronCmd::Resume { name } => (name, false),
+    };
+    c.set_cron_suspended(pb::SetCronSuspendedRequest { name: name.clone(), suspended }).await.map_err(status)?;
+    if !cx.json {
+        outln!("cron job {name} {}", if suspended { "suspended" } else { "resumed" })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -54,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Exec { name, index, command } => task::exec(&cx, name, index, command).await,
         Cmd::Restart { name, indices } => task::restart(&cx, name, indices).await,
         Cmd::Queue { band } => cell::queue(&cx, band).await,
+        Cmd::Cron { action } => jobs::cron(&cx, action).await,
         Cmd::Events { job, limit, watch: false } => jobs::events(&cx, job, limit).await,
         Cmd::Events { job, limit, watch: true } => watch::events(&cx, job, limit).await,
         Cmd::WhyPending { name } => jobs::why_pending(&cx, name).await,

@@ -110,6 +110,7 @@ pub(super) fn propose_status(e: ProposeError) -> Status {
         ProposeError::Rejected(e @ CommandError::NoSuchMachine(_)) => Status::not_found(e.to_string()),
         ProposeError::Rejected(e @ CommandError::NoSuchTask { .. }) => Status::not_found(e.to_string()),
         ProposeError::Rejected(e @ CommandError::JobKilled(_)) => Status::failed_precondition(e.to_string()),
+        ProposeError::Rejected(e @ CommandError::NameTaken { .. }) => Status::already_exists(e.to_string()),
         ProposeError::Rejected(e @ CommandError::UnknownDependency { .. }) => Status::invalid_argument(e.to_string()),
         ProposeError::Rejected(e @ CommandError::DependencyCycle { .. }) => Status::invalid_argument(e.to_string()),
         ProposeError::Rejected(e @ CommandError::MachineHasTasks { .. }) => Status::failed_precondition(e.to_string()),
@@ -135,6 +136,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             caller.require_owner(&spec.user, "a job's spec.user must be the caller (admins may submit for anyone)")?;
             if let Some(job) = self.master.state().jobs.get(&spec.name) {
                 caller.require_owner(&job.spec.user, "only a job's owner or an admin may update it")?;
+            }
+            if let Some(c) = self.master.state().crons.get(&spec.name) {
+                caller.require_owner(&c.spec.user, "only a cron job's owner or an admin may update it")?;
             }
         }
         let req = if req.get_ref().dry_run {
@@ -210,6 +214,61 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
         let soft = self.master.soft();
         Ok(Response::new(pb::ListTasksResponse { tasks: job.tasks.iter().map(|t| task_to_pb(t, &s, &soft)).collect() }))
+    }
+
+    async fn list_crons(&self, req: Request<pb::ListCronsRequest>) -> Result<Response<pb::ListCronsResponse>, Status> {
+        self.caller(&req)?;
+        let state = self.master.state();
+        let crons = state
+            .crons
+            .iter()
+            .map(|(name, c)| {
+                let runs = state.cron_runs(name);
+                let next = c
+                    .spec
+                    .schedule
+                    .as_deref()
+                    .and_then(|s| borg_jobspec::schedule::Schedule::parse(s).ok())
+                    .and_then(|s| s.next_after(c.last_tick_ms.max(c.created_ms).max(now_ms())));
+                pb::CronEntry {
+                    name: name.clone(),
+                    user: c.spec.user.clone(),
+                    schedule: c.spec.schedule.clone().unwrap_or_default(),
+                    concurrency: c.spec.concurrency.name().into(),
+                    history: c.spec.history,
+                    suspended: c.suspended,
+                    last_tick_ms: c.last_tick_ms,
+                    next_tick_ms: if c.suspended { 0 } else { next.unwrap_or(0) },
+                    live: runs
+                        .iter()
+                        .filter(|j| j.tasks.iter().any(|t| t.state != crate::state::TaskState::Dead))
+                        .count() as u32,
+                    runs: runs.iter().map(|j| j.spec.name.clone()).collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListCronsResponse { crons }))
+    }
+
+    async fn set_cron_suspended(
+        &self,
+        req: Request<pb::SetCronSuspendedRequest>,
+    ) -> Result<Response<pb::SetCronSuspendedResponse>, Status> {
+        let caller = self.caller(&req)?;
+        if let Some(c) = self.master.state().crons.get(&req.get_ref().name) {
+            caller.require_owner(&c.spec.user, "only a cron job's owner or an admin may suspend or resume it")?;
+        }
+        let req = match self.route(req, |mut c, r| async move { c.set_cron_suspended(r).await }).await? {
+            Route::Local(req) => req,
+            Route::Forwarded(answer) => return Ok(answer),
+        };
+        let r = req.into_inner();
+        if !self.master.state().crons.contains_key(&r.name) {
+            return Err(Status::not_found(format!("no cron job named {:?}", r.name)));
+        }
+        let command = Command::SetCronSuspended { name: r.name, suspended: r.suspended };
+        self.master.propose(command).await.map_err(propose_status)?;
+        Ok(Response::new(pb::SetCronSuspendedResponse {}))
     }
 
     async fn list_queue(&self, req: Request<pb::ListQueueRequest>) -> Result<Response<pb::ListQueueResponse>, Status> {
@@ -306,6 +365,9 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let caller = self.caller(&req)?;
         if let Some(job) = self.master.state().jobs.get(&req.get_ref().name) {
             caller.require_owner(&job.spec.user, "only a job's owner or an admin may delete it")?;
+        }
+        if let Some(c) = self.master.state().crons.get(&req.get_ref().name) {
+            caller.require_owner(&c.spec.user, "only a cron job's owner or an admin may delete it")?;
         }
         let req = match self.route(req, |mut c, r| async move { c.delete_job(r).await }).await? {
             Route::Local(req) => req,

@@ -45,6 +45,14 @@ pub enum CommandError {
         /// The jobs around the cycle, starting and ending with the job applied.
         cycle: Vec<String>,
     },
+    /// A job and a cron job may not share a name.
+    #[error("{name:?} is already the name of a {what}: choose another name, or delete it first")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// `job` or `cron job`.
+        what: &'static str,
+    },
     /// RestartTasks of a killed job.
     #[error("job {0:?} is killed: apply it again to start it")]
     JobKilled(String),
@@ -183,6 +191,8 @@ impl CellState {
             Command::SetMaintenance { ids, maintenance, by } => self.set_maintenance(ids, *maintenance, by, &mut ev)?,
             Command::RemoveMachines { ids, force, by } => self.remove_machines(ids, *force, by, &mut ev)?,
             Command::RestartTasks { name, indices } => self.restart_tasks(name, indices, &mut ev)?,
+            Command::CronTick { name, tick_ms } => self.cron_tick(name, *tick_ms, &mut ev),
+            Command::SetCronSuspended { name, suspended } => self.set_cron_suspended(name, *suspended, &mut ev)?,
             Command::RecordExec { job, index, machine, by, command } => {
                 let who = if by.is_empty() { "someone (auth off)" } else { by.as_str() };
                 ev.push(job, Some(*index), EventKind::Exec, format!("{who} ran {command:?}"), Some(machine));

@@ -25,6 +25,12 @@ impl CellState {
         expected: Option<u64>,
         ev: &mut Events,
     ) -> Result<ApplyOutcome, CommandError> {
+        if spec.schedule.is_some() {
+            return self.apply_cron(spec, expected, ev);
+        }
+        if self.crons.contains_key(&spec.name) {
+            return Err(CommandError::NameTaken { name: spec.name.clone(), what: "cron job" });
+        }
         let actual = self.jobs.get(&spec.name).map_or(0, |j| j.version);
         if let Some(expected) = expected {
             if expected != actual {
@@ -77,6 +83,7 @@ impl CellState {
                 paused: None,
                 history: vec![Revision { version: 1, applied_ms: now, spec: spec.clone() }],
                 after_settled: false,
+                cron: None,
             };
             if job.held() {
                 self.held.insert(spec.name.clone());
@@ -256,6 +263,10 @@ impl CellState {
 
     /// Removes job `name`, which must have no live task; its events stay in the cell's event log.
     pub(super) fn delete_job(&mut self, name: &str, ev: &mut Events) -> Result<ApplyOutcome, CommandError> {
+        if !self.jobs.contains_key(name) && self.crons.remove(name).is_some() {
+            ev.push(name, None, EventKind::Cron, "cron job deleted (its runs stay)".into(), None);
+            return Ok(ApplyOutcome::Done);
+        }
         let job = self.jobs.get(name).ok_or_else(|| CommandError::NoSuchJob(name.to_string()))?;
         let live = job.tasks.iter().filter(|t| t.state != TaskState::Dead).count() as u32;
         if live > 0 {

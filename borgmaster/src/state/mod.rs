@@ -7,6 +7,7 @@
 //! plus the log after it.
 
 mod apply;
+mod cron;
 mod deps;
 #[cfg(test)]
 mod fixtures;
@@ -56,6 +57,9 @@ pub struct CellState {
     /// divided by it when the scheduler orders users (`borgctl quota set USER BAND weight=N`).
     #[serde(default)]
     pub weights: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Cron jobs (specs with a `schedule`) by name: templates whose ticks create runs.
+    #[serde(default)]
+    pub crons: BTreeMap<String, CronJob>,
     /// Derived: tasks bound to each machine that are not dead. Rebuilt by [`CellState::reindex`].
     #[serde(skip)]
     by_machine: BTreeMap<MachineId, BTreeSet<TaskId>>,

@@ -127,6 +127,24 @@ pub struct Job {
     /// failed (so did it). Always true in effect for a job without `after`.
     #[serde(default)]
     pub after_settled: bool,
+    /// The cron job that created it (a run), if any.
+    #[serde(default)]
+    pub cron: Option<String>,
+}
+
+/// A cron job: a batch spec with a `schedule`; each tick creates a run from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CronJob {
+    /// The template (with its schedule, concurrency and history).
+    pub spec: JobSpec,
+    /// Bumped by every apply that changes it.
+    pub version: u64,
+    /// Ticks are skipped while set (`borgctl cron suspend`).
+    pub suspended: bool,
+    /// When it was created (ticks count from then), ms since the epoch.
+    pub created_ms: i64,
+    /// The last tick acted on (0: none yet).
+    pub last_tick_ms: i64,
 }
 
 impl Job {
@@ -364,6 +382,9 @@ pub enum EventKind {
     Exec,
     /// The jobs a job waited for (`after`) all succeeded: its tasks may be placed.
     Released,
+    /// A cron job was applied, ticked (a run started, skipped or replaced), suspended or
+    /// resumed.
+    Cron,
     /// A kind this version does not know (read from the state of another version); never
     /// emitted.
     #[serde(other)]
@@ -372,7 +393,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind emitted, in declaration order.
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::Submitted,
         EventKind::Updated,
         EventKind::Killed,
@@ -397,6 +418,7 @@ impl EventKind {
         EventKind::Removed,
         EventKind::Exec,
         EventKind::Released,
+        EventKind::Cron,
     ];
 
     /// The name on the wire and in the CLI (`machine-down`, `preempted`, ...).
@@ -426,6 +448,7 @@ impl EventKind {
             EventKind::Removed => "removed",
             EventKind::Exec => "exec",
             EventKind::Released => "released",
+            EventKind::Cron => "cron",
             EventKind::Other => "other",
         }
     }
@@ -495,6 +518,9 @@ pub struct TaskReport {
 }
 
 /// A change to the cell state. Every command is persisted before it is applied.
+// A command is built once, proposed and applied: the size of ApplyJob's spec costs nothing
+// worth a Box (and the boxing churn through every caller and test).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Create a job or replace its spec.
@@ -600,6 +626,21 @@ pub enum Command {
         name: String,
         /// Task indices; empty: every live task.
         indices: Vec<u32>,
+    },
+    /// A cron job's tick at `tick_ms` (proposed by the leader when one is due): starts a run,
+    /// or skips it (`concurrency: forbid` with a run still live), or replaces the live runs.
+    CronTick {
+        /// The cron job.
+        name: String,
+        /// The tick (ms since the epoch); a tick not after the last one does nothing.
+        tick_ms: i64,
+    },
+    /// Suspends or resumes a cron job's ticks.
+    SetCronSuspended {
+        /// The cron job.
+        name: String,
+        /// Suspended or not.
+        suspended: bool,
     },
     /// Records that someone ran a command inside a task (`borgctl exec`): an `exec` event.
     RecordExec {
