@@ -60,10 +60,14 @@ pub struct BorgmasterService {
 }
 
 impl BorgmasterService {
-    /// Ok when `caller` owns job `job` (or it does not exist: the lookup after says so).
-    fn require_task_owner(&self, caller: &Caller, job: &str, rule: &str) -> Result<(), Status> {
-        match self.master.state().jobs.get(job) {
-            Some(j) => caller.require_owner(&j.spec.user, rule),
+    /// Ok when `caller` owns the job or cron job named `name` (or there is none: the lookup
+    /// after says so).
+    ///
+    /// Errors: PERMISSION_DENIED naming `rule`.
+    fn require_owner_of(&self, caller: &Caller, name: &str, rule: &str) -> Result<(), Status> {
+        let state = self.master.state();
+        match state.jobs.get(name).map(|j| &j.spec.user).or_else(|| state.crons.get(name).map(|c| &c.spec.user)) {
+            Some(user) => caller.require_owner(user, rule),
             None => Ok(()),
         }
     }
@@ -134,12 +138,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         let caller = self.caller(&req)?;
         if let Some(spec) = req.get_ref().spec.as_ref() {
             caller.require_owner(&spec.user, "a job's spec.user must be the caller (admins may submit for anyone)")?;
-            if let Some(job) = self.master.state().jobs.get(&spec.name) {
-                caller.require_owner(&job.spec.user, "only a job's owner or an admin may update it")?;
-            }
-            if let Some(c) = self.master.state().crons.get(&spec.name) {
-                caller.require_owner(&c.spec.user, "only a cron job's owner or an admin may update it")?;
-            }
+            self.require_owner_of(&caller, &spec.name, "only a job's owner or an admin may update it")?;
         }
         let req = if req.get_ref().dry_run {
             req
@@ -255,9 +254,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         req: Request<pb::SetCronSuspendedRequest>,
     ) -> Result<Response<pb::SetCronSuspendedResponse>, Status> {
         let caller = self.caller(&req)?;
-        if let Some(c) = self.master.state().crons.get(&req.get_ref().name) {
-            caller.require_owner(&c.spec.user, "only a cron job's owner or an admin may suspend or resume it")?;
-        }
+        self.require_owner_of(&caller, &req.get_ref().name, "only a job's owner or an admin may suspend or resume it")?;
         let req = match self.route(req, |mut c, r| async move { c.set_cron_suspended(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -322,7 +319,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         req: Request<pb::RestartJobRequest>,
     ) -> Result<Response<pb::RestartJobResponse>, Status> {
         let caller = self.caller(&req)?;
-        self.require_task_owner(&caller, &req.get_ref().name, "only a job's owner or an admin may restart it")?;
+        self.require_owner_of(&caller, &req.get_ref().name, "only a job's owner or an admin may restart it")?;
         let req = match self.route(req, |mut c, r| async move { c.restart_job(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -342,9 +339,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> Result<Response<pb::KillJobResponse>, Status> {
         let caller = self.caller(&req)?;
-        if let Some(job) = self.master.state().jobs.get(&req.get_ref().name) {
-            caller.require_owner(&job.spec.user, "only a job's owner or an admin may kill it")?;
-        }
+        self.require_owner_of(&caller, &req.get_ref().name, "only a job's owner or an admin may kill it")?;
         let req = match self.route(req, |mut c, r| async move { c.kill_job(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -363,12 +358,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let caller = self.caller(&req)?;
-        if let Some(job) = self.master.state().jobs.get(&req.get_ref().name) {
-            caller.require_owner(&job.spec.user, "only a job's owner or an admin may delete it")?;
-        }
-        if let Some(c) = self.master.state().crons.get(&req.get_ref().name) {
-            caller.require_owner(&c.spec.user, "only a cron job's owner or an admin may delete it")?;
-        }
+        self.require_owner_of(&caller, &req.get_ref().name, "only a job's owner or an admin may delete it")?;
         let req = match self.route(req, |mut c, r| async move { c.delete_job(r).await }).await? {
             Route::Local(req) => req,
             Route::Forwarded(answer) => return Ok(answer),
@@ -686,7 +676,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn task_logs(&self, req: Request<pb::TaskLogsRequest>) -> Result<Response<pb::TaskLogsResponse>, Status> {
         let caller = self.caller(&req)?;
-        self.require_task_owner(
+        self.require_owner_of(
             &caller,
             &req.get_ref().job,
             "only a job's owner or an admin may read its tasks' output",
@@ -708,7 +698,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         req: Request<pb::TaskLogsRequest>,
     ) -> Result<Response<Self::FollowTaskLogsStream>, Status> {
         let caller = self.caller(&req)?;
-        self.require_task_owner(
+        self.require_owner_of(
             &caller,
             &req.get_ref().job,
             "only a job's owner or an admin may read its tasks' output",
@@ -737,7 +727,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("exec: the first message names the task and command"))?;
-        self.require_task_owner(&caller, &first.job, "only a job's owner or an admin may exec in its tasks")?;
+        self.require_owner_of(&caller, &first.job, "only a job's owner or an admin may exec in its tasks")?;
         if first.command.is_empty() {
             return Err(Status::invalid_argument("exec: no command"));
         }

@@ -3,7 +3,7 @@
 
 use super::apply::{new_task, Events};
 use super::{ApplyOutcome, CommandError, OverQuota};
-use super::{CellState, EventKind, Job, MachineState, PendingReason, Revision, Task, TaskState, MAX_REVISIONS};
+use super::{CellState, EventKind, Job, MachineState, PendingReason, Revision, Task, TaskState};
 use borg_jobspec::{JobKind, JobSpec};
 use scheduler_core::{Band, MachineId};
 
@@ -132,10 +132,7 @@ impl CellState {
         job.spec = spec.clone();
         job.version = version;
         job.paused = None;
-        job.history.push(Revision { version, applied_ms: now, spec: spec.clone() });
-        if job.history.len() > MAX_REVISIONS {
-            job.history.remove(0);
-        }
+        job.record_revision(version, now, spec.clone());
         if job.rolling() {
             self.rolling.insert(spec.name.clone());
         }
@@ -304,10 +301,7 @@ impl CellState {
         }
         job.version = version;
         job.paused = None;
-        job.history.push(Revision { version, applied_ms: ev.now, spec });
-        if job.history.len() > MAX_REVISIONS {
-            job.history.remove(0);
-        }
+        job.record_revision(version, ev.now, spec);
         if job.rolling() {
             self.rolling.insert(name.to_string());
         }

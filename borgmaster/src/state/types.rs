@@ -148,6 +148,15 @@ pub struct CronJob {
 }
 
 impl Job {
+    /// Records `spec` as revision `version`, applied at `applied_ms`, keeping the last
+    /// [`MAX_REVISIONS`].
+    pub fn record_revision(&mut self, version: u64, applied_ms: i64, spec: JobSpec) {
+        self.history.push(Revision { version, applied_ms, spec });
+        if self.history.len() > MAX_REVISIONS {
+            self.history.remove(0);
+        }
+    }
+
     /// Whether its tasks are held back until the jobs it waits for (`after`) have succeeded.
     pub fn held(&self) -> bool {
         !self.spec.after.is_empty() && !self.after_settled && !self.killed
