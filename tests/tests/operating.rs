@@ -232,6 +232,9 @@ fn sandbox(cell: &TestCell, job: &str, index: u32) -> std::path::PathBuf {
 struct Output {
     child: std::process::Child,
     text: Arc<Mutex<String>>,
+    /// The thread copying the child's stdout into `text`; joined once the child has ended, so
+    /// `text` then holds everything it wrote.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Output {
@@ -246,7 +249,7 @@ impl Output {
         let mut out = child.stdout.take().unwrap();
         let text = Arc::new(Mutex::new(String::new()));
         let t = text.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = out.read(&mut buf) {
                 if n == 0 {
@@ -255,7 +258,7 @@ impl Output {
                 t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Output { child, text }
+        Output { child, text, reader: Some(reader) }
     }
 
     fn has(&self, s: &str) -> bool {
@@ -278,6 +281,10 @@ impl Output {
         let start = std::time::Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                // the pipe may still hold its last lines: read them all before answering
+                if let Some(r) = self.reader.take() {
+                    r.join().expect("the stdout reader");
+                }
                 return s;
             }
             assert!(
