@@ -1,6 +1,9 @@
 //! Hot paths of scheduler-core at 10,000 machines (divan). Run: `cargo bench -p borg-benches`.
 //!
 //! - `synth`: a full pass over the synthetic C1M shape (fauxmaster::synth), 100k and 1M tasks.
+//! - `synth_fair_share`: the same pass with the 1,000 jobs spread over 100 users, their groups
+//!   first ordered by fair share (`scheduler_core::order_by_fair_share`, as the master's
+//!   snapshot does), half the users holding a share already: what fair share adds to a pass.
 //! - `probe`: the plain best-fit probe on the same input (the floor the full scheduler is
 //!   measured against: target within 4x).
 //! - `repack_google_2011`: the trace's time-0 workload (132,982 tasks) onto its 12,477-machine
@@ -26,6 +29,19 @@ fn synth_input(jobs: usize) -> (fauxmaster::workload::Workload, Vec<scheduler_co
 fn synth(bencher: divan::Bencher, jobs: usize) {
     let (w, gs) = synth_input(jobs);
     bencher.with_inputs(|| cell_model(&w.machines)).bench_local_values(|mut cell| {
+        let p = Scheduler::new(Params::default()).schedule(&mut cell, &gs);
+        assert_eq!(p.bindings.len(), jobs * 1000);
+        p.bindings.len()
+    });
+}
+
+#[divan::bench(args = [1000], sample_count = 5)]
+fn synth_fair_share(bencher: divan::Bencher, jobs: usize) {
+    let (w, gs) = synth_input(jobs);
+    let user = |g: &scheduler_core::TaskGroup| g.job_id % 100;
+    let share = |g: &scheduler_core::TaskGroup| if user(g) % 2 == 0 { 0.0 } else { f64::from(user(g)) / 1000.0 };
+    bencher.with_inputs(|| (cell_model(&w.machines), gs.clone())).bench_local_values(|(mut cell, mut gs)| {
+        scheduler_core::order_by_fair_share(&mut gs, user, share);
         let p = Scheduler::new(Params::default()).schedule(&mut cell, &gs);
         assert_eq!(p.bindings.len(), jobs * 1000);
         p.bindings.len()

@@ -43,22 +43,12 @@ impl Snapshot {
     }
 }
 
-/// Dominant share (Dominant Resource Fairness, Ghodsi et al., NSDI 2011) of `used` in a cell of
-/// capacity `cap`: the larger of its fractions of the CPU and the RAM.
-fn dominant_share(used: scheduler_core::Resources, cap: scheduler_core::Resources) -> f64 {
-    let frac = |u: u64, c: u64| if c == 0 { 0.0 } else { u as f64 / c as f64 };
-    frac(used.cpu_millis, cap.cpu_millis).max(frac(used.ram_bytes, cap.ram_bytes))
-}
-
 /// Builds the scheduler's view of `state`.
 ///
 /// Groups are in the order scheduler-core takes them within a priority: fair share across
-/// users (Borg §3.2's round-robin across users within a priority, here by Dominant Resource
-/// Fairness): the groups of the user with the smallest dominant share at the band go first,
-/// then the next user's; between equal shares the user with fewer pending tasks first; then
-/// job-name order. Shares are taken at the start of the pass, so
-/// a user with a huge backlog cannot keep another user's small job waiting longer than one
-/// pass once capacity frees (the other user's share is smaller).
+/// users by Dominant Resource Fairness ([`scheduler_core::order_by_fair_share`]: the user with
+/// the smallest weighted dominant share at the band first; between equal shares the smaller
+/// backlog), then job-name order. Shares are taken at the start of the pass.
 pub fn snapshot(state: &CellState) -> Snapshot {
     let mut model = CellModel::new();
     let machines_up = state.machines.values().filter(|m| m.state == MachineState::Up).count();
@@ -151,23 +141,13 @@ pub fn snapshot(state: &CellState) -> Snapshot {
         .map(|j| {
             let Some(band) = j.spec.priority.band() else { return 0.0 };
             let used = used_by.get(&(j.spec.user.as_str(), band)).copied();
-            used.map_or(0.0, |u| dominant_share(u, cap)) / f64::from(state.share_weight(&j.spec.user, band))
+            used.map_or(0.0, |u| scheduler_core::dominant_share(u, cap))
+                / f64::from(state.share_weight(&j.spec.user, band))
         })
         .collect();
-    let share = |g: &TaskGroup| share_of_job[g.job_id as usize];
-    // between equal shares (every task of both users ended, say), the smaller backlog first:
-    // a user's small job is not kept behind another's huge one
     let owner: Vec<(&str, Option<scheduler_core::Band>)> =
         state.jobs.values().map(|j| (j.spec.user.as_str(), j.spec.priority.band())).collect();
-    let mut backlog: HashMap<(&str, Option<scheduler_core::Band>), usize> = HashMap::new();
-    for g in &groups {
-        *backlog.entry(owner[g.job_id as usize]).or_default() += g.tasks.len();
-    }
-    let backlog_of = |g: &TaskGroup| backlog.get(&owner[g.job_id as usize]).copied().unwrap_or(0);
-    // stable: job-name order among groups of equal priority, share and backlog
-    groups.sort_by(|a, b| {
-        b.priority.cmp(&a.priority).then(share(a).total_cmp(&share(b))).then(backlog_of(a).cmp(&backlog_of(b)))
-    });
+    scheduler_core::order_by_fair_share(&mut groups, |g| owner[g.job_id as usize], |g| share_of_job[g.job_id as usize]);
     Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, gangs, shares: share_of_job }
 }
 

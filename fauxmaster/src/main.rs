@@ -62,7 +62,7 @@ struct Input {
     /// Machines in the neutral CSV format (`id,cpu_millis,ram_bytes,disk_bytes,attrs`).
     #[arg(long, requires = "tasks")]
     machines: Option<PathBuf>,
-    /// Tasks in the neutral CSV format (`job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s`).
+    /// Tasks in the neutral CSV format (`job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s,user`).
     #[arg(long, requires = "machines")]
     tasks: Option<PathBuf>,
     /// Trace only: millicores per 1.0 of normalized CPU.
@@ -96,6 +96,10 @@ enum Cmd {
         /// Seconds of trace time between utilization samples.
         #[arg(long, default_value_t = 60.0)]
         sample_every: f64,
+        /// Take pending groups of one priority in arrival order instead of by their users'
+        /// dominant shares (the master's fair share), to measure what fair share changes.
+        #[arg(long)]
+        no_fair_share: bool,
     },
     /// Cell compaction (Borg §5.1): the smallest cell that still holds the workload.
     Compact {
@@ -216,6 +220,20 @@ fn summary(r: &serde_json::Value) -> String {
             r["pass_p99_ms"].as_f64().unwrap_or(0.0),
             r["pass_max_ms"].as_f64().unwrap_or(0.0)
         ));
+        let w = &r["wait"];
+        s.push_str(&format!(
+            "  submit -> placed (fair share {}): {} tasks of {} users, p50 {:.1} s, p99 {:.1} s, max {:.1} s; per user: median p50 {:.1} s, median p99 {:.1} s, worst p99 {:.1} s; {} never placed\n",
+            if r["fair_share"] == true { "on" } else { "off" },
+            w["tasks"],
+            w["users"],
+            w["p50_s"].as_f64().unwrap_or(0.0),
+            w["p99_s"].as_f64().unwrap_or(0.0),
+            w["max_s"].as_f64().unwrap_or(0.0),
+            w["user_p50_s_median"].as_f64().unwrap_or(0.0),
+            w["user_p99_s_median"].as_f64().unwrap_or(0.0),
+            w["user_p99_s_max"].as_f64().unwrap_or(0.0),
+            w["never_placed"],
+        ));
     }
     s.push_str(&tail_lines(r));
     s
@@ -267,12 +285,17 @@ fn main() -> anyhow::Result<()> {
             o.report["load_notes"] = notes;
             o
         }
-        Cmd::Replay { input, pass_interval, until, report, sample_every } => {
+        Cmd::Replay { input, pass_interval, until, report, sample_every, no_fair_share } => {
             let (w, notes) = load(input)?;
             let load_s = started.elapsed().as_secs_f64();
             let pb = bar(w.events.len() as u64, cli.json, "replaying events");
-            let mut o =
-                sim::replay(&w, params, *pass_interval, *until, *sample_every, |done, _| pb.set_position(done as u64));
+            let opts = sim::ReplayOptions {
+                interval_s: *pass_interval,
+                until_s: *until,
+                sample_every_s: *sample_every,
+                fair_share: !*no_fair_share,
+            };
+            let mut o = sim::replay(&w, params, opts, |done, _| pb.set_position(done as u64));
             pb.finish_and_clear();
             o.report["load_seconds"] = load_s.into();
             o.report["load_notes"] = notes;

@@ -10,16 +10,18 @@
 //!
 //! Tasks (`--tasks FILE.csv`), optional header line starting with `job`:
 //! ```text
-//! job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s
-//! web,0,200,500,1073741824,0,false,,
-//! crunch,3,100,2000,4294967296,0,0,30,600
+//! job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s,user
+//! web,0,200,500,1073741824,0,false,,,alice
+//! crunch,3,100,2000,4294967296,0,0,30,600,bob
 //! ```
 //! `priority` on our scale (free 0-99, batch 100-199, production 200-299, monitoring 300-399);
 //! `different_machine` is `true/false/1/0`. A task with no (or zero) `submit_time_s` is present at
 //! time 0; a later one is submitted then. `duration_s`, when given, ends the task that long after
-//! its submission (replay only). The last two columns may be omitted.
+//! its submission (replay only). `user` names the task's owner for fair share (replay orders
+//! users within a band by their dominant share, as the master does). The last three columns
+//! may be omitted (no user: every task belongs to one unnamed user).
 
-use crate::workload::{Event, EventKind, JobNames, LoadError, Machine, Task, Workload};
+use crate::workload::{Event, EventKind, LoadError, Machine, Names, Task, Workload};
 use scheduler_core::{Attributes, Priority, Resources};
 use std::path::Path;
 
@@ -95,7 +97,8 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
         w.machines.push(Machine { id, capacity: Resources::new(cpu, ram, disk), attributes, domain });
         Ok(())
     })?;
-    let mut jobs = JobNames::default();
+    let mut jobs = Names::default();
+    let mut users = Names::default();
     rows(tasks, "job", |line, rec| {
         let name: String = field(tasks, line, rec, 0, "job", true)?.unwrap_or_default();
         let index: u32 = field(tasks, line, rec, 1, "index", true)?.unwrap_or(0);
@@ -125,6 +128,7 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
         };
         let submit: f64 = field(tasks, line, rec, 7, "submit_time_s", false)?.unwrap_or(0.0);
         let duration: Option<f64> = field(tasks, line, rec, 8, "duration_s", false)?;
+        let user = users.id(rec.get(9).unwrap_or(""));
         let job = jobs.id(&name);
         let t = Task {
             job,
@@ -133,6 +137,7 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
             request: Resources::new(cpu, ram, disk),
             different_machine: dm,
             machine: None,
+            user,
         };
         if submit > 0.0 {
             w.events.push(Event { time_s: submit, kind: EventKind::Submit(t) });
@@ -144,7 +149,7 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
         }
         Ok(())
     })?;
-    w.finish(jobs);
+    w.finish(jobs, users);
     Ok(w)
 }
 
@@ -178,7 +183,7 @@ pub fn write(
     }
     m.flush()?;
     let mut t = std::io::BufWriter::new(std::fs::File::create(tasks_path)?);
-    writeln!(t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s")?;
+    writeln!(t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s,user")?;
     // whole jobs: stop at the first job boundary once `tasks` are written
     let mut written = 0;
     let mut last_job = None;
@@ -189,9 +194,10 @@ pub fn write(
         written += 1;
         last_job = Some(x.job);
         let job = w.jobs.get(x.job as usize).map_or("", String::as_str);
+        let user = w.users.get(x.user as usize).map_or("", String::as_str);
         writeln!(
             t,
-            "{job},{},{},{},{},{},{},,",
+            "{job},{},{},{},{},{},{},,,{user}",
             x.index, x.priority.0, x.request.cpu_millis, x.request.ram_bytes, x.request.disk_bytes, x.different_machine
         )?;
     }
@@ -213,7 +219,7 @@ mod tests {
             "id,cpu_millis,ram_bytes,disk_bytes,attrs\nm1,32000,1000,0,rack=r1;arch=x86_64\nm2,16000,500,0,\n",
         )
         .unwrap();
-        std::fs::write(&t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s\nweb,0,200,500,10,0,false,,\nweb,1,200,500,10,0,1\nbatch,0,100,100,1,0,0,30,60\n").unwrap();
+        std::fs::write(&t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s\nweb,0,200,500,10,0,false,,\nweb,1,200,500,10,0,1\nbatch,0,100,100,1,0,0,30,60,bob\n").unwrap();
         let w = load(&m, &t).unwrap();
         assert_eq!(w.machines[0].domain, "r1");
         assert_eq!(w.machines[1].domain, "m2");
@@ -221,6 +227,9 @@ mod tests {
         assert!(w.tasks[1].different_machine);
         assert_eq!(w.events.len(), 2);
         assert_eq!(w.events[1].time_s, 90.0);
+        assert_eq!(w.users, ["", "bob"], "no user column: the unnamed user");
+        let EventKind::Submit(b) = &w.events[0].kind else { panic!("{:?}", w.events[0]) };
+        assert_eq!((w.tasks[0].user, b.user), (0, 1));
         std::fs::write(&t, "web,0,500,1,1,0\n").unwrap();
         let e = load(&m, &t).unwrap_err().to_string();
         assert!(e.ends_with("t.csv:1: priority: 500 is outside 0-399"), "{e}");

@@ -197,21 +197,115 @@ impl Pending {
     }
 }
 
-/// Replays `w` up to `until_s` (default: its last task event): the time-0 tasks where the source
-/// placed them (or pending, if it did not), then every event in time order, with a scheduling
-/// pass every `interval_s` seconds of trace time in which events happened, while tasks are
-/// pending. Pass latency is the wall time of each pass, building its input included.
+/// How a replay runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayOptions {
+    /// Seconds of trace time between scheduling passes.
+    pub interval_s: f64,
+    /// Stop at this trace time, seconds (`None`: the workload's last task event).
+    pub until_s: Option<f64>,
+    /// Seconds of trace time between utilization samples.
+    pub sample_every_s: f64,
+    /// Order each pass's groups of one priority by their users' dominant shares, as the master
+    /// does ([`scheduler_core::order_by_fair_share`], every weight 1); off: arrival order.
+    pub fair_share: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions { interval_s: 1.0, until_s: None, sample_every_s: 60.0, fair_share: true }
+    }
+}
+
+/// What each user's tasks are charged at each band, kept as tasks bind and leave (fair share).
+#[derive(Default)]
+struct UsedByUser(HashMap<(u32, usize), scheduler_core::Resources>);
+
+impl UsedByUser {
+    fn add(&mut self, t: &Task) {
+        let u = self.0.entry((t.user, CellModel::band_of(t.priority))).or_insert(scheduler_core::Resources::ZERO);
+        *u = u.saturating_add(t.request);
+    }
+
+    fn remove(&mut self, t: &Task) {
+        if let Some(u) = self.0.get_mut(&(t.user, CellModel::band_of(t.priority))) {
+            *u = u.saturating_sub(t.request);
+        }
+    }
+}
+
+/// Submit -> placed waits, seconds of trace time, of the tasks submitted during the replay (a
+/// resubmission starts a new wait; a task that re-enters the queue after preemption or a
+/// machine removal does not), by user.
+#[derive(Default)]
+struct Waits {
+    /// Task -> (user, submit time) while it waits.
+    waiting: HashMap<TaskRef, (u32, f64)>,
+    /// User -> waits of its placed tasks.
+    by_user: HashMap<u32, Vec<f64>>,
+}
+
+impl Waits {
+    fn placed(&mut self, r: TaskRef, at_s: f64) {
+        if let Some((user, since)) = self.waiting.remove(&r) {
+            self.by_user.entry(user).or_default().push((at_s - since).max(0.0));
+        }
+    }
+
+    /// The report: `tasks` (placed after waiting), `p50_s`, `p99_s`, `max_s` across users;
+    /// `never_placed` (still waiting at the end); `users` (with a placed task); per-user p50
+    /// and p99 spread (`user_p50_s_median`, `user_p99_s_median`, `user_p99_s_max`); and
+    /// `by_user`: the users with the most placed tasks (at most 20), most first, each with
+    /// `user`, `tasks`, `p50_s`, `p99_s`.
+    fn report(&self, users: &[String]) -> Value {
+        let mut all: Vec<f64> = self.by_user.values().flatten().copied().collect();
+        all.sort_by(f64::total_cmp);
+        let mut per: Vec<(u32, Vec<f64>)> = self
+            .by_user
+            .iter()
+            .map(|(u, v)| {
+                let mut v = v.clone();
+                v.sort_by(f64::total_cmp);
+                (*u, v)
+            })
+            .collect();
+        per.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+        let mut p50s: Vec<f64> = per.iter().map(|(_, v)| percentile(v, 0.5)).collect();
+        let mut p99s: Vec<f64> = per.iter().map(|(_, v)| percentile(v, 0.99)).collect();
+        p50s.sort_by(f64::total_cmp);
+        p99s.sort_by(f64::total_cmp);
+        let name = |u: u32| users.get(u as usize).cloned().unwrap_or_default();
+        let by_user: Vec<Value> = per
+            .iter()
+            .take(20)
+            .map(|(u, v)| json!({"user": name(*u), "tasks": v.len(), "p50_s": percentile(v, 0.5), "p99_s": percentile(v, 0.99)}))
+            .collect();
+        json!({
+            "tasks": all.len(),
+            "p50_s": percentile(&all, 0.5),
+            "p99_s": percentile(&all, 0.99),
+            "max_s": all.last().copied().unwrap_or(0.0),
+            "never_placed": self.waiting.len(),
+            "users": per.len(),
+            "user_p50_s_median": percentile(&p50s, 0.5),
+            "user_p99_s_median": percentile(&p99s, 0.5),
+            "user_p99_s_max": p99s.last().copied().unwrap_or(0.0),
+            "by_user": by_user,
+        })
+    }
+}
+
+/// Replays `w` up to `opts.until_s`: the time-0 tasks where the source placed them (or
+/// pending, if it did not), then every event in time order, with a scheduling pass every
+/// `opts.interval_s` seconds of trace time in which events happened, while tasks are pending.
+/// Pass latency is the wall time of each pass, building its input included. The report's
+/// `wait` holds submit -> placed waits in trace seconds, across users and per user (a task is
+/// placed at the time of the pass that binds it).
 ///
-/// Every `sample_every_s` seconds of trace time (and at the end) the cell is sampled into
+/// Every `opts.sample_every_s` seconds of trace time (and at the end) the cell is sampled into
 /// [`Outcome::samples`] for the utilization report.
-pub fn replay(
-    w: &Workload,
-    params: Params,
-    interval_s: f64,
-    until_s: Option<f64>,
-    sample_every_s: f64,
-    mut progress: impl FnMut(usize, usize),
-) -> Outcome {
+pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: impl FnMut(usize, usize)) -> Outcome {
+    let ReplayOptions { interval_s, until_s, sample_every_s, fair_share } = opts;
     let params = Params { explain: false, ..params };
     let until = until_s.unwrap_or(w.horizon_s);
     let mut cell = cell_model(&w.machines);
@@ -219,14 +313,20 @@ pub fn replay(
     let mut known: HashMap<TaskRef, Task> = HashMap::new();
     let mut placed: HashMap<TaskRef, usize> = HashMap::new();
     let mut pending = Pending::default();
+    let mut used = UsedByUser::default();
+    let mut waits = Waits::default();
     for t in &w.tasks {
         let r = TaskRef { job: t.job, index: t.index };
         match t.machine.as_ref().and_then(|m| index.get(m)) {
             Some(&m) => {
                 cell.add(m, Resident { task: r, priority: t.priority, request: t.request });
                 placed.insert(r, m);
+                used.add(t);
             }
-            None => pending.insert(t),
+            None => {
+                pending.insert(t);
+                waits.waiting.insert(r, (t.user, 0.0));
+            }
         }
         known.insert(r, t.clone());
     }
@@ -240,19 +340,41 @@ pub fn replay(
                         pending: &mut Pending,
                         placed: &mut HashMap<TaskRef, usize>,
                         known: &HashMap<TaskRef, Task>,
+                        used: &mut UsedByUser,
+                        waits: &mut Waits,
+                        now_s: f64,
                         pass_ms: &mut Vec<f64>,
                         victims_by_band: &mut [usize; 4]| {
         let start = Instant::now();
-        let gs = pending.task_groups(w);
+        let mut gs = pending.task_groups(w);
+        if fair_share {
+            let capacity = (0..cell.len())
+                .filter(|&m| cell.up[m])
+                .fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(cell.capacity[m]));
+            let owner = |g: &scheduler_core::TaskGroup| {
+                let first = g.tasks.first().map(|&index| TaskRef { job: g.job_id, index });
+                let user = first.and_then(|r| known.get(&r)).map_or(0, |t| t.user);
+                (user, CellModel::band_of(g.priority))
+            };
+            let share = |g: &scheduler_core::TaskGroup| {
+                used.0.get(&owner(g)).map_or(0.0, |u| scheduler_core::dominant_share(*u, capacity))
+            };
+            scheduler_core::order_by_fair_share(&mut gs, owner, share);
+        }
         let p = scheduler.schedule(cell, &gs);
         for b in &p.bindings {
             pending.remove(b.task);
             placed.insert(b.task, b.machine);
+            if let Some(t) = known.get(&b.task) {
+                used.add(t);
+            }
+            waits.placed(b.task, now_s);
         }
         for e in &p.preempted {
             placed.remove(&e.victim);
             if let Some(t) = known.get(&e.victim) {
                 victims_by_band[CellModel::band_of(t.priority)] += 1;
+                used.remove(t);
                 pending.insert(t);
             }
         }
@@ -271,7 +393,17 @@ pub fn replay(
         }
         if e.time_s >= next_pass {
             if pending.len() > 0 {
-                let (b, p) = run_pass(&mut cell, &mut pending, &mut placed, &known, &mut pass_ms, &mut victims_by_band);
+                let (b, p) = run_pass(
+                    &mut cell,
+                    &mut pending,
+                    &mut placed,
+                    &known,
+                    &mut used,
+                    &mut waits,
+                    e.time_s,
+                    &mut pass_ms,
+                    &mut victims_by_band,
+                );
                 bound += b;
                 preempted += p;
             }
@@ -283,17 +415,25 @@ pub fn replay(
                 let r = TaskRef { job: t.job, index: t.index };
                 if let Some(m) = placed.remove(&r) {
                     cell.remove(m, r); // resubmitted while we still ran it: start over
+                    if let Some(old) = known.get(&r) {
+                        used.remove(old);
+                    }
                 }
                 known.insert(r, t.clone());
                 pending.insert(t);
+                waits.waiting.insert(r, (t.user, e.time_s));
                 submitted += 1;
             }
             EventKind::End { job, index } => {
                 let r = TaskRef { job: *job, index: *index };
                 if let Some(m) = placed.remove(&r) {
                     cell.remove(m, r);
+                    if let Some(t) = known.get(&r) {
+                        used.remove(t);
+                    }
                 }
                 pending.remove(r);
+                waits.waiting.remove(&r);
                 ended += 1;
             }
             EventKind::MachineAdd(m) => match index.get(&m.id) {
@@ -317,6 +457,7 @@ pub fn replay(
                     for r in cell.set_up(i, false) {
                         placed.remove(&r.task);
                         if let Some(t) = known.get(&r.task) {
+                            used.remove(t);
                             pending.insert(t);
                         }
                         evicted_by_machine += 1;
@@ -333,13 +474,24 @@ pub fn replay(
             progress(i, total);
         }
     }
+    let end_s = events.last().map_or(0.0, |e| e.time_s);
     if pending.len() > 0 {
-        let (b, p) = run_pass(&mut cell, &mut pending, &mut placed, &known, &mut pass_ms, &mut victims_by_band);
+        let (b, p) = run_pass(
+            &mut cell,
+            &mut pending,
+            &mut placed,
+            &known,
+            &mut used,
+            &mut waits,
+            end_s,
+            &mut pass_ms,
+            &mut victims_by_band,
+        );
         bound += b;
         preempted += p;
     }
     progress(total, total);
-    samples.push(crate::report::sample(&cell, events.last().map_or(0.0, |e| e.time_s), pending.len()));
+    samples.push(crate::report::sample(&cell, end_s, pending.len()));
     let seconds = wall.elapsed().as_secs_f64();
     let mut sorted = pass_ms.clone();
     sorted.sort_by(f64::total_cmp);
@@ -373,6 +525,8 @@ pub fn replay(
         "pass_p90_ms": percentile(&sorted, 0.9),
         "pass_p99_ms": percentile(&sorted, 0.99),
         "pass_max_ms": sorted.last().copied().unwrap_or(0.0),
+        "fair_share": fair_share,
+        "wait": waits.report(&w.users),
         "utilization": utilization(&cell),
         "units": w.units,
         "scheduler": params_json(&params),

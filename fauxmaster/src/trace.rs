@@ -8,12 +8,13 @@
 //!   it on); a SUBMIT at 0 without a SCHEDULE at 0 is pending at time 0 (a Submit event at 0);
 //!   later SUBMIT rows are Submit events; EVICT, FAIL, FINISH, KILL and LOST rows are End events.
 //!   SCHEDULE rows after 0 and UPDATE rows are ignored: the simulator schedules by itself.
-//!   Requests are the row's, or the last ones seen for the task when the row has none.
+//!   Requests are the row's, or the last ones seen for the task when the row has none; the
+//!   task's user is the row's (hashed) user id.
 //! - Units: normalized CPU and memory (largest machine = 1.0) are multiplied by [`Units`].
 //! - Priorities 0-11: 0-1 free (0-1), 2-8 batch (102-108), 9-11 production (209-211).
 //! - Times: seconds = timestamp / 10^6 (the trace window opens at 600 s).
 
-use crate::workload::{Event, EventKind, JobNames, LoadError, Machine, Task, Workload};
+use crate::workload::{Event, EventKind, LoadError, Machine, Names, Task, Workload};
 use scheduler_core::{Attributes, Priority, Resources};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -183,7 +184,8 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), LoadErro
     })?;
     w.machines = time0;
 
-    let mut jobs = JobNames::default();
+    let mut jobs = Names::default();
+    let mut users = Names::default();
     let mut last_request: HashMap<(u32, u32), (Resources, bool)> = HashMap::new();
     let mut running0: HashSet<(u32, u32)> = HashSet::new();
     let mut submitted0: Vec<((u32, u32), Option<Task>)> = Vec::new();
@@ -198,6 +200,7 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), LoadErro
         let disk: Option<f64> = num(path, line, rec, 11, "disk request")?;
         let dm: u8 = num(path, line, rec, 12, "different-machine restriction")?.unwrap_or(0);
         let job = jobs.id(job_raw);
+        let user = users.id(rec.get(6).unwrap_or("").trim());
         let key = (job, index);
         if let (Some(c), Some(m)) = (cpu, mem) {
             last_request.insert(key, (units.resources(c, m, disk.unwrap_or(0.0)), dm == 1));
@@ -211,6 +214,7 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), LoadErro
                 request,
                 different_machine,
                 machine,
+                user,
             })
         };
         let time_s = ts as f64 / 1e6;
@@ -239,7 +243,7 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), LoadErro
             None => notes.tasks_without_requests += 1,
         }
     }
-    w.finish(jobs);
+    w.finish(jobs, users);
     Ok((w, notes))
 }
 
@@ -286,6 +290,7 @@ mod tests {
         assert_eq!(kinds, ["Submit", "MachineRemove", "MachineAdd", "End", "Submit"]);
         assert_eq!(w.events[4].time_s, 900.0);
         assert_eq!(notes, LoadNotes::default());
+        assert_eq!(w.users, ["u"], "the trace's user ids");
         assert_eq!(map_priority(0), Priority(0));
         assert_eq!(map_priority(5), Priority(105));
         assert_eq!(map_priority(11), Priority(211));

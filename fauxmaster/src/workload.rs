@@ -56,6 +56,8 @@ pub struct Task {
     pub different_machine: bool,
     /// Where the source put it, if anywhere (the trace's time-0 placement; used by replay).
     pub machine: Option<String>,
+    /// Owner (index into [`Workload::users`]), for fair share; 0 when the source names none.
+    pub user: u32,
 }
 
 /// What happens at one time in a replay.
@@ -98,6 +100,9 @@ pub struct Workload {
     pub events: Vec<Event>,
     /// Job names by job number.
     pub jobs: Vec<String>,
+    /// User names by user number (the trace's hashed ids; `""` for tasks whose source names no
+    /// user). Empty when no task has a user.
+    pub users: Vec<String>,
     /// How units were mapped, for reports (e.g. "1.0 CPU = 64000 millicores").
     pub units: String,
     /// Hard constraints by job number (shorter than `jobs` when the tail has none).
@@ -109,8 +114,8 @@ pub struct Workload {
 
 impl Workload {
     /// Completes a loaded workload: sorts the events by time (stable: equal times keep file
-    /// order), sets the horizon to the last task event, and takes the job names.
-    pub fn finish(&mut self, jobs: JobNames) {
+    /// order), sets the horizon to the last task event, and takes the job and user names.
+    pub fn finish(&mut self, jobs: Names, users: Names) {
         self.events.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
         self.horizon_s = self
             .events
@@ -119,18 +124,19 @@ impl Workload {
             .map(|e| e.time_s)
             .fold(0.0, f64::max);
         self.jobs = jobs.names;
+        self.users = users.names;
     }
 }
 
-/// Interns job names as job numbers.
+/// Interns names (of jobs, of users) as numbers, in order of first appearance.
 #[derive(Debug, Default)]
-pub struct JobNames {
+pub struct Names {
     index: HashMap<String, u32>,
     /// Names by number.
     pub names: Vec<String>,
 }
 
-impl JobNames {
+impl Names {
     /// The number of `name`, assigning the next one if new.
     pub fn id(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.index.get(name) {

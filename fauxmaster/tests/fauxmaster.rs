@@ -120,6 +120,52 @@ fn replay_of_a_csv_workload_runs_submissions_and_ends() {
 }
 
 #[test]
+fn replay_fair_share_lets_a_small_user_past_a_big_backlog_and_reports_waits_per_user() {
+    // one machine with room for 10 tasks, full until 20 s (user c); at 1 s user a submits 100
+    // long tasks, at 2 s user b submits 5; a tiny task of c's each second keeps passes coming
+    // (a replay passes only at events). Durations count from submission (the CSV's meaning).
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m.csv");
+    let t = d.path().join("t.csv");
+    std::fs::write(&m, "id,cpu_millis,ram_bytes,disk_bytes,attrs\nm0,10100,10737418240,0,\n").unwrap();
+    let mut tasks = String::from(
+        "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s,user\n",
+    );
+    for i in 0..10 {
+        tasks.push_str(&format!("filler,{i},100,1000,1048576,0,false,,20,c\n"));
+    }
+    for i in 0..60 {
+        tasks.push_str(&format!("tick,{i},100,1,1,0,false,{},1,c\n", i + 1));
+    }
+    for i in 0..100 {
+        tasks.push_str(&format!("big,{i},100,1000,1048576,0,false,1,1000,a\n"));
+    }
+    for i in 0..5 {
+        tasks.push_str(&format!("small,{i},100,1000,1048576,0,false,2,1000,b\n"));
+    }
+    std::fs::write(&t, tasks).unwrap();
+    let args = ["replay", "--machines", m.to_str().unwrap(), "--tasks", t.to_str().unwrap()];
+    let wait_of = |r: &Value, user: &str| -> (u64, f64, f64) {
+        let by_user = r["wait"]["by_user"].as_array().unwrap();
+        let u = by_user.iter().find(|u| u["user"] == user).cloned().unwrap_or_else(|| panic!("{user}: {}", r["wait"]));
+        (u["tasks"].as_u64().unwrap(), u["p50_s"].as_f64().unwrap(), u["p99_s"].as_f64().unwrap())
+    };
+    let fair = run(&args);
+    assert_eq!(fair["fair_share"], true);
+    assert_eq!(fair["wait"]["users"], 3, "{}", fair["wait"]);
+    let (n, _, p99) = wait_of(&fair, "b");
+    assert_eq!(n, 5, "{}", fair["wait"]);
+    // c's filler ends at 20 s; the pass at the next event (21 s) takes all of b's
+    assert!(p99 <= 25.0, "b waits one round with fair share: {}", fair["wait"]);
+    assert_eq!(wait_of(&fair, "a").0, 5, "a gets the rest of that round");
+    let fifo = run(&[&args[..], &["--no-fair-share"]].concat());
+    assert_eq!(fifo["fair_share"], false);
+    let (n, p50, _) = wait_of(&fifo, "b");
+    assert_eq!(n, 5);
+    assert!(p50 >= 900.0, "in arrival order b waits behind a's whole backlog: {}", fifo["wait"]);
+}
+
+#[test]
 fn compact_finds_a_smaller_cell_above_the_lower_bound() {
     let d = tempfile::tempdir().unwrap();
     let (m, t) = write_csv_workload(d.path());

@@ -1,5 +1,6 @@
 //! The README's walk-throughs, run as written: every `borgctl` line of the `sh` blocks in "A
-//! 5-minute tour" and "Priorities, quotas, preemption, allocs and updates" runs, in order, against
+//! 5-minute tour", "Priorities, quotas, preemption, allocs and updates" and "For batch users"
+//! runs, in order, against
 //! a real cell set up like `scripts/dev-cell` (one machine, unlimited default quota,
 //! `configs/jobs/hello-batch.yaml` applied first). A documented command that fails is a bug.
 
@@ -46,6 +47,22 @@ fn the_readme_walk_throughs_run_as_written() {
     cell.apply(Path::new("configs/jobs/hello-batch.yaml"));
     cell.wait_tasks("hello", "dead");
     run_all(&cell, &cmds);
+    // the batch walk-through's pipeline runs in order: report ends after train, train after prepare
+    assert!(cmds.iter().any(|c| c.first().is_some_and(|a| a == "cron")), "the cron walk-through is among them");
+    // (master clock: since_ms of a dead task is when it ended, scheduled_ms when it was bound)
+    let times = |job: &str, field: &str| -> Vec<u64> {
+        cell.wait_tasks(job, "dead").iter().map(|t| t[field].as_u64().unwrap_or(0)).collect()
+    };
+    let prepare_ended = times("prepare", "since_ms").into_iter().max().unwrap();
+    let train_bound = times("train", "scheduled_ms");
+    let train_ended = times("train", "since_ms").into_iter().max().unwrap();
+    let report_bound = times("report", "scheduled_ms");
+    assert!(
+        train_bound.iter().all(|&t| t >= prepare_ended),
+        "train bound after prepare ended: {train_bound:?} {prepare_ended}"
+    );
+    assert!(train_bound.iter().all(|&t| t == train_bound[0]), "the gang bound in one pass: {train_bound:?}");
+    assert!(report_bound[0] >= train_ended, "report bound after train ended: {report_bound:?} {train_ended}");
 }
 
 /// Runs each command against `cell` from the workspace root; a failure names it. A command
