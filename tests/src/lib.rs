@@ -531,3 +531,4 @@ impl TestCell {
 }
 
 pub mod group;
+pub mod linearizability;
