@@ -177,7 +177,16 @@ async fn run() -> anyhow::Result<()> {
     }
     let single = peers.is_empty();
     let (r, id, address) = (raft.clone(), args.id, master.address.clone());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready2, data_dir) = (ready.clone(), args.data_dir.clone());
     let formed = tokio::spawn(async move {
+        // a replica that started empty takes no part in Raft until its peers say it may
+        if let Err(e) = borgmaster::raft::check_store_not_lost(&r, id, &data_dir, &peers).await {
+            tracing::error!(error = %e, "refusing to start");
+            eprintln!("borgmaster: {e:#}");
+            std::process::exit(2);
+        }
+        ready2.store(true, std::sync::atomic::Ordering::Release);
         if let Err(e) = borgmaster::raft::bootstrap(&r, id, &address, &peers).await {
             tracing::error!(error = %e, "could not form the master group");
         }
@@ -204,7 +213,8 @@ async fn run() -> anyhow::Result<()> {
     }
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
     let raft_service =
-        borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised, credentials.is_some()).server();
+        borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised, credentials.is_some(), ready)
+            .server();
     let mut builder = borg_rpc::server::builder();
     if let Some(c) = &credentials {
         // client certificates optional at the handshake so that a caller without one gets a

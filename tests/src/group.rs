@@ -62,9 +62,8 @@ impl MasterGroup {
         self.dir.path().join(format!("master{}.log", i + 1))
     }
 
-    /// (Re)starts replica `i` (0-based) with its data dir.
-    pub fn start_replica(&mut self, i: usize) {
-        self.starts += 1;
+    /// The command that starts replica `i` (0-based) with its data dir.
+    fn replica_command(&self, i: usize) -> Command {
         let mut cmd = Command::new(bin("borgmaster"));
         cmd.args(["--id", &(i + 1).to_string(), "--peers", &self.peers(), "--listen", &self.addrs[i]])
             .args(["--poll-interval", POLL, "--cell", "test", "--default-quota", "unlimited"])
@@ -72,12 +71,49 @@ impl MasterGroup {
             .arg("--insecure")
             .arg("--data-dir")
             .arg(self.data_dir(i));
+        cmd
+    }
+
+    /// (Re)starts replica `i` (0-based) with its data dir.
+    pub fn start_replica(&mut self, i: usize) {
+        self.starts += 1;
+        let cmd = self.replica_command(i);
         // keep every start's log: append the start number
         let log = self.dir.path().join(format!("master{}-{}.log", i + 1, self.starts));
         let (child, _, _) = start_listening_http(cmd, "borgmaster", &log);
         let _ = std::fs::remove_file(self.log(i));
         let _ = std::os::unix::fs::symlink(&log, self.log(i));
         self.replicas[i] = Some(child);
+    }
+
+    /// Starts replica `i` expecting it to refuse: waits (at most `timeout`) for it to exit and
+    /// returns its exit code and its stderr.
+    pub fn start_replica_expecting_exit(&mut self, i: usize, timeout: Duration) -> (Option<i32>, String) {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("master{}-{}.log", i + 1, self.starts));
+        let mut child = self
+            .replica_command(i)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start borgmaster");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "replica {} still running after {timeout:?}: {}",
+                    i + 1,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status.code(), std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     /// Process id of replica `i`, when running.

@@ -1,7 +1,7 @@
 //! The replicated Borgmaster: 3 replicas on loopback (real processes, RocksDB, gRPC, openraft).
 //! kill -9 of the leader mid-stream loses no acknowledged apply and shows no rejected one; the
-//! old leader rejoins and catches up; a replica with a wiped data dir catches up from a
-//! snapshot; a new leader takes over the Borglets without restarting their tasks.
+//! old leader rejoins and catches up; a replica with a wiped data dir refuses to vote as the
+//! member it was, and once removed and added back catches up from a snapshot; a new leader takes over the Borglets without restarting their tasks.
 
 use borg_integration_tests::group::MasterGroup;
 use serde_json::Value;
@@ -144,13 +144,25 @@ fn kill_9_of_the_leader_loses_no_acknowledged_apply() {
     let rs = g.replicas_seen_by(old).unwrap();
     assert_eq!(rs.iter().filter(|r| r["role"] == "leader").count(), 1, "{rs:?}");
 
-    // a follower loses its disk: it catches up from the leader's snapshot
+    // a follower loses its disk: it refuses to start as the voter it was (it may have voted
+    // in a term it no longer remembers), saying what to do; removed and added back as a new
+    // member, it catches up from the leader's snapshot
     let l = g.wait_leader(Duration::from_secs(5));
     let wiped = (0..3).find(|i| *i != l).unwrap();
     g.kill9(wiped);
     load(&g, "d", 30, &mut out);
     std::fs::remove_dir_all(g.data_dir(wiped)).unwrap();
+    let (code, stderr) = g.start_replica_expecting_exit(wiped, Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{stderr}");
+    let id = (wiped + 1).to_string();
+    assert!(stderr.contains(&format!("lists replica {id} as a voter")), "{stderr}");
+    assert!(stderr.contains(&format!("borgctl replicas remove {id}")), "says what to do: {stderr}");
+    let o = g.borgctl(&["replicas", "remove", &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     g.start_replica(wiped);
+    // (through the leader: the wiped replica, not yet a member, knows no leader to forward to)
+    let o = g.borgctl_at(&g.addrs[l].clone(), &["replicas", "add", &id, &g.addrs[wiped].clone()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     wait_caught_up(&g, wiped, l, "follower");
     assert_consistent(&g, wiped, &out);
     let log = std::fs::read_to_string(g.log(wiped)).unwrap();

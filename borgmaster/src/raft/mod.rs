@@ -196,6 +196,64 @@ pub async fn peer_status(address: &str, timeout: Duration) -> Result<borg_proto:
     }
 }
 
+/// Whether this replica's store is empty: never part of a group, no term, no vote, no log (a
+/// new replica, or one whose data dir was wiped or lost).
+pub async fn store_is_empty(raft: &BorgRaft) -> anyhow::Result<bool> {
+    let m = raft.metrics().borrow().clone();
+    Ok(!raft.is_initialized().await? && m.current_term == 0 && m.last_log_index.is_none())
+}
+
+/// Raft's safety needs durable votes (Raft §5.2, "Persistent state on all servers"): a replica
+/// that voted in a term and then lost its data dir could vote again in that term, for another
+/// candidate, and elect a second leader. So a replica that starts with an empty store, in a
+/// group with `peers`, asks them before it takes part (its Raft service refuses votes and
+/// entries meanwhile):
+///
+/// - a peer belongs to a group that lists this replica's id as a voter: the store was lost.
+///   Refused, with what to do (restore the dir, or remove the replica and add it back as a new
+///   member, which is safe: a replica that is not a voter has no vote to remember);
+/// - a peer belongs to a group that does not list it: a new replica, waiting to be added;
+/// - every peer answered that it belongs to no group: the group's first start.
+///
+/// Until one of these is known (peers down) it keeps asking, every 500 ms. Returns at once for
+/// a replica with a store, or without peers (a group of one).
+///
+/// Errors: the store was lost (the message says what to do), or the store could not be read.
+pub async fn check_store_not_lost(
+    raft: &BorgRaft,
+    id: NodeId,
+    data_dir: &Path,
+    peers: &BTreeMap<NodeId, String>,
+) -> anyhow::Result<()> {
+    if peers.is_empty() || !store_is_empty(raft).await? {
+        return Ok(());
+    }
+    let mut said = false;
+    loop {
+        let (mut answered, mut new_member) = (0, false);
+        for (peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
+            let Ok(s) = peer_status(addr, Duration::from_secs(1)).await else { continue };
+            answered += 1;
+            if s.initialized && s.voters.contains(&id) {
+                anyhow::bail!(
+                    "replica {id}'s data dir {} is empty, but replica {peer} lists replica {id} as a voter of the master group:                      it has lost the votes and entries it stored, and must not vote as if it remembered them.                      Restore the data dir from its disk, or make it a new member: `borgctl replicas remove {id}`,                      start it again with the empty data dir, then `borgctl replicas add {id} {}`",
+                    data_dir.display(),
+                    peers.get(&id).map_or("HOST:PORT", String::as_str),
+                );
+            }
+            new_member |= s.initialized;
+        }
+        if new_member || answered == peers.len() - 1 {
+            return Ok(());
+        }
+        if !said {
+            tracing::info!(id, "empty data dir: waiting for a peer to say whether this replica was a voter");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Forms the master group on its very first start; does nothing for a replica whose store
 /// already belongs to a group.
 ///

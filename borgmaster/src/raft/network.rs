@@ -139,13 +139,35 @@ pub struct RaftService {
     address: String,
     /// Whether callers must be replicas (mutual TLS); off with `--insecure`.
     auth: bool,
+    /// Set once this replica may take part in Raft: at once for a replica with a store, after
+    /// [`super::check_store_not_lost`] for one that started empty. Until then it refuses votes,
+    /// entries and snapshots (Status still answers).
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RaftService {
     /// The service of replica `id` advertised at `address`; with `auth`, only callers with a
-    /// replica certificate of the cell may call it.
-    pub fn new(raft: BorgRaft, id: NodeId, address: String, auth: bool) -> Self {
-        RaftService { raft, id, address, auth }
+    /// replica certificate of the cell may call it; Raft messages are refused until `ready`.
+    pub fn new(
+        raft: BorgRaft,
+        id: NodeId,
+        address: String,
+        auth: bool,
+        ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        RaftService { raft, id, address, auth, ready }
+    }
+
+    /// UNAVAILABLE while this replica, started with an empty store, has not yet learned from
+    /// its peers that it may vote.
+    fn check_ready(&self) -> Result<(), Status> {
+        if self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "replica {} started with an empty data dir and is asking its peers whether it was a voter (it takes no votes or entries until it knows); retry",
+            self.id
+        )))
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -199,6 +221,7 @@ pub fn local_status(raft: &BorgRaft, id: NodeId, address: &str) -> pb::ReplicaSt
         leader_id: m.current_leader.unwrap_or(0),
         voter,
         initialized,
+        voters: m.membership_config.membership().voter_ids().collect(),
     }
 }
 
@@ -206,16 +229,19 @@ pub fn local_status(raft: &BorgRaft, id: NodeId, address: &str) -> pb::ReplicaSt
 impl pb::raft_server::Raft for RaftService {
     async fn append_entries(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
         self.check(&req)?;
+        self.check_ready()?;
         encode(&self.raft.append_entries(decode(req)?).await)
     }
 
     async fn vote(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
         self.check(&req)?;
+        self.check_ready()?;
         encode(&self.raft.vote(decode(req)?).await)
     }
 
     async fn install_snapshot(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
         self.check(&req)?;
+        self.check_ready()?;
         encode(&self.raft.install_snapshot(decode(req)?).await)
     }
 
