@@ -116,6 +116,8 @@ async fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    // failpoints named in FAILPOINTS (fault-injection tests only; none is set otherwise)
+    let _failpoints = fail::FailScenario::setup();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     if !args.force_voters.is_empty() {

@@ -3,6 +3,14 @@
 //! replica serves reads and forwards writes to the leader, so a client need not know which one
 //! leads.
 
+/// Request metadata asking for a linearizable read: with `borg-consistency: linearizable` a
+/// read (`GetJob`) is served by the leader once a quorum has confirmed it still leads and its
+/// state holds every committed entry (followers forward it). Without it, any replica answers
+/// from its own copy, which may lag the leader by a few entries.
+pub const CONSISTENCY_HEADER: &str = "borg-consistency";
+/// The value of [`CONSISTENCY_HEADER`] for a linearizable read.
+pub const LINEARIZABLE: &str = "linearizable";
+
 use crate::{Error, Result};
 use std::time::Duration;
 use tonic::transport::Channel;

@@ -25,13 +25,25 @@ pub struct MasterGroup {
     snapshot_every: u64,
     starts: usize,
     borglets: Vec<(String, PathBuf, Child)>,
+    /// When the replicas run in network namespaces of their own (one host each, so that they
+    /// can be partitioned); dropped last.
+    net: Option<crate::netns::Network>,
 }
 
 impl MasterGroup {
     /// Starts `n` replicas (ids 1..=n) that snapshot every `snapshot_every` entries, and waits
     /// until one leads.
     pub fn start(n: usize, snapshot_every: u64) -> MasterGroup {
-        let addrs = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        Self::start_on(None, n, snapshot_every)
+    }
+
+    /// Like [`MasterGroup::start`], replica i in host i of `net` when given (listening on its
+    /// address, port 9000; Borglets listen on the network's outside address), else on loopback.
+    pub fn start_on(net: Option<crate::netns::Network>, n: usize, snapshot_every: u64) -> MasterGroup {
+        let addrs = match &net {
+            Some(net) => (0..n).map(|i| format!("{}:9000", net.ip(i))).collect(),
+            None => (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect(),
+        };
         let mut g = MasterGroup {
             dir: tempfile::tempdir().expect("tempdir"),
             addrs,
@@ -39,6 +51,7 @@ impl MasterGroup {
             snapshot_every,
             starts: 0,
             borglets: Vec::new(),
+            net,
         };
         for i in 0..n {
             g.start_replica(i);
@@ -64,7 +77,14 @@ impl MasterGroup {
 
     /// The command that starts replica `i` (0-based) with its data dir.
     fn replica_command(&self, i: usize) -> Command {
-        let mut cmd = Command::new(bin("borgmaster"));
+        let mut cmd = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(i)]).arg(bin("borgmaster"));
+                c
+            }
+            None => Command::new(bin("borgmaster")),
+        };
         cmd.args(["--id", &(i + 1).to_string(), "--peers", &self.peers(), "--listen", &self.addrs[i]])
             .args(["--poll-interval", POLL, "--cell", "test", "--default-quota", "unlimited"])
             .args(["--snapshot-every", &self.snapshot_every.to_string()])
@@ -76,8 +96,14 @@ impl MasterGroup {
 
     /// (Re)starts replica `i` (0-based) with its data dir.
     pub fn start_replica(&mut self, i: usize) {
+        self.start_replica_env(i, &[]);
+    }
+
+    /// (Re)starts replica `i` with these environment variables added (e.g. `FAILPOINTS`).
+    pub fn start_replica_env(&mut self, i: usize, env: &[(&str, &str)]) {
         self.starts += 1;
-        let cmd = self.replica_command(i);
+        let mut cmd = self.replica_command(i);
+        cmd.envs(env.iter().copied());
         // keep every start's log: append the start number
         let log = self.dir.path().join(format!("master{}-{}.log", i + 1, self.starts));
         let (child, _, _) = start_listening_http(cmd, "borgmaster", &log);
@@ -119,6 +145,26 @@ impl MasterGroup {
     /// Process id of replica `i`, when running.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.replicas[i].as_ref().map(|c| c.id())
+    }
+
+    /// Whether replica `i` was started and has exited since (reaping it); `false` while it runs
+    /// or when it was never started or was killed through this group.
+    pub fn exited(&mut self, i: usize) -> bool {
+        let done = self.replicas[i].as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if done {
+            self.replicas[i] = None;
+        }
+        done
+    }
+
+    /// Whether replica `i` is running (started and not killed through this group).
+    pub fn running(&self, i: usize) -> bool {
+        self.replicas[i].is_some()
+    }
+
+    /// The network the replicas run in, if any.
+    pub fn net(&self) -> Option<&crate::netns::Network> {
+        self.net.as_ref()
     }
 
     /// Starts one more replica (id = its index + 1) on a new port, with `--peers` naming every
@@ -222,7 +268,8 @@ impl MasterGroup {
         let work_dir = self.dir.path().join(&id);
         let ports = crate::free_port_range(16);
         let mut cmd = Command::new(bin("borglet"));
-        cmd.args(["--master", &self.master_arg(), "--listen", "127.0.0.1:0", "--machine-id", &id])
+        let listen = self.net.as_ref().map_or("127.0.0.1:0".to_string(), |n| format!("{}:0", n.outside_ip()));
+        cmd.args(["--master", &self.master_arg(), "--listen", &listen, "--machine-id", &id])
             .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
             .args(["--port-range", &format!("{}-{}", ports.0, ports.1)])
             .arg("--insecure")

@@ -532,3 +532,4 @@ impl TestCell {
 
 pub mod group;
 pub mod linearizability;
+pub mod netns;

@@ -7,8 +7,11 @@
 //! It is linearizable when every operation can be given one instant between its invocation and
 //! its return such that, applied in the order of those instants, the [`Model`] produces every
 //! recorded output. An operation whose outcome is unknown (the client lost the answer) may take
-//! effect at any instant after its invocation, or never: it is given no return time and any
-//! output. Histories are checked per key (P-compositionality: a history is linearizable when
+//! effect at any instant after its invocation up to its `ret` (the latest time the caller allows
+//! for it; `u64::MAX`: any time), with any output, or not at all. A finite bound only ever
+//! rejects more histories (fewer linearizations are tried), never fewer: it keeps the search
+//! small, at the price of a false alarm should an effect come later than the bound. Histories
+//! are checked per key (P-compositionality: a history is linearizable when
 //! each key's sub-history is), which keeps the search small.
 
 use std::collections::HashSet;
@@ -41,7 +44,8 @@ pub struct Op<I, O> {
     pub output: Option<O>,
     /// When it was invoked (any monotonic unit, e.g. microseconds since the run started).
     pub call: u64,
-    /// When it returned; ignored (taken as after everything) when `output` is `None`.
+    /// When it returned; when `output` is `None`, the latest time it may have taken effect
+    /// (`u64::MAX`: any time).
     pub ret: u64,
 }
 
@@ -79,10 +83,11 @@ pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>]) -> Result
     }
     // events: (time, is_return, op); calls sort before returns at the same time (the more
     // permissive order: the two overlap)
-    let end = history.iter().map(|o| o.ret.max(o.call)).max().unwrap_or(0).saturating_add(1);
+    let end = history.iter().map(|o| if o.ret == u64::MAX { o.call } else { o.ret.max(o.call) }).max().unwrap_or(0);
+    let end = end.saturating_add(1);
     let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
     for (i, o) in history.iter().enumerate() {
-        let ret = if o.output.is_some() { o.ret.max(o.call) } else { end };
+        let ret = if o.ret == u64::MAX { end } else { o.ret.max(o.call) };
         events.push((o.call, false, i));
         events.push((ret, true, i));
     }
@@ -109,7 +114,9 @@ pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>]) -> Result
     let words = n.div_ceil(64);
     let mut linearized = vec![0u64; words];
     let mut memo: HashSet<(Vec<u64>, M::State)> = HashSet::new();
-    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    // (call entry, state before it, which alternative was taken)
+    let mut stack: Vec<(usize, M::State, usize)> = Vec::new();
+    let mut retry_alternative: Option<usize> = None;
     let mut state = model.init();
     let mut longest: Vec<usize> = Vec::new();
     let mut cursor = e[head].next;
@@ -137,31 +144,41 @@ pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>]) -> Result
         let cur = e[cursor];
         if cur.is_call {
             let op = &history[cur.op];
+            // an operation with an unknown outcome may also have had no effect at all: its
+            // second alternative, tried when the first one is backtracked
+            let alternatives = [
+                model.step(&state, &op.input, op.output.as_ref()),
+                if op.output.is_none() { Some(state.clone()) } else { None },
+            ];
+            let from = retry_alternative.take().unwrap_or(0);
+            let mut bits = linearized.clone();
+            bits[cur.op / 64] |= 1 << (cur.op % 64);
             let mut moved = false;
-            if let Some(next) = model.step(&state, &op.input, op.output.as_ref()) {
-                let mut bits = linearized.clone();
-                bits[cur.op / 64] |= 1 << (cur.op % 64);
-                if memo.insert((bits.clone(), next.clone())) {
-                    stack.push((cursor, state));
-                    state = next;
-                    linearized = bits;
-                    // unlink the return first (it comes later), then the call
-                    let r = cur.partner;
-                    unlink(&mut e, r);
-                    unlink(&mut e, cursor);
-                    if stack.len() > longest.len() {
-                        longest = stack.iter().map(|(c, _)| e[*c].op).collect();
-                    }
-                    cursor = e[head].next;
-                    moved = true;
+            for (alt, next) in alternatives.into_iter().enumerate().skip(from) {
+                let Some(next) = next else { continue };
+                if !memo.insert((bits.clone(), next.clone())) {
+                    continue;
                 }
+                stack.push((cursor, state, alt));
+                state = next;
+                linearized = bits;
+                // unlink the return first (it comes later), then the call
+                let r = cur.partner;
+                unlink(&mut e, r);
+                unlink(&mut e, cursor);
+                if stack.len() > longest.len() {
+                    longest = stack.iter().map(|(c, _, _)| e[*c].op).collect();
+                }
+                cursor = e[head].next;
+                moved = true;
+                break;
             }
             if !moved {
                 cursor = cur.next;
             }
         } else {
             // a return whose call could not be linearized before it: backtrack
-            let Some((c, prev)) = stack.pop() else {
+            let Some((c, prev, alt)) = stack.pop() else {
                 let mut stuck = Vec::new();
                 let mut i = e[head].next;
                 while i != usize::MAX && stuck.len() < 8 {
@@ -178,10 +195,16 @@ pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>]) -> Result
             let r = e[c].partner;
             relink(&mut e, c);
             relink(&mut e, r);
-            cursor = e[c].next;
+            if alt == 0 && history[op].output.is_none() {
+                // the same operation again, without its effect
+                cursor = c;
+                retry_alternative = Some(1);
+            } else {
+                cursor = e[c].next;
+            }
         }
     }
-    Ok(stack.iter().map(|(c, _)| e[*c].op).collect())
+    Ok(stack.iter().map(|(c, _, _)| e[*c].op).collect())
 }
 
 /// The job store as the fault suite drives it, one job name per key: `apply` (with an optional
@@ -286,11 +309,32 @@ mod tests {
         for later in [got(2, 7), got(1, 1)] {
             let h = vec![
                 op(0, apply(1, None), Some(JobOutput::Applied { version: 1 }), 0, 10),
-                op(0, apply(7, None), None, 20, 0),
+                op(0, apply(7, None), None, 20, u64::MAX),
                 op(1, JobInput::Get, later.clone(), 100, 110),
             ];
             assert!(check(&JobStore, &h).is_ok(), "{later:?}");
         }
+        // within its bound, before a read that sees it; or not at all, before one that does not
+        let h = vec![
+            op(0, apply(1, None), Some(JobOutput::Applied { version: 1 }), 0, 10),
+            op(0, apply(7, None), None, 20, 50),
+            op(1, JobInput::Get, got(1, 1), 30, 35),
+            op(1, JobInput::Get, got(2, 7), 40, 45),
+        ];
+        assert!(check(&JobStore, &h).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_write_seen_after_its_bound_is_rejected() {
+        // the caller allowed the lost apply to take effect until 50; it shows up at 100, after
+        // a read at 60 that did not see it
+        let h = vec![
+            op(0, apply(1, None), Some(JobOutput::Applied { version: 1 }), 0, 10),
+            op(0, apply(7, None), None, 20, 50),
+            op(1, JobInput::Get, got(1, 1), 60, 65),
+            op(1, JobInput::Get, got(2, 7), 100, 110),
+        ];
+        assert!(matches!(check(&JobStore, &h), Err(Verdict::Illegal { .. })));
     }
 
     #[test]

@@ -174,7 +174,7 @@ pub async fn open(
         id,
         Arc::new(config(snapshot_every, election_timeout)?),
         network::Network,
-        log_store::LogStore::new(db),
+        log_store::LogStore::new(db).waiting_for_installs(sm.installing()),
         sm,
     )
     .await?;

@@ -19,6 +19,9 @@ use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
 const SNAPSHOT_KEY: &str = "snapshot";
+/// The last log index the stored snapshot covers (8 bytes, big endian), written in the same
+/// batch as the snapshot, so that it can be read without the snapshot.
+const SNAPSHOT_INDEX_KEY: &str = "snapshot_index";
 
 /// A snapshot as stored: openraft's metadata and the state as JSON bytes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -36,6 +39,9 @@ pub struct StateMachine {
     membership: StoredMembership<NodeId, BasicNode>,
     /// Makes snapshot ids unique when two are built at the same log id.
     snapshot_seq: u64,
+    /// Set from the first chunk of a leader's snapshot until it is stored (or replaced): the
+    /// log store holds back purges meanwhile.
+    installing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Builds one snapshot from a copy of the state taken when openraft asked for the builder.
@@ -61,11 +67,30 @@ pub(crate) fn stored_membership(db: &DB) -> StorageResult<Option<openraft::Membe
     Ok(read_snapshot(db)?.map(|s| s.meta.last_membership.membership().clone()))
 }
 
+/// The last log index the stored snapshot covers (`None`: no snapshot, or one of no entry).
+pub(crate) fn stored_snapshot_index(db: &DB) -> StorageResult<Option<u64>> {
+    let meta = cf(db, CF_META)?;
+    match db.get_cf(meta, SNAPSHOT_INDEX_KEY).map_err(|e| StorageIOError::read_snapshot(None, &e))? {
+        Some(b) if b.len() == 8 => Ok(Some(u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8])))),
+        // a store written before the index was kept: from the snapshot itself
+        _ => Ok(read_snapshot(db)?.and_then(|s| s.meta.last_log_id.map(|l| l.index))),
+    }
+}
+
 fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
     let sig = Some(snap.meta.signature());
     let bytes = serde_json::to_vec(snap).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
     let mut batch = WriteBatch::default();
     batch.put_cf(cf(db, CF_META)?, SNAPSHOT_KEY, bytes);
+    if let Some(l) = snap.meta.last_log_id {
+        batch.put_cf(cf(db, CF_META)?, SNAPSHOT_INDEX_KEY, l.index.to_be_bytes());
+    }
+    // the fault suite's crash in the middle of writing a snapshot, taken or received
+    // (`FAILPOINTS=snapshot-write=return`)
+    fail::fail_point!("snapshot-write", |_| {
+        tracing::error!("failpoint snapshot-write: aborting in the middle of writing a snapshot");
+        std::process::abort()
+    });
     write_synced(db, batch).map_err(|e| StorageIOError::write_snapshot(sig, &e).into())
 }
 
@@ -84,13 +109,25 @@ impl StateMachine {
     /// Errors: the snapshot cannot be read or does not decode (the data dir is damaged or from an
     /// incompatible version).
     pub fn open(db: Arc<DB>, state: Arc<RwLock<CellState>>, cell: &str) -> StorageResult<StateMachine> {
-        let mut sm =
-            StateMachine { db, state, last_applied: None, membership: StoredMembership::default(), snapshot_seq: 0 };
+        let mut sm = StateMachine {
+            db,
+            state,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            snapshot_seq: 0,
+            installing: Arc::default(),
+        };
         match read_snapshot(&sm.db)? {
             Some(snap) => sm.load(&snap)?,
             None => *sm.write() = CellState::new(cell),
         }
         Ok(sm)
+    }
+
+    /// The flag set while a leader's snapshot is received and stored (for
+    /// [`super::log_store::LogStore::waiting_for_installs`]).
+    pub fn installing(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.installing.clone()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, CellState> {
@@ -169,6 +206,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        self.installing.store(true, std::sync::atomic::Ordering::Release);
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -178,8 +216,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
-        self.load(&stored)?;
-        write_snapshot(&self.db, &stored)?;
+        self.installing.store(true, std::sync::atomic::Ordering::Release);
+        let done = self.load(&stored).and_then(|()| write_snapshot(&self.db, &stored));
+        self.installing.store(false, std::sync::atomic::Ordering::Release);
+        done?;
         tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), "installed a snapshot from the leader");
         Ok(())
     }

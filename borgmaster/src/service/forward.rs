@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 /// Metadata a follower puts on a write it forwards to the leader (its id); a replica that is not
 /// the leader refuses such a request instead of forwarding it again.
-const FORWARDED_BY: &str = "borg-forwarded-by";
+pub(super) const FORWARDED_BY: &str = "borg-forwarded-by";
 
 /// How long a follower keeps trying to forward a write while the leader is unknown or
 /// unreachable (an election takes well under a second).

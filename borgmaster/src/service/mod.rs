@@ -172,6 +172,25 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
         let caller = self.caller(&req)?;
+        // a linearizable read is served by the leader after a quorum confirms it leads (a
+        // follower forwards it; one forwarded to us is one)
+        let linearizable = req.metadata().get(forward::FORWARDED_BY).is_some()
+            || req
+                .metadata()
+                .get(borg_rpc::client::CONSISTENCY_HEADER)
+                .is_some_and(|v| v.as_bytes() == borg_rpc::client::LINEARIZABLE.as_bytes());
+        let req = if linearizable {
+            let req = match self.route(req, |mut c, r| async move { c.get_job(r).await }).await? {
+                Route::Local(req) => req,
+                Route::Forwarded(answer) => return Ok(answer),
+            };
+            self.master.confirm_leadership().await.map_err(|e| {
+                Status::unavailable(format!("linearizable read: this replica cannot confirm it leads: {e}; retry"))
+            })?;
+            req
+        } else {
+            req
+        };
         let name = req.into_inner().name;
         let s = self.master.state();
         let job = s.jobs.get(&name).ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
