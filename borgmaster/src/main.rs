@@ -242,10 +242,37 @@ async fn run() -> anyhow::Result<()> {
             tracing::warn!("not leading 10 s after start; serving anyway");
         }
     }
+    // Raft is the replica: if its core stops by itself (a storage error, or a panic inside
+    // openraft, as the fault suite met during membership changes), a process that lived on
+    // would answer reads from a state that no longer moves. Exit instead, so that the
+    // supervisor restarts the replica from its data dir.
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (mut metrics, stopping) = (raft.metrics(), stopping.clone());
+        tokio::spawn(async move {
+            loop {
+                let failed = match metrics.changed().await {
+                    Err(_) => Some("its core ended".to_string()),
+                    Ok(()) => metrics.borrow().running_state.as_ref().err().map(|e| e.to_string()),
+                };
+                if let Some(why) = failed {
+                    if stopping.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
+                    tracing::error!(error = %why, "Raft stopped; exiting so that this replica is restarted from its data dir");
+                    eprintln!(
+                        "borgmaster: Raft stopped ({why}); exiting so that this replica is restarted from its data dir"
+                    );
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
     tracing::info!(%addr, id = args.id, cell = %master.state().cell, "borgmaster serving");
     println!("borgmaster listening on {addr}");
     std::io::stdout().flush()?;
     server.await??;
+    stopping.store(true, std::sync::atomic::Ordering::Release);
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "Raft did not shut down cleanly");
     }

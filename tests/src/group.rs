@@ -264,7 +264,10 @@ impl MasterGroup {
     /// Starts a real Borglet (4 cores, 8 GiB) registered with every replica; returns its
     /// machine id.
     pub fn add_borglet(&mut self) -> String {
-        let id = format!("group-m{}-{}", self.borglets.len() + 1, std::process::id());
+        // unique in this process: tests run several groups at once
+        static GROUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let g = GROUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = format!("group-m{}-{}-{g}", self.borglets.len() + 1, std::process::id());
         let work_dir = self.dir.path().join(&id);
         let ports = crate::free_port_range(16);
         let mut cmd = Command::new(bin("borglet"));

@@ -53,9 +53,10 @@ pub struct Op<I, O> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// No linearization exists. `longest` is the longest prefix of operations the search
-    /// could linearize (op indices in linearization order), and `stuck` the operations that
-    /// had returned at the point where none of the candidates fit.
-    Illegal { longest: Vec<usize>, stuck: Vec<usize> },
+    /// could linearize (op indices in linearization order), and `stuck` the operation whose
+    /// return ended that prefix (none of the candidates before it fit), with the model's state
+    /// there (`Debug`).
+    Illegal { longest: Vec<usize>, stuck: Vec<usize>, state: String },
     /// The search gave up after `steps` steps without deciding.
     Inconclusive { steps: u64 },
 }
@@ -119,6 +120,7 @@ pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>]) -> Result
     let mut retry_alternative: Option<usize> = None;
     let mut state = model.init();
     let mut longest: Vec<usize> = Vec::new();
+    let mut stuck_at: (Vec<usize>, String) = (Vec::new(), String::new());
     let mut cursor = e[head].next;
     let mut steps = 0u64;
     // lift: unlink a call entry and its return
@@ -178,16 +180,12 @@ pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>]) -> Result
             }
         } else {
             // a return whose call could not be linearized before it: backtrack
+            if stack.len() >= longest.len() {
+                stuck_at = (vec![cur.op], format!("{state:?}"));
+            }
             let Some((c, prev, alt)) = stack.pop() else {
-                let mut stuck = Vec::new();
-                let mut i = e[head].next;
-                while i != usize::MAX && stuck.len() < 8 {
-                    if !e[i].is_call {
-                        stuck.push(e[i].op);
-                    }
-                    i = e[i].next;
-                }
-                return Err(Verdict::Illegal { longest, stuck });
+                let (stuck, state) = stuck_at;
+                return Err(Verdict::Illegal { longest, stuck, state });
             };
             let op = e[c].op;
             linearized[op / 64] &= !(1 << (op % 64));

@@ -341,7 +341,20 @@ fn nemesis(n: usize, default_faults: usize) {
     ];
     let total_weight: u32 = kinds.iter().map(|(_, w)| w).sum();
     let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut exited: Vec<String> = Vec::new();
     while done.len() < faults_wanted && Instant::now() < deadline {
+        // a replica that exited by itself (Raft stopped: see borgmaster's main) is restarted,
+        // as its supervisor would
+        for i in 0..n {
+            if g.exited(i) {
+                let log = std::fs::read_to_string(g.log(i)).unwrap_or_default();
+                let why =
+                    log.lines().rev().find(|l| l.contains("panicked at") || l.contains("Raft stopped")).unwrap_or("");
+                eprintln!("nemesis: replica {} exited by itself: {why}", i + 1);
+                exited.push(format!("replica {}: {why}", i + 1));
+                g.start_replica(i);
+            }
+        }
         let l = rt.block_on(wait_leader(&g, Duration::from_secs(60)));
         let followers: Vec<usize> = (0..n).filter(|i| *i != l).collect();
         let follower = followers[rng.random_range(0..followers.len())];
@@ -399,9 +412,13 @@ fn nemesis(n: usize, default_faults: usize) {
                 let leader_addr = g.addrs[l].clone();
                 let o = g.borgctl_at(&leader_addr, &["replicas", "remove", &id]);
                 if !o.status.success() {
-                    // leadership moved meanwhile: no fault injected
-                    eprintln!("nemesis: replicas remove {id} refused: {}", String::from_utf8_lossy(&o.stderr));
-                    continue;
+                    // leadership moved meanwhile, or the answer was lost: is it still a voter?
+                    eprintln!("nemesis: replicas remove {id}: {}", String::from_utf8_lossy(&o.stderr).trim());
+                    let l = rt.block_on(wait_leader(&g, Duration::from_secs(60)));
+                    let voters = rt.block_on(status(&g.addrs[l], Duration::from_secs(2))).map(|s| s.voters);
+                    if voters.is_none_or(|v| v.contains(&(follower as u64 + 1))) {
+                        continue;
+                    }
                 }
                 g.kill9(follower);
                 std::fs::remove_dir_all(g.data_dir(follower)).expect("wipe the data dir");
@@ -521,28 +538,42 @@ fn nemesis(n: usize, default_faults: usize) {
         }
     }
     eprintln!(
-        "nemesis: {} faults in {:.0} s ({counts:?}); {} operations: {ok} ok, {refused} refused, {unknown} unknown",
+        "nemesis: {} faults in {:.0} s ({counts:?}); {} operations: {ok} ok, {refused} refused, {unknown} unknown; {} replica exits by themselves {exited:?}",
         done.len(),
         injected_for.as_secs_f64(),
-        ok + refused + unknown
+        ok + refused + unknown,
+        exited.len()
     );
     for (k, ops) in &by_key {
         if let Err(v) = check(&JobStore, ops) {
+            // the operations around the one the search got stuck at, by invocation time
+            let around = match &v {
+                Verdict::Illegal { stuck, .. } => stuck.first().map(|&i| ops[i].call),
+                Verdict::Inconclusive { .. } => None,
+            };
             let mut sorted: Vec<(usize, &Op<JobInput, JobOutput>)> = ops.iter().enumerate().collect();
             sorted.sort_by_key(|(_, o)| o.call);
-            for (i, o) in sorted.iter().rev().take(60).rev() {
+            let at = around.map_or(sorted.len(), |t| sorted.partition_point(|(_, o)| o.call < t));
+            let dump: String = sorted
+                .iter()
+                .map(|(i, o)| {
+                    format!("op {i}: client {} {:?} -> {:?} [{} .. {}]\n", o.client, o.input, o.output, o.call, o.ret)
+                })
+                .collect();
+            let file = g.dir.path().join(format!("history-{}.txt", key_name(*k)));
+            let _ = std::fs::write(&file, dump);
+            eprintln!("  the whole history of {}: {}", key_name(*k), file.display());
+            for (i, o) in &sorted[at.saturating_sub(30)..(at + 10).min(sorted.len())] {
                 eprintln!("  op {i}: client {} {:?} -> {:?} [{} .. {}]", o.client, o.input, o.output, o.call, o.ret);
             }
             for (t, kind, what) in &done {
                 eprintln!("  fault at {t:.1} s: {kind:?}: {what}");
             }
             let why = match v {
-                Verdict::Illegal { longest, stuck } => {
-                    format!(
-                        "not linearizable: longest linearizable prefix {} ops, stuck at ops {stuck:?}",
-                        longest.len()
-                    )
-                }
+                Verdict::Illegal { longest, stuck, state } => format!(
+                    "not linearizable: longest linearizable prefix {} ops, then op {stuck:?} cannot follow (state {state})",
+                    longest.len()
+                ),
                 Verdict::Inconclusive { steps } => format!("undecided after {steps} steps"),
             };
             panic!("job {}: {why}; seed {seed}; logs in {}", key_name(*k), g.dir.path().display());

@@ -13,6 +13,30 @@ use tonic::{Request, Response, Status};
 /// the leader refuses such a request instead of forwarding it again.
 pub(super) const FORWARDED_BY: &str = "borg-forwarded-by";
 
+/// Metadata on an error a replica answers for a write it did not apply (it does not lead, or
+/// no leader is known): the forwarding follower may send the write again. Any other failure
+/// of a forwarded write (an error from the connection, or none at all) leaves its outcome
+/// unknown, and the write is not sent again: a compare-and-set that took effect the first time
+/// would be answered "version mismatch" the second (the fault suite found exactly that), and a
+/// kill "already killed".
+pub(super) const NOT_APPLIED: &str = "borg-not-applied";
+
+/// `status` marked as an answer for a write this replica did not apply ([`NOT_APPLIED`]).
+pub(super) fn not_applied(mut status: Status) -> Status {
+    status.metadata_mut().insert(NOT_APPLIED, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
+/// Whether a forwarded write that failed with `s` surely was not applied: the leader said so,
+/// or the connection to it was refused (the request never left).
+fn surely_not_applied(s: &Status) -> bool {
+    if s.metadata().get(NOT_APPLIED).is_some() {
+        return true;
+    }
+    let text = format!("{} {:?}", s.message(), std::error::Error::source(s));
+    s.code() == tonic::Code::Unavailable && (text.contains("Connection refused") || text.contains("tcp connect error"))
+}
+
 /// How long a follower keeps trying to forward a write while the leader is unknown or
 /// unreachable (an election takes well under a second).
 const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
@@ -33,9 +57,10 @@ impl BorgmasterService {
     /// Routes a write: [`Route::Local`] when this replica leads (serve it here), else forwards it
     /// to the leader, marked forwarded by this replica, and returns the leader's answer. While
     /// the leader is unknown or unreachable (an election is under way) it waits and tries again
-    /// for up to [`FORWARD_PATIENCE`], serving it here if this replica is elected meanwhile; a
-    /// write the leader answered is never resent (one cut off mid-call may be: writes are
-    /// idempotent).
+    /// for up to [`FORWARD_PATIENCE`], serving it here if this replica is elected meanwhile. A
+    /// write is sent again only when it surely was not applied ([`NOT_APPLIED`], or the
+    /// connection was refused); one cut off mid-call is answered UNAVAILABLE with its outcome
+    /// unknown.
     ///
     /// Errors: UNAVAILABLE when no leader appears in time, or when the request was already
     /// forwarded once and this replica does not lead (leadership is moving; the caller retries).
@@ -55,13 +80,13 @@ impl BorgmasterService {
             let address = match self.master.leadership() {
                 Leadership::Me => return Ok(Route::Local(req)),
                 _ if already_forwarded => {
-                    return Err(Status::unavailable(
+                    return Err(not_applied(Status::unavailable(
                         "forwarded to a replica that does not lead (leadership is moving); retry",
-                    ))
+                    )))
                 }
                 Leadership::Other { address, .. } => address,
                 Leadership::Unknown if Instant::now() >= deadline => {
-                    return Err(Status::unavailable("no Borgmaster leader is elected; retry in a moment"))
+                    return Err(not_applied(Status::unavailable("no Borgmaster leader is elected; retry in a moment")))
                 }
                 Leadership::Unknown => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -75,15 +100,21 @@ impl BorgmasterService {
             }
             fwd.set_timeout(Duration::from_secs(30));
             match call(self.leader_client(&address)?, fwd).await {
-                // connection refused, or reset before an answer (tonic: UNKNOWN "transport
-                // error", or CANCELLED "operation was canceled"): the old leader is gone. Every forwarded write is idempotent (apply of
-                // the same spec, kill, register, quota, membership), so sending it again is safe.
-                Err(s)
-                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
-                        && Instant::now() < deadline =>
-                {
+                // the leader did not apply it (it no longer leads), or was never reached
+                // (connection refused: the old leader is gone): wait for a leader, send again
+                Err(s) if surely_not_applied(&s) && Instant::now() < deadline => {
                     tracing::debug!(error = %s.message(), "forwarding to the leader failed; waiting for a leader");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // cut off mid-call (reset, timeout): it may have been applied; never sent twice
+                Err(s)
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) =>
+                {
+                    return Err(Status::unavailable(format!(
+                        "the leader at {address} did not answer ({}): the write may or may not have been applied; \
+                         look (borgctl job NAME, borgctl replicas) before sending it again",
+                        s.message()
+                    )))
                 }
                 other => return other.map(Route::Forwarded),
             }
