@@ -54,14 +54,17 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> StorageResult<&'a rocksdb::Colum
     })
 }
 
-/// One synced write of `batch`.
 /// How long a log purge waits for the snapshot that covers it to be stored.
 const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub(crate) fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+/// One synced write of `batch`: Ok only once RocksDB has synced it (WAL fsync).
+///
+/// Errors: RocksDB's (a full disk, a failed sync); after one, RocksDB refuses further writes,
+/// openraft stops, and the replica exits (see borgmaster's main).
+pub(crate) fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), std::io::Error> {
     let mut wo = WriteOptions::default();
     wo.set_sync(true);
-    db.write_opt(batch, &wo)
+    db.write_opt(batch, &wo).map_err(std::io::Error::other)
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -180,13 +183,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = cf(&self.db, CF_LOG)?;
         let mut batch = WriteBatch::default();
+        let mut commands = false;
         for entry in entries {
+            commands |= matches!(entry.payload, openraft::EntryPayload::Normal(_));
             let bytes = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(cf, index_key(entry.log_id.index), bytes);
         }
         // The write happens before openraft is told; a failure is reported both ways.
         let db = self.db.clone();
-        let result = tokio::task::block_in_place(|| write_synced(&db, batch));
+        let result = tokio::task::block_in_place(|| {
+            // the durability tests' failed fsync of entries holding commands
+            // (`FAILPOINTS=log-append-sync=return`), as an fsync returning EIO
+            fail::fail_point!("log-append-sync", commands, |_| {
+                tracing::error!("failpoint log-append-sync: the synced write of the log fails");
+                Err(std::io::Error::other("failpoint log-append-sync: fsync failed (EIO)"))
+            });
+            write_synced(&db, batch)
+        });
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
