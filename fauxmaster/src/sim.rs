@@ -295,6 +295,68 @@ impl Waits {
     }
 }
 
+/// A replay in progress: the cell, the tasks where they are, and what passes measured.
+struct ReplayState<'w> {
+    w: &'w Workload,
+    fair_share: bool,
+    scheduler: Scheduler,
+    cell: CellModel,
+    pending: Pending,
+    /// Task -> machine index, for placed tasks.
+    placed: HashMap<TaskRef, usize>,
+    /// Every task seen, as last submitted.
+    known: HashMap<TaskRef, Task>,
+    used: UsedByUser,
+    waits: Waits,
+    /// Wall time of each pass, milliseconds.
+    pass_ms: Vec<f64>,
+    victims_by_band: [usize; 4],
+}
+
+impl ReplayState<'_> {
+    /// One scheduling pass at trace time `now_s` (pending groups in fair-share order when on):
+    /// binds, preempts, records waits; returns (tasks bound, tasks preempted).
+    fn pass(&mut self, now_s: f64) -> (usize, usize) {
+        let start = Instant::now();
+        let mut gs = self.pending.task_groups(self.w);
+        if self.fair_share {
+            let cell = &self.cell;
+            let capacity = (0..cell.len())
+                .filter(|&m| cell.up[m])
+                .fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(cell.capacity[m]));
+            let (known, used) = (&self.known, &self.used);
+            let owner = |g: &scheduler_core::TaskGroup| {
+                let first = g.tasks.first().map(|&index| TaskRef { job: g.job_id, index });
+                let user = first.and_then(|r| known.get(&r)).map_or(0, |t| t.user);
+                (user, CellModel::band_of(g.priority))
+            };
+            let share = |g: &scheduler_core::TaskGroup| {
+                used.0.get(&owner(g)).map_or(0.0, |u| scheduler_core::dominant_share(*u, capacity))
+            };
+            scheduler_core::order_by_fair_share(&mut gs, owner, share);
+        }
+        let p = self.scheduler.schedule(&mut self.cell, &gs);
+        for b in &p.bindings {
+            self.pending.remove(b.task);
+            self.placed.insert(b.task, b.machine);
+            if let Some(t) = self.known.get(&b.task) {
+                self.used.add(t);
+            }
+            self.waits.placed(b.task, now_s);
+        }
+        for e in &p.preempted {
+            self.placed.remove(&e.victim);
+            if let Some(t) = self.known.get(&e.victim) {
+                self.victims_by_band[CellModel::band_of(t.priority)] += 1;
+                self.used.remove(t);
+                self.pending.insert(t);
+            }
+        }
+        self.pass_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        (p.bindings.len(), p.preempted.len())
+    }
+}
+
 /// Replays `w` up to `opts.until_s`: the time-0 tasks where the source placed them (or
 /// pending, if it did not), then every event in time order, with a scheduling pass every
 /// `opts.interval_s` seconds of trace time in which events happened, while tasks are pending.
@@ -330,57 +392,22 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
         }
         known.insert(r, t.clone());
     }
-    let mut scheduler = Scheduler::new(params);
-    let mut pass_ms: Vec<f64> = Vec::new();
+    let mut st = ReplayState {
+        w,
+        fair_share,
+        scheduler: Scheduler::new(params),
+        cell,
+        pending,
+        placed,
+        known,
+        used,
+        waits,
+        pass_ms: Vec::new(),
+        victims_by_band: [0; 4],
+    };
     let (mut bound, mut preempted, mut submitted, mut ended, mut evicted_by_machine) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
     let wall = Instant::now();
-    let mut victims_by_band = [0usize; 4];
-    let mut run_pass = |cell: &mut CellModel,
-                        pending: &mut Pending,
-                        placed: &mut HashMap<TaskRef, usize>,
-                        known: &HashMap<TaskRef, Task>,
-                        used: &mut UsedByUser,
-                        waits: &mut Waits,
-                        now_s: f64,
-                        pass_ms: &mut Vec<f64>,
-                        victims_by_band: &mut [usize; 4]| {
-        let start = Instant::now();
-        let mut gs = pending.task_groups(w);
-        if fair_share {
-            let capacity = (0..cell.len())
-                .filter(|&m| cell.up[m])
-                .fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(cell.capacity[m]));
-            let owner = |g: &scheduler_core::TaskGroup| {
-                let first = g.tasks.first().map(|&index| TaskRef { job: g.job_id, index });
-                let user = first.and_then(|r| known.get(&r)).map_or(0, |t| t.user);
-                (user, CellModel::band_of(g.priority))
-            };
-            let share = |g: &scheduler_core::TaskGroup| {
-                used.0.get(&owner(g)).map_or(0.0, |u| scheduler_core::dominant_share(*u, capacity))
-            };
-            scheduler_core::order_by_fair_share(&mut gs, owner, share);
-        }
-        let p = scheduler.schedule(cell, &gs);
-        for b in &p.bindings {
-            pending.remove(b.task);
-            placed.insert(b.task, b.machine);
-            if let Some(t) = known.get(&b.task) {
-                used.add(t);
-            }
-            waits.placed(b.task, now_s);
-        }
-        for e in &p.preempted {
-            placed.remove(&e.victim);
-            if let Some(t) = known.get(&e.victim) {
-                victims_by_band[CellModel::band_of(t.priority)] += 1;
-                used.remove(t);
-                pending.insert(t);
-            }
-        }
-        pass_ms.push(start.elapsed().as_secs_f64() * 1000.0);
-        (p.bindings.len(), p.preempted.len())
-    };
     let events: Vec<&crate::workload::Event> = w.events.iter().filter(|e| e.time_s <= until).collect();
     let mut next_pass = events.first().map_or(0.0, |e| e.time_s);
     let mut samples = Vec::new();
@@ -388,22 +415,12 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
     let total = events.len();
     for (i, e) in events.iter().enumerate() {
         if e.time_s >= next_sample {
-            samples.push(crate::report::sample(&cell, e.time_s, pending.len()));
+            samples.push(crate::report::sample(&st.cell, e.time_s, st.pending.len()));
             next_sample = e.time_s + sample_every_s;
         }
         if e.time_s >= next_pass {
-            if pending.len() > 0 {
-                let (b, p) = run_pass(
-                    &mut cell,
-                    &mut pending,
-                    &mut placed,
-                    &known,
-                    &mut used,
-                    &mut waits,
-                    e.time_s,
-                    &mut pass_ms,
-                    &mut victims_by_band,
-                );
+            if st.pending.len() > 0 {
+                let (b, p) = st.pass(e.time_s);
                 bound += b;
                 preempted += p;
             }
@@ -413,36 +430,36 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
         match &e.kind {
             EventKind::Submit(t) => {
                 let r = TaskRef { job: t.job, index: t.index };
-                if let Some(m) = placed.remove(&r) {
-                    cell.remove(m, r); // resubmitted while we still ran it: start over
-                    if let Some(old) = known.get(&r) {
-                        used.remove(old);
+                if let Some(m) = st.placed.remove(&r) {
+                    st.cell.remove(m, r); // resubmitted while we still ran it: start over
+                    if let Some(old) = st.known.get(&r) {
+                        st.used.remove(old);
                     }
                 }
-                known.insert(r, t.clone());
-                pending.insert(t);
-                waits.waiting.insert(r, (t.user, e.time_s));
+                st.known.insert(r, t.clone());
+                st.pending.insert(t);
+                st.waits.waiting.insert(r, (t.user, e.time_s));
                 submitted += 1;
             }
             EventKind::End { job, index } => {
                 let r = TaskRef { job: *job, index: *index };
-                if let Some(m) = placed.remove(&r) {
-                    cell.remove(m, r);
-                    if let Some(t) = known.get(&r) {
-                        used.remove(t);
+                if let Some(m) = st.placed.remove(&r) {
+                    st.cell.remove(m, r);
+                    if let Some(t) = st.known.get(&r) {
+                        st.used.remove(t);
                     }
                 }
-                pending.remove(r);
-                waits.waiting.remove(&r);
+                st.pending.remove(r);
+                st.waits.waiting.remove(&r);
                 ended += 1;
             }
             EventKind::MachineAdd(m) => match index.get(&m.id) {
                 Some(&i) => {
-                    cell.set_capacity(i, m.capacity);
-                    cell.set_up(i, true);
+                    st.cell.set_capacity(i, m.capacity);
+                    st.cell.set_up(i, true);
                 }
                 None => {
-                    let i = cell.push(
+                    let i = st.cell.push(
                         scheduler_core::MachineId(m.id.clone()),
                         m.capacity,
                         m.attributes.clone(),
@@ -454,11 +471,11 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
             },
             EventKind::MachineRemove(id) => {
                 if let Some(&i) = index.get(id) {
-                    for r in cell.set_up(i, false) {
-                        placed.remove(&r.task);
-                        if let Some(t) = known.get(&r.task) {
-                            used.remove(t);
-                            pending.insert(t);
+                    for r in st.cell.set_up(i, false) {
+                        st.placed.remove(&r.task);
+                        if let Some(t) = st.known.get(&r.task) {
+                            st.used.remove(t);
+                            st.pending.insert(t);
                         }
                         evicted_by_machine += 1;
                     }
@@ -466,7 +483,7 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
             }
             EventKind::MachineUpdate(id, cap) => {
                 if let Some(&i) = index.get(id) {
-                    cell.set_capacity(i, *cap);
+                    st.cell.set_capacity(i, *cap);
                 }
             }
         }
@@ -475,63 +492,53 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
         }
     }
     let end_s = events.last().map_or(0.0, |e| e.time_s);
-    if pending.len() > 0 {
-        let (b, p) = run_pass(
-            &mut cell,
-            &mut pending,
-            &mut placed,
-            &known,
-            &mut used,
-            &mut waits,
-            end_s,
-            &mut pass_ms,
-            &mut victims_by_band,
-        );
+    if st.pending.len() > 0 {
+        let (b, p) = st.pass(end_s);
         bound += b;
         preempted += p;
     }
     progress(total, total);
-    samples.push(crate::report::sample(&cell, end_s, pending.len()));
+    samples.push(crate::report::sample(&st.cell, end_s, st.pending.len()));
     let seconds = wall.elapsed().as_secs_f64();
-    let mut sorted = pass_ms.clone();
+    let mut sorted = st.pass_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let mut pending_by_band = [0usize; 4];
-    for r in pending.of.keys() {
-        if let Some(t) = known.get(r) {
+    for r in st.pending.of.keys() {
+        if let Some(t) = st.known.get(r) {
             pending_by_band[CellModel::band_of(t.priority)] += 1;
         }
     }
     let report = json!({
         "command": "replay",
-        "machines": cell.len(),
-        "machines_up_at_end": cell.up.iter().filter(|&&u| u).count(),
-        "tasks": known.len(),
+        "machines": st.cell.len(),
+        "machines_up_at_end": st.cell.up.iter().filter(|&&u| u).count(),
+        "tasks": st.known.len(),
         "events": total,
         "until_s": until,
         "submitted": submitted,
         "ended": ended,
         "placed": bound,
-        "running_at_end": placed.len(),
-        "unschedulable": pending.len(),
+        "running_at_end": st.placed.len(),
+        "unschedulable": st.pending.len(),
         "unschedulable_by_band": by_band(&pending_by_band),
         "preempted": preempted,
-        "preempted_by_band": by_band(&victims_by_band),
+        "preempted_by_band": by_band(&st.victims_by_band),
         "evicted_by_machine_removal": evicted_by_machine,
         "seconds": seconds,
         "tasks_per_second": if seconds > 0.0 { bound as f64 / seconds } else { 0.0 },
-        "passes": pass_ms.len(),
+        "passes": st.pass_ms.len(),
         "pass_interval_s": interval_s,
         "pass_p50_ms": percentile(&sorted, 0.5),
         "pass_p90_ms": percentile(&sorted, 0.9),
         "pass_p99_ms": percentile(&sorted, 0.99),
         "pass_max_ms": sorted.last().copied().unwrap_or(0.0),
         "fair_share": fair_share,
-        "wait": waits.report(&w.users),
-        "utilization": utilization(&cell),
+        "wait": st.waits.report(&w.users),
+        "utilization": utilization(&st.cell),
         "units": w.units,
         "scheduler": params_json(&params),
     });
-    Outcome { report, placements: placements_of(&cell, &w.jobs), samples }
+    Outcome { report, placements: placements_of(&st.cell, &w.jobs), samples }
 }
 
 /// Machines to keep, in the order compaction keeps them: a seeded random permutation; keeping

@@ -152,6 +152,7 @@ fn replay_fair_share_lets_a_small_user_past_a_big_backlog_and_reports_waits_per_
     };
     let fair = run(&args);
     assert_eq!(fair["fair_share"], true);
+    assert_eq!(fair["placed"], fair["wait"]["tasks"], "every placement here followed a submission");
     assert_eq!(fair["wait"]["users"], 3, "{}", fair["wait"]);
     let (n, _, p99) = wait_of(&fair, "b");
     assert_eq!(n, 5, "{}", fair["wait"]);
