@@ -114,12 +114,21 @@ impl CgroupSupport {
         }
     }
 
-    /// Creates the cgroup for one task run with `limits`; `None` when cgroups are unavailable.
+    /// Creates the cgroup for one task run with `limits` (a CPU quota and a memory limit) and
+    /// the CPU weight of `priority`'s band ([`cpu_weight`]); `None` when cgroups are
+    /// unavailable.
     ///
     /// Errors: a directory or limit file cannot be written.
-    pub fn create(&self, machine: &str, task: &str, limits: Resources) -> io::Result<Option<TaskCgroup>> {
+    pub fn create(
+        &self,
+        machine: &str,
+        task: &str,
+        limits: Resources,
+        priority: i32,
+    ) -> io::Result<Option<TaskCgroup>> {
         let sub = Path::new(&parent_name(machine)).join(task);
         let quota = (limits.cpu_millis * CFS_PERIOD_US / 1000).max(1000);
+        let (weight, shares) = cpu_weight(priority);
         let dirs = match self {
             CgroupSupport::None(_) => return Ok(None),
             CgroupSupport::V2(root) => {
@@ -127,6 +136,7 @@ impl CgroupSupport {
                 fs::create_dir_all(&d)?;
                 fs::write(d.join("memory.max"), limits.ram_bytes.to_string())?;
                 fs::write(d.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
+                fs::write(d.join("cpu.weight"), weight.to_string())?;
                 vec![d]
             }
             CgroupSupport::V1 { memory, cpu, cpuacct } => {
@@ -137,6 +147,7 @@ impl CgroupSupport {
                 fs::write(m.join("memory.limit_in_bytes"), limits.ram_bytes.to_string())?;
                 fs::write(c.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string())?;
                 fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())?;
+                fs::write(c.join("cpu.shares"), shares.to_string())?;
                 let mut dirs = vec![m, c];
                 if !dirs.contains(&a) {
                     dirs.push(a);
@@ -179,6 +190,20 @@ impl CgroupSupport {
             }
         };
         dirs.iter().all(|d| d.is_dir()).then_some(TaskCgroup { v2: matches!(self, CgroupSupport::V2(_)), dirs })
+    }
+}
+
+/// A task's CPU weight under contention by band, as (cgroup v2 `cpu.weight`, v1 `cpu.shares`):
+/// monitoring and production 10000 / 262144 (the maxima), batch 100 / 1024 (the defaults),
+/// free 1 / 2 (the minima). Each task is still capped at its request by its CPU quota; the
+/// weights decide who yields when tasks placed in reclaimed resources (Borg §5.5) compete with
+/// production for the same cores: a busy batch task cannot slow a production one below its
+/// request (Borg §6.2: latency-sensitive tasks get priority over batch on a shared core).
+pub fn cpu_weight(priority: i32) -> (u32, u32) {
+    match scheduler_core::Priority(priority).band() {
+        Some(scheduler_core::Band::Production | scheduler_core::Band::Monitoring) => (10_000, 262_144),
+        Some(scheduler_core::Band::Batch) => (100, 1024),
+        Some(scheduler_core::Band::Free) | None => (1, 2),
     }
 }
 
@@ -306,6 +331,27 @@ mod tests {
         assert_eq!(ms[1].0, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(ms[1].2, "rw,cpu,cpuacct");
         assert_eq!(ms[2].1, "cgroup2");
+    }
+
+    #[test]
+    fn a_task_cgroup_gets_its_limits_and_its_bands_cpu_weight() {
+        let root = tempfile::tempdir().unwrap();
+        let v2 = CgroupSupport::V2(root.path().to_path_buf());
+        for (prio, weight) in [(250, "10000"), (150, "100"), (5, "1")] {
+            let task = format!("t{prio}");
+            v2.create("m1", &task, Resources::new(500, 64 << 20, 0), prio).unwrap();
+            let d = root.path().join(parent_name("m1")).join(&task);
+            assert_eq!(fs::read_to_string(d.join("cpu.weight")).unwrap(), weight, "priority {prio}");
+            assert_eq!(fs::read_to_string(d.join("cpu.max")).unwrap(), "50000 100000");
+            assert_eq!(fs::read_to_string(d.join("memory.max")).unwrap(), (64u64 << 20).to_string());
+        }
+        let dirs = tempfile::tempdir().unwrap();
+        let (m, c, a) = (dirs.path().join("memory"), dirs.path().join("cpu"), dirs.path().join("cpuacct"));
+        let v1 = CgroupSupport::V1 { memory: m, cpu: c.clone(), cpuacct: a };
+        v1.create("m1", "prod", Resources::new(1000, 1 << 20, 0), 200).unwrap();
+        v1.create("m1", "batch", Resources::new(1000, 1 << 20, 0), 100).unwrap();
+        let shares = |t: &str| fs::read_to_string(c.join(parent_name("m1")).join(t).join("cpu.shares")).unwrap();
+        assert_eq!((shares("prod"), shares("batch")), ("262144".to_string(), "1024".to_string()));
     }
 
     #[test]

@@ -80,6 +80,7 @@ fn spec_from_pb(a: &pb::TaskAssignment) -> TaskSpec {
             liveness: a.liveness.as_ref().and_then(check_from_pb).map(Box::new),
             readiness: a.readiness.as_ref().and_then(check_from_pb).map(Box::new),
         },
+        priority: a.priority,
     }
 }
 

@@ -174,6 +174,7 @@ fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb:
                 ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
                 liveness: spec.health.liveness.as_deref().map(check_to_pb),
                 readiness: spec.health.readiness.as_deref().map(check_to_pb),
+                priority: spec.priority.0,
             })
             .collect()
     };

@@ -214,3 +214,36 @@ fn jobs_run_inside_an_alloc_set() {
     let inside: usize = allocs.as_array().unwrap().iter().map(|a| a["tasks"].as_array().unwrap().len()).sum();
     assert_eq!(inside, 4, "{allocs}");
 }
+
+/// The CPU weight a running process's cgroup has: v1 `cpu.shares` or v2 `cpu.weight`; `None`
+/// when it runs in no borg cgroup (a machine without cgroup support).
+fn cpu_weight_of(pid: u64) -> Option<String> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in cgroups.lines().filter(|l| l.contains("borg-")) {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.is_empty() {
+            return std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cpu.weight")).ok();
+        }
+        if controllers.split(',').any(|c| c == "cpu") {
+            return std::fs::read_to_string(format!("/sys/fs/cgroup/{controllers}{path}/cpu.shares")).ok();
+        }
+    }
+    None
+}
+
+/// Reclaimed resources (issue 20) rest on this: on a shared core, production outweighs batch.
+#[test]
+fn production_tasks_get_a_far_larger_cpu_weight_than_batch_ones() {
+    let cell = TestCell::start("weights", 1);
+    cell.apply_yaml("prod", &service("prod", "production", 1, "100m", ""));
+    cell.apply_yaml("crunch", &service("crunch", "batch", 1, "100m", ""));
+    let prod = pids_of(&cell.wait_tasks("prod", "running"))[0];
+    let batch = pids_of(&cell.wait_tasks("crunch", "running"))[0];
+    let (Some(p), Some(b)) = (cpu_weight_of(prod), cpu_weight_of(batch)) else {
+        eprintln!("skipped: the tasks run in no borg cgroup here (no cgroup support)");
+        return;
+    };
+    let (p, b): (u64, u64) = (p.trim().parse().unwrap(), b.trim().parse().unwrap());
+    assert!(p >= 100 * b, "production weight {p} vs batch {b}");
+}

@@ -138,7 +138,7 @@ impl Runtime {
         let env = self.env_for(&spec, &sandbox);
         let cgroup = match &run.cgroup {
             Some(c) => Ok(Some(c.clone())),
-            None => self.cgroups.create(&self.machine_id, &spec.run_name(), spec.resources),
+            None => self.cgroups.create(&self.machine_id, &spec.run_name(), spec.resources, spec.priority),
         };
         let user = self.task_user;
         let result = std::fs::create_dir_all(&sandbox)
@@ -471,6 +471,7 @@ mod tests {
             job_version: 1,
             ports: [("http".to_string(), 20001)].into(),
             health: Default::default(),
+            priority: 100,
         }
     }
 

@@ -46,6 +46,10 @@ pub struct TaskSpec {
     /// Its health checks.
     #[serde(default)]
     pub health: Health,
+    /// Its priority (0-399); its cgroup's CPU weight follows the band
+    /// ([`crate::cgroup::cpu_weight`]). 0 (free) in state written before it was kept.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 impl TaskSpec {
