@@ -60,6 +60,20 @@ impl MasterGroup {
         g
     }
 
+    /// A group of `n` replicas on loopback of which none is started yet (start them with
+    /// [`MasterGroup::start_replica`], in any order).
+    pub fn unstarted(n: usize, snapshot_every: u64) -> MasterGroup {
+        MasterGroup {
+            dir: tempfile::tempdir().expect("tempdir"),
+            addrs: (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect(),
+            replicas: (0..n).map(|_| None).collect(),
+            snapshot_every,
+            starts: 0,
+            borglets: Vec::new(),
+            net: None,
+        }
+    }
+
     /// `--peers` of this group.
     pub fn peers(&self) -> String {
         self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",")

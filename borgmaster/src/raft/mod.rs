@@ -259,8 +259,10 @@ pub async fn check_store_not_lost(
 ///
 /// - No `peers`: a group of one (this replica at `address`), as the dev cell runs.
 /// - With `peers`, only the replica with the lowest id forms the group, and only once every
-///   other peer has answered that it belongs to none. If any peer already belongs to a group (a
-///   replica that lost its disk is restarting), nobody forms one: the group's leader replicates
+///   other peer has answered that it belongs to none and is ready (done with
+///   [`check_store_not_lost`], so that it cannot take the new group for one it lost). If any
+///   peer already belongs to a group (a replica that lost its disk is restarting), nobody forms
+///   one: the group's leader replicates
 ///   to this replica (from a snapshot when its log was purged). Other replicas wait for the
 ///   leader, as do replicas added later with `borgctl replicas add`.
 ///
@@ -292,6 +294,12 @@ pub async fn bootstrap(
                 Ok(s) if s.initialized => {
                     tracing::info!(id, peer, "the master group exists already: waiting for its leader");
                     return Ok(());
+                }
+                // a peer still asking whether it lost its store: forming the group now would
+                // make it see itself a voter of a group it never joined
+                Ok(s) if !s.ready => {
+                    tracing::info!(peer, "waiting for the peer to finish its empty-store check");
+                    all_fresh = false;
                 }
                 Ok(_) => {}
                 Err(e) => {

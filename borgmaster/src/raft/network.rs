@@ -222,6 +222,8 @@ pub fn local_status(raft: &BorgRaft, id: NodeId, address: &str) -> pb::ReplicaSt
         voter,
         initialized,
         voters: m.membership_config.membership().voter_ids().collect(),
+        // (the Raft service, which knows, fills it in its Status answer)
+        ready: true,
     }
 }
 
@@ -246,6 +248,8 @@ impl pb::raft_server::Raft for RaftService {
     }
 
     async fn status(&self, _: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
-        Ok(Response::new(local_status(&self.raft, self.id, &self.address)))
+        let mut s = local_status(&self.raft, self.id, &self.address);
+        s.ready = self.ready.load(std::sync::atomic::Ordering::Acquire);
+        Ok(Response::new(s))
     }
 }
