@@ -56,6 +56,11 @@ pub enum Cmd {
     Job {
         /// Job name.
         name: String,
+        /// Read it linearizably: from the leader, once a quorum confirmed it still leads and its
+        /// state holds every committed write (default: any replica's own copy, which may lag by
+        /// a few entries).
+        #[arg(long)]
+        linearizable: bool,
     },
     /// List the tasks of a job.
     Tasks {

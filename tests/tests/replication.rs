@@ -250,6 +250,13 @@ fn replicas_are_removed_and_added_through_borgctl() {
     let ids: Vec<u64> = rs.iter().filter(|r| r["voter"] == true).filter_map(|r| r["id"].as_u64()).collect();
     assert_eq!(ids.len(), 3, "{rs:?}");
     assert!(ids.contains(&(fresh as u64 + 1)));
+    // a linearizable read through a follower is served by the leader
+    let l = g.wait_leader(Duration::from_secs(5));
+    let follower = (0..g.addrs.len()).find(|i| *i != l && *i != victim).unwrap();
+    let name = out.acked.iter().next().unwrap().clone();
+    let at = g.addrs[follower].clone();
+    let j = g.json_at(&at, &["job", &name, "--linearizable"]).expect("borgctl job --linearizable");
+    assert_eq!(j["name"], name.as_str(), "{j}");
 }
 
 /// Applies job `name` through the whole group, asserting it was acknowledged.

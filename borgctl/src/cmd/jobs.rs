@@ -91,8 +91,15 @@ pub async fn jobs(cx: &Cx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn job(cx: &Cx, name: String) -> anyhow::Result<ExitCode> {
-    let r = connect(&cx.master).await?.get_job(pb::GetJobRequest { name }).await.map_err(status)?.into_inner();
+pub async fn job(cx: &Cx, name: String, linearizable: bool) -> anyhow::Result<ExitCode> {
+    let mut req = tonic::Request::new(pb::GetJobRequest { name });
+    if linearizable {
+        req.metadata_mut().insert(
+            borg_rpc::client::CONSISTENCY_HEADER,
+            tonic::metadata::MetadataValue::from_static(borg_rpc::client::LINEARIZABLE),
+        );
+    }
+    let r = connect(&cx.master).await?.get_job(req).await.map_err(status)?.into_inner();
     let job = r.job.unwrap_or_default();
     if cx.json {
         let mut v = render::job_json(&job);

@@ -38,7 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Apply { file, dry_run, expected_version } => jobs::apply(&cx, file, dry_run, expected_version).await,
         Cmd::Jobs => jobs::jobs(&cx).await,
-        Cmd::Job { name } => jobs::job(&cx, name).await,
+        Cmd::Job { name, linearizable } => jobs::job(&cx, name, linearizable).await,
         Cmd::Tasks { name, watch: false } => jobs::tasks(&cx, name).await,
         Cmd::Tasks { name, watch: true } => watch::tasks(&cx, name).await,
         Cmd::Kill { name } => jobs::kill(&cx, name).await,
