@@ -171,7 +171,7 @@ pub enum Cmd {
         action: CertsCmd,
     },
     /// Replicas of the master group: `replicas [list]`, `replicas add ID HOST:PORT`,
-    /// `replicas remove ID`.
+    /// `replicas remove ID`, `replicas snapshot`.
     Replicas {
         #[command(subcommand)]
         action: Option<ReplicasCmd>,
@@ -268,6 +268,9 @@ pub enum ReplicasCmd {
         /// Its `--id`.
         id: u64,
     },
+    /// Make the replica named by --master (one address) write a snapshot of its state now,
+    /// e.g. before an upgrade; prints the log index it covers.
+    Snapshot,
 }
 
 #[derive(Subcommand, Debug)]

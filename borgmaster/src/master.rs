@@ -235,6 +235,32 @@ impl Master {
         raft_group::remove_replica(&self.raft, id).await
     }
 
+    /// Writes a snapshot of this replica's state now; returns the last log index it covers once
+    /// it is stored.
+    ///
+    /// Errors: Raft stopped, or no new snapshot was stored within `timeout`.
+    pub async fn take_snapshot(&self, timeout: Duration) -> Result<u64, String> {
+        let before = self.raft.metrics().borrow().snapshot;
+        let applied = self.raft.metrics().borrow().last_applied;
+        if before.is_some() && before == applied {
+            return Ok(before.map_or(0, |l| l.index));
+        }
+        self.raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+        let mut m = self.raft.metrics();
+        let wait = async {
+            loop {
+                let snap = m.borrow().snapshot;
+                if snap.is_some() && snap != before {
+                    return Ok(snap.map_or(0, |l| l.index));
+                }
+                if m.changed().await.is_err() {
+                    return Err("Raft stopped".to_string());
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| format!("no snapshot stored within {timeout:?}"))?
+    }
+
     /// A watch of this replica's leadership (the leader's duties follow it).
     pub fn leader_watch(&self) -> LeaderWatch {
         LeaderWatch::new(&self.raft)

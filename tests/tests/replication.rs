@@ -257,6 +257,14 @@ fn replicas_are_removed_and_added_through_borgctl() {
     let at = g.addrs[follower].clone();
     let j = g.json_at(&at, &["job", &name, "--linearizable"]).expect("borgctl job --linearizable");
     assert_eq!(j["name"], name.as_str(), "{j}");
+    // a snapshot on request, by the replica asked (snapshots are every 10,000 entries here)
+    let seen = g.replicas_seen_by(follower).unwrap();
+    let applied = applied_index(seen.iter().find(|r| r["id"] == follower as u64 + 1).unwrap());
+    let snap = g.json_at(&at, &["replicas", "snapshot"]).expect("borgctl replicas snapshot");
+    assert_eq!(snap["replica"], follower as u64 + 1, "{snap}");
+    assert!(snap["index"].as_u64().unwrap() >= applied, "{snap} covers what it had applied ({applied})");
+    let log = std::fs::read_to_string(g.log(follower)).unwrap();
+    assert!(log.contains("snapshot taken"), "{log}");
 }
 
 /// Applies job `name` through the whole group, asserting it was acknowledged.

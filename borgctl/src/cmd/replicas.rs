@@ -1,4 +1,4 @@
-//! `replicas [list|add|remove]`: the master group's members.
+//! `replicas [list|add|remove|snapshot]`: the master group's members.
 
 use super::Cx;
 use crate::cli::ReplicasCmd;
@@ -25,6 +25,15 @@ pub async fn replicas(cx: &Cx, action: Option<ReplicasCmd>) -> anyhow::Result<Ex
         }
         ReplicasCmd::Remove { id } => {
             c.remove_replica(pb::RemoveReplicaRequest { id }).await.map_err(status)?.into_inner().voters
+        }
+        ReplicasCmd::Snapshot => {
+            let r = c.take_snapshot(pb::TakeSnapshotRequest {}).await.map_err(status)?.into_inner();
+            if cx.json {
+                print_json(&serde_json::json!({ "replica": r.replica, "index": r.index }))?;
+            } else {
+                outln!("replica {} stored a snapshot up to log index {}", r.replica, r.index)?;
+            }
+            return Ok(ExitCode::SUCCESS);
         }
     };
     if cx.json {

@@ -845,4 +845,18 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         })?;
         Ok(Response::new(pb::RemoveReplicaResponse { voters }))
     }
+
+    async fn take_snapshot(
+        &self,
+        req: Request<pb::TakeSnapshotRequest>,
+    ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
+        self.caller(&req)?.admin("only admins make replicas take snapshots")?;
+        let index = self
+            .master
+            .take_snapshot(std::time::Duration::from_secs(60))
+            .await
+            .map_err(|e| Status::unavailable(format!("snapshot of replica {}: {e}", self.master.id)))?;
+        tracing::info!(index, "snapshot taken on request");
+        Ok(Response::new(pb::TakeSnapshotResponse { replica: self.master.id, index }))
+    }
 }
