@@ -63,6 +63,13 @@ pub async fn connect_any(
     }))
 }
 
+/// Whether a call failed with its connection refused (tonic's UNAVAILABLE "tcp connect error"):
+/// the request never left this process, so the server cannot have acted on it.
+pub fn connection_refused(s: &tonic::Status) -> bool {
+    let text = format!("{} {:?}", s.message(), std::error::Error::source(s));
+    s.code() == tonic::Code::Unavailable && (text.contains("Connection refused") || text.contains("tcp connect error"))
+}
+
 /// A transport error as a user can act on it: a TLS handshake that met plain HTTP (a master's
 /// --http port) or a plain server says which port it probably reached.
 pub fn explain(err: &str) -> String {

@@ -104,7 +104,7 @@ impl Client {
     async fn run(&mut self, at: usize, k: usize, input: &JobInput) -> Result<Option<JobOutput>, ()> {
         let out = self.run_once(at, k, input).await;
         match out {
-            Err(s) if never_sent(&s) => Err(()),
+            Err(s) if borg_rpc::client::connection_refused(&s) => Err(()),
             Err(_) => Ok(None),
             Ok(o) => Ok(o),
         }
@@ -162,12 +162,6 @@ impl Client {
             Err(s) => Err(s.message().to_string()),
         }
     }
-}
-
-/// Whether a call failed before any replica could have seen it (its connection was refused).
-fn never_sent(s: &tonic::Status) -> bool {
-    let text = format!("{} {:?}", s.message(), std::error::Error::source(s));
-    s.code() == tonic::Code::Unavailable && (text.contains("Connection refused") || text.contains("tcp connect error"))
 }
 
 fn job_state(j: Option<&pb::Job>) -> JobState {

@@ -30,11 +30,7 @@ pub(super) fn not_applied(mut status: Status) -> Status {
 /// Whether a forwarded write that failed with `s` surely was not applied: the leader said so,
 /// or the connection to it was refused (the request never left).
 fn surely_not_applied(s: &Status) -> bool {
-    if s.metadata().get(NOT_APPLIED).is_some() {
-        return true;
-    }
-    let text = format!("{} {:?}", s.message(), std::error::Error::source(s));
-    s.code() == tonic::Code::Unavailable && (text.contains("Connection refused") || text.contains("tcp connect error"))
+    s.metadata().get(NOT_APPLIED).is_some() || borg_rpc::client::connection_refused(s)
 }
 
 /// How long a follower keeps trying to forward a write while the leader is unknown or
