@@ -92,5 +92,5 @@ fn checkpoint_json_100k_tasks(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 10)]
 fn snapshot_100k_tasks(bencher: divan::Bencher) {
     let s = cell(JOBS - 10);
-    bencher.bench_local(|| borgmaster::snapshot::snapshot(&s).groups.len());
+    bencher.bench_local(|| borgmaster::snapshot::snapshot(&s, true).groups.len());
 }

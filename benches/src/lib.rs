@@ -24,7 +24,7 @@ pub fn probe_best_fit(cell: &mut CellModel, groups: &[TaskGroup]) -> usize {
             (0..cell.len()).filter_map(|m| score(cell, m, g).map(|s| Reverse((s, m)))).collect();
         for &index in &g.tasks {
             let Some(Reverse((_, m))) = heap.pop() else { break };
-            cell.add(m, Resident { task: TaskRef { job: g.job_id, index }, priority: g.priority, request: g.request });
+            cell.add(m, Resident::new(TaskRef { job: g.job_id, index }, g.priority, g.request));
             placed += 1;
             if let Some(s) = score(cell, m, g) {
                 heap.push(Reverse((s, m)));

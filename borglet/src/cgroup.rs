@@ -248,22 +248,30 @@ impl TaskCgroup {
             .unwrap_or_default()
     }
 
-    /// Reads CPU time and memory use; zero for what cannot be read.
+    /// Reads CPU time and memory use; zero for what cannot be read. Memory is the working set,
+    /// as the kubelet counts it: usage minus the inactive file cache (page cache the kernel
+    /// reclaims first), so that a task that wrote big files does not look like one using memory.
     pub fn usage(&self) -> CgroupUsage {
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let stat = |key: &str| {
+            read(self.dirs[0].join("memory.stat"))
+                .lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
+                .unwrap_or(0)
+        };
         if self.v2 {
             let d = &self.dirs[0];
             let usec = read(d.join("cpu.stat"))
                 .lines()
                 .find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.trim().parse::<u64>().ok()))
                 .unwrap_or(0);
-            let mem = read(d.join("memory.current")).trim().parse().unwrap_or(0);
-            CgroupUsage { cpu_seconds: usec as f64 / 1e6, memory_bytes: mem }
+            let mem: u64 = read(d.join("memory.current")).trim().parse().unwrap_or(0);
+            CgroupUsage { cpu_seconds: usec as f64 / 1e6, memory_bytes: mem.saturating_sub(stat("inactive_file ")) }
         } else {
-            let mem = read(self.dirs[0].join("memory.usage_in_bytes")).trim().parse().unwrap_or(0);
+            let mem: u64 = read(self.dirs[0].join("memory.usage_in_bytes")).trim().parse().unwrap_or(0);
             let acct = self.dirs.last().map(|d| d.join("cpuacct.usage")).unwrap_or_default();
             let ns: u64 = read(acct).trim().parse().unwrap_or(0);
-            CgroupUsage { cpu_seconds: ns as f64 / 1e9, memory_bytes: mem }
+            CgroupUsage { cpu_seconds: ns as f64 / 1e9, memory_bytes: mem.saturating_sub(stat("total_inactive_file ")) }
         }
     }
 

@@ -133,6 +133,7 @@ impl HollowCell {
                     usage: Some(resources_to_pb(used)),
                     cpu_seconds: now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0,
                     ready: true,
+                    reclaimed: false,
                 }
             })
             .collect();

@@ -65,6 +65,12 @@ struct Args {
     /// Borglet first ran there, kept in `<work-dir>/disk-capacity`).
     #[arg(long, value_parser = bytes)]
     disk: Option<u64>,
+    /// Memory-pressure eviction: when this machine's tasks use more than this percentage of its
+    /// RAM capacity (--ram), batch and free tasks are stopped, lowest priority first, with
+    /// reason `reclaimed` (they ran in memory reclaimed from production, Borg §5.5) until the
+    /// rest fit; production and monitoring tasks are never stopped for it. 0 turns it off.
+    #[arg(long, default_value_t = 90.0)]
+    reclaim_memory_at: f64,
     /// Address for HTTP: /metrics (Prometheus) and /healthz (host:port; port 0 picks a free one).
     /// Off when not given.
     #[arg(long)]
@@ -234,6 +240,23 @@ async fn run() -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || b.runtime().tick(Instant::now())).await;
         }
     });
+
+    // Memory-pressure eviction, every second (Borglet::reclaim_memory)
+    if args.reclaim_memory_at > 0.0 {
+        let (b, at) = (borglet.clone(), args.reclaim_memory_at / 100.0);
+        let ram = capacity.ram_bytes;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let b = b.clone();
+                let stopped = tokio::task::spawn_blocking(move || b.runtime().reclaim_memory(ram, at)).await;
+                for (run, _) in stopped.unwrap_or_default() {
+                    metrics::counter!(borglet::metrics::RECLAIMED, "job" => run.task.job.clone()).increment(1);
+                }
+            }
+        });
+    }
 
     // Sandbox collection: what ended and is no longer desired goes once --sandbox-retention has
     // passed (looked at every minute, or more often for a short retention).

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub const POLL_SECONDS: &str = "borg_borglet_poll_duration_seconds";
 /// OOM kills of tasks, by job (counted by the runtime when it reaps one).
 pub const OOM_KILLS: &str = "borg_borglet_oom_kills_total";
+/// Batch and free tasks stopped to give memory back to production, by job.
+pub const RECLAIMED: &str = "borg_borglet_reclaimed_total";
 
 /// Installs the global recorder; returns the handle that renders `/metrics`.
 ///
@@ -44,6 +46,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "borg_borglet_task_restarts_total",
         Unit::Count,
         "Restarts of the task by this Borglet in its current incarnation."
+    );
+    describe_counter!(
+        RECLAIMED,
+        Unit::Count,
+        "Batch and free tasks this Borglet stopped because the machine's tasks neared its RAM capacity (memory-pressure eviction, reason reclaimed), by job."
     );
     describe_counter!(
         OOM_KILLS,

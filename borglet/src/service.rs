@@ -136,6 +136,7 @@ impl pb::borglet_server::Borglet for BorgletService {
                     usage: Some(resources_to_pb(used)),
                     cpu_seconds: u.cpu_seconds,
                     ready: r.ready(),
+                    reclaimed: r.phase == Phase::Exited && r.reclaimed.is_some(),
                 }
             })
             .collect();

@@ -93,6 +93,7 @@ pub async fn run(master: Arc<Master>) {
         duties.spawn(tick_rollouts(master.clone()));
         duties.spawn(collect_finished(master.clone()));
         duties.spawn(tick_crons(master.clone()));
+        duties.spawn(crate::reservation::run(master.clone()));
         watch.while_leading().await;
         tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
         duties.shutdown().await;

@@ -24,6 +24,7 @@ pub mod liveness;
 pub mod master;
 pub mod metrics;
 pub mod raft;
+pub mod reservation;
 pub mod scheduler_loop;
 pub mod service;
 pub mod snapshot;

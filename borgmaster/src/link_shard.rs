@@ -214,6 +214,7 @@ fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(Mac
                     restarts: r.restarts,
                     message: r.message.clone(),
                     ready: r.ready,
+                    reclaimed: r.reclaimed,
                 },
             ));
         }

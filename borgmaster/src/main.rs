@@ -61,6 +61,26 @@ struct Args {
     /// whenever something may have become placeable).
     #[arg(long, default_value = "10s", value_parser = duration)]
     schedule_interval: Duration,
+    /// Resource reclamation (Borg §5.5): estimate each running task's reservation from its
+    /// usage and place batch and free tasks against capacity minus reservations (production and
+    /// monitoring are always placed against requests). `false`: every task is reserved at its
+    /// request.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    reclaim: bool,
+    /// How long a task is reserved at its request before its reservation follows its usage
+    /// (Borg: 300 s, for startup transients).
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    reservation_warmup: Duration,
+    /// Safety margin over a task's peak usage, in percent: reservation = min(request, peak x
+    /// (1 + margin) + 50 millicores / 64 MiB).
+    #[arg(long, default_value_t = 10.0)]
+    reservation_margin: f64,
+    /// The peak usage is taken over this sliding window.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    reservation_window: Duration,
+    /// How often the leader commits the reservations that moved.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    reservation_interval: Duration,
     /// This replica's id in the master group (a positive integer, stable for its data dir).
     #[arg(long, default_value_t = 1)]
     id: u64,
@@ -162,6 +182,13 @@ async fn run() -> anyhow::Result<()> {
         schedule_interval: args.schedule_interval,
         default_quota,
         auth: credentials.is_some(),
+        reclaim: borgmaster::reservation::ReclaimConfig {
+            enabled: args.reclaim,
+            warmup: args.reservation_warmup,
+            window: args.reservation_window.max(Duration::from_secs(1)),
+            margin: (args.reservation_margin / 100.0).max(0.0),
+            interval: args.reservation_interval.max(Duration::from_millis(100)),
+        },
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

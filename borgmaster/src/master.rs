@@ -43,6 +43,9 @@ pub struct MasterConfig {
     /// Whether callers must authenticate with a certificate from the cell's CA and are
     /// authorized per call (off with `--insecure`: anyone may do anything).
     pub auth: bool,
+    /// Resource reclamation (Borg §5.5): reservations from usage; batch and free tasks placed
+    /// against them ([`crate::reservation`]).
+    pub reclaim: crate::reservation::ReclaimConfig,
 }
 
 /// Why a proposed command did not take effect.

@@ -62,6 +62,16 @@ fn describe() {
             unit,
             "Capacity minus allocation, summed over machines that are up."
         );
+        describe_gauge!(
+            format!("borg_cell_reserved_{r}"),
+            unit,
+            "Reservations of tasks bound to machines (Borg §5.5: estimated from usage; the request until estimated), by priority band."
+        );
+        describe_gauge!(
+            format!("borg_cell_reclaimed_{r}"),
+            unit,
+            "Requests minus reservations of tasks bound to machines: resources reclaimed from them, which batch and free tasks may run in, by priority band."
+        );
         describe_gauge!(format!("borg_cell_stranded_{r}"), unit, "Free resources no task can use because another dimension of the same machine is nearly exhausted (under 5% free).");
     }
     describe_gauge!(
@@ -165,6 +175,8 @@ pub fn refresh(state: &CellState, soft: &SoftState, raft: &RaftStatus) {
         let l = [("band", band(b).to_string())];
         set_resources("borg_cell_allocated", bu.allocated, &l);
         set_resources("borg_cell_used", bu.used, &l);
+        set_resources("borg_cell_reserved", bu.reserved, &l);
+        set_resources("borg_cell_reclaimed", bu.reclaimed, &l);
         for (st, n) in [("pending", bu.pending), ("running", bu.running), ("dead", bu.dead)] {
             gauge!("borg_tasks", "state" => st, "band" => band(b)).set(n as f64);
         }

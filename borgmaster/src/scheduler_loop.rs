@@ -85,7 +85,7 @@ impl SchedulerLoop {
         let scheduler = &mut self.scheduler;
         let (mut snap, (alloc_binds, alloc_why)) = {
             let state = master.state();
-            (snapshot(&state), alloc_bindings(&state))
+            (snapshot(&state, master.config.reclaim.enabled), alloc_bindings(&state))
         };
         let now = std::time::Instant::now();
         // jobs waiting out a backoff keep their last why-pending

@@ -49,7 +49,11 @@ impl Snapshot {
 /// users by Dominant Resource Fairness ([`scheduler_core::order_by_fair_share`]: the user with
 /// the smallest weighted dominant share at the band first; between equal shares the smaller
 /// backlog), then job-name order. Shares are taken at the start of the pass.
-pub fn snapshot(state: &CellState) -> Snapshot {
+///
+/// With `reclaim`, each resident carries its task's committed reservation (Borg §5.5; a task
+/// without one reserves its request), so batch and free tasks are placed against capacity
+/// minus reservations; without, every task reserves its whole request.
+pub fn snapshot(state: &CellState, reclaim: bool) -> Snapshot {
     let mut model = CellModel::new();
     let machines_up = state.machines.values().filter(|m| m.state == MachineState::Up).count();
     let mut bound = 0;
@@ -82,7 +86,11 @@ pub fn snapshot(state: &CellState) -> Snapshot {
                 Some(&m) => {
                     if t.alloc.is_none() {
                         let spec = job.spec_for(t.job_version);
-                        model.add(m, Resident { task: r, priority: spec.priority, request: spec.resources });
+                        let mut resident = Resident::new(r, spec.priority, spec.resources);
+                        if let (true, Some(reservation)) = (reclaim, t.reservation) {
+                            resident = resident.reserving(reservation);
+                        }
+                        model.add(m, resident);
                         if let Some(band) = job.spec.priority.band() {
                             let u = used_by
                                 .entry((job.spec.user.as_str(), band))

@@ -32,6 +32,12 @@ pub struct BandUsage {
     pub allocated: Resources,
     /// Usage its Borglets reported.
     pub used: Resources,
+    /// Reservations of the same tasks (Borg §5.5: what each is estimated to need; its request
+    /// until estimated). `reserved + reclaimed = allocated`.
+    pub reserved: Resources,
+    /// What was reclaimed from them: `allocated - reserved`, the room batch and free tasks may
+    /// run in beyond the requests.
+    pub reclaimed: Resources,
     /// Tasks running.
     pub running: u32,
     /// Tasks pending.
@@ -53,6 +59,10 @@ pub struct CellUsage {
     pub allocated: Resources,
     /// Reported usage, all bands.
     pub used: Resources,
+    /// Reservations of bound tasks, all bands.
+    pub reserved: Resources,
+    /// Reclaimed from bound tasks (allocated - reserved), all bands.
+    pub reclaimed: Resources,
     /// Capacity minus allocation, summed per machine (never negative per machine).
     pub free: Resources,
     /// Stranded part of `free` (see [`stranded`]).
@@ -90,7 +100,11 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
             if t.state == TaskState::Dead {
                 continue;
             }
-            b.allocated = b.allocated.saturating_add(state.charge_of(t));
+            let charge = state.charge_of(t);
+            b.allocated = b.allocated.saturating_add(charge);
+            let reserved = t.reservation.map_or(charge, |r| r.min_each(&charge));
+            b.reserved = b.reserved.saturating_add(reserved);
+            b.reclaimed = b.reclaimed.saturating_add(charge.saturating_sub(reserved));
             if let Some(m) = &t.machine {
                 if let Some(used) = soft.usage_of(m, &t.run_id()) {
                     b.used = b.used.saturating_add(used);
@@ -101,6 +115,8 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
     for b in &u.bands {
         u.allocated = u.allocated.saturating_add(b.allocated);
         u.used = u.used.saturating_add(b.used);
+        u.reserved = u.reserved.saturating_add(b.reserved);
+        u.reclaimed = u.reclaimed.saturating_add(b.reclaimed);
     }
     u
 }
@@ -108,6 +124,27 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::fixtures::*;
+    use crate::state::{Command, Reservation};
+
+    #[test]
+    fn reserved_and_reclaimed_add_up_to_allocated() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 3), expected_version: None }).unwrap();
+        for i in 0..3 {
+            bind(&mut s, "web", i, "m1");
+        }
+        let reservation = Reservation { job: "web".into(), index: 1, incarnation: 1, resources: Resources::new(30, 1 << 19, 0) };
+        run(&mut s, Command::SetReservations { reservations: vec![reservation] }).unwrap();
+        let u = cell_usage(&s, &SoftState::default());
+        let p = &u.bands[band_index(Band::Batch)];
+        assert_eq!(p.allocated, Resources::new(300, 3 << 20, 0));
+        assert_eq!(p.reserved, Resources::new(230, (2 << 20) + (1 << 19), 0));
+        assert_eq!(p.reserved.saturating_add(p.reclaimed), p.allocated);
+        assert_eq!(u.reserved.saturating_add(u.reclaimed), u.allocated);
+        assert_eq!(u.reclaimed, Resources::new(70, 1 << 19, 0));
+    }
 
     #[test]
     fn stranded_is_the_free_side_of_an_exhausted_machine() {

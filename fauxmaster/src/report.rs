@@ -189,11 +189,7 @@ mod tests {
         c.push(MachineId("b".into()), Resources::new(4000, 8 << 30, 0), Attributes::new(), "b", false);
         c.add(
             0,
-            Resident {
-                task: TaskRef { job: 0, index: 0 },
-                priority: Priority(250),
-                request: Resources::new(1500, 1 << 30, 0),
-            },
+            Resident::new(TaskRef { job: 0, index: 0 }, Priority(250), Resources::new(1500, 1 << 30, 0)),
         );
         let s = sample(&c, 60.0, 2);
         assert_eq!(s.capacity, [4.0, 8.0], "down machines do not count");

@@ -381,7 +381,7 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
         let r = TaskRef { job: t.job, index: t.index };
         match t.machine.as_ref().and_then(|m| index.get(m)) {
             Some(&m) => {
-                cell.add(m, Resident { task: r, priority: t.priority, request: t.request });
+                cell.add(m, Resident::new(r, t.priority, t.request));
                 placed.insert(r, m);
                 used.add(t);
             }

@@ -37,8 +37,42 @@ pub struct Resident {
     pub task: TaskRef,
     /// Its priority (its band decides who may preempt it).
     pub priority: Priority,
-    /// Its request.
+    /// Its request (its limit).
     pub request: Resources,
+    /// Its reservation: what it is estimated to need (Borg §5.5), at most its request. Batch
+    /// and free tasks are placed against capacity minus reservations (they may run in
+    /// reclaimed resources); production and monitoring tasks against capacity minus requests.
+    /// Equal to `request` when nothing is reclaimed ([`Resident::new`]).
+    pub reservation: Resources,
+}
+
+impl Resident {
+    /// A resident whose reservation is its whole request (nothing reclaimed from it).
+    pub fn new(task: TaskRef, priority: Priority, request: Resources) -> Resident {
+        Resident { task, priority, request, reservation: request }
+    }
+
+    /// With reservation `reservation` (capped at the request).
+    pub fn reserving(mut self, reservation: Resources) -> Resident {
+        self.reservation = reservation.min_each(&self.request);
+        self
+    }
+
+    /// What this task holds in the eyes of a task of priority `placer`: its request for a
+    /// production or monitoring placer, its reservation for a batch or free one.
+    pub fn held_for(&self, placer: Priority) -> Resources {
+        if places_against_requests(placer) {
+            self.request
+        } else {
+            self.reservation
+        }
+    }
+}
+
+/// Whether a task of priority `p` is placed against requests (production and monitoring: they
+/// never depend on reclaimed resources) rather than reservations (batch and free).
+pub fn places_against_requests(p: Priority) -> bool {
+    matches!(p.band(), Some(Band::Production | Band::Monitoring))
 }
 
 /// Number of bands.
@@ -55,10 +89,12 @@ fn band_index(p: Priority) -> usize {
 
 /// The machines of a cell. Every per-machine vector has one entry per machine.
 ///
-/// `avail[m][b]` is capacity minus everything held by band `b` and higher: what a task of band
-/// `b` could use on `m` if every lower-band task there were preempted. `avail[m][0]` is what is
-/// free outright. Keeping it per band makes feasibility "counting what preemption would free"
-/// one comparison per resource.
+/// `avail[m][b]` is capacity minus the requests of band `b` and higher: what a production or
+/// monitoring task could use on `m` if every task of a band below `b` there were preempted.
+/// `avail_reserved[m][b]` is the same with reservations instead of requests: what a batch or
+/// free task could use, counting reclaimed resources (Borg §5.5). `[m][0]` is what is free
+/// outright. Keeping it per band makes feasibility "counting what preemption would free" one
+/// comparison per resource.
 #[derive(Debug, Clone, Default)]
 pub struct CellModel {
     /// Machine ids.
@@ -74,7 +110,9 @@ pub struct CellModel {
     /// Whether each machine is up (a down machine takes no new task).
     pub up: Vec<bool>,
     alloc: Vec<[Resources; BANDS]>,
+    reserved: Vec<[Resources; BANDS]>,
     avail: Vec<[Resources; BANDS]>,
+    avail_reserved: Vec<[Resources; BANDS]>,
     resident: Vec<Vec<Resident>>,
     version: Vec<u64>,
     domain_index: HashMap<String, u32>,
@@ -108,7 +146,9 @@ impl CellModel {
         self.domain.push(d);
         self.up.push(up);
         self.alloc.push([Resources::ZERO; BANDS]);
+        self.reserved.push([Resources::ZERO; BANDS]);
         self.avail.push([capacity; BANDS]);
+        self.avail_reserved.push([capacity; BANDS]);
         self.resident.push(Vec::new());
         self.version.push(0);
         self.freed.push(self.ids.len() as u32 - 1);
@@ -137,14 +177,45 @@ impl CellModel {
         self.ids.is_empty()
     }
 
-    /// Capacity minus everything allocated on machine `m`.
+    /// Capacity minus every request on machine `m`.
     pub fn free(&self, m: MachineIndex) -> Resources {
         self.avail[m][0]
     }
 
+    /// What a task of priority `p` could use on `m` without preempting anything: capacity minus
+    /// requests for production and monitoring, minus reservations for batch and free.
+    pub fn free_for(&self, m: MachineIndex, p: Priority) -> Resources {
+        self.available_at(m, p, 0)
+    }
+
     /// What a task of priority `p` could use on `m` after preempting every lower-band task there.
     pub fn available_to(&self, m: MachineIndex, p: Priority) -> Resources {
-        self.avail[m][band_index(p)]
+        self.available_at(m, p, band_index(p))
+    }
+
+    /// What a task of priority `p` could use on `m` after preempting every task of a band below
+    /// `band` (0 = free .. 3 = monitoring) there.
+    pub fn available_at(&self, m: MachineIndex, p: Priority, band: usize) -> Resources {
+        if places_against_requests(p) {
+            self.avail[m][band]
+        } else {
+            self.avail_reserved[m][band]
+        }
+    }
+
+    /// Capacity minus every reservation on `m`: what batch and free tasks may still use.
+    pub fn free_reserved(&self, m: MachineIndex) -> Resources {
+        self.avail_reserved[m][0]
+    }
+
+    /// Whether some task on `m` reserves less than it requests (resources are reclaimed there).
+    pub fn reclaims(&self, m: MachineIndex) -> bool {
+        self.reserved[m] != self.alloc[m]
+    }
+
+    /// Reservations held on `m` by each band, lowest band first.
+    pub fn reserved_by_band(&self, m: MachineIndex) -> [Resources; BANDS] {
+        self.reserved[m]
     }
 
     /// Sum of the requests of every task on `m`.
@@ -168,10 +239,12 @@ impl CellModel {
     }
 
     fn recompute(&mut self, m: MachineIndex) {
-        let mut acc = self.capacity[m];
+        let (mut acc, mut acc_reserved) = (self.capacity[m], self.capacity[m]);
         for b in (0..BANDS).rev() {
             acc = acc.saturating_sub(self.alloc[m][b]);
+            acc_reserved = acc_reserved.saturating_sub(self.reserved[m][b]);
             self.avail[m][b] = acc;
+            self.avail_reserved[m][b] = acc_reserved;
         }
         self.version[m] += 1;
     }
@@ -181,6 +254,7 @@ impl CellModel {
     pub fn add(&mut self, m: MachineIndex, task: Resident) {
         let b = band_index(task.priority);
         self.alloc[m][b] = self.alloc[m][b].saturating_add(task.request);
+        self.reserved[m][b] = self.reserved[m][b].saturating_add(task.reservation);
         self.resident[m].push(task);
         self.recompute(m);
     }
@@ -191,6 +265,7 @@ impl CellModel {
         let r = self.resident[m].swap_remove(pos);
         let b = band_index(r.priority);
         self.alloc[m][b] = self.alloc[m][b].saturating_sub(r.request);
+        self.reserved[m][b] = self.reserved[m][b].saturating_sub(r.reservation);
         self.recompute(m);
         self.freed.push(m as u32);
         Some(r)
@@ -215,6 +290,7 @@ impl CellModel {
         }
         let gone = std::mem::take(&mut self.resident[m]);
         self.alloc[m] = [Resources::ZERO; BANDS];
+        self.reserved[m] = [Resources::ZERO; BANDS];
         self.recompute(m);
         gone
     }
@@ -238,11 +314,7 @@ mod tests {
     fn availability_per_band_counts_only_equal_or_higher_bands() {
         let mut c = CellModel::new();
         let m = c.push(MachineId("m".into()), Resources::new(1000, 1000, 0), Attributes::new(), "r1", true);
-        let t = |job, p, cpu| Resident {
-            task: TaskRef { job, index: 0 },
-            priority: Priority(p),
-            request: Resources::new(cpu, 0, 0),
-        };
+        let t = |job, p, cpu| Resident::new(TaskRef { job, index: 0 }, Priority(p), Resources::new(cpu, 0, 0));
         c.add(m, t(1, 0, 100)); // free
         c.add(m, t(2, 150, 200)); // batch
         c.add(m, t(3, 250, 300)); // production
@@ -261,5 +333,30 @@ mod tests {
         assert_eq!(c.free(m).cpu_millis, 600);
         assert_eq!(c.allocated(m).cpu_millis, 400);
         assert!(c.remove(m, TaskRef { job: 9, index: 0 }).is_none());
+    }
+
+    #[test]
+    fn batch_counts_reservations_production_counts_requests() {
+        let mut c = CellModel::new();
+        let m = c.push(MachineId("m".into()), Resources::new(2000, 1000, 0), Attributes::new(), "r1", true);
+        // a production task asks for 1.5 cores and is estimated to need 0.1
+        let prod = Resident::new(TaskRef { job: 1, index: 0 }, Priority(200), Resources::new(1500, 100, 0))
+            .reserving(Resources::new(100, 50, 0));
+        c.add(m, prod);
+        assert_eq!(c.free_for(m, Priority(100)).cpu_millis, 1900, "batch sees the reclaimed 1.4 cores");
+        assert_eq!(c.free_for(m, Priority(200)).cpu_millis, 500, "production never counts them");
+        assert_eq!(c.available_to(m, Priority(250)).cpu_millis, 500);
+        // batch in reclaimed resources: production still sees what the requests leave, and may
+        // preempt the batch task for it
+        let batch = Resident::new(TaskRef { job: 2, index: 0 }, Priority(100), Resources::new(1000, 100, 0));
+        c.add(m, batch);
+        assert_eq!(c.free(m).cpu_millis, 0, "requests overcommit the machine");
+        assert_eq!(c.free_for(m, Priority(100)).cpu_millis, 900);
+        assert_eq!(c.available_to(m, Priority(200)).cpu_millis, 500, "production may preempt batch");
+        assert_eq!(c.reserved_by_band(m)[2].cpu_millis, 100);
+        // a reservation is never above the request
+        assert_eq!(prod.reserving(Resources::new(9000, 9000, 9)).reservation, prod.request);
+        c.remove(m, TaskRef { job: 1, index: 0 });
+        assert_eq!(c.free_reserved(m).cpu_millis, 1000);
     }
 }

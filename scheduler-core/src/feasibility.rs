@@ -1,6 +1,6 @@
 //! Feasibility checking: could this machine take one more task of this class? (Kubernetes: Filter.)
 
-use crate::cell::{CellModel, MachineIndex};
+use crate::cell::{places_against_requests, CellModel, MachineIndex};
 use crate::equivalence::EquivalenceClass;
 use crate::resources::Resource;
 use std::fmt;
@@ -17,6 +17,9 @@ pub enum Infeasible {
     DifferentMachine,
     /// Not enough of this resource, even counting what preempting lower bands would free.
     Insufficient(Resource),
+    /// A batch or free task: not enough of this resource even counting the resources reclaimed
+    /// from the machine's tasks (capacity minus reservations, Borg §5.5), and preemption.
+    InsufficientReclaimed(Resource),
 }
 
 impl fmt::Display for Infeasible {
@@ -26,6 +29,9 @@ impl fmt::Display for Infeasible {
             Infeasible::Constraint(_, text) => write!(f, "constraint {text} not met"),
             Infeasible::DifferentMachine => f.write_str("job already there (different_machine)"),
             Infeasible::Insufficient(r) => write!(f, "insufficient {}", r.name()),
+            Infeasible::InsufficientReclaimed(r) => {
+                write!(f, "insufficient {} even counting reclaimed resources", r.name())
+            }
         }
     }
 }
@@ -34,7 +40,8 @@ impl fmt::Display for Infeasible {
 /// class's job already has a task on `m` (only consulted for `different_machine`).
 ///
 /// Resources count what preempting lower-band tasks would free (Borg §3.2: feasibility at the
-/// task's priority). Errors: the first failing check, as an [`Infeasible`].
+/// task's priority), against requests for production and monitoring, against reservations for
+/// batch and free (Borg §5.5, [`CellModel::available_to`]). Errors: the first failing check, as an [`Infeasible`].
 pub fn check(cell: &CellModel, m: MachineIndex, class: &EquivalenceClass, taken: bool) -> Result<(), Infeasible> {
     if !cell.up[m] {
         return Err(Infeasible::MachineDown);
@@ -48,6 +55,9 @@ pub fn check(cell: &CellModel, m: MachineIndex, class: &EquivalenceClass, taken:
         return Err(Infeasible::DifferentMachine);
     }
     match class.request.first_shortfall(&cell.available_to(m, class.priority)) {
+        Some(r) if cell.reclaims(m) && !places_against_requests(class.priority) => {
+            Err(Infeasible::InsufficientReclaimed(r))
+        }
         Some(r) => Err(Infeasible::Insufficient(r)),
         None => Ok(()),
     }

@@ -41,7 +41,7 @@ pub mod scoring;
 pub mod task_group;
 pub mod why_pending;
 
-pub use cell::{CellModel, MachineId, MachineIndex, Resident, TaskRef};
+pub use cell::{places_against_requests, CellModel, MachineId, MachineIndex, Resident, TaskRef};
 pub use constraint::{Attributes, Constraint, ConstraintOp};
 pub use equivalence::{ClassKey, EquivalenceClass};
 pub use fair::{dominant_share, order_by_fair_share};

@@ -9,10 +9,14 @@ use crate::resources::Resources;
 /// equal or higher one), cheapest first (lowest band, then lowest priority, then largest
 /// request, so fewer are needed), then puts back every victim that turns out not to be needed.
 ///
+/// Room is counted as the placer sees it ([`CellModel::free_for`]): against requests for a
+/// production or monitoring task, against reservations for a batch or free one (so a victim
+/// frees its request, or its reservation).
+///
 /// Returns the victims, or `None` when even evicting every lower-band task would not make room.
 /// An empty list means the task fits without preemption.
 pub fn plan_victims(cell: &CellModel, m: MachineIndex, p: Priority, request: &Resources) -> Option<Vec<Resident>> {
-    let mut free = cell.free(m);
+    let mut free = cell.free_for(m, p);
     if request.fits_in(&free) {
         return Some(Vec::new());
     }
@@ -32,7 +36,7 @@ pub fn plan_victims(cell: &CellModel, m: MachineIndex, p: Priority, request: &Re
         if request.fits_in(&free) {
             break;
         }
-        free = free.saturating_add(c.request);
+        free = free.saturating_add(c.held_for(p));
         victims.push(c);
     }
     if !request.fits_in(&free) {
@@ -42,7 +46,7 @@ pub fn plan_victims(cell: &CellModel, m: MachineIndex, p: Priority, request: &Re
     let mut i = victims.len();
     while i > 0 {
         i -= 1;
-        let without = free.saturating_sub(victims[i].request);
+        let without = free.saturating_sub(victims[i].held_for(p));
         if request.fits_in(&without) {
             free = without;
             victims.remove(i);
@@ -58,7 +62,7 @@ mod tests {
     use crate::constraint::Attributes;
 
     fn r(job: u32, p: i32, cpu: u64) -> Resident {
-        Resident { task: TaskRef { job, index: 0 }, priority: Priority(p), request: Resources::new(cpu, 0, 0) }
+        Resident::new(TaskRef { job, index: 0 }, Priority(p), Resources::new(cpu, 0, 0))
     }
 
     #[test]

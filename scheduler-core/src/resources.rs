@@ -112,6 +112,16 @@ impl Resources {
         }
     }
 
+    /// Component-wise minimum.
+    pub fn min_each(&self, o: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.min(o.cpu_millis),
+            ram_bytes: self.ram_bytes.min(o.ram_bytes),
+            disk_bytes: self.disk_bytes.min(o.disk_bytes),
+            ports: self.ports.min(o.ports),
+        }
+    }
+
     /// True when every component of `self` is at most the same component of `available`.
     pub fn fits_in(&self, available: &Resources) -> bool {
         self.cpu_millis <= available.cpu_millis

@@ -194,7 +194,7 @@ impl Scheduler {
 
     fn feasible(&self, run: &ClassRun, cell: &CellModel, m: usize) -> bool {
         check(cell, m, run.class, run.taken.contains(&m)).is_ok()
-            && (self.params.preemption || run.class.request.fits_in(&cell.free(m)))
+            && (self.params.preemption || run.class.request.fits_in(&cell.free_for(m, run.class.priority)))
     }
 
     /// Examines machines until the heap holds `k` candidates: in the class's random order until
@@ -342,7 +342,7 @@ impl Scheduler {
                 cell.remove(m, v.task);
                 out.preempted.push(crate::schedule::Preemption { victim: v.task, machine: m, by: task });
             }
-            cell.add(m, Resident { task, priority: class.priority, request: class.request });
+            cell.add(m, Resident::new(task, class.priority, class.request));
             out.bindings.push(Binding { task, machine: m });
             *run.domain_count.entry(cell.domain[m]).or_default() += 1;
             if class.different_machine {

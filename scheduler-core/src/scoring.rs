@@ -66,7 +66,7 @@ pub fn preemption_level(cell: &CellModel, m: MachineIndex, p: Priority, request:
     let own = CellModel::band_of(p);
     for b in 0..=own.min(BANDS - 1) {
         // what is left after preempting every band below b
-        let avail = cell.available_to(m, band_priority(b));
+        let avail = cell.available_at(m, p, b);
         if request.fits_in(&avail) {
             return b as u32;
         }
@@ -74,15 +74,11 @@ pub fn preemption_level(cell: &CellModel, m: MachineIndex, p: Priority, request:
     own as u32
 }
 
-fn band_priority(b: usize) -> Priority {
-    Priority(b as i32 * 100)
-}
-
 /// Score of placing `request` at priority `p` on machine `m`, given `crowding` in 0..=1.
 pub fn score(cell: &CellModel, m: MachineIndex, p: Priority, request: &Resources, crowding: f64, w: &Weights) -> f64 {
     let level = preemption_level(cell, m, p, request);
     let cap = cell.capacity[m];
-    let left = cell.free(m).saturating_sub(*request);
+    let left = cell.free_for(m, p).saturating_sub(*request);
     let frac = |r: Resource| {
         let c = cap.get(r);
         if c == 0 {
@@ -119,7 +115,7 @@ mod tests {
         // fill the small machine with a free-band task: placing there now needs preemption
         c.add(
             1,
-            Resident { task: TaskRef { job: 1, index: 0 }, priority: Priority(0), request: Resources::new(1000, 0, 0) },
+            Resident::new(TaskRef { job: 1, index: 0 }, Priority(0), Resources::new(1000, 0, 0)),
         );
         assert_eq!(preemption_level(&c, 1, Priority(100), &req), 1);
         assert_eq!(preemption_level(&c, 0, Priority(100), &req), 0);

@@ -34,7 +34,7 @@ pub trait Model {
 }
 
 /// One operation of a history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Op<I, O> {
     /// Which client issued it (for messages).
     pub client: usize,

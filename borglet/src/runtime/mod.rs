@@ -244,6 +244,21 @@ impl Runtime {
                         self.runs.remove(key);
                         continue;
                     }
+                    if let Some(why) = run.reclaimed.clone() {
+                        // stopped to give memory back: the run ends here, the master reschedules
+                        run.exit_code = code;
+                        run.signal = signal;
+                        run.pid = None;
+                        run.child = None;
+                        run.phase = Phase::Exited;
+                        run.deadline = None;
+                        run.message = why;
+                        if let Some(cg) = &run.cgroup {
+                            cg.remove();
+                        }
+                        tracing::info!(task = %run.spec.run_name(), "task stopped: its memory was reclaimed");
+                        continue;
+                    }
                     let ooms = run.cgroup.as_ref().map_or(0, TaskCgroup::oom_kills);
                     let oom = ooms > run.oom_seen && signal == Some(Signal::SIGKILL as i32);
                     run.oom_seen = ooms;
@@ -341,6 +356,66 @@ impl Runtime {
     /// Every run, sorted by (job, index, incarnation).
     pub fn runs(&self) -> impl Iterator<Item = &TaskRun> {
         self.runs.values()
+    }
+
+    /// Memory-pressure eviction (Borg §5.5: non-production tasks run in resources reclaimed
+    /// from production, and give them back when production needs them). When the working set of
+    /// this machine's tasks exceeds `threshold` (0..1) of `capacity_bytes`, stops batch and free
+    /// tasks (priority below 200), lowest priority first and the largest first within one, until
+    /// the rest fit under the threshold (SIGKILL to the group and the cgroup: memory is needed
+    /// now). Production and monitoring tasks are never stopped here; if they alone exceed the
+    /// machine, the kernel's OOM killer and their own limits decide. Each stopped run ends
+    /// (no restart) and is reported DEAD with `reclaimed`, so the master sends the task back to
+    /// pending with reason `reclaimed`.
+    ///
+    /// Returns the runs stopped, with their working sets in bytes.
+    pub fn reclaim_memory(&mut self, capacity_bytes: u64, threshold: f64) -> Vec<(RunId, u64)> {
+        let limit = (capacity_bytes as f64 * threshold) as u64;
+        let mut live: Vec<(RunId, i32, u64)> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.phase == Phase::Running && r.pid.is_some() && r.reclaimed.is_none())
+            .map(|(k, r)| {
+                let mem = match (&r.cgroup, r.pid) {
+                    (Some(cg), _) => cg.usage().memory_bytes,
+                    (None, Some(pid)) => process::proc_usage(pid).map_or(0, |(_, m)| m),
+                    (None, None) => 0,
+                };
+                (k.clone(), r.spec.priority, mem)
+            })
+            .collect();
+        let mut total: u64 = live.iter().map(|(_, _, m)| *m).sum();
+        if total <= limit {
+            return Vec::new();
+        }
+        live.retain(|(_, p, _)| *p < 200);
+        live.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+        let mut stopped = Vec::new();
+        for (key, _, mem) in live {
+            if total <= limit {
+                break;
+            }
+            let Some(run) = self.runs.get_mut(&key) else { continue };
+            let why = format!(
+                "reclaimed: stopped to give memory back to production tasks (the machine's tasks used {} of its {}, over {:.0}%)",
+                scheduler_core::format_bytes(total),
+                scheduler_core::format_bytes(capacity_bytes),
+                threshold * 100.0
+            );
+            tracing::warn!(task = %run.spec.run_name(), bytes = mem, "{why}");
+            if let Some(pid) = run.pid {
+                process::signal_group(pid, Signal::SIGKILL);
+            }
+            if let Some(cg) = &run.cgroup {
+                process::kill_cgroup(cg);
+            }
+            run.sigkilled = true;
+            run.reclaimed = Some(why);
+            self.dirty = true;
+            total = total.saturating_sub(mem);
+            stopped.push((key, mem));
+        }
+        stopped
     }
 
     /// Samples the usage of every run (CPU rate since the previous sample).

@@ -129,6 +129,9 @@ pub struct TaskRun {
     pub(super) last_exit: Option<String>,
     /// Health check bookkeeping of its current process.
     pub(super) health: super::health::HealthState,
+    /// Set when the Borglet stopped it to give memory back to production tasks (why): its
+    /// exit ends the run (no restart), reported as reclaimed.
+    pub reclaimed: Option<String>,
 }
 
 impl TaskRun {
@@ -153,6 +156,7 @@ impl TaskRun {
             oom_seen: 0,
             last_exit: None,
             health: Default::default(),
+            reclaimed: None,
         }
     }
 }

@@ -67,6 +67,17 @@ pub(crate) fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), std::io::Er
     db.write_opt(batch, &wo).map_err(std::io::Error::other)
 }
 
+/// Runs the blocking store I/O `f`: on a multi-threaded runtime through `block_in_place` (the
+/// worker's other tasks move to another thread meanwhile); on a current-thread runtime (the
+/// hosts of the deterministic simulation, tests/tests/simulation.rs) inline, so that when it
+/// completes is not a race between a real thread and simulated time.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -191,7 +202,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // The write happens before openraft is told; a failure is reported both ways.
         let db = self.db.clone();
-        let result = tokio::task::block_in_place(|| {
+        let result = blocking(|| {
             // the durability tests' failed fsync of entries holding commands
             // (`FAILPOINTS=log-append-sync=return`), as an fsync returning EIO
             fail::fail_point!("log-append-sync", commands, |_| {
@@ -230,12 +241,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ///
     /// Errors: the store cannot be written.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let waited = std::time::Instant::now();
+        let waited = tokio::time::Instant::now();
         while self.installing.load(std::sync::atomic::Ordering::Acquire) {
-            let db = self.db.clone();
-            let covered = tokio::task::spawn_blocking(move || super::state_machine::stored_snapshot_index(&db))
-                .await
-                .map_err(|e| StorageIOError::read_snapshot(None, &e))??;
+            let covered = blocking(|| super::state_machine::stored_snapshot_index(&self.db))?;
             if covered.is_some_and(|i| i >= log_id.index) {
                 break;
             }

@@ -168,12 +168,28 @@ pub async fn open(
     election_timeout: Duration,
 ) -> anyhow::Result<(BorgRaft, Arc<RwLock<CellState>>)> {
     let db = log_store::open_db(&data_dir.join("raft"))?;
+    start(id, db, cell, config(snapshot_every, election_timeout)?, network::Network::default()).await
+}
+
+/// Starts replica `id`'s Raft node over the store `db` (from [`log_store::open_db`]) with
+/// openraft settings `config`, reaching its peers through `network`: what [`open`] does, and
+/// what the deterministic simulation (tests/tests/simulation.rs) does with its own timing and
+/// simulated network.
+///
+/// Errors: as [`open`]'s.
+pub async fn start(
+    id: NodeId,
+    db: Arc<rocksdb::DB>,
+    cell: &str,
+    config: openraft::Config,
+    network: network::Network,
+) -> anyhow::Result<(BorgRaft, Arc<RwLock<CellState>>)> {
     let state = Arc::new(RwLock::new(CellState::new(cell)));
     let sm = state_machine::StateMachine::open(db.clone(), state.clone(), cell)?;
     let raft = openraft::Raft::new(
         id,
-        Arc::new(config(snapshot_every, election_timeout)?),
-        network::Network,
+        Arc::new(config),
+        network,
         log_store::LogStore::new(db).waiting_for_installs(sm.installing()),
         sm,
     )

@@ -33,15 +33,33 @@ pub fn channel(address: &str) -> borg_rpc::Result<Channel> {
         .connect_lazy())
 }
 
+/// How a replica makes the channel to a peer's address: [`channel`] (TCP; mutual TLS unless
+/// insecure) in the Borgmaster; the deterministic simulation dials over its simulated network.
+pub type Dial = std::sync::Arc<dyn Fn(&str) -> borg_rpc::Result<Channel> + Send + Sync>;
+
 /// Makes a [`Connection`] per peer.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// `None`: [`channel`].
+    dial: Option<Dial>,
+}
+
+impl Network {
+    /// A network whose channels to peers `dial` makes.
+    pub fn dialing(dial: Dial) -> Network {
+        Network { dial: Some(dial) }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        let client = channel(&node.addr).map(|ch| {
+        let ch = match &self.dial {
+            Some(dial) => dial(&node.addr),
+            None => channel(&node.addr),
+        };
+        let client = ch.map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)

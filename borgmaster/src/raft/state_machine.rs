@@ -153,10 +153,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta =
             SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data };
-        let db = self.db.clone();
-        let stored = tokio::task::spawn_blocking(move || write_snapshot(&db, &stored).map(|()| stored))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))??;
+        super::log_store::blocking(|| write_snapshot(&self.db, &stored))?;
         tracing::info!(index = self.last_applied.map_or(0, |l| l.index), bytes = stored.data.len(), "snapshot taken");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }

@@ -297,7 +297,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             })?),
         };
         let state = self.master.state();
-        let snap = crate::snapshot::snapshot(&state);
+        let snap = crate::snapshot::snapshot(&state, self.master.config.reclaim.enabled);
         let names: Vec<&crate::state::Job> = state.jobs.values().collect();
         let entry = |job_id: usize, pending: usize, waiting_for: String| {
             let j = names[job_id];
@@ -471,6 +471,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             used: r(u.used),
             free: r(u.free),
             stranded: r(u.stranded),
+            reserved: r(u.reserved),
+            reclaimed: r(u.reclaimed),
             bands: u
                 .bands
                 .iter()
@@ -482,6 +484,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
                     tasks_running: b.running,
                     tasks_pending: b.pending,
                     tasks_dead: b.dead,
+                    reserved: r(b.reserved),
+                    reclaimed: r(b.reclaimed),
                 })
                 .collect(),
         }))

@@ -45,7 +45,7 @@ impl BorgmasterService {
             })
             .map(|t| t.index)
             .collect();
-        let mut snap = snapshot(&copy);
+        let mut snap = snapshot(&copy, self.master.config.reclaim.enabled);
         // the scheduler loop's parameters (scheduler-core's defaults), with explanations on
         let params = scheduler_core::Params { explain: true, ..scheduler_core::Params::default() };
         let p = Scheduler::new(params).schedule(&mut snap.model, &snap.groups);

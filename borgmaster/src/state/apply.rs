@@ -218,6 +218,7 @@ impl CellState {
                 ApplyOutcome::Done
             }
             Command::Tick => ApplyOutcome::Done,
+            Command::SetReservations { reservations } => self.set_reservations(reservations),
             Command::SetDefaultQuota { limit } => {
                 self.default_quota = *limit;
                 let text = limit.map_or("unlimited".to_string(), |l| l.to_string());
@@ -271,6 +272,7 @@ pub(super) fn requeue(t: &mut Task, why: PendingReason, reason: &str, now: i64) 
     t.ready_since_ms = 0;
     t.incarnation += 1;
     t.restarts = 0;
+    t.reservation = None;
     t.reason = reason.to_string();
     t.pending_reason = Some(why);
     t.state_since_ms = now;
@@ -309,6 +311,7 @@ pub(super) fn new_task(
         ports: Default::default(),
         ready: false,
         ready_since_ms: 0,
+        reservation: None,
     }
 }
 

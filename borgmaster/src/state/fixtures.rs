@@ -55,6 +55,7 @@ pub fn report(s: &mut CellState, m: &str, job: &str, index: u32, state: TaskStat
         restarts: 0,
         message: String::new(),
         ready: state == TaskState::Running,
+        reclaimed: false,
     };
     run(s, Command::TaskReports { reports: vec![(MachineId(m.into()), r)] }).unwrap();
 }
@@ -87,6 +88,7 @@ pub fn report_running_at(s: &mut CellState, m: &str, job: &str, index: u32, read
         restarts: 0,
         message: String::new(),
         ready,
+        reclaimed: false,
     };
     let command = Command::TaskReports { reports: vec![(MachineId(m.into()), r)] };
     s.apply(&Entry { time_ms, command }).unwrap();

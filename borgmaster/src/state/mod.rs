@@ -10,7 +10,7 @@ mod apply;
 mod cron;
 mod deps;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod jobs;
 mod machines;
 mod maintenance;

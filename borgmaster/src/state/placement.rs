@@ -3,7 +3,7 @@
 
 use super::apply::{requeue, Events};
 use super::ApplyOutcome;
-use super::{Bind, CellState, EventKind, Evict, PendingReason, Task, TaskId, TaskReport, TaskState};
+use super::{Bind, CellState, EventKind, Evict, PendingReason, Reservation, Task, TaskId, TaskReport, TaskState};
 use borg_jobspec::JobKind;
 use scheduler_core::MachineId;
 
@@ -122,6 +122,24 @@ impl CellState {
         ApplyOutcome::Done
     }
 
+    /// Records the leader's reservation estimates; stale ones (another incarnation, a task not
+    /// bound or dead) are skipped, each is capped at its task's request, and one equal to the
+    /// request is stored as `None`.
+    pub(super) fn set_reservations(&mut self, reservations: &[Reservation]) -> ApplyOutcome {
+        for r in reservations {
+            let Some(t) = self.task(&TaskId::new(&r.job, r.index)) else { continue };
+            if t.incarnation != r.incarnation || t.machine.is_none() || t.state == TaskState::Dead {
+                continue;
+            }
+            let version = t.job_version;
+            let Some(request) = self.jobs.get(&r.job).map(|j| j.spec_for(version).resources) else { continue };
+            let Some(t) = self.task_mut(&r.job, r.index) else { continue };
+            let reservation = r.resources.min_each(&request);
+            t.reservation = (reservation != request).then_some(reservation);
+        }
+        ApplyOutcome::Done
+    }
+
     pub(super) fn task_reports(&mut self, reports: &[(MachineId, TaskReport)], ev: &mut Events) -> ApplyOutcome {
         for (m, r) in reports {
             let now = ev.now;
@@ -159,6 +177,15 @@ impl CellState {
                         let detail = format!("restart {}: {}", r.restarts, t.reason);
                         ev.push(&r.job, Some(r.index), EventKind::Restarted, detail, Some(m));
                     }
+                }
+                TaskState::Dead if r.reclaimed => {
+                    // stopped by its Borglet to give memory back to production: rescheduled
+                    let old = t.clone();
+                    self.unbind(&old);
+                    let Some(t) = self.task_mut(&r.job, r.index) else { continue };
+                    let why = if r.message.is_empty() { "reclaimed".to_string() } else { format!("reclaimed: {}", r.message) };
+                    requeue(t, PendingReason::Reclaimed, &why, now);
+                    ev.push_because(&r.job, Some(r.index), EventKind::Pending, why, Some(m), Some(PendingReason::Reclaimed));
                 }
                 TaskState::Dead => {
                     let t = t.clone();
@@ -253,6 +280,49 @@ mod tests {
         // the same decision again is stale (new incarnation)
         let (_, ev) = run(&mut s, Command::Bind { bindings: vec![], evictions: vec![e] }).unwrap();
         assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn reservations_stick_to_their_incarnation_and_never_exceed_the_request() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: None }).unwrap();
+        bind(&mut s, "web", 0, "m1");
+        let est = |index, incarnation, cpu| Reservation {
+            job: "web".into(),
+            index,
+            incarnation,
+            resources: Resources::new(cpu, 1 << 19, 0),
+        };
+        // task 1 is pending: not reserved; a stale incarnation is ignored
+        let rs = vec![est(0, 1, 20), est(1, 1, 20), est(0, 7, 5)];
+        run(&mut s, Command::SetReservations { reservations: rs }).unwrap();
+        assert_eq!(s.task(&TaskId::new("web", 0)).unwrap().reservation, Some(Resources::new(20, 1 << 19, 0)));
+        assert_eq!(s.task(&TaskId::new("web", 1)).unwrap().reservation, None);
+        // capped at the request: back to None
+        run(&mut s, Command::SetReservations { reservations: vec![est(0, 1, 5000)] }).unwrap();
+        assert_eq!(s.task(&TaskId::new("web", 0)).unwrap().reservation, Some(Resources::new(100, 1 << 19, 0)));
+        // the Borglet stops it to give memory back: pending again, reason reclaimed, a new
+        // incarnation without a reservation
+        let report = TaskReport {
+            job: "web".into(),
+            index: 0,
+            incarnation: 1,
+            state: TaskState::Dead,
+            pid: None,
+            exit_code: None,
+            signal: Some(9),
+            restarts: 0,
+            message: "machine memory at 95%".into(),
+            ready: false,
+            reclaimed: true,
+        };
+        let (_, ev) =
+            run(&mut s, Command::TaskReports { reports: vec![(MachineId("m1".into()), report)] }).unwrap();
+        let t = s.task(&TaskId::new("web", 0)).unwrap();
+        assert_eq!((t.state, t.incarnation, t.reservation, t.pending_reason), (TaskState::Pending, 2, None, Some(PendingReason::Reclaimed)));
+        assert!(t.reason.starts_with("reclaimed"), "{}", t.reason);
+        assert_eq!((ev[0].kind, ev[0].cause), (EventKind::Pending, Some(PendingReason::Reclaimed)));
     }
 
     #[test]

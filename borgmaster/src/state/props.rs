@@ -97,6 +97,7 @@ fn command(s: &CellState, op: u8, a: u8, b: u8, c: u8) -> Command {
                         restarts: 0,
                         message: String::new(),
                         ready: false,
+                        reclaimed: false,
                     },
                 )],
             },

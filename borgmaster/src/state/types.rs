@@ -86,6 +86,12 @@ pub struct Task {
     /// Since when it has been ready, ms since the Unix epoch (0 while not ready).
     #[serde(default)]
     pub ready_since_ms: i64,
+    /// Its reservation (Borg §5.5): what the leader estimates this incarnation needs, from its
+    /// Borglet's usage samples ([`Command::SetReservations`]; `crate::reservation` has the
+    /// formula). `None`: its whole request (a new incarnation, or reclamation off). Batch and
+    /// free tasks are placed against capacity minus reservations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<Resources>,
 }
 
 impl Task {
@@ -307,21 +313,25 @@ pub enum PendingReason {
     AllocEvicted,
     /// Its machine is being drained (`borgctl machines drain`).
     Drain,
+    /// Stopped by its Borglet to give memory back to production tasks: it ran in resources
+    /// reclaimed from them, and they started using them (Borg §5.5).
+    Reclaimed,
 }
 
 impl PendingReason {
     /// Every reason, in the order metrics list them.
-    pub const ALL: [PendingReason; 6] = [
+    pub const ALL: [PendingReason; 7] = [
         PendingReason::Submitted,
         PendingReason::Updated,
         PendingReason::Preempted,
         PendingReason::MachineDown,
         PendingReason::AllocEvicted,
         PendingReason::Drain,
+        PendingReason::Reclaimed,
     ];
 
     /// The reason's name (`submitted`, `updated`, `preempted`, `machine_down`, `alloc_evicted`,
-    /// `drain`),
+    /// `drain`, `reclaimed`),
     /// the `reason` label of `borg_tasks_pending` and `borg_evictions_total`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -331,6 +341,7 @@ impl PendingReason {
             PendingReason::MachineDown => "machine_down",
             PendingReason::AllocEvicted => "alloc_evicted",
             PendingReason::Drain => "drain",
+            PendingReason::Reclaimed => "reclaimed",
         }
     }
 }
@@ -524,6 +535,23 @@ pub struct TaskReport {
     /// Running and passing its readiness check (without one: running).
     #[serde(default)]
     pub ready: bool,
+    /// With `Dead`: the Borglet stopped it to give memory back to production tasks (it ran in
+    /// reclaimed resources); the task goes back to pending, reason `reclaimed`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reclaimed: bool,
+}
+
+/// One task's reservation, as the leader estimated it (see [`Command::SetReservations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Job name.
+    pub job: String,
+    /// Task index.
+    pub index: u32,
+    /// The incarnation the estimate is for (a stale one is ignored).
+    pub incarnation: u64,
+    /// The reservation: millicores, bytes, bytes (capped at the request when applied).
+    pub resources: Resources,
 }
 
 /// A change to the cell state. Every command is persisted before it is applied.
@@ -663,6 +691,14 @@ pub enum Command {
         by: String,
         /// What (argv).
         command: Vec<String>,
+    },
+    /// Reservations the leader estimated from usage (Borg §5.5), committed every few seconds
+    /// for the tasks whose estimate moved, so that every replica schedules batch work against
+    /// the same figures and a new leader starts from them. A stale one (another incarnation, or
+    /// a task no longer bound) is ignored; each is capped at its task's request.
+    SetReservations {
+        /// The estimates, any order.
+        reservations: Vec<Reservation>,
     },
     /// Nothing but the passing of time: the leader proposes one every second while a rolling
     /// update waits on time (`min_ready`, `progress_deadline`), so that rules that depend on the

@@ -1,0 +1,275 @@
+//! Reservations (Borg §5.5, "Resource reclamation"): for every running task the leader estimates
+//! what it really needs from its Borglet's usage reports, so that batch and free tasks can run
+//! in the difference between what production asked for and what it uses.
+//!
+//! **The formula.** A new incarnation's reservation is its request (its limit). Once it has
+//! run for `warmup` (default 300 s: Borg's "after 300 s, to allow for startup transients") and
+//! this leader has watched it for as long (a new leader does not lower what it has not seen),
+//! its reservation becomes
+//!
+//! ```text
+//! reservation = min(request, peak * (1 + margin) + FLOOR)
+//! ```
+//!
+//! per resource, where `peak` is the highest usage reported over the last `window` (default
+//! 300 s, kept as per-[`BUCKET_MS`] maxima), `margin` 10% by default (Borg's "actual usage plus
+//! a safety margin"; Autopilot's recommenders use 10-15% over a peak or high percentile) and
+//! [`FLOOR`] 50 millicores and 64 MiB (a task idle so far still gets room to wake up in). Disk is
+//! not sampled: it stays at the request. A reservation rises at once when usage goes above it
+//! (Borg: "rapidly increased if the usage exceeds it"); it falls only by more than
+//! [`HYSTERESIS`] of the request, so the log is not written for noise.
+//!
+//! **How it reaches the replicated state.** Estimates are soft (they come from polls), but
+//! scheduling must not depend on which replica leads: every `interval` (default 5 s) the leader
+//! commits `Command::SetReservations` for the tasks whose estimate moved. Every replica then
+//! places batch work against the same figures, and a new leader starts from the last committed
+//! ones (and only lowers them after its own warmup of observation).
+//!
+//! Allocs, and tasks inside allocs, keep their request: an alloc's room is its owner's.
+
+use crate::soft::TaskUsage;
+use crate::state::{CellState, Reservation, TaskState};
+use borg_jobspec::RunId;
+use scheduler_core::{MachineId, Resources};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// Added to every estimate: 50 millicores, 64 MiB, no disk.
+pub const FLOOR: Resources = Resources::new(50, 64 << 20, 0);
+
+/// A lower estimate is committed only when it is below the current reservation by more than
+/// this fraction of the request in CPU or RAM.
+pub const HYSTERESIS: f64 = 0.05;
+
+/// Usage is kept as the maximum of each bucket of this many ms (so a task costs a few buckets,
+/// not a sample per poll).
+pub const BUCKET_MS: i64 = 30_000;
+
+/// Most reservations committed in one entry.
+pub const MAX_PER_ENTRY: usize = 5_000;
+
+/// Reclamation settings (borgmaster `--reclaim`, `--reservation-*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReclaimConfig {
+    /// Estimate reservations and place batch and free tasks against them; off: every task is
+    /// reserved at its request (committed reservations are ignored).
+    pub enabled: bool,
+    /// How long a task runs at its request before its reservation follows its usage.
+    pub warmup: Duration,
+    /// The peak usage is taken over this window.
+    pub window: Duration,
+    /// Safety margin over the peak (0.10 = 10%).
+    pub margin: f64,
+    /// How often estimates are committed.
+    pub interval: Duration,
+}
+
+impl Default for ReclaimConfig {
+    fn default() -> Self {
+        ReclaimConfig {
+            enabled: true,
+            warmup: Duration::from_secs(300),
+            window: Duration::from_secs(300),
+            margin: 0.10,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The reservation for a task of `request` whose peak usage is `peak` (see the module docs).
+pub fn estimate(request: Resources, peak: Resources, margin: f64) -> Resources {
+    // in basis points, rounding the margin up, in integers (no float rounding at exact figures)
+    let bp = (margin.max(0.0) * 10_000.0).round() as u128;
+    let up = |v: u64, floor: u64| {
+        let extra = (u128::from(v) * bp).div_ceil(10_000);
+        u64::try_from(u128::from(v) + extra).unwrap_or(u64::MAX).saturating_add(floor)
+    };
+    Resources {
+        cpu_millis: up(peak.cpu_millis, FLOOR.cpu_millis),
+        ram_bytes: up(peak.ram_bytes, FLOOR.ram_bytes),
+        disk_bytes: request.disk_bytes,
+        ports: request.ports,
+    }
+    .min_each(&request)
+}
+
+/// One run's observed usage: per-bucket maxima, oldest first.
+#[derive(Debug, Clone, Default)]
+struct Track {
+    first_ms: i64,
+    buckets: VecDeque<(i64, Resources)>,
+}
+
+fn max_each(a: Resources, b: Resources) -> Resources {
+    Resources {
+        cpu_millis: a.cpu_millis.max(b.cpu_millis),
+        ram_bytes: a.ram_bytes.max(b.ram_bytes),
+        disk_bytes: a.disk_bytes.max(b.disk_bytes),
+        ports: a.ports.max(b.ports),
+    }
+}
+
+/// The leader's usage observations (soft: a new leader starts empty) and the estimates made
+/// from them.
+#[derive(Debug, Default)]
+pub struct Estimator {
+    tracks: HashMap<RunId, Track>,
+}
+
+impl Estimator {
+    /// Records the usage of every run in `usage` (each machine's last poll) at `now_ms`, and
+    /// forgets runs no longer reported.
+    pub fn observe<'a>(&mut self, usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>, now_ms: i64, window: Duration) {
+        let bucket = now_ms - now_ms.rem_euclid(BUCKET_MS);
+        let keep_from = now_ms - window.as_millis() as i64 - BUCKET_MS;
+        let mut seen = std::collections::HashSet::new();
+        for (_, runs) in usage {
+            for (run, (u, _)) in runs {
+                seen.insert(run.clone());
+                let t = self.tracks.entry(run.clone()).or_insert_with(|| Track { first_ms: now_ms, buckets: VecDeque::new() });
+                match t.buckets.back_mut() {
+                    Some((b, m)) if *b == bucket => *m = max_each(*m, *u),
+                    _ => t.buckets.push_back((bucket, *u)),
+                }
+                while t.buckets.front().is_some_and(|(b, _)| *b < keep_from) {
+                    t.buckets.pop_front();
+                }
+            }
+        }
+        self.tracks.retain(|run, _| seen.contains(run));
+    }
+
+    /// Peak usage of `run` over the last `window`, and how long it has been watched.
+    fn peak(&self, run: &RunId, now_ms: i64, window: Duration) -> Option<(Resources, i64)> {
+        let t = self.tracks.get(run)?;
+        let from = now_ms - window.as_millis() as i64 - BUCKET_MS;
+        let peak = t.buckets.iter().filter(|(b, _)| *b >= from).fold(Resources::ZERO, |a, (_, u)| max_each(a, *u));
+        Some((peak, now_ms - t.first_ms))
+    }
+
+    /// The reservations to commit now: for each running task (not an alloc, not in one) the
+    /// leader has usage for, its estimate when it differs enough from the committed one (a rise
+    /// at once; a fall past [`HYSTERESIS`], after the warmup), by job and index.
+    pub fn due(&self, state: &CellState, cfg: &ReclaimConfig, now_ms: i64) -> Vec<Reservation> {
+        let mut out = Vec::new();
+        let warmup = cfg.warmup.as_millis() as i64;
+        for job in state.jobs.values() {
+            if job.spec.kind == borg_jobspec::JobKind::AllocSet || !job.spec.alloc_set.is_empty() {
+                continue;
+            }
+            for t in job.tasks.iter().filter(|t| t.state == TaskState::Running && t.machine.is_some()) {
+                let run = RunId::new(&t.job, t.index, t.incarnation);
+                let Some((peak, watched)) = self.peak(&run, now_ms, cfg.window) else { continue };
+                let request = job.spec_for(t.job_version).resources;
+                let current = t.reservation.unwrap_or(request);
+                let next = estimate(request, peak, cfg.margin);
+                let rises = next.cpu_millis > current.cpu_millis || next.ram_bytes > current.ram_bytes;
+                let warmed = now_ms - t.state_since_ms.max(t.scheduled_ms) >= warmup && watched >= warmup;
+                let falls_enough = |n: u64, c: u64, r: u64| c > n && (c - n) as f64 > HYSTERESIS * r as f64;
+                let falls = warmed
+                    && (falls_enough(next.cpu_millis, current.cpu_millis, request.cpu_millis)
+                        || falls_enough(next.ram_bytes, current.ram_bytes, request.ram_bytes));
+                if rises || falls {
+                    // a rise takes the new figure in every resource that rose, keeps the rest
+                    let resources = if falls { next } else { max_each(current, next).min_each(&request) };
+                    out.push(Reservation { job: t.job.clone(), index: t.index, incarnation: t.incarnation, resources });
+                    if out.len() >= MAX_PER_ENTRY {
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// While this replica leads and reclamation is on: every `interval`, observes the last polls'
+/// usage and commits the reservations that moved.
+pub async fn run(master: std::sync::Arc<crate::master::Master>) {
+    let cfg = master.config.reclaim;
+    if !cfg.enabled {
+        return;
+    }
+    let mut estimator = Estimator::default();
+    let mut every = tokio::time::interval(cfg.interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = crate::master::now_ms();
+        estimator.observe(master.soft().task_usage.iter(), now, cfg.window);
+        let due = estimator.due(&master.state(), &cfg, now);
+        if due.is_empty() {
+            continue;
+        }
+        let n = due.len();
+        match master.propose(crate::state::Command::SetReservations { reservations: due }).await {
+            Ok(_) => tracing::debug!(tasks = n, "reservations committed"),
+            Err(e) => tracing::debug!(error = %e, "reservations not committed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::fixtures::{self, bind, machine, report_running_at, spec};
+    use crate::state::{Command, TaskId};
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_estimate_is_the_peak_plus_margin_and_floor_capped_at_the_request() {
+        let request = Resources::new(1500, 1024 * MIB, 10 * MIB);
+        let e = estimate(request, Resources::new(100, 100 * MIB, 0), 0.10);
+        assert_eq!(e, Resources::new(160, 110 * MIB + 64 * MIB, 10 * MIB), "disk stays at the request");
+        assert_eq!(estimate(request, Resources::new(5000, 5000 * MIB, 0), 0.10), request);
+        assert_eq!(estimate(request, Resources::ZERO, 0.10), Resources::new(50, 64 * MIB, 10 * MIB));
+    }
+
+    fn usage(job: &str, cpu: u64, ram: u64) -> HashMap<MachineId, TaskUsage> {
+        let mut runs = TaskUsage::new();
+        runs.insert(RunId::new(job, 0, 1), (Resources::new(cpu, ram, 0), 0.0));
+        HashMap::from([(MachineId("m1".into()), runs)])
+    }
+
+    #[test]
+    fn reservations_fall_after_the_warmup_and_rise_at_once() {
+        let mut s = CellState::new("dev");
+        fixtures::run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        let mut web = spec("web", 1);
+        web.resources = Resources::new(1500, 1024 * MIB, 0);
+        fixtures::run(&mut s, Command::ApplyJob { spec: web, expected_version: None }).unwrap();
+        bind(&mut s, "web", 0, "m1");
+        report_running_at(&mut s, "m1", "web", 0, true, 1000);
+        let cfg = ReclaimConfig { warmup: Duration::from_secs(60), window: Duration::from_secs(60), ..Default::default() };
+        let mut est = Estimator::default();
+        let idle = usage("web", 5, 10 * MIB);
+        // watched from 1 s: nothing before the warmup
+        for t in (1_000..=50_000).step_by(5_000) {
+            est.observe(idle.iter(), t, cfg.window);
+            assert!(est.due(&s, &cfg, t).is_empty(), "at {t} ms");
+        }
+        for t in (55_000..=61_000).step_by(1_000) {
+            est.observe(idle.iter(), t, cfg.window);
+        }
+        let due = est.due(&s, &cfg, 61_000);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].resources, Resources::new(56, 11 * MIB + 64 * MIB, 0));
+        fixtures::run(&mut s, Command::SetReservations { reservations: due }).unwrap();
+        assert!(est.due(&s, &cfg, 61_000).is_empty(), "committed: nothing moves");
+        // it starts using its memory: the reservation rises at the next look, warmup or not
+        let busy = usage("web", 5, 900 * MIB);
+        est.observe(busy.iter(), 62_000, cfg.window);
+        let due = est.due(&s, &cfg, 62_000);
+        assert_eq!(due[0].resources.ram_bytes, 1024 * MIB, "capped at the request");
+        assert_eq!(due[0].resources.cpu_millis, 56, "CPU did not rise: unchanged");
+        fixtures::run(&mut s, Command::SetReservations { reservations: due }).unwrap();
+        assert_eq!(s.task(&TaskId::new("web", 0)).unwrap().reservation, Some(Resources::new(56, 1024 * MIB, 0)));
+        // a new leader's estimator has not watched it: it does not lower, but still raises
+        let fresh = Estimator::default();
+        assert!(fresh.due(&s, &cfg, 70_000).is_empty());
+        // a run no longer reported is forgotten
+        est.observe(HashMap::<MachineId, TaskUsage>::new().iter(), 63_000, cfg.window);
+        assert!(est.tracks.is_empty());
+    }
+}
