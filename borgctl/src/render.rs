@@ -42,7 +42,7 @@ pub fn task_json(t: &pb::Task) -> Value {
     json!({
         "job": t.job, "index": t.index, "state": task_state(t.state), "machine": t.machine,
         "exit_code": t.exit_code, "signal": t.signal, "restarts": t.restarts, "pid": t.pid,
-        "used": res(&t.used),
+        "used": res(&t.used), "reservation": t.reservation.map(|r| res(&Some(r))),
         "reason": t.reason, "incarnation": t.incarnation, "job_version": t.job_version, "alloc": t.alloc,
         "since_ms": t.state_since_ms, "scheduled_ms": t.scheduled_ms,
         "host": t.host, "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(), "ready": t.ready, "ready_since_ms": t.ready_since_ms,
@@ -50,7 +50,8 @@ pub fn task_json(t: &pb::Task) -> Value {
 }
 
 /// A job as JSON: `name`, `user`, `priority`, `band`, `tasks`, `kind`, `state`, counts,
-/// `version`, `why_pending`, `resources` (per task), `allocated` and `used` (whole job),
+/// `version`, `why_pending`, `resources` (per task), `allocated` (requests), `reserved`
+/// (reservations, Borg §5.5) and `used` (whole job),
 /// `ports` (named), `updated` (live tasks on the current version), `ready` (of those, the
 /// ready ones) and `paused` (why the rolling update is paused; empty if not).
 pub fn job_json(j: &pb::Job) -> Value {
@@ -61,7 +62,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "pending": j.pending, "running": j.running, "dead": j.dead, "succeeded": j.succeeded,
         "submitted_ms": j.submitted_ms, "why_pending": j.why_pending,
         "resources": res(&s.resources), "command": s.command, "env": s.env,
-        "allocated": res(&j.allocated), "used": res(&j.used),
+        "allocated": res(&j.allocated), "reserved": res(&j.reserved), "used": res(&j.used),
         "ports": s.ports, "updated": j.updated, "ready": j.ready, "paused": j.paused,
     })
 }
@@ -290,19 +291,24 @@ pub fn top_machines(ms: &[pb::Machine]) -> Table {
 
 /// `top jobs`: per job, running tasks and CPU / RAM used vs allocated.
 pub fn top_jobs(jobs: &[pb::Job]) -> Table {
-    let mut t = table(&["JOB", "USER", "BAND", "RUNNING", "CPU USED", "CPU ALLOC", "RAM USED", "RAM ALLOC"]);
+    let mut t = table(&[
+        "JOB", "USER", "BAND", "RUNNING", "CPU REQ", "CPU RESV", "CPU USED", "RAM REQ", "RAM RESV", "RAM USED",
+    ]);
     for j in jobs {
         let s = j.spec.clone().unwrap_or_default();
         let (a, u) = (j.allocated.unwrap_or_default(), j.used.unwrap_or_default());
+        let r = j.reserved.unwrap_or(a);
         t.add_row(vec![
             s.name,
             s.user,
             band(s.priority).into(),
             j.running.to_string(),
-            cores(u.cpu_millis),
             cores(a.cpu_millis),
-            format_bytes(u.ram_bytes),
+            cores(r.cpu_millis),
+            cores(u.cpu_millis),
             format_bytes(a.ram_bytes),
+            format_bytes(r.ram_bytes),
+            format_bytes(u.ram_bytes),
         ]);
     }
     t
@@ -353,15 +359,18 @@ pub fn top_users(users: &[UserRow]) -> Table {
 }
 
 /// `cell usage` as JSON: `cell`, `machines_up`, `machines_down`, `capacity`, `allocated`,
-/// `used`, `free`, `stranded`, and `bands` (lowest first) with `band`, `allocated`, `used`,
+/// `used`, `free`, `stranded`, `reserved`, `reclaimed` (allocated = reserved + reclaimed, Borg
+/// §5.5), and `bands` (lowest first) with `band`, `allocated`, `reserved`, `reclaimed`, `used`,
 /// `tasks_running`, `tasks_pending`, `tasks_dead`.
 pub fn cell_usage_json(u: &pb::CellUsageResponse) -> Value {
     json!({
         "cell": u.cell, "machines_up": u.machines_up, "machines_down": u.machines_down,
         "capacity": res(&u.capacity), "allocated": res(&u.allocated), "used": res(&u.used),
         "free": res(&u.free), "stranded": res(&u.stranded),
+        "reserved": res(&u.reserved), "reclaimed": res(&u.reclaimed),
         "bands": u.bands.iter().map(|b| json!({
             "band": b.band, "allocated": res(&b.allocated), "used": res(&b.used),
+            "reserved": res(&b.reserved), "reclaimed": res(&b.reclaimed),
             "tasks_running": b.tasks_running, "tasks_pending": b.tasks_pending, "tasks_dead": b.tasks_dead,
         })).collect::<Vec<_>>(),
     })
@@ -376,12 +385,15 @@ pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
         u.free.unwrap_or_default(),
         u.stranded.unwrap_or_default(),
     );
-    let mut t = table(&["RESOURCE", "CAPACITY", "ALLOCATED", "ALLOC%", "USED", "FREE", "STRANDED"]);
+    let (rv, rc) = (u.reserved.unwrap_or(a), u.reclaimed.unwrap_or_default());
+    let mut t = table(&["RESOURCE", "CAPACITY", "ALLOCATED", "ALLOC%", "RESERVED", "RECLAIMED", "USED", "FREE", "STRANDED"]);
     t.add_row(vec![
         "cpu (cores)".into(),
         cores(c.cpu_millis),
         cores(a.cpu_millis),
         pct(a.cpu_millis, c.cpu_millis),
+        cores(rv.cpu_millis),
+        cores(rc.cpu_millis),
         cores(us.cpu_millis),
         cores(f.cpu_millis),
         cores(s.cpu_millis),
@@ -391,6 +403,8 @@ pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
         format_bytes(c.ram_bytes),
         format_bytes(a.ram_bytes),
         pct(a.ram_bytes, c.ram_bytes),
+        format_bytes(rv.ram_bytes),
+        format_bytes(rc.ram_bytes),
         format_bytes(us.ram_bytes),
         format_bytes(f.ram_bytes),
         format_bytes(s.ram_bytes),
@@ -400,21 +414,28 @@ pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
         format_bytes(c.disk_bytes),
         format_bytes(a.disk_bytes),
         pct(a.disk_bytes, c.disk_bytes),
+        format_bytes(rv.disk_bytes),
+        format_bytes(rc.disk_bytes),
         "-".into(),
         format_bytes(f.disk_bytes),
         format_bytes(s.disk_bytes),
     ]);
-    let mut b = table(&["BAND", "RUNNING", "PENDING", "DEAD", "CPU ALLOC", "CPU USED", "RAM ALLOC", "RAM USED"]);
+    let mut b = table(&[
+        "BAND", "RUNNING", "PENDING", "DEAD", "CPU REQ", "CPU RESV", "CPU USED", "RAM REQ", "RAM RESV", "RAM USED",
+    ]);
     for x in u.bands.iter().rev() {
         let (xa, xu) = (x.allocated.unwrap_or_default(), x.used.unwrap_or_default());
+        let xr = x.reserved.unwrap_or(xa);
         b.add_row(vec![
             x.band.clone(),
             x.tasks_running.to_string(),
             x.tasks_pending.to_string(),
             x.tasks_dead.to_string(),
             cores(xa.cpu_millis),
+            cores(xr.cpu_millis),
             cores(xu.cpu_millis),
             format_bytes(xa.ram_bytes),
+            format_bytes(xr.ram_bytes),
             format_bytes(xu.ram_bytes),
         ]);
     }

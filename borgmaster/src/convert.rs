@@ -23,6 +23,7 @@ pub fn task_to_pb(t: &Task, state: &CellState, soft: &SoftState) -> pb::Task {
         host: host.unwrap_or_default().to_string(),
         ready: t.ready,
         ready_since_ms: if t.ready { t.ready_since_ms } else { 0 },
+        reservation: (state.charge_of(t) != scheduler_core::Resources::ZERO).then(|| resources_to_pb(state.reservation_of(t))),
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
         scheduled_ms: t.scheduled_ms,
@@ -49,8 +50,10 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
     let unplaced = j.tasks.iter().any(|t| t.state == TaskState::Pending && t.machine.is_none());
     let mut allocated = scheduler_core::Resources::ZERO;
     let mut used = scheduler_core::Resources::ZERO;
+    let mut reserved = scheduler_core::Resources::ZERO;
     for t in j.tasks.iter().filter(|t| t.state != TaskState::Dead) {
         allocated = allocated.saturating_add(state.charge_of(t));
+        reserved = reserved.saturating_add(state.reservation_of(t));
         if let Some(m) = &t.machine {
             used = used.saturating_add(soft.usage_of(m, &t.run_id()).unwrap_or_default());
         }
@@ -60,6 +63,7 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
     pb::Job {
         allocated: Some(resources_to_pb(allocated)),
         used: Some(resources_to_pb(used)),
+        reserved: Some(resources_to_pb(reserved)),
         spec: Some((&j.spec).into()),
         version: j.version,
         submitted_ms: j.submitted_ms,

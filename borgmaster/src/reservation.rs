@@ -12,7 +12,7 @@
 //! ```
 //!
 //! per resource, where `peak` is the highest usage reported over the last `window` (default
-//! 300 s, kept as per-[`BUCKET_MS`] maxima), `margin` 10% by default (Borg's "actual usage plus
+//! 300 s, kept as maxima per [`bucket_ms`]), `margin` 10% by default (Borg's "actual usage plus
 //! a safety margin"; Autopilot's recommenders use 10-15% over a peak or high percentile) and
 //! [`FLOOR`] 50 millicores and 64 MiB (a task idle so far still gets room to wake up in). Disk is
 //! not sampled: it stays at the request. A reservation rises at once when usage goes above it
@@ -41,9 +41,11 @@ pub const FLOOR: Resources = Resources::new(50, 64 << 20, 0);
 /// this fraction of the request in CPU or RAM.
 pub const HYSTERESIS: f64 = 0.05;
 
-/// Usage is kept as the maximum of each bucket of this many ms (so a task costs a few buckets,
-/// not a sample per poll).
-pub const BUCKET_MS: i64 = 30_000;
+/// Usage is kept as the maximum of each bucket of a tenth of the window (between 1 s and 30 s),
+/// so a task costs about ten buckets, not a sample per poll.
+pub fn bucket_ms(window: Duration) -> i64 {
+    (window.as_millis() as i64 / 10).clamp(1_000, 30_000)
+}
 
 /// Most reservations committed in one entry.
 pub const MAX_PER_ENTRY: usize = 5_000;
@@ -120,8 +122,9 @@ impl Estimator {
     /// Records the usage of every run in `usage` (each machine's last poll) at `now_ms`, and
     /// forgets runs no longer reported.
     pub fn observe<'a>(&mut self, usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>, now_ms: i64, window: Duration) {
-        let bucket = now_ms - now_ms.rem_euclid(BUCKET_MS);
-        let keep_from = now_ms - window.as_millis() as i64 - BUCKET_MS;
+        let width = bucket_ms(window);
+        let bucket = now_ms - now_ms.rem_euclid(width);
+        let keep_from = now_ms - window.as_millis() as i64 - width;
         let mut seen = std::collections::HashSet::new();
         for (_, runs) in usage {
             for (run, (u, _)) in runs {
@@ -142,7 +145,7 @@ impl Estimator {
     /// Peak usage of `run` over the last `window`, and how long it has been watched.
     fn peak(&self, run: &RunId, now_ms: i64, window: Duration) -> Option<(Resources, i64)> {
         let t = self.tracks.get(run)?;
-        let from = now_ms - window.as_millis() as i64 - BUCKET_MS;
+        let from = now_ms - window.as_millis() as i64 - bucket_ms(window);
         let peak = t.buckets.iter().filter(|(b, _)| *b >= from).fold(Resources::ZERO, |a, (_, u)| max_each(a, *u));
         Some((peak, now_ms - t.first_ms))
     }

@@ -64,14 +64,16 @@ pub fn render(master: &Master, insecure: bool, all: bool) -> String {
     let u = cell_usage(&state, &soft);
     let mut h = page_head(&state, &format!("Cell {}", state.cell), insecure);
     // Summary
-    h.push_str("<h2>Cell</h2><table><tr><th>resource</th><th class=num>capacity</th><th class=num>allocated</th><th class=num>used</th><th class=num>free</th><th class=num>stranded</th></tr>");
+    h.push_str("<h2>Cell</h2><table><tr><th>resource</th><th class=num>capacity</th><th class=num>allocated</th><th class=num>reserved</th><th class=num>reclaimed</th><th class=num>used</th><th class=num>free</th><th class=num>stranded</th></tr>");
     let row = |h: &mut String, name: &str, f: &dyn Fn(Resources) -> String, g: &dyn Fn(Resources) -> u64| {
         let _ = write!(
             h,
-            "<tr><td>{name}</td><td class=num>{}</td><td class=num>{} ({})</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+            "<tr><td>{name}</td><td class=num>{}</td><td class=num>{} ({})</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
             f(u.capacity),
             f(u.allocated),
             pct(g(u.allocated), g(u.capacity)),
+            f(u.reserved),
+            f(u.reclaimed),
             f(u.used),
             f(u.free),
             f(u.stranded)
@@ -80,7 +82,11 @@ pub fn render(master: &Master, insecure: bool, all: bool) -> String {
     row(&mut h, "CPU (cores)", &|r| cores(r.cpu_millis), &|r| r.cpu_millis);
     row(&mut h, "RAM", &|r| format_bytes(r.ram_bytes), &|r| r.ram_bytes);
     row(&mut h, "disk", &|r| format_bytes(r.disk_bytes), &|r| r.disk_bytes);
-    let _ = write!(h, "</table><p>{} machines up, {} down.</p>", u.machines_up, u.machines_down);
+    let _ = write!(
+        h,
+        "</table><p>{} machines up, {} down. Reserved: what bound tasks are estimated to need (Borg §5.5; a task's request until estimated); reclaimed: allocated minus reserved, where batch and free tasks may run.</p>",
+        u.machines_up, u.machines_down
+    );
     h.push_str("<table><tr><th>band</th><th class=num>running</th><th class=num>pending</th><th class=num>dead</th><th class=num>CPU alloc</th><th class=num>CPU used</th><th class=num>RAM alloc</th><th class=num>RAM used</th></tr>");
     for (b, bu) in u.bands.iter().enumerate().rev() {
         let _ = write!(

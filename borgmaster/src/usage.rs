@@ -102,7 +102,7 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
             }
             let charge = state.charge_of(t);
             b.allocated = b.allocated.saturating_add(charge);
-            let reserved = t.reservation.map_or(charge, |r| r.min_each(&charge));
+            let reserved = state.reservation_of(t);
             b.reserved = b.reserved.saturating_add(reserved);
             b.reclaimed = b.reclaimed.saturating_add(charge.saturating_sub(reserved));
             if let Some(m) = &t.machine {

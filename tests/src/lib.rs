@@ -110,6 +110,8 @@ pub struct TestCell {
     pub poll_interval: String,
     /// The master's log files, one per start, in start order.
     pub master_logs: Vec<PathBuf>,
+    /// More flags for every start of the master.
+    pub master_extra: Vec<String>,
 }
 
 impl TestCell {
@@ -157,6 +159,27 @@ impl TestCell {
         secure: bool,
         poll_interval: &str,
     ) -> TestCell {
+        Self::launch_custom(name, n, http, default_quota, secure, poll_interval, &[], &[])
+    }
+
+    /// A cell (HTTP on, default quota unlimited, poll interval [`POLL`]) whose master gets
+    /// `master_extra` flags and whose `n` Borglets get `borglet_extra` (a `--cpu`, `--ram` or
+    /// `--disk` there replaces the default 4 cores / 8 GiB / 100 GiB).
+    pub fn start_custom(name: &str, n: usize, master_extra: &[&str], borglet_extra: &[&str]) -> TestCell {
+        Self::launch_custom(name, n, true, "unlimited", false, POLL, master_extra, borglet_extra)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_custom(
+        name: &str,
+        n: usize,
+        http: bool,
+        default_quota: &str,
+        secure: bool,
+        poll_interval: &str,
+        master_extra: &[&str],
+        borglet_extra: &[&str],
+    ) -> TestCell {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cell = TestCell {
             dir,
@@ -171,6 +194,7 @@ impl TestCell {
             secure,
             poll_interval: POLL.to_string(),
             master_logs: Vec::new(),
+            master_extra: master_extra.iter().map(|s| s.to_string()).collect(),
         };
         cell.poll_interval = poll_interval.to_string();
         if secure {
@@ -183,7 +207,7 @@ impl TestCell {
         }
         cell.start_master("127.0.0.1:0");
         for _ in 0..n {
-            cell.add_borglet();
+            cell.add_borglet_with(borglet_extra);
         }
         cell.wait_for(Duration::from_secs(30), "all machines registered", |c| {
             c.machines().as_array().is_some_and(|a| a.len() == n)
@@ -230,7 +254,8 @@ impl TestCell {
             &self.default_quota,
         ])
         .arg("--data-dir")
-        .arg(self.dir.path().join("master"));
+        .arg(self.dir.path().join("master"))
+        .args(&self.master_extra);
         if self.secure {
             cmd.arg("--credentials").arg(self.dir.path().join("replica-1"));
         } else {
@@ -279,7 +304,12 @@ impl TestCell {
         };
         let mut cmd = Command::new(bin("borglet"));
         cmd.args(["--master", &self.master_addr, "--listen", "127.0.0.1:0", "--machine-id", &id])
-            .args(["--cpu", "4000", "--ram", "8Gi", "--disk", "100Gi"])
+            .args(
+                [("--cpu", "4000"), ("--ram", "8Gi"), ("--disk", "100Gi")]
+                    .into_iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, value)| [flag, value]),
+            )
             .args(extra)
             .arg("--work-dir")
             .arg(&work_dir);
@@ -533,3 +563,11 @@ impl TestCell {
 pub mod group;
 pub mod linearizability;
 pub mod netns;
+
+/// The value of the Prometheus series `series` (name with its labels, as rendered) in the
+/// exposition `text`; `None` when it is absent.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -131,6 +131,13 @@ impl CellState {
         self.jobs.get(&t.job).map_or(Resources::ZERO, |j| j.spec_for(t.job_version).resources)
     }
 
+    /// What task `t` reserves on its machine (Borg §5.5): its committed reservation, capped
+    /// at [`CellState::charge_of`]; its charge when it has none (zero when it charges nothing).
+    pub fn reservation_of(&self, t: &Task) -> Resources {
+        let charge = self.charge_of(t);
+        t.reservation.map_or(charge, |r| r.min_each(&charge))
+    }
+
     /// `user`'s fair-share weight at `band` (1 unless set).
     pub fn share_weight(&self, user: &str, band: scheduler_core::Band) -> u32 {
         self.weights.get(user).and_then(|b| b.get(band.name())).copied().unwrap_or(1).max(1)
