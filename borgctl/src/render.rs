@@ -386,7 +386,8 @@ pub fn cell_usage_text(u: &pb::CellUsageResponse) -> String {
         u.stranded.unwrap_or_default(),
     );
     let (rv, rc) = (u.reserved.unwrap_or(a), u.reclaimed.unwrap_or_default());
-    let mut t = table(&["RESOURCE", "CAPACITY", "ALLOCATED", "ALLOC%", "RESERVED", "RECLAIMED", "USED", "FREE", "STRANDED"]);
+    let mut t =
+        table(&["RESOURCE", "CAPACITY", "ALLOCATED", "ALLOC%", "RESERVED", "RECLAIMED", "USED", "FREE", "STRANDED"]);
     t.add_row(vec![
         "cpu (cores)".into(),
         cores(c.cpu_millis),

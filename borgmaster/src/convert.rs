@@ -23,7 +23,8 @@ pub fn task_to_pb(t: &Task, state: &CellState, soft: &SoftState) -> pb::Task {
         host: host.unwrap_or_default().to_string(),
         ready: t.ready,
         ready_since_ms: if t.ready { t.ready_since_ms } else { 0 },
-        reservation: (state.charge_of(t) != scheduler_core::Resources::ZERO).then(|| resources_to_pb(state.reservation_of(t))),
+        reservation: (state.charge_of(t) != scheduler_core::Resources::ZERO)
+            .then(|| resources_to_pb(state.reservation_of(t))),
         used: Some(resources_to_pb(used)),
         alloc: t.alloc,
         scheduled_ms: t.scheduled_ms,

@@ -34,8 +34,7 @@ use scheduler_core::{MachineId, Resources};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-/// Added to every estimate: 50 millicores, 64 MiB, no disk.
-pub const FLOOR: Resources = Resources::new(50, 64 << 20, 0);
+pub use scheduler_core::reclaim::{estimate, FLOOR};
 
 /// A lower estimate is committed only when it is below the current reservation by more than
 /// this fraction of the request in CPU or RAM.
@@ -72,27 +71,10 @@ impl Default for ReclaimConfig {
             enabled: true,
             warmup: Duration::from_secs(300),
             window: Duration::from_secs(300),
-            margin: 0.10,
+            margin: scheduler_core::reclaim::DEFAULT_MARGIN,
             interval: Duration::from_secs(5),
         }
     }
-}
-
-/// The reservation for a task of `request` whose peak usage is `peak` (see the module docs).
-pub fn estimate(request: Resources, peak: Resources, margin: f64) -> Resources {
-    // in basis points, rounding the margin up, in integers (no float rounding at exact figures)
-    let bp = (margin.max(0.0) * 10_000.0).round() as u128;
-    let up = |v: u64, floor: u64| {
-        let extra = (u128::from(v) * bp).div_ceil(10_000);
-        u64::try_from(u128::from(v) + extra).unwrap_or(u64::MAX).saturating_add(floor)
-    };
-    Resources {
-        cpu_millis: up(peak.cpu_millis, FLOOR.cpu_millis),
-        ram_bytes: up(peak.ram_bytes, FLOOR.ram_bytes),
-        disk_bytes: request.disk_bytes,
-        ports: request.ports,
-    }
-    .min_each(&request)
 }
 
 /// One run's observed usage: per-bucket maxima, oldest first.
@@ -121,7 +103,12 @@ pub struct Estimator {
 impl Estimator {
     /// Records the usage of every run in `usage` (each machine's last poll) at `now_ms`, and
     /// forgets runs no longer reported.
-    pub fn observe<'a>(&mut self, usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>, now_ms: i64, window: Duration) {
+    pub fn observe<'a>(
+        &mut self,
+        usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>,
+        now_ms: i64,
+        window: Duration,
+    ) {
         let width = bucket_ms(window);
         let bucket = now_ms - now_ms.rem_euclid(width);
         let keep_from = now_ms - window.as_millis() as i64 - width;
@@ -129,7 +116,10 @@ impl Estimator {
         for (_, runs) in usage {
             for (run, (u, _)) in runs {
                 seen.insert(run.clone());
-                let t = self.tracks.entry(run.clone()).or_insert_with(|| Track { first_ms: now_ms, buckets: VecDeque::new() });
+                let t = self
+                    .tracks
+                    .entry(run.clone())
+                    .or_insert_with(|| Track { first_ms: now_ms, buckets: VecDeque::new() });
                 match t.buckets.back_mut() {
                     Some((b, m)) if *b == bucket => *m = max_each(*m, *u),
                     _ => t.buckets.push_back((bucket, *u)),
@@ -220,15 +210,6 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    #[test]
-    fn the_estimate_is_the_peak_plus_margin_and_floor_capped_at_the_request() {
-        let request = Resources::new(1500, 1024 * MIB, 10 * MIB);
-        let e = estimate(request, Resources::new(100, 100 * MIB, 0), 0.10);
-        assert_eq!(e, Resources::new(160, 110 * MIB + 64 * MIB, 10 * MIB), "disk stays at the request");
-        assert_eq!(estimate(request, Resources::new(5000, 5000 * MIB, 0), 0.10), request);
-        assert_eq!(estimate(request, Resources::ZERO, 0.10), Resources::new(50, 64 * MIB, 10 * MIB));
-    }
-
     fn usage(job: &str, cpu: u64, ram: u64) -> HashMap<MachineId, TaskUsage> {
         let mut runs = TaskUsage::new();
         runs.insert(RunId::new(job, 0, 1), (Resources::new(cpu, ram, 0), 0.0));
@@ -244,7 +225,8 @@ mod tests {
         fixtures::run(&mut s, Command::ApplyJob { spec: web, expected_version: None }).unwrap();
         bind(&mut s, "web", 0, "m1");
         report_running_at(&mut s, "m1", "web", 0, true, 1000);
-        let cfg = ReclaimConfig { warmup: Duration::from_secs(60), window: Duration::from_secs(60), ..Default::default() };
+        let cfg =
+            ReclaimConfig { warmup: Duration::from_secs(60), window: Duration::from_secs(60), ..Default::default() };
         let mut est = Estimator::default();
         let idle = usage("web", 5, 10 * MIB);
         // watched from 1 s: nothing before the warmup

@@ -135,7 +135,8 @@ mod tests {
         for i in 0..3 {
             bind(&mut s, "web", i, "m1");
         }
-        let reservation = Reservation { job: "web".into(), index: 1, incarnation: 1, resources: Resources::new(30, 1 << 19, 0) };
+        let reservation =
+            Reservation { job: "web".into(), index: 1, incarnation: 1, resources: Resources::new(30, 1 << 19, 0) };
         run(&mut s, Command::SetReservations { reservations: vec![reservation] }).unwrap();
         let u = cell_usage(&s, &SoftState::default());
         let p = &u.bands[band_index(Band::Batch)];

@@ -52,6 +52,13 @@ struct SchedArgs {
     /// Never preempt.
     #[arg(long, global = true)]
     no_preemption: bool,
+    /// Resource reclamation (Borg §5.5): batch and free tasks are placed against the
+    /// reservations of the tasks on a machine (each task's peak usage + 10% + 50 millicores /
+    /// 64 MiB, its request at most), production and monitoring against requests. Usage from the
+    /// tasks CSV's `cpu_used_millis,ram_used_bytes`, else modeled (fauxmaster::usage). Repack
+    /// reports how many more non-production tasks fit (`reclaim` in the report).
+    #[arg(long, global = true)]
+    reclaim: bool,
 }
 
 #[derive(Args, Clone)]
@@ -108,9 +115,10 @@ enum Cmd {
         /// Removal orders to try (median and 90th percentile are reported).
         #[arg(long, default_value_t = 11)]
         seeds: u32,
-        /// Which tasks must fit: `production` (production and monitoring tasks) or `fitting`
-        /// (whatever a repack of the full cell places).
-        #[arg(long, default_value = "production", value_parser = ["production", "fitting"])]
+        /// Which tasks must fit: `production` (production and monitoring tasks), `fitting`
+        /// (whatever a repack of the full cell places) or `all` (every time-0 task; with
+        /// --reclaim, the cell that holds the whole workload).
+        #[arg(long, default_value = "production", value_parser = ["production", "fitting", "all"])]
         workload: String,
     },
     /// Write the time-0 cell and workload in the neutral CSV format (e.g. from the trace, for
@@ -280,7 +288,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Repack(input) => {
             let (w, notes) = load(input)?;
             let load_s = started.elapsed().as_secs_f64();
-            let mut o = sim::repack(&w, params);
+            let mut o = sim::repack(&w, params, cli.sched.reclaim);
             o.report["load_seconds"] = load_s.into();
             o.report["load_notes"] = notes;
             o
@@ -294,6 +302,7 @@ fn main() -> anyhow::Result<()> {
                 until_s: *until,
                 sample_every_s: *sample_every,
                 fair_share: !*no_fair_share,
+                reclaim: cli.sched.reclaim,
             };
             let mut o = sim::replay(&w, params, opts, |done, _| pb.set_position(done as u64));
             pb.finish_and_clear();
@@ -313,9 +322,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compact { input, seeds, workload } => {
             let (w, _) = load(input)?;
             let pb = bar(*seeds as u64, cli.json, "compacting (seeds)");
-            let which =
-                if workload == "fitting" { sim::CompactWorkload::Fitting } else { sim::CompactWorkload::Production };
-            let o = sim::compact(&w, params, *seeds, which, |done, _| pb.set_position(done as u64));
+            let which = match workload.as_str() {
+                "fitting" => sim::CompactWorkload::Fitting,
+                "all" => sim::CompactWorkload::All,
+                _ => sim::CompactWorkload::Production,
+            };
+            let o = sim::compact(&w, params, *seeds, which, cli.sched.reclaim, |done, _| pb.set_position(done as u64));
             pb.finish_and_clear();
             o
         }
@@ -333,7 +345,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Synth { machines, jobs, tasks_per_job, workload_seed } => {
             let w = fauxmaster::synth::generate(*machines, *jobs, *tasks_per_job, *workload_seed);
-            let mut o = sim::repack(&w, params);
+            let mut o = sim::repack(&w, params, cli.sched.reclaim);
             o.report["command"] = "synth".into();
             o
         }

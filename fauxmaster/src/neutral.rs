@@ -18,8 +18,11 @@
 //! `different_machine` is `true/false/1/0`. A task with no (or zero) `submit_time_s` is present at
 //! time 0; a later one is submitted then. `duration_s`, when given, ends the task that long after
 //! its submission (replay only). `user` names the task's owner for fair share (replay orders
-//! users within a band by their dominant share, as the master does). The last three columns
-//! may be omitted (no user: every task belongs to one unnamed user).
+//! users within a band by their dominant share, as the master does). Two more optional
+//! columns, `cpu_used_millis,ram_used_bytes`, give the task's peak usage, which `--reclaim`
+//! reserves instead of its request (Borg §5.5; one of the two given: the other is taken at the
+//! request). Trailing columns may be omitted (no user: every task belongs to one unnamed user;
+//! no usage: `--reclaim` models it, see `fauxmaster::usage`).
 
 use crate::workload::{Event, EventKind, LoadError, Machine, Names, Task, Workload};
 use scheduler_core::{Attributes, Priority, Resources};
@@ -129,6 +132,12 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
         let submit: f64 = field(tasks, line, rec, 7, "submit_time_s", false)?.unwrap_or(0.0);
         let duration: Option<f64> = field(tasks, line, rec, 8, "duration_s", false)?;
         let user = users.id(rec.get(9).unwrap_or(""));
+        let cpu_used: Option<u64> = field(tasks, line, rec, 10, "cpu_used_millis", false)?;
+        let ram_used: Option<u64> = field(tasks, line, rec, 11, "ram_used_bytes", false)?;
+        let usage = match (cpu_used, ram_used) {
+            (None, None) => None,
+            (c, r) => Some(Resources::new(c.unwrap_or(cpu), r.unwrap_or(ram), 0)),
+        };
         let job = jobs.id(&name);
         let t = Task {
             job,
@@ -138,6 +147,7 @@ pub fn load(machines: &Path, tasks: &Path) -> Result<Workload, LoadError> {
             different_machine: dm,
             machine: None,
             user,
+            usage,
         };
         if submit > 0.0 {
             w.events.push(Event { time_s: submit, kind: EventKind::Submit(t) });
@@ -183,7 +193,10 @@ pub fn write(
     }
     m.flush()?;
     let mut t = std::io::BufWriter::new(std::fs::File::create(tasks_path)?);
-    writeln!(t, "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s,user")?;
+    writeln!(
+        t,
+        "job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s,user,cpu_used_millis,ram_used_bytes"
+    )?;
     // whole jobs: stop at the first job boundary once `tasks` are written
     let mut written = 0;
     let mut last_job = None;
@@ -195,9 +208,11 @@ pub fn write(
         last_job = Some(x.job);
         let job = w.jobs.get(x.job as usize).map_or("", String::as_str);
         let user = w.users.get(x.user as usize).map_or("", String::as_str);
+        let (cu, ru) =
+            x.usage.map_or((String::new(), String::new()), |u| (u.cpu_millis.to_string(), u.ram_bytes.to_string()));
         writeln!(
             t,
-            "{job},{},{},{},{},{},{},,,{user}",
+            "{job},{},{},{},{},{},{},,,{user},{cu},{ru}",
             x.index, x.priority.0, x.request.cpu_millis, x.request.ram_bytes, x.request.disk_bytes, x.different_machine
         )?;
     }
@@ -230,6 +245,10 @@ mod tests {
         assert_eq!(w.users, ["", "bob"], "no user column: the unnamed user");
         let EventKind::Submit(b) = &w.events[0].kind else { panic!("{:?}", w.events[0]) };
         assert_eq!((w.tasks[0].user, b.user), (0, 1));
+        std::fs::write(&t, "web,0,200,500,1000,0,0,,,alice,120,400\nweb,1,200,500,1000,0,0,,,alice,,\n").unwrap();
+        let w = load(&m, &t).unwrap();
+        assert_eq!(w.tasks[0].usage, Some(Resources::new(120, 400, 0)));
+        assert_eq!(w.tasks[1].usage, None);
         std::fs::write(&t, "web,0,500,1,1,0\n").unwrap();
         let e = load(&m, &t).unwrap_err().to_string();
         assert!(e.ends_with("t.csv:1: priority: 500 is outside 0-399"), "{e}");

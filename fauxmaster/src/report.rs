@@ -187,10 +187,7 @@ mod tests {
         let mut c = CellModel::new();
         c.push(MachineId("a".into()), Resources::new(4000, 8 << 30, 0), Attributes::new(), "a", true);
         c.push(MachineId("b".into()), Resources::new(4000, 8 << 30, 0), Attributes::new(), "b", false);
-        c.add(
-            0,
-            Resident::new(TaskRef { job: 0, index: 0 }, Priority(250), Resources::new(1500, 1 << 30, 0)),
-        );
+        c.add(0, Resident::new(TaskRef { job: 0, index: 0 }, Priority(250), Resources::new(1500, 1 << 30, 0)));
         let s = sample(&c, 60.0, 2);
         assert_eq!(s.capacity, [4.0, 8.0], "down machines do not count");
         assert_eq!(s.allocated[2], [1.5, 1.0]);

@@ -88,9 +88,11 @@ fn placements_of(cell: &CellModel, jobs: &[String]) -> Placements {
     out
 }
 
-/// Schedules every time-0 task of `w` onto its time-0 cell, empty, in one pass.
-pub fn repack(w: &Workload, params: Params) -> Outcome {
-    let (cell, placement, seconds) = repack_cell(w, &w.machines.iter().collect::<Vec<_>>(), params);
+/// Schedules every time-0 task of `w` onto its time-0 cell, empty, in one pass; with
+/// `reclaim`, then in more passes after each task reserves its estimate ([`repack_cell`]), and
+/// the report's `reclaim` compares with a repack without.
+pub fn repack(w: &Workload, params: Params, reclaim: bool) -> Outcome {
+    let (cell, placement, seconds, passes) = repack_cell(w, &w.machines.iter().collect::<Vec<_>>(), params, reclaim);
     let band_of: HashMap<TaskRef, usize> =
         w.tasks.iter().map(|t| (TaskRef { job: t.job, index: t.index }, CellModel::band_of(t.priority))).collect();
     let mut tasks = [0usize; 4];
@@ -112,9 +114,9 @@ pub fn repack(w: &Workload, params: Params) -> Outcome {
         "preempted": placement.preempted.len(),
         "seconds": seconds,
         "tasks_per_second": if seconds > 0.0 { n as f64 / seconds } else { 0.0 },
-        "passes": 1,
-        "pass_p50_ms": seconds * 1000.0,
-        "pass_p99_ms": seconds * 1000.0,
+        "passes": passes,
+        "pass_p50_ms": seconds * 1000.0 / passes as f64,
+        "pass_p99_ms": seconds * 1000.0 / passes as f64,
         "tasks_by_band": by_band(&tasks),
         "placed_by_band": by_band(&placed),
         "unschedulable_by_band": by_band(&[unplaced[0], unplaced[1], unplaced[2], unplaced[3]]),
@@ -125,20 +127,149 @@ pub fn repack(w: &Workload, params: Params) -> Outcome {
         "units": w.units,
         "scheduler": params_json(&params),
     });
+    let mut report = report;
+    if reclaim {
+        let (base, _, _, _) = repack_cell(w, &w.machines.iter().collect::<Vec<_>>(), params, false);
+        report["reclaim"] = reclaim_report(w, &cell, &placed, &base);
+    }
     Outcome { report, placements: placements_of(&cell, &w.jobs), samples: Vec::new() }
 }
 
-/// One repack of `w.tasks` onto `machines`; returns the cell, the placement and the seconds the
-/// scheduling took (building the cell and groups included).
-fn repack_cell(w: &Workload, machines: &[&crate::workload::Machine], params: Params) -> (CellModel, Placement, f64) {
+/// Most passes a reclaiming repack makes.
+const RECLAIM_PASSES: usize = 8;
+
+/// Every task on `cell` reserves its estimate ([`crate::usage::reservation`]) instead of its
+/// request: the cell as it stands once every task has run past its warmup. `tasks` by ref.
+fn settle_reservations(cell: &mut CellModel, tasks: &HashMap<TaskRef, &Task>) {
+    for m in 0..cell.len() {
+        let rs: Vec<Resident> = cell.residents(m).to_vec();
+        for r in rs {
+            let Some(t) = tasks.get(&r.task) else { continue };
+            let reservation = crate::usage::reservation(t, 0).min_each(&r.request);
+            if reservation != r.reservation {
+                cell.remove(m, r.task);
+                cell.add(m, r.reserving(reservation));
+            }
+        }
+    }
+}
+
+/// One repack of `w.tasks` onto `machines`; returns the cell, the placement (with `reclaim`:
+/// every task placed, the last pass's unplaced and every pass's preemptions), the seconds the
+/// scheduling took (building the cell and groups included) and the passes made.
+///
+/// With `reclaim` (Borg §5.5), after each pass every placed task reserves its estimate
+/// ([`settle_reservations`]), and the tasks left pending get another pass, until one places
+/// nothing (at most [`RECLAIM_PASSES`]): newly placed tasks reserve their request within the
+/// pass that places them, as in the master, where a task is reserved at its request until its
+/// warmup is over.
+fn repack_cell(
+    w: &Workload,
+    machines: &[&crate::workload::Machine],
+    params: Params,
+    reclaim: bool,
+) -> (CellModel, Placement, f64, usize) {
     let start = Instant::now();
     let owned: Vec<crate::workload::Machine> = machines.iter().map(|m| (*m).clone()).collect();
     let mut cell = cell_model(&owned);
     let tasks: Vec<&Task> = w.tasks.iter().collect();
     let gs = groups(&tasks, &w.jobs, &w.constraints);
     let mut s = Scheduler::new(params);
-    let p = s.schedule(&mut cell, &gs);
-    (cell, p, start.elapsed().as_secs_f64())
+    let mut p = s.schedule(&mut cell, &gs);
+    let mut passes = 1;
+    if reclaim {
+        let by_ref: HashMap<TaskRef, &Task> =
+            tasks.iter().map(|t| (TaskRef { job: t.job, index: t.index }, *t)).collect();
+        loop {
+            settle_reservations(&mut cell, &by_ref);
+            let resident: std::collections::HashSet<TaskRef> =
+                (0..cell.len()).flat_map(|m| cell.residents(m).iter().map(|r| r.task)).collect();
+            let left: Vec<&Task> =
+                tasks.iter().copied().filter(|t| !resident.contains(&TaskRef { job: t.job, index: t.index })).collect();
+            if left.is_empty() {
+                p.unplaced.clear();
+                break;
+            }
+            if passes >= RECLAIM_PASSES {
+                break;
+            }
+            let mut gs = groups(&left, &w.jobs, &w.constraints);
+            for g in gs.iter_mut().filter(|g| g.different_machine) {
+                g.occupied =
+                    (0..cell.len()).filter(|&m| cell.residents(m).iter().any(|r| r.task.job == g.job_id)).collect();
+            }
+            s.clear_cache();
+            let q = s.schedule(&mut cell, &gs);
+            passes += 1;
+            p.preempted.extend(q.preempted);
+            p.unplaced = q.unplaced;
+            if q.bindings.is_empty() {
+                break;
+            }
+        }
+        p.bindings = (0..cell.len())
+            .flat_map(|m| cell.residents(m).iter().map(move |r| scheduler_core::Binding { task: r.task, machine: m }))
+            .collect();
+    }
+    (cell, p, start.elapsed().as_secs_f64(), passes)
+}
+
+/// Per resource (CPU, RAM), summed over machines: how much of the non-production requests on
+/// `cell` lies beyond its capacity (what runs in resources reclaimed from others: on each
+/// machine, the smaller of its requests' excess over capacity and its non-production
+/// requests), and the non-production requests.
+fn in_reclaimed(cell: &CellModel) -> ([u128; 2], [u128; 2]) {
+    let (mut beyond, mut nonprod) = ([0u128; 2], [0u128; 2]);
+    for m in 0..cell.len() {
+        let by_band = cell.allocated_by_band(m);
+        let np = by_band[0].saturating_add(by_band[1]);
+        let all = by_band.iter().fold(scheduler_core::Resources::ZERO, |a, b| a.saturating_add(*b));
+        let over = all.saturating_sub(cell.capacity[m]);
+        for (i, r) in [Resource::Cpu, Resource::Ram].into_iter().enumerate() {
+            beyond[i] += u128::from(over.get(r).min(np.get(r)));
+            nonprod[i] += u128::from(np.get(r));
+        }
+    }
+    (beyond, nonprod)
+}
+
+/// The `reclaim` part of a repack report: placed by production / non-production with and
+/// without reclamation, the share of non-production requests running in reclaimed resources,
+/// and reservations against requests.
+fn reclaim_report(w: &Workload, cell: &CellModel, placed: &[usize; 4], base: &CellModel) -> Value {
+    let count = |c: &CellModel| {
+        let mut n = [0usize; 4];
+        for m in 0..c.len() {
+            for r in c.residents(m) {
+                n[CellModel::band_of(r.priority)] += 1;
+            }
+        }
+        n
+    };
+    let b = count(base);
+    let (beyond, nonprod) = in_reclaimed(cell);
+    let share = |i: usize| if nonprod[i] > 0 { round4(beyond[i] as f64 / nonprod[i] as f64) } else { 0.0 };
+    let (mut req, mut res) = ([0u128; 2], [0u128; 2]);
+    for m in 0..cell.len() {
+        for r in cell.residents(m) {
+            for (i, x) in [Resource::Cpu, Resource::Ram].into_iter().enumerate() {
+                req[i] += u128::from(r.request.get(x));
+                res[i] += u128::from(r.reservation.get(x));
+            }
+        }
+    }
+    let ratio = |i: usize| if req[i] > 0 { round4(res[i] as f64 / req[i] as f64) } else { 0.0 };
+    let given = w.tasks.iter().filter(|t| t.usage.is_some()).count();
+    json!({
+        "usage": if given == 0 { "modeled" } else if given == w.tasks.len() { "given" } else { "given, else modeled" },
+        "production_placed": placed[2] + placed[3],
+        "production_placed_without_reclaim": b[2] + b[3],
+        "non_production_placed": placed[0] + placed[1],
+        "non_production_placed_without_reclaim": b[0] + b[1],
+        "more_non_production_placed": (placed[0] + placed[1]) as i64 - (b[0] + b[1]) as i64,
+        "non_production_in_reclaimed_share": {"cpu": share(0), "ram": share(1)},
+        "reserved_over_requested": {"cpu": ratio(0), "ram": ratio(1)},
+    })
 }
 
 /// What makes pending tasks one scheduler group: job, priority, request, different_machine.
@@ -209,11 +340,18 @@ pub struct ReplayOptions {
     /// Order each pass's groups of one priority by their users' dominant shares, as the master
     /// does ([`scheduler_core::order_by_fair_share`], every weight 1); off: arrival order.
     pub fair_share: bool,
+    /// Reclamation (Borg §5.5), as the master does it: a task reserves its request until it
+    /// has run [`RECLAIM_WARMUP_S`] of trace time (time-0 tasks have), then its estimate
+    /// ([`crate::usage::reservation`]); batch and free tasks are placed against reservations.
+    pub reclaim: bool,
 }
+
+/// The master's default `--reservation-warmup`, in trace seconds.
+pub const RECLAIM_WARMUP_S: f64 = 300.0;
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { interval_s: 1.0, until_s: None, sample_every_s: 60.0, fair_share: true }
+        ReplayOptions { interval_s: 1.0, until_s: None, sample_every_s: 60.0, fair_share: true, reclaim: false }
     }
 }
 
@@ -311,6 +449,9 @@ struct ReplayState<'w> {
     /// Wall time of each pass, milliseconds.
     pass_ms: Vec<f64>,
     victims_by_band: [usize; 4],
+    /// With reclamation: tasks placed during the replay and when, oldest first, until they have
+    /// run their warmup and reserve their estimate.
+    warming: Option<std::collections::VecDeque<(f64, TaskRef)>>,
 }
 
 impl ReplayState<'_> {
@@ -318,6 +459,15 @@ impl ReplayState<'_> {
     /// binds, preempts, records waits; returns (tasks bound, tasks preempted).
     fn pass(&mut self, now_s: f64) -> (usize, usize) {
         let start = Instant::now();
+        if let Some(warming) = &mut self.warming {
+            while warming.front().is_some_and(|(at, _)| *at + RECLAIM_WARMUP_S <= now_s) {
+                let Some((_, r)) = warming.pop_front() else { break };
+                let (Some(&m), Some(t)) = (self.placed.get(&r), self.known.get(&r)) else { continue };
+                if let Some(old) = self.cell.remove(m, r) {
+                    self.cell.add(m, old.reserving(crate::usage::reservation(t, 0)));
+                }
+            }
+        }
         let mut gs = self.pending.task_groups(self.w);
         if self.fair_share {
             let cell = &self.cell;
@@ -343,6 +493,9 @@ impl ReplayState<'_> {
                 self.used.add(t);
             }
             self.waits.placed(b.task, now_s);
+            if let Some(warming) = &mut self.warming {
+                warming.push_back((now_s, b.task));
+            }
         }
         for e in &p.preempted {
             self.placed.remove(&e.victim);
@@ -367,7 +520,7 @@ impl ReplayState<'_> {
 /// Every `opts.sample_every_s` seconds of trace time (and at the end) the cell is sampled into
 /// [`Outcome::samples`] for the utilization report.
 pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: impl FnMut(usize, usize)) -> Outcome {
-    let ReplayOptions { interval_s, until_s, sample_every_s, fair_share } = opts;
+    let ReplayOptions { interval_s, until_s, sample_every_s, fair_share, reclaim } = opts;
     let params = Params { explain: false, ..params };
     let until = until_s.unwrap_or(w.horizon_s);
     let mut cell = cell_model(&w.machines);
@@ -381,7 +534,9 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
         let r = TaskRef { job: t.job, index: t.index };
         match t.machine.as_ref().and_then(|m| index.get(m)) {
             Some(&m) => {
-                cell.add(m, Resident::new(r, t.priority, t.request));
+                let resident = Resident::new(r, t.priority, t.request);
+                // running since before the trace: past its warmup
+                cell.add(m, if reclaim { resident.reserving(crate::usage::reservation(t, 0)) } else { resident });
                 placed.insert(r, m);
                 used.add(t);
             }
@@ -404,6 +559,7 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
         waits,
         pass_ms: Vec::new(),
         victims_by_band: [0; 4],
+        warming: reclaim.then(Default::default),
     };
     let (mut bound, mut preempted, mut submitted, mut ended, mut evicted_by_machine) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
@@ -533,6 +689,7 @@ pub fn replay(w: &Workload, params: Params, opts: ReplayOptions, mut progress: i
         "pass_p99_ms": percentile(&sorted, 0.99),
         "pass_max_ms": sorted.last().copied().unwrap_or(0.0),
         "fair_share": fair_share,
+        "reclaim": reclaim,
         "wait": st.waits.report(&w.users),
         "utilization": utilization(&st.cell),
         "units": w.units,
@@ -559,13 +716,24 @@ struct CompactRun {
 }
 
 /// The smallest prefix of `order` that holds every task of `w` (binary search over the number
-/// of machines kept, Borg §5.1), and the resource lower bound for the same order.
-fn compact_one(w: &Workload, order: &[usize], params: Params) -> CompactRun {
-    let mut need = [0u128; 3];
+/// of machines kept, Borg §5.1), and the resource lower bound for the same order (with
+/// `reclaim`, of production's requests and everyone's reservations).
+fn compact_one(w: &Workload, order: &[usize], params: Params, reclaim: bool) -> CompactRun {
+    // summed requests; with reclamation, the larger of production's requests and everyone's
+    // reservations (production is placed against requests, batch and free against reservations)
+    let (mut need, mut prod, mut reserved) = ([0u128; 3], [0u128; 3], [0u128; 3]);
     for t in &w.tasks {
+        let reservation = crate::usage::reservation(t, 0);
         for (i, r) in Resource::ALL.into_iter().enumerate() {
             need[i] += t.request.get(r) as u128;
+            reserved[i] += reservation.get(r) as u128;
+            if scheduler_core::places_against_requests(t.priority) {
+                prod[i] += t.request.get(r) as u128;
+            }
         }
+    }
+    if reclaim {
+        need = [0, 1, 2].map(|i| prod[i].max(reserved[i]));
     }
     let mut have = [0u128; 3];
     let mut lower_bound = order.len();
@@ -580,7 +748,7 @@ fn compact_one(w: &Workload, order: &[usize], params: Params) -> CompactRun {
     }
     let fits = |n: usize| {
         let ms: Vec<&crate::workload::Machine> = order[..n].iter().map(|&i| &w.machines[i]).collect();
-        let (_, p, _) = repack_cell(w, &ms, params);
+        let (_, p, _, _) = repack_cell(w, &ms, params, reclaim);
         p.unplaced.is_empty()
     };
     if !fits(order.len()) {
@@ -602,12 +770,16 @@ fn compact_one(w: &Workload, order: &[usize], params: Params) -> CompactRun {
 /// Which tasks compaction must fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompactWorkload {
-    /// What a repack of the full cell places (the trace's cell is overcommitted on requests, so
-    /// not every time-0 task fits even there). Tight by construction: the full cell is nearly
-    /// full.
+    /// What a repack of the full cell places without reclamation (the trace's cell is
+    /// overcommitted on requests, so not every time-0 task fits even there). Tight by
+    /// construction: the full cell is nearly full; with `--reclaim`, how many fewer machines
+    /// hold the same tasks.
     Fitting,
     /// Production and monitoring tasks only (Borg §5.2 compares prod-only cells).
     Production,
+    /// Every time-0 task (with `--reclaim`: how few machines hold the whole workload when
+    /// batch and free tasks run in reclaimed resources).
+    All,
 }
 
 /// Cell compaction (Borg §5.1): for each seed, machines are removed in that seed's random order
@@ -620,20 +792,24 @@ pub fn compact(
     params: Params,
     seeds: u32,
     which: CompactWorkload,
+    reclaim: bool,
     mut progress: impl FnMut(usize, usize) + Send,
 ) -> Outcome {
     let wall = Instant::now();
     let params = Params { explain: false, ..params };
-    let full = repack(w, params);
+    let full = repack(w, params, reclaim);
     let tasks = match which {
         CompactWorkload::Fitting => {
+            // what fits without reclamation, so that --reclaim compares the same tasks
+            let plain = reclaim.then(|| repack(w, params, false));
             let fitting: std::collections::HashSet<(String, u32)> =
-                full.placements.iter().map(|(j, i, _)| (j.clone(), *i)).collect();
+                plain.as_ref().unwrap_or(&full).placements.iter().map(|(j, i, _)| (j.clone(), *i)).collect();
             w.tasks.iter().filter(|t| fitting.contains(&(w.jobs[t.job as usize].clone(), t.index))).cloned().collect()
         }
         CompactWorkload::Production => {
             w.tasks.iter().filter(|t| CellModel::band_of(t.priority) >= 2).cloned().collect()
         }
+        CompactWorkload::All => w.tasks.clone(),
     };
     let workload = Workload { tasks, ..w.clone() };
     let best_fit = Params { weights: scheduler_core::Weights::best_fit(), ..params };
@@ -643,8 +819,8 @@ pub fn compact(
         .into_par_iter()
         .map(|seed| {
             let order = removal_order(workload.machines.len(), seed);
-            let hybrid = compact_one(&workload, &order, params);
-            let bf = compact_one(&workload, &order, best_fit);
+            let hybrid = compact_one(&workload, &order, params, reclaim);
+            let bf = compact_one(&workload, &order, best_fit, reclaim);
             let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if let Ok(mut p) = progress.lock() {
                 (*p)(d, seeds as usize);
@@ -667,6 +843,7 @@ pub fn compact(
     let report = json!({
         "command": "compact",
         "workload": format!("{which:?}").to_lowercase(),
+        "reclaim": reclaim,
         "machines": w.machines.len(),
         "tasks": workload.tasks.len(),
         "tasks_in_trace_time0": w.tasks.len(),

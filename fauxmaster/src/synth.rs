@@ -69,7 +69,16 @@ pub fn generate(machines: usize, jobs: usize, tasks_per_job: u32, seed: u64) -> 
             vec![]
         });
         for index in 0..tasks_per_job {
-            w.tasks.push(Task { job: j as u32, index, priority, request, different_machine, machine: None, user: 0 });
+            w.tasks.push(Task {
+                job: j as u32,
+                index,
+                priority,
+                request,
+                different_machine,
+                machine: None,
+                user: 0,
+                usage: None,
+            });
         }
     }
     w

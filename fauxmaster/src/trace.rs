@@ -215,6 +215,7 @@ pub fn load(dir: &Path, units: &Units) -> Result<(Workload, LoadNotes), LoadErro
                 different_machine,
                 machine,
                 user,
+                usage: None,
             })
         };
         let time_s = ts as f64 / 1e6;

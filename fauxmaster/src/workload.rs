@@ -58,6 +58,10 @@ pub struct Task {
     pub machine: Option<String>,
     /// Owner (index into [`Workload::users`]), for fair share; 0 when the source names none.
     pub user: u32,
+    /// Its peak usage (CPU millicores, RAM bytes), when the source gives one (the neutral CSV's
+    /// `cpu_used_millis,ram_used_bytes`); `--reclaim` models it otherwise
+    /// ([`crate::usage::peak`]).
+    pub usage: Option<Resources>,
 }
 
 /// What happens at one time in a replay.

@@ -216,6 +216,24 @@ fn google_trace_repack_places_every_production_task() {
     assert!(r["utilization"]["cpu"]["total"].as_f64().unwrap() <= 1.0);
 }
 
+/// The README's reclamation figure: with `--reclaim` (modeled usage: the trace has none here),
+/// the repack places the whole time-0 workload, as many tasks as the real cell ran, and every
+/// production task as without.
+#[test]
+fn google_trace_repack_with_reclaim_places_the_whole_time0_workload() {
+    let Some(dir) = trace_dir() else {
+        eprintln!("skipped: the Google 2011 trace is not at ../shared/traces/google-2011");
+        return;
+    };
+    let r = run(&["repack", "--trace", dir.to_str().unwrap(), "--reclaim"]);
+    let rc = &r["reclaim"];
+    eprintln!("fauxmaster repack --reclaim: {rc}");
+    assert_eq!(r["placed"], 132982, "{r}");
+    assert_eq!(rc["usage"], "modeled");
+    assert_eq!(rc["production_placed"], rc["production_placed_without_reclaim"], "{rc}");
+    assert!(rc["more_non_production_placed"].as_i64().unwrap() > 30_000, "{rc}");
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
@@ -290,4 +308,56 @@ fn compact_says_what_it_measured_without_a_placement_rate() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("tasks/s") && !text.contains("unschedulable"), "{text}");
     assert!(text.contains("smallest cell (hybrid)") && text.contains("of the 64 tasks at time 0"), "{text}");
+}
+
+/// `--reclaim` (Borg §5.5): on 4 machines of 4 cores, production asks for 3 cores per machine
+/// and uses 0.3 (the CSV's usage columns); batch tasks of 2 cores do not fit against requests
+/// and do in reclaimed resources; production is placed exactly as without; replay reclaims
+/// only after the warmup; compaction needs fewer machines for the same tasks.
+#[test]
+fn reclaim_places_batch_in_what_production_does_not_use() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, t) = (d.path().join("m.csv"), d.path().join("t.csv"));
+    let mut machines = String::from("id,cpu_millis,ram_bytes,disk_bytes,attrs\n");
+    for i in 0..4 {
+        machines.push_str(&format!("m{i},4000,{},0,\n", 16u64 << 30));
+    }
+    std::fs::write(&m, machines).unwrap();
+    let mut tasks = String::from("job,index,priority,cpu_millis,ram_bytes,disk_bytes,different_machine,submit_time_s,duration_s,user,cpu_used_millis,ram_used_bytes\n");
+    for i in 0..4 {
+        tasks.push_str(&format!("web,{i},200,3000,{},0,true,,,alice,300,{}\n", 4u64 << 30, 1u64 << 30));
+    }
+    for i in 0..4 {
+        tasks.push_str(&format!("crunch,{i},100,2000,{},0,false,,,bob,1900,{}\n", 2u64 << 30, 1u64 << 30));
+    }
+    std::fs::write(&t, tasks).unwrap();
+    let (ms, ts) = (m.to_str().unwrap(), t.to_str().unwrap());
+    let plain = run(&["repack", "--machines", ms, "--tasks", ts]);
+    assert_eq!(plain["placed_by_band"]["batch"], 0, "2 cores do not fit beside 3 on 4: {plain}");
+    let r = run(&["repack", "--machines", ms, "--tasks", ts, "--reclaim"]);
+    assert_eq!(r["placed"], 8, "{r}");
+    let rc = &r["reclaim"];
+    assert_eq!(rc["usage"], "given");
+    assert_eq!(
+        (rc["production_placed"].clone(), rc["production_placed_without_reclaim"].clone()),
+        (4.into(), 4.into())
+    );
+    assert_eq!(rc["more_non_production_placed"], 4);
+    // each machine: 3 + 2 cores requested on 4: 1 of batch's 2 cores runs in reclaimed CPU
+    assert_eq!(rc["non_production_in_reclaimed_share"]["cpu"], 0.5, "{rc}");
+    // replay: batch submitted at 400 s fits once production (placed at 1 s) is past its 300 s
+    // warmup; submitted at 200 s, not yet
+    let t2 = d.path().join("t2.csv");
+    for (at, running) in [(400, 9), (200, 5)] {
+        let later = std::fs::read_to_string(&t).unwrap().replace("false,,,bob", &format!("false,{at},,bob"));
+        std::fs::write(&t2, format!("{later}tiny,0,10,10,1024,0,false,1,,carol,,\n")).unwrap();
+        let rp = run(&["replay", "--machines", ms, "--tasks", t2.to_str().unwrap(), "--reclaim"]);
+        assert_eq!(rp["running_at_end"], running, "batch at {at} s: {rp}");
+    }
+    let rp = run(&["replay", "--machines", ms, "--tasks", t2.to_str().unwrap()]);
+    assert_eq!(rp["running_at_end"], 5, "without reclamation: {rp}");
+    let c = run(&["compact", "--machines", ms, "--tasks", ts, "--workload", "production", "--seeds", "1"]);
+    let cr = run(&["compact", "--machines", ms, "--tasks", ts, "--workload", "all", "--seeds", "1", "--reclaim"]);
+    assert_eq!(c["min_machines_median"], 4.0, "one production task per machine (different_machine)");
+    assert_eq!(cr["min_machines_median"], 4.0, "and batch fits beside them: {cr}");
 }

@@ -35,6 +35,7 @@ pub mod fair;
 pub mod feasibility;
 pub mod preemption;
 pub mod priority;
+pub mod reclaim;
 pub mod resources;
 pub mod schedule;
 pub mod scoring;

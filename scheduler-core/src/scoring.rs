@@ -113,10 +113,7 @@ mod tests {
         let req = Resources::new(1000, 1 << 30, 0);
         assert!(score(&c, 1, Priority(100), &req, 0.0, &w) < score(&c, 0, Priority(100), &req, 0.0, &w));
         // fill the small machine with a free-band task: placing there now needs preemption
-        c.add(
-            1,
-            Resident::new(TaskRef { job: 1, index: 0 }, Priority(0), Resources::new(1000, 0, 0)),
-        );
+        c.add(1, Resident::new(TaskRef { job: 1, index: 0 }, Priority(0), Resources::new(1000, 0, 0)));
         assert_eq!(preemption_level(&c, 1, Priority(100), &req), 1);
         assert_eq!(preemption_level(&c, 0, Priority(100), &req), 0);
         assert!(score(&c, 0, Priority(100), &req, 1.0, &w) < score(&c, 1, Priority(100), &req, 0.0, &w));

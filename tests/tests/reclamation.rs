@@ -51,7 +51,8 @@ fn master_metric(cell: &TestCell, series: &str) -> f64 {
 
 #[test]
 fn batch_runs_in_what_production_does_not_use_and_gives_it_back() {
-    let cell = TestCell::start_custom("reclaim", 1, &FAST, &["--cpu", "2000", "--ram", "1Gi", "--reclaim-memory-at", "90"]);
+    let cell =
+        TestCell::start_custom("reclaim", 1, &FAST, &["--cpu", "2000", "--ram", "1Gi", "--reclaim-memory-at", "90"]);
     let trigger = cell.dir.path().join("use-memory");
     let svc = holder(&cell, trigger.to_str().unwrap(), 550);
     cell.apply_yaml("svc", &job("svc", "production", "1500m", "600Mi", &svc));
@@ -78,7 +79,10 @@ fn batch_runs_in_what_production_does_not_use_and_gives_it_back() {
     }
     assert!(prod["reclaimed"]["cpu_millis"].as_u64().unwrap_or(0) > 1000, "{prod}");
     let reclaimed_cores = master_metric(&cell, "borg_cell_reclaimed_cpu_cores{band=\"production\"}");
-    assert!((reclaimed_cores - prod["reclaimed"]["cpu_millis"].as_u64().unwrap() as f64 / 1000.0).abs() < 0.2, "{reclaimed_cores}");
+    assert!(
+        (reclaimed_cores - prod["reclaimed"]["cpu_millis"].as_u64().unwrap() as f64 / 1000.0).abs() < 0.2,
+        "{reclaimed_cores}"
+    );
     let top = cell.borgctl(&["top", "jobs"]);
     assert!(String::from_utf8_lossy(&top.stdout).contains("CPU RESV"), "top jobs shows reservations");
 

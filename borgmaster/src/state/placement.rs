@@ -183,9 +183,20 @@ impl CellState {
                     let old = t.clone();
                     self.unbind(&old);
                     let Some(t) = self.task_mut(&r.job, r.index) else { continue };
-                    let why = if r.message.is_empty() { "reclaimed".to_string() } else { format!("reclaimed: {}", r.message) };
+                    let why = if r.message.is_empty() {
+                        "reclaimed".to_string()
+                    } else {
+                        format!("reclaimed: {}", r.message)
+                    };
                     requeue(t, PendingReason::Reclaimed, &why, now);
-                    ev.push_because(&r.job, Some(r.index), EventKind::Pending, why, Some(m), Some(PendingReason::Reclaimed));
+                    ev.push_because(
+                        &r.job,
+                        Some(r.index),
+                        EventKind::Pending,
+                        why,
+                        Some(m),
+                        Some(PendingReason::Reclaimed),
+                    );
                 }
                 TaskState::Dead => {
                     let t = t.clone();
@@ -317,10 +328,12 @@ mod tests {
             ready: false,
             reclaimed: true,
         };
-        let (_, ev) =
-            run(&mut s, Command::TaskReports { reports: vec![(MachineId("m1".into()), report)] }).unwrap();
+        let (_, ev) = run(&mut s, Command::TaskReports { reports: vec![(MachineId("m1".into()), report)] }).unwrap();
         let t = s.task(&TaskId::new("web", 0)).unwrap();
-        assert_eq!((t.state, t.incarnation, t.reservation, t.pending_reason), (TaskState::Pending, 2, None, Some(PendingReason::Reclaimed)));
+        assert_eq!(
+            (t.state, t.incarnation, t.reservation, t.pending_reason),
+            (TaskState::Pending, 2, None, Some(PendingReason::Reclaimed))
+        );
         assert!(t.reason.starts_with("reclaimed"), "{}", t.reason);
         assert_eq!((ev[0].kind, ev[0].cause), (EventKind::Pending, Some(PendingReason::Reclaimed)));
     }
