@@ -65,6 +65,49 @@ async fn tick_crons(master: Arc<Master>) {
     }
 }
 
+/// While this replica leads and reclamation is on: every `interval`, observes the last polls'
+/// usage and commits the reservations that moved ([`crate::reservation`]); wakes the scheduler
+/// when one fell.
+async fn commit_reservations(master: Arc<Master>) {
+    let cfg = master.config.reclaim;
+    if !cfg.enabled {
+        return;
+    }
+    let mut estimator = crate::reservation::Estimator::default();
+    let mut every = tokio::time::interval(cfg.interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = crate::master::now_ms();
+        estimator.observe(master.soft().task_usage.iter(), now, cfg.window);
+        let due = estimator.due(&master.state(), &cfg, now);
+        if due.is_empty() {
+            continue;
+        }
+        let n = due.len();
+        let fell = {
+            let state = master.state();
+            due.iter().any(|r| {
+                let t = state.task(&crate::state::TaskId::new(&r.job, r.index));
+                t.is_some_and(|t| {
+                    let now = state.reservation_of(t);
+                    r.resources.cpu_millis < now.cpu_millis || r.resources.ram_bytes < now.ram_bytes
+                })
+            })
+        };
+        match master.propose(crate::state::Command::SetReservations { reservations: due }).await {
+            Ok(_) => {
+                tracing::debug!(tasks = n, "reservations committed");
+                if fell {
+                    // room was reclaimed: pending batch work may fit now
+                    master.schedule_wakeup.notify_one();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reservations not committed"),
+        }
+    }
+}
+
 /// Runs the leader's duties while this replica leads. On election it first confirms with a
 /// quorum that its state holds every committed entry, records the configured default quota if
 /// the state differs, then starts the duties with empty soft state (the Borglets' reports rebuild
@@ -93,7 +136,7 @@ pub async fn run(master: Arc<Master>) {
         duties.spawn(tick_rollouts(master.clone()));
         duties.spawn(collect_finished(master.clone()));
         duties.spawn(tick_crons(master.clone()));
-        duties.spawn(crate::reservation::run(master.clone()));
+        duties.spawn(commit_reservations(master.clone()));
         watch.while_leading().await;
         tracing::warn!(id = master.id, "no longer the leader: stopped polling and scheduling");
         duties.shutdown().await;

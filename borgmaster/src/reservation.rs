@@ -81,6 +81,8 @@ impl Default for ReclaimConfig {
 #[derive(Debug, Clone, Default)]
 struct Track {
     first_ms: i64,
+    /// The observation round that last saw it (runs not seen in a round are forgotten).
+    seen: u64,
     buckets: VecDeque<(i64, Resources)>,
 }
 
@@ -98,28 +100,32 @@ fn max_each(a: Resources, b: Resources) -> Resources {
 #[derive(Debug, Default)]
 pub struct Estimator {
     tracks: HashMap<RunId, Track>,
+    round: u64,
 }
 
 impl Estimator {
     /// Records the usage of every run in `usage` (each machine's last poll) at `now_ms`, and
-    /// forgets runs no longer reported.
+    /// forgets runs no longer reported. Allocates only for runs seen for the first time.
     pub fn observe<'a>(
         &mut self,
         usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>,
         now_ms: i64,
         window: Duration,
     ) {
+        self.round += 1;
+        let round = self.round;
         let width = bucket_ms(window);
         let bucket = now_ms - now_ms.rem_euclid(width);
         let keep_from = now_ms - window.as_millis() as i64 - width;
-        let mut seen = std::collections::HashSet::new();
         for (_, runs) in usage {
             for (run, (u, _)) in runs {
-                seen.insert(run.clone());
-                let t = self
-                    .tracks
-                    .entry(run.clone())
-                    .or_insert_with(|| Track { first_ms: now_ms, buckets: VecDeque::new() });
+                let t = match self.tracks.get_mut(run) {
+                    Some(t) => t,
+                    None => {
+                        self.tracks.entry(run.clone()).or_insert_with(|| Track { first_ms: now_ms, ..Track::default() })
+                    }
+                };
+                t.seen = round;
                 match t.buckets.back_mut() {
                     Some((b, m)) if *b == bucket => *m = max_each(*m, *u),
                     _ => t.buckets.push_back((bucket, *u)),
@@ -129,76 +135,46 @@ impl Estimator {
                 }
             }
         }
-        self.tracks.retain(|run, _| seen.contains(run));
+        self.tracks.retain(|_, t| t.seen == round);
     }
 
-    /// Peak usage of `run` over the last `window`, and how long it has been watched.
-    fn peak(&self, run: &RunId, now_ms: i64, window: Duration) -> Option<(Resources, i64)> {
-        let t = self.tracks.get(run)?;
-        let from = now_ms - window.as_millis() as i64 - bucket_ms(window);
-        let peak = t.buckets.iter().filter(|(b, _)| *b >= from).fold(Resources::ZERO, |a, (_, u)| max_each(a, *u));
-        Some((peak, now_ms - t.first_ms))
-    }
-
-    /// The reservations to commit now: for each running task (not an alloc, not in one) the
-    /// leader has usage for, its estimate when it differs enough from the committed one (a rise
-    /// at once; a fall past [`HYSTERESIS`], after the warmup), by job and index.
+    /// The reservations to commit now, by job and index: for each run the leader has usage for
+    /// whose task runs it (not an alloc, not in one), its estimate when it differs enough from
+    /// the committed one (a rise at once; a fall past [`HYSTERESIS`], after the warmup).
     pub fn due(&self, state: &CellState, cfg: &ReclaimConfig, now_ms: i64) -> Vec<Reservation> {
         let mut out = Vec::new();
         let warmup = cfg.warmup.as_millis() as i64;
-        for job in state.jobs.values() {
+        let from = now_ms - cfg.window.as_millis() as i64 - bucket_ms(cfg.window);
+        for (run, track) in &self.tracks {
+            let Some(job) = state.jobs.get(&run.task.job) else { continue };
             if job.spec.kind == borg_jobspec::JobKind::AllocSet || !job.spec.alloc_set.is_empty() {
                 continue;
             }
-            for t in job.tasks.iter().filter(|t| t.state == TaskState::Running && t.machine.is_some()) {
-                let run = RunId::new(&t.job, t.index, t.incarnation);
-                let Some((peak, watched)) = self.peak(&run, now_ms, cfg.window) else { continue };
-                let request = job.spec_for(t.job_version).resources;
-                let current = t.reservation.unwrap_or(request);
-                let next = estimate(request, peak, cfg.margin);
-                let rises = next.cpu_millis > current.cpu_millis || next.ram_bytes > current.ram_bytes;
-                let warmed = now_ms - t.state_since_ms.max(t.scheduled_ms) >= warmup && watched >= warmup;
-                let falls_enough = |n: u64, c: u64, r: u64| c > n && (c - n) as f64 > HYSTERESIS * r as f64;
-                let falls = warmed
-                    && (falls_enough(next.cpu_millis, current.cpu_millis, request.cpu_millis)
-                        || falls_enough(next.ram_bytes, current.ram_bytes, request.ram_bytes));
-                if rises || falls {
-                    // a rise takes the new figure in every resource that rose, keeps the rest
-                    let resources = if falls { next } else { max_each(current, next).min_each(&request) };
-                    out.push(Reservation { job: t.job.clone(), index: t.index, incarnation: t.incarnation, resources });
-                    if out.len() >= MAX_PER_ENTRY {
-                        return out;
-                    }
-                }
+            let Some(t) = job.tasks.get(run.task.index as usize) else { continue };
+            if t.incarnation != run.incarnation || t.state != TaskState::Running || t.machine.is_none() {
+                continue;
+            }
+            let peak =
+                track.buckets.iter().filter(|(b, _)| *b >= from).fold(Resources::ZERO, |a, (_, u)| max_each(a, *u));
+            let watched = now_ms - track.first_ms;
+            let request = job.spec_for(t.job_version).resources;
+            let current = t.reservation.unwrap_or(request);
+            let next = estimate(request, peak, cfg.margin);
+            let rises = next.cpu_millis > current.cpu_millis || next.ram_bytes > current.ram_bytes;
+            let warmed = now_ms - t.state_since_ms.max(t.scheduled_ms) >= warmup && watched >= warmup;
+            let falls_enough = |n: u64, c: u64, r: u64| c > n && (c - n) as f64 > HYSTERESIS * r as f64;
+            let falls = warmed
+                && (falls_enough(next.cpu_millis, current.cpu_millis, request.cpu_millis)
+                    || falls_enough(next.ram_bytes, current.ram_bytes, request.ram_bytes));
+            if rises || falls {
+                // a rise takes the new figure in every resource that rose, keeps the rest
+                let resources = if falls { next } else { max_each(current, next).min_each(&request) };
+                out.push(Reservation { job: t.job.clone(), index: t.index, incarnation: t.incarnation, resources });
             }
         }
+        out.sort_unstable_by(|a, b| a.job.cmp(&b.job).then(a.index.cmp(&b.index)));
+        out.truncate(MAX_PER_ENTRY);
         out
-    }
-}
-
-/// While this replica leads and reclamation is on: every `interval`, observes the last polls'
-/// usage and commits the reservations that moved.
-pub async fn run(master: std::sync::Arc<crate::master::Master>) {
-    let cfg = master.config.reclaim;
-    if !cfg.enabled {
-        return;
-    }
-    let mut estimator = Estimator::default();
-    let mut every = tokio::time::interval(cfg.interval);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let now = crate::master::now_ms();
-        estimator.observe(master.soft().task_usage.iter(), now, cfg.window);
-        let due = estimator.due(&master.state(), &cfg, now);
-        if due.is_empty() {
-            continue;
-        }
-        let n = due.len();
-        match master.propose(crate::state::Command::SetReservations { reservations: due }).await {
-            Ok(_) => tracing::debug!(tasks = n, "reservations committed"),
-            Err(e) => tracing::debug!(error = %e, "reservations not committed"),
-        }
     }
 }
 

@@ -39,6 +39,9 @@ pub struct PassMemory {
     /// (machines up, live tasks bound) at the last pass: backoffs are forgotten when capacity
     /// may have been freed.
     pub last_capacity: (usize, usize),
+    /// The residents' reservations summed at the last pass: backoffs are forgotten when they
+    /// fell (resources reclaimed, Borg §5.5).
+    pub last_reserved: scheduler_core::Resources,
 }
 
 /// The scheduler loop's own state: the scheduler with its caches, and its pass memory.
@@ -93,7 +96,10 @@ impl SchedulerLoop {
         {
             let soft = master.soft();
             let capacity = (snap.machines_up, snap.bound);
-            if capacity.0 > memory.last_capacity.0 || capacity.1 < memory.last_capacity.1 {
+            let reclaimed = snap.reserved.cpu_millis < memory.last_reserved.cpu_millis
+                || snap.reserved.ram_bytes < memory.last_reserved.ram_bytes;
+            memory.last_reserved = snap.reserved;
+            if capacity.0 > memory.last_capacity.0 || capacity.1 < memory.last_capacity.1 || reclaimed {
                 memory.unplaced_backoff.clear();
             }
             memory.last_capacity = capacity;

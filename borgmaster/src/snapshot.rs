@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub machines_up: usize,
     /// Live tasks bound to a machine (capacity may have been freed when this drops).
     pub bound: usize,
+    /// Their reservations summed (resources were reclaimed when this drops).
+    pub reserved: scheduler_core::Resources,
     /// Gang jobs with pending tasks offered in this pass: job number -> how many.
     pub gangs: HashMap<u32, usize>,
     /// Each job's user's dominant share at its band divided by the user's weight there, by job
@@ -57,6 +59,7 @@ pub fn snapshot(state: &CellState, reclaim: bool) -> Snapshot {
     let mut model = CellModel::new();
     let machines_up = state.machines.values().filter(|m| m.state == MachineState::Up).count();
     let mut bound = 0;
+    let mut reserved = scheduler_core::Resources::ZERO;
     let mut index_of: HashMap<&MachineId, usize> = HashMap::new();
     for m in state.machines.values() {
         let domain = m.attributes.get(DOMAIN_ATTRIBUTE).unwrap_or(&m.id.0);
@@ -90,6 +93,7 @@ pub fn snapshot(state: &CellState, reclaim: bool) -> Snapshot {
                         if let (true, Some(reservation)) = (reclaim, t.reservation) {
                             resident = resident.reserving(reservation);
                         }
+                        reserved = reserved.saturating_add(resident.reservation);
                         model.add(m, resident);
                         if let Some(band) = job.spec.priority.band() {
                             let u = used_by
@@ -156,7 +160,7 @@ pub fn snapshot(state: &CellState, reclaim: bool) -> Snapshot {
     let owner: Vec<(&str, Option<scheduler_core::Band>)> =
         state.jobs.values().map(|j| (j.spec.user.as_str(), j.spec.priority.band())).collect();
     scheduler_core::order_by_fair_share(&mut groups, |g| owner[g.job_id as usize], |g| share_of_job[g.job_id as usize]);
-    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, gangs, shares: share_of_job }
+    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, reserved, gangs, shares: share_of_job }
 }
 
 /// Gang scheduling: drops from `p` the bindings of every gang job of `snap` that did not get all

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// The Borgmaster's layers, bottom first.
 const BORGMASTER: &[&[&str]] = &[
     &["state", "liveness", "soft", "tls"],
-    &["snapshot", "usage", "convert", "raft"],
+    &["snapshot", "usage", "convert", "raft", "reservation"],
     &["metrics"],
     &["master"],
     &["scheduler_loop", "link_shard"],

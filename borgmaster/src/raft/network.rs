@@ -2,7 +2,8 @@
 //! channel per peer) and the server side (`borg.v1.Raft`, served on the Borgmaster's API
 //! listener). Messages are openraft's own types as JSON in a `RaftMessage`; the reply is the JSON
 //! of the handler's `Result`, so a peer's Raft error comes back as a remote error, not a
-//! transport one.
+//! transport one. Snapshot chunks travel with their bytes beside the JSON
+//! (`InstallSnapshotBinary`), not as JSON numbers inside it.
 
 use super::{BorgRaft, NodeId, TypeConfig};
 use borg_proto as pb;
@@ -83,14 +84,17 @@ enum Rpc {
     Append,
     Vote,
     Snapshot,
+    SnapshotBinary,
 }
 
 impl Connection {
-    /// Sends `req` and decodes the peer's `Result<Resp, RaftError<E>>`.
+    /// Sends `req` (with `data`, for [`Rpc::SnapshotBinary`]) and decodes the peer's
+    /// `Result<Resp, RaftError<E>>`.
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
         req: &Req,
+        data: Vec<u8>,
         ttl: Duration,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
@@ -98,20 +102,44 @@ impl Connection {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
+        let reply = self.send(rpc, req, data, ttl).await?;
+        Self::decode_reply(self.target, &self.address, reply)
+    }
+
+    /// Sends one message; the peer's gRPC status is returned as it is.
+    async fn send<Req: serde::Serialize, E: std::error::Error>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        data: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Result<Response<pb::RaftMessage>, Status>, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
         };
         let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = Request::new(pb::RaftMessage { json });
+        let mut request = Request::new(pb::RaftMessage { json, data });
         request.set_timeout(ttl);
-        let reply = match rpc {
+        Ok(match rpc {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
-        };
+            Rpc::SnapshotBinary => client.install_snapshot_binary(request).await,
+        })
+    }
+
+    fn decode_reply<Resp, E>(
+        target: NodeId,
+        address: &str,
+        reply: Result<Response<pb::RaftMessage>, Status>,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
         let reply = reply.map_err(|s| {
-            let e = std::io::Error::other(format!("replica {} at {}: {}", self.target, self.address, s.message()));
+            let e = std::io::Error::other(format!("replica {target} at {address}: {}", s.message()));
             match s.code() {
                 tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
@@ -119,7 +147,7 @@ impl Connection {
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 }
 
@@ -129,7 +157,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+        self.call(Rpc::Append, &rpc, Vec::new(), option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -138,7 +166,17 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+        // the chunk's bytes out of the JSON; a peer without the binary RPC gets the JSON one
+        let mut rpc = rpc;
+        let data = std::mem::take(&mut rpc.data);
+        let reply = self.send(Rpc::SnapshotBinary, &rpc, data.clone(), option.hard_ttl()).await?;
+        match reply {
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                rpc.data = data;
+                self.call(Rpc::Snapshot, &rpc, Vec::new(), option.hard_ttl()).await
+            }
+            reply => Self::decode_reply(self.target, &self.address, reply),
+        }
     }
 
     async fn vote(
@@ -146,7 +184,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+        self.call(Rpc::Vote, &rpc, Vec::new(), option.hard_ttl()).await
     }
 }
 
@@ -213,7 +251,7 @@ fn decode<T: serde::de::DeserializeOwned>(req: Request<pb::RaftMessage>) -> Resu
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<pb::RaftMessage>, Status> {
     serde_json::to_vec(v)
-        .map(|json| Response::new(pb::RaftMessage { json }))
+        .map(|json| Response::new(pb::RaftMessage { json, data: Vec::new() }))
         .map_err(|e| Status::internal(format!("Raft reply does not encode: {e}")))
 }
 
@@ -263,6 +301,19 @@ impl pb::raft_server::Raft for RaftService {
         self.check(&req)?;
         self.check_ready()?;
         encode(&self.raft.install_snapshot(decode(req)?).await)
+    }
+
+    async fn install_snapshot_binary(
+        &self,
+        req: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        self.check(&req)?;
+        self.check_ready()?;
+        let pb::RaftMessage { json, data } = req.into_inner();
+        let mut chunk: openraft::raft::InstallSnapshotRequest<TypeConfig> = serde_json::from_slice(&json)
+            .map_err(|e| Status::invalid_argument(format!("Raft message does not decode: {e}")))?;
+        chunk.data = data;
+        encode(&self.raft.install_snapshot(chunk).await)
     }
 
     async fn status(&self, _: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
