@@ -142,24 +142,13 @@ impl TestCell {
     /// Starts the master and `n` Borglets and waits until all are registered; with `secure`,
     /// first makes the cell's CA and the master's and admin's credentials.
     fn launch(name: &str, n: usize, http: bool, default_quota: &str, secure: bool) -> TestCell {
-        Self::launch_polling(name, n, http, default_quota, secure, POLL)
+        Self::launch_custom(name, n, http, default_quota, secure, POLL, &[], &[])
     }
 
     /// Like [`TestCell::start`] with the master polling every `poll_interval` (e.g. "1s", the
     /// production default) instead of [`POLL`].
     pub fn start_polling(name: &str, n: usize, poll_interval: &str) -> TestCell {
-        Self::launch_polling(name, n, false, "unlimited", false, poll_interval)
-    }
-
-    fn launch_polling(
-        name: &str,
-        n: usize,
-        http: bool,
-        default_quota: &str,
-        secure: bool,
-        poll_interval: &str,
-    ) -> TestCell {
-        Self::launch_custom(name, n, http, default_quota, secure, poll_interval, &[], &[])
+        Self::launch_custom(name, n, false, "unlimited", false, poll_interval, &[], &[])
     }
 
     /// A cell (HTTP on, default quota unlimited, poll interval [`POLL`]) whose master gets

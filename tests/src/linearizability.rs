@@ -205,6 +205,27 @@ pub fn check<M: Model>(model: &M, history: &[Op<M::Input, M::Output>]) -> Result
     Ok(stack.iter().map(|(c, _, _)| e[*c].op).collect())
 }
 
+/// The job name of key `k` in the fault suite and the simulation.
+pub fn key_name(k: usize) -> String {
+    format!("k{k}")
+}
+
+/// The spec of key `k` holding `value` (in its env `V`), owned by `user`: one task of 1,000
+/// cores, which no machine fits (so it never runs or finishes).
+pub fn key_spec(k: usize, value: u64, user: &str) -> borg_jobspec::JobSpec {
+    let mut spec = borg_jobspec::JobSpec::new(
+        key_name(k),
+        user,
+        scheduler_core::Priority(100),
+        borg_jobspec::JobKind::Service,
+        1,
+        vec!["/bin/true".into()],
+        scheduler_core::Resources::new(1_000_000, 1 << 20, 0),
+    );
+    spec.env.insert("V".into(), value.to_string());
+    spec
+}
+
 /// The job store as the fault suite drives it, one job name per key: `apply` (with an optional
 /// expected version: a compare-and-set), `kill` and `get`, with the master's semantics
 /// (`borgmaster/src/state/jobs.rs`): an apply of the spec the job already has, unkilled, is

@@ -22,7 +22,7 @@
 //! replica, how long), not the processes' timing.
 
 use borg_integration_tests::group::MasterGroup;
-use borg_integration_tests::linearizability::{check, JobInput, JobOutput, JobState, JobStore, Op, Verdict};
+use borg_integration_tests::linearizability::{check, key_name, JobInput, JobOutput, JobState, JobStore, Op, Verdict};
 use borg_proto as pb;
 use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -44,24 +44,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn key_name(k: usize) -> String {
-    format!("k{k}")
-}
-
-/// The spec of key `k` holding `value`: one task that never fits (so it never finishes), the
-/// value in its env.
+/// The spec of key `k` holding `value`, as the API takes it.
 fn key_spec(k: usize, value: u64) -> pb::JobSpec {
-    let mut spec = borg_jobspec::JobSpec::new(
-        key_name(k),
-        "faults",
-        scheduler_core::Priority(100),
-        borg_jobspec::JobKind::Service,
-        1,
-        vec!["/bin/true".into()],
-        scheduler_core::Resources::new(1_000_000_000, 1 << 20, 0),
-    );
-    spec.env.insert("V".into(), value.to_string());
-    (&spec).into()
+    (&borg_integration_tests::linearizability::key_spec(k, value, "faults")).into()
 }
 
 type History = Vec<(usize, Op<JobInput, JobOutput>)>;

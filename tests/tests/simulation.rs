@@ -30,7 +30,7 @@
 //! even ones with 3), `BORG_SIM_SEED` (run only
 //! this seed), `BORG_SIM_SECONDS` (simulated seconds of faults per seed; default 60).
 
-use borg_integration_tests::linearizability::{check, JobInput, JobOutput, JobState, JobStore, Op};
+use borg_integration_tests::linearizability::{check, key_name, key_spec, JobInput, JobOutput, JobState, JobStore, Op};
 use borgmaster::raft::group::{self, WriteError};
 use borgmaster::raft::network::{Dial, Network, RaftService};
 use borgmaster::raft::{self as raft, BorgRaft, Group, NodeId};
@@ -63,25 +63,6 @@ fn verbose() -> bool {
 
 fn host(id: NodeId) -> String {
     format!("replica{id}")
-}
-
-fn key_name(k: usize) -> String {
-    format!("k{k}")
-}
-
-/// The spec of key `k` holding `value` (in its env): one task of a job no machine runs.
-fn key_spec(k: usize, value: u64) -> borg_jobspec::JobSpec {
-    let mut spec = borg_jobspec::JobSpec::new(
-        key_name(k),
-        "sim",
-        scheduler_core::Priority(100),
-        borg_jobspec::JobKind::Service,
-        1,
-        vec!["/bin/true".into()],
-        scheduler_core::Resources::new(100, 1 << 20, 0),
-    );
-    spec.env.insert("V".into(), value.to_string());
-    spec
 }
 
 /// Key `k` as the model sees it in `state`.
@@ -257,7 +238,7 @@ enum Outcome {
 async fn run_op(raft: &BorgRaft, state: &Arc<RwLock<CellState>>, k: usize, input: &JobInput, stale: bool) -> Outcome {
     let command = match input {
         JobInput::Apply { value, expected } => {
-            Command::ApplyJob { spec: key_spec(k, *value), expected_version: *expected }
+            Command::ApplyJob { spec: key_spec(k, *value, "sim"), expected_version: *expected }
         }
         JobInput::Kill => Command::KillJob { name: key_name(k) },
         JobInput::Get if stale => return Outcome::Done(JobOutput::Got(job_state(&state.read().unwrap(), k))),

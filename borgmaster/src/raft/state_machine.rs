@@ -3,8 +3,9 @@
 //! The state lives in memory behind a lock shared with the master (readers never wait for disk).
 //! It is not written per entry: on start it is rebuilt from the last snapshot and openraft
 //! replays the committed log after it. A snapshot is the whole [`CellState`] as JSON plus
-//! openraft's metadata (last log id and membership), written to the `meta` column family under
-//! `snapshot` with a synced write; openraft then purges the log it covers. A replica that lags
+//! openraft's metadata (last log id and membership), written to the `meta` column family as
+//! `snapshot_meta` and `snapshot_data` (the bytes as they are) in one synced write; openraft then
+//! purges the log it covers. (The first format, one JSON `snapshot` of both, is still read.) A replica that lags
 //! behind the purged log, or lost its disk, receives the leader's snapshot and installs it.
 
 use super::log_store::{cf, write_synced, StorageResult, CF_META};
@@ -18,7 +19,13 @@ use rocksdb::{WriteBatch, DB};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
+/// A snapshot in the first format: the whole [`StoredSnapshot`] as JSON (its data as an array
+/// of numbers, 3.5 times its size). Still read; replaced by the next snapshot written.
 const SNAPSHOT_KEY: &str = "snapshot";
+/// The stored snapshot's metadata (JSON of openraft's `SnapshotMeta`).
+const SNAPSHOT_META_KEY: &str = "snapshot_meta";
+/// The stored snapshot's data (the JSON of the cell state, as it is), written with its metadata.
+const SNAPSHOT_DATA_KEY: &str = "snapshot_data";
 /// The last log index the stored snapshot covers (8 bytes, big endian), written in the same
 /// batch as the snapshot, so that it can be read without the snapshot.
 const SNAPSHOT_INDEX_KEY: &str = "snapshot_index";
@@ -53,8 +60,32 @@ pub struct SnapshotBuilder {
     seq: u64,
 }
 
+/// The stored snapshot's metadata alone (without reading its data), in either format.
+fn read_snapshot_meta(db: &DB) -> StorageResult<Option<SnapshotMeta<NodeId, BasicNode>>> {
+    let meta = cf(db, CF_META)?;
+    match db.get_cf(meta, SNAPSHOT_META_KEY).map_err(|e| StorageIOError::read_snapshot(None, &e))? {
+        Some(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+        }
+        None => Ok(read_snapshot(db)?.map(|s| s.meta)),
+    }
+}
+
 fn read_snapshot(db: &DB) -> StorageResult<Option<StoredSnapshot>> {
-    match db.get_cf(cf(db, CF_META)?, SNAPSHOT_KEY).map_err(|e| StorageIOError::read_snapshot(None, &e))? {
+    let meta_cf = cf(db, CF_META)?;
+    let read = |key: &str| db.get_cf(meta_cf, key).map_err(|e| StorageIOError::read_snapshot(None, &e));
+    if let Some(meta) = read(SNAPSHOT_META_KEY)? {
+        let meta: SnapshotMeta<NodeId, BasicNode> =
+            serde_json::from_slice(&meta).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let data = read(SNAPSHOT_DATA_KEY)?.ok_or_else(|| {
+            StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &std::io::Error::other("the stored snapshot's metadata has no data beside it"),
+            )
+        })?;
+        return Ok(Some(StoredSnapshot { meta, data }));
+    }
+    match read(SNAPSHOT_KEY)? {
         None => Ok(None),
         Some(bytes) => {
             serde_json::from_slice(&bytes).map(Some).map_err(|e| StorageIOError::read_snapshot(None, &e).into())
@@ -64,7 +95,7 @@ fn read_snapshot(db: &DB) -> StorageResult<Option<StoredSnapshot>> {
 
 /// The membership recorded in the stored snapshot, if there is one (for offline recovery).
 pub(crate) fn stored_membership(db: &DB) -> StorageResult<Option<openraft::Membership<NodeId, BasicNode>>> {
-    Ok(read_snapshot(db)?.map(|s| s.meta.last_membership.membership().clone()))
+    Ok(read_snapshot_meta(db)?.map(|m| m.last_membership.membership().clone()))
 }
 
 /// The last log index the stored snapshot covers (`None`: no snapshot, or one of no entry).
@@ -73,15 +104,17 @@ pub(crate) fn stored_snapshot_index(db: &DB) -> StorageResult<Option<u64>> {
     match db.get_cf(meta, SNAPSHOT_INDEX_KEY).map_err(|e| StorageIOError::read_snapshot(None, &e))? {
         Some(b) if b.len() == 8 => Ok(Some(u64::from_be_bytes(b[..8].try_into().unwrap_or([0; 8])))),
         // a store written before the index was kept: from the snapshot itself
-        _ => Ok(read_snapshot(db)?.and_then(|s| s.meta.last_log_id.map(|l| l.index))),
+        _ => Ok(read_snapshot_meta(db)?.and_then(|m| m.last_log_id.map(|l| l.index))),
     }
 }
 
 fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
     let sig = Some(snap.meta.signature());
-    let bytes = serde_json::to_vec(snap).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+    let meta = serde_json::to_vec(&snap.meta).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
     let mut batch = WriteBatch::default();
-    batch.put_cf(cf(db, CF_META)?, SNAPSHOT_KEY, bytes);
+    batch.put_cf(cf(db, CF_META)?, SNAPSHOT_META_KEY, meta);
+    batch.put_cf(cf(db, CF_META)?, SNAPSHOT_DATA_KEY, &snap.data);
+    batch.delete_cf(cf(db, CF_META)?, SNAPSHOT_KEY);
     if let Some(l) = snap.meta.last_log_id {
         batch.put_cf(cf(db, CF_META)?, SNAPSHOT_INDEX_KEY, l.index.to_be_bytes());
     }
@@ -223,5 +256,43 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         Ok(read_snapshot(&self.db)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(index: u64, data: &[u8]) -> StoredSnapshot {
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
+        };
+        StoredSnapshot { meta, data: data.to_vec() }
+    }
+
+    #[test]
+    fn snapshots_are_stored_as_meta_and_raw_data_and_the_first_format_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::log_store::open_db(dir.path()).unwrap();
+        // the first format: one JSON of both
+        let old = stored(7, b"{\"cell\":\"old\"}");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&db, CF_META).unwrap(), SNAPSHOT_KEY, serde_json::to_vec(&old).unwrap());
+        write_synced(&db, batch).unwrap();
+        let back = read_snapshot(&db).unwrap().unwrap();
+        assert_eq!((back.meta.snapshot_id.as_str(), back.data.as_slice()), ("s7", old.data.as_slice()));
+        assert_eq!(stored_snapshot_index(&db).unwrap(), Some(7));
+        // a new snapshot replaces it: metadata as JSON, the data as its own bytes
+        let new = stored(9, b"{\"cell\":\"new\"}");
+        write_snapshot(&db, &new).unwrap();
+        let meta = cf(&db, CF_META).unwrap();
+        assert_eq!(db.get_cf(meta, SNAPSHOT_KEY).unwrap(), None, "the old format is gone");
+        assert_eq!(db.get_cf(meta, SNAPSHOT_DATA_KEY).unwrap().as_deref(), Some(new.data.as_slice()));
+        let back = read_snapshot(&db).unwrap().unwrap();
+        assert_eq!((back.meta.snapshot_id.as_str(), back.data.as_slice()), ("s9", new.data.as_slice()));
+        assert_eq!(read_snapshot_meta(&db).unwrap().unwrap().snapshot_id, "s9");
+        assert_eq!(stored_snapshot_index(&db).unwrap(), Some(9));
     }
 }
