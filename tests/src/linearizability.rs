@@ -264,6 +264,42 @@ pub enum JobOutput {
     Got(JobState),
 }
 
+impl JobOutput {
+    /// The version this answer shows the job at (0: absent), if it shows one: what a client
+    /// expects next time (kills show none).
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            JobOutput::Applied { version } | JobOutput::VersionMismatch { actual: version } => Some(*version),
+            JobOutput::Got(s) => Some(s.map_or(0, |(v, _, _)| v)),
+            JobOutput::NoSuchJob => Some(0),
+            JobOutput::Killed { .. } => None,
+        }
+    }
+}
+
+/// A client's next operation, drawn from `rng`: an apply `applies`% of the time (of a value
+/// unique to `client` and its `seq`-th operation; 7 times in 10 expecting `known`, the last
+/// version it saw, 0 when none), a kill `kills`% of the time, else a get.
+pub fn random_input(
+    rng: &mut rand::rngs::SmallRng,
+    client: usize,
+    seq: u64,
+    known: Option<u64>,
+    applies: u32,
+    kills: u32,
+) -> JobInput {
+    use rand::RngExt;
+    let r = rng.random_range(0..100);
+    if r < applies {
+        let expected = if rng.random_range(0..10) < 7 { Some(known.unwrap_or(0)) } else { None };
+        JobInput::Apply { value: client as u64 * 1_000_000_000 + seq, expected }
+    } else if r < applies + kills {
+        JobInput::Kill
+    } else {
+        JobInput::Get
+    }
+}
+
 impl Model for JobStore {
     type State = JobState;
     type Input = JobInput;

@@ -22,7 +22,9 @@
 //! replica, how long), not the processes' timing.
 
 use borg_integration_tests::group::MasterGroup;
-use borg_integration_tests::linearizability::{check, key_name, JobInput, JobOutput, JobState, JobStore, Op, Verdict};
+use borg_integration_tests::linearizability::{
+    check, key_name, random_input, JobInput, JobOutput, JobState, JobStore, Op, Verdict,
+};
 use borg_proto as pb;
 use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -170,16 +172,8 @@ async fn client_loop(
     let mut seq = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let k = rng.random_range(0..KEYS);
-        let r = rng.random_range(0..100);
         seq += 1;
-        let input = if r < 45 {
-            let expected = if rng.random_range(0..10) < 7 { Some(known.get(&k).copied().unwrap_or(0)) } else { None };
-            JobInput::Apply { value: id as u64 * 1_000_000_000 + seq, expected }
-        } else if r < 55 {
-            JobInput::Kill
-        } else {
-            JobInput::Get
-        };
+        let input = random_input(&mut rng, id, seq, known.get(&k).copied(), 45, 10);
         let at = rng.random_range(0..addrs.len());
         let call = start.elapsed().as_micros() as u64;
         let Ok(output) = client.run(at, k, &input).await else {
@@ -187,17 +181,8 @@ async fn client_loop(
             continue;
         };
         let ret = if output.is_some() { start.elapsed().as_micros() as u64 } else { call + UNKNOWN_EFFECT_WITHIN_US };
-        match &output {
-            Some(JobOutput::Applied { version }) | Some(JobOutput::VersionMismatch { actual: version }) => {
-                known.insert(k, *version);
-            }
-            Some(JobOutput::Got(s)) => {
-                known.insert(k, s.map_or(0, |(v, _, _)| v));
-            }
-            Some(JobOutput::NoSuchJob) => {
-                known.insert(k, 0);
-            }
-            _ => {}
+        if let Some(v) = output.as_ref().and_then(JobOutput::version) {
+            known.insert(k, v);
         }
         // a failed read changed nothing: it is left out of the history
         if output.is_none() && input == JobInput::Get {

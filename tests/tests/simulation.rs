@@ -30,7 +30,9 @@
 //! even ones with 3), `BORG_SIM_SEED` (run only
 //! this seed), `BORG_SIM_SECONDS` (simulated seconds of faults per seed; default 60).
 
-use borg_integration_tests::linearizability::{check, key_name, key_spec, JobInput, JobOutput, JobState, JobStore, Op};
+use borg_integration_tests::linearizability::{
+    check, key_name, key_spec, random_input, JobInput, JobOutput, JobState, JobStore, Op,
+};
 use borgmaster::raft::group::{self, WriteError};
 use borgmaster::raft::network::{Dial, Network, RaftService};
 use borgmaster::raft::{self as raft, BorgRaft, Group, NodeId};
@@ -280,16 +282,8 @@ async fn client_loop(world: World, raft: BorgRaft, state: Arc<RwLock<CellState>>
     while !world.stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(rng.random_range(5..60))).await;
         let k = rng.random_range(0..KEYS);
-        let r = rng.random_range(0..100);
         seq += 1;
-        let input = if r < 50 {
-            let expected = if rng.random_range(0..10) < 7 { Some(known.get(&k).copied().unwrap_or(0)) } else { None };
-            JobInput::Apply { value: client as u64 * 1_000_000_000 + seq, expected }
-        } else if r < 60 {
-            JobInput::Kill
-        } else {
-            JobInput::Get
-        };
+        let input = random_input(&mut rng, client, seq, known.get(&k).copied(), 50, 10);
         let at = {
             let mut h = world.history.lock().unwrap();
             h.push(Some((k, Op { client, input: input.clone(), output: None, call: world.tick(), ret: u64::MAX })));
@@ -299,17 +293,8 @@ async fn client_loop(world: World, raft: BorgRaft, state: Arc<RwLock<CellState>>
         let mut h = world.history.lock().unwrap();
         match outcome {
             Ok(Outcome::Done(output)) => {
-                match &output {
-                    JobOutput::Applied { version } | JobOutput::VersionMismatch { actual: version } => {
-                        known.insert(k, *version);
-                    }
-                    JobOutput::Got(s) => {
-                        known.insert(k, s.map_or(0, |(v, _, _)| v));
-                    }
-                    JobOutput::NoSuchJob => {
-                        known.insert(k, 0);
-                    }
-                    JobOutput::Killed { .. } => {}
+                if let Some(v) = output.version() {
+                    known.insert(k, v);
                 }
                 if let Some((_, op)) = &mut h[at] {
                     op.output = Some(output);
