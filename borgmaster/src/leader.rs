@@ -80,21 +80,11 @@ async fn commit_reservations(master: Arc<Master>) {
         every.tick().await;
         let now = crate::master::now_ms();
         estimator.observe(master.soft().task_usage.iter(), now, cfg.window);
-        let due = estimator.due(&master.state(), &cfg, now);
+        let (due, fell) = estimator.due(&master.state(), &cfg, now);
         if due.is_empty() {
             continue;
         }
         let n = due.len();
-        let fell = {
-            let state = master.state();
-            due.iter().any(|r| {
-                let t = state.task(&crate::state::TaskId::new(&r.job, r.index));
-                t.is_some_and(|t| {
-                    let now = state.reservation_of(t);
-                    r.resources.cpu_millis < now.cpu_millis || r.resources.ram_bytes < now.ram_bytes
-                })
-            })
-        };
         match master.propose(crate::state::Command::SetReservations { reservations: due }).await {
             Ok(_) => {
                 tracing::debug!(tasks = n, "reservations committed");

@@ -248,20 +248,7 @@ impl Master {
         if before.is_some() && before == applied {
             return Ok(before.map_or(0, |l| l.index));
         }
-        self.raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
-        let mut m = self.raft.metrics();
-        let wait = async {
-            loop {
-                let snap = m.borrow().snapshot;
-                if snap.is_some() && snap != before {
-                    return Ok(snap.map_or(0, |l| l.index));
-                }
-                if m.changed().await.is_err() {
-                    return Err("Raft stopped".to_string());
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| format!("no snapshot stored within {timeout:?}"))?
+        crate::raft::group::snapshot_until(&self.raft, |m| m.snapshot.is_some() && m.snapshot != before, timeout).await
     }
 
     /// A watch of this replica's leadership (the leader's duties follow it).

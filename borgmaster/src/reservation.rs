@@ -140,9 +140,11 @@ impl Estimator {
 
     /// The reservations to commit now, by job and index: for each run the leader has usage for
     /// whose task runs it (not an alloc, not in one), its estimate when it differs enough from
-    /// the committed one (a rise at once; a fall past [`HYSTERESIS`], after the warmup).
-    pub fn due(&self, state: &CellState, cfg: &ReclaimConfig, now_ms: i64) -> Vec<Reservation> {
+    /// the committed one (a rise at once; a fall past [`HYSTERESIS`], after the warmup); and
+    /// whether one of them falls (room is reclaimed).
+    pub fn due(&self, state: &CellState, cfg: &ReclaimConfig, now_ms: i64) -> (Vec<Reservation>, bool) {
         let mut out = Vec::new();
+        let mut fell = false;
         let warmup = cfg.warmup.as_millis() as i64;
         let from = now_ms - cfg.window.as_millis() as i64 - bucket_ms(cfg.window);
         for (run, track) in &self.tracks {
@@ -166,6 +168,7 @@ impl Estimator {
             let falls = warmed
                 && (falls_enough(next.cpu_millis, current.cpu_millis, request.cpu_millis)
                     || falls_enough(next.ram_bytes, current.ram_bytes, request.ram_bytes));
+            fell |= falls;
             if rises || falls {
                 // a rise takes the new figure in every resource that rose, keeps the rest
                 let resources = if falls { next } else { max_each(current, next).min_each(&request) };
@@ -174,7 +177,7 @@ impl Estimator {
         }
         out.sort_unstable_by(|a, b| a.job.cmp(&b.job).then(a.index.cmp(&b.index)));
         out.truncate(MAX_PER_ENTRY);
-        out
+        (out, fell)
     }
 }
 
@@ -208,27 +211,29 @@ mod tests {
         // watched from 1 s: nothing before the warmup
         for t in (1_000..=50_000).step_by(5_000) {
             est.observe(idle.iter(), t, cfg.window);
-            assert!(est.due(&s, &cfg, t).is_empty(), "at {t} ms");
+            assert!(est.due(&s, &cfg, t).0.is_empty(), "at {t} ms");
         }
         for t in (55_000..=61_000).step_by(1_000) {
             est.observe(idle.iter(), t, cfg.window);
         }
-        let due = est.due(&s, &cfg, 61_000);
+        let (due, fell) = est.due(&s, &cfg, 61_000);
+        assert!(fell);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].resources, Resources::new(56, 11 * MIB + 64 * MIB, 0));
         fixtures::run(&mut s, Command::SetReservations { reservations: due }).unwrap();
-        assert!(est.due(&s, &cfg, 61_000).is_empty(), "committed: nothing moves");
+        assert!(est.due(&s, &cfg, 61_000).0.is_empty(), "committed: nothing moves");
         // it starts using its memory: the reservation rises at the next look, warmup or not
         let busy = usage("web", 5, 900 * MIB);
         est.observe(busy.iter(), 62_000, cfg.window);
-        let due = est.due(&s, &cfg, 62_000);
+        let (due, fell) = est.due(&s, &cfg, 62_000);
+        assert!(!fell, "a rise reclaims nothing");
         assert_eq!(due[0].resources.ram_bytes, 1024 * MIB, "capped at the request");
         assert_eq!(due[0].resources.cpu_millis, 56, "CPU did not rise: unchanged");
         fixtures::run(&mut s, Command::SetReservations { reservations: due }).unwrap();
         assert_eq!(s.task(&TaskId::new("web", 0)).unwrap().reservation, Some(Resources::new(56, 1024 * MIB, 0)));
         // a new leader's estimator has not watched it: it does not lower, but still raises
         let fresh = Estimator::default();
-        assert!(fresh.due(&s, &cfg, 70_000).is_empty());
+        assert!(fresh.due(&s, &cfg, 70_000).0.is_empty());
         // a run no longer reported is forgotten
         est.observe(HashMap::<MachineId, TaskUsage>::new().iter(), 63_000, cfg.window);
         assert!(est.tracks.is_empty());

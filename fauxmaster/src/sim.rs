@@ -142,14 +142,10 @@ const RECLAIM_PASSES: usize = 8;
 /// request: the cell as it stands once every task has run past its warmup. `tasks` by ref.
 fn settle_reservations(cell: &mut CellModel, tasks: &HashMap<TaskRef, &Task>) {
     for m in 0..cell.len() {
-        let rs: Vec<Resident> = cell.residents(m).to_vec();
+        let rs: Vec<TaskRef> = cell.residents(m).iter().map(|r| r.task).collect();
         for r in rs {
-            let Some(t) = tasks.get(&r.task) else { continue };
-            let reservation = crate::usage::reservation(t, 0).min_each(&r.request);
-            if reservation != r.reservation {
-                cell.remove(m, r.task);
-                cell.add(m, r.reserving(reservation));
-            }
+            let Some(t) = tasks.get(&r) else { continue };
+            cell.set_reservation(m, r, crate::usage::reservation(t, 0));
         }
     }
 }
@@ -463,9 +459,7 @@ impl ReplayState<'_> {
             while warming.front().is_some_and(|(at, _)| *at + RECLAIM_WARMUP_S <= now_s) {
                 let Some((_, r)) = warming.pop_front() else { break };
                 let (Some(&m), Some(t)) = (self.placed.get(&r), self.known.get(&r)) else { continue };
-                if let Some(old) = self.cell.remove(m, r) {
-                    self.cell.add(m, old.reserving(crate::usage::reservation(t, 0)));
-                }
+                self.cell.set_reservation(m, r, crate::usage::reservation(t, 0));
             }
         }
         let mut gs = self.pending.task_groups(self.w);

@@ -271,6 +271,25 @@ impl CellModel {
         Some(r)
     }
 
+    /// Sets the reservation of `task` on `m` (capped at its request), as a task's estimate
+    /// moves; returns false when it is not there. A lower reservation is room gained for batch
+    /// and free tasks ([`CellModel::freed_since`]).
+    pub fn set_reservation(&mut self, m: MachineIndex, task: TaskRef, reservation: Resources) -> bool {
+        let Some(r) = self.resident[m].iter_mut().find(|r| r.task == task) else { return false };
+        let new = reservation.min_each(&r.request);
+        if new == r.reservation {
+            return true;
+        }
+        let (old, b) = (r.reservation, band_index(r.priority));
+        r.reservation = new;
+        self.reserved[m][b] = self.reserved[m][b].saturating_sub(old).saturating_add(new);
+        self.recompute(m);
+        if !old.fits_in(&new) {
+            self.freed.push(m as u32);
+        }
+        true
+    }
+
     /// Changes machine `m`'s capacity (a machine update); its tasks stay, even if they no longer
     /// fit (the caller decides whether to evict them).
     pub fn set_capacity(&mut self, m: MachineIndex, capacity: Resources) {
@@ -356,6 +375,15 @@ mod tests {
         assert_eq!(c.reserved_by_band(m)[2].cpu_millis, 100);
         // a reservation is never above the request
         assert_eq!(prod.reserving(Resources::new(9000, 9000, 9)).reservation, prod.request);
+        // the estimate moves: batch sees the change, production does not
+        let freed = c.freed_len();
+        assert!(c.set_reservation(m, TaskRef { job: 1, index: 0 }, Resources::new(600, 50, 0)));
+        assert_eq!(c.free_for(m, Priority(100)).cpu_millis, 400);
+        assert_eq!(c.free_for(m, Priority(200)).cpu_millis, 0);
+        assert_eq!(c.freed_len(), freed, "a rise frees nothing");
+        assert!(c.set_reservation(m, TaskRef { job: 1, index: 0 }, Resources::new(100, 50, 0)));
+        assert_eq!(c.freed_since(freed), [m as u32], "a fall frees room");
+        assert!(!c.set_reservation(m, TaskRef { job: 9, index: 0 }, Resources::ZERO));
         c.remove(m, TaskRef { job: 1, index: 0 });
         assert_eq!(c.free_reserved(m).cpu_millis, 1000);
     }

@@ -134,6 +134,26 @@ pub async fn write(raft: &BorgRaft, group: Group) -> Result<Vec<CommandResult>, 
     }
 }
 
+/// Asks openraft for a snapshot now and waits, at most `timeout`, until `done` holds of the
+/// replica's metrics (e.g. a snapshot newer than the one before is stored). Returns the last log
+/// index the stored snapshot covers then.
+///
+/// Errors: Raft stopped, or `done` did not hold within `timeout`.
+pub async fn snapshot_until(
+    raft: &BorgRaft,
+    done: impl Fn(&openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool,
+    timeout: std::time::Duration,
+) -> Result<u64, String> {
+    raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+    let mut rx = raft.metrics();
+    let covered = match tokio::time::timeout(timeout, rx.wait_for(|m| done(m))).await {
+        Ok(Ok(m)) => Ok(m.snapshot.map_or(0, |l| l.index)),
+        Ok(Err(_)) => Err("Raft stopped".to_string()),
+        Err(_) => Err(format!("no snapshot stored within {timeout:?}")),
+    };
+    covered
+}
+
 /// Confirms with a quorum that this replica still leads and that its state holds every
 /// committed entry (openraft's `ensure_linearizable`).
 ///

@@ -127,14 +127,8 @@ async fn snapshot_current_membership(raft: &BorgRaft) {
     if !stale(&raft.metrics().borrow()) {
         return;
     }
-    if let Err(e) = raft.trigger().snapshot().await {
-        tracing::warn!(error = %e, "could not take a snapshot before adding a replica");
-        return;
-    }
-    let mut rx = raft.metrics();
-    let fresh = rx.wait_for(|m| !stale(m));
-    if tokio::time::timeout(Duration::from_secs(30), fresh).await.is_err() {
-        tracing::warn!("the snapshot before adding a replica took over 30 s; adding it anyway");
+    if let Err(e) = super::group::snapshot_until(raft, |m| !stale(m), Duration::from_secs(30)).await {
+        tracing::warn!(error = %e, "no fresh snapshot before adding a replica; adding it anyway");
     }
 }
 
