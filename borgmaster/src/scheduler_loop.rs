@@ -6,7 +6,7 @@ use crate::snapshot::{alloc_bindings, decisions, hold_partial_gangs, snapshot};
 use crate::soft::Pending;
 use crate::state::Command;
 use scheduler_core::{Params, Scheduler};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Most jobs whose why-pending is computed (a scan of the cell each) in one pass.
@@ -30,6 +30,10 @@ pub const UNPLACED_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_
 /// scheduling pass (see [`run`]).
 pub const FIRST_ROUND_WAIT: u32 = 2;
 
+/// Longest pause between two passes that [`run`] imposes to keep scheduling at most about half
+/// of one core's time (see [`SchedulerLoop::computed`]).
+pub const PASS_SPACING_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the scheduler loop remembers between passes; it lives and dies with the loop (a new
 /// leader starts with none).
 #[derive(Debug, Default)]
@@ -49,6 +53,7 @@ pub struct SchedulerLoop {
     master: Arc<Master>,
     scheduler: Scheduler,
     memory: PassMemory,
+    computed: std::time::Duration,
 }
 
 /// Backoff of one job whose pending tasks did not fit (see [`UNPLACED_BACKOFF_MIN`]).
@@ -70,7 +75,18 @@ impl SchedulerLoop {
             master,
             scheduler: Scheduler::new(Params { explain: false, ..Params::default() }),
             memory: PassMemory::default(),
+            computed: std::time::Duration::ZERO,
         }
+    }
+
+    /// How long the last pass computed (snapshot, placement, reasons, decisions: the CPU part,
+    /// without waiting for its commit). [`run`] waits at least this long (at most
+    /// [`PASS_SPACING_MAX`]) before the next pass, so that while changes arrive without pause
+    /// (every apply, every task report wakes the scheduler) scheduling takes at most about half
+    /// of one core, and the rest goes to the RPCs, Raft and polls; the changes that arrive
+    /// meanwhile are placed together by the next pass.
+    pub fn computed(&self) -> std::time::Duration {
+        self.computed
     }
 
     /// Runs one scheduling pass: places what fits (preempting lower bands where needed), records
@@ -83,6 +99,8 @@ impl SchedulerLoop {
     }
 
     async fn pass_inner(&mut self) -> usize {
+        let started = std::time::Instant::now();
+        self.computed = std::time::Duration::ZERO;
         let master = &*self.master;
         let memory = &mut self.memory;
         let scheduler = &mut self.scheduler;
@@ -91,10 +109,10 @@ impl SchedulerLoop {
             (snapshot(&state, master.config.reclaim.enabled), alloc_bindings(&state))
         };
         let now = std::time::Instant::now();
-        // jobs waiting out a backoff keep their last why-pending
         let mut why: HashMap<String, Pending> = alloc_why.into_iter().map(|(j, w)| (j, Pending::Other(w))).collect();
+        // jobs waiting out a backoff are not examined, and keep their last why-pending
+        let mut waiting = HashSet::new();
         {
-            let soft = master.soft();
             let capacity = (snap.machines_up, snap.bound);
             let reclaimed = snap.reserved.cpu_millis < memory.last_reserved.cpu_millis
                 || snap.reserved.ram_bytes < memory.last_reserved.ram_bytes;
@@ -103,19 +121,21 @@ impl SchedulerLoop {
                 memory.unplaced_backoff.clear();
             }
             memory.last_capacity = capacity;
-            let (backoff, old_why) = (&memory.unplaced_backoff, &soft.why_pending);
-            snap.groups.retain(|g| {
-                let waiting = backoff
+            let backoff = &memory.unplaced_backoff;
+            for g in std::mem::take(&mut snap.groups) {
+                let waits = backoff
                     .get(&g.name)
                     .is_some_and(|b| b.version == snap.versions[g.job_id as usize] && now < b.until);
-                if let (true, Some(w)) = (waiting, old_why.get(&g.name)) {
-                    why.insert(g.name.clone(), w.clone());
+                if waits {
+                    waiting.insert(g.name);
+                } else {
+                    snap.groups.push(g);
                 }
-                !waiting
-            });
+            }
         }
         if snap.groups.is_empty() && alloc_binds.is_empty() {
-            master.soft().why_pending = why;
+            keep_waiting_reasons(&mut master.soft().why_pending, why, &waiting);
+            self.computed = started.elapsed();
             return 0;
         }
         // a pass is CPU-bound (and rayon-parallel): let this runtime thread's other tasks (polls,
@@ -173,8 +193,8 @@ impl SchedulerLoop {
                 let text = format!("gang: {fit} of {needed} tasks fit now; all {needed} are needed in one pass");
                 why.insert(snap.jobs[job as usize].clone(), Pending::Other(text));
             }
-            at.retain(|j, _| why.contains_key(j));
-            soft.why_pending = why;
+            at.retain(|j, _| why.contains_key(j) || waiting.contains(j));
+            keep_waiting_reasons(&mut soft.why_pending, why, &waiting);
             soft.why_pending_at = at;
         }
         let mut command = decisions(&snap, &placement);
@@ -185,6 +205,7 @@ impl SchedulerLoop {
             Command::Bind { bindings, evictions } => (bindings.len(), evictions.len()),
             _ => (0, 0),
         };
+        self.computed = started.elapsed();
         if n + evicted > 0 {
             if let Err(e) = master.propose(command).await {
                 tracing::error!(error = %e, "could not commit scheduling decisions; retrying next pass");
@@ -197,6 +218,17 @@ impl SchedulerLoop {
         }
         n
     }
+}
+
+/// Replaces the why-pending reasons in `soft` by this pass's `why`, except for the jobs
+/// `waiting` out a backoff, which keep theirs (moved, not copied: a reason can list many machines).
+fn keep_waiting_reasons(soft: &mut HashMap<String, Pending>, mut why: HashMap<String, Pending>, waiting: &HashSet<String>) {
+    for (job, reason) in std::mem::take(soft) {
+        if waiting.contains(&job) {
+            why.entry(job).or_insert(reason);
+        }
+    }
+    *soft = why;
 }
 
 /// Runs scheduling passes forever: whenever something may have become placeable (new jobs,
@@ -222,6 +254,8 @@ pub async fn run(master: Arc<Master>) {
     let mut this = SchedulerLoop::new(master.clone());
     loop {
         this.pass().await;
+        let spaced = tokio::time::Instant::now() + this.computed().min(PASS_SPACING_MAX);
         let _ = tokio::time::timeout(master.config.schedule_interval, master.schedule_wakeup.notified()).await;
+        tokio::time::sleep_until(spaced).await;
     }
 }
