@@ -31,6 +31,8 @@ pub struct BenchSpec {
     pub concurrency: usize,
     /// Give up waiting for running after this long.
     pub timeout: Duration,
+    /// Stop waiting once no more tasks started for this long (`None`: wait for all of them).
+    pub settle: Option<Duration>,
 }
 
 fn now_ms() -> i64 {
@@ -144,7 +146,7 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
         acked.push((name.clone(), r.map_err(|e| anyhow::anyhow!("apply {name}: {e}"))?));
     }
     let apply_seconds = start.elapsed().as_secs_f64();
-    // wait until every task runs, or until no more start for 3 s (the rest does not fit)
+    // wait until every task runs, or until no more start for `settle` (the rest does not fit)
     let mut c = client.clone();
     let (mut last, mut since) = (0u64, Instant::now());
     let mut running_now;
@@ -161,7 +163,7 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
         }
         if running != last {
             (last, since) = (running, Instant::now());
-        } else if since.elapsed() > Duration::from_secs(3) && running > 0 {
+        } else if b.settle.is_some_and(|s| since.elapsed() > s) && running > 0 {
             break;
         }
         if start.elapsed() > b.timeout {

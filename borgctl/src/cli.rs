@@ -362,6 +362,10 @@ pub struct BenchArgs {
     /// Seconds to wait for every task to run.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Stop waiting once no more tasks started for this many seconds (the rest does not fit);
+    /// with 0, wait for every task (up to --timeout).
+    #[arg(long, default_value_t = 3)]
+    pub settle: u64,
     /// Apply the jobs of a tasks CSV (fauxmaster's neutral format, e.g. from `fauxmaster
     /// export`) instead of synthetic ones.
     #[arg(long)]

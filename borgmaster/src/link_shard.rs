@@ -120,13 +120,18 @@ impl Channels {
     }
 }
 
-/// Drains every report batch waiting and commits them as one command.
+/// Drains every report batch waiting and commits them as `TaskReports` commands of at most
+/// [`crate::master::COMMAND_CHUNK`] reports, in order.
 async fn apply_reports(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Vec<(MachineId, TaskReport)>>) {
     while let Some(mut batch) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
-        if let Err(e) = master.propose(Command::TaskReports { reports: batch }).await {
+        let commands = crate::master::chunks_of(batch, crate::master::COMMAND_CHUNK)
+            .into_iter()
+            .map(|reports| Command::TaskReports { reports })
+            .collect();
+        if let Some(e) = master.propose_all(commands).await.into_iter().find_map(Result::err) {
             tracing::error!(error = %e, "could not record task reports; the next poll reports them again");
         }
     }

@@ -116,12 +116,28 @@ impl Committer {
     /// Commits proposals until the master is dropped.
     pub async fn run(mut self, master: std::sync::Weak<Master>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-        while let Some(first) = self.rx.recv().await {
+        let mut next: Option<Proposal> = None;
+        loop {
+            let first = match next.take() {
+                Some(p) => p,
+                None => match self.rx.recv().await {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
             let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let mut weight = first.command.weight();
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match self.rx.try_recv() {
-                    Ok(p) => group.push(p),
+                    Ok(p) if weight + p.command.weight() > MAX_GROUP_WEIGHT => {
+                        next = Some(p);
+                        break;
+                    }
+                    Ok(p) => {
+                        weight += p.command.weight();
+                        group.push(p);
+                    }
                     Err(_) => break,
                 }
             }
@@ -145,6 +161,26 @@ struct Proposal {
 
 /// Most commands committed in one group (one synced write).
 const MAX_GROUP: usize = 4096;
+
+/// Most [`Command::weight`] in one group (a command heavier than this goes alone): with
+/// openraft's 16 entries per AppendEntries, at most about 32,000 task records per call (a few MB).
+pub const MAX_GROUP_WEIGHT: usize = 2_000;
+
+/// Most records (placements, evictions, task reports) one command carries: a scheduling pass
+/// that places 100,000 tasks, or a poll round in which as many started, commits a sequence of
+/// commands, so that no Raft entry, nor any AppendEntries call, grows with the size of the cell.
+pub const COMMAND_CHUNK: usize = 1_000;
+
+/// `v` cut into pieces of at most `n` (at least 1), in order.
+pub fn chunks_of<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let n = n.max(1);
+    let mut out = Vec::with_capacity(v.len().div_ceil(n));
+    while !v.is_empty() {
+        let tail = v.split_off(v.len().min(n));
+        out.push(std::mem::replace(&mut v, tail));
+    }
+    out
+}
 
 /// The Borgmaster's shared core. Cheap to share behind an `Arc`.
 pub struct Master {
@@ -297,6 +333,27 @@ impl Master {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.proposals.send(Proposal { command, reply }).map_err(|_| ProposeError::Stopped)?;
         rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Proposes `commands` in this order (they are committed in it, possibly in several groups)
+    /// and waits for all; one result per command, as [`Master::propose`]'s.
+    pub async fn propose_all(&self, commands: Vec<Command>) -> Vec<Result<(ApplyOutcome, Vec<Event>), ProposeError>> {
+        let mut replies = Vec::with_capacity(commands.len());
+        for command in commands {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            match self.proposals.send(Proposal { command, reply }) {
+                Ok(()) => replies.push(Some(rx)),
+                Err(_) => replies.push(None),
+            }
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(match rx {
+                Some(rx) => rx.await.map_err(|_| ProposeError::Stopped).and_then(|r| r),
+                None => Err(ProposeError::Stopped),
+            });
+        }
+        out
     }
 
     /// Proposes one group and answers each proposer.

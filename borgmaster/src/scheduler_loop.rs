@@ -1,7 +1,7 @@
 //! The scheduler loop: snapshot the cell, run scheduler-core, commit the decisions (evictions and
 //! placements) as one `Bind` command: one durable write per pass, however many tasks it places.
 
-use crate::master::Master;
+use crate::master::{chunks_of, Master};
 use crate::snapshot::{alloc_bindings, decisions, hold_partial_gangs, snapshot};
 use crate::soft::Pending;
 use crate::state::Command;
@@ -207,7 +207,9 @@ impl SchedulerLoop {
         };
         self.computed = started.elapsed();
         if n + evicted > 0 {
-            if let Err(e) = master.propose(command).await {
+            let gangs: HashSet<&str> = snap.gangs.keys().map(|&j| snap.jobs[j as usize].as_str()).collect();
+            let chunks = split_decisions(command, crate::master::COMMAND_CHUNK, &gangs);
+            if let Some(e) = master.propose_all(chunks).await.into_iter().find_map(Result::err) {
                 tracing::error!(error = %e, "could not commit scheduling decisions; retrying next pass");
                 return 0;
             }
@@ -220,9 +222,36 @@ impl SchedulerLoop {
     }
 }
 
+/// Splits a pass's `Bind` decisions into commands of at most `chunk` records, in the order they
+/// must apply: the evictions first, then the placements in decision order, except that the
+/// placements of each gang job in `gangs` stay in one command (a gang commits whole or not at
+/// all). Anything else comes back as it is.
+pub fn split_decisions(command: Command, chunk: usize, gangs: &HashSet<&str>) -> Vec<Command> {
+    let Command::Bind { bindings, evictions } = command else { return vec![command] };
+    let chunk = chunk.max(1);
+    if bindings.len() + evictions.len() <= chunk {
+        return vec![Command::Bind { bindings, evictions }];
+    }
+    let mut out: Vec<Command> = chunks_of(evictions, chunk)
+        .into_iter()
+        .map(|evictions| Command::Bind { bindings: Vec::new(), evictions })
+        .collect();
+    let (mut gang, rest): (Vec<_>, Vec<_>) = bindings.into_iter().partition(|b| gangs.contains(b.job.as_str()));
+    gang.sort_by(|a, b| a.job.cmp(&b.job));
+    for job in gang.chunk_by(|a, b| a.job == b.job) {
+        out.push(Command::Bind { bindings: job.to_vec(), evictions: Vec::new() });
+    }
+    out.extend(chunks_of(rest, chunk).into_iter().map(|bindings| Command::Bind { bindings, evictions: Vec::new() }));
+    out
+}
+
 /// Replaces the why-pending reasons in `soft` by this pass's `why`, except for the jobs
 /// `waiting` out a backoff, which keep theirs (moved, not copied: a reason can list many machines).
-fn keep_waiting_reasons(soft: &mut HashMap<String, Pending>, mut why: HashMap<String, Pending>, waiting: &HashSet<String>) {
+fn keep_waiting_reasons(
+    soft: &mut HashMap<String, Pending>,
+    mut why: HashMap<String, Pending>,
+    waiting: &HashSet<String>,
+) {
     for (job, reason) in std::mem::take(soft) {
         if waiting.contains(&job) {
             why.entry(job).or_insert(reason);
@@ -257,5 +286,58 @@ pub async fn run(master: Arc<Master>) {
         let spaced = tokio::time::Instant::now() + this.computed().min(PASS_SPACING_MAX);
         let _ = tokio::time::timeout(master.config.schedule_interval, master.schedule_wakeup.notified()).await;
         tokio::time::sleep_until(spaced).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Bind, Evict};
+    use scheduler_core::MachineId;
+
+    fn bind(job: &str, index: u32) -> Bind {
+        Bind { job: job.into(), index, incarnation: 0, machine: MachineId("m".into()), alloc: None }
+    }
+
+    fn evict(index: u32) -> Evict {
+        Evict { job: "low".into(), index, incarnation: 0, machine: MachineId("m".into()), by: "a/0".into() }
+    }
+
+    fn parts(c: &Command) -> (Vec<(String, u32)>, Vec<u32>) {
+        match c {
+            Command::Bind { bindings, evictions } => (
+                bindings.iter().map(|b| (b.job.clone(), b.index)).collect(),
+                evictions.iter().map(|e| e.index).collect(),
+            ),
+            _ => panic!("not a Bind: {c:?}"),
+        }
+    }
+
+    /// A pass's decisions come back as commands of at most the chunk, evictions first, every
+    /// placement exactly once and in decision order, a gang's placements in one command.
+    #[test]
+    fn decisions_split_into_bounded_commands_in_order() {
+        let mut bindings: Vec<Bind> = (0..25).map(|i| bind("a", i)).collect();
+        bindings.insert(3, bind("g", 0));
+        bindings.insert(20, bind("g", 1));
+        bindings.push(bind("g", 2));
+        let evictions: Vec<Evict> = (0..7).map(evict).collect();
+        let gangs: HashSet<&str> = ["g"].into_iter().collect();
+        let out = split_decisions(Command::Bind { bindings, evictions }, 5, &gangs);
+        let parts: Vec<_> = out.iter().map(parts).collect();
+        // evictions first, in chunks
+        assert_eq!(parts[0].1, vec![0, 1, 2, 3, 4]);
+        assert_eq!(parts[1].1, vec![5, 6]);
+        assert!(parts[2..].iter().all(|p| p.1.is_empty()));
+        // the gang whole, although bigger than nothing else in its chunk
+        assert_eq!(parts[2].0, vec![("g".into(), 0), ("g".into(), 1), ("g".into(), 2)]);
+        let rest: Vec<u32> = parts[3..].iter().flat_map(|p| p.0.iter().map(|b| b.1)).collect();
+        assert_eq!(rest, (0..25).collect::<Vec<_>>());
+        assert!(out.iter().all(|c| c.weight() <= 5));
+        // small decisions and other commands are left alone
+        let small = split_decisions(Command::Bind { bindings: vec![bind("a", 0)], evictions: vec![] }, 5, &gangs);
+        assert_eq!(small.len(), 1);
+        let other = split_decisions(Command::KillJob { name: "a".into() }, 5, &gangs);
+        assert!(matches!(other.as_slice(), [Command::KillJob { .. }]));
     }
 }

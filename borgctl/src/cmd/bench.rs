@@ -23,6 +23,7 @@ pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
         priority,
         concurrency,
         timeout,
+        settle,
         tasks_csv,
         watchers,
         watch_changes,
@@ -49,6 +50,7 @@ pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
         priority,
         concurrency,
         timeout: Duration::from_secs(timeout),
+        settle: (settle > 0).then(|| Duration::from_secs(settle)),
     };
     let specs = match &tasks_csv {
         Some(p) => borgctl::bench::jobs_from_csv(p, &spec.prefix)?,

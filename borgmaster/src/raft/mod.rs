@@ -143,9 +143,13 @@ pub fn config(snapshot_every: u64, election_timeout: Duration) -> Result<openraf
         max_in_snapshot_log_to_keep: snapshot_every.clamp(1, 1000),
         purge_batch_size: snapshot_every.clamp(1, 256),
         // openraft bounds each AppendEntries call by the heartbeat interval: keep payloads
-        // small enough to be sent, fsynced and answered in that time on a busy host (an entry
-        // can hold a group of thousands of task reports or placements)
-        max_payload_entries: 16,
+        // small enough to be sent, fsynced and answered in that time on a busy host. An entry
+        // holds at most about MAX_GROUP_WEIGHT (2,000) task records (placements and task
+        // reports come in commands of at most COMMAND_CHUNK), so a call carries at most about
+        // 8,000; with 16 entries per call, a 100,000-task pass made calls of 32,000 records
+        // that timed out on followers of a 2-core host with 10,000 hollow machines (elections
+        // while loading, scripts/bench-million)
+        max_payload_entries: 4,
         ..Default::default()
     }
     .validate()

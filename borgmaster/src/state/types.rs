@@ -706,6 +706,24 @@ pub enum Command {
     Tick,
 }
 
+impl Command {
+    /// How many task or machine records the command carries (1 for the rest): what its log
+    /// entry's size grows with. The committer bounds the weight of a group (one Raft entry) and
+    /// the scheduler splits its placements, so that a follower receives, syncs and acknowledges
+    /// every AppendEntries call within openraft's limit of one heartbeat interval.
+    pub fn weight(&self) -> usize {
+        let n = match self {
+            Command::Bind { bindings, evictions } => bindings.len() + evictions.len(),
+            Command::TaskReports { reports } => reports.len(),
+            Command::SetReservations { reservations } => reservations.len(),
+            Command::SetMaintenance { ids, .. } | Command::RemoveMachines { ids, .. } => ids.len(),
+            Command::RestartTasks { indices, .. } => indices.len(),
+            _ => 1,
+        };
+        n.max(1)
+    }
+}
+
 /// A log entry: a command and the time the leader accepted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {

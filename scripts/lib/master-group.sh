@@ -1,0 +1,100 @@
+# Helpers for the benchmark scripts that run a 3-replica master group on this host (sourced by
+# scripts/bench-failover-at-scale and scripts/bench-million).
+#
+# The caller sets: B (the binaries' directory), work (a scratch directory), pids (an array that
+# its EXIT trap kills), replica_args (an array of extra borgmaster flags; may be empty), and
+# declares `declare -A api http pid` before sourcing this file.
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# group_addresses: picks the replicas' API and HTTP addresses; sets api[1..3], http[1..3],
+# peers (borgmaster's --peers) and all (the three API addresses, for borgctl --master).
+group_addresses() {
+    peers=""
+    for i in 1 2 3; do api[$i]=127.0.0.1:$(port); http[$i]=127.0.0.1:$(port); peers+="${peers:+,}$i=${api[$i]}"; done
+    all="${api[1]},${api[2]},${api[3]}"
+}
+
+# start ID: starts replica ID (fsync on, --insecure, unlimited quota, plus replica_args); its
+# stdout and stderr go to $work/mID.out and $work/mID.log.
+start() {
+    local i=$1
+    "$B/borgmaster" --id "$i" --peers "$peers" --listen "${api[$i]}" --http "${http[$i]}" \
+        --insecure --data-dir "$work/m$i" --default-quota unlimited "${replica_args[@]}" \
+        >>"$work/m$i.out" 2>>"$work/m$i.log" &
+    pid[$i]=$!; pids+=($!)
+}
+
+ctl() { "$B/borgctl" --master "$1" "${@:2}"; }
+
+# leader ADDRS: prints the leader's replica id as the replicas in ADDRS see it (nothing when none
+# answers yet: a replica that does not answer prints nothing, not a traceback).
+leader() {
+    ctl "$1" replicas -o json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    rs = json.load(sys.stdin)
+except ValueError:
+    rs = []
+print(next((r["id"] for r in rs if r["role"] == "leader"), ""))' || true
+}
+
+# wait_leader ADDRS: prints the leader's id once there is one (exits after 10 s without).
+wait_leader() {
+    local l
+    for _ in $(seq 200); do l=$(leader "$1"); [ -n "$l" ] && { echo "$l"; return; }; sleep 0.05; done
+    echo "no leader" >&2; exit 1
+}
+
+# running HTTP-ADDR: the tasks running, from that replica's own metrics.
+running() {
+    curl -s "http://$1/metrics" | awk '/^borg_tasks\{/ && /state="running"/ { s += $2 } END { print s + 0 }'
+}
+
+# machines_in STATE ADDRS: how many machines are in STATE (up, down, draining...).
+machines_in() { (ctl "$2" machines -o json | grep -o "\"$1\"" || true) | wc -l; }
+
+# wait_caught_up ID: waits (up to 5 min) until replica ID answers and the three replicas' applied
+# indexes are within one entry of each other.
+wait_caught_up() {
+    for _ in $(seq 600); do
+        ctl "${api[$1]}" replicas -o json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    rs = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
+me = [r for r in rs if r["role"] in ("follower", "leader")]
+sys.exit(0 if len(me) == 3 and len({r["last_applied_index"] for r in me}) <= 2 else 1)' && return
+        sleep 0.5
+    done
+}
+
+# first_round_ms HTTP-ADDR: the new leader's borg_leader_first_poll_round_seconds in ms (NA when
+# it did not report one within 20 s).
+first_round_ms() {
+    local first=""
+    for _ in $(seq 400); do
+        first=$(curl -s "http://$1/metrics" | awk '$1 == "borg_leader_first_poll_round_seconds" { print $2 }')
+        [ -n "$first" ] && break; sleep 0.05
+    done
+    python3 -c "v='${first:-}'; print(round(float(v) * 1000) if v and v != 'NaN' else 'NA')" 2>/dev/null || echo NA
+}
+
+rss_mb() { awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo NA; }
+hwm_mb() { awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo NA; }
+
+# poll_age_ms ADDRS: the oldest up machine's last poll answer, in ms before now, as the worst of
+# 10 samples over 5 s (one full poll round must fit in the poll interval, 1 s by default).
+poll_age_ms() {
+    local worst=0 a
+    for _ in $(seq 10); do
+        a=$(ctl "$1" machines -o json | python3 -c '
+import json, sys, time
+ms = [m["last_seen_ms"] for m in json.load(sys.stdin) if m["state"] == "up"]
+print(int(time.time() * 1000 - min(ms)) if ms else 0)')
+        [ "$a" -gt "$worst" ] && worst=$a
+        sleep 0.5
+    done
+    echo "$worst"
+}
