@@ -142,8 +142,12 @@ impl Committer {
                 }
             }
             let Some(master) = master.upgrade() else { return };
+            // handed to openraft here, in order (commands proposed one after the other, e.g.
+            // a pass's evictions and placements, apply in that order); only the wait for the
+            // quorum runs on its own
+            let submitted = master.submit_group(group).await;
             tokio::spawn(async move {
-                master.commit_group(group).await;
+                master.finish_group(submitted).await;
                 drop(permit);
             });
         }
@@ -159,11 +163,23 @@ struct Proposal {
     reply: Reply,
 }
 
+/// The outcome of a group handed to openraft: one result per command.
+type SubmittedOutcome =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<crate::raft::CommandResult>, WriteError>> + Send>>;
+
+/// A group handed to openraft, and who waits for each command's result.
+struct Submitted {
+    kinds: Vec<Kind>,
+    replies: Vec<Reply>,
+    outcome: SubmittedOutcome,
+}
+
 /// Most commands committed in one group (one synced write).
 const MAX_GROUP: usize = 4096;
 
 /// Most [`Command::weight`] in one group (a command heavier than this goes alone): with
-/// openraft's 16 entries per AppendEntries, at most about 32,000 task records per call (a few MB).
+/// openraft's 4 entries per AppendEntries (`raft::config`), at most about 8,000 task records
+/// per call.
 pub const MAX_GROUP_WEIGHT: usize = 2_000;
 
 /// Most records (placements, evictions, task reports) one command carries: a scheduling pass
@@ -356,8 +372,8 @@ impl Master {
         out
     }
 
-    /// Proposes one group and answers each proposer.
-    async fn commit_group(&self, group: Vec<Proposal>) {
+    /// Hands one group to openraft (see [`raft_group::submit`]).
+    async fn submit_group(&self, group: Vec<Proposal>) -> Submitted {
         let time_ms = now_ms();
         let mut kinds = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
@@ -367,8 +383,18 @@ impl Master {
             entries.push(Entry { time_ms, command: p.command });
             replies.push(p.reply);
         }
-        let n = entries.len();
-        let results = match raft_group::write(&self.raft, Group { entries }).await {
+        let outcome = match raft_group::submit(&self.raft, Group { entries }).await {
+            Ok(outcome) => Box::pin(outcome) as SubmittedOutcome,
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        };
+        Submitted { kinds, replies, outcome }
+    }
+
+    /// Waits for a submitted group's outcome and answers each proposer.
+    async fn finish_group(&self, group: Submitted) {
+        let Submitted { kinds, replies, outcome } = group;
+        let n = kinds.len();
+        let results = match outcome.await {
             Ok(results) => {
                 metrics::histogram!(crate::metrics::COMMIT_GROUP).record(n as f64);
                 results

@@ -3,7 +3,7 @@
 //! an openraft type; [`crate::master::Master`] calls these.
 
 use super::{Applied, BorgRaft, CommandResult, Group, NodeId};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::{ChangeMembers, ServerState};
 use std::collections::BTreeSet;
 
@@ -117,21 +117,37 @@ pub fn members(raft: &BorgRaft) -> Vec<Member> {
         .collect()
 }
 
+/// Hands `group` to openraft (returns once it is queued for the log, so groups submitted one
+/// after the other are appended, and applied, in that order) and returns what resolves, once a
+/// quorum has it and this replica applied it, to one result per command.
+///
+/// Errors: [`WriteError::Stopped`] when openraft stopped; the returned future: [`WriteError`].
+pub async fn submit(
+    raft: &BorgRaft,
+    group: Group,
+) -> Result<impl std::future::Future<Output = Result<Vec<CommandResult>, WriteError>> + Send + 'static, WriteError> {
+    let rx = raft.client_write_ff(group).await.map_err(|_| WriteError::Stopped)?;
+    Ok(async move {
+        match rx.await {
+            Ok(Ok(resp)) => {
+                let Applied(results) = resp.data;
+                Ok(results)
+            }
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) })
+            }
+            Ok(Err(other)) => Err(WriteError::Storage(other.to_string())),
+            // openraft dropped the request: it stopped
+            Err(_) => Err(WriteError::Stopped),
+        }
+    })
+}
+
 /// Replicates `group` to a quorum and applies it on this replica; one result per command.
 ///
 /// Errors: [`WriteError`].
 pub async fn write(raft: &BorgRaft, group: Group) -> Result<Vec<CommandResult>, WriteError> {
-    match raft.client_write(group).await {
-        Ok(resp) => {
-            let Applied(results) = resp.data;
-            Ok(results)
-        }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(WriteError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) })
-        }
-        Err(RaftError::Fatal(_)) => Err(WriteError::Stopped),
-        Err(other) => Err(WriteError::Storage(other.to_string())),
-    }
+    submit(raft, group).await?.await
 }
 
 /// Asks openraft for a snapshot now and waits, at most `timeout`, until `done` holds of the

@@ -343,6 +343,42 @@ pub async fn bootstrap(
 mod tests {
     use super::*;
 
+    /// Groups submitted one after the other apply in that order although nobody waits for one
+    /// before submitting the next (the committer relies on it: a pass's evictions before its
+    /// placements, a Borglet's reports in the order observed): fifty updates of one job, each
+    /// expecting the version the one before produced, all succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn submitted_groups_apply_in_submission_order() {
+        use crate::state::{ApplyOutcome, Command, Entry};
+        let dir = tempfile::tempdir().unwrap();
+        let (raft, state) = open(1, dir.path(), "t", 10_000, Duration::from_millis(300)).await.unwrap();
+        bootstrap(&raft, 1, "127.0.0.1:1", &BTreeMap::new()).await.unwrap();
+        raft.wait(Some(Duration::from_secs(10)))
+            .state(openraft::ServerState::Leader, "single replica leads")
+            .await
+            .unwrap();
+        let apply = |v: u64| {
+            let mut spec = crate::state::fixtures::spec("j", 1);
+            spec.command = vec!["sleep".into(), format!("{v}")];
+            Group {
+                entries: vec![Entry { time_ms: 0, command: Command::ApplyJob { spec, expected_version: Some(v) } }],
+            }
+        };
+        let mut outcomes = Vec::new();
+        for v in 0..50 {
+            outcomes.push(group::submit(&raft, apply(v)).await.unwrap());
+        }
+        for (v, outcome) in outcomes.into_iter().enumerate() {
+            let results = outcome.await.unwrap();
+            assert!(
+                matches!(results.as_slice(), [Ok((ApplyOutcome::Created(1) | ApplyOutcome::Updated(_), _))]),
+                "update {v}: {results:?}"
+            );
+        }
+        assert_eq!(state.read().unwrap().jobs["j"].version, 50);
+        raft.shutdown().await.unwrap();
+    }
+
     #[test]
     fn peers_parse_and_refuse_with_the_item() {
         let p = parse_peers("1=a:1, 2=b:2,3=c:3").unwrap();
