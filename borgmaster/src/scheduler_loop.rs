@@ -1,5 +1,6 @@
 //! The scheduler loop: snapshot the cell, run scheduler-core, commit the decisions (evictions and
-//! placements) as one `Bind` command: one durable write per pass, however many tasks it places.
+//! placements) as `Bind` commands of at most `master::COMMAND_CHUNK` records each, proposed in
+//! order ([`split_decisions`]): a few durable writes per pass, however many tasks it places.
 
 use crate::master::{chunks_of, Master};
 use crate::snapshot::{alloc_bindings, decisions, hold_partial_gangs, snapshot};

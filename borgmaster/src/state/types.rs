@@ -594,7 +594,8 @@ pub enum Command {
         /// Machine id.
         id: MachineId,
     },
-    /// Scheduler decisions of one pass: evictions first, then placements.
+    /// Scheduler decisions of one pass, or of one part of a pass (see the scheduler loop's
+    /// `split_decisions`): evictions first, then placements.
     Bind {
         /// Placements, in decision order.
         bindings: Vec<Bind>,
