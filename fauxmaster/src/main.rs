@@ -42,10 +42,18 @@ struct SchedArgs {
     /// Scheduler seed (random machine order).
     #[arg(long, global = true, default_value_t = 1)]
     seed: u64,
-    /// Feasible machines examined per choice (relaxed randomization); 0 = every machine.
-    /// Default 32; for `compact`, 0 (compaction measures packing quality, not speed).
+    /// Feasible machines examined per choice (relaxed randomization); 0 = every machine
+    /// (exhaustive). Default: the live master's (scheduler_core::Params::default, 32).
     #[arg(long, global = true)]
     candidates: Option<usize>,
+    /// Candidates per task of a production or monitoring class, at least (0 = only
+    /// --candidates). Default: the live master's (4).
+    #[arg(long, global = true)]
+    per_task: Option<usize>,
+    /// Find candidates in random order only, without first walking the machines from the
+    /// fullest that could fit (the live master walks).
+    #[arg(long, global = true)]
+    no_fit_walk: bool,
     /// Score with plain best fit instead of the hybrid.
     #[arg(long, global = true)]
     best_fit: bool,
@@ -64,8 +72,23 @@ struct SchedArgs {
 #[derive(Args, Clone)]
 struct Input {
     /// Google ClusterData2011 trace directory (with machine_events/ and task_events/).
-    #[arg(long, conflicts_with_all = ["machines", "tasks"])]
+    #[arg(long, conflicts_with_all = ["machines", "tasks", "hetero"])]
     trace: Option<PathBuf>,
+    /// A synthetic heterogeneous cell and production workload from this seed instead of a
+    /// trace (fauxmaster::synth::heterogeneous: 3-6 platforms of 16-128 cores and 120-768 GiB,
+    /// CPU and memory only), for validating scoring on other cell shapes.
+    #[arg(long, conflicts_with_all = ["machines", "tasks"])]
+    hetero: Option<u64>,
+    /// With --hetero: machines in the cell.
+    #[arg(long, default_value_t = 1_500)]
+    hetero_machines: usize,
+    /// With --hetero: production tasks in the workload.
+    #[arg(long, default_value_t = 4_600)]
+    hetero_tasks: usize,
+    /// With --hetero: the share of the cell's CPU or RAM (whichever is asked more) the
+    /// workload requests.
+    #[arg(long, default_value_t = 0.5)]
+    hetero_load: f64,
     /// Machines in the neutral CSV format (`id,cpu_millis,ram_bytes,disk_bytes,attrs`).
     #[arg(long, requires = "tasks")]
     machines: Option<PathBuf>,
@@ -159,6 +182,10 @@ enum Cmd {
 
 fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
     let gib = (1u64 << 30) as f64;
+    if let Some(seed) = input.hetero {
+        let w = fauxmaster::synth::heterogeneous(input.hetero_machines, input.hetero_tasks, input.hetero_load, seed);
+        return Ok((w, serde_json::Value::Null));
+    }
     match (&input.trace, &input.machines, &input.tasks) {
         (Some(dir), _, _) => {
             let units = Units {
@@ -171,7 +198,7 @@ fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
             Ok((w, serde_json::to_value(notes)?))
         }
         (None, Some(m), Some(t)) => Ok((fauxmaster::neutral::load(m, t)?, serde_json::Value::Null)),
-        _ => bail!("give --trace DIR, or --machines FILE.csv and --tasks FILE.csv"),
+        _ => bail!("give --trace DIR, --machines FILE.csv and --tasks FILE.csv, or --hetero SEED"),
     }
 }
 
@@ -275,10 +302,12 @@ fn tail_lines(r: &serde_json::Value) -> String {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let default_candidates = if matches!(cli.command, Cmd::Compact { .. }) { 0 } else { 32 };
+    let defaults = Params::default();
     let params = Params {
         seed: cli.sched.seed,
-        candidates: cli.sched.candidates.unwrap_or(default_candidates),
+        candidates: cli.sched.candidates.unwrap_or(defaults.candidates),
+        per_task: cli.sched.per_task.unwrap_or(defaults.per_task),
+        fit_walk: !cli.sched.no_fit_walk,
         weights: if cli.sched.best_fit { Weights::best_fit() } else { Weights::default() },
         preemption: !cli.sched.no_preemption,
         explain: true,

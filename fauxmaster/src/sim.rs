@@ -70,7 +70,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn params_json(p: &Params) -> Value {
     json!({
-        "seed": p.seed, "candidates": p.candidates, "preemption": p.preemption,
+        "seed": p.seed, "candidates": p.candidates, "per_task": p.per_task, "fit_walk": p.fit_walk, "preemption": p.preemption,
         "weights": {"pack": p.weights.pack, "strand": p.weights.strand, "preempt": p.weights.preempt, "spread": p.weights.spread},
     })
 }

@@ -83,3 +83,108 @@ pub fn generate(machines: usize, jobs: usize, tasks_per_job: u32, seed: u64) -> 
     }
     w
 }
+
+/// Machine platforms a heterogeneous cell draws from: (cores, GiB of RAM). CPU to RAM ratios
+/// from 1:3.75 to 1:16, so that task shapes fit some platforms much better than others.
+const PLATFORMS: [(u64, u64); 13] = [
+    (16, 120),
+    (16, 128),
+    (24, 192),
+    (32, 128),
+    (32, 256),
+    (48, 192),
+    (48, 384),
+    (64, 256),
+    (64, 512),
+    (96, 384),
+    (96, 768),
+    (128, 512),
+    (128, 768),
+];
+
+/// A heterogeneous cell and a production workload for validating scoring on other cell shapes
+/// than the Google trace's (`fauxmaster compact --hetero SEED`).
+///
+/// The cell: `machines` machines of 3 to 6 platforms drawn from [`PLATFORMS`] (16-128 cores,
+/// 120-768 GiB), in random shares; no disk, no racks (every machine is its own failure domain),
+/// no attributes. The workload: `tasks` production tasks (priority 200-299 per job) in jobs of
+/// 1 to 300 tasks; each job has one shape: CPU 0.25 to 16 cores, RAM 1 to 16 GiB per core (both
+/// log-uniform), then every request is scaled so that the workload asks for `load` of the
+/// cell's CPU or of its RAM, whichever it asks more of (at most the largest platform). CPU and
+/// RAM only (disk 0). Deterministic for a seed; different seeds give different platform mixes
+/// and shapes.
+pub fn heterogeneous(machines: usize, tasks: usize, load: f64, seed: u64) -> Workload {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut w = Workload {
+        units: format!("synthetic heterogeneous cell, seed {seed}: millicores and bytes"),
+        ..Default::default()
+    };
+    let kinds = rng.random_range(3..=6usize);
+    let mut platforms: Vec<(u64, u64, f64)> = Vec::new();
+    while platforms.len() < kinds {
+        let (c, r) = PLATFORMS[rng.random_range(0..PLATFORMS.len())];
+        if !platforms.iter().any(|p| (p.0, p.1) == (c, r)) {
+            platforms.push((c, r, rng.random_range(0.2..1.0)));
+        }
+    }
+    let total: f64 = platforms.iter().map(|p| p.2).sum();
+    let (mut cell_cpu, mut cell_ram) = (0f64, 0f64);
+    for i in 0..machines {
+        let mut roll = rng.random::<f64>() * total;
+        let mut pick = platforms[platforms.len() - 1];
+        for p in &platforms {
+            if roll < p.2 {
+                pick = *p;
+                break;
+            }
+            roll -= p.2;
+        }
+        let capacity = Resources::new(pick.0 * 1000, pick.1 * GIB, 0);
+        cell_cpu += capacity.cpu_millis as f64;
+        cell_ram += capacity.ram_bytes as f64;
+        let id = format!("h{i:05}");
+        w.machines.push(Machine { id: id.clone(), capacity, attributes: Attributes::new(), domain: id });
+    }
+    let largest = platforms.iter().fold((0u64, 0u64), |a, p| (a.0.max(p.0 * 1000), a.1.max(p.1 * GIB)));
+    let log_uniform =
+        |rng: &mut rand::rngs::SmallRng, lo: f64, hi: f64| (lo.ln() + rng.random::<f64>() * (hi / lo).ln()).exp();
+    // (cpu millicores, ram bytes, tasks) per job, before scaling
+    let mut shapes: Vec<(f64, f64, usize)> = Vec::new();
+    let mut left = tasks;
+    while left > 0 {
+        let size = match rng.random::<f64>() {
+            r if r < 0.3 => 1,
+            r if r < 0.7 => rng.random_range(2..=10),
+            r if r < 0.95 => rng.random_range(11..=100),
+            _ => rng.random_range(101..=300),
+        }
+        .min(left);
+        let cores = log_uniform(&mut rng, 0.25, 16.0);
+        let gib_per_core = log_uniform(&mut rng, 1.0, 16.0);
+        shapes.push((cores * 1000.0, cores * gib_per_core * GIB as f64, size));
+        left -= size;
+    }
+    let (want_cpu, want_ram) =
+        shapes.iter().fold((0f64, 0f64), |a, s| (a.0 + s.0 * s.2 as f64, a.1 + s.1 * s.2 as f64));
+    let scale = load / (want_cpu / cell_cpu).max(want_ram / cell_ram);
+    for (j, (cpu, ram, size)) in shapes.into_iter().enumerate() {
+        w.jobs.push(format!("hjob{j:04}"));
+        w.constraints.push(vec![]);
+        let cpu = ((cpu * scale / 10.0).round() as u64 * 10).clamp(10, largest.0);
+        let ram = ((ram * scale / MIB as f64).round() as u64 * MIB).clamp(MIB, largest.1);
+        let priority = Priority(200 + rng.random_range(0..100));
+        for index in 0..size as u32 {
+            w.tasks.push(Task {
+                job: j as u32,
+                index,
+                priority,
+                request: Resources::new(cpu, ram, 0),
+                different_machine: false,
+                machine: None,
+                user: 0,
+                usage: None,
+            });
+        }
+    }
+    w
+}

@@ -188,6 +188,37 @@ fn compact_finds_a_smaller_cell_above_the_lower_bound() {
     assert!(!r["min_machines_p90"].is_null());
 }
 
+/// The heterogeneous cell for validating scoring on other shapes than the trace's: deterministic
+/// for a seed, of the asked size, and compaction of it reports both scorings above the bound.
+#[test]
+fn hetero_cells_are_deterministic_and_compact_above_the_lower_bound() {
+    let d = tempfile::tempdir().unwrap();
+    let export = |name: &str, seed: &str| {
+        let (m, t) = (d.path().join(format!("{name}-m.csv")), d.path().join(format!("{name}-t.csv")));
+        let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster"))
+            .args(["export", "--hetero", seed, "--hetero-machines", "300", "--hetero-tasks", "900"])
+            .args(["--machines-out", m.to_str().unwrap(), "--tasks-out", t.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (std::fs::read_to_string(m).unwrap(), std::fs::read_to_string(t).unwrap())
+    };
+    let (a, b, c) = (export("a", "7"), export("b", "7"), export("c", "8"));
+    assert_eq!(a, b, "same seed, same cell and workload");
+    assert_ne!(a, c, "another seed, another cell");
+    assert_eq!(a.0.lines().count(), 301, "300 machines and a header");
+    assert_eq!(a.1.lines().count(), 901, "900 tasks and a header");
+    let r = run(&["compact", "--hetero", "7", "--hetero-machines", "300", "--hetero-tasks", "900", "--seeds", "2"]);
+    assert_eq!(r["machines"], 300);
+    assert_eq!(r["tasks"], 900, "every task is production");
+    let lb = r["lower_bound_machines"].as_f64().unwrap();
+    for key in ["min_machines_median", "best_fit_min_machines_median"] {
+        let n = r[key].as_f64().unwrap();
+        assert!(lb > 0.0 && lb <= n && n <= 300.0, "{key}: lower bound {lb} <= {n} <= 300: {r}");
+    }
+    assert_eq!(r["scheduler"]["candidates"], 32, "compaction runs the live defaults: {r}");
+}
+
 #[test]
 fn synth_places_a_small_c1m_shape_deterministically() {
     let args = ["synth", "--machines", "200", "--jobs", "20", "--tasks-per-job", "100"];

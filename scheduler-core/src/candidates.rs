@@ -54,3 +54,8 @@ pub(crate) struct ClassCache {
 
 /// Passes a class may go unused before its cache entry is dropped.
 pub(crate) const CACHE_TTL: u64 = 64;
+
+/// Candidates a class keeps between passes, at most (the best by score): a production class
+/// examines several per task ([`crate::Params::per_task`]), and what it keeps is only a warm
+/// start.
+pub(crate) const CACHE_KEEP: usize = 256;

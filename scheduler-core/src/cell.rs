@@ -117,6 +117,60 @@ pub struct CellModel {
     version: Vec<u64>,
     domain_index: HashMap<String, u32>,
     freed: Vec<u32>,
+    fit: FitIndex,
+    largest: Resources,
+}
+
+/// Buckets of the fit index: free fractions from 0 to 1 in steps of 1/1024.
+pub(crate) const FIT_BUCKETS: usize = 1025;
+
+/// The machines by how much of them is free outright: bucket `b` holds the machines whose mean
+/// free fraction of CPU, RAM and disk (`free / capacity` per resource, 0 for a resource the
+/// machine has none of) is in `[b / 1024, (b + 1) / 1024)`. On a cell of one machine shape this
+/// is the order of best fit (the waste term of the score is this fraction minus one that is the
+/// same on every machine), so walking the buckets upwards from the first that could fit a request
+/// finds the tightest feasible machines without scoring the cell ([`crate::Scheduler`]'s fit
+/// walk). Kept up to date by every change to a machine, O(1) each (a machine moves only when its
+/// bucket changes: swap-remove from the old, push on the new).
+#[derive(Debug, Clone, Default)]
+struct FitIndex {
+    buckets: Vec<Vec<u32>>,
+    /// Per machine: its bucket and its position in it.
+    place: Vec<(u16, u32)>,
+}
+
+impl FitIndex {
+    fn insert(&mut self, m: usize, bucket: usize) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![Vec::new(); FIT_BUCKETS];
+        }
+        let list = &mut self.buckets[bucket];
+        let entry = (bucket as u16, list.len() as u32);
+        list.push(m as u32);
+        if m == self.place.len() {
+            self.place.push(entry);
+        } else {
+            self.place[m] = entry;
+        }
+    }
+
+    fn update(&mut self, m: usize, bucket: usize) {
+        let (old, pos) = self.place[m];
+        if old as usize == bucket {
+            return;
+        }
+        let list = &mut self.buckets[old as usize];
+        list.swap_remove(pos as usize);
+        if let Some(&moved) = list.get(pos as usize) {
+            self.place[moved as usize].1 = pos;
+        }
+        self.insert(m, bucket);
+    }
+}
+
+/// The fit-index bucket of a mean free fraction in 0..=1.
+pub(crate) fn fit_bucket_of(fraction: f64) -> usize {
+    ((fraction * (FIT_BUCKETS - 1) as f64) as usize).min(FIT_BUCKETS - 1)
 }
 
 impl CellModel {
@@ -152,7 +206,37 @@ impl CellModel {
         self.resident.push(Vec::new());
         self.version.push(0);
         self.freed.push(self.ids.len() as u32 - 1);
-        self.ids.len() - 1
+        let m = self.ids.len() - 1;
+        self.fit.insert(m, self.fit_key(m));
+        self.largest = self.largest.max_each(&capacity);
+        m
+    }
+
+    /// The largest capacity of each resource over the cell's machines (each resource on its
+    /// own: CPU of one machine, RAM perhaps of another). Never shrinks.
+    pub fn largest(&self) -> Resources {
+        self.largest
+    }
+
+    /// The mean free fraction of machine `m`'s CPU, RAM and disk (what is free outright over
+    /// its capacity; a resource it has none of counts 0), in 0..=1.
+    pub fn free_fraction(&self, m: MachineIndex) -> f64 {
+        let (cap, free) = (self.capacity[m], self.avail[m][0]);
+        let frac = |f: u64, c: u64| if c == 0 { 0.0 } else { f as f64 / c as f64 };
+        (frac(free.cpu_millis, cap.cpu_millis)
+            + frac(free.ram_bytes, cap.ram_bytes)
+            + frac(free.disk_bytes, cap.disk_bytes))
+            / 3.0
+    }
+
+    fn fit_key(&self, m: MachineIndex) -> usize {
+        fit_bucket_of(self.free_fraction(m))
+    }
+
+    /// The machines of fit-index bucket `b` (see `FitIndex`), in no particular order; empty past
+    /// the last bucket.
+    pub(crate) fn fit_bucket(&self, b: usize) -> &[u32] {
+        self.fit.buckets.get(b).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Machines that gained room (a task removed, capacity raised, back up, newly added), in
@@ -247,6 +331,8 @@ impl CellModel {
             self.avail_reserved[m][b] = acc_reserved;
         }
         self.version[m] += 1;
+        let key = self.fit_key(m);
+        self.fit.update(m, key);
     }
 
     /// Records `task` as running on `m`. Capacity is not checked here: feasibility is the
@@ -294,6 +380,7 @@ impl CellModel {
     /// fit (the caller decides whether to evict them).
     pub fn set_capacity(&mut self, m: MachineIndex, capacity: Resources) {
         self.capacity[m] = capacity;
+        self.largest = self.largest.max_each(&capacity);
         self.recompute(m);
         self.freed.push(m as u32);
     }
@@ -328,6 +415,56 @@ impl CellModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After any sequence of adds, removes, capacity changes and machines going down, every
+    /// machine is in exactly the fit-index bucket of its free fraction.
+    #[test]
+    fn the_fit_index_follows_every_change() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+        let mut c = CellModel::new();
+        for i in 0..50 {
+            let cap = Resources::new(1000 * (1 + i % 4), (1 << 30) * (1 + i % 3), if i % 5 == 0 { 0 } else { 1 << 34 });
+            c.push(MachineId(format!("m{i}")), cap, Attributes::new(), "r", true);
+        }
+        let mut placed: Vec<(usize, TaskRef)> = Vec::new();
+        for step in 0..2000u32 {
+            let m = rng.random_range(0..50usize);
+            match rng.random_range(0..10) {
+                0..=5 => {
+                    let task = TaskRef { job: step, index: 0 };
+                    let prio = Priority(rng.random_range(0..400));
+                    c.add(
+                        m,
+                        Resident::new(
+                            task,
+                            prio,
+                            Resources::new(rng.random_range(0..300), rng.random_range(0..1 << 28), 0),
+                        ),
+                    );
+                    placed.push((m, task));
+                }
+                6..=8 if !placed.is_empty() => {
+                    let (m, task) = placed.swap_remove(rng.random_range(0..placed.len()));
+                    c.remove(m, task);
+                }
+                9 => c.set_capacity(m, Resources::new(rng.random_range(500..5000), 1 << 30, 1 << 34)),
+                _ => {
+                    c.set_up(m, false);
+                    placed.retain(|p| p.0 != m);
+                    c.set_up(m, true);
+                }
+            }
+            let mut seen = 0;
+            for b in 0..FIT_BUCKETS {
+                for &m in c.fit_bucket(b) {
+                    assert_eq!(b, fit_bucket_of(c.free_fraction(m as usize)), "step {step}: machine {m}");
+                    seen += 1;
+                }
+            }
+            assert_eq!(seen, 50, "step {step}: every machine once");
+        }
+    }
 
     #[test]
     fn availability_per_band_counts_only_equal_or_higher_bands() {

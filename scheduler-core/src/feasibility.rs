@@ -43,22 +43,42 @@ impl fmt::Display for Infeasible {
 /// task's priority), against requests for production and monitoring, against reservations for
 /// batch and free (Borg §5.5, [`CellModel::available_to`]). Errors: the first failing check, as an [`Infeasible`].
 pub fn check(cell: &CellModel, m: MachineIndex, class: &EquivalenceClass, taken: bool) -> Result<(), Infeasible> {
+    match first_failure(cell, m, class, taken) {
+        None => Ok(()),
+        Some(Failure::Down) => Err(Infeasible::MachineDown),
+        Some(Failure::Constraint(n)) => Err(Infeasible::Constraint(n, class.constraints[n].to_string())),
+        Some(Failure::DifferentMachine) => Err(Infeasible::DifferentMachine),
+        Some(Failure::Short(r)) if cell.reclaims(m) && !places_against_requests(class.priority) => {
+            Err(Infeasible::InsufficientReclaimed(r))
+        }
+        Some(Failure::Short(r)) => Err(Infeasible::Insufficient(r)),
+    }
+}
+
+/// Whether [`check`] would pass, without building its error: the scheduler's hot path.
+pub(crate) fn feasible(cell: &CellModel, m: MachineIndex, class: &EquivalenceClass, taken: bool) -> bool {
+    first_failure(cell, m, class, taken).is_none()
+}
+
+/// The first failing check of [`check`], cheaply.
+enum Failure {
+    Down,
+    Constraint(usize),
+    DifferentMachine,
+    Short(Resource),
+}
+
+fn first_failure(cell: &CellModel, m: MachineIndex, class: &EquivalenceClass, taken: bool) -> Option<Failure> {
     if !cell.up[m] {
-        return Err(Infeasible::MachineDown);
+        return Some(Failure::Down);
     }
     if !class.constraints.is_empty() {
-        if let Some((n, c)) = class.constraints.iter().enumerate().find(|(_, c)| !c.holds(&cell.attributes[m])) {
-            return Err(Infeasible::Constraint(n, c.to_string()));
+        if let Some(n) = class.constraints.iter().position(|c| !c.holds(&cell.attributes[m])) {
+            return Some(Failure::Constraint(n));
         }
     }
     if class.different_machine && taken {
-        return Err(Infeasible::DifferentMachine);
+        return Some(Failure::DifferentMachine);
     }
-    match class.request.first_shortfall(&cell.available_to(m, class.priority)) {
-        Some(r) if cell.reclaims(m) && !places_against_requests(class.priority) => {
-            Err(Infeasible::InsufficientReclaimed(r))
-        }
-        Some(r) => Err(Infeasible::Insufficient(r)),
-        None => Ok(()),
-    }
+    class.request.first_shortfall(&cell.available_to(m, class.priority)).map(Failure::Short)
 }

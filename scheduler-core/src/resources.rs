@@ -122,6 +122,16 @@ impl Resources {
         }
     }
 
+    /// Component-wise maximum.
+    pub fn max_each(&self, o: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.max(o.cpu_millis),
+            ram_bytes: self.ram_bytes.max(o.ram_bytes),
+            disk_bytes: self.disk_bytes.max(o.disk_bytes),
+            ports: self.ports.max(o.ports),
+        }
+    }
+
     /// True when every component of `self` is at most the same component of `available`.
     pub fn fits_in(&self, available: &Resources) -> bool {
         self.cpu_millis <= available.cpu_millis

@@ -11,14 +11,26 @@
 //! place in the random order survive between passes ("score caching"): the next pass re-scores
 //! only candidates whose machine changed.
 //!
+//! Two refinements make the sample pack nearly as well as scoring every machine:
+//! - **The fit walk** ([`Params::fit_walk`]): before the random order, a class's candidates come
+//!   from the cell's fit index (machines bucketed by mean free fraction, kept by [`CellModel`]),
+//!   walked upwards from the fullest machines that could fit the request, so the tightest
+//!   feasible machines are among the candidates (best-fit search without scoring the cell). It
+//!   examines at most 4 x (candidates + class tasks) machines per class and pass, then leaves
+//!   the rest to the random order (which also finds machines feasible only by preemption).
+//! - **Candidates per task** ([`Params::per_task`]): a production or monitoring class wants at
+//!   least that many candidates per task, so a class whose tasks spread over machines chooses
+//!   among several machines per task instead of 32 for all.
+//!
 //! Cost per pass: O(examined machines + tasks x log(candidates)), independent of cell size once
-//! `candidates` feasible machines are found. Deterministic for a given seed and input.
+//! enough feasible machines are found. Deterministic for a given seed and input.
 
-use crate::candidates::{Cand, ClassCache, CACHE_TTL};
-use crate::cell::{CellModel, MachineIndex, Resident, TaskRef};
+use crate::candidates::{Cand, ClassCache, CACHE_KEEP, CACHE_TTL};
+use crate::cell::{fit_bucket_of, CellModel, MachineIndex, Resident, TaskRef, FIT_BUCKETS};
 use crate::equivalence::{classes, ClassKey, EquivalenceClass};
-use crate::feasibility::check;
+use crate::feasibility::feasible;
 use crate::preemption::plan_victims;
+use crate::resources::Resources;
 use crate::scoring::{score, Weights};
 use crate::task_group::TaskGroup;
 use crate::why_pending::{why_pending, WhyPending};
@@ -36,6 +48,19 @@ pub struct Params {
     /// Feasible machines to find before choosing (relaxed randomization); 0 = every machine
     /// (exhaustive: the best-scoring feasible machine in the cell).
     pub candidates: usize,
+    /// Production and monitoring classes find at least this many feasible machines per task
+    /// (at most the cell): they are placed against requests and keep what they get (production
+    /// never preempts production), so their packing lasts, and a class whose tasks spread over
+    /// machines needs more machines to choose from than `candidates`. 0 = `candidates` for
+    /// every class. Measured on the Google 2011 trace (`fauxmaster compact`, production
+    /// workload, 32 candidates, ratio of the lower bound to the smallest cell): 0.901 with 0 and
+    /// no fit walk, 0.916 with 0 and the walk, 0.963 with 4 and no walk, 0.972 with 4 and the
+    /// walk (0.977 exhaustive).
+    pub per_task: usize,
+    /// Find candidates first by walking the cell's machines from the fullest that could fit
+    /// (the fit index of [`CellModel`], best-fit order on a cell of one machine shape) before
+    /// the random order; see the module docs.
+    pub fit_walk: bool,
     /// Scoring weights.
     pub weights: Weights,
     /// Whether higher bands may preempt lower ones to make room.
@@ -46,9 +71,18 @@ pub struct Params {
 }
 
 impl Default for Params {
-    /// Seed 1, 32 candidates, hybrid weights, preemption on, explanations on.
+    /// Seed 1, 32 candidates, 4 per production task, the fit walk, hybrid weights, preemption
+    /// on, explanations on.
     fn default() -> Self {
-        Params { seed: 1, candidates: 32, weights: Weights::default(), preemption: true, explain: true }
+        Params {
+            seed: 1,
+            candidates: 32,
+            per_task: 4,
+            fit_walk: true,
+            weights: Weights::default(),
+            preemption: true,
+            explain: true,
+        }
     }
 }
 
@@ -141,7 +175,15 @@ struct ClassRun<'a> {
     domain_count: HashMap<u32, u32>,
     fair_share: f64,
     spread: bool,
+    /// The fit walk's place: (bucket, position in it).
+    walk: (usize, usize),
+    /// Machines the fit walk may still examine in this run.
+    walk_left: usize,
 }
+
+/// The fit walk may examine this many machines per candidate wanted and per task of the class
+/// before it leaves the rest to the random order.
+const WALK_FACTOR: usize = 4;
 
 impl Scheduler {
     /// A scheduler with `params`.
@@ -159,6 +201,15 @@ impl Scheduler {
     pub fn clear_cache(&mut self) {
         self.cache.clear();
         self.order.clear();
+    }
+
+    /// Candidates for `class` in a cell of `n` machines, given `k` for every class: a
+    /// production or monitoring class wants at least [`Params::per_task`] per task.
+    fn class_candidates(&self, class: &EquivalenceClass, k: usize, n: usize) -> usize {
+        if self.params.per_task == 0 || !crate::cell::places_against_requests(class.priority) {
+            return k;
+        }
+        k.max(self.params.per_task.saturating_mul(class.tasks.len())).min(n.max(1))
     }
 
     fn ensure_order(&mut self, n: usize) {
@@ -193,7 +244,7 @@ impl Scheduler {
     }
 
     fn feasible(&self, run: &ClassRun, cell: &CellModel, m: usize) -> bool {
-        check(cell, m, run.class, run.taken.contains(&m)).is_ok()
+        feasible(cell, m, run.class, run.class.different_machine && run.taken.contains(&m))
             && (self.params.preemption || run.class.request.fits_in(&cell.free_for(m, run.class.priority)))
     }
 
@@ -201,6 +252,21 @@ impl Scheduler {
     /// the whole cell was examined, after that only machines freed since.
     fn refill(&mut self, run: &mut ClassRun, cell: &CellModel, stats: &mut PassStats) {
         let n = cell.len();
+        while run.heap.len() < run.k && run.walk_left > 0 {
+            let Some(m) = Self::next_in_walk(run, cell) else {
+                run.walk_left = 0;
+                break;
+            };
+            run.walk_left -= 1;
+            stats.examined += 1;
+            if m >= n || self.stamp[m] == self.stamp_gen || !self.feasible(run, cell, m) {
+                continue;
+            }
+            self.stamp[m] = self.stamp_gen;
+            stats.scored += 1;
+            let cand = self.candidate(run, cell, m, None);
+            run.heap.push(cand);
+        }
         while run.heap.len() < run.k {
             let m = match run.exhausted_at {
                 Some(pos) if pos < cell.freed_len() => {
@@ -230,6 +296,24 @@ impl Scheduler {
         }
     }
 
+    /// The fit walk's next machine: the fit index's buckets from the run's start upwards (see
+    /// the module docs); None at the end of the last bucket. A machine that moves into a bucket
+    /// the walk has passed, or is moved within the bucket it is in, may be skipped: the random
+    /// order still covers it.
+    fn next_in_walk(run: &mut ClassRun, cell: &CellModel) -> Option<usize> {
+        let (mut bucket, mut pos) = run.walk;
+        while bucket < FIT_BUCKETS {
+            if let Some(&m) = cell.fit_bucket(bucket).get(pos) {
+                run.walk = (bucket, pos + 1);
+                return Some(m as usize);
+            }
+            bucket += 1;
+            pos = 0;
+        }
+        run.walk = (bucket, 0);
+        None
+    }
+
     /// Runs one scheduling pass: places as many tasks of `groups` as fit on `cell`, preempting
     /// lower bands where allowed, and updates `cell` with every binding and eviction.
     ///
@@ -244,6 +328,7 @@ impl Scheduler {
             Placement { stats: PassStats { classes: classes.len(), ..Default::default() }, ..Default::default() };
         let domains = cell.domain_names.len().max(1);
         let k = if self.params.candidates == 0 { n.max(1) } else { self.params.candidates };
+        let most = cell.largest();
         let pass = self.pass;
         let seed = self.params.seed;
         for class in &classes {
@@ -252,6 +337,7 @@ impl Scheduler {
                 .remove(&class.key)
                 .unwrap_or_else(|| ClassCache { cursor: class_offset(&class.key, seed, n), ..Default::default() });
             self.stamp_gen += 1;
+            let k = self.class_candidates(class, k, n);
             let mut run = ClassRun {
                 class,
                 k,
@@ -263,6 +349,14 @@ impl Scheduler {
                 domain_count: HashMap::new(),
                 fair_share: (class.tasks.len() as f64 / domains as f64).ceil().max(1.0),
                 spread: self.params.weights.spread > 0.0,
+                walk: (fit_bucket_of(least_fraction(&class.request, &most)).saturating_sub(1), 0),
+                // exhaustive search scores every machine anyway, and once a class has examined
+                // the whole cell only machines freed since can have become feasible
+                walk_left: if !self.params.fit_walk || self.params.candidates == 0 || entry.exhausted_at.is_some() {
+                    0
+                } else {
+                    (WALK_FACTOR * (k + class.tasks.len())).min(n)
+                },
             };
             for &(m, version, base) in &entry.candidates {
                 let m = m as usize;
@@ -289,10 +383,17 @@ impl Scheduler {
                     if self.params.explain { why_pending(cell, class, &run.taken) } else { WhyPending::default() };
                 out.unplaced.push(Unplaced { tasks: class.tasks[i..].to_vec(), why });
             }
-            let candidates = run.heap.iter().map(|c| (c.m, c.version, c.base)).collect();
+            let (mut kept, mut exhausted_at) = (std::mem::take(&mut run.heap).into_vec(), run.exhausted_at);
+            if kept.len() > CACHE_KEEP {
+                // the best ones; the rest were feasible, so the cell is no longer known examined
+                kept.select_nth_unstable_by(CACHE_KEEP, |a, b| b.cmp(a));
+                kept.truncate(CACHE_KEEP);
+                exhausted_at = None;
+            }
+            let candidates = kept.iter().map(|c| (c.m, c.version, c.base)).collect();
             self.cache.insert(
                 class.key.clone(),
-                ClassCache { cursor: run.cursor, candidates, exhausted_at: run.exhausted_at, last_pass: pass },
+                ClassCache { cursor: run.cursor, candidates, exhausted_at, last_pass: pass },
             );
         }
         self.cache.retain(|_, c| pass - c.last_pass <= CACHE_TTL);
@@ -360,6 +461,17 @@ impl Scheduler {
     }
 }
 
+/// The least mean free fraction (as [`CellModel::free_fraction`] counts it) a machine must have
+/// to fit `request`, given the largest capacity of each resource in the cell: no machine with a
+/// smaller one can fit it.
+fn least_fraction(request: &Resources, most: &Resources) -> f64 {
+    let frac = |r: u64, c: u64| if c == 0 { 0.0 } else { (r as f64 / c as f64).min(1.0) };
+    (frac(request.cpu_millis, most.cpu_millis)
+        + frac(request.ram_bytes, most.ram_bytes)
+        + frac(request.disk_bytes, most.disk_bytes))
+        / 3.0
+}
+
 /// One pass with a fresh [`Scheduler`] and default [`Params`]: for callers that keep no state
 /// between passes.
 pub fn schedule(cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
@@ -409,6 +521,58 @@ mod tests {
 
     fn t(job: u32, index: u32) -> TaskRef {
         TaskRef { job, index }
+    }
+
+    /// With one candidate the random order alone picks whatever it meets first; the fit walk
+    /// finds the one machine with just enough room among a thousand empty ones.
+    #[test]
+    fn the_fit_walk_finds_the_tightest_machine_relaxed_randomization_misses() {
+        let machines: Vec<(u64, u64, &str)> = (0..1000).map(|_| (4000, 4 << 30, "x86_64")).collect();
+        let (tight, filler, task) = (617, group(9, 100, 3000, 3 << 30, 1), group(1, 100, 1000, 1 << 30, 1));
+        let mut placed = Vec::new();
+        for walk in [true, false] {
+            let mut c = cell(&machines);
+            c.add(tight, Resident::new(t(9, 0), filler.priority, filler.request));
+            let params = Params { candidates: 1, per_task: 0, fit_walk: walk, ..Default::default() };
+            let p = Scheduler::new(params).schedule(&mut c, std::slice::from_ref(&task));
+            placed.push(p.bindings[0].machine);
+        }
+        assert_eq!(placed[0], tight, "the walk starts at the fullest machine that could fit");
+        assert_ne!(placed[1], tight, "one random candidate of a thousand is not the tight one");
+    }
+
+    /// A production class wants `per_task` candidates per task; a batch class of the same size
+    /// only `candidates`.
+    #[test]
+    fn production_classes_examine_more_machines_per_task() {
+        let machines: Vec<(u64, u64, &str)> = (0..400).map(|_| (64_000, 256 << 30, "x86_64")).collect();
+        let scored = |prio: i32| {
+            let mut c = cell(&machines);
+            let params = Params { candidates: 8, per_task: 4, fit_walk: false, ..Default::default() };
+            let p = Scheduler::new(params).schedule(&mut c, &[group(1, prio, 100, 1 << 20, 50)]);
+            assert_eq!(p.bindings.len(), 50);
+            p.stats.scored
+        };
+        let (production, batch) = (scored(200), scored(100));
+        assert!(production >= 200, "4 per task of 50: {production} scored");
+        assert!(batch < 200, "8 candidates, then one re-score per placement: {batch} scored");
+    }
+
+    /// A class keeps at most CACHE_KEEP candidates between passes; when it had examined the
+    /// whole cell and drops some, the next pass must still find the dropped machines.
+    #[test]
+    fn a_truncated_score_cache_still_finds_every_machine_next_pass() {
+        let machines: Vec<(u64, u64, &str)> = (0..600).map(|_| (1000, 1 << 30, "x86_64")).collect();
+        let mut c = cell(&machines);
+        let mut s = Scheduler::new(Params { candidates: 32, per_task: 4, ..Default::default() });
+        // 200 production tasks that fill a machine each: 800 candidates wanted, the whole cell
+        // examined, 400 feasible left, of which CACHE_KEEP are kept
+        let first = s.schedule(&mut c, &[group(1, 200, 1000, 1 << 30, 200)]);
+        assert_eq!(first.bindings.len(), 200);
+        let mut more = group(1, 200, 1000, 1 << 30, 550);
+        more.tasks = (200..550).collect();
+        let second = s.schedule(&mut c, &[more]);
+        assert_eq!(second.bindings.len(), 350, "400 machines are still empty: {:?}", second.unplaced);
     }
 
     #[test]
@@ -519,15 +683,17 @@ mod tests {
             (0..200).map(|i| (1000 + (i % 7) * 500, (2 + i % 5) << 30, "x")).collect();
         let groups: Vec<TaskGroup> =
             (0..20).map(|j| group(j, 100 + j as i32, 300 + 50 * j as u64, 256 << 20, 30)).collect();
-        let run = |seed| {
+        let run = |seed, fit_walk| {
             let mut c = cell(&machines);
-            let mut s = Scheduler::new(Params { seed, ..Default::default() });
+            let mut s = Scheduler::new(Params { seed, fit_walk, ..Default::default() });
             let p1 = s.schedule(&mut c, &groups[..10]);
             let p2 = s.schedule(&mut c, &groups[10..]);
             (p1.bindings, p2.bindings, p2.stats)
         };
-        assert_eq!(run(7), run(7));
-        assert_ne!(run(7).0, run(8).0);
+        assert_eq!(run(7, true), run(7, true));
+        assert_eq!(run(7, false), run(7, false));
+        // the seed orders the machines the fit walk leaves to the random order
+        assert_ne!(run(7, false).0, run(8, false).0);
     }
 
     proptest! {
