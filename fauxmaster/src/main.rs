@@ -57,6 +57,14 @@ struct SchedArgs {
     /// Score with plain best fit instead of the hybrid.
     #[arg(long, global = true)]
     best_fit: bool,
+    /// Weight of the hybrid's imbalance (stranded resources) term; default the live master's
+    /// (scheduler_core::Weights::default, 0.5).
+    #[arg(long, global = true)]
+    strand: Option<f64>,
+    /// Weight of the hybrid's crowding (failure-domain spreading) term; default the live
+    /// master's (0.25).
+    #[arg(long, global = true)]
+    spread: Option<f64>,
     /// Never preempt.
     #[arg(long, global = true)]
     no_preemption: bool,
@@ -308,7 +316,12 @@ fn main() -> anyhow::Result<()> {
         candidates: cli.sched.candidates.unwrap_or(defaults.candidates),
         per_task: cli.sched.per_task.unwrap_or(defaults.per_task),
         fit_walk: !cli.sched.no_fit_walk,
-        weights: if cli.sched.best_fit { Weights::best_fit() } else { Weights::default() },
+        weights: if cli.sched.best_fit {
+            Weights::best_fit()
+        } else {
+            let w = Weights::default();
+            Weights { strand: cli.sched.strand.unwrap_or(w.strand), spread: cli.sched.spread.unwrap_or(w.spread), ..w }
+        },
         preemption: !cli.sched.no_preemption,
         explain: true,
     };

@@ -117,6 +117,10 @@ pub struct CellModel {
     version: Vec<u64>,
     domain_index: HashMap<String, u32>,
     freed: Vec<u32>,
+    /// Per machine: 1 + the position of its latest entry in `freed` (0: none).
+    freed_at: Vec<u32>,
+    /// Every reader of `freed` has read no further than this (see [`CellModel::freed_read`]).
+    read_mark: Option<usize>,
     fit: FitIndex,
     largest: Resources,
 }
@@ -205,8 +209,9 @@ impl CellModel {
         self.avail_reserved.push([capacity; BANDS]);
         self.resident.push(Vec::new());
         self.version.push(0);
-        self.freed.push(self.ids.len() as u32 - 1);
+        self.freed_at.push(0);
         let m = self.ids.len() - 1;
+        self.note_freed(m);
         self.fit.insert(m, self.fit_key(m));
         self.largest = self.largest.max_each(&capacity);
         m
@@ -240,7 +245,8 @@ impl CellModel {
     }
 
     /// Machines that gained room (a task removed, capacity raised, back up, newly added), in
-    /// order; entries from `since` on. With [`CellModel::freed_len`] this lets a scheduler that
+    /// order, each once between two [`CellModel::freed_read`] marks once a reader sets them;
+    /// entries from `since` on. With [`CellModel::freed_len`] this lets a scheduler that
     /// found no room for a class re-examine only machines that changed since.
     pub fn freed_since(&self, since: usize) -> &[u32] {
         &self.freed[since.min(self.freed.len())..]
@@ -249,6 +255,24 @@ impl CellModel {
     /// Length of the freed-machines log (see [`CellModel::freed_since`]).
     pub fn freed_len(&self) -> usize {
         self.freed.len()
+    }
+
+    /// Tells the cell that every reader of the freed log has read it up to
+    /// [`CellModel::freed_len`] at most: from then on a machine that already has an entry at
+    /// or after that point is not logged again (every reader will see that entry), so between
+    /// reads the log grows by machines, not by events. A reader that calls it once must call it
+    /// after every read ([`crate::Scheduler`] does, after each class); until the first call
+    /// every event is logged.
+    pub fn freed_read(&mut self) {
+        self.read_mark = Some(self.freed.len());
+    }
+
+    fn note_freed(&mut self, m: MachineIndex) {
+        if self.read_mark.is_some_and(|mark| self.freed_at[m] as usize > mark) {
+            return; // an entry no reader has passed yet
+        }
+        self.freed.push(m as u32);
+        self.freed_at[m] = self.freed.len() as u32;
     }
 
     /// Number of machines.
@@ -353,7 +377,7 @@ impl CellModel {
         self.alloc[m][b] = self.alloc[m][b].saturating_sub(r.request);
         self.reserved[m][b] = self.reserved[m][b].saturating_sub(r.reservation);
         self.recompute(m);
-        self.freed.push(m as u32);
+        self.note_freed(m);
         Some(r)
     }
 
@@ -371,7 +395,7 @@ impl CellModel {
         self.reserved[m][b] = self.reserved[m][b].saturating_sub(old).saturating_add(new);
         self.recompute(m);
         if !old.fits_in(&new) {
-            self.freed.push(m as u32);
+            self.note_freed(m);
         }
         true
     }
@@ -382,7 +406,7 @@ impl CellModel {
         self.capacity[m] = capacity;
         self.largest = self.largest.max_each(&capacity);
         self.recompute(m);
-        self.freed.push(m as u32);
+        self.note_freed(m);
     }
 
     /// Marks machine `m` up or down and returns the tasks it held when going down (they are
@@ -391,7 +415,7 @@ impl CellModel {
         self.up[m] = up;
         if up {
             self.version[m] += 1;
-            self.freed.push(m as u32);
+            self.note_freed(m);
             return Vec::new();
         }
         let gone = std::mem::take(&mut self.resident[m]);
@@ -464,6 +488,29 @@ mod tests {
             }
             assert_eq!(seen, 50, "step {step}: every machine once");
         }
+    }
+
+    /// Between reads the freed log holds each machine once, however often it was freed; before
+    /// the first read mark, every event.
+    #[test]
+    fn the_freed_log_grows_by_machines_between_reads() {
+        let mut c = CellModel::new();
+        let m = c.push(MachineId("m".into()), Resources::new(1000, 1000, 0), Attributes::new(), "r", true);
+        let task = |i| Resident::new(TaskRef { job: 1, index: i }, Priority(100), Resources::new(10, 10, 0));
+        for i in 0..4 {
+            c.add(m, task(i));
+        }
+        c.remove(m, TaskRef { job: 1, index: 0 });
+        c.remove(m, TaskRef { job: 1, index: 1 });
+        assert_eq!(c.freed_since(0), [m as u32; 3], "added, then freed twice: no reader yet");
+        c.freed_read();
+        let read = c.freed_len();
+        c.remove(m, TaskRef { job: 1, index: 2 });
+        c.remove(m, TaskRef { job: 1, index: 3 });
+        assert_eq!(c.freed_since(read), [m as u32], "once after the read");
+        c.freed_read();
+        c.set_capacity(m, Resources::new(2000, 1000, 0));
+        assert_eq!(c.freed_since(read), [m as u32, m as u32], "and again after the next read");
     }
 
     #[test]

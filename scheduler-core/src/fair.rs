@@ -42,10 +42,18 @@ pub fn order_by_fair_share<K: Eq + Hash>(
     for g in groups.iter() {
         *backlog.entry(owner(g)).or_default() += g.tasks.len();
     }
-    let backlog_of = |g: &TaskGroup| backlog.get(&owner(g)).copied().unwrap_or(0);
-    groups.sort_by(|a, b| {
-        b.priority.cmp(&a.priority).then(share(a).total_cmp(&share(b))).then(backlog_of(a).cmp(&backlog_of(b)))
+    // each group's key once (the owner and share closures look things up), not per comparison;
+    // sort_by_cached_key is stable, so equal keys keep arrival order
+    groups.sort_by_cached_key(|g| {
+        let owner = owner(g);
+        (std::cmp::Reverse(g.priority), total_order(share(g)), backlog.get(&owner).copied().unwrap_or(0))
     });
+}
+
+/// An integer that orders as [`f64::total_cmp`] orders the floats.
+fn total_order(f: f64) -> i64 {
+    let bits = f.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
 #[cfg(test)]
@@ -63,6 +71,16 @@ mod tests {
             different_machine: false,
             tasks: (0..tasks).collect(),
             occupied: vec![],
+        }
+    }
+
+    #[test]
+    fn total_order_orders_as_total_cmp() {
+        let v = [f64::NEG_INFINITY, -2.5, -0.0, 0.0, 1e-300, 0.25, 0.5, 1.0, f64::INFINITY];
+        for a in v {
+            for b in v {
+                assert_eq!(total_order(a).cmp(&total_order(b)), a.total_cmp(&b), "{a} vs {b}");
+            }
         }
     }
 

@@ -177,6 +177,10 @@ struct ClassRun<'a> {
     spread: bool,
     /// The fit walk's place: (bucket, position in it).
     walk: (usize, usize),
+    /// The bucket the fit walk starts from.
+    walk_start: usize,
+    /// Whether this run already looked for a machine that fits without preemption.
+    free_fit_searched: bool,
     /// Machines the fit walk may still examine in this run.
     walk_left: usize,
 }
@@ -212,14 +216,26 @@ impl Scheduler {
         k.max(self.params.per_task.saturating_mul(class.tasks.len())).min(n.max(1))
     }
 
+    /// The random machine order for a cell of `n` machines. A cell that grew keeps its order and
+    /// its caches: the new machines (in the cell's freed log since they were added, so classes
+    /// that had examined the whole cell look at them) go at the end, in their own random order.
+    /// Any other change of size starts over.
     fn ensure_order(&mut self, n: usize) {
-        if self.order.len() != n {
+        let had = self.order.len();
+        if had == n {
+            return;
+        }
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(self.params.seed ^ (had as u64).rotate_left(32));
+        if had == 0 || n < had {
             self.order = (0..n as u32).collect();
-            let mut rng = rand::rngs::SmallRng::seed_from_u64(self.params.seed);
             self.order.shuffle(&mut rng);
             self.cache.clear();
-            self.stamp = vec![0; n];
+        } else {
+            let mut added: Vec<u32> = (had as u32..n as u32).collect();
+            added.shuffle(&mut rng);
+            self.order.extend(added);
         }
+        self.stamp.resize(n, 0);
     }
 
     fn crowding(run: &ClassRun, cell: &CellModel, m: usize) -> (u32, f64) {
@@ -259,10 +275,14 @@ impl Scheduler {
             };
             run.walk_left -= 1;
             stats.examined += 1;
-            if m >= n || self.stamp[m] == self.stamp_gen || !self.feasible(run, cell, m) {
+            if m >= n || self.stamp[m] == self.stamp_gen {
                 continue;
             }
+            // examined in this run, feasible or not: the random order and the freed log skip it
             self.stamp[m] = self.stamp_gen;
+            if !self.feasible(run, cell, m) {
+                continue;
+            }
             stats.scored += 1;
             let cand = self.candidate(run, cell, m, None);
             run.heap.push(cand);
@@ -286,14 +306,46 @@ impl Scheduler {
                 }
             };
             stats.examined += 1;
-            if m >= n || self.stamp[m] == self.stamp_gen || !self.feasible(run, cell, m) {
+            if m >= n || self.stamp[m] == self.stamp_gen {
                 continue;
             }
             self.stamp[m] = self.stamp_gen;
+            if !self.feasible(run, cell, m) {
+                continue;
+            }
             stats.scored += 1;
             let cand = self.candidate(run, cell, m, None);
             run.heap.push(cand);
         }
+    }
+
+    /// Walks the whole fit index from the run's start, without a budget, adding every machine
+    /// not yet examined in this run that takes the class without preemption: afterwards the
+    /// heap holds every such machine (none can be below the start); true if it found one. Machines that would need
+    /// preemption are left alone (not scored, not marked examined). Starts over (a placement may
+    /// have moved a machine to a place the walk had passed).
+    fn walk_all(&mut self, run: &mut ClassRun, cell: &CellModel, stats: &mut PassStats) -> bool {
+        let (n, mut found) = (cell.len(), false);
+        run.walk = (run.walk_start, 0);
+        while let Some(m) = Self::next_in_walk(run, cell) {
+            stats.examined += 1;
+            if m >= n
+                || self.stamp[m] == self.stamp_gen
+                || !run.class.request.fits_in(&cell.free_for(m, run.class.priority))
+            {
+                continue;
+            }
+            self.stamp[m] = self.stamp_gen;
+            if !self.feasible(run, cell, m) {
+                continue;
+            }
+            stats.scored += 1;
+            found = true;
+            let cand = self.candidate(run, cell, m, None);
+            run.heap.push(cand);
+        }
+        run.walk_left = 0;
+        found
     }
 
     /// The fit walk's next machine: the fit index's buckets from the run's start upwards (see
@@ -338,6 +390,7 @@ impl Scheduler {
                 .unwrap_or_else(|| ClassCache { cursor: class_offset(&class.key, seed, n), ..Default::default() });
             self.stamp_gen += 1;
             let k = self.class_candidates(class, k, n);
+            let walk_start = fit_bucket_of(least_fraction(&class.request, &most)).saturating_sub(1);
             let mut run = ClassRun {
                 class,
                 k,
@@ -349,7 +402,9 @@ impl Scheduler {
                 domain_count: HashMap::new(),
                 fair_share: (class.tasks.len() as f64 / domains as f64).ceil().max(1.0),
                 spread: self.params.weights.spread > 0.0,
-                walk: (fit_bucket_of(least_fraction(&class.request, &most)).saturating_sub(1), 0),
+                walk: (walk_start, 0),
+                walk_start,
+                free_fit_searched: false,
                 // exhaustive search scores every machine anyway, and once a class has examined
                 // the whole cell only machines freed since can have become feasible
                 walk_left: if !self.params.fit_walk || self.params.candidates == 0 || entry.exhausted_at.is_some() {
@@ -395,6 +450,9 @@ impl Scheduler {
                 class.key.clone(),
                 ClassCache { cursor: run.cursor, candidates, exhausted_at, last_pass: pass },
             );
+            // this class has read the freed log; the only machines freed while it ran are the
+            // ones its own evictions freed, which it re-examined itself
+            cell.freed_read();
         }
         self.cache.retain(|_, c| pass - c.last_pass <= CACHE_TTL);
         out
@@ -424,15 +482,27 @@ impl Scheduler {
             }
             let class = run.class;
             // Preempt only when no machine can take the task without it: before evicting
-            // anyone, examine the rest of the cell (once per class per pass).
-            if run.exhausted_at.is_none()
+            // anyone, look at every machine that might (once per class per pass).
+            if !run.free_fit_searched
+                && run.exhausted_at.is_none()
                 && crate::scoring::preemption_level(cell, m, class.priority, &class.request) > 0
             {
                 run.heap.push(top);
-                run.k = cell.len().max(1);
-                self.refill(run, cell, &mut out.stats);
-                // every machine is now in the heap or was found infeasible
-                run.exhausted_at.get_or_insert(cell.freed_len());
+                run.free_fit_searched = true;
+                // production and monitoring fit without preemption only in what is free
+                // outright, so only on a machine at or above the walk's start: walk them all,
+                // scoring only those; if one is found it beats preempting
+                let found =
+                    crate::cell::places_against_requests(class.priority) && self.walk_all(run, cell, &mut out.stats);
+                if !found {
+                    // choose the victims from the whole cell (Borg §3.2: minimise the number and
+                    // priority of preempted tasks); batch and free also count reclaimed
+                    // resources, which the fit index does not see
+                    run.k = cell.len().max(1);
+                    self.refill(run, cell, &mut out.stats);
+                    // every machine is now in the heap or was found infeasible
+                    run.exhausted_at.get_or_insert(cell.freed_len());
+                }
                 continue;
             }
             let Some(victims) = plan_victims(cell, m, class.priority, &class.request) else {
@@ -539,6 +609,23 @@ mod tests {
         }
         assert_eq!(placed[0], tight, "the walk starts at the fullest machine that could fit");
         assert_ne!(placed[1], tight, "one random candidate of a thousand is not the tight one");
+    }
+
+    /// A machine added between passes: a class that had found no room anywhere looks at the new
+    /// machine only, instead of examining the whole cell again.
+    #[test]
+    fn a_grown_cell_keeps_the_caches_and_offers_the_new_machine() {
+        let machines: Vec<(u64, u64, &str)> = (0..100).map(|_| (1000, 1 << 30, "x86_64")).collect();
+        let mut c = cell(&machines);
+        let mut s = Scheduler::new(Params::default());
+        let big = group(1, 200, 4000, 2 << 30, 1);
+        let first = s.schedule(&mut c, std::slice::from_ref(&big));
+        assert_eq!(first.unplaced.len(), 1);
+        assert!(first.stats.examined >= 100, "the whole cell: {:?}", first.stats);
+        let m = c.push(MachineId("new".into()), Resources::new(8000, 8 << 30, 1 << 40), Attributes::new(), "r", true);
+        let second = s.schedule(&mut c, std::slice::from_ref(&big));
+        assert_eq!(second.bindings, vec![Binding { task: t(1, 0), machine: m }]);
+        assert!(second.stats.examined <= 2, "only the new machine: {:?}", second.stats);
     }
 
     /// A production class wants `per_task` candidates per task; a batch class of the same size
@@ -651,6 +738,26 @@ mod tests {
         let p = s.schedule(&mut c, &[group(2, 150, 500, 1, 1)]);
         assert_eq!(p.bindings.len(), 1);
         assert_eq!(p.preempted.len(), 1);
+    }
+
+    /// Before a production task preempts, it looks for a machine with room outright in the fit
+    /// index's upper buckets, scoring only those, and takes one if there is any.
+    #[test]
+    fn a_machine_with_room_beats_preemption_without_scoring_the_full_cell() {
+        let machines: Vec<(u64, u64, &str)> = (0..500).map(|_| (1000, 1 << 30, "x86_64")).collect();
+        let mut c = cell(&machines);
+        let batch = group(1, 100, 1000, 1 << 30, 499);
+        let mut s = Scheduler::new(Params { candidates: 4, ..Default::default() });
+        assert_eq!(s.schedule(&mut c, &[batch]).bindings.len(), 499);
+        let empty = (0..500).find(|&m| c.residents(m).is_empty()).unwrap();
+        let p = s.schedule(&mut c, &[group(2, 250, 600, 1 << 20, 1)]);
+        assert!(p.preempted.is_empty(), "{:?}", p.preempted);
+        assert_eq!(p.bindings, vec![Binding { task: t(2, 0), machine: empty }]);
+        assert!(p.stats.scored < 50, "only machines with room outright are scored: {:?}", p.stats);
+        // with no room anywhere it preempts a batch task
+        let p = s.schedule(&mut c, &[group(3, 250, 600, 1 << 20, 1)]);
+        assert_eq!(p.preempted.len(), 1);
+        assert_eq!(p.bindings.len(), 1);
     }
 
     #[test]
