@@ -4,6 +4,11 @@
 # The caller sets: B (the binaries' directory), work (a scratch directory), pids (an array that
 # its EXIT trap kills), replica_args (an array of extra borgmaster flags; may be empty), and
 # declares `declare -A api http pid` before sourcing this file.
+#
+# Auth: with TLS=1 in the environment, cell_credentials makes a CA and credentials under
+# $work (a replica certificate per replica, an admin certificate for borgctl and one for the
+# hollow Borglets, which register machines of many names) and every daemon and borgctl run
+# with mutual TLS; otherwise they all run --insecure. $borglet_auth holds the Borglet's flags.
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -15,17 +20,41 @@ group_addresses() {
     all="${api[1]},${api[2]},${api[3]}"
 }
 
-# start ID: starts replica ID (fsync on, --insecure, unlimited quota, plus replica_args); its
-# stdout and stderr go to $work/mID.out and $work/mID.log.
+# cell_credentials: with TLS=1, the CA and every credential (see the top); sets auth_mode
+# (tls or insecure, for the CSV lines) and borglet_auth.
+cell_credentials() {
+    if [ "${TLS:-0}" = 1 ]; then
+        auth_mode=tls
+        "$B/borgctl" certs init --ca "$work/ca" --cell bench >/dev/null
+        for i in 1 2 3; do
+            "$B/borgctl" certs issue --ca "$work/ca" --role replica --name "$i" --out "$work/m$i/credentials" >/dev/null
+        done
+        "$B/borgctl" certs issue --ca "$work/ca" --role admin --name hollow --out "$work/hollow/credentials" >/dev/null
+        "$B/borgctl" certs issue --ca "$work/ca" --role admin --name bench --out "$work/credentials" >/dev/null
+        export BORG_CREDENTIALS=$work/credentials
+        borglet_auth=(--credentials "$work/hollow/credentials")
+    else
+        auth_mode=insecure
+        export BORG_CREDENTIALS=
+        borglet_auth=(--insecure)
+    fi
+}
+
+# start ID: starts replica ID (fsync on, mutual TLS with TLS=1 else --insecure, unlimited quota,
+# plus replica_args); its stdout and stderr go to $work/mID.out and $work/mID.log.
 start() {
-    local i=$1
+    local i=$1 auth=(--insecure)
+    [ "${auth_mode:-insecure}" = tls ] && auth=(--credentials "$work/m$i/credentials")
     "$B/borgmaster" --id "$i" --peers "$peers" --listen "${api[$i]}" --http "${http[$i]}" \
-        --insecure --data-dir "$work/m$i" --default-quota unlimited "${replica_args[@]}" \
+        "${auth[@]}" --data-dir "$work/m$i" --default-quota unlimited "${replica_args[@]}" \
         >>"$work/m$i.out" 2>>"$work/m$i.log" &
     pid[$i]=$!; pids+=($!)
 }
 
-ctl() { "$B/borgctl" --master "$1" "${@:2}"; }
+ctl() {
+    if [ "${auth_mode:-insecure}" = tls ]; then "$B/borgctl" --master "$1" "${@:2}"
+    else "$B/borgctl" --insecure --master "$1" "${@:2}"; fi
+}
 
 # leader ADDRS: prints the leader's replica id as the replicas in ADDRS see it (nothing when none
 # answers yet: a replica that does not answer prints nothing, not a traceback).
@@ -84,8 +113,9 @@ first_round_ms() {
 rss_mb() { awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo NA; }
 hwm_mb() { awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo NA; }
 
-# poll_age_ms ADDRS: the oldest up machine's last poll answer, in ms before now, as the worst of
-# 10 samples over 5 s (one full poll round must fit in the poll interval, 1 s by default).
+# poll_age_ms ADDR: the oldest up machine's last poll answer, in ms before now, as the worst of
+# 10 samples over 5 s (one full poll round must fit in the poll interval, 1 s by default). ADDR
+# must be the leader's: the last poll answers are its soft state (a follower has none).
 poll_age_ms() {
     local worst=0 a
     for _ in $(seq 10); do
