@@ -186,6 +186,41 @@ fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb:
     Some(pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version, full, tasks })
 }
 
+/// Reports a poller sent that the committed state does not show yet. While the commit of a
+/// report is under way the Borglet reports the same change at every poll; sending it again each
+/// time would queue copies faster than a busy leader commits them (at 100,000 starting tasks the
+/// copies took gigabytes and delayed every poll). A report identical to one in flight is sent
+/// again only after [`REPORT_RESEND`] (in case its commit failed).
+#[derive(Default)]
+struct InFlight(std::collections::HashMap<(String, u32), (TaskReport, Instant)>);
+
+/// How long a report may stay uncommitted before its poller sends it again.
+const REPORT_RESEND: Duration = Duration::from_secs(5);
+
+impl InFlight {
+    /// The reports of `changes` (what still differs from the committed state) not already in
+    /// flight, which it then holds; forgets the ones no longer among `changes` (committed, or
+    /// superseded).
+    fn fresh(&mut self, changes: Vec<(MachineId, TaskReport)>, now: Instant) -> Vec<(MachineId, TaskReport)> {
+        let mut keep = std::collections::HashMap::with_capacity(changes.len());
+        let mut out = Vec::new();
+        for (machine, r) in changes {
+            let key = (r.job.clone(), r.index);
+            match self.0.remove(&key) {
+                Some((sent, at)) if sent == r && now.duration_since(at) < REPORT_RESEND => {
+                    keep.insert(key, (sent, at));
+                }
+                _ => {
+                    keep.insert(key, (r.clone(), now));
+                    out.push((machine, r));
+                }
+            }
+        }
+        self.0 = keep;
+        out
+    }
+}
+
 /// Reports in `resp` that change the master's record of a task on machine `id`.
 fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(MachineId, TaskReport)> {
     let s = master.state();
@@ -251,6 +286,7 @@ async fn poll_machine(
     let mut acked: Option<u64> = None;
     let mut liveness = Liveness::new(Instant::now());
     let mut attempted = false;
+    let mut in_flight = InFlight::default();
     // whether this machine counts in `shared.failing`; given back when the poller stops (the
     // machine was removed), so the mass-failure count never leaks
     struct Failing<'a>(&'a Shared, bool);
@@ -337,7 +373,7 @@ async fn poll_machine(
                         .collect();
                     soft.task_usage.insert(id.clone(), per_task);
                 }
-                let ch = changes(&master, &id, &resp);
+                let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now());
                 if !ch.is_empty() {
                     let _ = reports.send(ch);
                 }
@@ -385,5 +421,50 @@ async fn poll_machine(
             _ = ticks.tick() => {}
             _ = wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(index: u32, state: TaskState, pid: Option<u32>) -> (MachineId, TaskReport) {
+        (
+            MachineId("m".into()),
+            TaskReport {
+                job: "j".into(),
+                index,
+                incarnation: 1,
+                state,
+                pid,
+                exit_code: None,
+                signal: None,
+                restarts: 0,
+                message: String::new(),
+                ready: false,
+                reclaimed: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_report_in_flight_is_not_sent_again_until_it_changes_or_is_old() {
+        let mut f = InFlight::default();
+        let t0 = Instant::now();
+        let running = report(0, TaskState::Running, Some(7));
+        assert_eq!(f.fresh(vec![running.clone()], t0).len(), 1, "new: sent");
+        assert!(f.fresh(vec![running.clone()], t0 + Duration::from_secs(1)).is_empty(), "in flight: not again");
+        let dead = report(0, TaskState::Dead, None);
+        assert_eq!(f.fresh(vec![dead.clone()], t0 + Duration::from_secs(2)), vec![dead.clone()], "changed: sent");
+        assert_eq!(f.fresh(vec![dead.clone()], t0 + Duration::from_secs(8)).len(), 1, "uncommitted too long: again");
+        // committed (no longer a change), then the same change again: sent
+        assert!(f.fresh(vec![], t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(f.fresh(vec![dead], t0 + Duration::from_secs(9)).len(), 1);
+        // other tasks are independent
+        let other = report(1, TaskState::Running, Some(8));
+        assert_eq!(
+            f.fresh(vec![other.clone(), report(0, TaskState::Dead, None)], t0 + Duration::from_secs(10)),
+            vec![other]
+        );
     }
 }
