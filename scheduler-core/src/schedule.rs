@@ -274,18 +274,7 @@ impl Scheduler {
                 break;
             };
             run.walk_left -= 1;
-            stats.examined += 1;
-            if m >= n || self.stamp[m] == self.stamp_gen {
-                continue;
-            }
-            // examined in this run, feasible or not: the random order and the freed log skip it
-            self.stamp[m] = self.stamp_gen;
-            if !self.feasible(run, cell, m) {
-                continue;
-            }
-            stats.scored += 1;
-            let cand = self.candidate(run, cell, m, None);
-            run.heap.push(cand);
+            self.examine(run, cell, m, stats);
         }
         while run.heap.len() < run.k {
             let m = match run.exhausted_at {
@@ -305,25 +294,32 @@ impl Scheduler {
                     m
                 }
             };
-            stats.examined += 1;
-            if m >= n || self.stamp[m] == self.stamp_gen {
-                continue;
-            }
-            self.stamp[m] = self.stamp_gen;
-            if !self.feasible(run, cell, m) {
-                continue;
-            }
-            stats.scored += 1;
-            let cand = self.candidate(run, cell, m, None);
-            run.heap.push(cand);
+            self.examine(run, cell, m, stats);
         }
+    }
+
+    /// Examines machine `m` for the run's class: once per run (feasible or not, it is marked, so
+    /// the fit walk, the random order and the freed log skip it after), and a feasible one is
+    /// scored into the heap.
+    fn examine(&mut self, run: &mut ClassRun, cell: &CellModel, m: usize, stats: &mut PassStats) {
+        stats.examined += 1;
+        if m >= cell.len() || self.stamp[m] == self.stamp_gen {
+            return;
+        }
+        self.stamp[m] = self.stamp_gen;
+        if !self.feasible(run, cell, m) {
+            return;
+        }
+        stats.scored += 1;
+        let cand = self.candidate(run, cell, m, None);
+        run.heap.push(cand);
     }
 
     /// Walks the whole fit index from the run's start, without a budget, adding every machine
     /// not yet examined in this run that takes the class without preemption: afterwards the
-    /// heap holds every such machine (none can be below the start); true if it found one. Machines that would need
-    /// preemption are left alone (not scored, not marked examined). Starts over (a placement may
-    /// have moved a machine to a place the walk had passed).
+    /// heap holds every such machine (none can be below the start); true if it found one.
+    /// Machines that would need preemption are left alone (not scored, not marked examined).
+    /// Starts over (a placement may have moved a machine to a place the walk had passed).
     fn walk_all(&mut self, run: &mut ClassRun, cell: &CellModel, stats: &mut PassStats) -> bool {
         let (n, mut found) = (cell.len(), false);
         run.walk = (run.walk_start, 0);
