@@ -300,19 +300,20 @@ impl Scheduler {
 
     /// Examines machine `m` for the run's class: once per run (feasible or not, it is marked, so
     /// the fit walk, the random order and the freed log skip it after), and a feasible one is
-    /// scored into the heap.
-    fn examine(&mut self, run: &mut ClassRun, cell: &CellModel, m: usize, stats: &mut PassStats) {
+    /// scored into the heap. True when it went into the heap.
+    fn examine(&mut self, run: &mut ClassRun, cell: &CellModel, m: usize, stats: &mut PassStats) -> bool {
         stats.examined += 1;
         if m >= cell.len() || self.stamp[m] == self.stamp_gen {
-            return;
+            return false;
         }
         self.stamp[m] = self.stamp_gen;
         if !self.feasible(run, cell, m) {
-            return;
+            return false;
         }
         stats.scored += 1;
         let cand = self.candidate(run, cell, m, None);
         run.heap.push(cand);
+        true
     }
 
     /// Walks the whole fit index from the run's start, without a budget, adding every machine
@@ -321,24 +322,14 @@ impl Scheduler {
     /// Machines that would need preemption are left alone (not scored, not marked examined).
     /// Starts over (a placement may have moved a machine to a place the walk had passed).
     fn walk_all(&mut self, run: &mut ClassRun, cell: &CellModel, stats: &mut PassStats) -> bool {
-        let (n, mut found) = (cell.len(), false);
+        let mut found = false;
         run.walk = (run.walk_start, 0);
         while let Some(m) = Self::next_in_walk(run, cell) {
-            stats.examined += 1;
-            if m >= n
-                || self.stamp[m] == self.stamp_gen
-                || !run.class.request.fits_in(&cell.free_for(m, run.class.priority))
-            {
-                continue;
+            if m < cell.len() && run.class.request.fits_in(&cell.free_for(m, run.class.priority)) {
+                found |= self.examine(run, cell, m, stats);
+            } else {
+                stats.examined += 1;
             }
-            self.stamp[m] = self.stamp_gen;
-            if !self.feasible(run, cell, m) {
-                continue;
-            }
-            stats.scored += 1;
-            found = true;
-            let cand = self.candidate(run, cell, m, None);
-            run.heap.push(cand);
         }
         run.walk_left = 0;
         found
