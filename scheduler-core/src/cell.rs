@@ -226,12 +226,7 @@ impl CellModel {
     /// The mean free fraction of machine `m`'s CPU, RAM and disk (what is free outright over
     /// its capacity; a resource it has none of counts 0), in 0..=1.
     pub fn free_fraction(&self, m: MachineIndex) -> f64 {
-        let (cap, free) = (self.capacity[m], self.avail[m][0]);
-        let frac = |f: u64, c: u64| if c == 0 { 0.0 } else { f as f64 / c as f64 };
-        (frac(free.cpu_millis, cap.cpu_millis)
-            + frac(free.ram_bytes, cap.ram_bytes)
-            + frac(free.disk_bytes, cap.disk_bytes))
-            / 3.0
+        self.avail[m][0].mean_fraction(&self.capacity[m])
     }
 
     fn fit_key(&self, m: MachineIndex) -> usize {

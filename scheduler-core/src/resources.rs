@@ -122,6 +122,16 @@ impl Resources {
         }
     }
 
+    /// The mean over CPU, RAM and disk of `self / whole`, each at most 1 and 0 for a resource
+    /// `whole` has none of (ports left out): how much of `whole` this is, in 0..=1.
+    pub fn mean_fraction(&self, whole: &Resources) -> f64 {
+        let frac = |part: u64, of: u64| if of == 0 { 0.0 } else { (part as f64 / of as f64).min(1.0) };
+        (frac(self.cpu_millis, whole.cpu_millis)
+            + frac(self.ram_bytes, whole.ram_bytes)
+            + frac(self.disk_bytes, whole.disk_bytes))
+            / 3.0
+    }
+
     /// Component-wise maximum.
     pub fn max_each(&self, o: &Resources) -> Resources {
         Resources {

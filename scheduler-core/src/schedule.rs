@@ -30,7 +30,6 @@ use crate::cell::{fit_bucket_of, CellModel, MachineIndex, Resident, TaskRef, FIT
 use crate::equivalence::{classes, ClassKey, EquivalenceClass};
 use crate::feasibility::feasible;
 use crate::preemption::plan_victims;
-use crate::resources::Resources;
 use crate::scoring::{score, Weights};
 use crate::task_group::TaskGroup;
 use crate::why_pending::{why_pending, WhyPending};
@@ -377,7 +376,9 @@ impl Scheduler {
                 .unwrap_or_else(|| ClassCache { cursor: class_offset(&class.key, seed, n), ..Default::default() });
             self.stamp_gen += 1;
             let k = self.class_candidates(class, k, n);
-            let walk_start = fit_bucket_of(least_fraction(&class.request, &most)).saturating_sub(1);
+            // no machine with a smaller mean free fraction than the request's share of the cell's
+            // largest capacities can fit it (one bucket lower for rounding)
+            let walk_start = fit_bucket_of(class.request.mean_fraction(&most)).saturating_sub(1);
             let mut run = ClassRun {
                 class,
                 k,
@@ -516,17 +517,6 @@ impl Scheduler {
             return true;
         }
     }
-}
-
-/// The least mean free fraction (as [`CellModel::free_fraction`] counts it) a machine must have
-/// to fit `request`, given the largest capacity of each resource in the cell: no machine with a
-/// smaller one can fit it.
-fn least_fraction(request: &Resources, most: &Resources) -> f64 {
-    let frac = |r: u64, c: u64| if c == 0 { 0.0 } else { (r as f64 / c as f64).min(1.0) };
-    (frac(request.cpu_millis, most.cpu_millis)
-        + frac(request.ram_bytes, most.ram_bytes)
-        + frac(request.disk_bytes, most.disk_bytes))
-        / 3.0
 }
 
 /// One pass with a fresh [`Scheduler`] and default [`Params`]: for callers that keep no state
