@@ -216,6 +216,51 @@ impl LogStore {
         written.map_err(|e| StorageIOError::write(&e))
     }
 
+    /// Whether the log holds every entry `from ..= upto.index`, the last one being `upto`.
+    fn replayable(&self, from: u64, upto: LogId<NodeId>) -> StorageResult<bool> {
+        let cf = cf(&self.db, CF_LOG)?;
+        let mut next = from;
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&index_key(from), Direction::Forward)) {
+            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let index = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
+            if index != next {
+                return Ok(false);
+            }
+            if index == upto.index {
+                return Ok(Self::decode(index, &v)?.log_id == upto);
+            }
+            next += 1;
+        }
+        Ok(false)
+    }
+
+    /// While a leader's snapshot is being installed, waits (up to [`PURGE_WAIT`]) until the
+    /// stored snapshot covers `index` or the log holds `index` (what `covered` says). openraft
+    /// 0.9 purges the log, and appends the leader's entries after the snapshot, without waiting
+    /// for the state machine to store it; a crash in between left a hole (neither entries nor
+    /// snapshot) that the replica could not start over.
+    async fn wait_for_install(&self, index: u64, what: &str) -> StorageResult<()> {
+        let waited = tokio::time::Instant::now();
+        while self.installing.load(std::sync::atomic::Ordering::Acquire) {
+            let covered = blocking(|| super::state_machine::stored_snapshot_index(&self.db))?;
+            if covered.is_some_and(|i| i >= index) {
+                break;
+            }
+            if what == "append" {
+                let cf = cf(&self.db, CF_LOG)?;
+                if self.db.get_pinned_cf(cf, index_key(index)).map_err(|e| StorageIOError::read_logs(&e))?.is_some() {
+                    break;
+                }
+            }
+            if waited.elapsed() > PURGE_WAIT {
+                tracing::warn!(?covered, index, what, "no stored snapshot covers it after 60 s; going on");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     fn decode(index: u64, bytes: &[u8]) -> StorageResult<Entry<TypeConfig>> {
         serde_json::from_slice(bytes).map_err(|e| {
             StorageIOError::read_logs(&std::io::Error::other(format!("log entry {index} does not decode: {e}"))).into()
@@ -296,8 +341,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.put_meta("committed", &committed, false)?)
     }
 
+    /// The committed log id saved, if the store can still replay up to it: the stored snapshot
+    /// covers it, or the log holds every entry from just after the snapshot to it. Else `None`
+    /// (openraft then starts from the snapshot and learns the rest from the leader): openraft
+    /// saves the committed id of a leader's snapshot before the state machine has stored that
+    /// snapshot, so a crash in between left `committed` ahead of both the snapshot and the log,
+    /// and the replica could not start ("Failed to get log entries, expected index: [5150,
+    /// 5214)"; found by the fault suite, a follower killed after receiving a snapshot).
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>("committed")?.flatten())
+        let Some(committed) = self.get_meta::<Option<LogId<NodeId>>>("committed")?.flatten() else {
+            return Ok(None);
+        };
+        let snapshot = blocking(|| super::state_machine::stored_snapshot_index(&self.db))?;
+        if snapshot.is_some_and(|s| s >= committed.index) {
+            return Ok(Some(committed));
+        }
+        let from = snapshot.map_or(0, |s| s + 1);
+        match self.replayable(from, committed)? {
+            true => Ok(Some(committed)),
+            false => {
+                tracing::warn!(
+                    %committed,
+                    snapshot = ?snapshot,
+                    "the saved committed log id is ahead of the stored snapshot and the log; starting from the snapshot"
+                );
+                Ok(None)
+            }
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -305,6 +375,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut entries = entries.into_iter().peekable();
+        if let Some(first) = entries.peek().map(|e| e.log_id.index) {
+            if first > 0 {
+                // entries after a snapshot not yet stored would leave a hole (see wait_for_install)
+                self.wait_for_install(first - 1, "append").await?;
+            }
+        }
         let cf = cf(&self.db, CF_LOG)?;
         let mut batch = WriteBatch::default();
         let mut commands = false;
@@ -362,22 +439,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ///
     /// Errors: the store cannot be written.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let waited = tokio::time::Instant::now();
-        while self.installing.load(std::sync::atomic::Ordering::Acquire) {
-            let covered = blocking(|| super::state_machine::stored_snapshot_index(&self.db))?;
-            if covered.is_some_and(|i| i >= log_id.index) {
-                break;
-            }
-            if waited.elapsed() > PURGE_WAIT {
-                tracing::warn!(
-                    ?covered,
-                    upto = log_id.index,
-                    "no stored snapshot covers the purge after 60 s; purging"
-                );
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        self.wait_for_install(log_id.index, "purge").await?;
         let bytes = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write(&e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_META)?, "last_purged", bytes);
@@ -443,6 +505,81 @@ mod tests {
         purge.await.unwrap().unwrap();
         let entries = log.try_get_log_entries(0..10).await.unwrap();
         assert_eq!(entries.first().map(|e| e.log_id.index), Some(6), "{entries:?}");
+    }
+
+    fn cell_snapshot(index: u64) -> (openraft::SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>) {
+        let data = serde_json::to_vec(&crate::state::CellState::new("t")).unwrap();
+        let meta = openraft::SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id(1, 1, index)),
+            last_membership: Default::default(),
+            snapshot_id: format!("s{index}"),
+        };
+        (meta, data)
+    }
+
+    /// A replica killed after openraft saved the committed id of a leader's snapshot but before
+    /// the state machine stored it still starts (the fault suite's "Failed to get log entries"):
+    /// the committed id read back is only one the store can replay to.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_committed_id_ahead_of_the_snapshot_and_the_log_is_not_replayed() {
+        use openraft::storage::{RaftLogStorageExt, RaftStateMachine, StorageHelper};
+        use openraft::testing::{blank_ent, log_id};
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let state = Arc::new(std::sync::RwLock::new(crate::state::CellState::new("t")));
+        let mut sm = super::super::state_machine::StateMachine::open(db.clone(), state.clone(), "t").unwrap();
+        let mut log = LogStore::new(db.clone()).waiting_for_installs(sm.installing());
+        log.blocking_append((0..10).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.unwrap();
+        let (meta, data) = cell_snapshot(5);
+        sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(data))).await.unwrap();
+        // entries 6..=9 and a committed id the log holds: replayed
+        log.save_committed(Some(log_id(1, 1, 9))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 9)));
+        // a committed id of another leader at index 9: not this log's entry
+        log.save_committed(Some(log_id(2, 2, 9))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), None);
+        // a leader's snapshot up to 20 is being received; openraft saves its committed id; crash
+        let _ = sm.begin_receiving_snapshot().await.unwrap();
+        log.save_committed(Some(log_id(1, 1, 20))).await.unwrap();
+        drop((log, sm));
+        let mut log = LogStore::new(db.clone());
+        let mut sm = super::super::state_machine::StateMachine::open(db.clone(), state, "t").unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), None, "index 20 is in neither the log nor the snapshot");
+        let initial = StorageHelper::new(&mut log, &mut sm).get_initial_state().await.expect("the replica starts");
+        assert_eq!(initial.committed.map(|l| l.index), Some(5), "from the stored snapshot");
+        // the snapshot covers the committed id: kept
+        let (meta, data) = cell_snapshot(20);
+        sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(data))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 20)));
+    }
+
+    /// Entries a leader sends after its snapshot are not appended before the snapshot is stored
+    /// (a crash in between would leave a hole in the log that the replica cannot start over).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_after_a_snapshot_wait_for_it_to_be_stored() {
+        use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+        use openraft::testing::blank_ent;
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let state = Arc::new(std::sync::RwLock::new(crate::state::CellState::new("t")));
+        let mut sm = super::super::state_machine::StateMachine::open(db.clone(), state, "t").unwrap();
+        let mut log = LogStore::new(db.clone()).waiting_for_installs(sm.installing());
+        log.blocking_append((0..5).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.unwrap();
+        let buf = sm.begin_receiving_snapshot().await.unwrap();
+        // entries that follow the log go ahead while a snapshot is received
+        log.blocking_append((5..7).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.unwrap();
+        let mut appending = log.clone();
+        let append =
+            tokio::spawn(async move { appending.blocking_append((21..24).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!append.is_finished(), "the entries after the snapshot wait for it");
+        assert_eq!(indexes(&log.try_get_log_entries(0..30).await.unwrap()), (0..7).collect::<Vec<_>>());
+        let (meta, data) = cell_snapshot(20);
+        let mut snap = buf;
+        snap.get_mut().extend_from_slice(&data);
+        sm.install_snapshot(&meta, snap).await.unwrap();
+        append.await.unwrap().unwrap();
+        assert_eq!(indexes(&log.try_get_log_entries(21..30).await.unwrap()), vec![21, 22, 23]);
     }
 
     fn indexes(entries: &[Entry<TypeConfig>]) -> Vec<u64> {
