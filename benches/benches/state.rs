@@ -1,5 +1,6 @@
 //! The Borgmaster's cell state machine at cell scale (divan): applying a scheduling pass's
-//! `Bind` command, and encoding a checkpoint. Run: `cargo bench -p borg-benches --bench state`.
+//! `Bind` command, and encoding and decoding a checkpoint (JSON, and the master group's binary
+//! encoding). Run: `cargo bench -p borg-benches --bench state`.
 //!
 //! The cell: 10,000 machines, 1,000 jobs x 100 tasks (100,000 tasks).
 
@@ -85,6 +86,26 @@ fn apply_bind_1000_tasks(bencher: divan::Bencher) {
 fn checkpoint_json_100k_tasks(bencher: divan::Bencher) {
     let s = cell(JOBS);
     bencher.bench_local(|| serde_json::to_vec(&s).map(|v| v.len()).unwrap_or(0));
+}
+
+/// Encoding the whole state as a checkpoint in the master group's encoding
+/// (`borgmaster::raft::codec`, MessagePack) at 100,000 tasks.
+#[divan::bench(sample_count = 5)]
+fn checkpoint_100k_tasks(bencher: divan::Bencher) {
+    let s = cell(JOBS);
+    bencher.bench_local(|| borgmaster::raft::codec::encode(&s).map(|v| v.len()).unwrap_or(0));
+}
+
+/// Decoding that checkpoint (what installing a snapshot on a replica costs, before the indexes
+/// are rebuilt), and its JSON for comparison.
+#[divan::bench(sample_count = 5, args = ["binary", "json"])]
+fn checkpoint_decode_100k_tasks(bencher: divan::Bencher, encoding: &str) {
+    let s = cell(JOBS);
+    let bytes = match encoding {
+        "json" => serde_json::to_vec(&s).unwrap_or_default(),
+        _ => borgmaster::raft::codec::encode(&s).unwrap_or_default(),
+    };
+    bencher.bench_local(|| borgmaster::raft::codec::decode::<CellState>(&bytes).map(|s| s.jobs.len()).unwrap_or(0));
 }
 
 /// The scheduler's input (`borgmaster::snapshot::snapshot`) at 100,000 tasks with 1,000 of them

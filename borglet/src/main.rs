@@ -333,7 +333,7 @@ async fn run() -> anyhow::Result<()> {
     server
         .add_service(pb::borglet_server::BorgletServer::new(BorgletService(borglet)))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            borg_rpc::server::incoming(listener),
             borg_rpc::server::shutdown(),
         )
         .await?;
@@ -391,7 +391,7 @@ async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) ->
     server
         .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell, auth)))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            borg_rpc::server::incoming(listener),
             borg_rpc::server::shutdown(),
         )
         .await?;

@@ -251,7 +251,7 @@ async fn run() -> anyhow::Result<()> {
         builder = builder.tls_config(c.server_tls(true)).context("TLS configuration")?;
     }
     let server = tokio::spawn(builder.add_service(service).add_service(raft_service).serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        borg_rpc::server::incoming(listener),
         borg_rpc::server::shutdown(),
     ));
     if single {

@@ -25,6 +25,14 @@ pub fn builder() -> tonic::transport::Server {
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
 }
 
+/// The connections `listener` accepts, with `TCP_NODELAY` set on each. tonic sets it only on
+/// listeners it binds itself (`serve`): handed a listener (`serve_with_incoming`), its replies
+/// went out under Nagle's algorithm, and a small reply waiting for the peer's delayed ACK was the
+/// 40-45 ms p99 of replicated applies (replbench, 64 clients).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Resolves on SIGINT or SIGTERM (a server's graceful shutdown). If SIGTERM cannot be watched,
 /// only SIGINT ends it.
 pub async fn shutdown() {
@@ -68,4 +76,25 @@ where
         );
     }
     std::process::ExitCode::from(1)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection [`super::incoming`] accepts has `TCP_NODELAY` set (a plain accepted
+    /// socket has it off).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        use tokio_stream::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        // what serve_with_incoming was handed before
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(plain.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = plain.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap());
+    }
 }

@@ -309,6 +309,15 @@ async fn etcd_put(ch: Channel, key: Vec<u8>, value: Vec<u8>) -> anyhow::Result<(
     Ok(())
 }
 
+/// CPU seconds (user + system) the processes `pids` have used so far (0 for one that is gone).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let tick = procfs::ticks_per_second() as f64;
+    pids.iter()
+        .filter_map(|&p| procfs::process::Process::new(p as i32).ok()?.stat().ok())
+        .map(|s| (s.utime + s.stime) as f64 / tick)
+        .sum()
+}
+
 async fn throughput(seconds: f64, concurrency: &[usize]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let g = Group::start(dir.path(), 3)?;
@@ -328,8 +337,12 @@ async fn throughput(seconds: f64, concurrency: &[usize]) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("value size: {value_size} bytes (encoded ApplyJob request); {seconds} s per run; fsync on both");
+    println!("cpu: CPU time of the 3 replicas (or 3 members) per operation, microseconds (less noisy than ops/s on a shared box)");
+    let b_pids: Vec<u32> = g.procs.iter().flatten().map(|c| c.id()).collect();
+    let e_pids: Vec<u32> = etcd.procs.iter().map(|c| c.id()).collect();
     for &c in concurrency {
         let m = master.clone();
+        let b_cpu0 = cpu_seconds(&b_pids);
         let (b_ops, b_lat) = drive(c, seconds, move |w, i| {
             let mut m = m.clone();
             async move {
@@ -339,15 +352,18 @@ async fn throughput(seconds: f64, concurrency: &[usize]) -> anyhow::Result<()> {
             }
         })
         .await?;
+        let b_cpu = (cpu_seconds(&b_pids) - b_cpu0) / (b_ops * seconds).max(1.0) * 1e6;
         let ch = etcd_ch.clone();
+        let e_cpu0 = cpu_seconds(&e_pids);
         let (e_ops, e_lat) = drive(c, seconds, move |w, i| {
             let ch = ch.clone();
             async move { etcd_put(ch, format!("bench/{w}/{}", i % 16).into_bytes(), vec![b'x'; value_size]).await }
         })
         .await?;
+        let e_cpu = (cpu_seconds(&e_pids) - e_cpu0) / (e_ops * seconds).max(1.0) * 1e6;
         println!(
-            "concurrency {c:3}: borgmaster {b_ops:7.0} applies/s (p50 {:.1} ms, p99 {:.1} ms) | \
-             etcd {e_ops:7.0} puts/s (p50 {:.1} ms, p99 {:.1} ms) | ratio {:.2}",
+            "concurrency {c:3}: borgmaster {b_ops:7.0} applies/s (p50 {:.1} ms, p99 {:.1} ms, cpu {b_cpu:.0}) | \
+             etcd {e_ops:7.0} puts/s (p50 {:.1} ms, p99 {:.1} ms, cpu {e_cpu:.0}) | ratio {:.2}",
             pct(&b_lat, 0.5) * 1e3,
             pct(&b_lat, 0.99) * 1e3,
             pct(&e_lat, 0.5) * 1e3,

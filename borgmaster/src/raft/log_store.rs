@@ -1,8 +1,9 @@
 //! The Raft log in RocksDB (openraft's `RaftLogStorage`).
 //!
 //! One RocksDB database per replica (`<data-dir>/raft`), two column families:
-//! - `log`: key = log index as 8 big-endian bytes (so keys sort by index), value = JSON of the
-//!   openraft entry.
+//! - `log`: key = log index as 8 big-endian bytes (so keys sort by index), value = the openraft
+//!   entry in the binary encoding of [`super::codec`] (entries an earlier version wrote as JSON
+//!   still read).
 //! - `meta`: `vote`, `committed`, `last_purged` (JSON of openraft's types) and `snapshot` (see
 //!   `state_machine`).
 //!
@@ -262,7 +263,7 @@ impl LogStore {
     }
 
     fn decode(index: u64, bytes: &[u8]) -> StorageResult<Entry<TypeConfig>> {
-        serde_json::from_slice(bytes).map_err(|e| {
+        super::codec::decode(bytes).map_err(|e| {
             StorageIOError::read_logs(&std::io::Error::other(format!("log entry {index} does not decode: {e}"))).into()
         })
     }
@@ -388,7 +389,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut written = Vec::new();
         for entry in entries {
             commands |= matches!(entry.payload, openraft::EntryPayload::Normal(_));
-            let bytes = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let bytes = super::codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(cf, index_key(entry.log_id.index), &bytes);
             written.push((entry, bytes.len()));
         }

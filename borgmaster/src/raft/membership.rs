@@ -182,7 +182,7 @@ pub fn force_voters(db: &DB, me: NodeId, voters: &BTreeSet<NodeId>) -> Result<Fo
             dropped += 1;
             continue;
         }
-        let entry: Entry<TypeConfig> = serde_json::from_slice(&v).map_err(|e| format!("log entry {index}: {e}"))?;
+        let entry: Entry<TypeConfig> = super::codec::decode(&v).map_err(|e| format!("log entry {index}: {e}"))?;
         last_term = entry.log_id.leader_id.term;
         last_index = index;
         if let EntryPayload::Membership(m) = entry.payload {
@@ -208,7 +208,7 @@ pub fn force_voters(db: &DB, me: NodeId, voters: &BTreeSet<NodeId>) -> Result<Fo
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(log, (committed_index + 1).to_be_bytes(), u64::MAX.to_be_bytes());
     batch.delete_cf(log, u64::MAX.to_be_bytes());
-    batch.put_cf(log, index.to_be_bytes(), serde_json::to_vec(&entry).map_err(|e| e.to_string())?);
+    batch.put_cf(log, index.to_be_bytes(), super::codec::encode(&entry).map_err(|e| e.to_string())?);
     let new_vote = Vote::<NodeId>::new(term, me);
     batch.put_cf(meta, "vote", serde_json::to_vec(&new_vote).map_err(|e| e.to_string())?);
     write_synced(db, batch).map_err(|e| format!("writing the log: {e}"))?;

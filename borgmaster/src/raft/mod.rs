@@ -16,6 +16,7 @@
 // return them as they are rather than boxing and unboxing at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 pub mod group;
 pub mod log_store;
 pub mod membership;

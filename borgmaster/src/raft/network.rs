@@ -1,9 +1,11 @@
 //! openraft's RPCs over tonic: the client side (`RaftNetworkFactory`, one lazily connected
 //! channel per peer) and the server side (`borg.v1.Raft`, served on the Borgmaster's API
-//! listener). Messages are openraft's own types as JSON in a `RaftMessage`; the reply is the JSON
-//! of the handler's `Result`, so a peer's Raft error comes back as a remote error, not a
-//! transport one. Snapshot chunks travel with their bytes beside the JSON
-//! (`InstallSnapshotBinary`), not as JSON numbers inside it.
+//! listener). Messages are openraft's own types in the binary encoding of [`super::codec`] in a
+//! `RaftMessage`; the reply is the encoding of the handler's `Result`, so a peer's Raft error
+//! comes back as a remote error, not a transport one. Snapshot chunks travel with their bytes
+//! beside the message (`InstallSnapshotBinary`). A peer of an earlier version sends and reads
+//! JSON: its messages are read as they are, and one that answers that a message does not
+//! decode is sent JSON from then on (an upgrade in any order).
 
 use super::{BorgRaft, NodeId, TypeConfig};
 use borg_proto as pb;
@@ -68,7 +70,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         if let Err(e) = &client {
             tracing::error!(target, address = %node.addr, error = %e, "bad replica address");
         }
-        Connection { target, address: node.addr.clone(), client: client.map_err(|e| e.to_string()) }
+        Connection { target, address: node.addr.clone(), client: client.map_err(|e| e.to_string()), json: false }
     }
 }
 
@@ -77,7 +79,12 @@ pub struct Connection {
     target: NodeId,
     address: String,
     client: Result<RaftClient<Channel>, String>,
+    /// The peer reads only JSON (an earlier version): learnt from its answer.
+    json: bool,
 }
+
+/// How a replica says that a message does not decode (an older one, given the binary encoding).
+const UNDECODABLE: &str = "Raft message does not decode";
 
 #[derive(Clone, Copy)]
 enum Rpc {
@@ -111,22 +118,36 @@ impl Connection {
         &mut self,
         rpc: Rpc,
         req: &Req,
-        data: Vec<u8>,
+        mut data: Vec<u8>,
         ttl: Duration,
     ) -> Result<Result<Response<pb::RaftMessage>, Status>, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
         };
-        let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = Request::new(pb::RaftMessage { json, data });
-        request.set_timeout(ttl);
-        Ok(match rpc {
-            Rpc::Append => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::Snapshot => client.install_snapshot(request).await,
-            Rpc::SnapshotBinary => client.install_snapshot_binary(request).await,
-        })
+        loop {
+            let json = if self.json {
+                serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            } else {
+                super::codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            };
+            let data = if self.json { std::mem::take(&mut data) } else { data.clone() };
+            let mut request = Request::new(pb::RaftMessage { json, data });
+            request.set_timeout(ttl);
+            let reply = match rpc {
+                Rpc::Append => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::Snapshot => client.install_snapshot(request).await,
+                Rpc::SnapshotBinary => client.install_snapshot_binary(request).await,
+            };
+            match reply {
+                Err(s) if !self.json && s.code() == tonic::Code::InvalidArgument && s.message().starts_with(UNDECODABLE) => {
+                    tracing::warn!(target = self.target, address = %self.address, "replica reads only JSON (an earlier version); sending it JSON");
+                    self.json = true;
+                }
+                reply => return Ok(reply),
+            }
+        }
     }
 
     fn decode_reply<Resp, E>(
@@ -146,7 +167,7 @@ impl Connection {
             }
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            super::codec::decode(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 }
@@ -166,7 +187,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        // the chunk's bytes out of the JSON; a peer without the binary RPC gets the JSON one
+        // the chunk's bytes beside the message; a peer without the binary RPC gets them inside it
         let mut rpc = rpc;
         let data = std::mem::take(&mut rpc.data);
         let reply = self.send(Rpc::SnapshotBinary, &rpc, data.clone(), option.hard_ttl()).await?;
@@ -188,7 +209,8 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// The server side: hands each message to the local Raft and answers its `Result` as JSON.
+/// The server side: hands each message to the local Raft and answers its `Result`, encoded as
+/// the request was (see [`decode`]).
 pub struct RaftService {
     raft: BorgRaft,
     id: NodeId,
@@ -244,13 +266,23 @@ impl RaftService {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(req: Request<pb::RaftMessage>) -> Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().json)
-        .map_err(|e| Status::invalid_argument(format!("Raft message does not decode: {e}")))
+/// Decodes a request; the flag says it was JSON (a replica of an earlier version), to be
+/// answered in JSON.
+fn decode<T: serde::de::DeserializeOwned>(req: Request<pb::RaftMessage>) -> Result<(T, bool), Status> {
+    decode_bytes(&req.into_inner().json)
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Result<Response<pb::RaftMessage>, Status> {
-    serde_json::to_vec(v)
+fn decode_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, bool), Status> {
+    let json = bytes.first() == Some(&b'{');
+    super::codec::decode(bytes)
+        .map(|v| (v, json))
+        .map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}: {e}")))
+}
+
+/// Encodes a reply, in JSON when the request was (see [`decode`]).
+fn encode<T: serde::Serialize>(v: &T, json: bool) -> Result<Response<pb::RaftMessage>, Status> {
+    let bytes = if json { serde_json::to_vec(v).map_err(std::io::Error::other) } else { super::codec::encode(v) };
+    bytes
         .map(|json| Response::new(pb::RaftMessage { json, data: Vec::new() }))
         .map_err(|e| Status::internal(format!("Raft reply does not encode: {e}")))
 }
@@ -288,19 +320,22 @@ impl pb::raft_server::Raft for RaftService {
     async fn append_entries(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
         self.check(&req)?;
         self.check_ready()?;
-        encode(&self.raft.append_entries(decode(req)?).await)
+        let (rpc, json) = decode(req)?;
+        encode(&self.raft.append_entries(rpc).await, json)
     }
 
     async fn vote(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
         self.check(&req)?;
         self.check_ready()?;
-        encode(&self.raft.vote(decode(req)?).await)
+        let (rpc, json) = decode(req)?;
+        encode(&self.raft.vote(rpc).await, json)
     }
 
     async fn install_snapshot(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
         self.check(&req)?;
         self.check_ready()?;
-        encode(&self.raft.install_snapshot(decode(req)?).await)
+        let (rpc, json) = decode(req)?;
+        encode(&self.raft.install_snapshot(rpc).await, json)
     }
 
     async fn install_snapshot_binary(
@@ -310,15 +345,106 @@ impl pb::raft_server::Raft for RaftService {
         self.check(&req)?;
         self.check_ready()?;
         let pb::RaftMessage { json, data } = req.into_inner();
-        let mut chunk: openraft::raft::InstallSnapshotRequest<TypeConfig> = serde_json::from_slice(&json)
-            .map_err(|e| Status::invalid_argument(format!("Raft message does not decode: {e}")))?;
+        let (mut chunk, json): (openraft::raft::InstallSnapshotRequest<TypeConfig>, bool) = decode_bytes(&json)?;
         chunk.data = data;
-        encode(&self.raft.install_snapshot(chunk).await)
+        encode(&self.raft.install_snapshot(chunk).await, json)
     }
 
     async fn status(&self, _: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
         let mut s = local_status(&self.raft, self.id, &self.address);
         s.ready = self.ready.load(std::sync::atomic::Ordering::Acquire);
         Ok(Response::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A replica of an earlier version: reads and answers only JSON, and refuses anything else
+    /// the way it did. Records, per request, whether it was JSON.
+    struct JsonOnly {
+        seen: Arc<Mutex<Vec<bool>>>,
+    }
+
+    #[tonic::async_trait]
+    impl pb::raft_server::Raft for JsonOnly {
+        async fn append_entries(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+            let bytes = req.into_inner().json;
+            let parsed = serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&bytes);
+            self.seen.lock().unwrap().push(parsed.is_ok());
+            parsed.map_err(|e| Status::invalid_argument(format!("Raft message does not decode: {e}")))?;
+            let reply: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> = Ok(AppendEntriesResponse::Success);
+            Ok(Response::new(pb::RaftMessage { json: serde_json::to_vec(&reply).unwrap(), data: Vec::new() }))
+        }
+        async fn vote(&self, _: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+            Err(Status::unimplemented("vote"))
+        }
+        async fn install_snapshot(&self, _: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+            Err(Status::unimplemented("install_snapshot"))
+        }
+        async fn install_snapshot_binary(
+            &self,
+            _: Request<pb::RaftMessage>,
+        ) -> Result<Response<pb::RaftMessage>, Status> {
+            Err(Status::unimplemented("install_snapshot_binary"))
+        }
+        async fn status(&self, _: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
+            Err(Status::unimplemented("status"))
+        }
+    }
+
+    /// A request from a replica of an earlier version (JSON) is answered in JSON, one of this
+    /// version in the binary encoding.
+    #[test]
+    fn replies_are_encoded_as_their_request() {
+        let vote = VoteRequest::<NodeId> { vote: openraft::Vote::new(3, 1), last_log_id: None };
+        for (bytes, json) in [(serde_json::to_vec(&vote).unwrap(), true), (super::super::codec::encode(&vote).unwrap(), false)] {
+            let (back, was_json): (VoteRequest<NodeId>, bool) = decode_bytes(&bytes).unwrap();
+            assert_eq!((back.vote, was_json), (vote.vote, json));
+            let reply = encode(&VoteResponse::<NodeId> { vote: vote.vote, vote_granted: true, last_log_id: None }, was_json)
+                .unwrap()
+                .into_inner()
+                .json;
+            assert_eq!(reply.first() == Some(&b'{'), json);
+            serde_json::from_slice::<VoteResponse<NodeId>>(&reply).map(|_| ()).map_err(|e| e.to_string()).unwrap_or_else(|e| {
+                assert!(!json, "a JSON request must get JSON back: {e}")
+            });
+        }
+        let e = decode_bytes::<VoteRequest<NodeId>>(b"\xc1").unwrap_err();
+        assert!(e.message().starts_with(UNDECODABLE), "{e}");
+    }
+
+    /// A leader of this version replicating to a follower of an earlier one (an upgrade under
+    /// way), over real gRPC on loopback: the first message, binary, is refused; it is sent again
+    /// as JSON, answered, and every later message is JSON at once.
+    #[tokio::test]
+    async fn a_replica_of_an_earlier_version_is_sent_json() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = tonic::transport::Server::builder()
+            .add_service(pb::raft_server::RaftServer::new(JsonOnly { seen: seen.clone() }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let dial: Dial = Arc::new(|addr: &str| {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map(|e| e.connect_lazy())
+                .map_err(|e| borg_rpc::Error::BadAddress(e.to_string()))
+        });
+        let mut network = Network::dialing(dial);
+        let mut peer = network.new_client(2, &BasicNode::new(addr.as_str())).await;
+        let req = AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        for _ in 0..2 {
+            let reply = peer.append_entries(req.clone(), RPCOption::new(Duration::from_secs(10))).await;
+            assert!(matches!(reply, Ok(AppendEntriesResponse::Success)), "{reply:?}");
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![false, true, true]);
     }
 }

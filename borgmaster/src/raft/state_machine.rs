@@ -24,7 +24,8 @@ use std::sync::{Arc, RwLock};
 const SNAPSHOT_KEY: &str = "snapshot";
 /// The stored snapshot's metadata (JSON of openraft's `SnapshotMeta`).
 const SNAPSHOT_META_KEY: &str = "snapshot_meta";
-/// The stored snapshot's data (the JSON of the cell state, as it is), written with its metadata.
+/// The stored snapshot's data (the cell state in the encoding of [`super::codec`], as it is),
+/// written with its metadata.
 const SNAPSHOT_DATA_KEY: &str = "snapshot_data";
 /// The last log index the stored snapshot covers (8 bytes, big endian), written in the same
 /// batch as the snapshot, so that it can be read without the snapshot.
@@ -34,7 +35,7 @@ const SNAPSHOT_INDEX_KEY: &str = "snapshot_index";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
-    /// JSON of [`CellState`].
+    /// [`CellState`] in the encoding of [`super::codec`] (JSON in stores of earlier versions).
     data: Vec<u8>,
 }
 
@@ -128,7 +129,7 @@ fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
 }
 
 fn decode_state(snap: &StoredSnapshot) -> StorageResult<CellState> {
-    let mut state: CellState = serde_json::from_slice(&snap.data)
+    let mut state: CellState = super::codec::decode(&snap.data)
         .map_err(|e| StorageIOError::read_snapshot(Some(snap.meta.signature()), &e))?;
     state.reindex();
     state.applied_index = snap.meta.last_log_id.map_or(0, |l| l.index);
@@ -178,7 +179,7 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let data = serde_json::to_vec(&self.state).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let data = super::codec::encode(&self.state).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
             None => format!("--{}", self.seq),
