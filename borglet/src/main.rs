@@ -332,10 +332,7 @@ async fn run() -> anyhow::Result<()> {
     let mut server = server;
     server
         .add_service(pb::borglet_server::BorgletServer::new(BorgletService(borglet)))
-        .serve_with_incoming_shutdown(
-            borg_rpc::server::incoming(listener),
-            borg_rpc::server::shutdown(),
-        )
+        .serve_with_incoming_shutdown(borg_rpc::server::incoming(listener), borg_rpc::server::shutdown())
         .await?;
     tracing::info!("borglet stopped; its tasks keep running and are adopted by the next Borglet");
     Ok(())
@@ -390,10 +387,7 @@ async fn run_hollow(args: Args, server: tonic::transport::Server, auth: bool) ->
     let mut server = server;
     server
         .add_service(pb::borglet_server::BorgletServer::new(HollowService(cell, auth)))
-        .serve_with_incoming_shutdown(
-            borg_rpc::server::incoming(listener),
-            borg_rpc::server::shutdown(),
-        )
+        .serve_with_incoming_shutdown(borg_rpc::server::incoming(listener), borg_rpc::server::shutdown())
         .await?;
     Ok(())
 }

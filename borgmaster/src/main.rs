@@ -250,10 +250,12 @@ async fn run() -> anyhow::Result<()> {
         // clear UNAUTHENTICATED error from the service instead of a failed handshake
         builder = builder.tls_config(c.server_tls(true)).context("TLS configuration")?;
     }
-    let server = tokio::spawn(builder.add_service(service).add_service(raft_service).serve_with_incoming_shutdown(
-        borg_rpc::server::incoming(listener),
-        borg_rpc::server::shutdown(),
-    ));
+    let server = tokio::spawn(
+        builder
+            .add_service(service)
+            .add_service(raft_service)
+            .serve_with_incoming_shutdown(borg_rpc::server::incoming(listener), borg_rpc::server::shutdown()),
+    );
     if single {
         // A group of one leads at once: announce only when it accepts writes with its quota set,
         // as a single master always did.

@@ -220,8 +220,8 @@ impl LogStore {
     /// Whether the log holds every entry `from ..= upto.index`, the last one being `upto`.
     fn replayable(&self, from: u64, upto: LogId<NodeId>) -> StorageResult<bool> {
         let cf = cf(&self.db, CF_LOG)?;
-        let mut next = from;
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&index_key(from), Direction::Forward)) {
+        let stored = self.db.iterator_cf(cf, IteratorMode::From(&index_key(from), Direction::Forward));
+        for (next, item) in (from..).zip(stored) {
             let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
             let index = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
             if index != next {
@@ -230,7 +230,6 @@ impl LogStore {
             if index == upto.index {
                 return Ok(Self::decode(index, &v)?.log_id == upto);
             }
-            next += 1;
         }
         Ok(false)
     }
@@ -571,7 +570,9 @@ mod tests {
         log.blocking_append((5..7).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.unwrap();
         let mut appending = log.clone();
         let append =
-            tokio::spawn(async move { appending.blocking_append((21..24).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await });
+            tokio::spawn(
+                async move { appending.blocking_append((21..24).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await },
+            );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(!append.is_finished(), "the entries after the snapshot wait for it");
         assert_eq!(indexes(&log.try_get_log_entries(0..30).await.unwrap()), (0..7).collect::<Vec<_>>());

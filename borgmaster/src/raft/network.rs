@@ -141,7 +141,11 @@ impl Connection {
                 Rpc::SnapshotBinary => client.install_snapshot_binary(request).await,
             };
             match reply {
-                Err(s) if !self.json && s.code() == tonic::Code::InvalidArgument && s.message().starts_with(UNDECODABLE) => {
+                Err(s)
+                    if !self.json
+                        && s.code() == tonic::Code::InvalidArgument
+                        && s.message().starts_with(UNDECODABLE) =>
+                {
                     tracing::warn!(target = self.target, address = %self.address, "replica reads only JSON (an earlier version); sending it JSON");
                     self.json = true;
                 }
@@ -274,9 +278,7 @@ fn decode<T: serde::de::DeserializeOwned>(req: Request<pb::RaftMessage>) -> Resu
 
 fn decode_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, bool), Status> {
     let json = bytes.first() == Some(&b'{');
-    super::codec::decode(bytes)
-        .map(|v| (v, json))
-        .map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}: {e}")))
+    super::codec::decode(bytes).map(|v| (v, json)).map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}: {e}")))
 }
 
 /// Encodes a reply, in JSON when the request was (see [`decode`]).
@@ -400,17 +402,21 @@ mod tests {
     #[test]
     fn replies_are_encoded_as_their_request() {
         let vote = VoteRequest::<NodeId> { vote: openraft::Vote::new(3, 1), last_log_id: None };
-        for (bytes, json) in [(serde_json::to_vec(&vote).unwrap(), true), (super::super::codec::encode(&vote).unwrap(), false)] {
+        for (bytes, json) in
+            [(serde_json::to_vec(&vote).unwrap(), true), (super::super::codec::encode(&vote).unwrap(), false)]
+        {
             let (back, was_json): (VoteRequest<NodeId>, bool) = decode_bytes(&bytes).unwrap();
             assert_eq!((back.vote, was_json), (vote.vote, json));
-            let reply = encode(&VoteResponse::<NodeId> { vote: vote.vote, vote_granted: true, last_log_id: None }, was_json)
-                .unwrap()
-                .into_inner()
-                .json;
+            let reply =
+                encode(&VoteResponse::<NodeId> { vote: vote.vote, vote_granted: true, last_log_id: None }, was_json)
+                    .unwrap()
+                    .into_inner()
+                    .json;
             assert_eq!(reply.first() == Some(&b'{'), json);
-            serde_json::from_slice::<VoteResponse<NodeId>>(&reply).map(|_| ()).map_err(|e| e.to_string()).unwrap_or_else(|e| {
-                assert!(!json, "a JSON request must get JSON back: {e}")
-            });
+            serde_json::from_slice::<VoteResponse<NodeId>>(&reply)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+                .unwrap_or_else(|e| assert!(!json, "a JSON request must get JSON back: {e}"));
         }
         let e = decode_bytes::<VoteRequest<NodeId>>(b"\xc1").unwrap_err();
         assert!(e.message().starts_with(UNDECODABLE), "{e}");

@@ -129,8 +129,8 @@ fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
 }
 
 fn decode_state(snap: &StoredSnapshot) -> StorageResult<CellState> {
-    let mut state: CellState = super::codec::decode(&snap.data)
-        .map_err(|e| StorageIOError::read_snapshot(Some(snap.meta.signature()), &e))?;
+    let mut state: CellState =
+        super::codec::decode(&snap.data).map_err(|e| StorageIOError::read_snapshot(Some(snap.meta.signature()), &e))?;
     state.reindex();
     state.applied_index = snap.meta.last_log_id.map_or(0, |l| l.index);
     Ok(state)
