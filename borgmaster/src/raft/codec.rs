@@ -19,12 +19,18 @@ pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, std::i
     rmp_serde::to_vec_named(value).map_err(std::io::Error::other)
 }
 
+/// Whether `bytes` are JSON (written by an earlier version) rather than [`encode`]'s: JSON of
+/// our types always starts with `{`, a MessagePack map never does.
+pub fn is_json(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&b'{')
+}
+
 /// Decodes bytes written by [`encode`], or JSON written by an earlier version.
 ///
 /// Errors: the bytes are neither (damaged, or from an incompatible version); the message says
 /// which encoding was tried and where it failed.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, std::io::Error> {
-    if bytes.first() == Some(&b'{') {
+    if is_json(bytes) {
         serde_json::from_slice(bytes).map_err(|e| std::io::Error::other(format!("JSON: {e}")))
     } else {
         rmp_serde::from_slice(bytes).map_err(|e| std::io::Error::other(format!("MessagePack: {e}")))

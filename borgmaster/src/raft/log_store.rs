@@ -235,18 +235,18 @@ impl LogStore {
     }
 
     /// While a leader's snapshot is being installed, waits (up to [`PURGE_WAIT`]) until the
-    /// stored snapshot covers `index` or the log holds `index` (what `covered` says). openraft
+    /// stored snapshot covers `index`, or, with `or_logged`, the log holds `index`. openraft
     /// 0.9 purges the log, and appends the leader's entries after the snapshot, without waiting
     /// for the state machine to store it; a crash in between left a hole (neither entries nor
     /// snapshot) that the replica could not start over.
-    async fn wait_for_install(&self, index: u64, what: &str) -> StorageResult<()> {
+    async fn wait_for_install(&self, index: u64, or_logged: bool, what: &str) -> StorageResult<()> {
         let waited = tokio::time::Instant::now();
         while self.installing.load(std::sync::atomic::Ordering::Acquire) {
             let covered = blocking(|| super::state_machine::stored_snapshot_index(&self.db))?;
             if covered.is_some_and(|i| i >= index) {
                 break;
             }
-            if what == "append" {
+            if or_logged {
                 let cf = cf(&self.db, CF_LOG)?;
                 if self.db.get_pinned_cf(cf, index_key(index)).map_err(|e| StorageIOError::read_logs(&e))?.is_some() {
                     break;
@@ -379,7 +379,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(first) = entries.peek().map(|e| e.log_id.index) {
             if first > 0 {
                 // entries after a snapshot not yet stored would leave a hole (see wait_for_install)
-                self.wait_for_install(first - 1, "append").await?;
+                self.wait_for_install(first - 1, true, "append").await?;
             }
         }
         let cf = cf(&self.db, CF_LOG)?;
@@ -439,7 +439,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ///
     /// Errors: the store cannot be written.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.wait_for_install(log_id.index, "purge").await?;
+        self.wait_for_install(log_id.index, false, "purge").await?;
         let bytes = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write(&e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_META)?, "last_purged", bytes);

@@ -277,7 +277,7 @@ fn decode<T: serde::de::DeserializeOwned>(req: Request<pb::RaftMessage>) -> Resu
 }
 
 fn decode_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, bool), Status> {
-    let json = bytes.first() == Some(&b'{');
+    let json = super::codec::is_json(bytes);
     super::codec::decode(bytes).map(|v| (v, json)).map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}: {e}")))
 }
 
