@@ -19,6 +19,17 @@ pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, std::i
     rmp_serde::to_vec_named(value).map_err(std::io::Error::other)
 }
 
+/// Encodes `value` with [`encode`], or as JSON when `json` (for a replica of an earlier
+/// version).
+///
+/// Errors: as [`encode`]'s, or serde_json's.
+pub fn encode_as<T: serde::Serialize + ?Sized>(value: &T, json: bool) -> Result<Vec<u8>, std::io::Error> {
+    match json {
+        true => serde_json::to_vec(value).map_err(std::io::Error::other),
+        false => encode(value),
+    }
+}
+
 /// Whether `bytes` are JSON (written by an earlier version) rather than [`encode`]'s: JSON of
 /// our types always starts with `{`, a MessagePack map never does.
 pub fn is_json(bytes: &[u8]) -> bool {

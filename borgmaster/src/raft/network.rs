@@ -101,7 +101,7 @@ impl Connection {
         &mut self,
         rpc: Rpc,
         req: &Req,
-        data: Vec<u8>,
+        data: &[u8],
         ttl: Duration,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
@@ -118,7 +118,7 @@ impl Connection {
         &mut self,
         rpc: Rpc,
         req: &Req,
-        mut data: Vec<u8>,
+        data: &[u8],
         ttl: Duration,
     ) -> Result<Result<Response<pb::RaftMessage>, Status>, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         let client = match &mut self.client {
@@ -126,13 +126,8 @@ impl Connection {
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
         };
         loop {
-            let json = if self.json {
-                serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?
-            } else {
-                super::codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?
-            };
-            let data = if self.json { std::mem::take(&mut data) } else { data.clone() };
-            let mut request = Request::new(pb::RaftMessage { json, data });
+            let json = super::codec::encode_as(req, self.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            let mut request = Request::new(pb::RaftMessage { json, data: data.to_vec() });
             request.set_timeout(ttl);
             let reply = match rpc {
                 Rpc::Append => client.append_entries(request).await,
@@ -182,7 +177,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, Vec::new(), option.hard_ttl()).await
+        self.call(Rpc::Append, &rpc, &[], option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -194,11 +189,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         // the chunk's bytes beside the message; a peer without the binary RPC gets them inside it
         let mut rpc = rpc;
         let data = std::mem::take(&mut rpc.data);
-        let reply = self.send(Rpc::SnapshotBinary, &rpc, data.clone(), option.hard_ttl()).await?;
+        let reply = self.send(Rpc::SnapshotBinary, &rpc, &data, option.hard_ttl()).await?;
         match reply {
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 rpc.data = data;
-                self.call(Rpc::Snapshot, &rpc, Vec::new(), option.hard_ttl()).await
+                self.call(Rpc::Snapshot, &rpc, &[], option.hard_ttl()).await
             }
             reply => Self::decode_reply(self.target, &self.address, reply),
         }
@@ -209,7 +204,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, Vec::new(), option.hard_ttl()).await
+        self.call(Rpc::Vote, &rpc, &[], option.hard_ttl()).await
     }
 }
 
@@ -283,8 +278,7 @@ fn decode_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, bool
 
 /// Encodes a reply, in JSON when the request was (see [`decode`]).
 fn encode<T: serde::Serialize>(v: &T, json: bool) -> Result<Response<pb::RaftMessage>, Status> {
-    let bytes = if json { serde_json::to_vec(v).map_err(std::io::Error::other) } else { super::codec::encode(v) };
-    bytes
+    super::codec::encode_as(v, json)
         .map(|json| Response::new(pb::RaftMessage { json, data: Vec::new() }))
         .map_err(|e| Status::internal(format!("Raft reply does not encode: {e}")))
 }
