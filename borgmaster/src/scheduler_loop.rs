@@ -88,10 +88,10 @@ impl SchedulerLoop {
 
     /// How long the last pass computed (snapshot, placement, reasons, decisions: the CPU part,
     /// without waiting for its commit). [`run`] waits at least this long (at least
-    /// [`PASS_SPACING_MIN`], at most [`PASS_SPACING_MAX`]) before the next pass, so that while changes arrive without pause
-    /// (every apply, every task report wakes the scheduler) scheduling takes at most about half
-    /// of one core, and the rest goes to the RPCs, Raft and polls; the changes that arrive
-    /// meanwhile are placed together by the next pass.
+    /// [`PASS_SPACING_MIN`], at most [`PASS_SPACING_MAX`]) before the next pass, so that while
+    /// changes arrive without pause (every apply, every task report wakes the scheduler)
+    /// scheduling takes at most about half of one core, and the rest goes to the RPCs, Raft and
+    /// polls; the changes that arrive meanwhile are placed together by the next pass.
     pub fn computed(&self) -> std::time::Duration {
         self.computed
     }
