@@ -390,6 +390,10 @@ fn nemesis(n: usize, default_faults: usize) {
                 let addr = g.addrs[follower].clone();
                 let mut added = false;
                 for _ in 0..20 {
+                    if g.exited(follower) {
+                        let log = std::fs::read_to_string(g.log(follower)).unwrap_or_default();
+                        panic!("replica {id}, restarted empty after its removal, exited; seed {seed}; its log:\n{log}");
+                    }
                     let l = rt.block_on(wait_leader(&g, Duration::from_secs(60)));
                     let o = g.borgctl_at(&g.addrs[l].clone(), &["replicas", "add", &id, &addr]);
                     if o.status.success() {

@@ -230,10 +230,12 @@ pub async fn store_is_empty(raft: &BorgRaft) -> anyhow::Result<bool> {
 /// group with `peers`, asks them before it takes part (its Raft service refuses votes and
 /// entries meanwhile):
 ///
-/// - a peer belongs to a group that lists this replica's id as a voter: the store was lost.
-///   Refused, with what to do (restore the dir, or remove the replica and add it back as a new
-///   member, which is safe: a replica that is not a voter has no vote to remember);
-/// - a peer belongs to a group that does not list it: a new replica, waiting to be added;
+/// - the newest membership configuration the answering peers know (ordered by log id) lists
+///   this replica's id as a voter: the store was lost. Refused, with what to do (restore the
+///   dir, or remove the replica and add it back as a new member, which is safe: a replica that
+///   is not a voter has no vote to remember);
+/// - it does not list it, and its peer has applied it: a new replica, waiting to be added (a
+///   lagging peer that still lists a removed replica is outvoted by the newer configuration);
 /// - every peer answered that it belongs to no group: the group's first start.
 ///
 /// Until one of these is known (peers down) it keeps asking, every 500 ms. Returns at once for
@@ -251,27 +253,62 @@ pub async fn check_store_not_lost(
     }
     let mut said = false;
     loop {
-        let (mut answered, mut new_member) = (0, false);
+        let mut statuses = Vec::new();
         for (peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
-            let Ok(s) = peer_status(addr, Duration::from_secs(1)).await else { continue };
-            answered += 1;
-            if s.initialized && s.voters.contains(&id) {
-                anyhow::bail!(
-                    "replica {id}'s data dir {} is empty, but replica {peer} lists replica {id} as a voter of the master group:                      it has lost the votes and entries it stored, and must not vote as if it remembered them.                      Restore the data dir from its disk, or make it a new member: `borgctl replicas remove {id}`,                      start it again with the empty data dir, then `borgctl replicas add {id} {}`",
-                    data_dir.display(),
-                    peers.get(&id).map_or("HOST:PORT", String::as_str),
-                );
+            if let Ok(s) = peer_status(addr, Duration::from_secs(1)).await {
+                statuses.push((*peer, s));
             }
-            new_member |= s.initialized;
         }
-        if new_member || answered == peers.len() - 1 {
-            return Ok(());
+        match store_lost_verdict(id, peers.len() - 1, &statuses) {
+            StoreVerdict::Lost(peer) => anyhow::bail!(
+                "replica {id}'s data dir {} is empty, but replica {peer} lists replica {id} as a voter of the master group: \
+                 it has lost the votes and entries it stored, and must not vote as if it remembered them. \
+                 Restore the data dir from its disk, or make it a new member: `borgctl replicas remove {id}`, \
+                 start it again with the empty data dir, then `borgctl replicas add {id} {}`",
+                data_dir.display(),
+                peers.get(&id).map_or("HOST:PORT", String::as_str),
+            ),
+            StoreVerdict::NotAVoter => return Ok(()),
+            StoreVerdict::Unknown => {}
         }
         if !said {
             tracing::info!(id, "empty data dir: waiting for a peer to say whether this replica was a voter");
             said = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What the peers' answers say about a replica that started with an empty store.
+#[derive(Debug, PartialEq, Eq)]
+enum StoreVerdict {
+    /// The newest membership configuration any peer knows lists it as a voter (this peer's).
+    Lost(NodeId),
+    /// It is not a voter: a new member, or the group's first start.
+    NotAVoter,
+    /// Not known yet (peers down, or the newest configuration not applied yet): ask again.
+    Unknown,
+}
+
+/// The verdict of [`check_store_not_lost`] from the answers of the peers that answered, out of
+/// `others` peers. Configurations are ordered by their log id, so the newest one decides: a
+/// lagging peer (paused, cut off, or simply a heartbeat behind) may still list a voter that a
+/// `borgctl replicas remove` took out, and must not make the removed replica refuse to start
+/// as a new member. The newest one counts as "not a voter" only once its peer has applied it
+/// (an uncommitted configuration may still be truncated); one that lists the replica counts at
+/// once (refusing is the safe side). Every peer answered and none is initialized: the group's
+/// first start.
+fn store_lost_verdict(id: NodeId, others: usize, statuses: &[(NodeId, borg_proto::ReplicaStatus)]) -> StoreVerdict {
+    let newest = statuses
+        .iter()
+        .filter(|(_, s)| s.initialized)
+        .max_by_key(|(_, s)| (s.membership_term, s.membership_index, s.voters.contains(&id)));
+    match newest {
+        Some((peer, s)) if s.voters.contains(&id) => StoreVerdict::Lost(*peer),
+        Some((_, s)) if s.membership_index <= s.last_applied_index => StoreVerdict::NotAVoter,
+        Some(_) => StoreVerdict::Unknown,
+        None if statuses.len() == others => StoreVerdict::NotAVoter,
+        None => StoreVerdict::Unknown,
     }
 }
 
@@ -343,6 +380,43 @@ pub async fn bootstrap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(voters: &[u64], membership: (u64, u64), applied: u64) -> borg_proto::ReplicaStatus {
+        borg_proto::ReplicaStatus {
+            initialized: !voters.is_empty(),
+            voters: voters.to_vec(),
+            membership_term: membership.0,
+            membership_index: membership.1,
+            last_applied_index: applied,
+            ..Default::default()
+        }
+    }
+
+    /// A replica removed from the group and restarted empty is a new member even while a
+    /// lagging peer still lists it; one that the newest configuration lists lost its store;
+    /// an unapplied newest configuration, or no answer, is not yet a verdict.
+    #[test]
+    fn the_newest_membership_decides_whether_an_empty_replica_lost_its_store() {
+        use StoreVerdict::*;
+        let removed = peer(&[2, 3], (4, 120), 121);
+        let lagging = peer(&[1, 2, 3], (3, 80), 119);
+        assert_eq!(store_lost_verdict(1, 2, &[(2, lagging.clone()), (3, removed.clone())]), NotAVoter);
+        assert_eq!(store_lost_verdict(1, 2, &[(2, lagging.clone())]), Lost(2));
+        // re-added after the removal: the newest lists it
+        let readded = peer(&[1, 2, 3], (4, 130), 131);
+        assert_eq!(store_lost_verdict(1, 2, &[(2, removed.clone()), (3, readded)]), Lost(3));
+        // the removal is not applied anywhere yet: wait
+        let unapplied = peer(&[2, 3], (4, 120), 110);
+        assert_eq!(store_lost_verdict(1, 2, &[(2, unapplied)]), Unknown);
+        // the group's first start: every peer answered, none initialized
+        let fresh = peer(&[], (0, 0), 0);
+        assert_eq!(store_lost_verdict(1, 2, &[(2, fresh.clone()), (3, fresh.clone())]), NotAVoter);
+        assert_eq!(store_lost_verdict(1, 2, &[(2, fresh)]), Unknown);
+        assert_eq!(store_lost_verdict(1, 2, &[]), Unknown);
+        // a peer of an earlier version (no membership log id) that lists it: refused
+        let old = peer(&[1, 2, 3], (0, 0), 50);
+        assert_eq!(store_lost_verdict(1, 2, &[(2, old)]), Lost(2));
+    }
 
     /// Groups submitted one after the other apply in that order although nobody waits for one
     /// before submitting the next (the committer relies on it: a pass's evictions before its

@@ -308,6 +308,8 @@ pub fn local_status(raft: &BorgRaft, id: NodeId, address: &str) -> pb::ReplicaSt
         voters: m.membership_config.membership().voter_ids().collect(),
         // (the Raft service, which knows, fills it in its Status answer)
         ready: true,
+        membership_term: m.membership_config.log_id().map_or(0, |l| l.leader_id.term),
+        membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
     }
 }
 
