@@ -122,19 +122,26 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
     let total: u64 = specs.iter().map(|s| s.tasks as u64).sum();
     let n_jobs = specs.len();
     for spec in specs {
-        let (mut c, limit) = (client.clone(), limit.clone());
+        let (mut c, limit, timeout) = (client.clone(), limit.clone(), b.timeout);
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let name = spec.name.clone();
-            // UNAVAILABLE: no leader right now (an election); applying the same spec again is
-            // idempotent, so retry for up to 10 s like any client of a replicated master
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // UNAVAILABLE (no leader right now: an election) or no answer within the call's
+            // timeout (a leader busy with a large cell): applying the same spec again is
+            // idempotent, so retry, like any client of a replicated master, for up to 30 s from
+            // the first UNAVAILABLE and within the bench's own timeout after slow answers
+            let mut unavailable_since: Option<Instant> = None;
+            let slow_until = Instant::now() + timeout;
             loop {
                 let req = pb::ApplyJobRequest { spec: Some(spec.clone()), dry_run: false, expected_version: None };
                 match c.apply_job(req).await {
-                    Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    Err(e)
+                        if e.code() == tonic::Code::Unavailable
+                            && unavailable_since.get_or_insert_with(Instant::now).elapsed() < ELECTION_RETRY =>
+                    {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
+                    Err(e) if timed_out(&e) && Instant::now() < slow_until => {}
                     r => return (name, r.map(|_| now_ms()).map_err(|e| e.message().to_string())),
                 }
             }
@@ -151,7 +158,19 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
     let (mut last, mut since) = (0u64, Instant::now());
     let mut running_now;
     loop {
-        let jobs = c.list_jobs(pb::ListJobsRequest {}).await?.into_inner().jobs;
+        let asked = Instant::now();
+        let jobs = match c.list_jobs(pb::ListJobsRequest {}).await {
+            Ok(r) => r.into_inner().jobs,
+            // an election, or a master too busy to answer in time: ask again
+            Err(e) if (e.code() == tonic::Code::Unavailable || timed_out(&e)) && start.elapsed() < b.timeout => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // every task's record is summed to answer: in a cell of 1,000,000 tasks an answer takes
+        // the master a good part of a second, so ask at most a fifth of the time
+        let pause = (asked.elapsed() * 4).max(Duration::from_millis(20));
         let running: u64 = jobs
             .iter()
             .filter(|j| j.spec.as_ref().is_some_and(|s| s.name.starts_with(&format!("{}-", b.prefix))))
@@ -169,7 +188,7 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
         if start.elapsed() > b.timeout {
             anyhow::bail!("only {running} of {total} tasks running after {:?}", b.timeout);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
     }
     let (mut to_bound, mut to_running) = (Vec::new(), Vec::new());
     let mut last_running = start_ms;
@@ -195,6 +214,16 @@ pub async fn run(client: BorgmasterClient<Channel>, b: &BenchSpec, specs: Vec<pb
         "apply_to_bound": summary(to_bound),
         "apply_to_running": summary(to_running),
     }))
+}
+
+/// How long an apply is retried after the master first answered UNAVAILABLE (no leader).
+const ELECTION_RETRY: Duration = Duration::from_secs(30);
+
+/// Whether a call failed for want of an answer in time (the channel's timeout, or the
+/// server's deadline), not because it was refused.
+fn timed_out(e: &tonic::Status) -> bool {
+    matches!(e.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+        || e.message().contains("Timeout expired")
 }
 
 /// Watch fan-out (issue 16's benchmark): opens `watchers` WatchEndpoints streams on job

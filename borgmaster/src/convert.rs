@@ -16,7 +16,7 @@ pub fn task_state_to_pb(s: TaskState) -> pb::TaskState {
 
 /// A task record as the API shows it, with its usage from the soft state.
 pub fn task_to_pb(t: &Task, state: &CellState, soft: &SoftState) -> pb::Task {
-    let used = t.machine.as_ref().and_then(|m| soft.usage_of(m, &t.run_id())).unwrap_or_default();
+    let used = soft.usage_of_task(t).unwrap_or_default();
     let host = t.machine.as_ref().and_then(|m| state.machines.get(m)).map(|m| borg_rpc::auth::host_of(&m.address));
     pb::Task {
         ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
@@ -55,9 +55,7 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
     for t in j.tasks.iter().filter(|t| t.state != TaskState::Dead) {
         allocated = allocated.saturating_add(state.charge_of(t));
         reserved = reserved.saturating_add(state.reservation_of(t));
-        if let Some(m) = &t.machine {
-            used = used.saturating_add(soft.usage_of(m, &t.run_id()).unwrap_or_default());
-        }
+        used = used.saturating_add(soft.usage_of_task(t).unwrap_or_default());
     }
     let why = soft.why_pending.get(&j.spec.name).filter(|_| unplaced);
     let (machines, reasons) = why.map(|w| w.reasons()).unwrap_or_default();

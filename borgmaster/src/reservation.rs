@@ -99,31 +99,54 @@ fn max_each(a: Resources, b: Resources) -> Resources {
 /// from them.
 #[derive(Debug, Default)]
 pub struct Estimator {
-    tracks: HashMap<RunId, Track>,
+    /// Per machine, per run on it (the shape of [`crate::soft::SoftState::task_usage`]), so that
+    /// a round can be observed and estimated a share of the machines at a time.
+    tracks: HashMap<MachineId, HashMap<RunId, Track>>,
     round: u64,
 }
 
 impl Estimator {
     /// Records the usage of every run in `usage` (each machine's last poll) at `now_ms`, and
-    /// forgets runs no longer reported. Allocates only for runs seen for the first time.
+    /// forgets runs no longer reported: [`Estimator::begin_round`], [`Estimator::observe_part`]
+    /// of all of it, [`Estimator::end_round`].
     pub fn observe<'a>(
         &mut self,
         usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>,
         now_ms: i64,
         window: Duration,
     ) {
+        self.begin_round();
+        self.observe_part(usage, now_ms, window);
+        self.end_round();
+    }
+
+    /// Starts an observation round: the runs that no [`Estimator::observe_part`] of it reports
+    /// are forgotten at [`Estimator::end_round`].
+    pub fn begin_round(&mut self) {
         self.round += 1;
+    }
+
+    /// Records the usage of the runs in `usage` (some machines' last polls) at `now_ms`, in the
+    /// current round. Allocates only for machines and runs seen for the first time.
+    pub fn observe_part<'a>(
+        &mut self,
+        usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>,
+        now_ms: i64,
+        window: Duration,
+    ) {
         let round = self.round;
         let width = bucket_ms(window);
         let bucket = now_ms - now_ms.rem_euclid(width);
         let keep_from = now_ms - window.as_millis() as i64 - width;
-        for (_, runs) in usage {
+        for (machine, runs) in usage {
+            let tracks = match self.tracks.get_mut(machine) {
+                Some(t) => t,
+                None => self.tracks.entry(machine.clone()).or_default(),
+            };
             for (run, (u, _)) in runs {
-                let t = match self.tracks.get_mut(run) {
+                let t = match tracks.get_mut(run) {
                     Some(t) => t,
-                    None => {
-                        self.tracks.entry(run.clone()).or_insert_with(|| Track { first_ms: now_ms, ..Track::default() })
-                    }
+                    None => tracks.entry(run.clone()).or_insert_with(|| Track { first_ms: now_ms, ..Track::default() }),
                 };
                 t.seen = round;
                 match t.buckets.back_mut() {
@@ -135,19 +158,46 @@ impl Estimator {
                 }
             }
         }
-        self.tracks.retain(|_, t| t.seen == round);
+    }
+
+    /// Ends the round: forgets the runs (and machines) it did not report.
+    pub fn end_round(&mut self) {
+        let round = self.round;
+        self.tracks.retain(|_, runs| {
+            runs.retain(|_, t| t.seen == round);
+            !runs.is_empty()
+        });
+    }
+
+    /// The machines with runs observed, in no particular order (for [`Estimator::due_part`]).
+    pub fn machines(&self) -> Vec<MachineId> {
+        self.tracks.keys().cloned().collect()
     }
 
     /// The reservations to commit now, by job and index: for each run the leader has usage for
     /// whose task runs it (not an alloc, not in one), its estimate when it differs enough from
     /// the committed one (a rise at once; a fall past [`HYSTERESIS`], after the warmup); and
-    /// whether one of them falls (room is reclaimed).
+    /// whether one of them falls (room is reclaimed). At most [`MAX_PER_ENTRY`].
     pub fn due(&self, state: &CellState, cfg: &ReclaimConfig, now_ms: i64) -> (Vec<Reservation>, bool) {
         let mut out = Vec::new();
+        let fell = self.due_part(&self.machines(), state, cfg, now_ms, &mut out);
+        (finish_due(out), fell)
+    }
+
+    /// [`Estimator::due`] for the runs on `machines` only: appends them to `out` (unsorted;
+    /// [`finish_due`] orders and bounds the whole) and returns whether one of them falls.
+    pub fn due_part(
+        &self,
+        machines: &[MachineId],
+        state: &CellState,
+        cfg: &ReclaimConfig,
+        now_ms: i64,
+        out: &mut Vec<Reservation>,
+    ) -> bool {
         let mut fell = false;
         let warmup = cfg.warmup.as_millis() as i64;
         let from = now_ms - cfg.window.as_millis() as i64 - bucket_ms(cfg.window);
-        for (run, track) in &self.tracks {
+        for (run, track) in machines.iter().filter_map(|m| self.tracks.get(m)).flatten() {
             let Some(job) = state.jobs.get(&run.task.job) else { continue };
             if job.spec.kind == borg_jobspec::JobKind::AllocSet || !job.spec.alloc_set.is_empty() {
                 continue;
@@ -175,10 +225,16 @@ impl Estimator {
                 out.push(Reservation { job: t.job.clone(), index: t.index, incarnation: t.incarnation, resources });
             }
         }
-        out.sort_unstable_by(|a, b| a.job.cmp(&b.job).then(a.index.cmp(&b.index)));
-        out.truncate(MAX_PER_ENTRY);
-        (out, fell)
+        fell
     }
+}
+
+/// The reservations of every [`Estimator::due_part`] of a round, by job and index, at most
+/// [`MAX_PER_ENTRY`].
+pub fn finish_due(mut out: Vec<Reservation>) -> Vec<Reservation> {
+    out.sort_unstable_by(|a, b| a.job.cmp(&b.job).then(a.index.cmp(&b.index)));
+    out.truncate(MAX_PER_ENTRY);
+    out
 }
 
 #[cfg(test)]
@@ -237,5 +293,53 @@ mod tests {
         // a run no longer reported is forgotten
         est.observe(HashMap::<MachineId, TaskUsage>::new().iter(), 63_000, cfg.window);
         assert!(est.tracks.is_empty());
+    }
+
+    /// A round observed a share of the machines at a time estimates what one pass over all of
+    /// them does, and still forgets the machines the round did not report.
+    #[test]
+    fn a_round_in_parts_is_a_round_at_once() {
+        let mut s = CellState::new("dev");
+        for m in ["m1", "m2"] {
+            fixtures::run(&mut s, Command::RegisterMachine { machine: machine(m) }).unwrap();
+        }
+        let mut web = spec("web", 2);
+        web.resources = Resources::new(1500, 1024 * MIB, 0);
+        fixtures::run(&mut s, Command::ApplyJob { spec: web, expected_version: None }).unwrap();
+        bind(&mut s, "web", 0, "m1");
+        bind(&mut s, "web", 1, "m2");
+        report_running_at(&mut s, "m1", "web", 0, true, 0);
+        report_running_at(&mut s, "m2", "web", 1, true, 0);
+        let cfg =
+            ReclaimConfig { warmup: Duration::from_secs(10), window: Duration::from_secs(10), ..Default::default() };
+        let mut usage = HashMap::new();
+        for (m, i) in [("m1", 0), ("m2", 1)] {
+            let mut runs = TaskUsage::new();
+            runs.insert(RunId::new("web", i, 1), (Resources::new(5, 10 * MIB, 0), 0.0));
+            usage.insert(MachineId(m.into()), runs);
+        }
+        let (mut whole, mut parts) = (Estimator::default(), Estimator::default());
+        for t in (0..=20_000).step_by(1_000) {
+            whole.observe(usage.iter(), t, cfg.window);
+            parts.begin_round();
+            for m in ["m2", "m1"] {
+                parts.observe_part(usage.get_key_value(&MachineId(m.into())), t, cfg.window);
+            }
+            parts.end_round();
+        }
+        let (all, fell) = whole.due(&s, &cfg, 20_000);
+        assert!(fell);
+        assert_eq!(all.len(), 2);
+        let mut due = Vec::new();
+        let mut fell_parts = false;
+        for m in parts.machines() {
+            fell_parts |= parts.due_part(&[m], &s, &cfg, 20_000, &mut due);
+        }
+        assert_eq!((finish_due(due), fell_parts), (all, fell));
+        // a round that reports only m1 forgets m2
+        parts.begin_round();
+        parts.observe_part(usage.get_key_value(&MachineId("m1".into())), 21_000, cfg.window);
+        parts.end_round();
+        assert_eq!(parts.machines(), vec![MachineId("m1".into())]);
     }
 }

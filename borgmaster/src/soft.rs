@@ -67,4 +67,43 @@ impl SoftState {
     pub fn usage_of(&self, machine: &MachineId, run: &RunId) -> Option<Resources> {
         self.task_usage.get(machine)?.get(run).map(|(u, _)| *u)
     }
+
+    /// Usage of task `t`'s current run on its machine, if its Borglet reported it; as
+    /// [`SoftState::usage_of`] without building a [`RunId`] (the page, `/metrics` and job
+    /// listings sum it over every task of the cell).
+    pub fn usage_of_task(&self, t: &crate::state::Task) -> Option<Resources> {
+        let key = (t.job.as_str(), t.index, t.incarnation);
+        self.task_usage.get(t.machine.as_ref()?)?.get(&key as &dyn borg_jobspec::RunKey).map(|(u, _)| *u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::fixtures::{self, bind, machine, spec};
+    use crate::state::{CellState, Command, TaskId};
+
+    /// A task's usage is found by its parts exactly as by its run id, and only for its current
+    /// incarnation on its own machine.
+    #[test]
+    fn a_tasks_usage_is_its_current_runs_on_its_machine() {
+        let mut s = CellState::new("dev");
+        fixtures::run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        fixtures::run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: None }).unwrap();
+        bind(&mut s, "web", 0, "m1");
+        let t0 = s.task(&TaskId::new("web", 0)).unwrap().clone();
+        let t1 = s.task(&TaskId::new("web", 1)).unwrap().clone();
+        let mut soft = SoftState::default();
+        let mut runs = TaskUsage::new();
+        runs.insert(t0.run_id(), (Resources::new(7, 8, 0), 0.0));
+        runs.insert(RunId::new("web", 0, t0.incarnation + 1), (Resources::new(1, 1, 0), 0.0));
+        soft.task_usage.insert(MachineId("m1".into()), runs);
+        let m1 = MachineId("m1".into());
+        assert_eq!(soft.usage_of_task(&t0), Some(Resources::new(7, 8, 0)));
+        assert_eq!(soft.usage_of_task(&t0), soft.usage_of(&m1, &t0.run_id()));
+        assert_eq!(soft.usage_of_task(&t1), None, "not placed");
+        let mut elsewhere = t0.clone();
+        elsewhere.machine = Some(MachineId("m2".into()));
+        assert_eq!(soft.usage_of_task(&elsewhere), None);
+    }
 }

@@ -105,10 +105,8 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
             let reserved = state.reservation_of(t);
             b.reserved = b.reserved.saturating_add(reserved);
             b.reclaimed = b.reclaimed.saturating_add(charge.saturating_sub(reserved));
-            if let Some(m) = &t.machine {
-                if let Some(used) = soft.usage_of(m, &t.run_id()) {
-                    b.used = b.used.saturating_add(used);
-                }
+            if let Some(used) = soft.usage_of_task(t) {
+                b.used = b.used.saturating_add(used);
             }
         }
     }

@@ -40,6 +40,6 @@ pub fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
 }
 pub use health::{Check, Health, Probe};
 pub use job::{Concurrency, JobKind, JobSpec, Problem, Restart, RestartPolicy};
-pub use task_id::{RunId, TaskId};
+pub use task_id::{RunId, RunKey, TaskId};
 pub mod schedule;
 pub use yaml::{field_position, parse_job_spec, LocatedProblem, SpecErrors};
