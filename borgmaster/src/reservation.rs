@@ -108,7 +108,8 @@ pub struct Estimator {
 impl Estimator {
     /// Records the usage of every run in `usage` (each machine's last poll) at `now_ms`, and
     /// forgets runs no longer reported: [`Estimator::begin_round`], [`Estimator::observe_part`]
-    /// of all of it, [`Estimator::end_round`].
+    /// of all of it, [`Estimator::end_round`] (the leader does it a share at a time).
+    #[cfg(test)]
     pub fn observe<'a>(
         &mut self,
         usage: impl IntoIterator<Item = (&'a MachineId, &'a TaskUsage)>,
@@ -177,15 +178,20 @@ impl Estimator {
     /// The reservations to commit now, by job and index: for each run the leader has usage for
     /// whose task runs it (not an alloc, not in one), its estimate when it differs enough from
     /// the committed one (a rise at once; a fall past [`HYSTERESIS`], after the warmup); and
-    /// whether one of them falls (room is reclaimed). At most [`MAX_PER_ENTRY`].
+    /// whether one of them falls (room is reclaimed). At most [`MAX_PER_ENTRY`]. (The leader
+    /// does it a share of the machines at a time: [`Estimator::due_part`], [`finish_due`].)
+    #[cfg(test)]
     pub fn due(&self, state: &CellState, cfg: &ReclaimConfig, now_ms: i64) -> (Vec<Reservation>, bool) {
         let mut out = Vec::new();
         let fell = self.due_part(&self.machines(), state, cfg, now_ms, &mut out);
         (finish_due(out), fell)
     }
 
-    /// [`Estimator::due`] for the runs on `machines` only: appends them to `out` (unsorted;
-    /// [`finish_due`] orders and bounds the whole) and returns whether one of them falls.
+    /// The reservations to commit now for the runs on `machines`: for each run the leader has
+    /// usage for whose task runs it (not an alloc, not in one), its estimate when it differs
+    /// enough from the committed one (a rise at once; a fall past [`HYSTERESIS`], after the
+    /// warmup). Appends them to `out` (unsorted; [`finish_due`] orders and bounds the whole) and
+    /// returns whether one of them falls (room is reclaimed).
     pub fn due_part(
         &self,
         machines: &[MachineId],

@@ -63,14 +63,9 @@ pub struct SoftState {
 }
 
 impl SoftState {
-    /// Usage of `run` on `machine`, if its Borglet reported it.
-    pub fn usage_of(&self, machine: &MachineId, run: &RunId) -> Option<Resources> {
-        self.task_usage.get(machine)?.get(run).map(|(u, _)| *u)
-    }
-
-    /// Usage of task `t`'s current run on its machine, if its Borglet reported it; as
-    /// [`SoftState::usage_of`] without building a [`RunId`] (the page, `/metrics` and job
-    /// listings sum it over every task of the cell).
+    /// Usage of task `t`'s current run on its machine, if its Borglet reported it. Looked up
+    /// by the run's parts, without building a [`RunId`] (the page, `/metrics` and job listings
+    /// sum it over every task of the cell).
     pub fn usage_of_task(&self, t: &crate::state::Task) -> Option<Resources> {
         let key = (t.job.as_str(), t.index, t.incarnation);
         self.task_usage.get(t.machine.as_ref()?)?.get(&key as &dyn borg_jobspec::RunKey).map(|(u, _)| *u)
@@ -100,7 +95,7 @@ mod tests {
         soft.task_usage.insert(MachineId("m1".into()), runs);
         let m1 = MachineId("m1".into());
         assert_eq!(soft.usage_of_task(&t0), Some(Resources::new(7, 8, 0)));
-        assert_eq!(soft.usage_of_task(&t0), soft.usage_of(&m1, &t0.run_id()));
+        assert_eq!(soft.usage_of_task(&t0), soft.task_usage[&m1].get(&t0.run_id()).map(|(u, _)| *u));
         assert_eq!(soft.usage_of_task(&t1), None, "not placed");
         let mut elsewhere = t0.clone();
         elsewhere.machine = Some(MachineId("m2".into()));
