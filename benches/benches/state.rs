@@ -1,6 +1,6 @@
 //! The Borgmaster's cell state machine at cell scale (divan): applying a scheduling pass's
-//! `Bind` command, and encoding and decoding a checkpoint (JSON, and the master group's binary
-//! encoding). Run: `cargo bench -p borg-benches --bench state`.
+//! `Bind` command, encoding and decoding a checkpoint (JSON, and the master group's binary
+//! encoding), the scheduler's input and the cell's accounting. Run: `cargo bench -p borg-benches --bench state`.
 //!
 //! The cell: 10,000 machines, 1,000 jobs x 100 tasks (100,000 tasks).
 
@@ -114,4 +114,13 @@ fn checkpoint_decode_100k_tasks(bencher: divan::Bencher, encoding: &str) {
 fn snapshot_100k_tasks(bencher: divan::Bencher) {
     let s = cell(JOBS - 10);
     bencher.bench_local(|| borgmaster::snapshot::snapshot(&s, true).groups.len());
+}
+
+/// The cell's accounting (`borgmaster::usage::cell_usage`: what every `/metrics` scrape, status
+/// page and `GetCellUsage` computes) at 100,000 bound tasks on 10,000 machines.
+#[divan::bench(sample_count = 10)]
+fn cell_usage_100k_tasks(bencher: divan::Bencher) {
+    let s = cell(JOBS);
+    let soft = borgmaster::soft::SoftState::default();
+    bencher.bench_local(|| borgmaster::usage::cell_usage(&s, &soft).machines_up);
 }

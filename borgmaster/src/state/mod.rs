@@ -125,17 +125,13 @@ impl CellState {
     /// nothing when it runs inside an alloc (the alloc is charged instead) or is not bound or
     /// dead. The one rule behind every "allocated" figure (machines, cell usage, metrics, page).
     pub fn charge_of(&self, t: &Task) -> Resources {
-        if t.alloc.is_some() || t.machine.is_none() || t.state == TaskState::Dead {
-            return Resources::ZERO;
-        }
-        self.jobs.get(&t.job).map_or(Resources::ZERO, |j| j.spec_for(t.job_version).resources)
+        self.jobs.get(&t.job).map_or(Resources::ZERO, |j| charge_in(j, t))
     }
 
     /// What task `t` reserves on its machine (Borg §5.5): its committed reservation, capped
     /// at [`CellState::charge_of`]; its charge when it has none (zero when it charges nothing).
     pub fn reservation_of(&self, t: &Task) -> Resources {
-        let charge = self.charge_of(t);
-        t.reservation.map_or(charge, |r| r.min_each(&charge))
+        reservation_within(t, self.charge_of(t))
     }
 
     /// `user`'s fair-share weight at `band` (1 unless set).
@@ -147,4 +143,19 @@ impl CellState {
     pub fn task_count_on(&self, m: &MachineId) -> usize {
         self.by_machine.get(m).map_or(0, |s| s.len())
     }
+}
+
+/// [`CellState::charge_of`] for a task of `job` (one of `job.tasks`), without looking the job
+/// up by name: for sweeps over every task of the cell (`usage::cell_usage`).
+pub fn charge_in(job: &Job, t: &Task) -> Resources {
+    if t.alloc.is_some() || t.machine.is_none() || t.state == TaskState::Dead {
+        return Resources::ZERO;
+    }
+    job.spec_for(t.job_version).resources
+}
+
+/// [`CellState::reservation_of`] for a task whose charge is `charge`: its committed
+/// reservation capped at its charge, else the charge.
+pub fn reservation_within(t: &Task, charge: Resources) -> Resources {
+    t.reservation.map_or(charge, |r| r.min_each(&charge))
 }
