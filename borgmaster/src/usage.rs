@@ -134,7 +134,62 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
 mod tests {
     use super::*;
     use crate::state::fixtures::*;
-    use crate::state::{Command, Reservation};
+    use crate::state::{Command, Entry, Reservation};
+    use proptest::prelude::*;
+
+    /// The cell's accounting by definition, the slow way: each machine's free room from
+    /// [`CellState::allocated_on`] (a walk over its tasks), each task's charge and reservation
+    /// looked up through its job's name. [`cell_usage`] computes the same in one sweep.
+    fn usage_by_definition(s: &CellState) -> CellUsage {
+        let mut u = CellUsage::default();
+        for m in s.machines.values() {
+            if m.state != MachineState::Up {
+                u.machines_down += 1;
+                continue;
+            }
+            u.machines_up += 1;
+            u.capacity = u.capacity.saturating_add(m.capacity);
+            let free = m.capacity.saturating_sub(s.allocated_on(&m.id));
+            u.free = u.free.saturating_add(free);
+            u.stranded = u.stranded.saturating_add(stranded(m.capacity, free));
+        }
+        for job in s.jobs.values() {
+            let b = &mut u.bands[Band::ALL.iter().position(|x| *x == job.spec.band()).unwrap()];
+            for t in &job.tasks {
+                match t.state {
+                    TaskState::Running => b.running += 1,
+                    TaskState::Pending => b.pending += 1,
+                    TaskState::Dead => b.dead += 1,
+                }
+                b.allocated = b.allocated.saturating_add(s.charge_of(t));
+                b.reserved = b.reserved.saturating_add(s.reservation_of(t));
+                b.reclaimed = b.reclaimed.saturating_add(s.charge_of(t).saturating_sub(s.reservation_of(t)));
+            }
+        }
+        for b in u.bands {
+            u.allocated = u.allocated.saturating_add(b.allocated);
+            u.reserved = u.reserved.saturating_add(b.reserved);
+            u.reclaimed = u.reclaimed.saturating_add(b.reclaimed);
+        }
+        u
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// The one sweep is the accounting by definition, after every command of random
+        /// sequences (machines registered, down, up and removed; jobs and alloc sets applied and
+        /// killed; binds, task reports, restarts, maintenance, quotas).
+        #[test]
+        fn the_sweep_is_the_accounting_by_definition(ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>()), 1..80)) {
+            let mut s = CellState::new("p");
+            for (i, (op, a, b, c)) in ops.into_iter().enumerate() {
+                let command = crate::state::props::command(&s, op, a, b, c);
+                let _ = s.apply(&Entry { time_ms: i as i64, command });
+                prop_assert_eq!(cell_usage(&s, &SoftState::default()), usage_by_definition(&s));
+            }
+        }
+    }
 
     #[test]
     fn reserved_and_reclaimed_add_up_to_allocated() {

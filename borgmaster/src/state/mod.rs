@@ -16,7 +16,7 @@ mod machines;
 mod maintenance;
 mod placement;
 #[cfg(test)]
-mod props;
+pub(crate) mod props;
 mod quota;
 mod types;
 
