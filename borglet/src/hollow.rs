@@ -111,37 +111,60 @@ impl HollowCell {
                 .collect();
             m.version = req.version;
         }
-        let mut total = Resources::ZERO;
-        let tasks = m
-            .tasks
-            .iter()
-            .filter(|t| now.duration_since(t.given) >= self.start_delay)
-            .map(|t| {
-                let f = |x: u64| (x as f64 * self.usage_fraction) as u64;
-                let used = Resources::new(f(t.request.cpu_millis), f(t.request.ram_bytes), 0);
-                total = total.saturating_add(used);
-                pb::TaskStatus {
-                    job: t.job.to_string(),
+        let started = |t: &&HollowTask| now.duration_since(t.given) >= self.start_delay;
+        let used = |t: &HollowTask| {
+            let f = |x: u64| (x as f64 * self.usage_fraction) as u64;
+            Resources::new(f(t.request.cpu_millis), f(t.request.ram_bytes), 0)
+        };
+        let total = m.tasks.iter().filter(started).fold(Resources::ZERO, |a, t| a.saturating_add(used(t)));
+        // a steady machine's answer carries no statuses: the digest of what it would report
+        // costs a hash per task, no allocation
+        let tasks_unchanged = req.status_version != 0
+            && req.status_version
+                == pb::status_digest(m.tasks.iter().filter(started).map(|t| pb::StatusKey {
+                    job: &t.job,
                     index: t.index,
                     incarnation: t.incarnation,
                     state: pb::TaskState::Running as i32,
+                    pid: Some(t.pid),
+                    restarts: 0,
+                    ready: true,
                     exit_code: None,
                     signal: None,
-                    restarts: 0,
-                    pid: Some(t.pid),
-                    message: "running (hollow)".into(),
-                    usage: Some(resources_to_pb(used)),
-                    cpu_seconds: now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0,
-                    ready: true,
                     reclaimed: false,
-                }
-            })
-            .collect();
+                }));
+        let tasks = if tasks_unchanged {
+            Vec::new()
+        } else {
+            m.tasks
+                .iter()
+                .filter(started)
+                .map(|t| {
+                    let used = used(t);
+                    pb::TaskStatus {
+                        job: t.job.to_string(),
+                        index: t.index,
+                        incarnation: t.incarnation,
+                        state: pb::TaskState::Running as i32,
+                        exit_code: None,
+                        signal: None,
+                        restarts: 0,
+                        pid: Some(t.pid),
+                        message: "running (hollow)".into(),
+                        usage: Some(resources_to_pb(used)),
+                        cpu_seconds: now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0,
+                        ready: true,
+                        reclaimed: false,
+                    }
+                })
+                .collect()
+        };
         Ok(pb::PollResponse {
             machine_id: req.machine_id.clone(),
             applied_version: m.version,
             tasks,
             usage: Some(resources_to_pb(total)),
+            tasks_unchanged,
         })
     }
 }
@@ -244,6 +267,37 @@ mod tests {
         assert_eq!(again.tasks.iter().map(|t| t.pid).collect::<Vec<_>>(), pids);
         assert!(cell.poll(&pb::PollRequest { machine_id: "nope".into(), ..Default::default() }).is_err());
         assert!(cell.stale(Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn a_steady_machine_leaves_its_task_list_out_when_the_master_has_its_statuses() {
+        let spec =
+            HollowSpec { id: "h1".into(), capacity: Resources::new(4000, 1 << 30, 0), attributes: Attributes::new() };
+        let cell = HollowCell::new(vec![spec], Duration::ZERO, 0.5);
+        let poll = |status_version: u64, full: bool| {
+            let tasks = if full { vec![assignment("a", 0), assignment("a", 1)] } else { vec![] };
+            let req = pb::PollRequest {
+                machine_id: "h1".into(),
+                version: 7,
+                full,
+                tasks,
+                status_version,
+                ..Default::default()
+            };
+            cell.poll(&req).unwrap()
+        };
+        let all = poll(0, true);
+        assert!(!all.tasks_unchanged && all.tasks.len() == 2, "0: every task");
+        let digest = pb::status_digest(all.tasks.iter().map(pb::StatusKey::of));
+        let steady = poll(digest, false);
+        assert!(steady.tasks_unchanged && steady.tasks.is_empty(), "{steady:?}");
+        assert_eq!(steady.usage, all.usage, "the machine's usage is still reported");
+        // the master records something else (say, another pid): every task again
+        let mut other = all.tasks.clone();
+        other[0].pid = Some(1);
+        let differs = poll(pb::status_digest(other.iter().map(pb::StatusKey::of)), false);
+        assert!(!differs.tasks_unchanged && differs.tasks.len() == 2);
+        assert_eq!(poll(0, false).tasks.len(), 2, "0 always asks for every task");
     }
 
     #[test]

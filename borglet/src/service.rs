@@ -139,12 +139,15 @@ impl pb::borglet_server::Borglet for BorgletService {
                     reclaimed: r.phase == Phase::Exited && r.reclaimed.is_some(),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let tasks_unchanged =
+            req.status_version != 0 && req.status_version == pb::status_digest(tasks.iter().map(pb::StatusKey::of));
         Ok(Response::new(pb::PollResponse {
             machine_id: self.0.machine_id.clone(),
             applied_version: rt.applied_version,
-            tasks,
+            tasks: if tasks_unchanged { Vec::new() } else { tasks },
             usage: Some(resources_to_pb(total)),
+            tasks_unchanged,
         }))
     }
 
@@ -477,6 +480,7 @@ mod fuzz {
                 version,
                 full: true,
                 tasks: tasks.clone(),
+                status_version: version,
             };
             let cell = hollow();
             match cell.poll(&req) {

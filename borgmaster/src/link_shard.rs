@@ -2,7 +2,10 @@
 //! recovering cell cannot storm it.
 //!
 //! Each poll carries the machine's desired task set, sent whole only when it changed (tracked by
-//! a digest the Borglet echoes back), and returns every task's observed state. Changes are
+//! a digest the Borglet echoes back), and the task-status digest of what the committed state
+//! records of the machine's tasks; the Borglet returns every task's observed state and usage,
+//! or, when its own digest agrees, nothing per task (every [`STATUSES_EVERY`]-th poll asks for
+//! the list anyway, for per-task usage). Changes are
 //! batched across machines into one `TaskReports` command. A machine is marked down, and its
 //! tasks go back to pending, on evidence about the machine alone: see [`crate::liveness`] (no
 //! successful poll for `missed_polls x poll_interval` of wall time after the leader's first
@@ -143,7 +146,11 @@ async fn apply_reports(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Vec<
 /// hash per poll. With `acked` unknown (`None`: this poller's first poll, or the last one failed)
 /// the poll only asks for the Borglet's digest: a newly elected leader's first round over a
 /// steady cell then sends no task sets at all (it used to send every machine's whole set).
-fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb::PollRequest> {
+///
+/// With `statuses` false the poll also carries the task-status digest of what the committed
+/// state records of the machine's tasks (`status_version`), so a Borglet that observes the same
+/// leaves its task list out; with `statuses` true it asks for every task's status and usage.
+fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>, statuses: bool) -> Option<pb::PollRequest> {
     let s = master.state();
     s.machines.get(id)?;
     let live: Vec<(&crate::state::Task, &borg_jobspec::JobSpec)> = s
@@ -160,6 +167,7 @@ fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb:
     }
     let version = h.finish().max(1);
     let full = acked.is_some_and(|a| a != version);
+    let status_version = if statuses || full { 0 } else { committed_status_digest(live.iter().map(|(t, _)| *t)) };
     let tasks = if !full {
         Vec::new()
     } else {
@@ -183,8 +191,35 @@ fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>) -> Option<pb:
             })
             .collect()
     };
-    Some(pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version, full, tasks })
+    Some(pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version, full, tasks, status_version })
 }
+
+/// The task-status digest ([`pb::status_digest`]) of what the committed state records of
+/// `tasks` (a machine's live tasks): what its Borglet reports when nothing changed since. A task
+/// not yet reported running counts as PENDING, which no Borglet reports, so it never matches.
+fn committed_status_digest<'a>(tasks: impl Iterator<Item = &'a crate::state::Task>) -> u64 {
+    pb::status_digest(tasks.map(|t| pb::StatusKey {
+        job: &t.job,
+        index: t.index,
+        incarnation: t.incarnation,
+        state: match t.state {
+            TaskState::Running => pb::TaskState::Running,
+            TaskState::Pending => pb::TaskState::Pending,
+            TaskState::Dead => pb::TaskState::Dead,
+        } as i32,
+        pid: t.pid,
+        restarts: t.restarts,
+        ready: t.ready,
+        exit_code: t.exit_code,
+        signal: t.signal,
+        reclaimed: false,
+    }))
+}
+
+/// Every how many polls a poller asks for every task's status even when the digests agree: how
+/// fresh the master's per-task usage is (the reclamation estimator, job listings, the page), in
+/// poll intervals. Machine-wide usage comes with every poll.
+const STATUSES_EVERY: u64 = 5;
 
 /// Reports a poller sent that the committed state does not show yet. While the commit of a
 /// report is under way the Borglet reports the same change at every poll; sending it again each
@@ -287,6 +322,9 @@ async fn poll_machine(
     let mut liveness = Liveness::new(Instant::now());
     let mut attempted = false;
     let mut in_flight = InFlight::default();
+    // counts polls, so that every STATUSES_EVERY-th asks for every task's status and usage; the
+    // machines' phases spread those polls over the interval too
+    let mut polls = phase.as_nanos() as u64;
     // whether this machine counts in `shared.failing`; given back when the poller stops (the
     // machine was removed), so the mass-failure count never leaks
     struct Failing<'a>(&'a Shared, bool);
@@ -312,7 +350,10 @@ async fn poll_machine(
                 Err(e) => tracing::warn!(machine = %id, %address, error = %e, "bad Borglet address"),
             }
         }
-        let Some(req) = build_poll(&master, &id, acked) else { return };
+        polls = polls.wrapping_add(1);
+        // (a new leader's first round asks only for the digests: the cheapest round it can make)
+        let statuses = attempted && polls.is_multiple_of(STATUSES_EVERY);
+        let Some(req) = build_poll(&master, &id, acked, statuses) else { return };
         let (probe, version) = (acked.is_none(), req.version);
         let started = Instant::now();
         let timeout = shared.latency.timeout(base_timeout);
@@ -361,6 +402,10 @@ async fn poll_machine(
                         master.schedule_wakeup.notify_one();
                     }
                     soft.machine_usage.insert(id.clone(), resources_from_pb(resp.usage.as_ref()));
+                }
+                let answer = if resp.tasks_unchanged { "unchanged" } else { "listed" };
+                metrics::counter!(crate::metrics::POLL_ANSWERS, "tasks" => answer).increment(1);
+                if !resp.tasks_unchanged {
                     let per_task = resp
                         .tasks
                         .iter()
@@ -371,11 +416,13 @@ async fn poll_machine(
                             )
                         })
                         .collect();
-                    soft.task_usage.insert(id.clone(), per_task);
-                }
-                let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now());
-                if !ch.is_empty() {
-                    let _ = reports.send(ch);
+                    master.soft().task_usage.insert(id.clone(), per_task);
+                    // (an unchanged answer holds no changes: the committed state records what it
+                    // observes)
+                    let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now());
+                    if !ch.is_empty() {
+                        let _ = reports.send(ch);
+                    }
                 }
                 let down = master.state().machines.get(&id).is_some_and(|m| m.state == MachineState::Down);
                 if down {

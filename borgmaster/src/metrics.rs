@@ -33,6 +33,9 @@ pub const MACHINE_EVENTS: &str = "borg_machine_events_total";
 pub const LEADER_ELECTED: &str = "borg_raft_leader_elections_won_total";
 /// Seconds from this replica's election to the end of its first full poll round.
 pub const FIRST_POLL_ROUND: &str = "borg_leader_first_poll_round_seconds";
+/// Counter: successful polls, by whether the answer listed the machine's tasks (`listed`) or
+/// left them out because nothing the master records changed (`unchanged`).
+pub const POLL_ANSWERS: &str = "borg_link_poll_answers_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -139,6 +142,11 @@ fn describe() {
         POLL_SECONDS,
         Unit::Seconds,
         "Round trip of one poll of one Borglet, as the master measures it."
+    );
+    describe_counter!(
+        POLL_ANSWERS,
+        Unit::Count,
+        "Successful polls, by answer: tasks=listed (every task's status and usage) or tasks=unchanged (the task-status digest matched the committed state: no statuses sent)."
     );
     describe_histogram!(COMMIT_GROUP, Unit::Count, "Commands written by one synced log write (group commit).");
 }

@@ -11,3 +11,117 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// One task's status as the task-status digest sees it: every field of [`TaskStatus`] the
+/// master records, and none it does not (not `usage`, `cpu_seconds` or `message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatusKey<'a> {
+    /// Job name.
+    pub job: &'a str,
+    /// Task index.
+    pub index: u32,
+    /// Incarnation.
+    pub incarnation: u64,
+    /// RUNNING or DEAD ([`TaskState`] as i32). A task the master holds but has no report of
+    /// yet counts as PENDING, which no Borglet reports.
+    pub state: i32,
+    /// Process id while one runs.
+    pub pid: Option<u32>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Running and passing its readiness check.
+    pub ready: bool,
+    /// With DEAD: exit code, signal, and whether it was stopped to give memory back.
+    pub exit_code: Option<i32>,
+    /// See `exit_code`.
+    pub signal: Option<i32>,
+    /// See `exit_code`.
+    pub reclaimed: bool,
+}
+
+impl<'a> StatusKey<'a> {
+    /// The key of a status a Borglet reports.
+    pub fn of(s: &'a TaskStatus) -> Self {
+        StatusKey {
+            job: &s.job,
+            index: s.index,
+            incarnation: s.incarnation,
+            state: s.state,
+            pid: s.pid,
+            restarts: s.restarts,
+            ready: s.ready,
+            exit_code: s.exit_code,
+            signal: s.signal,
+            reclaimed: s.reclaimed,
+        }
+    }
+}
+
+/// The task-status digest of a machine (`PollResponse.status_version`): a digest of the
+/// [`StatusKey`]s of its tasks, in any order (per-task hashes are summed), never 0 (which means
+/// "none"). The master computes it from its committed state and the Borglet from what it
+/// observes; when they agree the Borglet's answer leaves its task list out.
+pub fn status_digest<'a>(keys: impl IntoIterator<Item = StatusKey<'a>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut sum = 0u64;
+    let mut n = 0u64;
+    for k in keys {
+        let mut h = std::hash::DefaultHasher::new();
+        k.hash(&mut h);
+        sum = sum.wrapping_add(h.finish());
+        n += 1;
+    }
+    let mut h = std::hash::DefaultHasher::new();
+    (sum, n).hash(&mut h);
+    h.finish().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(job: &str, index: u32, pid: u32) -> TaskStatus {
+        TaskStatus {
+            job: job.into(),
+            index,
+            incarnation: 1,
+            state: TaskState::Running as i32,
+            pid: Some(pid),
+            ready: true,
+            message: "running".into(),
+            ..TaskStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_status_digest_sees_what_the_master_records_in_any_order() {
+        let a = [status("j", 0, 10), status("j", 1, 11)];
+        let d = status_digest(a.iter().map(StatusKey::of));
+        assert_ne!(d, 0);
+        assert_eq!(d, status_digest(a.iter().rev().map(StatusKey::of)), "order does not matter");
+        // what it leaves out: usage, CPU time and the human message
+        let mut b = a.clone();
+        b[0].message = "something else".into();
+        b[0].cpu_seconds = 3.0;
+        b[0].usage = Some(Resources { cpu_millis: 5, ..Resources::default() });
+        assert_eq!(d, status_digest(b.iter().map(StatusKey::of)));
+        // what it sees: each recorded field, and the set itself
+        for change in [
+            |s: &mut TaskStatus| s.pid = Some(99),
+            |s: &mut TaskStatus| s.restarts = 1,
+            |s: &mut TaskStatus| s.ready = false,
+            |s: &mut TaskStatus| s.state = TaskState::Dead as i32,
+            |s: &mut TaskStatus| s.incarnation = 2,
+            |s: &mut TaskStatus| s.exit_code = Some(1),
+        ] {
+            let mut c = a.clone();
+            change(&mut c[1]);
+            assert_ne!(d, status_digest(c.iter().map(StatusKey::of)));
+        }
+        assert_ne!(d, status_digest(a[..1].iter().map(StatusKey::of)), "a task fewer");
+        assert_ne!(status_digest([]), status_digest(a.iter().map(StatusKey::of)));
+        // two tasks swapping their pids is a different set
+        let swapped = [status("j", 0, 11), status("j", 1, 10)];
+        assert_ne!(d, status_digest(swapped.iter().map(StatusKey::of)));
+    }
+}

@@ -73,6 +73,20 @@ fn metrics_top_cell_usage_and_status_page() {
         assert!(metric(&m, name).is_some(), "{name} in master metrics");
     }
     promtool_check("the master's /metrics", &m);
+    // a steady machine's polls carry no task statuses: the digest of what the master committed
+    // matches the real Borglet's (web running and ready, hello's dead tasks gone from its set);
+    // every 5th poll still lists the tasks, for their usage
+    let answers = |kind: &str| {
+        let m = http_get(&mh, "/metrics").1;
+        metric(&m, &format!("borg_link_poll_answers_total{{tasks=\"{kind}\"}}")).unwrap_or(0.0)
+    };
+    // (counted from now: before the jobs came, the empty machine's answers were unchanged too)
+    let unchanged = answers("unchanged");
+    cell.wait_for(Duration::from_secs(30), "a poll answered without its task list", |_| {
+        answers("unchanged") > unchanged
+    });
+    let listed = answers("listed");
+    cell.wait_for(Duration::from_secs(30), "a later poll listing the tasks again", |_| answers("listed") > listed);
 
     let (code, b) = http_get(&bh, "/metrics");
     assert_eq!(code, 200);
