@@ -3,7 +3,7 @@
 //! order ([`split_decisions`]): a few durable writes per pass, however many tasks it places.
 
 use crate::master::{chunks_of, Master};
-use crate::snapshot::{alloc_bindings, decisions, hold_partial_gangs, snapshot};
+use crate::snapshot::{alloc_bindings, decisions, hold_partial_gangs, Builder, Snapshot};
 use crate::soft::Pending;
 use crate::state::Command;
 use scheduler_core::{Params, Scheduler};
@@ -111,10 +111,7 @@ impl SchedulerLoop {
         let master = &*self.master;
         let memory = &mut self.memory;
         let scheduler = &mut self.scheduler;
-        let (mut snap, (alloc_binds, alloc_why)) = {
-            let state = master.state();
-            (snapshot(&state, master.config.reclaim.enabled), alloc_bindings(&state))
-        };
+        let (mut snap, (alloc_binds, alloc_why)) = sliced_snapshot(master).await;
         let now = std::time::Instant::now();
         let mut why: HashMap<String, Pending> = alloc_why.into_iter().map(|(j, w)| (j, Pending::Other(w))).collect();
         // jobs waiting out a backoff are not examined, and keep their last why-pending
@@ -229,6 +226,53 @@ impl SchedulerLoop {
     }
 }
 
+/// Most tasks added to a pass's snapshot per hold of the state's read lock (see
+/// [`Builder`]): at 1,000,000 tasks, about 20 holds of a few tens of milliseconds each, with the
+/// lock released (and this task yielding) in between.
+pub const SNAPSHOT_SLICE_TASKS: usize = 50_000;
+
+/// The pass's input ([`crate::snapshot::snapshot`]) built a slice of jobs at a time, releasing
+/// the state's read lock between slices, and the alloc-set bindings.
+async fn sliced_snapshot(master: &Master) -> (Snapshot, (Vec<crate::state::Bind>, Vec<(String, String)>)) {
+    let mut b = Builder::new(&master.state(), master.config.reclaim.enabled);
+    let mut after: Option<String> = None;
+    loop {
+        {
+            let state = master.state();
+            after = add_slice(&mut b, &state, after.as_deref(), SNAPSHOT_SLICE_TASKS);
+            if after.is_none() {
+                return (b.finish(&state), alloc_bindings(&state));
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Adds to `b` the jobs of `state` after the job named `after` (from the first without it), in
+/// name order, until they hold at least `max_tasks` tasks (each job whole). Returns the name of
+/// the last job added when jobs remain after it, `None` when every job was added.
+fn add_slice(
+    b: &mut Builder,
+    state: &crate::state::CellState,
+    after: Option<&str>,
+    max_tasks: usize,
+) -> Option<String> {
+    use std::ops::Bound::{Excluded, Unbounded};
+    let mut jobs = match after {
+        None => state.jobs.range::<str, _>(..),
+        Some(a) => state.jobs.range::<str, _>((Excluded(a), Unbounded)),
+    };
+    let mut tasks = 0;
+    for (name, job) in jobs.by_ref() {
+        b.add_job(job);
+        tasks += job.tasks.len().max(1);
+        if tasks >= max_tasks {
+            return jobs.next().is_some().then(|| name.clone());
+        }
+    }
+    None
+}
+
 /// Splits a pass's `Bind` decisions into commands of at most `chunk` records, in the order they
 /// must apply: the evictions first, then the placements in decision order, except that the
 /// placements of each gang job in `gangs` stay in one command (a gang commits whole or not at
@@ -318,6 +362,55 @@ mod tests {
             ),
             _ => panic!("not a Bind: {c:?}"),
         }
+    }
+
+    /// A snapshot built a slice at a time is the snapshot of the state at once when nothing
+    /// changes between slices; when jobs come and go between them, each job is seen whole or
+    /// not at all, and the ones already added are not seen twice.
+    #[test]
+    fn a_snapshot_in_slices_is_the_snapshot_at_once() {
+        use crate::state::fixtures::{bind, machine, run, spec};
+        use crate::state::CellState;
+        let mut s = CellState::default();
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        for (name, n) in [("a", 3), ("b", 1), ("c", 4), ("d", 2), ("e", 5)] {
+            run(&mut s, Command::ApplyJob { spec: spec(name, n), expected_version: None }).unwrap();
+        }
+        bind(&mut s, "c", 1, "m1");
+        let groups = |snap: &Snapshot| -> Vec<(String, Vec<u32>)> {
+            snap.groups.iter().map(|g| (g.name.clone(), g.tasks.clone())).collect()
+        };
+        let whole = crate::snapshot::snapshot(&s, false);
+        for max in [1, 2, 4, 100] {
+            let mut b = Builder::new(&s, false);
+            let (mut after, mut slices) = (None, 0);
+            loop {
+                slices += 1;
+                after = add_slice(&mut b, &s, after.as_deref(), max);
+                if after.is_none() {
+                    break;
+                }
+            }
+            let sliced = b.finish(&s);
+            assert_eq!(sliced.jobs, whole.jobs, "slices of {max} tasks");
+            assert_eq!(groups(&sliced), groups(&whole));
+            assert_eq!((sliced.bound, sliced.model.ids.len()), (whole.bound, whole.model.ids.len()));
+            assert!(max >= 5 || slices > 1, "{max}: {slices} slices");
+        }
+        // between slices: "b" (already added) is killed, "aa" and "z" are applied
+        let mut b = Builder::new(&s, false);
+        let after = add_slice(&mut b, &s, None, 4);
+        assert_eq!(after.as_deref(), Some("b"), "a (3 tasks) and b (1)");
+        run(&mut s, Command::KillJob { name: "b".into() }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("aa", 1), expected_version: None }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("z", 1), expected_version: None }).unwrap();
+        assert_eq!(add_slice(&mut b, &s, after.as_deref(), 100), None);
+        let snap = b.finish(&s);
+        assert_eq!(snap.jobs, ["a", "b", "c", "d", "e", "z"], "aa sorts before the resume point: next pass");
+        let names: Vec<String> = groups(&snap).into_iter().map(|g| g.0).collect();
+        assert!(names.contains(&"b".to_string()) && names.contains(&"z".to_string()), "{names:?}");
+        let c = snap.groups.iter().find(|g| g.name == "c").unwrap();
+        assert_eq!(c.tasks, [0, 2, 3], "c/1 is bound: a resident, not pending");
     }
 
     /// A pass's decisions come back as commands of at most the chunk, evictions first, every

@@ -56,54 +56,108 @@ impl Snapshot {
 /// without one reserves its request), so batch and free tasks are placed against capacity
 /// minus reservations; without, every task reserves its whole request.
 pub fn snapshot(state: &CellState, reclaim: bool) -> Snapshot {
-    let mut model = CellModel::new();
-    let machines_up = state.machines.values().filter(|m| m.state == MachineState::Up).count();
-    let mut bound = 0;
-    let mut reserved = scheduler_core::Resources::ZERO;
-    let mut index_of: HashMap<&MachineId, usize> = HashMap::new();
-    for m in state.machines.values() {
-        let domain = m.attributes.get(DOMAIN_ATTRIBUTE).unwrap_or(&m.id.0);
-        let mut attrs = m.attributes.clone();
-        attrs.insert(MACHINE_ATTRIBUTE.into(), m.id.0.clone());
-        let i = model.push(m.id.clone(), m.capacity, attrs, domain, m.schedulable());
-        index_of.insert(&m.id, i);
+    let mut b = Builder::new(state, reclaim);
+    for job in state.jobs.values() {
+        b.add_job(job);
     }
-    let mut groups = Vec::new();
-    let mut gangs = HashMap::new();
-    // what each user's bound tasks are charged at each band (for fair share)
-    let mut used_by: HashMap<(&str, scheduler_core::Band), scheduler_core::Resources> = HashMap::new();
-    let mut jobs = Vec::with_capacity(state.jobs.len());
-    let mut versions = Vec::with_capacity(state.jobs.len());
-    let mut incarnations = HashMap::new();
-    for (job_id, job) in state.jobs.values().enumerate() {
-        let job_id = job_id as u32;
-        jobs.push(job.spec.name.clone());
-        versions.push(job.version);
+    b.finish(state)
+}
+
+/// [`snapshot`] in parts: the machines first ([`Builder::new`]), then jobs in any number of
+/// calls to [`Builder::add_job`] (in name order, each job whole), then [`Builder::finish`]. The
+/// scheduler loop adds a slice of jobs per hold of the state's read lock, so that building the
+/// input of a cell of 1,000,000 tasks never holds it for long: Raft's applies wait for the write
+/// lock and, behind them, every poller (at one lock hold per pass the leader stalled for over a
+/// second, and its followers stood for election: `scripts/bench-million`).
+///
+/// Between parts the state may change; a job seen in one part is seen whole and as it was then.
+/// That is safe because the scheduler loop is the only writer that binds tasks: what changes
+/// meanwhile frees capacity (a task ended, a machine went down) or adds work (a new job, a
+/// task back to pending), which this pass misses or sees late and the next one places; the
+/// `Bind` command rejects a stale decision (a task no longer pending, a machine no longer
+/// schedulable).
+pub struct Builder {
+    reclaim: bool,
+    model: CellModel,
+    index_of: HashMap<MachineId, usize>,
+    machines_up: usize,
+    capacity: scheduler_core::Resources,
+    groups: Vec<TaskGroup>,
+    gangs: HashMap<u32, usize>,
+    /// what each user's bound tasks are charged at each band (for fair share)
+    used_by: HashMap<(String, scheduler_core::Band), scheduler_core::Resources>,
+    /// each job's (user, band), by job number
+    owner: Vec<(String, Option<scheduler_core::Band>)>,
+    jobs: Vec<String>,
+    versions: Vec<u64>,
+    incarnations: HashMap<TaskRef, u64>,
+    bound: usize,
+    reserved: scheduler_core::Resources,
+}
+
+impl Builder {
+    /// A snapshot of `state`'s machines (with no tasks yet); `reclaim` as in [`snapshot`].
+    pub fn new(state: &CellState, reclaim: bool) -> Builder {
+        let mut model = CellModel::new();
+        let mut index_of = HashMap::with_capacity(state.machines.len());
+        for m in state.machines.values() {
+            let domain = m.attributes.get(DOMAIN_ATTRIBUTE).unwrap_or(&m.id.0);
+            let mut attrs = m.attributes.clone();
+            attrs.insert(MACHINE_ATTRIBUTE.into(), m.id.0.clone());
+            let i = model.push(m.id.clone(), m.capacity, attrs, domain, m.schedulable());
+            index_of.insert(m.id.clone(), i);
+        }
+        let up = || state.machines.values().filter(|m| m.state == MachineState::Up);
+        Builder {
+            reclaim,
+            model,
+            index_of,
+            machines_up: up().count(),
+            capacity: up().fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(m.capacity)),
+            groups: Vec::new(),
+            gangs: HashMap::new(),
+            used_by: HashMap::new(),
+            owner: Vec::with_capacity(state.jobs.len()),
+            jobs: Vec::with_capacity(state.jobs.len()),
+            versions: Vec::with_capacity(state.jobs.len()),
+            incarnations: HashMap::new(),
+            bound: 0,
+            reserved: scheduler_core::Resources::ZERO,
+        }
+    }
+
+    /// Adds `job`: its bound tasks as residents of their machines, its pending ones as groups.
+    pub fn add_job(&mut self, job: &crate::state::Job) {
+        let job_id = self.jobs.len() as u32;
+        self.jobs.push(job.spec.name.clone());
+        self.versions.push(job.version);
+        self.owner.push((job.spec.user.clone(), job.spec.priority.band()));
         let mut pending = Vec::new();
         let mut pinned = Vec::new();
         let mut occupied = Vec::new();
         for t in job.tasks.iter().filter(|t| t.state != TaskState::Dead) {
             let r = TaskRef { job: job_id, index: t.index };
-            incarnations.insert(r, t.incarnation);
-            match t.machine.as_ref().and_then(|m| index_of.get(m)) {
+            self.incarnations.insert(r, t.incarnation);
+            match t.machine.as_ref().and_then(|m| self.index_of.get(m)) {
                 Some(&m) => {
                     if t.alloc.is_none() {
                         let spec = job.spec_for(t.job_version);
                         let mut resident = Resident::new(r, spec.priority, spec.resources);
-                        if let (true, Some(reservation)) = (reclaim, t.reservation) {
+                        if let (true, Some(reservation)) = (self.reclaim, t.reservation) {
                             resident = resident.reserving(reservation);
                         }
-                        reserved = reserved.saturating_add(resident.reservation);
-                        model.add(m, resident);
+                        self.reserved = self.reserved.saturating_add(resident.reservation);
+                        self.model.add(m, resident);
                         if let Some(band) = job.spec.priority.band() {
-                            let u = used_by
-                                .entry((job.spec.user.as_str(), band))
+                            let u = self
+                                .used_by
+                                .entry((job.spec.user.clone(), band))
                                 .or_insert(scheduler_core::Resources::ZERO);
                             *u = u.saturating_add(spec.resources);
                         }
                     }
                     occupied.push(m);
-                    bound += 1;
+                    self.bound += 1;
                 }
                 None if t.state == TaskState::Pending && job.spec.alloc_set.is_empty() => match &t.pinned {
                     Some(p) => pinned.push((t.index, p.clone())),
@@ -127,11 +181,11 @@ pub fn snapshot(state: &CellState, reclaim: bool) -> Snapshot {
             }
         };
         if job.spec.gang && !pending.is_empty() {
-            gangs.insert(job_id, pending.len());
+            self.gangs.insert(job_id, pending.len());
         }
         // a job waiting for others (`after`) is not offered yet
         if !pending.is_empty() && !job.held() {
-            groups.push(group(pending, None));
+            self.groups.push(group(pending, None));
         }
         for (index, machine) in pinned {
             let pin = scheduler_core::Constraint {
@@ -139,28 +193,40 @@ pub fn snapshot(state: &CellState, reclaim: bool) -> Snapshot {
                 op: scheduler_core::ConstraintOp::Eq,
                 values: vec![machine.0],
             };
-            groups.push(group(vec![index], Some(pin)));
+            self.groups.push(group(vec![index], Some(pin)));
         }
     }
-    let cap = state
-        .machines
-        .values()
-        .filter(|m| m.state == MachineState::Up)
-        .fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(m.capacity));
-    let share_of_job: Vec<f64> = state
-        .jobs
-        .values()
-        .map(|j| {
-            let Some(band) = j.spec.priority.band() else { return 0.0 };
-            let used = used_by.get(&(j.spec.user.as_str(), band)).copied();
-            used.map_or(0.0, |u| scheduler_core::dominant_share(u, cap))
-                / f64::from(state.share_weight(&j.spec.user, band))
-        })
-        .collect();
-    let owner: Vec<(&str, Option<scheduler_core::Band>)> =
-        state.jobs.values().map(|j| (j.spec.user.as_str(), j.spec.priority.band())).collect();
-    scheduler_core::order_by_fair_share(&mut groups, |g| owner[g.job_id as usize], |g| share_of_job[g.job_id as usize]);
-    Snapshot { model, groups, jobs, incarnations, versions, machines_up, bound, reserved, gangs, shares: share_of_job }
+
+    /// The snapshot, its groups in fair-share order (users' weights from `state`).
+    pub fn finish(self, state: &CellState) -> Snapshot {
+        let Builder { model, mut groups, gangs, used_by, owner, jobs, versions, incarnations, .. } = self;
+        let share_of_job: Vec<f64> = owner
+            .iter()
+            .map(|(user, band)| {
+                let Some(band) = *band else { return 0.0 };
+                let used = used_by.get(&(user.clone(), band)).copied();
+                used.map_or(0.0, |u| scheduler_core::dominant_share(u, self.capacity))
+                    / f64::from(state.share_weight(user, band))
+            })
+            .collect();
+        scheduler_core::order_by_fair_share(
+            &mut groups,
+            |g| (owner[g.job_id as usize].0.as_str(), owner[g.job_id as usize].1),
+            |g| share_of_job[g.job_id as usize],
+        );
+        Snapshot {
+            model,
+            groups,
+            jobs,
+            incarnations,
+            versions,
+            machines_up: self.machines_up,
+            bound: self.bound,
+            reserved: self.reserved,
+            gangs,
+            shares: share_of_job,
+        }
+    }
 }
 
 /// Gang scheduling: drops from `p` the bindings of every gang job of `snap` that did not get all

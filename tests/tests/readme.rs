@@ -66,7 +66,7 @@ fn the_readme_walk_throughs_run_as_written() {
 }
 
 /// Runs each command against `cell` from the workspace root; a failure names it. A command
-/// that follows a stream (`-f`, `--watch`) must print something and still be running (or have
+/// that follows a stream (`logs -f`, `--watch`) must print something and still be running (or have
 /// ended well) after 3 s; it is then stopped, like Ctrl-C.
 fn run_all(cell: &TestCell, cmds: &[Vec<String>]) {
     let root = workspace_root();
@@ -83,7 +83,8 @@ fn run_all(cell: &TestCell, cmds: &[Vec<String>]) {
         };
         let mut cmd = std::process::Command::new(borg_integration_tests::bin("borgctl"));
         cmd.current_dir(&root).arg("--master").arg(&cell.master_addr).args(&args).stdin(stdin);
-        if args.iter().any(|a| *a == "-f" || *a == "--watch") {
+        // streaming: `--watch`, and `logs -f` (follow; `apply -f FILE` is a file)
+        if args.contains(&"--watch") || (args.first() == Some(&"logs") && args.contains(&"-f")) {
             follow(cmd, c);
             continue;
         }

@@ -132,6 +132,11 @@ fn band_from_name(s: &str) -> Result<scheduler_core::Band, Status> {
     }
 }
 
+/// Most task records summed per hold of the state's locks when listing jobs: each job is
+/// listed as one moment saw it, the list as a whole is not one moment's (a job applied or
+/// deleted meanwhile may be in it or not).
+const LIST_SLICE_TASKS: usize = 50_000;
+
 #[tonic::async_trait]
 impl pb::borgmaster_server::Borgmaster for BorgmasterService {
     async fn apply_job(&self, req: Request<pb::ApplyJobRequest>) -> Result<Response<pb::ApplyJobResponse>, Status> {
@@ -218,11 +223,31 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = self.caller(&req)?;
-        let s = self.master.state();
-        let soft = self.master.soft();
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: s.jobs.values().map(|j| redact(job_to_pb(&s, j, &soft), &caller)).collect(),
-        }))
+        // a slice of jobs per hold of the locks: an answer sums every task's record, and at
+        // 1,000,000 tasks one hold of both locks for all of them stalled the pollers (they need
+        // the soft state) and Raft's applies (the write lock) for most of a second
+        let names: Vec<String> = self.master.state().jobs.keys().cloned().collect();
+        let mut jobs = Vec::with_capacity(names.len());
+        let mut names = names.as_slice();
+        while !names.is_empty() {
+            {
+                let s = self.master.state();
+                let soft = self.master.soft();
+                let mut tasks = 0;
+                while let Some((name, rest)) = names.split_first() {
+                    if tasks >= LIST_SLICE_TASKS {
+                        break;
+                    }
+                    names = rest;
+                    if let Some(j) = s.jobs.get(name) {
+                        tasks += j.tasks.len().max(1);
+                        jobs.push(redact(job_to_pb(&s, j, &soft), &caller));
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
