@@ -277,8 +277,11 @@ fn start_etcd(dir: &Path) -> anyhow::Result<Etcd> {
     let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let cluster: Vec<String> =
         peer_ports.iter().enumerate().map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}")).collect();
-    let mut procs = Vec::new();
+    let mut etcd = Etcd { procs: Vec::new(), clients: Vec::new() };
     for i in 0..3 {
+        let data = dir.join(format!("etcd{i}"));
+        // a retry starts a new cluster: an earlier attempt's data dir names the old members
+        let _ = std::fs::remove_dir_all(&data);
         let log = std::fs::File::create(dir.join(format!("etcd{i}.log")))?;
         let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
         let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
@@ -286,7 +289,7 @@ fn start_etcd(dir: &Path) -> anyhow::Result<Etcd> {
         let child = Command::new("etcd")
             .args(["--name", &format!("e{i}")])
             .arg("--data-dir")
-            .arg(dir.join(format!("etcd{i}")))
+            .arg(&data)
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-state", "new"])
@@ -295,9 +298,70 @@ fn start_etcd(dir: &Path) -> anyhow::Result<Etcd> {
             .stderr(log)
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting etcd (apt-get install etcd-server): {e}"))?;
-        procs.push(child);
+        etcd.procs.push(child);
+        etcd.clients.push(format!("127.0.0.1:{}", client_ports[i]));
     }
-    Ok(Etcd { procs, clients: client_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect() })
+    Ok(etcd)
+}
+
+/// The last `lines` lines of each member's log in `dir`, for an error message.
+fn etcd_log_tails(dir: &Path, lines: usize) -> String {
+    (0..3)
+        .map(|i| {
+            let text = std::fs::read_to_string(dir.join(format!("etcd{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("--- etcd{i}.log (last {lines} lines)\n{}", tail.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts a 3-member etcd cluster and waits until one of its members accepts a put; returns the
+/// cluster and a channel to that member. The ports come from `free_port`, which frees them before
+/// etcd binds them: another process (an outgoing connection of the Borgmaster replicas, say) may
+/// take one in between, and that member exits. A member that exits restarts the whole cluster on
+/// fresh ports (3 attempts); each attempt waits up to 60 s (a first election on a busy box).
+async fn start_etcd_ready(dir: &Path) -> anyhow::Result<(Etcd, Channel)> {
+    const ATTEMPTS: usize = 3;
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let mut etcd = start_etcd(dir)?;
+        let chans: Vec<Channel> = etcd
+            .clients
+            .iter()
+            .map(|c| {
+                tonic::transport::Endpoint::from_shared(format!("http://{c}"))
+                    .map(|e| e.timeout(Duration::from_secs(30)).connect_timeout(Duration::from_secs(2)).connect_lazy())
+            })
+            .collect::<Result<_, _>>()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        'wait: loop {
+            for (i, p) in etcd.procs.iter_mut().enumerate() {
+                if let Ok(Some(status)) = p.try_wait() {
+                    last = format!("attempt {attempt}: etcd member e{i} exited ({status})");
+                    eprintln!("{last}; restarting the cluster on fresh ports");
+                    break 'wait;
+                }
+            }
+            for ch in &chans {
+                match tokio::time::timeout(Duration::from_secs(5), etcd_put(ch.clone(), b"warmup".to_vec(), vec![0; 8]))
+                    .await
+                {
+                    Ok(Ok(())) => return Ok((etcd, ch.clone())),
+                    Ok(Err(e)) => last = format!("attempt {attempt}: {e}"),
+                    Err(_) => last = format!("attempt {attempt}: a put took over 5 s"),
+                }
+            }
+            if Instant::now() >= deadline {
+                last = format!("{last} (no member accepted a put within 60 s)");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        drop(etcd);
+    }
+    anyhow::bail!("etcd did not accept a write after {ATTEMPTS} attempts; last: {last}\n{}", etcd_log_tails(dir, 20))
 }
 
 async fn etcd_put(ch: Channel, key: Vec<u8>, value: Vec<u8>) -> anyhow::Result<()> {
@@ -322,20 +386,11 @@ async fn throughput(seconds: f64, concurrency: &[usize]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let g = Group::start(dir.path(), 3)?;
     let l = g.wait_leader(Duration::from_secs(20)).await?;
-    let etcd = start_etcd(dir.path())?;
+    let (etcd, etcd_ch) = start_etcd_ready(dir.path()).await?;
     // the clients talk to the Borgmaster leader (a follower would forward: one more hop)
     let master = client(std::slice::from_ref(&g.addrs[l])).await?;
     let sample = pb::ApplyJobRequest { spec: Some(job("bench-63-15".into(), 1_000_000)), ..Default::default() };
     let value_size = prost::Message::encoded_len(&sample);
-    // any member: a follower forwards proposals to the etcd leader, as a Borgmaster follower does
-    let etcd_ch = tonic::transport::Endpoint::from_shared(format!("http://{}", etcd.clients[0]))?
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Err(e) = etcd_put(etcd_ch.clone(), b"warmup".to_vec(), vec![0; 8]).await {
-        anyhow::ensure!(Instant::now() < deadline, "etcd did not accept a write within 20 s: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     println!("value size: {value_size} bytes (encoded ApplyJob request); {seconds} s per run; fsync on both");
     println!("cpu: CPU time of the 3 replicas (or 3 members) per operation, microseconds (less noisy than ops/s on a shared box)");
     let b_pids: Vec<u32> = g.procs.iter().flatten().map(|c| c.id()).collect();
