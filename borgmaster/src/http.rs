@@ -64,11 +64,12 @@ async fn machine_page(State(c): State<Ctx>, Path(id): Path<String>) -> (StatusCo
 }
 
 async fn render_metrics(State(c): State<Ctx>) -> impl IntoResponse {
-    {
-        let raft = c.master.raft_status();
+    let raft = c.master.raft_status();
+    let gauges = {
         let (state, soft) = (c.master.state(), c.master.soft());
-        crate::metrics::refresh(&state, &soft, &raft);
-    }
+        crate::metrics::read_gauges(&state, &soft)
+    };
+    crate::metrics::set_gauges(gauges, &raft);
     c.metrics.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], c.metrics.render())
 }

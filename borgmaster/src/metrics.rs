@@ -19,6 +19,9 @@ pub const PASS_SECONDS: &str = "borg_scheduling_pass_duration_seconds";
 pub const PLACEMENT_LATENCY: &str = "borg_placement_latency_seconds";
 /// One poll of one Borglet, as the master sees it.
 pub const POLL_SECONDS: &str = "borg_link_poll_duration_seconds";
+/// Wall time of applying one committed log entry to the cell state (the state's write lock is
+/// held that long).
+pub const APPLY_SECONDS: &str = "borg_state_apply_duration_seconds";
 /// Commands per group commit.
 pub const COMMIT_GROUP: &str = "borg_commit_group_size";
 /// Tasks the kernel killed for exceeding their memory limit.
@@ -148,6 +151,11 @@ fn describe() {
         Unit::Count,
         "Successful polls, by answer: tasks=listed (every task's status and usage) or tasks=unchanged (the task-status digest matched the committed state: no statuses sent)."
     );
+    describe_histogram!(
+        APPLY_SECONDS,
+        Unit::Seconds,
+        "Wall time of applying one committed log entry (one group of commands) to the cell state; readers of the state wait that long."
+    );
     describe_histogram!(COMMIT_GROUP, Unit::Count, "Commands written by one synced log write (group commit).");
 }
 
@@ -172,10 +180,50 @@ fn pending_label(reason: Option<PendingReason>, bound: bool) -> &'static str {
     }
 }
 
-/// Sets every scrape-time gauge from the cell state, the soft state and this replica's Raft
-/// status. Call right before rendering.
-pub fn refresh(state: &CellState, soft: &SoftState, raft: &RaftStatus) {
-    let u = cell_usage(state, soft);
+/// What the scrape-time gauges show, read from the cell state and the soft state under their
+/// locks by [`read_gauges`]; [`set_gauges`] then sets them with the locks released (setting
+/// 10,000 per-machine gauges took part of a scrape's hold of the state's read lock).
+pub struct Gauges {
+    usage: crate::usage::CellUsage,
+    /// Pending tasks by `borg_tasks_pending` reason (every reason, 0 included).
+    reasons: std::collections::BTreeMap<&'static str, u32>,
+    /// Jobs by state name.
+    jobs: std::collections::BTreeMap<&'static str, u32>,
+    /// Machines by lifecycle state.
+    lifecycle: [(&'static str, usize); 5],
+    /// Each machine's id and whether it is up, in id order.
+    machines: Vec<(String, bool)>,
+    applied_index: u64,
+}
+
+/// Reads the scrape-time gauges' values from `state` and `soft` (one sweep of the cell for the
+/// usage, [`cell_usage`], and one over its jobs for the pending reasons).
+pub fn read_gauges(state: &CellState, soft: &SoftState) -> Gauges {
+    let mut reasons = std::collections::BTreeMap::<&'static str, u32>::new();
+    for r in PendingReason::ALL.map(PendingReason::as_str).into_iter().chain(["starting"]) {
+        reasons.insert(r, 0);
+    }
+    let mut jobs = std::collections::BTreeMap::<&'static str, u32>::new();
+    for j in state.jobs.values() {
+        *jobs.entry(j.state_name()).or_default() += 1;
+        for t in j.tasks.iter().filter(|t| t.state == TaskState::Pending) {
+            *reasons.entry(pending_label(t.pending_reason, t.machine.is_some())).or_default() += 1;
+        }
+    }
+    Gauges {
+        usage: cell_usage(state, soft),
+        reasons,
+        jobs,
+        lifecycle: state.machines_by_state(),
+        machines: state.machines.values().map(|m| (m.id.0.clone(), m.state == MachineState::Up)).collect(),
+        applied_index: state.applied_index,
+    }
+}
+
+/// Sets every scrape-time gauge from `g` (see [`read_gauges`]) and this replica's Raft status.
+/// Call right before rendering.
+pub fn set_gauges(g: Gauges, raft: &RaftStatus) {
+    let u = &g.usage;
     set_resources("borg_cell_capacity", u.capacity, &[]);
     set_resources("borg_cell_free", u.free, &[]);
     set_resources("borg_cell_stranded", u.stranded, &[]);
@@ -189,32 +237,21 @@ pub fn refresh(state: &CellState, soft: &SoftState, raft: &RaftStatus) {
             gauge!("borg_tasks", "state" => st, "band" => band(b)).set(n as f64);
         }
     }
-    let mut reasons = std::collections::BTreeMap::<&'static str, u32>::new();
-    for r in PendingReason::ALL.map(PendingReason::as_str).into_iter().chain(["starting"]) {
-        reasons.insert(r, 0);
-    }
-    let mut jobs = std::collections::BTreeMap::<&'static str, u32>::new();
-    for j in state.jobs.values() {
-        *jobs.entry(j.state_name()).or_default() += 1;
-        for t in j.tasks.iter().filter(|t| t.state == TaskState::Pending) {
-            *reasons.entry(pending_label(t.pending_reason, t.machine.is_some())).or_default() += 1;
-        }
-    }
-    for (r, n) in reasons {
+    for (r, n) in g.reasons {
         gauge!("borg_tasks_pending", "reason" => r).set(n as f64);
     }
     for s in ["pending", "running", "done", "killed"] {
-        gauge!("borg_jobs", "state" => s).set(jobs.get(s).copied().unwrap_or(0) as f64);
+        gauge!("borg_jobs", "state" => s).set(g.jobs.get(s).copied().unwrap_or(0) as f64);
     }
     gauge!("borg_machines", "state" => "up").set(u.machines_up as f64);
     gauge!("borg_machines", "state" => "down").set(u.machines_down as f64);
-    for (st, n) in state.machines_by_state() {
+    for (st, n) in g.lifecycle {
         gauge!("borg_machine_lifecycle", "state" => st).set(n as f64);
     }
-    for m in state.machines.values() {
-        gauge!("borg_machine_up", "machine" => m.id.0.clone()).set(if m.state == MachineState::Up { 1.0 } else { 0.0 });
+    for (id, up) in g.machines {
+        gauge!("borg_machine_up", "machine" => id).set(if up { 1.0 } else { 0.0 });
     }
-    gauge!("borg_state_applied_index").set(state.applied_index as f64);
+    gauge!("borg_state_applied_index").set(g.applied_index as f64);
     gauge!("borg_raft_is_leader").set(if raft.is_leader { 1.0 } else { 0.0 });
     gauge!("borg_raft_term").set(raft.term as f64);
     gauge!("borg_raft_last_log_index").set(raft.last_log_index as f64);
