@@ -16,7 +16,7 @@
 
 use crate::liveness::{LeaderView, Liveness, PollLatency};
 use crate::master::{now_ms, Master};
-use crate::state::{Command, MachineState, RunId, TaskId, TaskReport, TaskState};
+use crate::state::{Command, MachineState, RunId, TaskReport, TaskState};
 use borg_jobspec::convert::{check_to_pb, kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
@@ -154,12 +154,10 @@ fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>, statuses: boo
     let s = master.state();
     s.machines.get(id)?;
     let live: Vec<(&crate::state::Task, &borg_jobspec::JobSpec)> = s
-        .tasks_on(id)
-        .filter_map(|t| {
-            let job = s.jobs.get(&t.job)?;
-            // an alloc is a reservation; nothing runs for it
-            (job.spec.kind != borg_jobspec::JobKind::AllocSet).then(|| (t, job.spec_for(t.job_version)))
-        })
+        .tasks_on_with_jobs(id)
+        // an alloc is a reservation; nothing runs for it
+        .filter(|(_, job)| job.spec.kind != borg_jobspec::JobKind::AllocSet)
+        .map(|(t, job)| (t, job.spec_for(t.job_version)))
         .collect();
     let mut h = DefaultHasher::new();
     for (t, _) in &live {
@@ -260,8 +258,13 @@ impl InFlight {
 fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(MachineId, TaskReport)> {
     let s = master.state();
     let mut out = Vec::new();
+    // a Borglet lists its tasks by job: look each job up once per run of its tasks
+    let mut job: Option<(&String, &crate::state::Job)> = None;
     for r in &resp.tasks {
-        let Some(t) = s.task(&TaskId::new(&r.job, r.index)) else { continue };
+        if job.is_none_or(|(name, _)| *name != r.job) {
+            job = s.jobs.get_key_value(r.job.as_str());
+        }
+        let Some(t) = job.and_then(|(_, j)| j.tasks.get(r.index as usize)) else { continue };
         if t.machine.as_ref() != Some(id) || t.incarnation != r.incarnation || t.state == TaskState::Dead {
             continue;
         }
@@ -416,7 +419,9 @@ async fn poll_machine(
                             )
                         })
                         .collect();
-                    master.soft().task_usage.insert(id.clone(), per_task);
+                    // the map it replaces is freed after the soft state's lock is released
+                    let replaced = master.soft().task_usage.insert(id.clone(), per_task);
+                    drop(replaced);
                     // (an unchanged answer holds no changes: the committed state records what it
                     // observes)
                     let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now());

@@ -20,8 +20,8 @@ pub const PLACEMENT_LATENCY: &str = "borg_placement_latency_seconds";
 /// One poll of one Borglet, as the master sees it.
 pub const POLL_SECONDS: &str = "borg_link_poll_duration_seconds";
 /// Wall time of applying one committed log entry to the cell state (the state's write lock is
-/// held that long).
-pub const APPLY_SECONDS: &str = "borg_state_apply_duration_seconds";
+/// held that long); recorded by the Raft state machine, which names it.
+pub const APPLY_SECONDS: &str = crate::raft::APPLY_SECONDS;
 /// Commands per group commit.
 pub const COMMIT_GROUP: &str = "borg_commit_group_size";
 /// Tasks the kernel killed for exceeding their memory limit.

@@ -16,6 +16,10 @@
 // return them as they are rather than boxing and unboxing at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+/// Histogram: wall time of applying one committed log entry to the cell state (the state's
+/// write lock is held that long), seconds. Described with the other metrics in `crate::metrics`.
+pub const APPLY_SECONDS: &str = "borg_state_apply_duration_seconds";
+
 pub mod codec;
 pub mod group;
 pub mod log_store;

@@ -228,7 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             drop(state);
-            metrics::histogram!(crate::metrics::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(super::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
         }
         Ok(out)
     }

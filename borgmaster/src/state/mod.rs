@@ -112,7 +112,25 @@ impl CellState {
     /// Tasks bound to machine `m` that are not dead, sorted by (job, index): what its Borglet
     /// should run.
     pub fn tasks_on(&self, m: &MachineId) -> impl Iterator<Item = &Task> {
-        self.by_machine.get(m).into_iter().flatten().filter_map(|k| self.task(k))
+        self.tasks_on_with_jobs(m).map(|(t, _)| t)
+    }
+
+    /// [`CellState::tasks_on`] with each task's job. A machine's tasks come sorted by job, so
+    /// each job is looked up by name once per run of its tasks, not once per task (a poll of
+    /// every machine every second walks them all).
+    pub fn tasks_on_with_jobs(&self, m: &MachineId) -> impl Iterator<Item = (&Task, &Job)> {
+        let mut last: Option<(&String, &Job)> = None;
+        self.by_machine.get(m).into_iter().flatten().filter_map(move |k| {
+            let job = match last {
+                Some((name, j)) if *name == k.job => j,
+                _ => {
+                    let (name, j) = self.jobs.get_key_value(&k.job)?;
+                    last = Some((name, j));
+                    j
+                }
+            };
+            Some((job.tasks.get(k.index as usize)?, job))
+        })
     }
 
     /// Sum of the requests of the tasks bound to `m` that are not dead (allocs count; tasks

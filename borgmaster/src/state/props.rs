@@ -157,6 +157,18 @@ proptest! {
             prop_assert_eq!(&rebuilt, &s);
             for m in s.machines.keys() {
                 prop_assert!(s.tasks_on(m).all(|t| t.state != TaskState::Dead && t.machine.as_ref() == Some(m)));
+                // each task comes with its own job (the lookup is cached across a run of a job's tasks)
+                let by_lookup: Vec<_> = s
+                    .by_machine
+                    .get(m)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| Some((s.task(k)?, s.jobs.get(&k.job)?)))
+                    .map(|(t, j)| (t.job.clone(), t.index, j.spec.name.clone()))
+                    .collect();
+                let cached: Vec<_> =
+                    s.tasks_on_with_jobs(m).map(|(t, j)| (t.job.clone(), t.index, j.spec.name.clone())).collect();
+                prop_assert_eq!(cached, by_lookup);
             }
             for j in s.jobs.values() {
                 if !j.killed && !j.spec.per_machine {
