@@ -259,12 +259,9 @@ fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(Mac
     let s = master.state();
     let mut out = Vec::new();
     // a Borglet lists its tasks by job: look each job up once per run of its tasks
-    let mut job: Option<(&String, &crate::state::Job)> = None;
+    let mut last = None;
     for r in &resp.tasks {
-        if job.is_none_or(|(name, _)| *name != r.job) {
-            job = s.jobs.get_key_value(r.job.as_str());
-        }
-        let Some(t) = job.and_then(|(_, j)| j.tasks.get(r.index as usize)) else { continue };
+        let Some(t) = s.job_cached(&mut last, &r.job).and_then(|j| j.tasks.get(r.index as usize)) else { continue };
         if t.machine.as_ref() != Some(id) || t.incarnation != r.incarnation || t.state == TaskState::Dead {
             continue;
         }

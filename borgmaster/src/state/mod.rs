@@ -119,18 +119,24 @@ impl CellState {
     /// each job is looked up by name once per run of its tasks, not once per task (a poll of
     /// every machine every second walks them all).
     pub fn tasks_on_with_jobs(&self, m: &MachineId) -> impl Iterator<Item = (&Task, &Job)> {
-        let mut last: Option<(&String, &Job)> = None;
+        let mut last = None;
         self.by_machine.get(m).into_iter().flatten().filter_map(move |k| {
-            let job = match last {
-                Some((name, j)) if *name == k.job => j,
-                _ => {
-                    let (name, j) = self.jobs.get_key_value(&k.job)?;
-                    last = Some((name, j));
-                    j
-                }
-            };
+            let job = self.job_cached(&mut last, &k.job)?;
             Some((job.tasks.get(k.index as usize)?, job))
         })
+    }
+
+    /// Job `name`: `last` (the job asked for before) when it is that job, otherwise looked up by
+    /// name and remembered in `last`. A walk over tasks sorted by job (a machine's, a Borglet's
+    /// report) looks each job up once per run of its tasks.
+    pub fn job_cached<'a>(&'a self, last: &mut Option<(&'a String, &'a Job)>, name: &str) -> Option<&'a Job> {
+        match *last {
+            Some((n, j)) if n == name => Some(j),
+            _ => {
+                *last = self.jobs.get_key_value(name);
+                last.map(|(_, j)| j)
+            }
+        }
     }
 
     /// Sum of the requests of the tasks bound to `m` that are not dead (allocs count; tasks
