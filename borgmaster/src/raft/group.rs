@@ -126,6 +126,17 @@ pub async fn submit(
     raft: &BorgRaft,
     group: Group,
 ) -> Result<impl std::future::Future<Output = Result<Vec<CommandResult>, WriteError>> + Send + 'static, WriteError> {
+    // Whether openraft may append the entry: it does only while this replica leads. Its answer
+    // "forward to the leader" means "not appended" when it did not lead, but it also answers so
+    // a proposer whose appended entry it truncated from its log on losing leadership, and such
+    // an entry can still be committed by the next leader (the simulation found a write answered
+    // NotLeader that was applied at the index it had been given: seed 35548705). A refusal is
+    // "surely not applied" (safe to send again) only when this replica did not lead.
+    let leading = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader || m.current_leader == Some(m.id)
+    };
     let rx = raft.client_write_ff(group).await.map_err(|_| WriteError::Stopped)?;
     Ok(async move {
         match rx.await {
@@ -133,6 +144,11 @@ pub async fn submit(
                 let Applied(results) = resp.data;
                 Ok(results)
             }
+            Ok(Err(ClientWriteError::ForwardToLeader(_))) if leading => Err(WriteError::Storage(
+                "this replica lost its leadership after the write was proposed: it may still be applied; \
+                 read before retrying"
+                    .to_string(),
+            )),
             Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
                 Err(WriteError::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) })
             }
