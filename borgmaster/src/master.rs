@@ -62,7 +62,8 @@ pub enum ProposeError {
         /// host:port of the current leader, when known.
         leader: Option<String>,
     },
-    /// Replication or storage failed; the text is openraft's error.
+    /// Replication or storage failed, or this replica lost its leadership after proposing: the
+    /// command may or may not be committed (read before retrying). The text says which.
     #[error("replication: {0}")]
     Storage(String),
     /// The master is shutting down.

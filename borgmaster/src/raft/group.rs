@@ -57,7 +57,8 @@ pub enum WriteError {
     },
     /// The Raft group has shut down.
     Stopped,
-    /// Replication or storage failed (openraft's error text).
+    /// Replication or storage failed (openraft's error text), or this replica lost its
+    /// leadership after the write was proposed: the outcome is unknown.
     Storage(String),
 }
 

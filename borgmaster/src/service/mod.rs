@@ -119,7 +119,9 @@ pub(super) fn propose_status(e: ProposeError) -> Status {
         ProposeError::Rejected(e @ CommandError::DependencyCycle { .. }) => Status::invalid_argument(e.to_string()),
         ProposeError::Rejected(e @ CommandError::MachineHasTasks { .. }) => Status::failed_precondition(e.to_string()),
         e @ ProposeError::NotLeader { .. } => forward::not_applied(Status::unavailable(format!("{e}; retry"))),
-        ProposeError::Storage(e) => Status::unavailable(format!("not stored, try again: {e}")),
+        ProposeError::Storage(e) => Status::unavailable(format!(
+            "the write's outcome is unknown (it may still be applied): {e}; read before retrying"
+        )),
         ProposeError::Stopped => Status::unavailable("the Borgmaster is stopping"),
     }
 }
