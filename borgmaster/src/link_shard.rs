@@ -24,7 +24,7 @@ use scheduler_core::MachineId;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -36,8 +36,8 @@ use tonic::transport::Channel;
 pub async fn run(master: Arc<Master>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(apply_reports(master.clone(), rx));
     let shared = Arc::new(Shared::default());
+    tasks.spawn(apply_reports(master.clone(), rx, shared.clone()));
     tasks.spawn(watch_stalls(shared.clone(), master.config.poll_interval));
     let mut started: HashSet<MachineId> = HashSet::new();
     loop {
@@ -66,6 +66,9 @@ struct Shared {
     first_round_done: OnceLock<Instant>,
     /// When the leader's last stall ended (see [`watch_stalls`]).
     last_stall_end: Mutex<Option<Instant>>,
+    /// Report batches whose commit failed in this leadership: a poller sends a report in flight
+    /// again once this moved since it sent it ([`InFlight::fresh`]).
+    report_failures: AtomicU64,
 }
 
 impl Shared {
@@ -124,17 +127,24 @@ impl Channels {
 }
 
 /// Drains every report batch waiting and commits them as `TaskReports` commands of at most
-/// [`crate::master::COMMAND_CHUNK`] reports, in order.
-async fn apply_reports(master: Arc<Master>, mut rx: mpsc::UnboundedReceiver<Vec<(MachineId, TaskReport)>>) {
+/// [`crate::master::COMMAND_CHUNK`] reports, in order; counts a failed commit in
+/// `shared.report_failures` (its pollers then send what is still uncommitted again).
+async fn apply_reports(
+    master: Arc<Master>,
+    mut rx: mpsc::UnboundedReceiver<Vec<(MachineId, TaskReport)>>,
+    shared: Arc<Shared>,
+) {
     while let Some(mut batch) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
+        metrics::counter!(crate::metrics::REPORTS_PROPOSED).increment(batch.len() as u64);
         let commands = crate::master::chunks_of(batch, crate::master::COMMAND_CHUNK)
             .into_iter()
             .map(|reports| Command::TaskReports { reports })
             .collect();
         if let Some(e) = master.propose_all(commands).await.into_iter().find_map(Result::err) {
+            shared.report_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "could not record task reports; the next poll reports them again");
         }
     }
@@ -223,28 +233,48 @@ const STATUSES_EVERY: u64 = 5;
 /// report is under way the Borglet reports the same change at every poll; sending it again each
 /// time would queue copies faster than a busy leader commits them (at 100,000 starting tasks the
 /// copies took gigabytes and delayed every poll). A report identical to one in flight is sent
-/// again only after [`REPORT_RESEND`] (in case its commit failed).
+/// again only when a report commit failed since it was sent (`Shared::report_failures` moved),
+/// or after [`REPORT_RESEND`] as a last resort.
+///
+/// (It used to be sent again after 5 s: when a busy leader took longer than that to commit, every
+/// uncommitted report was proposed again every 5 s, and the copies lengthened the backlog that
+/// delayed them: at 1,000,000 starting tasks, minutes of commits.)
 #[derive(Default)]
-struct InFlight(std::collections::HashMap<(String, u32), (TaskReport, Instant)>);
+struct InFlight(std::collections::HashMap<(String, u32), Sent>);
 
-/// How long a report may stay uncommitted before its poller sends it again.
-const REPORT_RESEND: Duration = Duration::from_secs(5);
+/// A report in flight: what was sent, when, and `Shared::report_failures` then.
+struct Sent {
+    report: TaskReport,
+    at: Instant,
+    failures: u64,
+}
+
+/// How long a report may stay uncommitted, with no commit failing, before its poller sends it
+/// again anyway.
+const REPORT_RESEND: Duration = Duration::from_secs(60);
 
 impl InFlight {
     /// The reports of `changes` (what still differs from the committed state) not already in
     /// flight, which it then holds; forgets the ones no longer among `changes` (committed, or
-    /// superseded).
-    fn fresh(&mut self, changes: Vec<(MachineId, TaskReport)>, now: Instant) -> Vec<(MachineId, TaskReport)> {
+    /// superseded). `failures` is `Shared::report_failures` now.
+    fn fresh(
+        &mut self,
+        changes: Vec<(MachineId, TaskReport)>,
+        now: Instant,
+        failures: u64,
+    ) -> Vec<(MachineId, TaskReport)> {
         let mut keep = std::collections::HashMap::with_capacity(changes.len());
         let mut out = Vec::new();
         for (machine, r) in changes {
             let key = (r.job.clone(), r.index);
             match self.0.remove(&key) {
-                Some((sent, at)) if sent == r && now.duration_since(at) < REPORT_RESEND => {
-                    keep.insert(key, (sent, at));
+                Some(sent)
+                    if sent.report == r && sent.failures == failures && now.duration_since(sent.at) < REPORT_RESEND =>
+                {
+                    keep.insert(key, sent);
                 }
                 _ => {
-                    keep.insert(key, (r.clone(), now));
+                    keep.insert(key, Sent { report: r.clone(), at: now, failures });
                     out.push((machine, r));
                 }
             }
@@ -421,7 +451,8 @@ async fn poll_machine(
                     drop(replaced);
                     // (an unchanged answer holds no changes: the committed state records what it
                     // observes)
-                    let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now());
+                    let failures = shared.report_failures.load(Ordering::Relaxed);
+                    let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now(), failures);
                     if !ch.is_empty() {
                         let _ = reports.send(ch);
                     }
@@ -497,23 +528,26 @@ mod tests {
     }
 
     #[test]
-    fn a_report_in_flight_is_not_sent_again_until_it_changes_or_is_old() {
+    fn a_report_in_flight_is_sent_again_only_when_it_changes_a_commit_failed_or_it_is_very_old() {
         let mut f = InFlight::default();
         let t0 = Instant::now();
+        let s = Duration::from_secs;
         let running = report(0, TaskState::Running, Some(7));
-        assert_eq!(f.fresh(vec![running.clone()], t0).len(), 1, "new: sent");
-        assert!(f.fresh(vec![running.clone()], t0 + Duration::from_secs(1)).is_empty(), "in flight: not again");
+        assert_eq!(f.fresh(vec![running.clone()], t0, 0).len(), 1, "new: sent");
+        assert!(f.fresh(vec![running.clone()], t0 + s(1), 0).is_empty(), "in flight: not again");
+        // a slow commit is no reason to send it again (the copies would only lengthen the queue)
+        assert!(f.fresh(vec![running.clone()], t0 + s(30), 0).is_empty(), "slow commit: not again");
         let dead = report(0, TaskState::Dead, None);
-        assert_eq!(f.fresh(vec![dead.clone()], t0 + Duration::from_secs(2)), vec![dead.clone()], "changed: sent");
-        assert_eq!(f.fresh(vec![dead.clone()], t0 + Duration::from_secs(8)).len(), 1, "uncommitted too long: again");
+        assert_eq!(f.fresh(vec![dead.clone()], t0 + s(31), 0), vec![dead.clone()], "changed: sent");
+        assert!(f.fresh(vec![dead.clone()], t0 + s(32), 0).is_empty());
+        assert_eq!(f.fresh(vec![dead.clone()], t0 + s(33), 1).len(), 1, "a commit failed since: again");
+        assert!(f.fresh(vec![dead.clone()], t0 + s(34), 1).is_empty(), "and then in flight again");
+        assert_eq!(f.fresh(vec![dead.clone()], t0 + s(33) + REPORT_RESEND, 1).len(), 1, "uncommitted too long: again");
         // committed (no longer a change), then the same change again: sent
-        assert!(f.fresh(vec![], t0 + Duration::from_secs(9)).is_empty());
-        assert_eq!(f.fresh(vec![dead], t0 + Duration::from_secs(9)).len(), 1);
+        assert!(f.fresh(vec![], t0 + s(100), 1).is_empty());
+        assert_eq!(f.fresh(vec![dead], t0 + s(100), 1).len(), 1);
         // other tasks are independent
         let other = report(1, TaskState::Running, Some(8));
-        assert_eq!(
-            f.fresh(vec![other.clone(), report(0, TaskState::Dead, None)], t0 + Duration::from_secs(10)),
-            vec![other]
-        );
+        assert_eq!(f.fresh(vec![other.clone(), report(0, TaskState::Dead, None)], t0 + s(101), 1), vec![other]);
     }
 }

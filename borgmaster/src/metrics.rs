@@ -39,6 +39,9 @@ pub const FIRST_POLL_ROUND: &str = "borg_leader_first_poll_round_seconds";
 /// Counter: successful polls, by whether the answer listed the machine's tasks (`listed`) or
 /// left them out because nothing the master records changed (`unchanged`).
 pub const POLL_ANSWERS: &str = "borg_link_poll_answers_total";
+/// Counter: task reports the leader's pollers handed to the log (a report is proposed once, and
+/// again only after a commit failed: more than the cell's task changes means copies).
+pub const REPORTS_PROPOSED: &str = "borg_link_reports_proposed_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -150,6 +153,11 @@ fn describe() {
         POLL_ANSWERS,
         Unit::Count,
         "Successful polls, by answer: tasks=listed (every task's status and usage) or tasks=unchanged (the task-status digest matched the committed state: no statuses sent)."
+    );
+    describe_counter!(
+        REPORTS_PROPOSED,
+        Unit::Count,
+        "Task reports (state changes Borglets observed) the leader's pollers proposed to the log; a report is proposed again only after a commit failed."
     );
     describe_histogram!(
         APPLY_SECONDS,

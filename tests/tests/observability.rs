@@ -85,8 +85,13 @@ fn metrics_top_cell_usage_and_status_page() {
     cell.wait_for(Duration::from_secs(30), "a poll answered without its task list", |_| {
         answers("unchanged") > unchanged
     });
+    let proposed = || metric(&http_get(&mh, "/metrics").1, "borg_link_reports_proposed_total").unwrap_or(0.0);
+    let before = proposed();
+    assert!(before >= 5.0, "every task's start was reported: {before}");
     let listed = answers("listed");
     cell.wait_for(Duration::from_secs(30), "a later poll listing the tasks again", |_| answers("listed") > listed);
+    // a steady cell's listed statuses match what is committed: nothing is proposed again
+    assert_eq!(proposed(), before, "reports proposed while nothing changed");
 
     let (code, b) = http_get(&bh, "/metrics");
     assert_eq!(code, 200);
