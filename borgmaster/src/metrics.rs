@@ -42,6 +42,9 @@ pub const POLL_ANSWERS: &str = "borg_link_poll_answers_total";
 /// Counter: task reports the leader's pollers handed to the log (a report is proposed once, and
 /// again only after a commit failed: more than the cell's task changes means copies).
 pub const REPORTS_PROPOSED: &str = "borg_link_reports_proposed_total";
+/// Gauge (leader only): seconds since the oldest last poll answer among up machines, at scrape
+/// time; a full poll round fits in the poll interval while it stays under it.
+pub const OLDEST_POLL: &str = "borg_link_oldest_poll_age_seconds";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -154,6 +157,11 @@ fn describe() {
         Unit::Count,
         "Successful polls, by answer: tasks=listed (every task's status and usage) or tasks=unchanged (the task-status digest matched the committed state: no statuses sent)."
     );
+    describe_gauge!(
+        OLDEST_POLL,
+        Unit::Seconds,
+        "Leader only: seconds since the oldest last successful poll answer among up machines (a machine not yet answered in this leadership counts from the election)."
+    );
     describe_counter!(
         REPORTS_PROPOSED,
         Unit::Count,
@@ -202,6 +210,8 @@ pub struct Gauges {
     /// Each machine's id and whether it is up, in id order.
     machines: Vec<(String, bool)>,
     applied_index: u64,
+    /// The leader's oldest poll answer among up machines, ms ([`crate::link_shard::oldest_poll_age_ms`]).
+    oldest_poll_ms: Option<i64>,
 }
 
 /// Reads the scrape-time gauges' values from `state` and `soft` (one sweep of the cell for the
@@ -225,6 +235,7 @@ pub fn read_gauges(state: &CellState, soft: &SoftState) -> Gauges {
         lifecycle: state.machines_by_state(),
         machines: state.machines.values().map(|m| (m.id.0.clone(), m.state == MachineState::Up)).collect(),
         applied_index: state.applied_index,
+        oldest_poll_ms: crate::link_shard::oldest_poll_age_ms(state, soft, crate::master::now_ms()),
     }
 }
 
@@ -260,6 +271,9 @@ pub fn set_gauges(g: Gauges, raft: &RaftStatus) {
         gauge!("borg_machine_up", "machine" => id).set(if up { 1.0 } else { 0.0 });
     }
     gauge!("borg_state_applied_index").set(g.applied_index as f64);
+    if let Some(ms) = g.oldest_poll_ms {
+        gauge!(OLDEST_POLL).set(ms as f64 / 1000.0);
+    }
     gauge!("borg_raft_is_leader").set(if raft.is_leader { 1.0 } else { 0.0 });
     gauge!("borg_raft_term").set(raft.term as f64);
     gauge!("borg_raft_last_log_index").set(raft.last_log_index as f64);

@@ -115,18 +115,23 @@ first_round_ms() {
 rss_mb() { awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo NA; }
 hwm_mb() { awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo NA; }
 
-# poll_age_ms ADDR: the oldest up machine's last poll answer, in ms before now, as the worst of
-# 10 samples over 5 s (one full poll round must fit in the poll interval, 1 s by default). ADDR
-# must be the leader's: the last poll answers are its soft state (a follower has none).
+# poll_age_ms API HTTP: the oldest up machine's last poll answer, in ms, as the worst of 10
+# samples over 5 s (one full poll round must fit in the poll interval, 1 s by default), two ways:
+# "GAUGE LISTED". GAUGE is the leader's borg_link_oldest_poll_age_seconds, computed as it is
+# scraped; LISTED is now minus the oldest last_seen_ms in `borgctl machines`, which also counts
+# how long that listing of every machine took to build and arrive. API and HTTP must be the
+# leader's: the last poll answers are its soft state (a follower has none).
 poll_age_ms() {
-    local worst=0 a
+    local worst=0 listed=0 a l
     for _ in $(seq 10); do
-        a=$(ctl "$1" machines -o json | python3 -c '
+        a=$(curl -s "http://$2/metrics" | awk '$1 == "borg_link_oldest_poll_age_seconds" { printf "%d", $2 * 1000 }')
+        l=$(ctl "$1" machines -o json | python3 -c '
 import json, sys, time
 ms = [m["last_seen_ms"] for m in json.load(sys.stdin) if m["state"] == "up"]
 print(int(time.time() * 1000 - min(ms)) if ms else 0)')
-        [ "$a" -gt "$worst" ] && worst=$a
+        [ "${a:-0}" -gt "$worst" ] && worst=$a
+        [ "$l" -gt "$listed" ] && listed=$l
         sleep 0.5
     done
-    echo "$worst"
+    echo "$worst $listed"
 }
