@@ -121,6 +121,13 @@ struct Args {
     insecure: bool,
 }
 
+/// mimalloc instead of glibc's malloc: at 1,000,000 tasks a profile of the leader
+/// (`perf record` during `scripts/bench-million`'s apply phase) spent about a third of its CPU in
+/// glibc's allocator (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`, `free`): poll answers,
+/// reports and log entries are many short-lived allocations freed on other threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     borg_rpc::server::exit_status("borgmaster", run().await)
