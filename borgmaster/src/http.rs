@@ -67,7 +67,7 @@ async fn render_metrics(State(c): State<Ctx>) -> impl IntoResponse {
     let raft = c.master.raft_status();
     let gauges = {
         let (state, soft) = (c.master.state(), c.master.soft());
-        crate::metrics::read_gauges(&state, &soft)
+        crate::metrics::read_gauges(&state, &soft, crate::master::now_ms())
     };
     crate::metrics::set_gauges(gauges, &raft);
     c.metrics.run_upkeep();

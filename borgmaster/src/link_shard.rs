@@ -30,21 +30,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-/// How long ago, in ms before `now_ms` (ms since the Unix epoch), the leader last heard a poll
-/// answer from the up machine it heard from least recently; a machine not answered yet in this
-/// leadership counts from the election. None on a follower (`soft.led_since` unset) and in a
-/// cell with no up machine. The figure behind `borg_link_oldest_poll_age_seconds` (a full poll
-/// round fits in the poll interval while it stays under it).
-pub fn oldest_poll_age_ms(state: &crate::state::CellState, soft: &crate::soft::SoftState, now_ms: i64) -> Option<i64> {
-    let led_ms = now_ms - soft.led_since?.elapsed().as_millis() as i64;
-    state
-        .machines
-        .values()
-        .filter(|m| m.state == MachineState::Up)
-        .map(|m| (now_ms - soft.last_seen_ms.get(&m.id).copied().unwrap_or(led_ms)).max(0))
-        .max()
-}
-
 /// Starts a poller for every registered machine, now and whenever one registers; and the task
 /// that batches Borglet reports into commands. Runs until dropped (the leader loses its
 /// leadership); dropping it stops every poller it started.
@@ -522,28 +507,6 @@ async fn poll_machine(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_oldest_poll_age_is_the_least_recently_answered_up_machine() {
-        use crate::state::fixtures::{self, machine};
-        let mut s = crate::state::CellState::new("dev");
-        for m in ["m1", "m2", "m3"] {
-            fixtures::run(&mut s, Command::RegisterMachine { machine: machine(m) }).unwrap();
-        }
-        let mut soft = crate::soft::SoftState::default();
-        let now = 1_000_000;
-        assert_eq!(oldest_poll_age_ms(&s, &soft, now), None, "a follower has no polls");
-        soft.led_since = Some(Instant::now() - Duration::from_secs(10));
-        let age = oldest_poll_age_ms(&s, &soft, now).unwrap();
-        assert!((10_000..11_000).contains(&age), "none answered yet: since the election, {age}");
-        soft.last_seen_ms.insert(MachineId("m1".into()), now - 300);
-        soft.last_seen_ms.insert(MachineId("m2".into()), now - 700);
-        soft.last_seen_ms.insert(MachineId("m3".into()), now - 5_000);
-        assert_eq!(oldest_poll_age_ms(&s, &soft, now), Some(5_000));
-        // a machine that is down does not count (its polls fail by definition)
-        s.machines.get_mut(&MachineId("m3".into())).unwrap().state = MachineState::Down;
-        assert_eq!(oldest_poll_age_ms(&s, &soft, now), Some(700));
-    }
 
     fn report(index: u32, state: TaskState, pid: Option<u32>) -> (MachineId, TaskReport) {
         (

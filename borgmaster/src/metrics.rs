@@ -210,13 +210,14 @@ pub struct Gauges {
     /// Each machine's id and whether it is up, in id order.
     machines: Vec<(String, bool)>,
     applied_index: u64,
-    /// The leader's oldest poll answer among up machines, ms ([`crate::link_shard::oldest_poll_age_ms`]).
+    /// The leader's oldest poll answer among up machines, ms ([`SoftState::oldest_poll_age_ms`]).
     oldest_poll_ms: Option<i64>,
 }
 
 /// Reads the scrape-time gauges' values from `state` and `soft` (one sweep of the cell for the
-/// usage, [`cell_usage`], and one over its jobs for the pending reasons).
-pub fn read_gauges(state: &CellState, soft: &SoftState) -> Gauges {
+/// usage, [`cell_usage`], and one over its jobs for the pending reasons); `now_ms` (ms since the
+/// Unix epoch) dates the oldest poll answer.
+pub fn read_gauges(state: &CellState, soft: &SoftState, now_ms: i64) -> Gauges {
     let mut reasons = std::collections::BTreeMap::<&'static str, u32>::new();
     for r in PendingReason::ALL.map(PendingReason::as_str).into_iter().chain(["starting"]) {
         reasons.insert(r, 0);
@@ -235,7 +236,7 @@ pub fn read_gauges(state: &CellState, soft: &SoftState) -> Gauges {
         lifecycle: state.machines_by_state(),
         machines: state.machines.values().map(|m| (m.id.0.clone(), m.state == MachineState::Up)).collect(),
         applied_index: state.applied_index,
-        oldest_poll_ms: crate::link_shard::oldest_poll_age_ms(state, soft, crate::master::now_ms()),
+        oldest_poll_ms: soft.oldest_poll_age_ms(state, now_ms),
     }
 }
 

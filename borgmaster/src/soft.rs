@@ -70,6 +70,22 @@ impl SoftState {
         let key = (t.job.as_str(), t.index, t.incarnation);
         self.task_usage.get(t.machine.as_ref()?)?.get(&key as &dyn borg_jobspec::RunKey).map(|(u, _)| *u)
     }
+
+    /// How long ago, in ms before `now_ms` (ms since the Unix epoch), the leader last heard a
+    /// poll answer from the up machine of `state` it heard from least recently; a machine not
+    /// answered yet in this leadership counts from the election. None on a follower
+    /// (`led_since` unset) and in a cell with no up machine. The figure behind
+    /// `borg_link_oldest_poll_age_seconds` (a full poll round fits in the poll interval while it
+    /// stays under it).
+    pub fn oldest_poll_age_ms(&self, state: &crate::state::CellState, now_ms: i64) -> Option<i64> {
+        let led_ms = now_ms - self.led_since?.elapsed().as_millis() as i64;
+        state
+            .machines
+            .values()
+            .filter(|m| m.state == crate::state::MachineState::Up)
+            .map(|m| (now_ms - self.last_seen_ms.get(&m.id).copied().unwrap_or(led_ms)).max(0))
+            .max()
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +116,26 @@ mod tests {
         let mut elsewhere = t0.clone();
         elsewhere.machine = Some(MachineId("m2".into()));
         assert_eq!(soft.usage_of_task(&elsewhere), None);
+    }
+
+    #[test]
+    fn the_oldest_poll_age_is_the_least_recently_answered_up_machine() {
+        let mut s = CellState::new("dev");
+        for m in ["m1", "m2", "m3"] {
+            fixtures::run(&mut s, Command::RegisterMachine { machine: machine(m) }).unwrap();
+        }
+        let mut soft = SoftState::default();
+        let now = 1_000_000;
+        assert_eq!(soft.oldest_poll_age_ms(&s, now), None, "a follower has no polls");
+        soft.led_since = Some(std::time::Instant::now() - std::time::Duration::from_secs(10));
+        let age = soft.oldest_poll_age_ms(&s, now).unwrap();
+        assert!((10_000..11_000).contains(&age), "none answered yet: since the election, {age}");
+        soft.last_seen_ms.insert(MachineId("m1".into()), now - 300);
+        soft.last_seen_ms.insert(MachineId("m2".into()), now - 700);
+        soft.last_seen_ms.insert(MachineId("m3".into()), now - 5_000);
+        assert_eq!(soft.oldest_poll_age_ms(&s, now), Some(5_000));
+        // a machine that is down does not count (its polls fail by definition)
+        s.machines.get_mut(&MachineId("m3".into())).unwrap().state = crate::state::MachineState::Down;
+        assert_eq!(soft.oldest_poll_age_ms(&s, now), Some(700));
     }
 }

@@ -135,3 +135,29 @@ print(int(time.time() * 1000 - min(ms)) if ms else 0)')
     done
     echo "$worst $listed"
 }
+
+# snapshot_rejoin L [F]: the leader L's snapshot of the whole cell, and follower F (default the
+# lowest other than L; may already be dead) that lost its disk rejoining from it: L takes a
+# snapshot (`borgctl replicas snapshot`), F is removed, killed, its data dir wiped (its
+# credentials kept), started again and added back (a replica
+# restarted with an empty data dir may not rejoin as the voter it was). Prints one CSV line:
+# snapshot bytes, the index it covers, add -> caught up as a voter (ms), and whether the follower
+# caught up from the log or from the snapshot. Leaves the group at three voters.
+snapshot_rejoin() {
+    local l=$1 f=${2:-1} size index t0 add_ms how=log
+    [ "$f" = "$l" ] && f=2
+    ctl "${api[$l]}" replicas snapshot >/dev/null
+    size=$( (grep -ho 'snapshot taken.*' "$work/m$l.log" || true) | sed -n 's/.*bytes=\([0-9]*\).*/\1/p' | tail -1)
+    index=$( (grep -ho 'snapshot taken on request.*' "$work/m$l.log" || true) | sed -n 's/.*index=\([0-9]*\).*/\1/p' | tail -1)
+    ctl "${api[$l]}" replicas remove "$f" >/dev/null
+    kill -9 "${pid[$f]}" 2>/dev/null || true; wait "${pid[$f]}" 2>/dev/null || true
+    find "$work/m$f" -mindepth 1 -maxdepth 1 ! -name credentials -exec rm -rf {} +
+    : >"$work/m$f.log"; : >"$work/m$f.out"
+    start "$f"
+    for _ in $(seq 400); do grep -q "listening on" "$work/m$f.out" && break; sleep 0.05; done
+    t0=$(date +%s%N)
+    ctl "${api[$l]}" replicas add "$f" "${api[$f]}" >/dev/null   # returns once it caught up, as a voter
+    add_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    grep -q "installed a snapshot from the leader" "$work/m$f.log" && how=snapshot
+    echo "${size:-NA},${index:-NA},$add_ms,$how"
+}
