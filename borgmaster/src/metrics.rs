@@ -43,7 +43,8 @@ pub const POLL_ANSWERS: &str = "borg_link_poll_answers_total";
 /// again only after a commit failed: more than the cell's task changes means copies).
 pub const REPORTS_PROPOSED: &str = "borg_link_reports_proposed_total";
 /// Gauge (leader only): seconds since the oldest last poll answer among up machines, at scrape
-/// time; a full poll round fits in the poll interval while it stays under it.
+/// time; a full poll round fits in the poll interval while it stays under it. 0 on a follower
+/// and in a cell with no machine up.
 pub const OLDEST_POLL: &str = "borg_link_oldest_poll_age_seconds";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -160,7 +161,7 @@ fn describe() {
     describe_gauge!(
         OLDEST_POLL,
         Unit::Seconds,
-        "Leader only: seconds since the oldest last successful poll answer among up machines (a machine not yet answered in this leadership counts from the election)."
+        "Leader only: seconds since the oldest last successful poll answer among up machines (a machine not yet answered in this leadership counts from the election); 0 on a follower and with no machine up."
     );
     describe_counter!(
         REPORTS_PROPOSED,
@@ -272,9 +273,9 @@ pub fn set_gauges(g: Gauges, raft: &RaftStatus) {
         gauge!("borg_machine_up", "machine" => id).set(if up { 1.0 } else { 0.0 });
     }
     gauge!("borg_state_applied_index").set(g.applied_index as f64);
-    if let Some(ms) = g.oldest_poll_ms {
-        gauge!(OLDEST_POLL).set(ms as f64 / 1000.0);
-    }
+    // 0 where this replica polls nothing (a follower, or no machine up): a replica that led
+    // before must not go on showing its last leadership's age
+    gauge!(OLDEST_POLL).set(g.oldest_poll_ms.unwrap_or(0) as f64 / 1000.0);
     gauge!("borg_raft_is_leader").set(if raft.is_leader { 1.0 } else { 0.0 });
     gauge!("borg_raft_term").set(raft.term as f64);
     gauge!("borg_raft_last_log_index").set(raft.last_log_index as f64);

@@ -139,8 +139,8 @@ print(int(time.time() * 1000 - min(ms)) if ms else 0)')
 # snapshot_rejoin L [F]: the leader L's snapshot of the whole cell, and follower F (default the
 # lowest other than L; may already be dead) that lost its disk rejoining from it: L takes a
 # snapshot (`borgctl replicas snapshot`), F is removed, killed, its data dir wiped (its
-# credentials kept), started again and added back (a replica
-# restarted with an empty data dir may not rejoin as the voter it was). Prints one CSV line:
+# credentials kept), started again and added back (a replica restarted with an empty data dir
+# may not rejoin as the voter it was). Prints one CSV line:
 # snapshot bytes, the index it covers, add -> caught up as a voter (ms), and whether the follower
 # caught up from the log or from the snapshot. Leaves the group at three voters.
 snapshot_rejoin() {

@@ -69,6 +69,7 @@ fn metrics_top_cell_usage_and_status_page() {
         "borg_cell_stranded_cpu_cores",
         "borg_tasks_pending{reason=\"preempted\"}",
         "borg_link_poll_duration_seconds_count",
+        "borg_link_oldest_poll_age_seconds",
     ] {
         assert!(metric(&m, name).is_some(), "{name} in master metrics");
     }
