@@ -140,9 +140,10 @@ print(int(time.time() * 1000 - min(ms)) if ms else 0)')
 # lowest other than L; may already be dead) that lost its disk rejoining from it: L takes a
 # snapshot (`borgctl replicas snapshot`), F is removed, killed, its data dir wiped (its
 # credentials kept), started again and added back (a replica restarted with an empty data dir
-# may not rejoin as the voter it was). Prints one CSV line:
-# snapshot bytes, the index it covers, add -> caught up as a voter (ms), and whether the follower
-# caught up from the log or from the snapshot. Leaves the group at three voters.
+# may not rejoin as the voter it was). Sets snapshot_csv to one CSV line: snapshot bytes, the
+# index it covers, add -> caught up as a voter (ms), and whether the follower caught up from the
+# log or from the snapshot. Leaves the group at three voters. Call it in the script's own shell,
+# not in $(...): the replica it starts must join pid and pids, or the cleanup trap misses it.
 snapshot_rejoin() {
     local l=$1 f=${2:-1} size index t0 add_ms how=log
     [ "$f" = "$l" ] && f=2
@@ -159,5 +160,5 @@ snapshot_rejoin() {
     ctl "${api[$l]}" replicas add "$f" "${api[$f]}" >/dev/null   # returns once it caught up, as a voter
     add_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     grep -q "installed a snapshot from the leader" "$work/m$f.log" && how=snapshot
-    echo "${size:-NA},${index:-NA},$add_ms,$how"
+    snapshot_csv="${size:-NA},${index:-NA},$add_ms,$how"
 }
