@@ -97,8 +97,10 @@ struct Args {
     /// Shortest silence from the leader after which a replica stands for election (each picks
     /// at random up to twice it, and waits out the old leader's lease of twice it first); the
     /// leader sends heartbeats every two thirds of it, and a follower must acknowledge a log
-    /// payload within one heartbeat interval. Short means fast failover; replicas on overloaded
-    /// hosts need longer, or they re-elect under load.
+    /// payload within one heartbeat interval. A follower whose silent leader does not answer
+    /// (or no longer leads) once the lease has passed stands at once (README "Failover").
+    /// Short means fast failover; replicas on overloaded hosts need longer, or they re-elect
+    /// under load.
     #[arg(long, default_value = "300ms", value_parser = duration)]
     election_timeout: Duration,
     /// This replica's credentials (`ca.pem`, `cert.pem`, `key.pem`; a `replica` certificate
@@ -204,6 +206,13 @@ async fn run() -> anyhow::Result<()> {
     let advertised = peers.get(&args.id).cloned().unwrap_or_else(|| addr.to_string());
     let (raft, state) =
         borgmaster::raft::open(args.id, &args.data_dir, &args.cell, args.snapshot_every, args.election_timeout).await?;
+    let heard = borgmaster::raft::election::Heard::default();
+    tokio::spawn(borgmaster::raft::election::watch(
+        raft.clone(),
+        args.id,
+        borgmaster::raft::network::Network::default(),
+        heard.clone(),
+    ));
     let (master, committer) = Master::new(config, args.id, advertised.clone(), raft.clone(), state);
     tokio::spawn(committer.run(Arc::downgrade(&master)));
     tokio::spawn(borgmaster::leader::run(master.clone()));
@@ -248,9 +257,15 @@ async fn run() -> anyhow::Result<()> {
         println!("borgmaster dns on {dns_addr}");
     }
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
-    let raft_service =
-        borgmaster::raft::network::RaftService::new(raft.clone(), args.id, advertised, credentials.is_some(), ready)
-            .server();
+    let raft_service = borgmaster::raft::network::RaftService::new(
+        raft.clone(),
+        args.id,
+        advertised,
+        credentials.is_some(),
+        ready,
+        heard,
+    )
+    .server();
     let mut builder = borg_rpc::server::builder();
     if let Some(c) = &credentials {
         // client certificates optional at the handshake so that a caller without one gets a

@@ -22,6 +22,8 @@ pub const POLL_SECONDS: &str = "borg_link_poll_duration_seconds";
 /// Wall time of applying one committed log entry to the cell state (the state's write lock is
 /// held that long); recorded by the Raft state machine, which names it.
 pub const APPLY_SECONDS: &str = crate::raft::APPLY_SECONDS;
+/// Elections started early because the silent leader was gone; named by the election watch.
+pub const EARLY_ELECTIONS: &str = crate::raft::election::EARLY_ELECTIONS;
 /// Commands per group commit.
 pub const COMMIT_GROUP: &str = "borg_commit_group_size";
 /// Tasks the kernel killed for exceeding their memory limit.
@@ -174,6 +176,11 @@ fn describe() {
         "Wall time of applying one committed log entry (one group of commands) to the cell state; readers of the state wait that long."
     );
     describe_histogram!(COMMIT_GROUP, Unit::Count, "Commands written by one synced log write (group commit).");
+    describe_counter!(
+        EARLY_ELECTIONS,
+        Unit::Count,
+        "Elections this replica stood for as soon as its leader's lease passed in silence and the leader did not answer (answer=none) or answered that it no longer leads (answer=not_leader), instead of waiting out openraft's timer."
+    );
 }
 
 fn band(b: usize) -> &'static str {

@@ -25,6 +25,8 @@ pub struct MasterGroup {
     snapshot_every: u64,
     starts: usize,
     borglets: Vec<(String, PathBuf, Child)>,
+    /// Flags added to every replica's command line (e.g. `--election-timeout 2s`).
+    extra_args: Vec<String>,
     /// When the replicas run in network namespaces of their own (one host each, so that they
     /// can be partitioned); dropped last.
     net: Option<crate::netns::Network>,
@@ -35,6 +37,17 @@ impl MasterGroup {
     /// until one leads.
     pub fn start(n: usize, snapshot_every: u64) -> MasterGroup {
         Self::start_on(None, n, snapshot_every)
+    }
+
+    /// Like [`MasterGroup::start`], every replica also given `extra_args` (on every restart too).
+    pub fn start_with_args(n: usize, snapshot_every: u64, extra_args: &[&str]) -> MasterGroup {
+        let mut g = Self::unstarted(n, snapshot_every);
+        g.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        for i in 0..n {
+            g.start_replica(i);
+        }
+        g.wait_leader(Duration::from_secs(20));
+        g
     }
 
     /// Like [`MasterGroup::start`], replica i in host i of `net` when given (listening on its
@@ -51,6 +64,7 @@ impl MasterGroup {
             snapshot_every,
             starts: 0,
             borglets: Vec::new(),
+            extra_args: Vec::new(),
             net,
         };
         for i in 0..n {
@@ -70,6 +84,7 @@ impl MasterGroup {
             snapshot_every,
             starts: 0,
             borglets: Vec::new(),
+            extra_args: Vec::new(),
             net: None,
         }
     }
@@ -104,7 +119,8 @@ impl MasterGroup {
             .args(["--snapshot-every", &self.snapshot_every.to_string()])
             .arg("--insecure")
             .arg("--data-dir")
-            .arg(self.data_dir(i));
+            .arg(self.data_dir(i))
+            .args(&self.extra_args);
         cmd
     }
 

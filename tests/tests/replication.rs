@@ -370,3 +370,33 @@ fn a_first_start_with_a_late_replica_forms_the_group_without_refusing_anyone() {
         apply_ok(&g, "formed");
     }
 }
+
+/// Issue 21 (failovers): a killed leader's successor does not wait out openraft's timer (the
+/// lease, twice `--election-timeout`, plus 1-2x the timeout again): once the lease has passed
+/// in silence a follower asks the leader, finds it gone (connection refused) and stands at once,
+/// saying so. With a 2 s timeout openraft's own timer could not fire before 6 s of silence; the
+/// watch stands after 4.25-5 s, so the log line is there on any day. The old leader, restarted,
+/// rejoins as a follower; the group stays writable throughout.
+#[test]
+fn a_killed_leader_is_replaced_as_soon_as_its_lease_has_passed() {
+    let mut g = MasterGroup::start_with_args(3, 10_000, &["--election-timeout", "2s"]);
+    apply_ok(&g, "before");
+    let old = g.wait_leader(Duration::from_secs(10));
+    let killed = std::time::Instant::now();
+    g.kill9(old);
+    let new = g.wait_leader(Duration::from_secs(60));
+    assert_ne!(new, old);
+    eprintln!("kill -9 of replica {} -> replica {} leads: {:?}", old + 1, new + 1, killed.elapsed());
+    let stood: Vec<usize> = (0..3)
+        .filter(|i| *i != old)
+        .filter(|i| {
+            std::fs::read_to_string(g.log(*i))
+                .is_ok_and(|l| l.contains("standing for election now") && l.contains("answer=none"))
+        })
+        .collect();
+    assert!(!stood.is_empty(), "no survivor stood early: {}", std::fs::read_to_string(g.log(new)).unwrap_or_default());
+    apply_ok(&g, "after");
+    g.start_replica(old);
+    wait_caught_up(&g, old, new, "follower");
+    assert!(g.jobs_at(old).is_some_and(|j| j.contains(&"before".to_string()) && j.contains(&"after".to_string())));
+}

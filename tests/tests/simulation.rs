@@ -198,8 +198,17 @@ async fn replica(world: World, id: NodeId) -> turmoil::Result {
             }
         }
     });
-    let service =
-        RaftService::new(raft.clone(), id, format!("{}:{PORT}", host(id)), false, Arc::new(AtomicBool::new(true)));
+    // the election watch runs as in the Borgmaster: it may stand early when a silent leader is gone
+    let heard = raft::election::Heard::default();
+    tokio::spawn(raft::election::watch(raft.clone(), id, Network::dialing(dial()), heard.clone()));
+    let service = RaftService::new(
+        raft.clone(),
+        id,
+        format!("{}:{PORT}", host(id)),
+        false,
+        Arc::new(AtomicBool::new(true)),
+        heard,
+    );
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service.server())

@@ -8,6 +8,8 @@
 //!   a quorum is lost.
 //! - [`network`]: openraft's RPCs over tonic (`borg.v1.Raft`), client and server side, served on
 //!   the same listener as the Borgmaster API.
+//! - [`election`]: a follower stands for election as soon as its silent leader is known to be
+//!   gone (it does not answer, or no longer leads), instead of waiting out openraft's timer.
 //!
 //! Nothing outside this module knows about openraft's traits; the master proposes [`Group`]s with
 //! `client_write` and reads the state through the shared lock.
@@ -21,6 +23,7 @@
 pub const APPLY_SECONDS: &str = "borg_state_apply_duration_seconds";
 
 pub mod codec;
+pub mod election;
 pub mod group;
 pub mod log_store;
 pub mod membership;
@@ -121,7 +124,8 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
 /// `election_timeout` (borgmaster's `--election-timeout`, default 300 ms) sets the timing:
 /// - each follower picks an election timeout at random between it and twice it; openraft 0.9
 ///   lets a follower that knows a leader stand only after that leader's lease (twice the
-///   timeout) *plus* its own timeout without a heartbeat: 900-1,200 ms with the default;
+///   timeout) *plus* its own timeout without a heartbeat: 900-1,200 ms with the default (a
+///   follower whose leader is known gone stands after the lease: [`election`]);
 /// - the leader sends heartbeats every two thirds of it (200 ms with the default, at least
 ///   50 ms). openraft also gives up on any AppendEntries call after one heartbeat interval, so
 ///   this is how long a follower may take to receive, fsync and acknowledge a payload: at a

@@ -52,21 +52,29 @@ impl Network {
     pub fn dialing(dial: Dial) -> Network {
         Network { dial: Some(dial) }
     }
+
+    /// A Raft client for the replica at `address` (lazily connected), with
+    /// [`MAX_MESSAGE_BYTES`] limits.
+    ///
+    /// Errors: the address is not a valid URI authority, or TLS is misconfigured.
+    pub fn client(&self, address: &str) -> borg_rpc::Result<RaftClient<Channel>> {
+        let ch = match &self.dial {
+            Some(dial) => dial(address),
+            None => channel(address),
+        };
+        ch.map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        })
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        let ch = match &self.dial {
-            Some(dial) => dial(&node.addr),
-            None => channel(&node.addr),
-        };
-        let client = ch.map(|ch| {
-            RaftClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        });
+        let client = self.client(&node.addr);
         if let Err(e) = &client {
             tracing::error!(target, address = %node.addr, error = %e, "bad replica address");
         }
@@ -220,19 +228,24 @@ pub struct RaftService {
     /// [`super::check_store_not_lost`] for one that started empty. Until then it refuses votes,
     /// entries and snapshots (Status still answers).
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// When a leader's message was last accepted, for the election watch.
+    heard: super::election::Heard,
 }
 
 impl RaftService {
     /// The service of replica `id` advertised at `address`; with `auth`, only callers with a
     /// replica certificate of the cell may call it; Raft messages are refused until `ready`.
+    /// Each AppendEntries or snapshot chunk accepted from a leader is recorded in `heard` (the
+    /// one [`super::election::watch`] reads).
     pub fn new(
         raft: BorgRaft,
         id: NodeId,
         address: String,
         auth: bool,
         ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        heard: super::election::Heard,
     ) -> Self {
-        RaftService { raft, id, address, auth, ready }
+        RaftService { raft, id, address, auth, ready, heard }
     }
 
     /// UNAVAILABLE while this replica, started with an empty store, has not yet learned from
@@ -255,6 +268,21 @@ impl RaftService {
             "only replicas of the master group speak Raft",
         )
         .map(|_| ())
+    }
+
+    /// Hands a snapshot chunk to the local Raft; one accepted from the leader of this
+    /// replica's term counts as hearing from it.
+    async fn install(
+        &self,
+        chunk: InstallSnapshotRequest<TypeConfig>,
+        json: bool,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let vote = chunk.vote;
+        let reply = self.raft.install_snapshot(chunk).await;
+        if matches!(&reply, Ok(r) if r.vote == vote) {
+            self.heard.now();
+        }
+        encode(&reply, json)
     }
 
     /// The tonic server for this service, with [`MAX_MESSAGE_BYTES`] limits.
@@ -319,7 +347,11 @@ impl pb::raft_server::Raft for RaftService {
         self.check(&req)?;
         self.check_ready()?;
         let (rpc, json) = decode(req)?;
-        encode(&self.raft.append_entries(rpc).await, json)
+        let reply = self.raft.append_entries(rpc).await;
+        if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.heard.now();
+        }
+        encode(&reply, json)
     }
 
     async fn vote(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
@@ -333,7 +365,7 @@ impl pb::raft_server::Raft for RaftService {
         self.check(&req)?;
         self.check_ready()?;
         let (rpc, json) = decode(req)?;
-        encode(&self.raft.install_snapshot(rpc).await, json)
+        self.install(rpc, json).await
     }
 
     async fn install_snapshot_binary(
@@ -345,7 +377,7 @@ impl pb::raft_server::Raft for RaftService {
         let pb::RaftMessage { json, data } = req.into_inner();
         let (mut chunk, json): (openraft::raft::InstallSnapshotRequest<TypeConfig>, bool) = decode_bytes(&json)?;
         chunk.data = data;
-        encode(&self.raft.install_snapshot(chunk).await, json)
+        self.install(chunk, json).await
     }
 
     async fn status(&self, _: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
