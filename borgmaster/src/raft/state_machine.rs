@@ -50,6 +50,8 @@ pub struct StateMachine {
     /// Set from the first chunk of a leader's snapshot until it is stored (or replaced): the
     /// log store holds back purges meanwhile.
     installing: Arc<std::sync::atomic::AtomicBool>,
+    /// When the first chunk of the snapshot being received arrived (for the install's log line).
+    receiving_since: Option<std::time::Instant>,
 }
 
 /// Builds one snapshot from a copy of the state taken when openraft asked for the builder.
@@ -150,6 +152,7 @@ impl StateMachine {
             membership: StoredMembership::default(),
             snapshot_seq: 0,
             installing: Arc::default(),
+            receiving_since: None,
         };
         match read_snapshot(&sm.db)? {
             Some(snap) => sm.load(&snap)?,
@@ -170,10 +173,17 @@ impl StateMachine {
 
     fn load(&mut self, snap: &StoredSnapshot) -> StorageResult<()> {
         let state = decode_state(snap)?;
-        *self.write() = state;
-        self.last_applied = snap.meta.last_log_id;
-        self.membership = snap.meta.last_membership.clone();
+        self.replace(state, &snap.meta);
         Ok(())
+    }
+
+    /// Makes `state`, decoded from the snapshot of `meta`, this state machine's.
+    fn replace(&mut self, state: CellState, meta: &SnapshotMeta<NodeId, BasicNode>) {
+        // the old state is freed after the lock is released (a lagging replica's may be large)
+        let old = std::mem::replace(&mut *self.write(), state);
+        drop(old);
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
     }
 }
 
@@ -246,6 +256,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
         self.installing.store(true, std::sync::atomic::Ordering::Release);
+        self.receiving_since = Some(std::time::Instant::now());
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -256,10 +267,43 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> StorageResult<()> {
         let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
         self.installing.store(true, std::sync::atomic::Ordering::Release);
-        let done = self.load(&stored).and_then(|()| write_snapshot(&self.db, &stored));
+        let received_ms = self.receiving_since.take().map_or(0, |t| t.elapsed().as_millis() as u64);
+        let started = std::time::Instant::now();
+        // Decoding (CPU) and the synced write (disk) of a large snapshot take seconds each at
+        // 1,000,000 tasks: they run side by side, and the state is replaced only when both
+        // succeeded. (A snapshot that was written but does not decode, which a leader of this
+        // version does not send, would stop this replica at its next start with that error.)
+        let (decoded, written) = super::log_store::blocking(|| {
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| {
+                    let t = std::time::Instant::now();
+                    write_snapshot(&self.db, &stored).map(|()| t.elapsed())
+                });
+                let t = std::time::Instant::now();
+                let decoded = decode_state(&stored).map(|state| (state, t.elapsed()));
+                let written = writer.join().unwrap_or_else(|_| {
+                    Err(StorageIOError::write_snapshot(
+                        Some(stored.meta.signature()),
+                        &std::io::Error::other("the snapshot writer panicked"),
+                    )
+                    .into())
+                });
+                (decoded, written)
+            })
+        });
+        let done = decoded.and_then(|d| written.map(|w| (d, w)));
         self.installing.store(false, std::sync::atomic::Ordering::Release);
-        done?;
-        tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), "installed a snapshot from the leader");
+        let ((state, decode), write) = done?;
+        self.replace(state, &stored.meta);
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            bytes = stored.data.len(),
+            received_ms,
+            decode_ms = decode.as_millis() as u64,
+            write_ms = write.as_millis() as u64,
+            install_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 
