@@ -31,12 +31,18 @@ pub fn load_credentials(cli: &Cli) -> anyhow::Result<Option<borg_rpc::auth::Cred
     borg_rpc::auth::Credentials::load(&dir).map(Some).map_err(|e| anyhow!("--credentials: {e}"))
 }
 
+/// A client of the first replica in `master` that answers; each call may take up to 30 s.
 pub async fn connect(master: &str) -> anyhow::Result<BorgmasterClient<Channel>> {
+    connect_waiting(master, Duration::from_secs(30)).await
+}
+
+/// Like [`connect`], each call waiting up to `call_timeout` (for calls that may take longer:
+/// adding a replica to a large cell).
+pub async fn connect_waiting(master: &str, call_timeout: Duration) -> anyhow::Result<BorgmasterClient<Channel>> {
     let addrs = borg_rpc::client::master_addresses(master).map_err(|e| anyhow!("--master: {e}"))?;
-    let (addr, ch) =
-        borg_rpc::client::connect_any(&addrs, credentials(), Duration::from_secs(5), Duration::from_secs(30))
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+    let (addr, ch) = borg_rpc::client::connect_any(&addrs, credentials(), Duration::from_secs(5), call_timeout)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let _ = CONNECTED.set(addr);
     Ok(BorgmasterClient::new(ch))
 }

@@ -37,6 +37,26 @@ fn surely_not_applied(s: &Status) -> bool {
 /// unreachable (an election takes well under a second).
 const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
 
+/// The deadline of a forwarded call, unless its caller set a longer one.
+const FORWARD_CALL: Duration = Duration::from_secs(30);
+
+/// The deadline the caller sent (gRPC's `grpc-timeout` header: digits and a unit, H M S m u n),
+/// if any and well-formed.
+fn caller_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 impl BorgmasterService {
     /// A client of the leader at `address` (one channel per address, reused).
     fn leader_client(&self, address: &str) -> Result<BorgmasterClient<Channel>, Status> {
@@ -94,7 +114,8 @@ impl BorgmasterService {
             if let Some(uri) = forwarded_for.as_deref().and_then(|u| u.parse().ok()) {
                 fwd.metadata_mut().insert(FORWARDED_FOR, uri);
             }
-            fwd.set_timeout(Duration::from_secs(30));
+            // the caller's own deadline when it set a longer one (AddReplica), else 30 s
+            fwd.set_timeout(caller_timeout(req.metadata()).map_or(FORWARD_CALL, |t| t.max(FORWARD_CALL)));
             match call(self.leader_client(&address)?, fwd).await {
                 // the leader did not apply it (it no longer leads), or was never reached
                 // (connection refused: the old leader is gone): wait for a leader, send again
@@ -158,4 +179,28 @@ pub(super) enum Route<T, R> {
     Local(Request<T>),
     /// By the leader, which answered this.
     Forwarded(Response<R>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_grpc_timeout_is_read_in_every_unit_and_garbage_is_none() {
+        let at = |v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            caller_timeout(&m)
+        };
+        assert_eq!(at("120S"), Some(Duration::from_secs(120)));
+        assert_eq!(at("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(at("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(at("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(at("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(at("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "S", "12", "12x", "-1S", "1.5S"] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+        assert_eq!(caller_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
 }

@@ -851,10 +851,18 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             )));
         }
         tracing::info!(id = r.id, address = %r.address, "adding a replica: catching it up as a learner");
-        let voters = self.master.add_replica(r.id, &r.address, CATCH_UP_TIMEOUT).await.map_err(|e| match e {
-            e @ AddError::NotCaughtUp { .. } => Status::deadline_exceeded(e.to_string()),
-            e => Status::failed_precondition(e.to_string()),
-        })?;
+        // in a task of its own: a caller that gives up (its deadline, a dropped connection) must
+        // not cancel the add halfway and leave a learner behind; the add finishes, or removes
+        // the learner again, on its own deadlines
+        let master = self.master.clone();
+        let add = tokio::spawn(async move { master.add_replica(r.id, &r.address, CATCH_UP_TIMEOUT).await });
+        let voters = add
+            .await
+            .map_err(|e| Status::internal(format!("adding the replica failed: {e}; see `borgctl replicas`")))?
+            .map_err(|e| match e {
+                e @ AddError::NotCaughtUp { .. } => Status::deadline_exceeded(e.to_string()),
+                e => Status::failed_precondition(e.to_string()),
+            })?;
         tracing::info!(id = r.id, "replica is a voter");
         Ok(Response::new(pb::AddReplicaResponse { voters }))
     }
