@@ -109,6 +109,11 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// The longest an AddReplica call may take, in both the Borgmaster and `borgctl replicas add`
+/// (120 s): a fresh snapshot first (up to 30 s), then the new replica's catch-up (up to 30 s),
+/// then its promotion. At 1,000,000 tasks an add took 14-29 s, past the 30 s other calls get.
+pub const ADD_REPLICA_CALL: std::time::Duration = std::time::Duration::from_secs(120);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,8 +146,3 @@ mod tests {
         server.abort();
     }
 }
-
-/// The longest an AddReplica call may take, in both the Borgmaster and `borgctl replicas add`
-/// (120 s): a fresh snapshot first (up to 30 s), then the new replica's catch-up (up to 30 s),
-/// then its promotion. At 1,000,000 tasks an add took 14-29 s, past the 30 s other calls get.
-pub const ADD_REPLICA_CALL: std::time::Duration = std::time::Duration::from_secs(120);
