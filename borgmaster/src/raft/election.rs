@@ -116,18 +116,6 @@ pub fn jitter(timeout: Duration, id: NodeId, term: u64, attempt: u64) -> Duratio
     timeout.mul_f64(0.125 + 0.375 * frac)
 }
 
-/// Asks the replica at `address` for its status over `network`, waiting at most `timeout`.
-async fn probe(network: &Network, address: &str, timeout: Duration) -> Result<borg_proto::ReplicaStatus, String> {
-    let mut client = network.client(address).map_err(|e| e.to_string())?;
-    let mut req = tonic::Request::new(borg_proto::ReplicaStatusRequest {});
-    req.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.status(req)).await {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(s.message().to_string()),
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-    }
-}
-
 /// Runs the watch of replica `id` until its Raft node shuts down (see the module doc):
 /// `heard` is what its Raft service records, `network` how it reaches the leader.
 pub async fn watch(raft: BorgRaft, id: NodeId, network: Network, heard: Heard) {
@@ -150,7 +138,7 @@ pub async fn watch(raft: BorgRaft, id: NodeId, network: Network, heard: Heard) {
         let Step::Probe { leader, address } = step(&m, id, since.elapsed(), patience) else {
             continue;
         };
-        let answer = probe(&network, &address, min).await;
+        let answer = super::peer_status_over(&network, &address, min).await;
         acted = Instant::now();
         attempt += 1;
         let Some(label) = gone(m.current_term, &answer) else {

@@ -219,10 +219,20 @@ pub async fn start(
 ///
 /// Errors: it did not answer (down, cut off, not a Borgmaster).
 pub async fn peer_status(address: &str, timeout: Duration) -> Result<borg_proto::ReplicaStatus, String> {
-    let ch = network::channel(address).map_err(|e| e.to_string())?;
+    peer_status_over(&network::Network::default(), address, timeout).await
+}
+
+/// [`peer_status`] over `network` (the deterministic simulation's dials over its own).
+///
+/// Errors: as [`peer_status`]'s.
+pub async fn peer_status_over(
+    network: &network::Network,
+    address: &str,
+    timeout: Duration,
+) -> Result<borg_proto::ReplicaStatus, String> {
+    let mut client = network.client(address).map_err(|e| e.to_string())?;
     let mut req = tonic::Request::new(borg_proto::ReplicaStatusRequest {});
     req.set_timeout(timeout);
-    let mut client = borg_proto::raft_client::RaftClient::new(ch);
     match tokio::time::timeout(timeout, client.status(req)).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(s)) => Err(s.message().to_string()),
