@@ -109,9 +109,10 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// The longest an AddReplica call may take, in both the Borgmaster and `borgctl replicas add`
-/// (120 s): a fresh snapshot first (up to 30 s), then the new replica's catch-up (up to 30 s),
-/// then its promotion. At 1,000,000 tasks an add took 14-29 s, past the 30 s other calls get.
+/// How long `borgctl replicas add` waits for AddReplica (120 s; sent as its grpc-timeout, so a
+/// replica that forwards the add to the leader waits as long): the Borgmaster's own bounds are a
+/// fresh snapshot first (up to 30 s), then the new replica's catch-up (up to 30 s), then its
+/// promotion. At 1,000,000 tasks an add took 14-29 s, past the 30 s other calls get.
 pub const ADD_REPLICA_CALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[cfg(test)]
