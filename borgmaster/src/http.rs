@@ -38,7 +38,8 @@ struct SummaryQuery {
 
 async fn status(State(c): State<Ctx>, Query(q): Query<SummaryQuery>) -> Html<String> {
     let all = q.all.is_some_and(|v| v != "0" && v != "false");
-    Html(crate::status::render(&c.master, c.insecure, all))
+    let usage = c.master.cell_usage().await;
+    Html(crate::status::render(&c.master, usage, c.insecure, all))
 }
 
 fn not_found(what: &str) -> (StatusCode, Html<String>) {
@@ -65,9 +66,11 @@ async fn machine_page(State(c): State<Ctx>, Path(id): Path<String>) -> (StatusCo
 
 async fn render_metrics(State(c): State<Ctx>) -> impl IntoResponse {
     let raft = c.master.raft_status();
+    let usage = c.master.cell_usage().await;
     let gauges = {
-        let (state, soft) = (c.master.state(), c.master.soft());
-        crate::metrics::read_gauges(&state, &soft, crate::master::now_ms())
+        let state = c.master.state();
+        let oldest = c.master.soft().oldest_poll_age_ms(&state, crate::master::now_ms());
+        crate::metrics::read_gauges(&state, usage, oldest)
     };
     crate::metrics::set_gauges(gauges, &raft);
     c.metrics.run_upkeep();

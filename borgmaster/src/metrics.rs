@@ -5,9 +5,7 @@
 //! shards). CPU is exported in cores, memory and disk in bytes, durations in seconds.
 
 use crate::raft::RaftStatus;
-use crate::soft::SoftState;
 use crate::state::{CellState, Event, EventKind, MachineState, PendingReason, TaskId, TaskState};
-use crate::usage::cell_usage;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use scheduler_core::{Band, Resources};
@@ -218,14 +216,16 @@ pub struct Gauges {
     /// Each machine's id and whether it is up, in id order.
     machines: Vec<(String, bool)>,
     applied_index: u64,
-    /// The leader's oldest poll answer among up machines, ms ([`SoftState::oldest_poll_age_ms`]).
+    /// The leader's oldest poll answer among up machines, ms ([`crate::soft::SoftState::oldest_poll_age_ms`]).
     oldest_poll_ms: Option<i64>,
 }
 
-/// Reads the scrape-time gauges' values from `state` and `soft` (one sweep of the cell for the
-/// usage, [`cell_usage`], and one over its jobs for the pending reasons); `now_ms` (ms since the
-/// Unix epoch) dates the oldest poll answer.
-pub fn read_gauges(state: &CellState, soft: &SoftState, now_ms: i64) -> Gauges {
+/// The scrape-time gauges' values: `usage` (the cell's accounting,
+/// [`crate::master::Master::cell_usage`]), `oldest_poll_ms`
+/// ([`crate::soft::SoftState::oldest_poll_age_ms`]), and from `state` one sweep over its jobs for the
+/// pending reasons. Reads nothing of the soft state, so a scrape never holds the lock every
+/// poller takes.
+pub fn read_gauges(state: &CellState, usage: crate::usage::CellUsage, oldest_poll_ms: Option<i64>) -> Gauges {
     let mut reasons = std::collections::BTreeMap::<&'static str, u32>::new();
     for r in PendingReason::ALL.map(PendingReason::as_str).into_iter().chain(["starting"]) {
         reasons.insert(r, 0);
@@ -238,13 +238,13 @@ pub fn read_gauges(state: &CellState, soft: &SoftState, now_ms: i64) -> Gauges {
         }
     }
     Gauges {
-        usage: cell_usage(state, soft),
+        usage,
         reasons,
         jobs,
         lifecycle: state.machines_by_state(),
         machines: state.machines.values().map(|m| (m.id.0.clone(), m.state == MachineState::Up)).collect(),
         applied_index: state.applied_index,
-        oldest_poll_ms: soft.oldest_poll_age_ms(state, now_ms),
+        oldest_poll_ms,
     }
 }
 

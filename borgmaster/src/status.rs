@@ -8,7 +8,6 @@
 
 use crate::master::Master;
 use crate::state::{CellState, Event, Job, MachineState, Task, TaskState};
-use crate::usage::cell_usage;
 use scheduler_core::{format_bytes, format_cores as cores, format_share as pct, Band, MachineId, Resources};
 use std::fmt::Write;
 
@@ -56,12 +55,11 @@ fn finished(j: &Job) -> bool {
     matches!(j.state_name(), "done" | "killed")
 }
 
-/// Renders the summary page `/`; `all` shows finished and killed jobs too. `insecure` adds a
-/// warning banner (auth off).
-pub fn render(master: &Master, insecure: bool, all: bool) -> String {
+/// Renders the summary page `/` with the cell's accounting `u` ([`Master::cell_usage`]); `all`
+/// shows finished and killed jobs too. `insecure` adds a warning banner (auth off).
+pub fn render(master: &Master, u: crate::usage::CellUsage, insecure: bool, all: bool) -> String {
     let state = master.state();
     let soft = master.soft();
-    let u = cell_usage(&state, &soft);
     let mut h = page_head(&state, &format!("Cell {}", state.cell), insecure);
     // Summary
     h.push_str("<h2>Cell</h2><table><tr><th>resource</th><th class=num>capacity</th><th class=num>allocated</th><th class=num>reserved</th><th class=num>reclaimed</th><th class=num>used</th><th class=num>free</th><th class=num>stranded</th></tr>");

@@ -486,8 +486,8 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
         req: Request<pb::CellUsageRequest>,
     ) -> Result<Response<pb::CellUsageResponse>, Status> {
         self.caller(&req)?;
+        let u = self.master.cell_usage().await;
         let state = self.master.state();
-        let u = crate::usage::cell_usage(&state, &self.master.soft());
         let r = |x| Some(borg_jobspec::convert::resources_to_pb(x));
         Ok(Response::new(pb::CellUsageResponse {
             cell: state.cell.clone(),
