@@ -33,6 +33,9 @@ pub struct BenchSpec {
     pub timeout: Duration,
     /// Stop waiting once no more tasks started for this long (`None`: wait for all of them).
     pub settle: Option<Duration>,
+    /// The synthetic jobs' rolling-update budget (`max_unavailable`, >= 1): how many of a job's
+    /// tasks a re-apply with a new request replaces at once.
+    pub max_unavailable: u32,
 }
 
 fn now_ms() -> i64 {
@@ -57,17 +60,21 @@ fn job(
     tasks: u32,
     resources: scheduler_core::Resources,
     different_machine: bool,
+    max_unavailable: u32,
 ) -> pb::JobSpec {
     let command = vec!["/bin/sleep".into(), "86400".into()];
     let mut spec = JobSpec::new(name, "bench", Priority(priority), JobKind::Service, tasks, command, resources);
     spec.grace_period_ms = 1000;
     spec.different_machine = different_machine;
+    spec.max_unavailable = max_unavailable.max(1);
     (&spec).into()
 }
 
 /// The synthetic jobs of `b`: `<prefix>-<i>`, identical.
 pub fn synthetic_jobs(b: &BenchSpec) -> Vec<pb::JobSpec> {
-    (0..b.jobs).map(|i| job(format!("{}-{i}", b.prefix), b.priority, b.tasks_per_job, b.resources, false)).collect()
+    (0..b.jobs)
+        .map(|i| job(format!("{}-{i}", b.prefix), b.priority, b.tasks_per_job, b.resources, false, b.max_unavailable))
+        .collect()
 }
 
 /// Jobs from a tasks CSV in fauxmaster's neutral format
@@ -104,7 +111,7 @@ pub fn jobs_from_csv(path: &std::path::Path, prefix: &str) -> anyhow::Result<Vec
     let floor = |r: scheduler_core::Resources| {
         scheduler_core::Resources::new(r.cpu_millis.max(1), r.ram_bytes.max(1), r.disk_bytes)
     };
-    Ok(jobs.into_iter().map(|(name, (p, n, r, dm))| job(format!("{prefix}-{name}"), p, n, floor(r), dm)).collect())
+    Ok(jobs.into_iter().map(|(name, (p, n, r, dm))| job(format!("{prefix}-{name}"), p, n, floor(r), dm, 1)).collect())
 }
 
 /// Applies `specs` (at most `b.concurrency` at once), waits until every task runs, and returns

@@ -366,6 +366,10 @@ pub struct BenchArgs {
     /// with 0, wait for every task (up to --timeout).
     #[arg(long, default_value_t = 3)]
     pub settle: u64,
+    /// The synthetic jobs' rolling-update budget: how many of a job's tasks a later re-apply
+    /// with a new request (--cpu, --ram) replaces at once (the spec's max_unavailable, >= 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unavailable: u32,
     /// Apply the jobs of a tasks CSV (fauxmaster's neutral format, e.g. from `fauxmaster
     /// export`) instead of synthetic ones.
     #[arg(long)]

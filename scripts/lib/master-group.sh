@@ -80,6 +80,12 @@ running() {
     curl -s "http://$1/metrics" | awk '/^borg_tasks\{/ && /state="running"/ { s += $2 } END { print s + 0 }'
 }
 
+# scheduled HTTP: how many tasks the replica at HTTP has seen placed
+# (borg_task_transitions_total{kind="scheduled"}).
+scheduled() {
+    curl -s "http://$1/metrics" | awk '/^borg_task_transitions_total\{/ && /kind="scheduled"/ { s += $2 } END { print s + 0 }'
+}
+
 # machines_in STATE ADDRS: how many machines are in STATE (up, down, draining...).
 machines_in() { (ctl "$2" machines -o json | grep -o "\"$1\"" || true) | wc -l; }
 

@@ -24,6 +24,7 @@ pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency,
         timeout,
         settle,
+        max_unavailable,
         tasks_csv,
         watchers,
         watch_changes,
@@ -51,6 +52,7 @@ pub async fn bench(cx: &Cx, a: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency,
         timeout: Duration::from_secs(timeout),
         settle: (settle > 0).then(|| Duration::from_secs(settle)),
+        max_unavailable,
     };
     let specs = match &tasks_csv {
         Some(p) => borgctl::bench::jobs_from_csv(p, &spec.prefix)?,
