@@ -52,6 +52,8 @@ pub struct StateMachine {
     installing: Arc<std::sync::atomic::AtomicBool>,
     /// When the first chunk of the snapshot being received arrived (for the install's log line).
     receiving_since: Option<std::time::Instant>,
+    /// Held across every snapshot write of this store, built or installed ([`write_snapshot`]).
+    snapshot_writes: Arc<std::sync::Mutex<()>>,
 }
 
 /// Builds one snapshot from a copy of the state taken when openraft asked for the builder.
@@ -61,6 +63,8 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     seq: u64,
+    /// The state machine's [`StateMachine::snapshot_writes`].
+    snapshot_writes: Arc<std::sync::Mutex<()>>,
 }
 
 /// The stored snapshot's metadata alone (without reading its data), in either format.
@@ -111,8 +115,30 @@ pub(crate) fn stored_snapshot_index(db: &DB) -> StorageResult<Option<u64>> {
     }
 }
 
-fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
+/// Whether [`write_snapshot`] may replace a stored snapshot that covers later entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Older {
+    /// A leader's snapshot being installed: it is the state from now on, whatever is stored.
+    Replaces,
+    /// A snapshot this replica built from a copy of its state: skipped when the stored one
+    /// covers later entries (a leader's snapshot installed while it was being built).
+    Yields,
+}
+
+/// Stores `snap` (metadata, data and index in one synced batch) under `writes`, the store's
+/// snapshot-write lock, and returns whether it did. With [`Older::Yields`] it is not written
+/// when the stored snapshot covers a later entry: a replica building its own snapshot (from its
+/// state at index 10,732) while a leader's (at 11,080) was installed wrote its older one last;
+/// the log, purged up to 11,080 on the strength of the installed snapshot, then started after
+/// the stored one ended, and the replica could never start again (openraft: "purge_upto <=
+/// snapshot_last_log_id"; the fault suite, seed 927126).
+fn write_snapshot(db: &DB, snap: &StoredSnapshot, writes: &std::sync::Mutex<()>, older: Older) -> StorageResult<bool> {
     let sig = Some(snap.meta.signature());
+    let _one_at_a_time = writes.lock().unwrap_or_else(|e| e.into_inner());
+    let index = snap.meta.last_log_id.map(|l| l.index);
+    if older == Older::Yields && stored_snapshot_index(db)? > index {
+        return Ok(false);
+    }
     let meta = serde_json::to_vec(&snap.meta).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
     let mut batch = WriteBatch::default();
     batch.put_cf(cf(db, CF_META)?, SNAPSHOT_META_KEY, meta);
@@ -127,7 +153,8 @@ fn write_snapshot(db: &DB, snap: &StoredSnapshot) -> StorageResult<()> {
         tracing::error!("failpoint snapshot-write: aborting in the middle of writing a snapshot");
         std::process::abort()
     });
-    write_synced(db, batch).map_err(|e| StorageIOError::write_snapshot(sig, &e).into())
+    write_synced(db, batch).map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+    Ok(true)
 }
 
 fn decode_state(snap: &StoredSnapshot) -> StorageResult<CellState> {
@@ -153,6 +180,7 @@ impl StateMachine {
             snapshot_seq: 0,
             installing: Arc::default(),
             receiving_since: None,
+            snapshot_writes: Arc::default(),
         };
         match read_snapshot(&sm.db)? {
             Some(snap) => sm.load(&snap)?,
@@ -197,8 +225,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta =
             SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data };
-        super::log_store::blocking(|| write_snapshot(&self.db, &stored))?;
-        tracing::info!(index = self.last_applied.map_or(0, |l| l.index), bytes = stored.data.len(), "snapshot taken");
+        let index = self.last_applied.map_or(0, |l| l.index);
+        if super::log_store::blocking(|| write_snapshot(&self.db, &stored, &self.snapshot_writes, Older::Yields))? {
+            tracing::info!(index, bytes = stored.data.len(), "snapshot taken");
+        } else {
+            tracing::info!(index, "snapshot taken but not stored: the stored one (a leader's) covers later entries");
+        }
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
@@ -251,6 +283,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             seq: self.snapshot_seq,
+            snapshot_writes: self.snapshot_writes.clone(),
         }
     }
 
@@ -277,7 +310,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             std::thread::scope(|scope| {
                 let writer = scope.spawn(|| {
                     let t = std::time::Instant::now();
-                    write_snapshot(&self.db, &stored).map(|()| t.elapsed())
+                    write_snapshot(&self.db, &stored, &self.snapshot_writes, Older::Replaces).map(|_| t.elapsed())
                 });
                 let t = std::time::Instant::now();
                 let decoded = decode_state(&stored).map(|state| (state, t.elapsed()));
@@ -339,7 +372,7 @@ mod tests {
         assert_eq!(stored_snapshot_index(&db).unwrap(), Some(7));
         // a new snapshot replaces it: metadata as JSON, the data as its own bytes
         let new = stored(9, b"{\"cell\":\"new\"}");
-        write_snapshot(&db, &new).unwrap();
+        assert!(write_snapshot(&db, &new, &Default::default(), Older::Yields).unwrap());
         let meta = cf(&db, CF_META).unwrap();
         assert_eq!(db.get_cf(meta, SNAPSHOT_KEY).unwrap(), None, "the old format is gone");
         assert_eq!(db.get_cf(meta, SNAPSHOT_DATA_KEY).unwrap().as_deref(), Some(new.data.as_slice()));
@@ -347,5 +380,25 @@ mod tests {
         assert_eq!((back.meta.snapshot_id.as_str(), back.data.as_slice()), ("s9", new.data.as_slice()));
         assert_eq!(read_snapshot_meta(&db).unwrap().unwrap().snapshot_id, "s9");
         assert_eq!(stored_snapshot_index(&db).unwrap(), Some(9));
+    }
+
+    /// A snapshot this replica built never replaces a stored one that covers later entries (a
+    /// leader's, installed while it was being built); a leader's snapshot always replaces.
+    #[test]
+    fn an_older_built_snapshot_never_replaces_a_newer_stored_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::log_store::open_db(dir.path()).unwrap();
+        let writes = std::sync::Mutex::new(());
+        assert!(write_snapshot(&db, &stored(11_080, b"leader"), &writes, Older::Replaces).unwrap());
+        assert!(!write_snapshot(&db, &stored(10_732, b"built"), &writes, Older::Yields).unwrap());
+        let back = read_snapshot(&db).unwrap().unwrap();
+        assert_eq!((back.meta.snapshot_id.as_str(), back.data.as_slice()), ("s11080", b"leader".as_slice()));
+        assert_eq!(stored_snapshot_index(&db).unwrap(), Some(11_080));
+        // the same index or a later one is written
+        assert!(write_snapshot(&db, &stored(11_080, b"again"), &writes, Older::Yields).unwrap());
+        assert!(write_snapshot(&db, &stored(12_000, b"later"), &writes, Older::Yields).unwrap());
+        // a leader's snapshot is the state from now on, even one that covers fewer entries
+        assert!(write_snapshot(&db, &stored(5, b"leader's"), &writes, Older::Replaces).unwrap());
+        assert_eq!(stored_snapshot_index(&db).unwrap(), Some(5));
     }
 }
