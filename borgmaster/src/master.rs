@@ -188,9 +188,10 @@ pub const MAX_GROUP_WEIGHT: usize = 2_000;
 /// commands, so that no Raft entry, nor any AppendEntries call, grows with the size of the cell.
 pub const COMMAND_CHUNK: usize = 1_000;
 
-/// Machines whose reported usage [`Master::cell_usage`] sums per hold of the locks (about 25,000
-/// runs in a cell of 1,000,000 tasks on 10,000 machines: a few milliseconds).
-pub const USED_CHUNK_MACHINES: usize = 256;
+/// Machines whose reported usage [`Master::cell_usage`] sums per hold of the locks (about 6,400
+/// runs in a cell of 1,000,000 tasks on 10,000 machines: a millisecond or two; see
+/// [`crate::scheduler_loop::SNAPSHOT_SLICE_TASKS`]).
+pub const USED_CHUNK_MACHINES: usize = 64;
 
 /// `v` cut into pieces of at most `n` (at least 1), in order. Each piece holds only its own
 /// elements (capacity at most `n`): memory stays linear in `v`'s length. (Cutting with
