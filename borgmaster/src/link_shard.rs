@@ -35,6 +35,8 @@ use tonic::transport::Channel;
 /// leadership); dropping it stops every poller it started.
 pub async fn run(master: Arc<Master>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    // shown (as 0) from the start of a leadership, not only after a first overrun
+    metrics::counter!(crate::metrics::POLL_OVERRUNS).increment(0);
     let mut tasks = tokio::task::JoinSet::new();
     let shared = Arc::new(Shared::default());
     tasks.spawn(apply_reports(master.clone(), rx, shared.clone()));
@@ -371,8 +373,10 @@ async fn poll_machine(
         id.hash(&mut h);
         Duration::from_nanos(h.finish() % interval.as_nanos().max(1) as u64)
     };
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
+    let first = tokio::time::Instant::now() + phase;
+    let mut ticks = tokio::time::interval_at(first, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut schedule = Schedule::new(first.into_std(), interval);
     let base_timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
     let grace = interval * master.config.missed_polls_down;
     let mut client: Option<(String, BorgletClient<Channel>)> = None;
@@ -421,6 +425,9 @@ async fn poll_machine(
         };
         let took = started.elapsed();
         metrics::histogram!(crate::metrics::POLL_SECONDS).record(took.as_secs_f64());
+        if schedule.overran(Instant::now()) {
+            metrics::counter!(crate::metrics::POLL_OVERRUNS).increment(1);
+        }
         let result = result.and_then(|r| r.map_err(|s| s.message().to_string()));
         if !attempted {
             attempted = true;
@@ -526,9 +533,43 @@ async fn poll_machine(
             }
         }
         tokio::select! {
-            _ = ticks.tick() => {}
+            // a tick due takes precedence over a wake-up (which then polls at once after it),
+            // so the schedule always knows the next tick
+            biased;
+            due = ticks.tick() => schedule.ticked(due.into_std()),
             _ = wake.notified() => {}
         }
+    }
+}
+
+/// A poller's fixed-rate schedule, as far as overruns go: when the machine's next poll is due.
+/// A poll that ends after that (answered, failed or timed out) overran: the machine's next poll
+/// starts late, and the leader's rounds fall behind the poll interval
+/// ([`crate::metrics::POLL_OVERRUNS`]). A poll sent early, between ticks (its desired set
+/// changed), overruns only when it runs past the tick still to come.
+struct Schedule {
+    /// When the next poll is due (the next tick).
+    next_due: Instant,
+    interval: Duration,
+}
+
+impl Schedule {
+    /// The first tick is due at `first`. A poller's very first poll is sent at once, off the
+    /// schedule (the machine's phase puts its first tick anywhere in the next interval): it
+    /// overruns only when it runs an interval past that tick, so that a new leader's first
+    /// round counts no overruns for polls merely slower than a machine's phase.
+    fn new(first: Instant, interval: Duration) -> Self {
+        Schedule { next_due: first + interval, interval }
+    }
+
+    /// The tick due at `due` fired: the next one is due an interval later.
+    fn ticked(&mut self, due: Instant) {
+        self.next_due = due + self.interval;
+    }
+
+    /// Whether a poll that ended at `end` ran past the next poll's due time.
+    fn overran(&self, end: Instant) -> bool {
+        end > self.next_due
     }
 }
 
@@ -553,6 +594,27 @@ mod tests {
                 reclaimed: false,
             },
         )
+    }
+
+    #[test]
+    fn a_poll_overruns_only_when_it_ends_after_the_next_poll_was_due() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Schedule::new(t0, ms(1000));
+        // the first poll, sent at once, overruns only an interval past the first tick
+        assert!(!s.overran(t0 + ms(999)));
+        assert!(s.overran(t0 + ms(1001)));
+        // the first tick, due at t0, fires and its poll runs
+        s.ticked(t0);
+        assert!(!s.overran(t0 + ms(999)), "ended before the next tick: in time");
+        assert!(s.overran(t0 + ms(1001)), "ended after the next tick: overran");
+        // the next tick came late (the runtime was busy): the one after is due an interval
+        // after the late one's due time, not after it fired
+        s.ticked(t0 + ms(1000));
+        assert!(!s.overran(t0 + ms(1900)));
+        assert!(s.overran(t0 + ms(2100)));
+        // an early poll (its desired set changed) between ticks overruns only past the tick to come
+        assert!(!s.overran(t0 + ms(1500)));
     }
 
     #[test]

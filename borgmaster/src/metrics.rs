@@ -46,6 +46,10 @@ pub const REPORTS_PROPOSED: &str = "borg_link_reports_proposed_total";
 /// time; a full poll round fits in the poll interval while it stays under it. 0 on a follower
 /// and in a cell with no machine up.
 pub const OLDEST_POLL: &str = "borg_link_oldest_poll_age_seconds";
+/// Counter (leader only): polls that ended (answered, failed or timed out) after their
+/// machine's next poll was due, so that machine's next poll started late: the rounds fell
+/// behind the poll interval. 0 while every full poll round fits in the interval.
+pub const POLL_OVERRUNS: &str = "borg_link_poll_overruns_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -162,6 +166,11 @@ fn describe() {
         OLDEST_POLL,
         Unit::Seconds,
         "Leader only: seconds since the oldest last successful poll answer among up machines (a machine not yet answered in this leadership counts from the election); 0 on a follower and with no machine up."
+    );
+    describe_counter!(
+        POLL_OVERRUNS,
+        Unit::Count,
+        "Leader only: polls that ended after their machine's next poll was due (the poll rounds fell behind the poll interval); 0 while every round fits in the interval."
     );
     describe_counter!(
         REPORTS_PROPOSED,

@@ -86,6 +86,15 @@ scheduled() {
     curl -s "http://$1/metrics" | awk '/^borg_task_transitions_total\{/ && /kind="scheduled"/ { s += $2 } END { print s + 0 }'
 }
 
+# polls HTTP: "POLLS OVERRUNS": the polls the replica at HTTP sent as leader
+# (borg_link_poll_duration_seconds_count) and how many of them ended after their machine's next
+# poll was due (borg_link_poll_overruns_total): a full round fits in the poll interval while
+# no poll overruns.
+polls() {
+    curl -s "http://$1/metrics" | awk '$1 == "borg_link_poll_duration_seconds_count" { p = $2 }
+        $1 == "borg_link_poll_overruns_total" { o = $2 } END { printf "%d %d\n", p, o }'
+}
+
 # machines_in STATE ADDRS: how many machines are in STATE (up, down, draining...).
 machines_in() { (ctl "$2" machines -o json | grep -o "\"$1\"" || true) | wc -l; }
 

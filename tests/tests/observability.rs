@@ -70,6 +70,7 @@ fn metrics_top_cell_usage_and_status_page() {
         "borg_tasks_pending{reason=\"preempted\"}",
         "borg_link_poll_duration_seconds_count",
         "borg_link_oldest_poll_age_seconds",
+        "borg_link_poll_overruns_total",
     ] {
         assert!(metric(&m, name).is_some(), "{name} in master metrics");
     }
