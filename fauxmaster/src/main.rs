@@ -97,6 +97,13 @@ struct Input {
     /// workload requests.
     #[arg(long, default_value_t = 0.5)]
     hetero_load: f64,
+    /// With --hetero SEED, compact only: this many cells, seeds SEED, SEED+1, ...; the report
+    /// adds each cell's smallest cells summed over its removal orders (`cells`) and the sums
+    /// over every cell (`summed`: hybrid, best fit, lower bound, and in how many cells the
+    /// hybrid needed fewer or more machines than best fit). The other fields are the first
+    /// cell's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    hetero_cells: u64,
     /// Machines in the neutral CSV format (`id,cpu_millis,ram_bytes,disk_bytes,attrs`).
     #[arg(long, requires = "tasks")]
     machines: Option<PathBuf>,
@@ -294,8 +301,50 @@ fn compact_lines(r: &serde_json::Value) -> String {
         r["best_fit_min_machines_p90"],
         r["best_fit_ratio"].as_f64().unwrap_or(0.0),
     );
+    if let Some(sum) = r.get("summed") {
+        s.push_str(&format!(
+            "  {} cells, summed over their removal orders: hybrid {} machines, best fit {}, lower bound {}; the hybrid needed fewer machines in {} cells, more in {}\n",
+            sum["cells"],
+            sum["hybrid_machines"],
+            sum["best_fit_machines"],
+            sum["lower_bound_machines"],
+            sum["cells_hybrid_better"],
+            sum["cells_hybrid_worse"],
+        ));
+    }
     s.push_str(&tail_lines(r));
     s
+}
+
+/// One cell's smallest cells (hybrid, best fit) and lower bounds, each summed over its removal
+/// orders, from its compaction report's `per_seed`.
+fn cell_sums(hetero_seed: u64, report: &serde_json::Value) -> serde_json::Value {
+    let runs = report["per_seed"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let sum = |k: &str| runs.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+    serde_json::json!({
+        "hetero_seed": hetero_seed,
+        "hybrid_machines": sum("hybrid_min_machines"),
+        "best_fit_machines": sum("best_fit_min_machines"),
+        "lower_bound_machines": sum("lower_bound_machines"),
+    })
+}
+
+/// The sums of [`cell_sums`] over every cell, and in how many cells the hybrid needed fewer
+/// (`cells_hybrid_better`) or more (`cells_hybrid_worse`) machines than best fit.
+fn summed(cells: &[serde_json::Value]) -> serde_json::Value {
+    let get = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap_or(0);
+    let sum = |k: &str| cells.iter().map(|c| get(c, k)).sum::<u64>();
+    let hybrid_vs_best_fit = |o: std::cmp::Ordering| {
+        cells.iter().filter(|c| get(c, "hybrid_machines").cmp(&get(c, "best_fit_machines")) == o).count()
+    };
+    serde_json::json!({
+        "cells": cells.len(),
+        "hybrid_machines": sum("hybrid_machines"),
+        "best_fit_machines": sum("best_fit_machines"),
+        "lower_bound_machines": sum("lower_bound_machines"),
+        "cells_hybrid_better": hybrid_vs_best_fit(std::cmp::Ordering::Less),
+        "cells_hybrid_worse": hybrid_vs_best_fit(std::cmp::Ordering::Greater),
+    })
 }
 
 /// Allocation per resource and the units, the last lines of every summary.
@@ -362,15 +411,33 @@ fn main() -> anyhow::Result<()> {
             o
         }
         Cmd::Compact { input, seeds, workload } => {
-            let (w, _) = load(input)?;
-            let pb = bar(*seeds as u64, cli.json, "compacting (seeds)");
             let which = match workload.as_str() {
                 "fitting" => sim::CompactWorkload::Fitting,
                 "all" => sim::CompactWorkload::All,
                 _ => sim::CompactWorkload::Production,
             };
-            let o = sim::compact(&w, params, *seeds, which, cli.sched.reclaim, |done, _| pb.set_position(done as u64));
+            if input.hetero.is_none() && input.hetero_cells > 1 {
+                bail!("--hetero-cells {} needs --hetero SEED (the first cell's seed)", input.hetero_cells);
+            }
+            let cells = input.hetero_cells;
+            let pb = bar(*seeds as u64 * cells, cli.json, "compacting (cells x seeds)");
+            let mut outcomes = Vec::new();
+            for cell in 0..cells {
+                let input = Input { hetero: input.hetero.map(|s| s + cell), ..input.clone() };
+                let (w, _) = load(&input)?;
+                let done = cell * *seeds as u64;
+                let o =
+                    sim::compact(&w, params, *seeds, which, cli.sched.reclaim, |d, _| pb.set_position(done + d as u64));
+                outcomes.push((input.hetero.unwrap_or(0), o));
+            }
             pb.finish_and_clear();
+            let per_cell: Vec<serde_json::Value> =
+                outcomes.iter().map(|(seed, o)| cell_sums(*seed, &o.report)).collect();
+            let mut o = outcomes.swap_remove(0).1;
+            if cells > 1 {
+                o.report["summed"] = summed(&per_cell);
+                o.report["cells"] = per_cell.into();
+            }
             o
         }
         Cmd::Export { input, machines_out, tasks_out, limit_machines, all_tasks } => {

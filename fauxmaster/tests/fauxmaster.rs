@@ -219,6 +219,49 @@ fn hetero_cells_are_deterministic_and_compact_above_the_lower_bound() {
     assert_eq!(r["scheduler"]["candidates"], 32, "compaction runs the live defaults: {r}");
 }
 
+/// Several synthetic cells in one compaction: each cell's sums are what a run of that cell
+/// alone reports, and the totals add up.
+#[test]
+fn compaction_over_several_hetero_cells_sums_each_cells_runs() {
+    let shape = ["--hetero-machines", "100", "--hetero-tasks", "300", "--seeds", "2"];
+    let many = run(&[&["compact", "--hetero", "7", "--hetero-cells", "3"][..], &shape[..]].concat());
+    let cells = many["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 3);
+    let total = |k: &str| cells.iter().map(|c| c[k].as_u64().unwrap()).sum::<u64>();
+    for (i, c) in cells.iter().enumerate() {
+        let seed = 7 + i as u64;
+        assert_eq!(c["hetero_seed"], seed);
+        let one = run(&[&["compact", "--hetero", &seed.to_string()][..], &shape[..]].concat());
+        let runs = one["per_seed"].as_array().unwrap();
+        for (cell_key, run_key) in [
+            ("hybrid_machines", "hybrid_min_machines"),
+            ("best_fit_machines", "best_fit_min_machines"),
+            ("lower_bound_machines", "lower_bound_machines"),
+        ] {
+            let alone: u64 = runs.iter().map(|r| r[run_key].as_u64().unwrap()).sum();
+            assert_eq!(c[cell_key].as_u64(), Some(alone), "cell {seed} {cell_key}: {c} vs {one}");
+        }
+        assert!(c["lower_bound_machines"].as_u64() <= c["hybrid_machines"].as_u64(), "{c}");
+    }
+    let sum = &many["summed"];
+    assert_eq!(sum["cells"], 3);
+    for k in ["hybrid_machines", "best_fit_machines", "lower_bound_machines"] {
+        assert_eq!(sum[k].as_u64(), Some(total(k)), "{k}: {sum}");
+    }
+    let differ = cells.iter().filter(|c| c["hybrid_machines"] != c["best_fit_machines"]).count() as u64;
+    assert_eq!(sum["cells_hybrid_better"].as_u64().unwrap() + sum["cells_hybrid_worse"].as_u64().unwrap(), differ);
+    // the rest of the report is the first cell's
+    assert_eq!(many["per_seed"], run(&[&["compact", "--hetero", "7"][..], &shape[..]].concat())["per_seed"]);
+    // a single cell reports no sums; several cells need a synthetic cell to start from
+    assert!(run(&[&["compact", "--hetero", "7"][..], &shape[..]].concat()).get("summed").is_none());
+    let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster"))
+        .args(["compact", "--machines", "m.csv", "--tasks", "t.csv", "--hetero-cells", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hetero-cells 2 needs --hetero SEED"));
+}
+
 #[test]
 fn synth_places_a_small_c1m_shape_deterministically() {
     let args = ["synth", "--machines", "200", "--jobs", "20", "--tasks-per-job", "100"];

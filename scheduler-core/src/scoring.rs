@@ -25,12 +25,14 @@
 //!   the lower bound 0.976 against 0.953). That gain comes from a few classes of thousands of
 //!   identical tasks (tasks of many jobs share a class; the largest there: 4,760 tasks of 4 cores
 //!   and 22 GiB): spreading only classes of more than 1,000 tasks gave 0.974 (32 candidates),
-//!   spreading only classes of 300 or fewer 0.960, as without the term. On synthetic cells
-//!   (`fauxmaster compact --hetero`, jobs of at most 300 tasks, about 3 tasks per machine) the
-//!   term costs machines: summed over cells 1-20 and 3 removal orders each, 100 machines / 300
-//!   tasks needed 3,901 machines with it, 3,604 without and 3,694 with plain best fit; 300 / 900: 10,707, 10,295 and
-//!   10,648. With 10 tasks per machine (1,000 / 10,000) it saves again: 13,079 against 13,433.
-//!   No rule found yet tells these cells apart but the size of their largest classes.
+//!   spreading only classes of 300 or fewer 0.960, as without the term. On synthetic cells with
+//!   jobs of at most 300 tasks and about 3 tasks per machine the term costs machines:
+//!   `fauxmaster compact --hetero 1 --hetero-cells 20 --seeds 3` (cells 1-20, 3 removal orders
+//!   each, smallest cells summed) with 100 machines / 300 tasks needed 3,901 machines with it,
+//!   3,604 without and 3,694 with plain best fit; with 300 / 900, 10,707, 10,295 and 10,648.
+//!   With 10 tasks per machine (1,000 / 10,000, cells 1-8) it saves again: 13,079 against
+//!   13,433 without. No rule found yet tells these cells apart but the absolute size of their
+//!   largest classes, which would be fitted to one trace: the weight stays.
 //!
 //! [`Weights::default`] is the hybrid; [`Weights::best_fit`] keeps only `waste` (and preemption),
 //! for comparison.
