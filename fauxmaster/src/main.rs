@@ -196,6 +196,9 @@ enum Cmd {
 }
 
 fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
+    if input.hetero_cells > 1 {
+        bail!("--hetero-cells is for compact only: the other commands take one cell (--hetero SEED)");
+    }
     let gib = (1u64 << 30) as f64;
     if let Some(seed) = input.hetero {
         let w = fauxmaster::synth::heterogeneous(input.hetero_machines, input.hetero_tasks, input.hetero_load, seed);
@@ -423,7 +426,7 @@ fn main() -> anyhow::Result<()> {
             let pb = bar(*seeds as u64 * cells, cli.json, "compacting (cells x seeds)");
             let mut outcomes = Vec::new();
             for cell in 0..cells {
-                let input = Input { hetero: input.hetero.map(|s| s + cell), ..input.clone() };
+                let input = Input { hetero: input.hetero.map(|s| s + cell), hetero_cells: 1, ..input.clone() };
                 let (w, _) = load(&input)?;
                 let done = cell * *seeds as u64;
                 let o =

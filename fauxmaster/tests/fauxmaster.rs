@@ -260,6 +260,12 @@ fn compaction_over_several_hetero_cells_sums_each_cells_runs() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--hetero-cells 2 needs --hetero SEED"));
+    let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster"))
+        .args(["repack", "--hetero", "7", "--hetero-cells", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hetero-cells is for compact only"));
 }
 
 #[test]
