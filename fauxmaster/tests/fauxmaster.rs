@@ -221,6 +221,18 @@ fn hetero_cells_are_deterministic_and_compact_above_the_lower_bound() {
 
 /// Several synthetic cells in one compaction: each cell's sums are what a run of that cell
 /// alone reports, and the totals add up.
+/// Synthetic cell 15 (100 machines, 300 tasks) holds one class of 177 tasks of 12 cores and one
+/// task of 82 cores / 590 GiB that only an empty 96-core machine can hold. Spreading the class
+/// used to take every empty machine first: compaction needed 81 machines against best fit's 53.
+/// The scheduler now keeps empty machines back for the pass's large tasks.
+#[test]
+fn spreading_does_not_cost_the_machines_a_large_task_needs_on_a_small_cell() {
+    let r = run(&["compact", "--hetero", "15", "--hetero-machines", "100", "--hetero-tasks", "300", "--seeds", "1"]);
+    let runs = r["per_seed"].as_array().expect("per_seed");
+    let (hybrid, best_fit) = (runs[0]["hybrid_min_machines"].as_u64(), runs[0]["best_fit_min_machines"].as_u64());
+    assert!(hybrid.is_some() && hybrid <= best_fit, "hybrid {hybrid:?}, best fit {best_fit:?}: {r}");
+}
+
 #[test]
 fn compaction_over_several_hetero_cells_sums_each_cells_runs() {
     let shape = ["--hetero-machines", "100", "--hetero-tasks", "300", "--seeds", "2"];

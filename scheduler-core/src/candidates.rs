@@ -15,8 +15,17 @@ pub(crate) struct Cand {
     pub(crate) m: u32,
     /// The machine's version when scored (a changed machine is scored again).
     pub(crate) version: u64,
-    /// Tasks of the class's job in the machine's failure domain when scored.
-    pub(crate) crowd: u32,
+    /// What the crowding term depended on when scored.
+    pub(crate) crowd: Crowd,
+}
+
+/// What a candidate's crowding term depends on (a change makes the candidate stale).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Crowd {
+    /// Tasks of the class in the machine's failure domain.
+    pub(crate) count: u32,
+    /// Whether the machine was an empty one kept for large tasks.
+    pub(crate) kept: bool,
 }
 
 impl PartialEq for Cand {

@@ -25,14 +25,23 @@
 //!   the lower bound 0.976 against 0.953). That gain comes from a few classes of thousands of
 //!   identical tasks (tasks of many jobs share a class; the largest there: 4,760 tasks of 4 cores
 //!   and 22 GiB): spreading only classes of more than 1,000 tasks gave 0.974 (32 candidates),
-//!   spreading only classes of 300 or fewer 0.960, as without the term. On synthetic cells with
-//!   jobs of at most 300 tasks and about 3 tasks per machine the term costs machines:
-//!   `fauxmaster compact --hetero 1 --hetero-cells 20 --seeds 3` (cells 1-20, 3 removal orders
-//!   each, smallest cells summed) with 100 machines / 300 tasks needed 3,901 machines with it,
-//!   3,604 without and 3,694 with plain best fit; with 300 / 900, 10,707, 10,295 and 10,648.
-//!   With 10 tasks per machine (1,000 / 10,000, cells 1-8) it saves again: 13,079 against
-//!   13,433 without. No rule found yet tells these cells apart but the absolute size of their
-//!   largest classes, which would be fitted to one trace: the weight stays.
+//!   spreading only classes of 300 or fewer 0.960, as without the term. On
+//!   synthetic heterogeneous cells (`fauxmaster compact --hetero`) the term alone cost machines
+//!   on small cells: spreading one class of many tasks over every machine took the empty
+//!   machines a task of most of a machine needed later in the same pass (one cell of 100
+//!   machines needed 81 after compaction instead of best fit's 53; without that one task, 53
+//!   against 52). So the scheduler keeps empty machines back from spreading while no more of them
+//!   are left than the pass's large tasks need (`EmptyReserve` in `schedule.rs`: an empty
+//!   machine that could hold one scores as the most crowded). With that, `fauxmaster compact
+//!   --hetero S --hetero-cells N --seeds 3` (smallest cells summed over 3 removal orders, hybrid
+//!   against plain best fit; before it, hybrid): 100 machines / 300 tasks, cells 1-20: 3,632
+//!   against 3,694 (before: 3,901); cells 21-40: 3,767 / 3,830 (4,052); 300 / 900: 10,242 /
+//!   10,648 (10,707); 1,500 / 4,600 (cells 1-4): 9,715 / 10,462 (9,955); 200 / 2,000: 3,298 /
+//!   3,669; 50 / 150: 1,815 / 1,839 (1,839); at `--hetero-load 0.3`: 2,095 / 2,134; at 0.7:
+//!   5,219 / 5,218 (5,525) and, 300 / 900 cells 41-50, 7,704 / 7,597 (8,140): the one shape
+//!   where the hybrid still needs more (1.4%; there, the tasks that lose their room are just
+//!   under the "large" line: 157 GiB on a cell whose largest machine has 512 GiB). The Google
+//!   trace is unchanged (0.9716).
 //!
 //! [`Weights::default`] is the hybrid; [`Weights::best_fit`] keeps only `waste` (and preemption),
 //! for comparison.
@@ -84,7 +93,12 @@ pub fn preemption_level(cell: &CellModel, m: MachineIndex, p: Priority, request:
     own as u32
 }
 
-/// Score of placing `request` at priority `p` on machine `m`, given `crowding` in 0..=1.
+/// The largest `crowding`: twice the class's fair share of a domain, or an empty machine kept
+/// for the pass's large tasks.
+pub const MAX_CROWDING: f64 = 2.0;
+
+/// Score of placing `request` at priority `p` on machine `m`, given `crowding` in
+/// 0..=[`MAX_CROWDING`].
 pub fn score(cell: &CellModel, m: MachineIndex, p: Priority, request: &Resources, crowding: f64, w: &Weights) -> f64 {
     let level = preemption_level(cell, m, p, request);
     let cap = cell.capacity[m];
