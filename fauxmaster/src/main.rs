@@ -80,8 +80,13 @@ struct SchedArgs {
 #[derive(Args, Clone)]
 struct Input {
     /// Google ClusterData2011 trace directory (with machine_events/ and task_events/).
-    #[arg(long, conflicts_with_all = ["machines", "tasks", "hetero"])]
+    #[arg(long, conflicts_with_all = ["machines", "tasks", "hetero", "openb"])]
     trace: Option<PathBuf>,
+    /// An OpenB pod list of Alibaba's 2023 GPU cluster trace (e.g. `csv/openb_pod_list_default.csv`
+    /// of github.com/alibaba/clusterdata's cluster-trace-gpu-v2023), on the trace's node list
+    /// beside it; CPU and memory only, every pod a production task (fauxmaster::neutral::load_openb).
+    #[arg(long, conflicts_with_all = ["machines", "tasks", "hetero"])]
+    openb: Option<PathBuf>,
     /// A synthetic heterogeneous cell and production workload from this seed instead of a
     /// trace (fauxmaster::synth::heterogeneous: 3-6 platforms of 16-128 cores and 120-768 GiB,
     /// CPU and memory only), for validating scoring on other cell shapes.
@@ -204,6 +209,9 @@ fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
         let w = fauxmaster::synth::heterogeneous(input.hetero_machines, input.hetero_tasks, input.hetero_load, seed);
         return Ok((w, serde_json::Value::Null));
     }
+    if let Some(pods) = &input.openb {
+        return Ok((fauxmaster::neutral::load_openb(pods)?, serde_json::Value::Null));
+    }
     match (&input.trace, &input.machines, &input.tasks) {
         (Some(dir), _, _) => {
             let units = Units {
@@ -216,7 +224,7 @@ fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
             Ok((w, serde_json::to_value(notes)?))
         }
         (None, Some(m), Some(t)) => Ok((fauxmaster::neutral::load(m, t)?, serde_json::Value::Null)),
-        _ => bail!("give --trace DIR, --machines FILE.csv and --tasks FILE.csv, or --hetero SEED"),
+        _ => bail!("give --trace DIR, --machines FILE.csv and --tasks FILE.csv, --openb PODS.csv or --hetero SEED"),
     }
 }
 

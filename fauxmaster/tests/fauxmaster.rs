@@ -453,3 +453,38 @@ fn reclaim_places_batch_in_what_production_does_not_use() {
     assert_eq!(c["min_machines_median"], 4.0, "one production task per machine (different_machine)");
     assert_eq!(cr["min_machines_median"], 4.0, "and batch fits beside them: {cr}");
 }
+
+/// `--openb`: a pod list in the layout of Alibaba's 2023 GPU cluster trace (rows made up here)
+/// on the node list beside it; every pod a production task, memory MiB -> bytes, GPUs left out.
+/// A malformed row is named by file, line and column.
+#[test]
+fn an_openb_pod_list_loads_on_its_node_list() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("openb_node_list_all_node.csv"),
+        "sn,cpu_milli,memory_mib,gpu,model\nn0,32000,131072,0,\nn1,96000,393216,8,V100M32\n",
+    )
+    .unwrap();
+    let pods = d.path().join("openb_pod_list_test.csv");
+    std::fs::write(
+        &pods,
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n\
+         p0,8000,32768,1,1000,,LS,Running,0,100,0\np1,64000,262144,0,0,,BE,Running,0,100,0\np2,0,0,0,0,,BE,Running,0,100,0\n",
+    )
+    .unwrap();
+    let r = run(&["repack", "--openb", pods.to_str().unwrap()]);
+    assert_eq!(r["machines"], 2);
+    assert_eq!(r["tasks"], 3);
+    assert_eq!(r["placed"], 3, "{r}");
+    // the large pod fits only on n1; the three together ask 72,001 of 128,000 millicores
+    let cpu = r["utilization"]["cpu"]["production"].as_f64().unwrap();
+    assert!((cpu - 72_001.0 / 128_000.0).abs() < 1e-3, "{r}");
+    std::fs::write(&pods, "name,cpu_milli,memory_mib\np0,8000,32768\np1,lots,1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fauxmaster"))
+        .args(["repack", "--openb", pods.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("openb_pod_list_test.csv:3: cpu_milli"), "{err}");
+}
