@@ -210,7 +210,14 @@ fn load(input: &Input) -> anyhow::Result<(Workload, serde_json::Value)> {
         return Ok((w, serde_json::Value::Null));
     }
     if let Some(pods) = &input.openb {
-        return Ok((fauxmaster::neutral::load_openb(pods)?, serde_json::Value::Null));
+        let w = fauxmaster::neutral::load_openb(pods).with_context(|| {
+            format!(
+                "loading OpenB pod list {} (the trace's {} must be in the same directory)",
+                pods.display(),
+                fauxmaster::neutral::OPENB_NODES
+            )
+        })?;
+        return Ok((w, serde_json::Value::Null));
     }
     match (&input.trace, &input.machines, &input.tasks) {
         (Some(dir), _, _) => {
