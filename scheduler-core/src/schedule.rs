@@ -25,9 +25,9 @@
 //! A class that found no machine at all spares the larger classes of its band in the same pass
 //! the walk over the cell (`Nowhere`).
 //!
-//! Spreading (the crowding term) keeps its hands off the pass's last empty machines while a
-//! large task of the pass (more than half of the cell's largest machine in some resource) still
-//! waits for one (`EmptyReserve`): best fit keeps machines empty by nature, spreading does not.
+//! Spreading (the crowding term) keeps its hands off empty machines while a large task of the
+//! pass (more than half of the cell's largest machine in some resource) still waits for one
+//! (`EmptyReserve`): best fit keeps machines empty by nature, spreading does not.
 //!
 //! Cost per pass: O(examined machines + tasks x log(candidates)), independent of cell size once
 //! enough feasible machines are found. Deterministic for a given seed and input.
@@ -163,14 +163,16 @@ pub struct Scheduler {
 }
 
 /// Empty machines kept for the pass's large tasks (see [`EmptyReserve::large`]): spreading a
-/// class over machines (the crowding term) must not take the last empty machines that a large
-/// task of the same pass can run on only when empty. Best fit keeps machines empty by nature;
-/// the hybrid's crowding term pulls a class onto emptier machines, and on a small cell one class
-/// of many tasks can touch every machine before a task of most of a machine is placed (a
-/// synthetic cell of 100 machines needed 81 instead of 53 after compaction for one such task).
-/// While no more such machines are empty than large tasks wait, an empty machine that could
-/// hold one scores as the most crowded machine for the other classes: spreading goes only to
-/// machines already in use.
+/// class over machines (the crowding term) must not take the empty machines that a large task
+/// of the same pass can run on only when empty. Best fit keeps machines empty by nature; the
+/// hybrid's crowding term pulls a class onto emptier machines, and on a small cell one class of
+/// many tasks can touch every machine before a task of most of a machine is placed (a synthetic
+/// cell of 100 machines needed 81 instead of 53 after compaction for one such task). While a
+/// large task of the pass waits, an empty machine that could hold one scores as the most
+/// crowded machine for the other classes: spreading goes to machines already in use, packing
+/// still uses the empty ones when nothing else fits. (Keeping them back only while no more
+/// were left than large tasks waited did worse: 100 machines / 300 tasks 3,736 against best
+/// fit's 3,694, Alibaba OpenB cpu300 1,523 against 1,484; see `scoring.rs`.)
 #[derive(Debug, Clone, Copy, Default)]
 struct EmptyReserve {
     /// Large tasks of this pass not placed yet (nor given up on).
@@ -178,8 +180,6 @@ struct EmptyReserve {
     /// The least a machine must have of each resource to hold any of them (component-wise
     /// minimum of their requests).
     fits: Resources,
-    /// Empty machines that are up and hold `fits`.
-    have: usize,
 }
 
 impl EmptyReserve {
@@ -196,9 +196,9 @@ impl EmptyReserve {
         cell.up[m] && cell.residents(m).is_empty() && self.fits.fits_in(&cell.capacity[m])
     }
 
-    /// Whether empty machine `m` is kept back from spreading.
+    /// Whether machine `m` is kept back from spreading.
     fn keeps(&self, cell: &CellModel, m: usize) -> bool {
-        self.need > 0 && self.have <= self.need && self.counts(cell, m)
+        self.need > 0 && self.counts(cell, m)
     }
 }
 
@@ -218,15 +218,17 @@ fn class_offset(key: &ClassKey, seed: u64, n: usize) -> usize {
 /// of the same band whose request is at least as large in every resource can fit only on those
 /// machines or on machines freed since (its feasible machines are a subset: the same room counts
 /// at the same band, and constraints only remove machines), so it examines those, starts as if
-/// it had examined the cell itself, and walks only the freed log from `at`.
-/// The next pass still uses the entries of the last while walking the machines freed since
-/// costs less than walking the cell (like a class's own cache, this relies on every change that
-/// gives a machine room being in the freed log). The class's candidates are the feasible
-/// machines its own walk would have found (it would have walked the whole cell too, as it wants
-/// at least as many candidates as the entry holds), except when machines freed since add more
-/// than it wants: then it may choose among different ones than its random order would have met. In `fauxmaster replay` of the Google trace, passes
-/// with a backlog had 100-200 new classes that each examined all 12,477 machines to find none
-/// (1.5 million feasibility checks in one pass). Remembering only the classes that found none
+/// it had examined the cell itself, and walks only the freed log from `at`. The next pass still
+/// uses the entries of the last while walking the machines freed since costs less than walking
+/// the cell (like a class's own cache, this relies on every change that gives a machine room
+/// being in the freed log). The class's candidates are the feasible machines its own walk would
+/// have found (it would have walked the whole cell too, as it wants at least as many candidates
+/// as the entry holds), except when machines freed since add more than it wants: then it may
+/// choose among different ones than its random order would have met.
+///
+/// In `fauxmaster replay` of the Google trace, passes with a backlog had 100-200 new classes
+/// that each examined all 12,477 machines to find none or a few (1.5 million feasibility checks
+/// in one pass). Remembering only the classes that found none
 /// cut the machines examined over the replay from 63.0 to 38.8 million (35.7 with the last
 /// pass's entries); remembering up to 32 machines found brought pass p99 from 7.0-9.1 ms to
 /// 5.1-5.5 ms on the same box, compaction figures unchanged.
@@ -481,11 +483,6 @@ impl Scheduler {
                     if self.reserve.need == 0 { c.request } else { self.reserve.fits.min_each(&c.request) };
                 self.reserve.need += c.tasks.len();
             }
-            if self.reserve.need > 0 {
-                // the empty machines are the fit index's last bucket (nothing requested)
-                let empty = cell.fit_bucket(FIT_BUCKETS - 1);
-                self.reserve.have = empty.iter().filter(|&&m| self.reserve.counts(cell, m as usize)).count();
-            }
         }
         let seed = self.params.seed;
         for class in &classes {
@@ -647,9 +644,6 @@ impl Scheduler {
             for v in victims {
                 cell.remove(m, v.task);
                 out.preempted.push(crate::schedule::Preemption { victim: v.task, machine: m, by: task });
-            }
-            if self.reserve.need > 0 && self.reserve.counts(cell, m) {
-                self.reserve.have = self.reserve.have.saturating_sub(1);
             }
             if run.large {
                 self.reserve.need = self.reserve.need.saturating_sub(1);

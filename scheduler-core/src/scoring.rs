@@ -30,9 +30,9 @@
 //!   on small cells: spreading one class of many tasks over every machine took the empty
 //!   machines a task of most of a machine needed later in the same pass (one cell of 100
 //!   machines needed 81 after compaction instead of best fit's 53; without that one task, 53
-//!   against 52). So the scheduler keeps empty machines back from spreading while no more of them
-//!   are left than the pass's large tasks need (`EmptyReserve` in `schedule.rs`: an empty
-//!   machine that could hold one scores as the most crowded). With that, `fauxmaster compact
+//!   against 52). So the scheduler keeps empty machines back from spreading while a large task
+//!   of the pass waits (`EmptyReserve` in `schedule.rs`: an empty machine that could hold one
+//!   scores as the most crowded for the other classes). With that, `fauxmaster compact
 //!   --hetero S --hetero-cells N --seeds 3` (smallest cells summed over 3 removal orders, hybrid
 //!   against plain best fit; before it, hybrid): 100 machines / 300 tasks, cells 1-20: 3,632
 //!   against 3,694 (before: 3,901); cells 21-40: 3,767 / 3,830 (4,052); 300 / 900: 10,242 /
@@ -41,7 +41,8 @@
 //!   5,219 / 5,218 (5,525) and, 300 / 900 cells 41-50, 7,704 / 7,597 (8,140): the one shape
 //!   where the hybrid still needs more (1.4%; there, the tasks that lose their room are just
 //!   under the "large" line: 157 GiB on a cell whose largest machine has 512 GiB). The Google
-//!   trace is unchanged (0.9716). On a second real cell, Alibaba's 2023 GPU cluster trace
+//!   trace: 0.9722 (0.9716 before). Keeping empty machines back only while no more were left
+//!   than large tasks waited did worse (100 / 300: 3,736; 300 / 900 at 0.7: 7,903). On a second real cell, Alibaba's 2023 GPU cluster trace
 //!   (`fauxmaster compact --openb csv/openb_pod_list_NAME.csv --seeds 3`: 1,523 nodes, CPU and
 //!   memory only; 18 distinct pod lists of 8,152 pods each, the GPU-spec variants left out
 //!   since GPUs are), the hybrid needed 22,507 machines in all against best fit's 19,726 before
