@@ -231,7 +231,7 @@ fn class_offset(key: &ClassKey, seed: u64, n: usize) -> usize {
 /// in one pass). Remembering only the classes that found none
 /// cut the machines examined over the replay from 63.0 to 38.8 million (35.7 with the last
 /// pass's entries); remembering up to 32 machines found brought pass p99 from 7.0-9.1 ms to
-/// 5.1-5.5 ms on the same box, compaction figures unchanged.
+/// 4.5-5.7 ms on the same box, compaction figures unchanged.
 #[derive(Debug)]
 struct Nowhere {
     band: usize,
