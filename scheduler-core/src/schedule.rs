@@ -191,14 +191,10 @@ impl EmptyReserve {
             || request.disk_bytes.saturating_mul(2) > largest.disk_bytes
     }
 
-    /// Whether machine `m` counts: up, with no task on it, and big enough.
-    fn counts(&self, cell: &CellModel, m: usize) -> bool {
-        cell.up[m] && cell.residents(m).is_empty() && self.fits.fits_in(&cell.capacity[m])
-    }
-
-    /// Whether machine `m` is kept back from spreading.
+    /// Whether machine `m` is kept back from spreading: a large task waits, and `m` is up, holds
+    /// no task and is big enough for one.
     fn keeps(&self, cell: &CellModel, m: usize) -> bool {
-        self.need > 0 && self.counts(cell, m)
+        self.need > 0 && cell.up[m] && cell.residents(m).is_empty() && self.fits.fits_in(&cell.capacity[m])
     }
 }
 
@@ -472,7 +468,7 @@ impl Scheduler {
         // the last pass's, while walking the machines freed since costs less than the cell
         let carried: Vec<Nowhere> = std::mem::take(&mut self.nowhere)
             .into_iter()
-            .filter(|w| cell.freed_len().saturating_sub(w.at) <= n && w.at <= cell.freed_len())
+            .filter(|w| w.at <= cell.freed_len() && cell.freed_len() - w.at <= n)
             .collect();
         let mut nowhere: Vec<Nowhere> = Vec::new();
         self.reserve = EmptyReserve::default();
