@@ -204,6 +204,13 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("binding --listen {}", args.listen))?;
     let addr = listener.local_addr()?;
     let advertised = peers.get(&args.id).cloned().unwrap_or_else(|| addr.to_string());
+    // before anything that records a metric starts: what is recorded before the recorder is
+    // installed is lost (a leadership that began first lost the poll-overrun counter's 0, so
+    // /metrics lacked it until the first overrun)
+    let metrics_handle = match &args.http {
+        Some(_) => Some(borgmaster::metrics::install()?),
+        None => None,
+    };
     let (raft, state) =
         borgmaster::raft::open(args.id, &args.data_dir, &args.cell, args.snapshot_every, args.election_timeout).await?;
     let heard = borgmaster::raft::election::Heard::default();
@@ -236,8 +243,7 @@ async fn run() -> anyhow::Result<()> {
             tracing::error!(error = %e, "could not form the master group");
         }
     });
-    if let Some(http) = &args.http {
-        let handle = borgmaster::metrics::install()?;
+    if let (Some(http), Some(handle)) = (&args.http, metrics_handle) {
         let l = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding --http {http}"))?;
         let http_addr = l.local_addr()?;
         let app = borgmaster::http::router(master.clone(), handle, credentials.is_none());
