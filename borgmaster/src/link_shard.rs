@@ -16,7 +16,7 @@
 
 use crate::liveness::{LeaderView, Liveness, PollLatency};
 use crate::master::{now_ms, Master};
-use crate::state::{Command, MachineState, RunId, TaskReport, TaskState};
+use crate::state::{CellState, Command, MachineState, RunId, TaskReport, TaskState};
 use borg_jobspec::convert::{check_to_pb, kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
@@ -180,6 +180,49 @@ async fn apply_reports(
     }
 }
 
+/// What a poller remembers of its last walk over its machine's tasks: the digests it computed
+/// and the machine's poll generation then ([`crate::state::CellState::poll_generation`]). While
+/// the generation stays, so do the digests, and a poll costs no walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Walked {
+    generation: u64,
+    digests: PollDigests,
+}
+
+/// The digests a poll of a machine carries, from the committed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PollDigests {
+    /// Of the desired set (`PollRequest.version`): the task identities alone, never 0.
+    pub version: u64,
+    /// Of the recorded statuses of the same tasks (`PollRequest.status_version`).
+    pub status: u64,
+}
+
+/// The tasks machine `id`'s Borglet should run, sorted by (job, index), each with its spec at
+/// its job version: the machine's live tasks but allocs (an alloc is a reservation; nothing
+/// runs for it).
+fn desired<'a>(s: &'a CellState, id: &MachineId) -> Vec<(&'a crate::state::Task, &'a borg_jobspec::JobSpec)> {
+    s.tasks_on_with_jobs(id)
+        .filter(|(_, job)| job.spec.kind != borg_jobspec::JobKind::AllocSet)
+        .map(|(t, job)| (t, job.spec_for(t.job_version)))
+        .collect()
+}
+
+/// The [`PollDigests`] of `live` (a machine's [`desired`] set).
+fn digests_of(live: &[(&crate::state::Task, &borg_jobspec::JobSpec)]) -> PollDigests {
+    let mut h = DefaultHasher::new();
+    for (t, _) in live {
+        (&t.job, t.index, t.incarnation, t.job_version).hash(&mut h);
+    }
+    PollDigests { version: h.finish().max(1), status: committed_status_digest(live.iter().map(|(t, _)| *t)) }
+}
+
+/// The [`PollDigests`] of machine `id` in `s`, walking its tasks.
+#[cfg(test)]
+pub(crate) fn poll_digests(s: &CellState, id: &MachineId) -> PollDigests {
+    digests_of(&desired(s, id))
+}
+
 /// The poll for machine `id` from the current state. The desired set's digest (never 0, which
 /// means "nothing applied yet") is computed from the task identities alone; the set itself is
 /// built and sent only when the Borglet's `acked` digest differs, so a steady machine costs a
@@ -190,22 +233,43 @@ async fn apply_reports(
 /// With `statuses` false the poll also carries the task-status digest of what the committed
 /// state records of the machine's tasks (`status_version`), so a Borglet that observes the same
 /// leaves its task list out; with `statuses` true it asks for every task's status and usage.
-fn build_poll(master: &Master, id: &MachineId, acked: Option<u64>, statuses: bool) -> Option<pb::PollRequest> {
+///
+/// `walked` is what the last call for this machine computed: while the machine's poll
+/// generation has not moved and no set is to be sent, the digests come from it and the
+/// machine's tasks are not walked; otherwise they are walked and `walked` updated.
+fn build_poll(
+    master: &Master,
+    id: &MachineId,
+    acked: Option<u64>,
+    statuses: bool,
+    walked: &mut Option<Walked>,
+) -> Option<pb::PollRequest> {
     let s = master.state();
     s.machines.get(id)?;
-    let live: Vec<(&crate::state::Task, &borg_jobspec::JobSpec)> = s
-        .tasks_on_with_jobs(id)
-        // an alloc is a reservation; nothing runs for it
-        .filter(|(_, job)| job.spec.kind != borg_jobspec::JobKind::AllocSet)
-        .map(|(t, job)| (t, job.spec_for(t.job_version)))
-        .collect();
-    let mut h = DefaultHasher::new();
-    for (t, _) in &live {
-        (&t.job, t.index, t.incarnation, t.job_version).hash(&mut h);
+    let generation = s.poll_generation(id);
+    let status_version = |d: PollDigests| if statuses { 0 } else { d.status };
+    // (generation 0: never marked since this state was built, so unchanged since; a state
+    // replaced by a snapshot marks every registered machine)
+    if let Some(w) = walked.filter(|w| w.generation == generation) {
+        if acked.is_none_or(|a| a == w.digests.version) {
+            metrics::counter!(crate::metrics::POLL_WALKS, "walk" => "skipped").increment(1);
+            return Some(pb::PollRequest {
+                machine_id: id.0.clone(),
+                cell: s.cell.clone(),
+                version: w.digests.version,
+                full: false,
+                tasks: Vec::new(),
+                status_version: status_version(w.digests),
+            });
+        }
     }
-    let version = h.finish().max(1);
+    metrics::counter!(crate::metrics::POLL_WALKS, "walk" => "walked").increment(1);
+    let live = desired(&s, id);
+    let digests = digests_of(&live);
+    *walked = Some(Walked { generation, digests });
+    let version = digests.version;
     let full = acked.is_some_and(|a| a != version);
-    let status_version = if statuses || full { 0 } else { committed_status_digest(live.iter().map(|(t, _)| *t)) };
+    let status_version = if full { 0 } else { status_version(digests) };
     let tasks = if !full {
         Vec::new()
     } else {
@@ -384,6 +448,7 @@ async fn poll_machine(
     let mut liveness = Liveness::new(Instant::now());
     let mut attempted = false;
     let mut in_flight = InFlight::default();
+    let mut walked = None;
     // counts polls, so that every STATUSES_EVERY-th asks for every task's status and usage; the
     // machines' phases spread those polls over the interval too
     let mut polls = phase.as_nanos() as u64;
@@ -415,7 +480,7 @@ async fn poll_machine(
         polls = polls.wrapping_add(1);
         // (a new leader's first round asks only for the digests: the cheapest round it can make)
         let statuses = attempted && polls.is_multiple_of(STATUSES_EVERY);
-        let Some(req) = build_poll(&master, &id, acked, statuses) else { return };
+        let Some(req) = build_poll(&master, &id, acked, statuses, &mut walked) else { return };
         let (probe, version) = (acked.is_none(), req.version);
         let started = Instant::now();
         let timeout = shared.latency.timeout(base_timeout);

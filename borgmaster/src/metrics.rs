@@ -50,6 +50,10 @@ pub const OLDEST_POLL: &str = "borg_link_oldest_poll_age_seconds";
 /// machine's next poll was due, so that machine's next poll started late: the rounds fell
 /// behind the poll interval. 0 while every full poll round fits in the interval.
 pub const POLL_OVERRUNS: &str = "borg_link_poll_overruns_total";
+/// Counter (leader only): polls built, by whether the machine's tasks were walked for them
+/// (`walk=walked`: its poll generation moved, or its set was sent) or its last digests still
+/// held (`walk=skipped`).
+pub const POLL_WALKS: &str = "borg_link_poll_walks_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -171,6 +175,11 @@ fn describe() {
         POLL_OVERRUNS,
         Unit::Count,
         "Leader only: polls that ended after their machine's next poll was due (the poll rounds fell behind the poll interval); 0 while every round fits in the interval."
+    );
+    describe_counter!(
+        POLL_WALKS,
+        Unit::Count,
+        "Leader only: polls built, by walk=walked (the machine's tasks walked for its digests: something bound to it changed) or walk=skipped (the digests of the last walk still held)."
     );
     describe_counter!(
         REPORTS_PROPOSED,

@@ -1,7 +1,7 @@
 //! [`CellState::apply`]: one command in, events out. A command either applies whole or is
 //! rejected with a [`CommandError`] and changes nothing.
 
-use super::{CellState, Command, Entry, Event, EventKind, PendingReason, Task, TaskState, MAX_EVENTS};
+use super::{CellState, Command, Entry, Event, EventKind, Job, PendingReason, Task, TaskId, TaskState, MAX_EVENTS};
 use scheduler_core::{MachineId, Resources};
 
 /// Why a command was rejected. Rejection changes nothing.
@@ -241,13 +241,51 @@ impl CellState {
         Ok((outcome, ev.out))
     }
 
+    /// Task `index` of `job`, to change: its machine's poll generation moves (see
+    /// [`super::PollGenerations`]). A change that moves the task to another machine binds it
+    /// there with [`CellState::bind_to`], which marks that one.
     pub(super) fn task_mut(&mut self, job: &str, index: u32) -> Option<&mut Task> {
-        self.jobs.get_mut(job)?.tasks.get_mut(index as usize)
+        let t = self.jobs.get_mut(job)?.tasks.get_mut(index as usize)?;
+        if let Some(m) = &t.machine {
+            self.poll_generations.mark(m);
+        }
+        Some(t)
+    }
+
+    /// Job `name`, to change: the poll generation of every machine holding one of its tasks
+    /// moves. (Paths that change only its unbound tasks, or nothing a poll carries, use
+    /// `self.jobs.get_mut` and say so.)
+    pub(super) fn job_mut(&mut self, name: &str) -> Option<&mut Job> {
+        self.mark_job(name);
+        self.jobs.get_mut(name)
+    }
+
+    /// Moves the poll generation of every machine holding a task of job `name` (see
+    /// [`CellState::job_mut`]).
+    pub(super) fn mark_job(&mut self, name: &str) {
+        for t in self.jobs.get(name).into_iter().flat_map(|j| &j.tasks) {
+            if let Some(m) = &t.machine {
+                self.poll_generations.mark(m);
+            }
+        }
+    }
+
+    /// Adds task `id` to machine `m`'s index (its resources are taken).
+    pub(super) fn bind_to(&mut self, m: &MachineId, id: TaskId) {
+        self.poll_generations.mark(m);
+        self.by_machine.entry(m.clone()).or_default().insert(id);
+    }
+
+    /// Removes every task from machine `m`'s index (the machine went down or away); returns them.
+    pub(super) fn unbind_all(&mut self, m: &MachineId) -> Vec<TaskId> {
+        self.poll_generations.mark(m);
+        self.by_machine.remove(m).into_iter().flatten().collect()
     }
 
     /// Removes a task from its machine's index (its resources are free again).
     pub(super) fn unbind(&mut self, t: &Task) {
         if let Some(m) = &t.machine {
+            self.poll_generations.mark(m);
             if let Some(set) = self.by_machine.get_mut(m) {
                 set.remove(&t.id());
                 if set.is_empty() {

@@ -100,6 +100,7 @@ impl CellState {
         spec.schedule = None;
         match self.apply_job(&spec, Some(0), ev) {
             Ok(_) => {
+                // (no task changes: no poll generation moves)
                 if let Some(j) = self.jobs.get_mut(&run) {
                     j.cron = Some(name.to_string());
                 }

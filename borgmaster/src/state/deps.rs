@@ -110,7 +110,7 @@ impl CellState {
                 }
                 After::Failed(why) => {
                     let reason = format!("dependency failed: {why}");
-                    if let Some(job) = self.jobs.get_mut(&name) {
+                    if let Some(job) = self.job_mut(&name) {
                         for t in job.tasks.iter_mut().filter(|t| t.state != TaskState::Dead) {
                             t.state = TaskState::Dead;
                             t.reason = reason.clone();
@@ -120,6 +120,7 @@ impl CellState {
                     }
                 }
             }
+            // (no task changes: no poll generation moves)
             if let Some(job) = self.jobs.get_mut(&name) {
                 job.after_settled = true;
             }

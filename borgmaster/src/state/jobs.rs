@@ -105,6 +105,7 @@ impl CellState {
                 ev.push(&spec.name, Some(t.index), EventKind::Stopping, "task count reduced".into(), Some(m));
             }
         }
+        self.mark_job(&spec.name);
         let Some(job) = self.jobs.get_mut(&spec.name) else { return Ok(ApplyOutcome::Unchanged(actual)) };
         job.tasks.truncate(count as usize);
         for i in job.tasks.len() as u32..count {
@@ -173,7 +174,7 @@ impl CellState {
         let rolling: Vec<String> = self.rolling.iter().cloned().collect();
         for name in rolling {
             // Tasks of an earlier version that were never placed take the new spec at once:
-            // replacing them takes nothing down.
+            // replacing them takes nothing down. (Unbound tasks only: no poll generation moves.)
             if let Some(job) = self.jobs.get_mut(&name) {
                 let version = job.version;
                 for t in job.tasks.iter_mut() {
@@ -215,6 +216,7 @@ impl CellState {
                     t.reason
                 );
                 let index = t.index;
+                // (no task changes: no poll generation moves)
                 if let Some(job) = self.jobs.get_mut(&name) {
                     job.paused = Some(why.clone());
                 }
@@ -247,6 +249,7 @@ impl CellState {
                 }
                 ev.push(&name, Some(t.index), EventKind::Pending, format!("updated to version {version}"), None);
             }
+            // (drops only specs no live task runs: no poll generation moves)
             if let Some(job) = self.jobs.get_mut(&name) {
                 let used: std::collections::BTreeSet<u64> =
                     job.tasks.iter().filter(|t| t.state != TaskState::Dead).map(|t| t.job_version).collect();
@@ -281,7 +284,7 @@ impl CellState {
         indices: &[u32],
         ev: &mut Events,
     ) -> Result<ApplyOutcome, CommandError> {
-        let job = self.jobs.get_mut(name).ok_or_else(|| CommandError::NoSuchJob(name.to_string()))?;
+        let job = self.job_mut(name).ok_or_else(|| CommandError::NoSuchJob(name.to_string()))?;
         if job.killed {
             return Err(CommandError::JobKilled(name.to_string()));
         }
@@ -328,7 +331,7 @@ impl CellState {
             ev.push(name, Some(t.index), EventKind::Dead, "killed".into(), t.machine.as_ref());
         }
         let now = ev.now;
-        if let Some(job) = self.jobs.get_mut(name) {
+        if let Some(job) = self.job_mut(name) {
             job.killed = true;
             for t in job.tasks.iter_mut().filter(|t| t.state != TaskState::Dead) {
                 t.state = TaskState::Dead;
@@ -402,6 +405,24 @@ mod tests {
         assert!(!s.jobs["web"].rolling());
         let e = run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![9] }).unwrap_err();
         assert_eq!(e.to_string(), "job \"web\" has no task 9 (it has 3)");
+    }
+
+    #[test]
+    fn restarting_some_tasks_moves_the_poll_generation_of_the_machines_holding_the_others() {
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::RegisterMachine { machine: machine("m2") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: None }).unwrap();
+        bind(&mut s, "web", 0, "m1");
+        bind(&mut s, "web", 1, "m2");
+        running(&mut s, "web", "m1");
+        let m2 = MachineId("m2".into());
+        let (generation, digests) = (s.poll_generation(&m2), crate::link_shard::poll_digests(&s, &m2));
+        run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![0] }).unwrap();
+        // task 1 was not asked for: it carries on as the new version, which m2's polls carry
+        assert_eq!(s.jobs["web"].tasks[1].job_version, 2);
+        assert_ne!(crate::link_shard::poll_digests(&s, &m2), digests);
+        assert_ne!(s.poll_generation(&m2), generation, "m2's polls would keep the old digests");
     }
 
     #[test]

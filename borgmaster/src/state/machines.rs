@@ -27,6 +27,8 @@ impl CellState {
             let jobs: Vec<String> =
                 self.jobs.values().filter(|j| j.spec.per_machine && !j.killed).map(|j| j.spec.name.clone()).collect();
             for name in jobs {
+                // adds a pending task only: no poll generation moves (job_mut would mark every
+                // machine of the job at each of a cell's registrations)
                 if let Some(job) = self.jobs.get_mut(&name) {
                     let i = job.tasks.len() as u32;
                     let mut t = new_task(
@@ -56,7 +58,7 @@ impl CellState {
         let m = self.machines.get_mut(id).ok_or_else(|| CommandError::NoSuchMachine(id.0.clone()))?;
         m.state = MachineState::Down;
         ev.push("", None, EventKind::MachineDown, reason.to_string(), Some(id));
-        let keys: Vec<TaskId> = self.by_machine.remove(id).into_iter().flatten().collect();
+        let keys: Vec<TaskId> = self.unbind_all(id);
         for TaskId { job, index } in keys {
             let now = ev.now;
             if let Some(t) = self.task_mut(&job, index) {

@@ -72,6 +72,44 @@ pub struct CellState {
     /// [`CellState::reindex`].
     #[serde(skip)]
     held: BTreeSet<String>,
+    /// Derived: each machine's poll generation ([`CellState::poll_generation`]).
+    #[serde(skip)]
+    poll_generations: PollGenerations,
+}
+
+/// Per machine, a number that changes whenever something a poll of the machine carries may
+/// have changed: which tasks are bound to it, or any of their identities (incarnation, job
+/// version) or recorded statuses. A link shard's poller keeps the digests it computed with the
+/// generation they were computed at and walks the machine's tasks again only when it moved
+/// (at 1,000,000 tasks on 10,000 machines the walk was a third of the leader's polling).
+///
+/// Marked by every path that changes a task bound to a machine: [`CellState::task_mut`] and
+/// [`CellState::job_mut`] (before the change), binding and unbinding, a machine going down or
+/// away, and [`CellState::reindex`] (every machine). Generations come from one counter for the
+/// whole process, so a generation is never seen twice, not even across a state replaced by a
+/// snapshot. Derived and local: replicas number differently, so it takes no part in comparing
+/// states (two states with the same content are equal whatever their generations).
+#[derive(Debug, Clone, Default)]
+struct PollGenerations(std::collections::HashMap<MachineId, u64>);
+
+impl PartialEq for PollGenerations {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl PollGenerations {
+    /// Gives machine `m` a generation never given before.
+    fn mark(&mut self, m: &MachineId) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let g = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.0.get_mut(m) {
+            Some(v) => *v = g,
+            None => {
+                self.0.insert(m.clone(), g);
+            }
+        }
+    }
 }
 
 impl CellState {
@@ -91,6 +129,9 @@ impl CellState {
                     self.by_machine.entry(m.clone()).or_default().insert(t.id());
                 }
             }
+        }
+        for m in self.machines.keys().chain(self.by_machine.keys()) {
+            self.poll_generations.mark(m);
         }
     }
 
@@ -161,6 +202,13 @@ impl CellState {
     /// `user`'s fair-share weight at `band` (1 unless set).
     pub fn share_weight(&self, user: &str, band: scheduler_core::Band) -> u32 {
         self.weights.get(user).and_then(|b| b.get(band.name())).copied().unwrap_or(1).max(1)
+    }
+
+    /// Machine `m`'s poll generation: while it stays the same, so do the tasks bound to `m`,
+    /// their identities and their recorded statuses (see [`PollGenerations`]). 0 for a machine
+    /// never marked (it has held no task since this state was built).
+    pub fn poll_generation(&self, m: &MachineId) -> u64 {
+        self.poll_generations.0.get(m).copied().unwrap_or(0)
     }
 
     /// Number of tasks bound to `m` that are not dead.

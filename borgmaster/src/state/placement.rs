@@ -98,7 +98,7 @@ impl CellState {
             t.exit_code = None;
             t.signal = None;
             t.alloc = b.alloc;
-            self.by_machine.entry(b.machine.clone()).or_default().insert(TaskId::new(&b.job, b.index));
+            self.bind_to(&b.machine, TaskId::new(&b.job, b.index));
             let is_alloc = self.jobs.get(&b.job).is_some_and(|j| j.spec.kind == JobKind::AllocSet);
             if is_alloc {
                 // an alloc runs nothing: it is up as soon as it holds its reservation
@@ -133,7 +133,9 @@ impl CellState {
             }
             let version = t.job_version;
             let Some(request) = self.jobs.get(&r.job).map(|j| j.spec_for(version).resources) else { continue };
-            let Some(t) = self.task_mut(&r.job, r.index) else { continue };
+            // a reservation is the master's own (Borg §5.5): no poll carries it, so no poll
+            // generation moves (task_mut would mark every machine at every estimate)
+            let Some(t) = self.jobs.get_mut(&r.job).and_then(|j| j.tasks.get_mut(r.index as usize)) else { continue };
             let reservation = r.resources.min_each(&request);
             t.reservation = (reservation != request).then_some(reservation);
         }
