@@ -34,6 +34,7 @@ struct HollowTask {
     job: Arc<str>,
     index: u32,
     incarnation: u64,
+    job_version: u64,
     request: Resources,
     given: Instant,
     pid: u32,
@@ -88,28 +89,47 @@ impl HollowCell {
         let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         m.last_poll = Some(now);
+        // an assignment as a hollow task: a run it holds keeps its start and pid
+        let take = |a: &pb::TaskAssignment, old: &HashMap<RunId, (Instant, u32)>| {
+            let (given, pid) = old
+                .get(&RunId::new(&a.job, a.index, a.incarnation))
+                .copied()
+                .unwrap_or_else(|| (now, self.next_pid.fetch_add(1, Ordering::Relaxed)));
+            HollowTask {
+                job: Arc::from(a.job.as_str()),
+                index: a.index,
+                incarnation: a.incarnation,
+                job_version: a.job_version,
+                request: resources_from_pb(a.resources.as_ref()),
+                given,
+                pid,
+            }
+        };
+        let runs = |tasks: &mut dyn Iterator<Item = &HollowTask>| -> HashMap<RunId, (Instant, u32)> {
+            tasks.map(|t| (RunId::new(&*t.job, t.index, t.incarnation), (t.given, t.pid))).collect()
+        };
         if req.full {
-            let old: HashMap<RunId, (Instant, u32)> =
-                m.tasks.iter().map(|t| (RunId::new(&*t.job, t.index, t.incarnation), (t.given, t.pid))).collect();
-            m.tasks = req
-                .tasks
-                .iter()
-                .map(|a| {
-                    let (given, pid) = old
-                        .get(&RunId::new(&a.job, a.index, a.incarnation))
-                        .copied()
-                        .unwrap_or_else(|| (now, self.next_pid.fetch_add(1, Ordering::Relaxed)));
-                    HollowTask {
-                        job: Arc::from(a.job.as_str()),
-                        index: a.index,
-                        incarnation: a.incarnation,
-                        request: resources_from_pb(a.resources.as_ref()),
-                        given,
-                        pid,
-                    }
-                })
-                .collect();
+            let old = runs(&mut m.tasks.iter());
+            m.tasks = req.tasks.iter().map(|a| take(a, &old)).collect();
             m.version = req.version;
+        } else if req.base_version != 0 && req.base_version == m.version {
+            // a delta (as a real Borglet takes it: applied only when the result is the master's set)
+            let gone: std::collections::HashSet<(&str, u32)> = req
+                .removed
+                .iter()
+                .map(|r| (r.job.as_str(), r.index))
+                .chain(req.tasks.iter().map(|a| (a.job.as_str(), a.index)))
+                .collect();
+            let old = runs(&mut m.tasks.iter().filter(|t| gone.contains(&(&*t.job, t.index))));
+            let mut tasks: Vec<HollowTask> =
+                m.tasks.iter().filter(|t| !gone.contains(&(&*t.job, t.index))).cloned().collect();
+            tasks.extend(req.tasks.iter().map(|a| take(a, &old)));
+            tasks.sort_by(|a, b| (&*a.job, a.index).cmp(&(&*b.job, b.index)));
+            let digest = pb::desired_digest(tasks.iter().map(|t| (&*t.job, t.index, t.incarnation, t.job_version)));
+            if digest == req.version {
+                m.tasks = tasks;
+                m.version = req.version;
+            }
         }
         let started = |t: &&HollowTask| now.duration_since(t.given) >= self.start_delay;
         let used = |t: &HollowTask| {
@@ -267,6 +287,39 @@ mod tests {
         assert_eq!(again.tasks.iter().map(|t| t.pid).collect::<Vec<_>>(), pids);
         assert!(cell.poll(&pb::PollRequest { machine_id: "nope".into(), ..Default::default() }).is_err());
         assert!(cell.stale(Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn a_delta_changes_only_what_it_names_and_only_against_the_set_held() {
+        let spec =
+            HollowSpec { id: "h1".into(), capacity: Resources::new(4000, 1 << 30, 0), attributes: Attributes::new() };
+        let cell = HollowCell::new(vec![spec], Duration::ZERO, 0.5);
+        let digest = |ids: &[(&str, u32)]| pb::desired_digest(ids.iter().map(|(j, i)| (*j, *i, 1, 0)));
+        let base = digest(&[("a", 0), ("a", 1)]);
+        let full = pb::PollRequest {
+            machine_id: "h1".into(),
+            version: base,
+            full: true,
+            tasks: vec![assignment("a", 0), assignment("a", 1)],
+            ..Default::default()
+        };
+        let pid_of_a1 = cell.poll(&full).unwrap().tasks[1].pid;
+        let version = digest(&[("a", 1), ("b", 0)]);
+        let delta = |base_version: u64, version: u64| pb::PollRequest {
+            machine_id: "h1".into(),
+            version,
+            base_version,
+            removed: vec![pb::TaskRef { job: "a".into(), index: 0 }],
+            tasks: vec![assignment("b", 0)],
+            ..Default::default()
+        };
+        assert_eq!(cell.poll(&delta(base + 1, version)).unwrap().applied_version, base, "another base: ignored");
+        assert_eq!(cell.poll(&delta(base, version + 1)).unwrap().applied_version, base, "another result: ignored");
+        let r = cell.poll(&delta(base, version)).unwrap();
+        assert_eq!(r.applied_version, version);
+        let held: Vec<_> = r.tasks.iter().map(|t| (t.job.as_str(), t.index, t.pid)).collect();
+        assert_eq!(held[0], ("a", 1, pid_of_a1), "a task it held runs on");
+        assert_eq!(held.iter().map(|(j, i, _)| (*j, *i)).collect::<Vec<_>>(), [("a", 1), ("b", 0)]);
     }
 
     #[test]

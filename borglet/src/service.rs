@@ -2,7 +2,7 @@
 
 use crate::runtime::{Phase, Runtime, TaskSpec};
 use borg_jobspec::convert::{check_from_pb, kind_from_pb, resources_from_pb, resources_to_pb, restart_from_pb};
-use borg_jobspec::{Health, JobKind, Restart};
+use borg_jobspec::{Health, JobKind, Restart, TaskId};
 use borg_proto as pb;
 use scheduler_core::Resources;
 use std::io::{Read, Seek, SeekFrom};
@@ -110,6 +110,15 @@ impl pb::borglet_server::Borglet for BorgletService {
         let mut rt = self.0.runtime();
         if req.full {
             rt.set_desired(req.version, &req.cell, req.tasks.iter().map(spec_from_pb).collect());
+        } else if req.base_version != 0 {
+            let removed: Vec<TaskId> = req.removed.iter().map(|r| TaskId::new(&r.job, r.index)).collect();
+            rt.apply_delta(
+                req.base_version,
+                req.version,
+                &req.cell,
+                &removed,
+                req.tasks.iter().map(spec_from_pb).collect(),
+            );
         } else if req.version == rt.applied_version {
             // the master confirms the desired set this Borglet reloaded
             rt.desired_confirmed();
@@ -481,6 +490,7 @@ mod fuzz {
                 full: true,
                 tasks: tasks.clone(),
                 status_version: version,
+                ..Default::default()
             };
             let cell = hollow();
             match cell.poll(&req) {

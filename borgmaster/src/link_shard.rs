@@ -16,7 +16,7 @@
 
 use crate::liveness::{LeaderView, Liveness, PollLatency};
 use crate::master::{now_ms, Master};
-use crate::state::{CellState, Command, MachineState, RunId, TaskReport, TaskState};
+use crate::state::{CellState, Command, MachineState, RunId, TaskId, TaskReport, TaskState};
 use borg_jobspec::convert::{check_to_pb, kind_to_pb, resources_from_pb, resources_to_pb, restart_to_pb};
 use borg_proto as pb;
 use borg_proto::borglet_client::BorgletClient;
@@ -192,10 +192,62 @@ struct Walked {
 /// The digests a poll of a machine carries, from the committed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PollDigests {
-    /// Of the desired set (`PollRequest.version`): the task identities alone, never 0.
+    /// Of the desired set (`PollRequest.version`, [`pb::desired_digest`]): the task identities
+    /// alone, never 0.
     pub version: u64,
     /// Of the recorded statuses of the same tasks (`PollRequest.status_version`).
     pub status: u64,
+}
+
+/// A desired set as its Borglet holds it: its digest and its tasks' identities (task,
+/// incarnation, job version), sorted by task: what a delta is computed against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeldSet {
+    version: u64,
+    tasks: Vec<(TaskId, u64, u64)>,
+}
+
+/// What one machine's poller knows between polls.
+#[derive(Debug, Default)]
+struct PollMemory {
+    /// The digest of the set the Borglet said it holds at its last answer; `None` before the
+    /// first answer and after a failed poll (the next poll only asks).
+    acked: Option<u64>,
+    /// The set the Borglet holds, when the master knows it (it confirmed a set this poller sent):
+    /// a change is then sent as a delta against it.
+    held: Option<HeldSet>,
+    /// The set sent in the poll under way, held once the Borglet answers its digest.
+    sending: Option<HeldSet>,
+    /// The Borglet refused a delta (it predates them, or its set was not the base after all):
+    /// this poller sends it whole sets only.
+    no_deltas: bool,
+    walked: Option<Walked>,
+}
+
+impl PollMemory {
+    /// Takes in the Borglet's answer to the poll built last: it holds `applied`.
+    fn answered(&mut self, applied: u64, base_version: u64) {
+        self.acked = Some(applied);
+        match self.sending.take() {
+            Some(sent) if sent.version == applied => self.held = Some(sent),
+            Some(_) => {
+                if base_version != 0 {
+                    tracing::debug!("a Borglet refused a delta; sending it whole sets");
+                    self.no_deltas = true;
+                }
+                self.held = None;
+            }
+            None if self.held.as_ref().is_some_and(|h| h.version != applied) => self.held = None,
+            None => {}
+        }
+    }
+
+    /// The poll failed: what the Borglet holds is unknown until it answers again (`held` stays:
+    /// it is only used when the Borglet's answer names its version).
+    fn failed(&mut self) {
+        self.acked = None;
+        self.sending = None;
+    }
 }
 
 /// The tasks machine `id`'s Borglet should run, sorted by (job, index), each with its spec at
@@ -210,11 +262,10 @@ fn desired<'a>(s: &'a CellState, id: &MachineId) -> Vec<(&'a crate::state::Task,
 
 /// The [`PollDigests`] of `live` (a machine's [`desired`] set).
 fn digests_of(live: &[(&crate::state::Task, &borg_jobspec::JobSpec)]) -> PollDigests {
-    let mut h = DefaultHasher::new();
-    for (t, _) in live {
-        (&t.job, t.index, t.incarnation, t.job_version).hash(&mut h);
+    PollDigests {
+        version: pb::desired_digest(live.iter().map(|(t, _)| (t.job.as_str(), t.index, t.incarnation, t.job_version))),
+        status: committed_status_digest(live.iter().map(|(t, _)| *t)),
     }
-    PollDigests { version: h.finish().max(1), status: committed_status_digest(live.iter().map(|(t, _)| *t)) }
 }
 
 /// The [`PollDigests`] of machine `id` in `s`, walking its tasks.
@@ -223,77 +274,116 @@ pub(crate) fn poll_digests(s: &CellState, id: &MachineId) -> PollDigests {
     digests_of(&desired(s, id))
 }
 
+/// The assignment of task `t` at `spec` (its spec at its job version).
+fn assignment(t: &crate::state::Task, spec: &borg_jobspec::JobSpec) -> pb::TaskAssignment {
+    pb::TaskAssignment {
+        job: t.job.clone(),
+        index: t.index,
+        incarnation: t.incarnation,
+        user: spec.user.clone(),
+        kind: kind_to_pb(spec.kind) as i32,
+        command: spec.command.clone(),
+        env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        resources: Some(resources_to_pb(spec.resources)),
+        restart: Some(restart_to_pb(spec.restart)),
+        grace_period_ms: spec.grace_period_ms,
+        job_version: t.job_version,
+        ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
+        liveness: spec.health.liveness.as_deref().map(check_to_pb),
+        readiness: spec.health.readiness.as_deref().map(check_to_pb),
+        priority: spec.priority.0,
+    }
+}
+
+/// The delta from `held` to `live` (both sorted by task): the tasks of `held` not in `live`,
+/// and the positions in `live` of the tasks new or changed (incarnation or job version).
+fn delta(
+    held: &[(TaskId, u64, u64)],
+    live: &[(&crate::state::Task, &borg_jobspec::JobSpec)],
+) -> (Vec<pb::TaskRef>, Vec<usize>) {
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    let mut h = held.iter().peekable();
+    for (i, (t, _)) in live.iter().enumerate() {
+        let key = (t.job.as_str(), t.index);
+        while let Some((gone, _, _)) = h.next_if(|(k, _, _)| (k.job.as_str(), k.index) < key) {
+            removed.push(pb::TaskRef { job: gone.job.clone(), index: gone.index });
+        }
+        match h.next_if(|(k, _, _)| (k.job.as_str(), k.index) == key) {
+            Some((_, inc, ver)) if (*inc, *ver) == (t.incarnation, t.job_version) => {}
+            _ => added.push(i),
+        }
+    }
+    removed.extend(h.map(|(gone, _, _)| pb::TaskRef { job: gone.job.clone(), index: gone.index }));
+    (removed, added)
+}
+
 /// The poll for machine `id` from the current state. The desired set's digest (never 0, which
-/// means "nothing applied yet") is computed from the task identities alone; the set itself is
-/// built and sent only when the Borglet's `acked` digest differs, so a steady machine costs a
-/// hash per poll. With `acked` unknown (`None`: this poller's first poll, or the last one failed)
-/// the poll only asks for the Borglet's digest: a newly elected leader's first round over a
-/// steady cell then sends no task sets at all (it used to send every machine's whole set).
+/// means "nothing applied yet") is computed from the task identities alone; the set is sent
+/// only when the Borglet's acknowledged digest (`memory.acked`) differs, so a steady machine
+/// costs a hash per poll: as a delta against the set the Borglet holds when the master knows it
+/// (`memory.held`), else whole. With `acked` unknown (this poller's first poll, or the last one
+/// failed) the poll only asks for the Borglet's digest: a newly elected leader's first round
+/// over a steady cell then sends no task sets at all (it used to send every machine's whole set).
 ///
 /// With `statuses` false the poll also carries the task-status digest of what the committed
 /// state records of the machine's tasks (`status_version`), so a Borglet that observes the same
 /// leaves its task list out; with `statuses` true it asks for every task's status and usage.
 ///
-/// `walked` is what the last call for this machine computed: while the machine's poll
-/// generation has not moved and no set is to be sent, the digests come from it and the
-/// machine's tasks are not walked; otherwise they are walked and `walked` updated.
-fn build_poll(
-    master: &Master,
-    id: &MachineId,
-    acked: Option<u64>,
-    statuses: bool,
-    walked: &mut Option<Walked>,
-) -> Option<pb::PollRequest> {
+/// While the machine's poll generation has not moved since the last walk (`memory.walked`) and
+/// no set is to be sent, the digests come from that walk and the machine's tasks are not walked.
+fn build_poll(master: &Master, id: &MachineId, statuses: bool, memory: &mut PollMemory) -> Option<pb::PollRequest> {
     let s = master.state();
     s.machines.get(id)?;
     let generation = s.poll_generation(id);
     let status_version = |d: PollDigests| if statuses { 0 } else { d.status };
+    let acked = memory.acked;
+    memory.sending = None;
     // (generation 0: never marked since this state was built, so unchanged since; a state
     // replaced by a snapshot marks every registered machine)
-    if let Some(w) = walked.filter(|w| w.generation == generation) {
+    if let Some(w) = memory.walked.filter(|w| w.generation == generation) {
         if acked.is_none_or(|a| a == w.digests.version) {
             metrics::counter!(crate::metrics::POLL_WALKS, "walk" => "skipped").increment(1);
             return Some(pb::PollRequest {
                 machine_id: id.0.clone(),
                 cell: s.cell.clone(),
                 version: w.digests.version,
-                full: false,
-                tasks: Vec::new(),
                 status_version: status_version(w.digests),
+                ..Default::default()
             });
         }
     }
     metrics::counter!(crate::metrics::POLL_WALKS, "walk" => "walked").increment(1);
     let live = desired(&s, id);
     let digests = digests_of(&live);
-    *walked = Some(Walked { generation, digests });
+    memory.walked = Some(Walked { generation, digests });
     let version = digests.version;
-    let full = acked.is_some_and(|a| a != version);
-    let status_version = if full { 0 } else { status_version(digests) };
-    let tasks = if !full {
-        Vec::new()
-    } else {
-        live.iter()
-            .map(|(t, spec)| pb::TaskAssignment {
-                job: t.job.clone(),
-                index: t.index,
-                incarnation: t.incarnation,
-                user: spec.user.clone(),
-                kind: kind_to_pb(spec.kind) as i32,
-                command: spec.command.clone(),
-                env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                resources: Some(resources_to_pb(spec.resources)),
-                restart: Some(restart_to_pb(spec.restart)),
-                grace_period_ms: spec.grace_period_ms,
-                job_version: t.job_version,
-                ports: t.ports.iter().map(|(k, v)| (k.clone(), u32::from(*v))).collect(),
-                liveness: spec.health.liveness.as_deref().map(check_to_pb),
-                readiness: spec.health.readiness.as_deref().map(check_to_pb),
-                priority: spec.priority.0,
-            })
-            .collect()
+    let mut req = pb::PollRequest {
+        machine_id: id.0.clone(),
+        cell: s.cell.clone(),
+        version,
+        status_version: status_version(digests),
+        ..Default::default()
     };
-    Some(pb::PollRequest { machine_id: id.0.clone(), cell: s.cell.clone(), version, full, tasks, status_version })
+    let Some(acked) = acked.filter(|a| *a != version) else { return Some(req) };
+    // the set is sent: whole, or as a delta against the one the Borglet holds
+    req.status_version = 0;
+    match memory.held.as_ref().filter(|h| h.version == acked && !memory.no_deltas) {
+        Some(held) => {
+            let (removed, added) = delta(&held.tasks, &live);
+            metrics::counter!(crate::metrics::POLL_SETS, "sent" => "delta").increment(1);
+            req.base_version = held.version;
+            req.removed = removed;
+            req.tasks = added.into_iter().map(|i| assignment(live[i].0, live[i].1)).collect();
+        }
+        None => {
+            metrics::counter!(crate::metrics::POLL_SETS, "sent" => "whole").increment(1);
+            req.full = true;
+            req.tasks = live.iter().map(|(t, spec)| assignment(t, spec)).collect();
+        }
+    }
+    memory.sending =
+        Some(HeldSet { version, tasks: live.iter().map(|(t, _)| (t.id(), t.incarnation, t.job_version)).collect() });
+    Some(req)
 }
 
 /// The task-status digest ([`pb::status_digest`]) of what the committed state records of
@@ -444,11 +534,10 @@ async fn poll_machine(
     let base_timeout = (interval * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
     let grace = interval * master.config.missed_polls_down;
     let mut client: Option<(String, BorgletClient<Channel>)> = None;
-    let mut acked: Option<u64> = None;
     let mut liveness = Liveness::new(Instant::now());
     let mut attempted = false;
     let mut in_flight = InFlight::default();
-    let mut walked = None;
+    let mut memory = PollMemory::default();
     // counts polls, so that every STATUSES_EVERY-th asks for every task's status and usage; the
     // machines' phases spread those polls over the interval too
     let mut polls = phase.as_nanos() as u64;
@@ -472,7 +561,7 @@ async fn poll_machine(
             match shared.channels.get(&address, base_timeout) {
                 Ok(ch) => {
                     client = Some((address.clone(), BorgletClient::new(ch)));
-                    acked = None;
+                    memory.failed();
                 }
                 Err(e) => tracing::warn!(machine = %id, %address, error = %e, "bad Borglet address"),
             }
@@ -480,8 +569,9 @@ async fn poll_machine(
         polls = polls.wrapping_add(1);
         // (a new leader's first round asks only for the digests: the cheapest round it can make)
         let statuses = attempted && polls.is_multiple_of(STATUSES_EVERY);
-        let Some(req) = build_poll(&master, &id, acked, statuses, &mut walked) else { return };
-        let (probe, version) = (acked.is_none(), req.version);
+        let probe = memory.acked.is_none();
+        let Some(req) = build_poll(&master, &id, statuses, &mut memory) else { return };
+        let (version, base_version) = (req.version, req.base_version);
         let started = Instant::now();
         let timeout = shared.latency.timeout(base_timeout);
         let result = match client.as_mut() {
@@ -514,7 +604,7 @@ async fn poll_machine(
                 let resp = resp.into_inner();
                 liveness.ok(Instant::now());
                 shared.latency.record(took);
-                acked = Some(resp.applied_version);
+                memory.answered(resp.applied_version, base_version);
                 let registered = master.state().machines.len();
                 {
                     let mut soft = master.soft();
@@ -570,7 +660,7 @@ async fn poll_machine(
             }
             Err(e) => {
                 liveness.failed();
-                acked = None;
+                memory.failed();
                 tracing::debug!(machine = %id, misses = liveness.misses, error = %e, "poll failed");
                 let (up, machines) = {
                     let s = master.state();
@@ -659,6 +749,69 @@ mod tests {
                 reclaimed: false,
             },
         )
+    }
+
+    #[test]
+    fn a_delta_names_the_tasks_gone_and_carries_only_the_new_or_changed() {
+        use crate::state::fixtures::{bind, machine, run, running, spec};
+        let mut s = CellState::new("c");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 3), expected_version: None }).unwrap();
+        running(&mut s, "web", "m1");
+        let m1 = MachineId("m1".into());
+        let held: Vec<_> = desired(&s, &m1).iter().map(|(t, _)| (t.id(), t.incarnation, t.job_version)).collect();
+        let names = |d: &(Vec<pb::TaskRef>, Vec<usize>), s: &CellState| {
+            let live = desired(s, &m1);
+            let removed: Vec<String> = d.0.iter().map(|r| format!("{}/{}", r.job, r.index)).collect();
+            let added: Vec<String> = d.1.iter().map(|i| live[*i].0.id().to_string()).collect();
+            (removed, added)
+        };
+        assert_eq!(names(&delta(&held, &desired(&s, &m1)), &s), (vec![], vec![]), "the same set: nothing");
+        // web/0 restarts: its old run leaves the machine; the others carry on at the job's new
+        // version (which their assignments carry)
+        run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![0] }).unwrap();
+        let (web1, web2) = ("web/1".to_string(), "web/2".to_string());
+        assert_eq!(
+            names(&delta(&held, &desired(&s, &m1)), &s),
+            (vec!["web/0".into()], vec![web1.clone(), web2.clone()])
+        );
+        // its new run comes back, and a task of another job (sorted before) comes
+        bind(&mut s, "web", 0, "m1");
+        run(&mut s, Command::ApplyJob { spec: spec("api", 1), expected_version: None }).unwrap();
+        bind(&mut s, "api", 0, "m1");
+        let held: Vec<_> = desired(&s, &m1).iter().map(|(t, _)| (t.id(), t.incarnation, t.job_version)).collect();
+        assert_eq!(held.len(), 4);
+        // the task sorted first leaves (a stop: nothing else changes)
+        run(&mut s, Command::KillJob { name: "api".into() }).unwrap();
+        assert_eq!(names(&delta(&held, &desired(&s, &m1)), &s), (vec!["api/0".into()], vec![]));
+        let held: Vec<_> = desired(&s, &m1).iter().map(|(t, _)| (t.id(), t.incarnation, t.job_version)).collect();
+        run(&mut s, Command::ApplyJob { spec: spec("zed", 1), expected_version: None }).unwrap();
+        bind(&mut s, "zed", 0, "m1");
+        assert_eq!(names(&delta(&held, &desired(&s, &m1)), &s), (vec![], vec!["zed/0".into()]));
+        // and the task sorted last leaves
+        let held: Vec<_> = desired(&s, &m1).iter().map(|(t, _)| (t.id(), t.incarnation, t.job_version)).collect();
+        run(&mut s, Command::KillJob { name: "zed".into() }).unwrap();
+        assert_eq!(names(&delta(&held, &desired(&s, &m1)), &s), (vec!["zed/0".into()], vec![]));
+    }
+
+    #[test]
+    fn a_borglet_that_refuses_a_delta_gets_whole_sets() {
+        let set = |version| HeldSet { version, tasks: vec![] };
+        let mut m = PollMemory { sending: Some(set(1)), ..Default::default() };
+        m.answered(1, 0);
+        assert_eq!(m.held, Some(set(1)), "a whole set it took: held");
+        m.sending = Some(set(2));
+        m.answered(2, 1);
+        assert_eq!((m.held.clone(), m.no_deltas), (Some(set(2)), false), "a delta it took: held");
+        m.sending = Some(set(3));
+        m.answered(2, 2);
+        assert_eq!((m.held.clone(), m.no_deltas), (None, true), "a delta it refused: whole sets from now on");
+        // a Borglet that answers another set than the one held (it restarted with an older one)
+        let mut m = PollMemory { held: Some(set(5)), ..Default::default() };
+        m.answered(4, 0);
+        assert_eq!(m.held, None);
+        m.failed();
+        assert_eq!(m.acked, None);
     }
 
     #[test]

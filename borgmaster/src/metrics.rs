@@ -54,6 +54,10 @@ pub const POLL_OVERRUNS: &str = "borg_link_poll_overruns_total";
 /// (`walk=walked`: its poll generation moved, or its set was sent) or its last digests still
 /// held (`walk=skipped`).
 pub const POLL_WALKS: &str = "borg_link_poll_walks_total";
+/// Counter (leader only): desired sets sent to Borglets, by `sent=whole` (the whole set: the
+/// master does not know what the Borglet holds) or `sent=delta` (only what changed since the
+/// set it holds).
+pub const POLL_SETS: &str = "borg_link_poll_sets_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -180,6 +184,11 @@ fn describe() {
         POLL_WALKS,
         Unit::Count,
         "Leader only: polls built, by walk=walked (the machine's tasks walked for its digests: something bound to it changed) or walk=skipped (the digests of the last walk still held)."
+    );
+    describe_counter!(
+        POLL_SETS,
+        Unit::Count,
+        "Leader only: desired task sets sent to Borglets, by sent=whole (the whole set) or sent=delta (only the tasks new, changed or removed since the set the Borglet holds)."
     );
     describe_counter!(
         REPORTS_PROPOSED,

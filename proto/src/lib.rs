@@ -57,6 +57,20 @@ impl<'a> StatusKey<'a> {
     }
 }
 
+/// The desired-set digest of a machine (`PollRequest.version`): a digest of its tasks'
+/// identities, given as (job, index, incarnation, job version) in (job, index) order (the
+/// order of `PollRequest.tasks`); never 0 (which means "nothing applied yet"). The master
+/// computes it from its committed state; a Borglet checks with it that a delta
+/// (`PollRequest.base_version`) applied to its set gives the master's.
+pub fn desired_digest<'a>(tasks: impl IntoIterator<Item = (&'a str, u32, u64, u64)>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for t in tasks {
+        t.hash(&mut h);
+    }
+    h.finish().max(1)
+}
+
 /// The task-status digest of a machine (`PollResponse.status_version`): a digest of the
 /// [`StatusKey`]s of its tasks, in any order (per-task hashes are summed), never 0 (which means
 /// "none"). The master computes it from its committed state and the Borglet from what it

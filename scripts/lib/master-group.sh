@@ -80,15 +80,19 @@ running() {
     curl -s "http://$1/metrics" | awk '/^borg_tasks\{/ && /state="running"/ { s += $2 } END { print s + 0 }'
 }
 
-# poll_counters HTTP: "SCHEDULED POLLS OVERRUNS" from one scrape of the replica at HTTP: the
-# tasks it has seen placed (borg_task_transitions_total{kind="scheduled"}), the polls it sent as
-# leader (borg_link_poll_duration_seconds_count) and how many of them ended after their
-# machine's next poll was due (borg_link_poll_overruns_total): a full round fits in the poll
-# interval while no poll overruns.
+# poll_counters HTTP: "SCHEDULED POLLS OVERRUNS WHOLE DELTA" from one scrape of the replica at
+# HTTP: the tasks it has seen placed (borg_task_transitions_total{kind="scheduled"}), the polls it
+# sent as leader (borg_link_poll_duration_seconds_count), how many of them ended after their
+# machine's next poll was due (borg_link_poll_overruns_total: a full round fits in the poll
+# interval while no poll overruns), and the desired sets it sent whole and as deltas
+# (borg_link_poll_sets_total{sent}).
 poll_counters() {
     curl -s "http://$1/metrics" | awk '/^borg_task_transitions_total\{/ && /kind="scheduled"/ { s += $2 }
         $1 == "borg_link_poll_duration_seconds_count" { p = $2 }
-        $1 == "borg_link_poll_overruns_total" { o = $2 } END { printf "%d %d %d\n", s, p, o }'
+        $1 == "borg_link_poll_overruns_total" { o = $2 }
+        $1 == "borg_link_poll_sets_total{sent=\"whole\"}" { w = $2 }
+        $1 == "borg_link_poll_sets_total{sent=\"delta\"}" { d = $2 }
+        END { printf "%d %d %d %d %d\n", s, p, o, w, d }'
 }
 
 # machines_in STATE ADDRS: how many machines are in STATE (up, down, draining...).

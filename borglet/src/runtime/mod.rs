@@ -103,6 +103,55 @@ impl Runtime {
         self.desired_confirmed();
     }
 
+    /// Applies a delta from the master (`PollRequest.base_version`): when this Borglet holds the
+    /// set of digest `base`, drops the tasks in `removed`, takes `added` (new tasks, or new runs
+    /// or versions of tasks it holds) and holds `version`, provided the result's digest
+    /// ([`borg_proto::desired_digest`]) is `version`. Returns whether it did; otherwise nothing
+    /// changed (the master then sends the whole set).
+    pub fn apply_delta(
+        &mut self,
+        base: u64,
+        version: u64,
+        cell: &str,
+        removed: &[TaskId],
+        added: Vec<TaskSpec>,
+    ) -> bool {
+        if base == 0 || base != self.applied_version {
+            return false;
+        }
+        let added: BTreeMap<TaskId, TaskSpec> = added.into_iter().map(|t| (t.task_id(), t)).collect();
+        let removed: std::collections::BTreeSet<&TaskId> = removed.iter().collect();
+        let mut result: Vec<&TaskSpec> = self
+            .desired
+            .iter()
+            .filter(|(id, _)| !removed.contains(id) && !added.contains_key(*id))
+            .map(|(_, t)| t)
+            .chain(added.values())
+            .collect();
+        result.sort_by(|a, b| (a.job.as_str(), a.index).cmp(&(b.job.as_str(), b.index)));
+        let digest =
+            borg_proto::desired_digest(result.iter().map(|t| (t.job.as_str(), t.index, t.incarnation, t.job_version)));
+        if digest != version {
+            tracing::warn!(
+                base,
+                version,
+                digest,
+                "a delta from the master does not give its set; keeping ours (the master sends the whole set)"
+            );
+            return false;
+        }
+        let removed: Vec<TaskId> = removed.into_iter().cloned().collect();
+        for id in removed {
+            self.desired.remove(&id);
+        }
+        self.desired.extend(added);
+        self.applied_version = version;
+        self.cell = cell.to_string();
+        self.dirty = true;
+        self.desired_confirmed();
+        true
+    }
+
     /// The master confirmed the desired set (a poll whose version matches the one applied):
     /// reaps orphans the first time.
     pub fn desired_confirmed(&mut self) {
@@ -552,6 +601,37 @@ mod tests {
 
     fn never() -> Restart {
         Restart { policy: RestartPolicy::Never, max_restarts: None }
+    }
+
+    fn digest(tasks: &[&TaskSpec]) -> u64 {
+        borg_proto::desired_digest(tasks.iter().map(|t| (t.job.as_str(), t.index, t.incarnation, t.job_version)))
+    }
+
+    #[test]
+    fn a_delta_is_taken_only_against_the_set_held_and_only_when_it_gives_the_masters_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = Runtime::new("m1", dir.path(), CgroupSupport::None("test".into())).unwrap();
+        let (a0, a1) = (spec("a", 0, 1, "sleep 30", never()), spec("a", 1, 1, "sleep 30", never()));
+        let base = digest(&[&a0, &a1]);
+        rt.set_desired(base, "c", vec![a0.clone(), a1.clone()]);
+        // a/0 goes, a/1 takes a new incarnation, b/0 comes
+        let (a1b, b0) = (spec("a", 1, 2, "sleep 30", never()), spec("b", 0, 1, "sleep 30", never()));
+        let version = digest(&[&a1b, &b0]);
+        let removed = [TaskId::new("a", 0)];
+        // against another base, or giving another set: refused, nothing changes
+        assert!(!rt.apply_delta(base + 1, version, "c", &removed, vec![a1b.clone(), b0.clone()]));
+        assert!(!rt.apply_delta(base, version, "c", &removed, vec![a1b.clone()]));
+        assert_eq!(rt.applied_version, base);
+        assert_eq!(
+            rt.desired.values().map(|t| (t.job.as_str(), t.index, t.incarnation)).collect::<Vec<_>>(),
+            [("a", 0, 1), ("a", 1, 1)]
+        );
+        assert!(rt.apply_delta(base, version, "c", &removed, vec![a1b, b0]));
+        assert_eq!(rt.applied_version, version);
+        assert_eq!(
+            rt.desired.values().map(|t| (t.job.as_str(), t.index, t.incarnation)).collect::<Vec<_>>(),
+            [("a", 1, 2), ("b", 0, 1)]
+        );
     }
 
     /// Ticks until `f` holds (at most 10 s of real time).
