@@ -494,18 +494,35 @@ impl TestCell {
     }
 }
 
-/// `n` consecutive TCP ports on 127.0.0.1 below the kernel's ephemeral range that are free now:
-/// (first, last). Best effort: ports are probed by binding them, so another process (another
-/// test's Borglet) may still take one later; the start is random to make that unlikely.
+/// `n` consecutive TCP ports on 127.0.0.1 below the kernel's ephemeral range that are free now
+/// and reserved for this test process: (first, last). Each port is reserved by an exclusive lock
+/// on `<tmp>/borg-test-ports/<port>`, held until the process exits, so no other test (a thread of
+/// this process or another test binary) is handed it too: picking by probing alone let two tests
+/// pick the same port between one's probe and its bind ("Address already in use"). A process
+/// outside the tests may still take one; the start is random to make that unlikely.
 pub fn free_port_range(n: u16) -> (u16, u16) {
     use std::hash::{BuildHasher, Hasher};
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("borg-test-ports");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for _ in 0..200 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         let first = 10_000 + (h.finish() % 22_000) as u16;
-        let held: Vec<_> =
-            (first..first + n).filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).collect();
-        if held.len() == n as usize {
+        // (a lock file that cannot be opened counts as taken)
+        let locks: Vec<std::fs::File> = (first..first + n)
+            .map_while(|p| {
+                let f =
+                    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(p.to_string()));
+                f.ok().filter(|f| f.try_lock().is_ok())
+            })
+            .collect();
+        if locks.len() < n as usize {
+            continue;
+        }
+        let free = (first..first + n).filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok()).count();
+        if free == n as usize {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).extend(locks);
             return (first, first + n - 1);
         }
     }
@@ -559,4 +576,19 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_reserved_port_is_never_handed_out_again() {
+        let (first, last) = super::free_port_range(16);
+        // another process (or thread) cannot take its lock
+        let f = std::fs::File::open(std::env::temp_dir().join("borg-test-ports").join(first.to_string())).unwrap();
+        assert!(f.try_lock().is_err(), "port {first} is reserved by this process");
+        for _ in 0..50 {
+            let (a, b) = super::free_port_range(16);
+            assert!(b < first || a > last, "{a}-{b} overlaps {first}-{last}");
+        }
+    }
 }
