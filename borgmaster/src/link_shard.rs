@@ -751,6 +751,51 @@ mod tests {
         )
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// The promise the pollers skip their walks on: after any command, a machine whose poll
+        /// generation did not move polls with the same digests.
+        #[test]
+        fn a_machine_whose_poll_generation_did_not_move_polls_with_the_same_digests(
+            ops in proptest::collection::vec(proptest::prelude::any::<(u8, u8, u8, u8)>(), 1..80)
+        ) {
+            let mut s = CellState::new("p");
+            let mut walked = std::collections::HashMap::new();
+            for (i, (op, a, b, c)) in ops.into_iter().enumerate() {
+                let command = crate::state::props::command(&s, op, a, b, c);
+                let _ = s.apply(&crate::state::Entry { time_ms: i as i64, command: command.clone() });
+                for m in s.machines.keys() {
+                    let now = (s.poll_generation(m), poll_digests(&s, m));
+                    if let Some((generation, digests)) = walked.insert(m.clone(), now) {
+                        if generation == now.0 {
+                            proptest::prop_assert_eq!(digests, now.1, "{} changed by {:?} without its poll generation moving", m, command);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn restarting_some_tasks_moves_the_poll_generation_of_the_machines_holding_the_others() {
+        use crate::state::fixtures::{bind, machine, run, running, spec};
+        let mut s = CellState::new("dev");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::RegisterMachine { machine: machine("m2") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: None }).unwrap();
+        bind(&mut s, "web", 0, "m1");
+        bind(&mut s, "web", 1, "m2");
+        running(&mut s, "web", "m1");
+        let m2 = MachineId("m2".into());
+        let (generation, digests) = (s.poll_generation(&m2), poll_digests(&s, &m2));
+        run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![0] }).unwrap();
+        // task 1 was not asked for: it carries on as the new version, which m2's polls carry
+        assert_eq!(s.jobs["web"].tasks[1].job_version, 2);
+        assert_ne!(poll_digests(&s, &m2), digests);
+        assert_ne!(s.poll_generation(&m2), generation, "m2's polls would keep the old digests");
+    }
+
     #[test]
     fn a_delta_names_the_tasks_gone_and_carries_only_the_new_or_changed() {
         use crate::state::fixtures::{bind, machine, run, running, spec};

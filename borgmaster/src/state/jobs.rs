@@ -408,24 +408,6 @@ mod tests {
     }
 
     #[test]
-    fn restarting_some_tasks_moves_the_poll_generation_of_the_machines_holding_the_others() {
-        let mut s = CellState::new("dev");
-        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
-        run(&mut s, Command::RegisterMachine { machine: machine("m2") }).unwrap();
-        run(&mut s, Command::ApplyJob { spec: spec("web", 2), expected_version: None }).unwrap();
-        bind(&mut s, "web", 0, "m1");
-        bind(&mut s, "web", 1, "m2");
-        running(&mut s, "web", "m1");
-        let m2 = MachineId("m2".into());
-        let (generation, digests) = (s.poll_generation(&m2), crate::link_shard::poll_digests(&s, &m2));
-        run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![0] }).unwrap();
-        // task 1 was not asked for: it carries on as the new version, which m2's polls carry
-        assert_eq!(s.jobs["web"].tasks[1].job_version, 2);
-        assert_ne!(crate::link_shard::poll_digests(&s, &m2), digests);
-        assert_ne!(s.poll_generation(&m2), generation, "m2's polls would keep the old digests");
-    }
-
-    #[test]
     fn scaling_a_job_or_changing_its_update_policy_restarts_no_task() {
         let mut s = CellState::new("dev");
         run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
