@@ -221,6 +221,7 @@ struct PollMemory {
     /// The Borglet refused a delta (it predates them, or its set was not the base after all):
     /// this poller sends it whole sets only.
     no_deltas: bool,
+    /// The digests of the last walk over the machine's tasks, with its poll generation then.
     walked: Option<Walked>,
 }
 
