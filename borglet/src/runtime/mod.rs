@@ -140,9 +140,8 @@ impl Runtime {
             );
             return false;
         }
-        let removed: Vec<TaskId> = removed.into_iter().cloned().collect();
         for id in removed {
-            self.desired.remove(&id);
+            self.desired.remove(id);
         }
         self.desired.extend(added);
         self.applied_version = version;
