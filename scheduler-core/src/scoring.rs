@@ -47,8 +47,28 @@
 //!   memory only; 18 distinct pod lists of 8,152 pods each, the GPU-spec variants left out
 //!   since GPUs are), the hybrid needed 22,507 machines in all against best fit's 19,726 before
 //!   the reserve (worse on 16 lists, by up to 81%: 1,523 against 840) and 19,730 after (better
-//!   on 8, worse on 9 by at most 1.1%, equal on 1); there the crowding term costs about 1%
-//!   (`--spread 0` beats both on every list tried).
+//!   on 8, worse on 9 by at most 1.1%, equal on 1); there the crowding term cost about 1%
+//!   (`--spread 0` beat both on every list tried). Every OpenB pod is a job of its own, and its
+//!   classes are small against the cell: spreading them serves neither end of the term (no job
+//!   has two tasks to keep apart, no class is large enough to mix shapes), so the scheduler now
+//!   spreads a class only when one of its jobs has two or more tasks in it or it holds at least
+//!   a quarter as many tasks as the cell has failure domains (`spreads` in `schedule.rs`). The
+//!   19 CPU, default, gpushare and multigpu lists (`--seeds 3`): hybrid 21,129 machines against
+//!   best fit's 21,249 (21,253 before), better on 17 lists, worse on 1 (gpushare100: 769 against
+//!   765), equal on 1 (multigpu50, where no machine can go). The hetero shapes and the Google
+//!   trace barely move (their jobs have many tasks): Google 0.972 (`fauxmaster compact --trace`,
+//!   11 seeds: median 9,388 machines, best fit 9,567, lower bound 9,129).
+//!
+//!   Wider hetero sweep (`--seeds 3`, summed smallest cells, hybrid / best fit): 100 / 300 at 0.5,
+//!   cells 1-100: 18,243 / 18,457; 300 / 900, cells 1-50: 26,200 / 27,410, at 0.3 (cells 1-30)
+//!   8,871 / 9,367, at 0.7: 38,624 / 38,779; 1,500 / 4,600 cells 1-8: 20,046 / 23,293; 200 /
+//!   2,000 cells 1-30: 9,639 / 10,547; 50 / 150 cells 1-100: 9,145 / 9,160; 1,000 / 10,000 at
+//!   0.7 cells 1-4: 9,222 / 10,264; 500 / 1,500 at 0.8: cells 1-20 28,237 / 28,043, cells
+//!   100-129 43,525 / 43,604. Where the hybrid still needs more: 100 / 300 at 0.9 (three tasks
+//!   of about 30% of a machine each per machine), cells 1-50 14,918 / 14,892 and cells 100-199
+//!   29,882 / 29,799 (0.2-0.3%); the imbalance term costs it (`--strand 0`: 29,803). Scaling
+//!   that term down for tasks large against the machine cost far more elsewhere (1,500 / 4,600:
+//!   22,341 instead of 20,046; Google 0.966), so it stays.
 //!
 //! [`Weights::default`] is the hybrid; [`Weights::best_fit`] keeps only `waste` (and preemption),
 //! for comparison.
