@@ -424,14 +424,23 @@ const STATUSES_EVERY: u64 = 5;
 /// (It used to be sent again after 5 s: when a busy leader took longer than that to commit, every
 /// uncommitted report was proposed again every 5 s, and the copies lengthened the backlog that
 /// delayed them: at 1,000,000 starting tasks, minutes of commits.)
+///
+/// Kept by job name, then task index, so that a poll's changes are looked up without a name
+/// copied; each poll's changes mark what they still hold (`seen`), and the rest is forgotten.
 #[derive(Default)]
-struct InFlight(std::collections::HashMap<(String, u32), Sent>);
+struct InFlight {
+    jobs: std::collections::HashMap<String, std::collections::HashMap<u32, Sent>>,
+    /// Counts the calls of [`InFlight::fresh`] that had changes.
+    epoch: u64,
+}
 
-/// A report in flight: what was sent, when, and `Shared::report_failures` then.
+/// A report in flight: what was sent, when, `Shared::report_failures` then, and the last
+/// [`InFlight::epoch`] whose changes held it.
 struct Sent {
     report: TaskReport,
     at: Instant,
     failures: u64,
+    seen: u64,
 }
 
 /// How long a report may stay uncommitted, with no commit failing, before its poller sends it
@@ -448,23 +457,37 @@ impl InFlight {
         now: Instant,
         failures: u64,
     ) -> Vec<(MachineId, TaskReport)> {
-        let mut keep = std::collections::HashMap::with_capacity(changes.len());
+        if changes.is_empty() {
+            self.jobs.clear();
+            return Vec::new();
+        }
+        self.epoch += 1;
+        let epoch = self.epoch;
         let mut out = Vec::new();
         for (machine, r) in changes {
-            let key = (r.job.clone(), r.index);
-            match self.0.remove(&key) {
+            if !self.jobs.contains_key(r.job.as_str()) {
+                self.jobs.insert(r.job.clone(), Default::default());
+            }
+            let Some(runs) = self.jobs.get_mut(r.job.as_str()) else { continue };
+            match runs.get_mut(&r.index) {
                 Some(sent)
-                    if sent.report == r && sent.failures == failures && now.duration_since(sent.at) < REPORT_RESEND =>
+                    if sent.seen != epoch
+                        && sent.report == r
+                        && sent.failures == failures
+                        && now.duration_since(sent.at) < REPORT_RESEND =>
                 {
-                    keep.insert(key, sent);
+                    sent.seen = epoch;
                 }
                 _ => {
-                    keep.insert(key, Sent { report: r.clone(), at: now, failures });
+                    runs.insert(r.index, Sent { report: r.clone(), at: now, failures, seen: epoch });
                     out.push((machine, r));
                 }
             }
         }
-        self.0 = keep;
+        self.jobs.retain(|_, runs| {
+            runs.retain(|_, sent| sent.seen == epoch);
+            !runs.is_empty()
+        });
         out
     }
 }
@@ -554,11 +577,19 @@ async fn poll_machine(
     }
     let mut failing = Failing(&shared, false);
     loop {
-        let Some(address) = master.state().machines.get(&id).map(|m| m.address.clone()) else {
-            tracing::warn!(machine = %id, "machine no longer registered; poller stops");
-            return;
+        // one lookup of the machine per poll: whether it is down now (only this poller marks it
+        // down, so that cannot change before the answer), and its address, copied only when the
+        // client must be made again
+        let (down, moved) = {
+            let s = master.state();
+            let Some(m) = s.machines.get(&id) else {
+                tracing::warn!(machine = %id, "machine no longer registered; poller stops");
+                return;
+            };
+            let moved = client.as_ref().is_none_or(|(a, _)| *a != m.address).then(|| m.address.clone());
+            (m.state == MachineState::Down, moved)
         };
-        if client.as_ref().is_none_or(|(a, _)| *a != address) {
+        if let Some(address) = moved {
             match shared.channels.get(&address, base_timeout) {
                 Ok(ch) => {
                     client = Some((address.clone(), BorgletClient::new(ch)));
@@ -648,7 +679,6 @@ async fn poll_machine(
                         let _ = reports.send(ch);
                     }
                 }
-                let down = master.state().machines.get(&id).is_some_and(|m| m.state == MachineState::Down);
                 if down {
                     if let Err(e) = master.propose(Command::MachineUp { id: id.clone() }).await {
                         tracing::warn!(machine = %id, error = %e, "could not mark machine up");
@@ -902,6 +932,13 @@ mod tests {
         assert_eq!(f.fresh(vec![dead], t0 + s(100), 1).len(), 1);
         // other tasks are independent
         let other = report(1, TaskState::Running, Some(8));
-        assert_eq!(f.fresh(vec![other.clone(), report(0, TaskState::Dead, None)], t0 + s(101), 1), vec![other]);
+        assert_eq!(f.fresh(vec![other.clone(), report(0, TaskState::Dead, None)], t0 + s(101), 1), vec![other.clone()]);
+        // what is no longer among the changes is forgotten
+        let held = |f: &InFlight| f.jobs.values().map(|runs| runs.len()).sum::<usize>();
+        assert_eq!(held(&f), 2);
+        assert!(f.fresh(vec![other.clone()], t0 + s(102), 1).is_empty());
+        assert_eq!(held(&f), 1);
+        assert!(f.fresh(vec![], t0 + s(103), 1).is_empty());
+        assert_eq!(held(&f), 0);
     }
 }

@@ -1048,7 +1048,8 @@ mod tests {
     fn only_classes_with_a_job_of_several_tasks_or_large_against_the_cell_spread() {
         let machines = [(8000, 8 << 30, "x"); 40];
         let single = |jobs: u32| (0..jobs).map(|j| group(10 + j, 100, 800, (8 << 30) / 10, 1)).collect::<Vec<_>>();
-        let racks = |c: &CellModel, p: &Placement| p.bindings.iter().map(|b| c.domain[b.machine]).collect::<HashSet<u32>>();
+        let racks =
+            |c: &CellModel, p: &Placement| p.bindings.iter().map(|b| c.domain[b.machine]).collect::<HashSet<u32>>();
 
         let mut c = cell(&machines);
         let p = exhaustive().schedule(&mut c, &single(2));
