@@ -13,6 +13,9 @@ use std::time::Duration;
 
 /// Scheduling pass duration.
 pub const PASS_SECONDS: &str = "borg_scheduling_pass_duration_seconds";
+/// Counter: scheduling passes that ran a second time with plain best fit
+/// (`scheduler_core::Params::second_pass`), by whether its placement was kept.
+pub const SECOND_PASSES: &str = "borg_scheduling_second_passes_total";
 /// Apply (or eviction) to running, per task.
 pub const PLACEMENT_LATENCY: &str = "borg_placement_latency_seconds";
 /// One poll of one Borglet, as the master sees it.
@@ -155,6 +158,11 @@ fn describe() {
         "Task state transitions, by kind (scheduled, running, dead, pending, preempted, stopping)."
     );
     describe_histogram!(PASS_SECONDS, Unit::Seconds, "Wall time of one scheduling pass, snapshot to commit.");
+    describe_counter!(
+        SECOND_PASSES,
+        Unit::Count,
+        "Passes that left production work pending for room their own choices took and ran again with plain best fit, by whether the best-fit placement was kept (kept=true|false)."
+    );
     describe_histogram!(
         PLACEMENT_LATENCY,
         Unit::Seconds,

@@ -149,6 +149,10 @@ impl SchedulerLoop {
             scheduler.clear_cache();
             scheduler.schedule(&mut snap.model, &snap.groups)
         });
+        if placement.stats.second_pass {
+            let kept = if placement.stats.second_pass_kept { "true" } else { "false" };
+            metrics::counter!(crate::metrics::SECOND_PASSES, "kept" => kept).increment(1);
+        }
         // gangs that did not fit whole commit nothing this pass
         let held_gangs = hold_partial_gangs(&snap, &mut placement);
         {

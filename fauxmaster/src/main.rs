@@ -68,6 +68,11 @@ struct SchedArgs {
     /// Never preempt.
     #[arg(long, global = true)]
     no_preemption: bool,
+    /// Without the live master's best-fit second pass (scheduler_core::Params::second_pass: a
+    /// pass that leaves production work pending for room its own choices took runs again with
+    /// plain best fit, and the placement that placed more is kept).
+    #[arg(long, global = true)]
+    no_second_pass: bool,
     /// Resource reclamation (Borg §5.5): batch and free tasks are placed against the
     /// reservations of the tasks on a machine (each task's peak usage + 10% + 50 millicores /
     /// 64 MiB, its request at most), production and monitoring against requests. Usage from the
@@ -391,6 +396,7 @@ fn main() -> anyhow::Result<()> {
         },
         preemption: !cli.sched.no_preemption,
         explain: true,
+        second_pass: !cli.sched.no_second_pass,
     };
     let started = Instant::now();
     let Outcome { mut report, placements, .. } = match &cli.command {

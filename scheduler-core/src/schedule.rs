@@ -25,6 +25,9 @@
 //! A class that found no machine at all spares the larger classes of its band in the same pass
 //! the walk over the cell (`Nowhere`).
 //!
+//! A pass that leaves production work pending for room its own choices took runs again with
+//! plain best fit, keeping whichever placed more ([`Params::second_pass`]).
+//!
 //! Spreading (the crowding term) keeps its hands off empty machines while a large task of the
 //! pass (more than half of the cell's largest machine in some resource) still waits for one
 //! (`EmptyReserve`): best fit keeps machines empty by nature, spreading does not.
@@ -75,11 +78,15 @@ pub struct Params {
     /// Whether to compute a [`WhyPending`] for unplaced classes (a scan of the whole cell per
     /// such class); when false, [`Unplaced::why`] is empty.
     pub explain: bool,
+    /// A second, best-fit pass when the first leaves production or monitoring work pending that
+    /// its own placements took the room of (see [`Scheduler::schedule`]); no effect with
+    /// [`Weights::best_fit`].
+    pub second_pass: bool,
 }
 
 impl Default for Params {
     /// Seed 1, 32 candidates, 4 per production task, the fit walk, hybrid weights, preemption
-    /// on, explanations on.
+    /// on, explanations on, the second pass on.
     fn default() -> Self {
         Params {
             seed: 1,
@@ -89,6 +96,7 @@ impl Default for Params {
             weights: Weights::default(),
             preemption: true,
             explain: true,
+            second_pass: true,
         }
     }
 }
@@ -131,6 +139,10 @@ pub struct PassStats {
     pub examined: u64,
     /// Scores computed.
     pub scored: u64,
+    /// Whether the pass ran twice ([`Params::second_pass`]): these counters add both.
+    pub second_pass: bool,
+    /// Whether the best-fit second pass's placement was kept (it placed more tasks).
+    pub second_pass_kept: bool,
 }
 
 /// Result of one scheduling pass.
@@ -160,6 +172,10 @@ pub struct Scheduler {
     reserve: EmptyReserve,
     /// The classes of the last pass that fit nowhere (see [`Nowhere`]).
     nowhere: Vec<Nowhere>,
+    /// The scheduler of the best-fit second pass ([`Params::second_pass`]), with caches of its own.
+    best_fit: Option<Box<Scheduler>>,
+    /// Priority and request of each class the last pass left pending.
+    unplaced_shapes: Vec<(crate::priority::Priority, Resources)>,
 }
 
 /// Empty machines kept for the pass's large tasks (see [`EmptyReserve::large`]): spreading a
@@ -302,6 +318,8 @@ impl Scheduler {
             stamp_gen: 0,
             reserve: EmptyReserve::default(),
             nowhere: Vec::new(),
+            best_fit: None,
+            unplaced_shapes: Vec::new(),
         }
     }
 
@@ -316,6 +334,9 @@ impl Scheduler {
         self.cache.clear();
         self.nowhere.clear();
         self.order.clear();
+        if let Some(best_fit) = self.best_fit.as_mut() {
+            best_fit.clear_cache();
+        }
     }
 
     /// Candidates for `class` in a cell of `n` machines, given `k` for every class: a
@@ -475,8 +496,76 @@ impl Scheduler {
     ///
     /// Never fails: tasks that fit nowhere come back in [`Placement::unplaced`] with a
     /// [`WhyPending`].
+    ///
+    /// With [`Params::second_pass`] (the default), a pass that placed tasks without preempting
+    /// anyone but left a production or monitoring class pending that a machine it placed on
+    /// could have held before (its own choices took the room) is undone and run again with plain
+    /// best fit from the same cell; the placement that placed more tasks is kept (the first on a
+    /// tie), and the cell is left as it describes ([`PassStats::second_pass`],
+    /// [`PassStats::second_pass_kept`]). The hybrid's spreading and balancing win on most cells
+    /// but can leave a large task without room on a full one, where best fit does not; this
+    /// keeps the better of the two where it matters (Borg §3.2 leaves the trade to the scorer;
+    /// the "second improving pass" of issue 21). Passes that place nothing, preempt, or leave
+    /// only batch and free work pending (a cell's standing backlog) run once: in `fauxmaster
+    /// replay` of the Google trace no pass ran twice.
     pub fn schedule(&mut self, cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
+        let mut out = self.pass_once(cell, groups);
+        let second = self.params.second_pass
+            && self.params.weights != Weights::best_fit()
+            && !out.unplaced.is_empty()
+            && !out.bindings.is_empty()
+            && out.preempted.is_empty()
+            && self.displaced(cell, &out);
+        if !second {
+            return out;
+        }
+        // the same pass again from the same cell, with plain best fit
+        let first: Vec<(MachineIndex, Resident)> =
+            out.bindings.iter().filter_map(|b| cell.remove(b.machine, b.task).map(|r| (b.machine, r))).collect();
+        let params = Params { weights: Weights::best_fit(), second_pass: false, ..self.params };
+        let best_fit = self.best_fit.get_or_insert_with(|| Box::new(Scheduler::new(params)));
+        let mut alt = best_fit.pass_once(cell, groups);
+        alt.stats.second_pass = true;
+        if alt.bindings.len() > out.bindings.len() && alt.preempted.is_empty() {
+            alt.stats.second_pass_kept = true;
+            alt.stats.examined += out.stats.examined;
+            alt.stats.scored += out.stats.scored;
+            return alt;
+        }
+        for b in &alt.bindings {
+            cell.remove(b.machine, b.task);
+        }
+        for (m, r) in first {
+            cell.add(m, r);
+        }
+        out.stats.second_pass = true;
+        out.stats.examined += alt.stats.examined;
+        out.stats.scored += alt.stats.scored;
+        out
+    }
+
+    /// Whether the pass that gave `out` left pending a production or monitoring class that one
+    /// of the machines it placed tasks on could have held before the pass (resources only):
+    /// then the pass's own placements took its room, and another order of choices may fit both.
+    /// A class that fits on no machine the pass touched fit nowhere before it either (untouched
+    /// machines only kept their room, and the class found none).
+    fn displaced(&self, cell: &CellModel, out: &Placement) -> bool {
+        let mut added: HashMap<MachineIndex, Resources> = HashMap::new();
+        for b in &out.bindings {
+            if let Some(r) = cell.residents(b.machine).iter().find(|r| r.task == b.task) {
+                let e = added.entry(b.machine).or_default();
+                *e = e.saturating_add(r.request);
+            }
+        }
+        self.unplaced_shapes.iter().filter(|(p, _)| crate::cell::places_against_requests(*p)).any(|(p, req)| {
+            added.iter().any(|(&m, add)| cell.up[m] && req.fits_in(&cell.free_for(m, *p).saturating_add(*add)))
+        })
+    }
+
+    /// One pass with this scheduler's weights (see [`Scheduler::schedule`]).
+    fn pass_once(&mut self, cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
         self.pass += 1;
+        self.unplaced_shapes.clear();
         let n = cell.len();
         self.ensure_order(n);
         let classes = classes(groups);
@@ -585,6 +674,7 @@ impl Scheduler {
                 let why =
                     if self.params.explain { why_pending(cell, class, &run.taken) } else { WhyPending::default() };
                 out.unplaced.push(Unplaced { tasks: class.tasks[i..].to_vec(), why });
+                self.unplaced_shapes.push((class.priority, class.request));
             }
             let (mut kept, mut exhausted_at) = (std::mem::take(&mut run.heap).into_vec(), run.exhausted_at);
             if kept.len() > CACHE_KEEP {
@@ -1064,6 +1154,92 @@ mod tests {
         let quarter = (20.0 * SPREAD_CLASS_SHARE).ceil() as u32;
         let p = exhaustive().schedule(&mut c, &single(quarter));
         assert_eq!(racks(&c, &p).len(), quarter as usize, "{:?}", p.bindings);
+    }
+
+    /// The second pass: on m0 (4 cores, 16 GiB) and m1 (8 cores, 8 GiB), a task of 4 cores and
+    /// 4 GiB placed first goes to m1 under the balancing term (it leaves m1 even, m0 all RAM),
+    /// and then a task of 8 cores fits nowhere; best fit puts the first on m0 and both fit.
+    fn displaced_cell() -> (CellModel, Vec<TaskGroup>) {
+        let c = cell(&[(4000, 16 << 30, "x"), (8000, 8 << 30, "x")]);
+        (c, vec![group(1, 260, 4000, 4 << 30, 1), group(2, 250, 8000, 4 << 30, 1)])
+    }
+
+    fn balancing(second_pass: bool) -> Scheduler {
+        let weights = Weights { spread: 0.0, ..Weights::default() };
+        Scheduler::new(Params { candidates: 0, weights, second_pass, ..Default::default() })
+    }
+
+    #[test]
+    fn a_pass_that_left_production_work_without_the_room_it_took_runs_again_with_best_fit() {
+        let (mut c, groups) = displaced_cell();
+        let p = balancing(false).schedule(&mut c, &groups);
+        assert_eq!(p.bindings, vec![Binding { task: t(1, 0), machine: 1 }]);
+        assert_eq!(p.unplaced.len(), 1);
+        assert!(!p.stats.second_pass);
+
+        let (mut c, groups) = displaced_cell();
+        let p = balancing(true).schedule(&mut c, &groups);
+        assert!(p.unplaced.is_empty(), "{:?}", p.unplaced);
+        assert!(p.stats.second_pass && p.stats.second_pass_kept);
+        assert_eq!(p.bindings, vec![Binding { task: t(1, 0), machine: 0 }, Binding { task: t(2, 0), machine: 1 }]);
+        // the cell holds what the kept placement says, and nothing of the first
+        let on = |m: usize| c.residents(m).iter().map(|r| r.task).collect::<Vec<_>>();
+        assert_eq!((on(0), on(1)), (vec![t(1, 0)], vec![t(2, 0)]));
+        assert_eq!(c.free_for(0, Priority(200)), Resources::new(0, 12 << 30, 1 << 40));
+        assert_eq!(c.free_for(1, Priority(200)), Resources::new(0, 4 << 30, 1 << 40));
+    }
+
+    /// The Borgmaster rebuilds the cell model each pass and clears the caches: the second pass's
+    /// caches go too (here the machines' shapes swap places between the two models; cached
+    /// scores of the first would send the first task to the wrong machine again).
+    #[test]
+    fn clearing_the_caches_clears_the_second_passs_too() {
+        let mut s = balancing(true);
+        let (mut c, groups) = displaced_cell();
+        assert!(s.schedule(&mut c, &groups).stats.second_pass_kept);
+        s.clear_cache();
+        let mut swapped = cell(&[(8000, 8 << 30, "x"), (4000, 16 << 30, "x")]);
+        let p = s.schedule(&mut swapped, &groups);
+        assert!(p.unplaced.is_empty(), "{:?}", p.bindings);
+        assert_eq!(p.bindings, vec![Binding { task: t(1, 0), machine: 1 }, Binding { task: t(2, 0), machine: 0 }]);
+    }
+
+    /// When best fit does no better the first placement stands and the cell is as the first
+    /// pass left it; batch work left pending (a standing backlog) never runs a second pass.
+    #[test]
+    fn a_second_pass_that_places_no_more_leaves_the_first_placement() {
+        let (mut c, groups) = displaced_cell();
+        let (mut c2, _) = displaced_cell();
+        let first = balancing(true).schedule(&mut c, &groups[..1]);
+        let alone = balancing(false).schedule(&mut c2, &groups[..1]);
+        assert_eq!(first, alone, "nothing pending: one pass");
+
+        let (mut c, mut groups) = displaced_cell();
+        groups[1] = group(2, 250, 9000, 4 << 30, 1); // fits on no machine at all
+        let (mut c2, _) = displaced_cell();
+        let p = balancing(true).schedule(&mut c, &groups);
+        let once = balancing(false).schedule(&mut c2, &groups);
+        assert!(!p.stats.second_pass, "pending, but no machine it placed on could have held it");
+        assert_eq!(p.bindings, once.bindings);
+
+        // a third task that needs m0's RAM: the hybrid places the first and the third, best fit
+        // the first and the second; a tie, so the first placement and its cell stand
+        let (mut c, mut groups) = displaced_cell();
+        groups.push(group(3, 240, 4000, 13 << 30, 1));
+        let p = balancing(true).schedule(&mut c, &groups);
+        assert!(p.stats.second_pass && !p.stats.second_pass_kept, "{:?}", p.stats);
+        assert_eq!(p.bindings, vec![Binding { task: t(1, 0), machine: 1 }, Binding { task: t(3, 0), machine: 0 }]);
+        let on = |m: usize| c.residents(m).iter().map(|r| r.task).collect::<Vec<_>>();
+        assert_eq!((on(0), on(1)), (vec![t(3, 0)], vec![t(1, 0)]));
+        assert_eq!(c.free_for(0, Priority(200)), Resources::new(0, 3 << 30, 1 << 40));
+        assert_eq!(c.free_for(1, Priority(200)), Resources::new(4000, 4 << 30, 1 << 40));
+
+        // batch work pending: one pass
+        let (mut c, _) = displaced_cell();
+        let groups = vec![group(1, 160, 4000, 4 << 30, 1), group(2, 150, 8000, 4 << 30, 1)];
+        let p = balancing(true).schedule(&mut c, &groups);
+        assert!(!p.stats.second_pass);
+        assert_eq!(p.unplaced.len(), 1);
     }
 
     #[test]
