@@ -550,6 +550,10 @@ impl Scheduler {
     /// A class that fits on no machine the pass touched fit nowhere before it either (untouched
     /// machines only kept their room, and the class found none).
     fn displaced(&self, cell: &CellModel, out: &Placement) -> bool {
+        let production = |(p, _): &&(crate::priority::Priority, Resources)| crate::cell::places_against_requests(*p);
+        if !self.unplaced_shapes.iter().any(|s| production(&s)) {
+            return false;
+        }
         let mut added: HashMap<MachineIndex, Resources> = HashMap::new();
         for b in &out.bindings {
             if let Some(r) = cell.residents(b.machine).iter().find(|r| r.task == b.task) {
@@ -557,7 +561,7 @@ impl Scheduler {
                 *e = e.saturating_add(r.request);
             }
         }
-        self.unplaced_shapes.iter().filter(|(p, _)| crate::cell::places_against_requests(*p)).any(|(p, req)| {
+        self.unplaced_shapes.iter().filter(production).any(|(p, req)| {
             added.iter().any(|(&m, add)| cell.up[m] && req.fits_in(&cell.free_for(m, *p).saturating_add(*add)))
         })
     }
