@@ -174,8 +174,8 @@ pub struct Scheduler {
     nowhere: Vec<Nowhere>,
     /// The scheduler of the best-fit second pass ([`Params::second_pass`]), with caches of its own.
     best_fit: Option<Box<Scheduler>>,
-    /// Priority and request of each class the last pass left pending.
-    unplaced_shapes: Vec<(crate::priority::Priority, Resources)>,
+    /// Priority and request of each production or monitoring class the last pass left pending.
+    unplaced_production: Vec<(crate::priority::Priority, Resources)>,
 }
 
 /// Empty machines kept for the pass's large tasks (see [`EmptyReserve::large`]): spreading a
@@ -319,7 +319,7 @@ impl Scheduler {
             reserve: EmptyReserve::default(),
             nowhere: Vec::new(),
             best_fit: None,
-            unplaced_shapes: Vec::new(),
+            unplaced_production: Vec::new(),
         }
     }
 
@@ -509,7 +509,7 @@ impl Scheduler {
     /// only batch and free work pending (a cell's standing backlog) run once: in `fauxmaster
     /// replay` of the Google trace no pass ran twice.
     pub fn schedule(&mut self, cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
-        let mut out = self.pass_once(cell, groups);
+        let out = self.pass_once(cell, groups);
         let second = self.params.second_pass
             && self.params.weights != Weights::best_fit()
             && !out.unplaced.is_empty()
@@ -524,24 +524,24 @@ impl Scheduler {
             out.bindings.iter().filter_map(|b| cell.remove(b.machine, b.task).map(|r| (b.machine, r))).collect();
         let params = Params { weights: Weights::best_fit(), second_pass: false, ..self.params };
         let best_fit = self.best_fit.get_or_insert_with(|| Box::new(Scheduler::new(params)));
-        let mut alt = best_fit.pass_once(cell, groups);
-        alt.stats.second_pass = true;
-        if alt.bindings.len() > out.bindings.len() && alt.preempted.is_empty() {
-            alt.stats.second_pass_kept = true;
-            alt.stats.examined += out.stats.examined;
-            alt.stats.scored += out.stats.scored;
-            return alt;
-        }
-        for b in &alt.bindings {
-            cell.remove(b.machine, b.task);
-        }
-        for (m, r) in first {
-            cell.add(m, r);
-        }
-        out.stats.second_pass = true;
-        out.stats.examined += alt.stats.examined;
-        out.stats.scored += alt.stats.scored;
-        out
+        let alt = best_fit.pass_once(cell, groups);
+        let better = alt.bindings.len() > out.bindings.len() && alt.preempted.is_empty();
+        let (mut kept, other) = if better {
+            (alt, out)
+        } else {
+            for b in &alt.bindings {
+                cell.remove(b.machine, b.task);
+            }
+            for (m, r) in first {
+                cell.add(m, r);
+            }
+            (out, alt)
+        };
+        kept.stats.second_pass = true;
+        kept.stats.second_pass_kept = better;
+        kept.stats.examined += other.stats.examined;
+        kept.stats.scored += other.stats.scored;
+        kept
     }
 
     /// Whether the pass that gave `out` left pending a production or monitoring class that one
@@ -550,8 +550,7 @@ impl Scheduler {
     /// A class that fits on no machine the pass touched fit nowhere before it either (untouched
     /// machines only kept their room, and the class found none).
     fn displaced(&self, cell: &CellModel, out: &Placement) -> bool {
-        let production = |(p, _): &&(crate::priority::Priority, Resources)| crate::cell::places_against_requests(*p);
-        if !self.unplaced_shapes.iter().any(|s| production(&s)) {
+        if self.unplaced_production.is_empty() {
             return false;
         }
         let mut added: HashMap<MachineIndex, Resources> = HashMap::new();
@@ -561,7 +560,7 @@ impl Scheduler {
                 *e = e.saturating_add(r.request);
             }
         }
-        self.unplaced_shapes.iter().filter(production).any(|(p, req)| {
+        self.unplaced_production.iter().any(|(p, req)| {
             added.iter().any(|(&m, add)| cell.up[m] && req.fits_in(&cell.free_for(m, *p).saturating_add(*add)))
         })
     }
@@ -569,7 +568,7 @@ impl Scheduler {
     /// One pass with this scheduler's weights (see [`Scheduler::schedule`]).
     fn pass_once(&mut self, cell: &mut CellModel, groups: &[TaskGroup]) -> Placement {
         self.pass += 1;
-        self.unplaced_shapes.clear();
+        self.unplaced_production.clear();
         let n = cell.len();
         self.ensure_order(n);
         let classes = classes(groups);
@@ -678,7 +677,9 @@ impl Scheduler {
                 let why =
                     if self.params.explain { why_pending(cell, class, &run.taken) } else { WhyPending::default() };
                 out.unplaced.push(Unplaced { tasks: class.tasks[i..].to_vec(), why });
-                self.unplaced_shapes.push((class.priority, class.request));
+                if crate::cell::places_against_requests(class.priority) {
+                    self.unplaced_production.push((class.priority, class.request));
+                }
             }
             let (mut kept, mut exhausted_at) = (std::mem::take(&mut run.heap).into_vec(), run.exhausted_at);
             if kept.len() > CACHE_KEEP {
