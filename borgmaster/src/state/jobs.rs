@@ -331,7 +331,9 @@ impl CellState {
             ev.push(name, Some(t.index), EventKind::Dead, "killed".into(), t.machine.as_ref());
         }
         let now = ev.now;
-        if let Some(job) = self.job_mut(name) {
+        // (the machines of its live tasks were marked by `unbind` above: no poll generation moves
+        // again)
+        if let Some(job) = self.jobs.get_mut(name) {
             job.killed = true;
             for t in job.tasks.iter_mut().filter(|t| t.state != TaskState::Dead) {
                 t.state = TaskState::Dead;
