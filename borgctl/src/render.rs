@@ -625,7 +625,7 @@ pub fn replica_json(r: &pb::ReplicaStatus) -> Value {
     json!({
         "id": r.id, "address": r.address, "role": r.role, "voter": r.voter,
         "last_applied_index": r.last_applied_index, "last_log_index": r.last_log_index,
-        "term": r.term, "leader_id": r.leader_id,
+        "term": r.term, "leader_id": r.leader_id, "voters": r.voters, "joint": r.joint,
     })
 }
 

@@ -220,6 +220,7 @@ async fn run() -> anyhow::Result<()> {
         borgmaster::raft::network::Network::default(),
         heard.clone(),
     ));
+    tokio::spawn(borgmaster::raft::group::finish_membership_changes(raft.clone(), Duration::from_secs(1)));
     let (master, committer) = Master::new(config, args.id, advertised.clone(), raft.clone(), state);
     tokio::spawn(committer.run(Arc::downgrade(&master)));
     tokio::spawn(borgmaster::leader::run(master.clone()));

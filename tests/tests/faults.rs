@@ -194,6 +194,22 @@ async fn client_loop(
 
 /// Status of replica `i` over Raft's Status RPC, within `timeout` (a paused replica does not
 /// answer).
+/// The voters once the leader's membership is not joint (a change a former leader left half
+/// done is finished by the next leader); None if that did not happen within `within`.
+async fn settled_voters(g: &MasterGroup, within: Duration) -> Option<Vec<u64>> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let l = wait_leader(g, within).await;
+        if let Some(s) = status(&g.addrs[l], Duration::from_secs(2)).await {
+            if !s.joint && s.role == "leader" {
+                return Some(s.voters);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
 async fn status(addr: &str, timeout: Duration) -> Option<pb::ReplicaStatus> {
     let ch =
         tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?.connect_timeout(timeout).connect_lazy();
@@ -378,8 +394,9 @@ fn nemesis(n: usize, default_faults: usize) {
                 if !o.status.success() {
                     // leadership moved meanwhile, or the answer was lost: is it still a voter?
                     eprintln!("nemesis: replicas remove {id}: {}", String::from_utf8_lossy(&o.stderr).trim());
-                    let l = rt.block_on(wait_leader(&g, Duration::from_secs(60)));
-                    let voters = rt.block_on(status(&g.addrs[l], Duration::from_secs(2))).map(|s| s.voters);
+                    // a change interrupted between its two steps leaves the group joint, and the
+                    // next leader finishes it: decide on the settled voters
+                    let voters = rt.block_on(settled_voters(&g, Duration::from_secs(60)));
                     if voters.is_none_or(|v| v.contains(&(follower as u64 + 1))) {
                         continue;
                     }

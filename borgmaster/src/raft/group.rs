@@ -62,7 +62,7 @@ pub enum WriteError {
     Storage(String),
 }
 
-/// Why a replica could not be removed. Nothing changed.
+/// Why a replica could not be removed. Nothing changed, except as [`RemoveError::Refused`] says.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveError {
     /// The id is not a member.
@@ -71,8 +71,14 @@ pub enum RemoveError {
     /// Removing it would leave no voter.
     #[error("replica {0} is the last voter")]
     LastVoter(NodeId),
-    /// openraft refused the change (another change in progress, not the leader, ...).
-    #[error("membership change refused: {0}")]
+    /// openraft refused the change (another change in progress, not the leader, ...), or this
+    /// replica lost its leadership while the change was under way. In that last case the group
+    /// may already be in the joint configuration: the next leader then finishes the change (see
+    /// [`finish_membership_changes`]).
+    #[error(
+        "membership change refused: {0} (if the leader changed meanwhile, the change may still take effect: the \
+         next leader finishes a change it finds half done; `borgctl replicas` shows the voters)"
+    )]
     Refused(String),
 }
 
@@ -210,8 +216,69 @@ pub async fn remove_replica(raft: &BorgRaft, id: NodeId) -> Result<Vec<NodeId>, 
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    raft.change_membership(change, false).await.map_err(|e| RemoveError::Refused(e.to_string()))?;
+    change_membership(raft, change).await.map_err(RemoveError::Refused)?;
     Ok(voters(raft))
+}
+
+/// Changes the voters with openraft's two steps (the joint configuration, then the new one), on
+/// a task of its own: a caller dropped between the steps (an admin's RPC cancelled) cannot leave
+/// the group in the joint configuration. Removed voters leave the group (`retain` false).
+///
+/// Errors: openraft's text (not the leader, another change under way, leadership lost).
+pub(crate) async fn change_membership(
+    raft: &BorgRaft,
+    change: ChangeMembers<NodeId, openraft::BasicNode>,
+) -> Result<(), String> {
+    let raft = raft.clone();
+    tokio::spawn(async move { raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string()) })
+        .await
+        .map_err(|e| format!("the membership change stopped: {e}"))?
+}
+
+/// The joint configuration this replica leads under, when its membership is joint and
+/// committed: its log index and the new configuration's voters.
+fn committed_joint(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Option<(u64, BTreeSet<NodeId>)> {
+    let configs = m.membership_config.membership().get_joint_config();
+    let at = m.membership_config.log_id().as_ref()?.index;
+    let committed = m.last_applied.as_ref().is_some_and(|a| a.index >= at);
+    let new_voters = configs.last().filter(|_| configs.len() > 1)?;
+    (m.state == ServerState::Leader && committed).then(|| (at, new_voters.clone()))
+}
+
+/// Finishes membership changes a former leader left half done; runs until Raft stops.
+///
+/// openraft changes the voters in two steps, the joint configuration (old and new voters) and
+/// then the new one; a leader lost between the two leaves the group joint, and nothing moves
+/// it on: every write then needs a majority of both voter sets, and the next membership change,
+/// built on the new set, silently carries out the interrupted one (found by the fault suite:
+/// `replicas remove 2` refused when leadership moved, then `replicas remove 3` dropped 2 as well,
+/// which stopped receiving the log). So whenever this replica leads and its committed
+/// membership has stayed joint for `settle` (time for a change under way to take its own second
+/// step), it moves the group to the new voters, as Raft's joint consensus intends once the joint
+/// configuration is committed (Ongaro's thesis §4.3): the change the admin asked for takes effect.
+pub async fn finish_membership_changes(raft: BorgRaft, settle: std::time::Duration) {
+    let mut rx = raft.metrics();
+    loop {
+        let joint = committed_joint(&rx.borrow_and_update());
+        let Some((at, voters)) = joint else {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        tokio::time::sleep(settle).await;
+        if committed_joint(&raft.metrics().borrow()).map(|(i, _)| i) != Some(at) {
+            continue;
+        }
+        tracing::warn!(index = at, ?voters, "finishing a membership change that a former leader left half done");
+        match change_membership(&raft, ChangeMembers::ReplaceAllVoters(voters.clone())).await {
+            Ok(()) => tracing::info!(?voters, "membership change finished"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not finish the membership change yet; trying again");
+                tokio::time::sleep(settle).await;
+            }
+        }
+    }
 }
 
 /// Follows the index of the last log entry applied to this replica's state: what the watch

@@ -108,7 +108,9 @@ pub async fn add_voter(raft: &BorgRaft, id: NodeId, address: &str, catch_up: Dur
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tracing::info!(id, matched, "the new replica caught up: promoting it to voter");
-    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(|e| refused(&e))?;
+    super::group::change_membership(raft, ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+        .await
+        .map_err(|e| refused(&e))?;
     Ok(())
 }
 

@@ -338,6 +338,7 @@ pub fn local_status(raft: &BorgRaft, id: NodeId, address: &str) -> pb::ReplicaSt
         ready: true,
         membership_term: m.membership_config.log_id().map_or(0, |l| l.leader_id.term),
         membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
+        joint: m.membership_config.membership().get_joint_config().len() > 1,
     }
 }
 
