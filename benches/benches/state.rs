@@ -125,6 +125,22 @@ fn cell_usage_100k_tasks(bencher: divan::Bencher) {
     bencher.bench_local(|| borgmaster::usage::cell_usage(&s, &soft).machines_up);
 }
 
+/// The same with every bound task's usage reported by its Borglet (the leader's soft state after
+/// a poll round): the reported usage is added per run, each looked up in the state
+/// (`borgmaster::usage::add_used`).
+#[divan::bench(sample_count = 10)]
+fn cell_usage_100k_tasks_reported(bencher: divan::Bencher) {
+    let s = cell(JOBS);
+    let mut soft = borgmaster::soft::SoftState::default();
+    for j in 0..JOBS {
+        for b in binds(j) {
+            let run = borg_jobspec::RunId::new(b.job.as_str(), b.index, b.incarnation);
+            soft.task_usage.entry(b.machine).or_default().insert(run, (Resources::new(50, 100 << 20, 0), 0.0));
+        }
+    }
+    bencher.bench_local(|| borgmaster::usage::cell_usage(&s, &soft).used.cpu_millis);
+}
+
 /// What every poll walks (`CellState::tasks_on_with_jobs`: the machine's tasks, each job
 /// looked up by name), for every machine once: one poll round's walks at 100,000 tasks (10 per
 /// machine, of 10 jobs). At 1,000,000 tasks a machine holds 100 tasks of about 100 jobs and the
