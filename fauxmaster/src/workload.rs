@@ -167,8 +167,15 @@ pub fn cell_model(machines: &[Machine]) -> CellModel {
 pub fn groups(tasks: &[&Task], jobs: &[String], constraints: &[Vec<Constraint>]) -> Vec<TaskGroup> {
     let mut index: HashMap<(u32, Priority, Resources, bool), usize> = HashMap::new();
     let mut out: Vec<TaskGroup> = Vec::new();
+    // a job's tasks mostly come one after the other: the last group is tried before the index
+    let mut last: Option<((u32, Priority, Resources, bool), usize)> = None;
     for t in tasks {
         let key = (t.job, t.priority, t.request, t.different_machine);
+        if let Some((k, gi)) = last.filter(|(k, _)| *k == key) {
+            out[gi].tasks.push(t.index);
+            last = Some((k, gi));
+            continue;
+        }
         let gi = *index.entry(key).or_insert_with(|| {
             out.push(TaskGroup {
                 job_id: t.job,
@@ -183,6 +190,7 @@ pub fn groups(tasks: &[&Task], jobs: &[String], constraints: &[Vec<Constraint>])
             out.len() - 1
         });
         out[gi].tasks.push(t.index);
+        last = Some((key, gi));
     }
     for g in &mut out {
         g.tasks.sort_unstable();

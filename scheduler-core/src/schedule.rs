@@ -176,6 +176,11 @@ pub struct Scheduler {
     best_fit: Option<Box<Scheduler>>,
     /// Priority and request of each production or monitoring class the last pass left pending.
     unplaced_production: Vec<(crate::priority::Priority, Resources)>,
+    /// Tasks of the class being placed, by failure domain index, for the crowding term (read
+    /// for every candidate: an index, not a hash). All zero between class runs: each run resets
+    /// the domains it counted ([`ClassRun::counted`]), so a cell of many domains (every machine
+    /// its own) costs nothing per class.
+    domain_count: Vec<u32>,
 }
 
 /// Empty machines kept for the pass's large tasks (see [`EmptyReserve::large`]): spreading a
@@ -287,7 +292,9 @@ struct ClassRun<'a> {
     examined: usize,
     exhausted_at: Option<usize>,
     taken: HashSet<usize>,
-    domain_count: HashMap<u32, u32>,
+    /// The failure domains whose [`Scheduler::domain_count`] this run raised (when the class
+    /// spreads), to reset after it.
+    counted: Vec<u32>,
     fair_share: f64,
     spread: bool,
     /// Whether the class's tasks are large ([`EmptyReserve::large`]): the reserve is for them.
@@ -320,6 +327,7 @@ impl Scheduler {
             nowhere: Vec::new(),
             best_fit: None,
             unplaced_production: Vec::new(),
+            domain_count: Vec::new(),
         }
     }
 
@@ -378,7 +386,7 @@ impl Scheduler {
         if !run.spread {
             return (Crowd::default(), 0.0);
         }
-        let count = run.domain_count.get(&cell.domain[m]).copied().unwrap_or(0);
+        let count = self.domain_count.get(cell.domain[m] as usize).copied().unwrap_or(0);
         let kept = !run.large && self.reserve.keeps(cell, m);
         let crowd = if kept { MAX_CROWDING } else { (count as f64 / run.fair_share).min(MAX_CROWDING) };
         (Crowd { count, kept }, crowd)
@@ -575,6 +583,9 @@ impl Scheduler {
         let mut out =
             Placement { stats: PassStats { classes: classes.len(), ..Default::default() }, ..Default::default() };
         let domains = cell.domain_names.len().max(1);
+        if self.domain_count.len() < cell.domain_names.len() {
+            self.domain_count.resize(cell.domain_names.len(), 0);
+        }
         let k = if self.params.candidates == 0 { n.max(1) } else { self.params.candidates };
         let most = cell.largest();
         let pass = self.pass;
@@ -615,6 +626,7 @@ impl Scheduler {
             // no machine with a smaller mean free fraction than the request's share of the cell's
             // largest capacities can fit it (one bucket lower for rounding)
             let walk_start = fit_bucket_of(class.request.mean_fraction(&most)).saturating_sub(1);
+            let spread = self.params.weights.spread > 0.0 && spreads(class, domains);
             let mut run = ClassRun {
                 class,
                 k,
@@ -623,9 +635,9 @@ impl Scheduler {
                 examined: 0,
                 exhausted_at,
                 taken: class.occupied.iter().copied().collect(),
-                domain_count: HashMap::new(),
+                counted: Vec::new(),
                 fair_share: (class.tasks.len() as f64 / domains as f64).ceil().max(1.0),
-                spread: self.params.weights.spread > 0.0 && spreads(class, domains),
+                spread,
                 large: EmptyReserve::large(&class.request, &most),
                 walk: (walk_start, 0),
                 walk_start,
@@ -661,6 +673,9 @@ impl Scheduler {
                     left = Some(i);
                     break;
                 }
+            }
+            for d in run.counted.drain(..) {
+                self.domain_count[d as usize] = 0;
             }
             if let Some(at) = run.exhausted_at.filter(|_| run.heap.len() <= NOWHERE_KEEP) {
                 // every machine it can use is in its heap: remembered for the larger classes
@@ -762,7 +777,13 @@ impl Scheduler {
             }
             cell.add(m, Resident::new(task, class.priority, class.request));
             out.bindings.push(Binding { task, machine: m });
-            *run.domain_count.entry(cell.domain[m]).or_default() += 1;
+            if run.spread {
+                let d = cell.domain[m];
+                if let Some(count) = self.domain_count.get_mut(d as usize) {
+                    *count += 1;
+                    run.counted.push(d);
+                }
+            }
             if class.different_machine {
                 run.taken.insert(m);
                 self.stamp[m] = 0;
