@@ -203,8 +203,9 @@ impl Estimator {
         let mut fell = false;
         let warmup = cfg.warmup.as_millis() as i64;
         let from = now_ms - cfg.window.as_millis() as i64 - bucket_ms(cfg.window);
+        let mut jobs = crate::state::JobsByName::new(state);
         for (run, track) in machines.iter().filter_map(|m| self.tracks.get(m)).flatten() {
-            let Some(job) = state.jobs.get(&run.task.job) else { continue };
+            let Some(job) = jobs.get(&run.task.job) else { continue };
             if job.spec.kind == borg_jobspec::JobKind::AllocSet || !job.spec.alloc_set.is_empty() {
                 continue;
             }

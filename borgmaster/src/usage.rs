@@ -3,7 +3,7 @@
 //! status page.
 
 use crate::soft::SoftState;
-use crate::state::{charge_in, reservation_within, CellState, MachineState, TaskState};
+use crate::state::{charge_in, reservation_within, CellState, JobsByName, MachineState, TaskState};
 use scheduler_core::{Band, MachineId, Resources};
 use std::collections::HashMap;
 
@@ -149,21 +149,16 @@ pub fn add_used<'a>(
     soft: &SoftState,
     machines: impl IntoIterator<Item = &'a MachineId>,
 ) {
-    // each job looked up in the state (a B-tree by name) once, then by hash: a run per task, a
-    // job per hundred or more of them
-    let mut jobs: HashMap<&str, Option<(&crate::state::Job, usize)>> = HashMap::new();
+    let mut jobs = JobsByName::new(state);
     for m in machines {
         let Some(runs) = soft.task_usage.get(m) else { continue };
         for (run, (used, _)) in runs {
-            let found = *jobs
-                .entry(run.task.job.as_str())
-                .or_insert_with(|| state.jobs.get(&run.task.job).map(|j| (j, band_index(j.spec.band()))));
-            let Some((job, band)) = found else { continue };
+            let Some(job) = jobs.get(&run.task.job) else { continue };
             let current = job.tasks.get(run.task.index as usize).is_some_and(|t| {
                 t.state != TaskState::Dead && t.incarnation == run.incarnation && t.machine.as_ref() == Some(m)
             });
             if current {
-                let b = &mut u.bands[band];
+                let b = &mut u.bands[band_index(job.spec.band())];
                 b.used = b.used.saturating_add(*used);
                 u.used = u.used.saturating_add(*used);
             }

@@ -112,6 +112,26 @@ impl PollGenerations {
     }
 }
 
+/// Jobs looked up by name through a sweep over many runs (a run per task, a job per hundred or
+/// more of them): each name is looked up in the state's B-tree once, then by hash.
+pub struct JobsByName<'a> {
+    state: &'a CellState,
+    seen: std::collections::HashMap<&'a str, Option<&'a Job>>,
+}
+
+impl<'a> JobsByName<'a> {
+    /// A lookup of `state`'s jobs.
+    pub fn new(state: &'a CellState) -> Self {
+        JobsByName { state, seen: std::collections::HashMap::new() }
+    }
+
+    /// Job `name`, if the state has it.
+    pub fn get(&mut self, name: &'a str) -> Option<&'a Job> {
+        let state = self.state;
+        *self.seen.entry(name).or_insert_with(|| state.jobs.get(name))
+    }
+}
+
 impl CellState {
     /// An empty cell named `cell`.
     pub fn new(cell: &str) -> Self {
