@@ -135,6 +135,8 @@ impl Builder {
         let mut pending = Vec::new();
         let mut pinned = Vec::new();
         let mut occupied = Vec::new();
+        // what the job's bound tasks use, summed here and added to its user's once
+        let mut used: Option<scheduler_core::Resources> = None;
         for t in job.tasks.iter().filter(|t| t.state != TaskState::Dead) {
             let r = TaskRef { job: job_id, index: t.index };
             self.incarnations.insert(r, t.incarnation);
@@ -148,13 +150,7 @@ impl Builder {
                         }
                         self.reserved = self.reserved.saturating_add(resident.reservation);
                         self.model.add(m, resident);
-                        if let Some(band) = job.spec.priority.band() {
-                            let u = self
-                                .used_by
-                                .entry((job.spec.user.clone(), band))
-                                .or_insert(scheduler_core::Resources::ZERO);
-                            *u = u.saturating_add(spec.resources);
-                        }
+                        used = Some(used.unwrap_or(scheduler_core::Resources::ZERO).saturating_add(spec.resources));
                     }
                     occupied.push(m);
                     self.bound += 1;
@@ -165,6 +161,10 @@ impl Builder {
                 },
                 None => {}
             }
+        }
+        if let (Some(used), Some(band)) = (used, job.spec.priority.band()) {
+            let u = self.used_by.entry((job.spec.user.clone(), band)).or_insert(scheduler_core::Resources::ZERO);
+            *u = u.saturating_add(used);
         }
         let group = |tasks: Vec<u32>, extra: Option<scheduler_core::Constraint>| {
             let mut constraints = job.spec.constraints.clone();
