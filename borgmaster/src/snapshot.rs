@@ -21,8 +21,10 @@ pub struct Snapshot {
     pub groups: Vec<TaskGroup>,
     /// Job names by [`TaskRef::job`] number.
     pub jobs: Vec<String>,
-    /// Incarnation of every task in the snapshot that is pending or bound, by (job number, index).
-    pub incarnations: HashMap<TaskRef, u64>,
+    /// Incarnation of every task, by job number then task index (0 for a dead task): one vector
+    /// per job, not a map entry per task (the snapshot is built every pass, the lookups are
+    /// only for the pass's decisions). See [`Snapshot::incarnation`].
+    pub incarnations: Vec<Vec<u64>>,
     /// Spec version of each job, by [`TaskRef::job`] number.
     pub versions: Vec<u64>,
     /// Machines up.
@@ -39,6 +41,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The incarnation of task `t` when the snapshot was taken (0: unknown or dead).
+    pub fn incarnation(&self, t: TaskRef) -> u64 {
+        self.incarnations.get(t.job as usize).and_then(|v| v.get(t.index as usize)).copied().unwrap_or(0)
+    }
+
     /// `job/index` of a task reference.
     pub fn name(&self, t: TaskRef) -> String {
         format!("{}/{}", self.jobs[t.job as usize], t.index)
@@ -90,7 +97,7 @@ pub struct Builder {
     owner: Vec<(String, Option<scheduler_core::Band>)>,
     jobs: Vec<String>,
     versions: Vec<u64>,
-    incarnations: HashMap<TaskRef, u64>,
+    incarnations: Vec<Vec<u64>>,
     bound: usize,
     reserved: scheduler_core::Resources,
 }
@@ -120,7 +127,7 @@ impl Builder {
             owner: Vec::with_capacity(state.jobs.len()),
             jobs: Vec::with_capacity(state.jobs.len()),
             versions: Vec::with_capacity(state.jobs.len()),
-            incarnations: HashMap::new(),
+            incarnations: Vec::new(),
             bound: 0,
             reserved: scheduler_core::Resources::ZERO,
         }
@@ -135,11 +142,12 @@ impl Builder {
         let mut pending = Vec::new();
         let mut pinned = Vec::new();
         let mut occupied = Vec::new();
+        self.incarnations
+            .push(job.tasks.iter().map(|t| if t.state == TaskState::Dead { 0 } else { t.incarnation }).collect());
         // what the job's bound tasks use, summed here and added to its user's once
         let mut used: Option<scheduler_core::Resources> = None;
         for t in job.tasks.iter().filter(|t| t.state != TaskState::Dead) {
             let r = TaskRef { job: job_id, index: t.index };
-            self.incarnations.insert(r, t.incarnation);
             match t.machine.as_ref().and_then(|m| self.index_of.get(m)) {
                 Some(&m) => {
                     if t.alloc.is_none() {
@@ -264,7 +272,7 @@ pub fn hold_partial_gangs(snap: &Snapshot, p: &mut Placement) -> Vec<(u32, usize
 
 /// The `Bind` command for a placement made on `snap`.
 pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
-    let inc = |t: &TaskRef| snap.incarnations.get(t).copied().unwrap_or(0);
+    let inc = |t: &TaskRef| snap.incarnation(*t);
     Command::Bind {
         bindings: p
             .bindings
