@@ -530,10 +530,13 @@ impl Scheduler {
         // the same pass again from the same cell, with plain best fit
         let first: Vec<(MachineIndex, Resident)> =
             out.bindings.iter().filter_map(|b| cell.remove(b.machine, b.task).map(|r| (b.machine, r))).collect();
-        let params = Params { weights: Weights::best_fit(), second_pass: false, ..self.params };
+        // without preemption, like the pass it may replace: an alternative that evicted would
+        // have to put its victims back when it is not kept (the cell kept only losing them)
+        let params = Params { weights: Weights::best_fit(), second_pass: false, preemption: false, ..self.params };
         let best_fit = self.best_fit.get_or_insert_with(|| Box::new(Scheduler::new(params)));
         let alt = best_fit.pass_once(cell, groups);
-        let better = alt.bindings.len() > out.bindings.len() && alt.preempted.is_empty();
+        debug_assert!(alt.preempted.is_empty(), "the best-fit second pass preempted");
+        let better = alt.bindings.len() > out.bindings.len();
         let (mut kept, other) = if better {
             (alt, out)
         } else {
