@@ -508,8 +508,8 @@ impl Scheduler {
     /// With [`Params::second_pass`] (the default), a pass that placed tasks without preempting
     /// anyone but left a production or monitoring class pending that a machine it placed on
     /// could have held before (its own choices took the room) is undone and run again with plain
-    /// best fit from the same cell; the placement that placed more tasks is kept (the first on a
-    /// tie), and the cell is left as it describes ([`PassStats::second_pass`],
+    /// best fit, without preemption, from the same cell; the placement that placed more tasks is
+    /// kept (the first on a tie), and the cell is left as it describes ([`PassStats::second_pass`],
     /// [`PassStats::second_pass_kept`]). The hybrid's spreading and balancing win on most cells
     /// but can leave a large task without room on a full one, where best fit does not; this
     /// keeps the better of the two where it matters (Borg §3.2 leaves the trade to the scorer;
