@@ -272,7 +272,6 @@ pub fn hold_partial_gangs(snap: &Snapshot, p: &mut Placement) -> Vec<(u32, usize
 
 /// The `Bind` command for a placement made on `snap`.
 pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
-    let inc = |t: &TaskRef| snap.incarnation(*t);
     Command::Bind {
         bindings: p
             .bindings
@@ -280,7 +279,7 @@ pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
             .map(|b| Bind {
                 job: snap.jobs[b.task.job as usize].clone(),
                 index: b.task.index,
-                incarnation: inc(&b.task),
+                incarnation: snap.incarnation(b.task),
                 machine: snap.model.ids[b.machine].clone(),
                 alloc: None,
             })
@@ -291,7 +290,7 @@ pub fn decisions(snap: &Snapshot, p: &Placement) -> Command {
             .map(|e| Evict {
                 job: snap.jobs[e.victim.job as usize].clone(),
                 index: e.victim.index,
-                incarnation: inc(&e.victim),
+                incarnation: snap.incarnation(e.victim),
                 machine: snap.model.ids[e.machine].clone(),
                 by: snap.name(e.by),
             })

@@ -171,24 +171,22 @@ pub fn groups(tasks: &[&Task], jobs: &[String], constraints: &[Vec<Constraint>])
     let mut last: Option<((u32, Priority, Resources, bool), usize)> = None;
     for t in tasks {
         let key = (t.job, t.priority, t.request, t.different_machine);
-        if let Some((k, gi)) = last.filter(|(k, _)| *k == key) {
-            out[gi].tasks.push(t.index);
-            last = Some((k, gi));
-            continue;
-        }
-        let gi = *index.entry(key).or_insert_with(|| {
-            out.push(TaskGroup {
-                job_id: t.job,
-                name: jobs.get(t.job as usize).cloned().unwrap_or_default(),
-                priority: t.priority,
-                request: t.request,
-                constraints: constraints.get(t.job as usize).cloned().unwrap_or_default(),
-                different_machine: t.different_machine,
-                tasks: vec![],
-                occupied: vec![],
-            });
-            out.len() - 1
-        });
+        let gi = match last {
+            Some((k, gi)) if k == key => gi,
+            _ => *index.entry(key).or_insert_with(|| {
+                out.push(TaskGroup {
+                    job_id: t.job,
+                    name: jobs.get(t.job as usize).cloned().unwrap_or_default(),
+                    priority: t.priority,
+                    request: t.request,
+                    constraints: constraints.get(t.job as usize).cloned().unwrap_or_default(),
+                    different_machine: t.different_machine,
+                    tasks: vec![],
+                    occupied: vec![],
+                });
+                out.len() - 1
+            }),
+        };
         out[gi].tasks.push(t.index);
         last = Some((key, gi));
     }

@@ -192,8 +192,6 @@ async fn client_loop(
     }
 }
 
-/// Status of replica `i` over Raft's Status RPC, within `timeout` (a paused replica does not
-/// answer).
 /// The voters once the leader's membership is not joint (a change a former leader left half
 /// done is finished by the next leader); None if that did not happen within `within`.
 async fn settled_voters(g: &MasterGroup, within: Duration) -> Option<Vec<u64>> {
@@ -210,6 +208,8 @@ async fn settled_voters(g: &MasterGroup, within: Duration) -> Option<Vec<u64>> {
     None
 }
 
+/// Status of replica `i` over Raft's Status RPC, within `timeout` (a paused replica does not
+/// answer).
 async fn status(addr: &str, timeout: Duration) -> Option<pb::ReplicaStatus> {
     let ch =
         tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?.connect_timeout(timeout).connect_lazy();
