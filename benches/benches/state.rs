@@ -141,6 +141,33 @@ fn cell_usage_100k_tasks_reported(bencher: divan::Bencher) {
     bencher.bench_local(|| borgmaster::usage::cell_usage(&s, &soft).used.cpu_millis);
 }
 
+/// One round of the leader's reservation estimator (`Estimator::observe_part`, every run's
+/// usage as reported by its Borglet, then `due_part` for every machine): 100,000 runs on 10,000
+/// machines; at 1,000,000 tasks the leader does this every second (issue 21 item 3).
+#[divan::bench(sample_count = 10)]
+fn estimator_round_100k_runs(bencher: divan::Bencher) {
+    let s = cell(JOBS);
+    let mut soft = borgmaster::soft::SoftState::default();
+    for j in 0..JOBS {
+        for b in binds(j) {
+            let run = borg_jobspec::RunId::new(b.job.as_str(), b.index, b.incarnation);
+            soft.task_usage.entry(b.machine).or_default().insert(run, (Resources::new(50, 100 << 20, 0), 0.0));
+        }
+    }
+    let cfg = borgmaster::reservation::ReclaimConfig::default();
+    let mut est = borgmaster::reservation::Estimator::default();
+    let mut now_ms = 1_000_000;
+    bencher.bench_local(|| {
+        now_ms += 1_000;
+        est.begin_round();
+        est.observe_part(soft.task_usage.iter(), now_ms, cfg.window);
+        est.end_round();
+        let mut out = Vec::new();
+        est.due_part(&est.machines(), &s, &cfg, now_ms, &mut out);
+        out.len()
+    });
+}
+
 /// What every poll walks (`CellState::tasks_on_with_jobs`: the machine's tasks, each job
 /// looked up by name), for every machine once: one poll round's walks at 100,000 tasks (10 per
 /// machine, of 10 jobs). At 1,000,000 tasks a machine holds 100 tasks of about 100 jobs and the
