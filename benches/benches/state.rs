@@ -70,6 +70,19 @@ fn binds(j: usize) -> Vec<Bind> {
         .collect()
 }
 
+/// The leader's soft state after a poll round of [`cell`]'s machines: every bound task's usage
+/// (50 millicores, 100 MiB) as reported by its Borglet.
+fn reported() -> borgmaster::soft::SoftState {
+    let mut soft = borgmaster::soft::SoftState::default();
+    for j in 0..JOBS {
+        for b in binds(j) {
+            let run = borg_jobspec::RunId::new(b.job.as_str(), b.index, b.incarnation);
+            soft.task_usage.entry(b.machine).or_default().insert(run, (Resources::new(50, 100 << 20, 0), 0.0));
+        }
+    }
+    soft
+}
+
 /// One scheduling pass's decisions for 1,000 tasks (10 jobs) in a cell of 100,000 tasks.
 #[divan::bench(sample_count = 20)]
 fn apply_bind_1000_tasks(bencher: divan::Bencher) {
@@ -131,13 +144,7 @@ fn cell_usage_100k_tasks(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 10)]
 fn cell_usage_100k_tasks_reported(bencher: divan::Bencher) {
     let s = cell(JOBS);
-    let mut soft = borgmaster::soft::SoftState::default();
-    for j in 0..JOBS {
-        for b in binds(j) {
-            let run = borg_jobspec::RunId::new(b.job.as_str(), b.index, b.incarnation);
-            soft.task_usage.entry(b.machine).or_default().insert(run, (Resources::new(50, 100 << 20, 0), 0.0));
-        }
-    }
+    let soft = reported();
     bencher.bench_local(|| borgmaster::usage::cell_usage(&s, &soft).used.cpu_millis);
 }
 
@@ -147,13 +154,7 @@ fn cell_usage_100k_tasks_reported(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 10)]
 fn estimator_round_100k_runs(bencher: divan::Bencher) {
     let s = cell(JOBS);
-    let mut soft = borgmaster::soft::SoftState::default();
-    for j in 0..JOBS {
-        for b in binds(j) {
-            let run = borg_jobspec::RunId::new(b.job.as_str(), b.index, b.incarnation);
-            soft.task_usage.entry(b.machine).or_default().insert(run, (Resources::new(50, 100 << 20, 0), 0.0));
-        }
-    }
+    let soft = reported();
     let cfg = borgmaster::reservation::ReclaimConfig::default();
     let mut est = borgmaster::reservation::Estimator::default();
     let mut now_ms = 1_000_000;
