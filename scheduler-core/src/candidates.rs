@@ -102,9 +102,6 @@ struct Domains {
     best: std::collections::BinaryHeap<(u128, u32, u32)>,
     /// Slots used since the run began (to reset).
     touched: Vec<u32>,
-    /// Slots whose best changed since `best` was last read (ranked on the next read: a
-    /// placement changes its slot up to three times, by the pop, the new term and the re-push).
-    dirty: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +113,6 @@ struct Slot {
     crowd: Crowd,
     term: f64,
     touched: bool,
-    dirty: bool,
 }
 
 /// The heap key of a candidate: larger for a better candidate (the max-heap pops it first), the
@@ -140,10 +136,8 @@ impl Domains {
             let slot = &mut self.slots[s as usize];
             slot.keys.clear();
             slot.touched = false;
-            slot.dirty = false;
         }
         self.touched.clear();
-        self.dirty.clear();
         self.best.clear();
     }
 
@@ -158,13 +152,12 @@ impl Domains {
         }
     }
 
-    /// Marks slot `s`'s entry in `best` stale; its best candidate goes in on the next read.
+    /// Puts slot `s`'s best candidate in `best`, replacing the entry it had there.
     fn rank(&mut self, s: usize) {
         let slot = &mut self.slots[s];
-        if !slot.dirty {
-            slot.dirty = true;
-            slot.generation = slot.generation.wrapping_add(1);
-            self.dirty.push(s as u32);
+        slot.generation = slot.generation.wrapping_add(1);
+        if let Some(&k) = slot.keys.peek() {
+            self.best.push((k, s as u32, slot.generation));
         }
     }
 
@@ -188,13 +181,6 @@ impl Domains {
 
     /// The best current entry of `best` as (key, slot), stale ones dropped on the way.
     fn peek(&mut self) -> Option<(u128, usize)> {
-        while let Some(s) = self.dirty.pop() {
-            let slot = &mut self.slots[s as usize];
-            slot.dirty = false;
-            if let Some(&k) = slot.keys.peek() {
-                self.best.push((k, s, slot.generation));
-            }
-        }
         while let Some(&(k, s, g)) = self.best.peek() {
             if self.slots[s as usize].generation == g {
                 return Some((k, s as usize));
