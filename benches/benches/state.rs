@@ -150,7 +150,9 @@ fn cell_usage_100k_tasks_reported(bencher: divan::Bencher) {
 
 /// One round of the leader's reservation estimator (`Estimator::observe_part`, every run's
 /// usage as reported by its Borglet, then `due_part` for every machine): 100,000 runs on 10,000
-/// machines; at 1,000,000 tasks the leader does this every second (issue 21 item 3).
+/// machines. With reclamation on, the leader does this every `--reservation-interval` (5 s by
+/// default), 64 machines per lock hold (`leader::commit_reservations`); at 1,000,000 tasks,
+/// over ten times this many runs (issue 21 item 3).
 #[divan::bench(sample_count = 10)]
 fn estimator_round_100k_runs(bencher: divan::Bencher) {
     let s = cell(JOBS);
