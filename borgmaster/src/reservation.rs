@@ -77,13 +77,50 @@ impl Default for ReclaimConfig {
     }
 }
 
-/// One run's observed usage: per-bucket maxima, oldest first.
-#[derive(Debug, Clone, Default)]
-struct Track {
-    first_ms: i64,
-    /// The observation round that last saw it (runs not seen in a round are forgotten).
-    seen: u64,
-    buckets: VecDeque<(i64, Resources)>,
+/// The most a run used in one bucket of time: CPU and RAM, the two resources sampled (disk and
+/// ports stay at the request, see [`estimate`]). 16 bytes, so that a run's ten-odd buckets cost
+/// about 200 bytes: at 1,000,000 runs the leader keeps every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Peak {
+    /// The bucket: its start in milliseconds divided by the bucket width ([`bucket_ms`]), so a
+    /// later bucket has a greater number (saturated at `u32::MAX`, past the year 2100 at the
+    /// narrowest width of 1 s: buckets past it merge into one, which only raises the peak).
+    bucket: u32,
+    /// Millicores (saturated at `u32::MAX`, 4.2 million cores).
+    cpu_millis: u32,
+    /// Bytes.
+    ram_bytes: u64,
+}
+
+impl Peak {
+    /// The number of the bucket holding `ms`.
+    fn bucket_number(ms: i64, width_ms: i64) -> u32 {
+        u32::try_from(ms.div_euclid(width_ms.max(1)).max(0)).unwrap_or(u32::MAX)
+    }
+
+    /// The number of the first bucket that starts at or after `ms`: buckets from it on are the
+    /// ones that start within a window beginning at `ms`.
+    fn first_bucket_from(ms: i64, width_ms: i64) -> u32 {
+        let width = width_ms.max(1);
+        u32::try_from((-(ms.saturating_neg().div_euclid(width))).max(0)).unwrap_or(u32::MAX)
+    }
+
+    fn of(bucket: u32, u: Resources) -> Peak {
+        Peak { bucket, cpu_millis: u32::try_from(u.cpu_millis).unwrap_or(u32::MAX), ram_bytes: u.ram_bytes }
+    }
+
+    fn max(self, o: Peak) -> Peak {
+        Peak {
+            bucket: self.bucket.max(o.bucket),
+            cpu_millis: self.cpu_millis.max(o.cpu_millis),
+            ram_bytes: self.ram_bytes.max(o.ram_bytes),
+        }
+    }
+
+    /// As usage: CPU and RAM; disk and ports 0 (not sampled).
+    fn usage(self) -> Resources {
+        Resources { cpu_millis: u64::from(self.cpu_millis), ram_bytes: self.ram_bytes, disk_bytes: 0, ports: 0 }
+    }
 }
 
 fn max_each(a: Resources, b: Resources) -> Resources {
@@ -92,6 +129,43 @@ fn max_each(a: Resources, b: Resources) -> Resources {
         ram_bytes: a.ram_bytes.max(b.ram_bytes),
         disk_bytes: a.disk_bytes.max(b.disk_bytes),
         ports: a.ports.max(b.ports),
+    }
+}
+
+/// One run's observed usage: per-bucket maxima, oldest first, at most the buckets of one window
+/// plus two (the capacity grows one bucket at a time, so it stays that).
+#[derive(Debug, Clone, Default)]
+struct Track {
+    first_ms: i64,
+    /// The observation round that last saw it (runs not seen in a round are forgotten).
+    seen: u64,
+    buckets: VecDeque<Peak>,
+}
+
+impl Track {
+    /// Takes in usage `u` in bucket number `bucket`, first forgetting the buckets before
+    /// `keep_from` (a bucket number).
+    fn record(&mut self, bucket: u32, keep_from: u32, u: Resources) {
+        while self.buckets.front().is_some_and(|p| p.bucket < keep_from) {
+            self.buckets.pop_front();
+        }
+        let sample = Peak::of(bucket, u);
+        match self.buckets.back_mut() {
+            Some(last) if last.bucket == bucket => *last = last.max(sample),
+            _ => {
+                if self.buckets.len() == self.buckets.capacity() {
+                    // exact growth: a VecDeque doubles, and most runs would then carry 16 buckets
+                    // of room for 12
+                    self.buckets.reserve_exact(1);
+                }
+                self.buckets.push_back(sample);
+            }
+        }
+    }
+
+    /// The peak usage over the buckets from bucket number `from` on (CPU and RAM).
+    fn peak(&self, from: u32) -> Resources {
+        self.buckets.iter().filter(|p| p.bucket >= from).fold(Peak::of(0, Resources::ZERO), |a, p| a.max(*p)).usage()
     }
 }
 
@@ -137,8 +211,8 @@ impl Estimator {
     ) {
         let round = self.round;
         let width = bucket_ms(window);
-        let bucket = now_ms - now_ms.rem_euclid(width);
-        let keep_from = now_ms - window.as_millis() as i64 - width;
+        let bucket = Peak::bucket_number(now_ms, width);
+        let keep_from = Peak::first_bucket_from(now_ms - window.as_millis() as i64 - width, width);
         for (machine, runs) in usage {
             let tracks = match self.tracks.get_mut(machine) {
                 Some(t) => t,
@@ -150,13 +224,7 @@ impl Estimator {
                     None => tracks.entry(run.clone()).or_insert_with(|| Track { first_ms: now_ms, ..Track::default() }),
                 };
                 t.seen = round;
-                match t.buckets.back_mut() {
-                    Some((b, m)) if *b == bucket => *m = max_each(*m, *u),
-                    _ => t.buckets.push_back((bucket, *u)),
-                }
-                while t.buckets.front().is_some_and(|(b, _)| *b < keep_from) {
-                    t.buckets.pop_front();
-                }
+                t.record(bucket, keep_from, *u);
             }
         }
     }
@@ -202,7 +270,8 @@ impl Estimator {
     ) -> bool {
         let mut fell = false;
         let warmup = cfg.warmup.as_millis() as i64;
-        let from = now_ms - cfg.window.as_millis() as i64 - bucket_ms(cfg.window);
+        let width = bucket_ms(cfg.window);
+        let from = Peak::first_bucket_from(now_ms - cfg.window.as_millis() as i64 - width, width);
         let mut jobs = crate::state::JobsByName::new(state);
         for (run, track) in machines.iter().filter_map(|m| self.tracks.get(m)).flatten() {
             let Some(job) = jobs.get(&run.task.job) else { continue };
@@ -213,8 +282,7 @@ impl Estimator {
             if t.incarnation != run.incarnation || t.state != TaskState::Running || t.machine.is_none() {
                 continue;
             }
-            let peak =
-                track.buckets.iter().filter(|(b, _)| *b >= from).fold(Resources::ZERO, |a, (_, u)| max_each(a, *u));
+            let peak = track.peak(from);
             let watched = now_ms - track.first_ms;
             let request = job.spec_for(t.job_version).resources;
             let current = t.reservation.unwrap_or(request);
@@ -300,6 +368,37 @@ mod tests {
         // a run no longer reported is forgotten
         est.observe(HashMap::<MachineId, TaskUsage>::new().iter(), 63_000, cfg.window);
         assert!(est.tracks.is_empty());
+    }
+
+    /// A track's peak is the highest usage reported in the buckets that start within the window
+    /// (a reference: every sample kept, with its bucket's start in milliseconds), and it keeps
+    /// at most the window's buckets plus two, with no spare room.
+    #[test]
+    fn a_track_keeps_the_window_s_peak_in_few_bytes() {
+        use proptest::prelude::*;
+        assert_eq!(std::mem::size_of::<Peak>(), 16);
+        let window = Duration::from_secs(60);
+        let width = bucket_ms(window);
+        let most = (window.as_millis() as i64 / width) as usize + 2;
+        proptest!(ProptestConfig::with_cases(200), |(steps in proptest::collection::vec((1i64..20_000, 0u64..5_000, 0u64..(1 << 34)), 1..120))| {
+            let mut track = Track::default();
+            let mut all: Vec<(i64, Resources)> = Vec::new();
+            let mut now = 1_700_000_000_000i64;
+            for (dt, cpu, ram) in steps {
+                now += dt;
+                let u = Resources::new(cpu, ram, 7);
+                let keep_from = now - window.as_millis() as i64 - width;
+                track.record(Peak::bucket_number(now, width), Peak::first_bucket_from(keep_from, width), u);
+                all.push((now - now.rem_euclid(width), u));
+                let want = all
+                    .iter()
+                    .filter(|(b, _)| *b >= keep_from)
+                    .fold(Resources::ZERO, |a, (_, u)| Resources { disk_bytes: 0, ..max_each(a, *u) });
+                prop_assert_eq!(track.peak(Peak::first_bucket_from(keep_from, width)), want);
+                prop_assert!(track.buckets.len() <= most, "{} buckets", track.buckets.len());
+                prop_assert!(track.buckets.capacity() <= most, "room for {}", track.buckets.capacity());
+            }
+        });
     }
 
     /// A round observed a share of the machines at a time estimates what one pass over all of
