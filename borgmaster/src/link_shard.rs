@@ -658,12 +658,19 @@ async fn poll_machine(
                 let answer = if resp.tasks_unchanged { "unchanged" } else { "listed" };
                 metrics::counter!(crate::metrics::POLL_ANSWERS, "tasks" => answer).increment(1);
                 if !resp.tasks_unchanged {
+                    // (an unchanged answer holds no changes: the committed state records what it
+                    // observes)
+                    let failures = shared.report_failures.load(Ordering::Relaxed);
+                    let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now(), failures);
+                    // the answer's job names move into the usage map, which is recorded before
+                    // the reports are sent (at 1,000,000 tasks the leader takes in about 200,000
+                    // task statuses a second: no copy of each name)
                     let per_task = resp
                         .tasks
-                        .iter()
+                        .into_iter()
                         .map(|t| {
                             (
-                                RunId::new(&t.job, t.index, t.incarnation),
+                                RunId::new(t.job, t.index, t.incarnation),
                                 (resources_from_pb(t.usage.as_ref()), t.cpu_seconds),
                             )
                         })
@@ -671,10 +678,6 @@ async fn poll_machine(
                     // the map it replaces is freed after the soft state's lock is released
                     let replaced = master.soft().task_usage.insert(id.clone(), per_task);
                     drop(replaced);
-                    // (an unchanged answer holds no changes: the committed state records what it
-                    // observes)
-                    let failures = shared.report_failures.load(Ordering::Relaxed);
-                    let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now(), failures);
                     if !ch.is_empty() {
                         let _ = reports.send(ch);
                     }
