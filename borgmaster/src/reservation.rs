@@ -105,6 +105,12 @@ impl Peak {
         u32::try_from((-(ms.saturating_neg().div_euclid(width))).max(0)).unwrap_or(u32::MAX)
     }
 
+    /// The number of the first bucket still counted at `now_ms`: the buckets that start within
+    /// the last `window` plus one bucket width (`width_ms`).
+    fn first_kept(now_ms: i64, window: Duration, width_ms: i64) -> u32 {
+        Peak::first_bucket_from(now_ms - window.as_millis() as i64 - width_ms, width_ms)
+    }
+
     fn of(bucket: u32, u: Resources) -> Peak {
         Peak { bucket, cpu_millis: u32::try_from(u.cpu_millis).unwrap_or(u32::MAX), ram_bytes: u.ram_bytes }
     }
@@ -212,7 +218,7 @@ impl Estimator {
         let round = self.round;
         let width = bucket_ms(window);
         let bucket = Peak::bucket_number(now_ms, width);
-        let keep_from = Peak::first_bucket_from(now_ms - window.as_millis() as i64 - width, width);
+        let keep_from = Peak::first_kept(now_ms, window, width);
         for (machine, runs) in usage {
             let tracks = match self.tracks.get_mut(machine) {
                 Some(t) => t,
@@ -271,7 +277,7 @@ impl Estimator {
         let mut fell = false;
         let warmup = cfg.warmup.as_millis() as i64;
         let width = bucket_ms(cfg.window);
-        let from = Peak::first_bucket_from(now_ms - cfg.window.as_millis() as i64 - width, width);
+        let from = Peak::first_kept(now_ms, cfg.window, width);
         let mut jobs = crate::state::JobsByName::new(state);
         for (run, track) in machines.iter().filter_map(|m| self.tracks.get(m)).flatten() {
             let Some(job) = jobs.get(&run.task.job) else { continue };
