@@ -153,6 +153,19 @@ impl HollowCell {
                     signal: None,
                     reclaimed: false,
                 }));
+        let cpu_seconds =
+            |t: &HollowTask, used: Resources| now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0;
+        // asked for usage when nothing else changed: three numbers a task, in listing order
+        let task_usage = (tasks_unchanged && req.want_task_usage).then(|| {
+            let mut columns = pb::TaskUsageColumns::default();
+            for t in m.tasks.iter().filter(started) {
+                let used = used(t);
+                columns.cpu_millis.push(used.cpu_millis);
+                columns.ram_bytes.push(used.ram_bytes);
+                columns.cpu_seconds.push(cpu_seconds(t, used));
+            }
+            columns
+        });
         let tasks = if tasks_unchanged {
             Vec::new()
         } else {
@@ -172,7 +185,7 @@ impl HollowCell {
                         pid: Some(t.pid),
                         message: "running (hollow)".into(),
                         usage: Some(resources_to_pb(used)),
-                        cpu_seconds: now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0,
+                        cpu_seconds: cpu_seconds(t, used),
                         ready: true,
                         reclaimed: false,
                     }
@@ -185,6 +198,7 @@ impl HollowCell {
             tasks,
             usage: Some(resources_to_pb(total)),
             tasks_unchanged,
+            task_usage,
         })
     }
 }
@@ -351,6 +365,25 @@ mod tests {
         let differs = poll(pb::status_digest(other.iter().map(pb::StatusKey::of)), false);
         assert!(!differs.tasks_unchanged && differs.tasks.len() == 2);
         assert_eq!(poll(0, false).tasks.len(), 2, "0 always asks for every task");
+        // asked for usage: the same answer, with each listed task's usage in listing order
+        let req = |status_version| pb::PollRequest {
+            machine_id: "h1".into(),
+            version: 7,
+            status_version,
+            want_task_usage: true,
+            ..Default::default()
+        };
+        let columns = cell.poll(&req(digest)).unwrap();
+        assert!(columns.tasks_unchanged && columns.tasks.is_empty());
+        let c = columns.task_usage.expect("usage columns");
+        let listed = |f: fn(&pb::Resources) -> u64| -> Vec<u64> {
+            all.tasks.iter().map(|t| f(t.usage.as_ref().unwrap())).collect()
+        };
+        assert_eq!(c.cpu_millis, listed(|u| u.cpu_millis));
+        assert_eq!(c.ram_bytes, listed(|u| u.ram_bytes));
+        assert_eq!(c.cpu_seconds.len(), 2);
+        assert!(cell.poll(&req(0)).unwrap().task_usage.is_none(), "a listing carries its usage in its statuses");
+        assert!(steady.task_usage.is_none(), "not asked: no columns");
     }
 
     #[test]

@@ -151,12 +151,14 @@ impl pb::borglet_server::Borglet for BorgletService {
             .collect::<Vec<_>>();
         let tasks_unchanged =
             req.status_version != 0 && req.status_version == pb::status_digest(tasks.iter().map(pb::StatusKey::of));
+        let task_usage = (tasks_unchanged && req.want_task_usage).then(|| pb::usage_columns(&tasks));
         Ok(Response::new(pb::PollResponse {
             machine_id: self.0.machine_id.clone(),
             applied_version: rt.applied_version,
             tasks: if tasks_unchanged { Vec::new() } else { tasks },
             usage: Some(resources_to_pb(total)),
             tasks_unchanged,
+            task_usage,
         }))
     }
 

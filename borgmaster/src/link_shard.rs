@@ -4,8 +4,9 @@
 //! Each poll carries the machine's desired task set, sent whole only when it changed (tracked by
 //! a digest the Borglet echoes back), and the task-status digest of what the committed state
 //! records of the machine's tasks; the Borglet returns every task's observed state and usage,
-//! or, when its own digest agrees, nothing per task (every [`STATUSES_EVERY`]-th poll asks for
-//! the list anyway, for per-task usage). Changes are
+//! or, when its own digest agrees, nothing per task. Every [`STATUSES_EVERY`]-th poll asks for
+//! per-task usage: as three numbers a task in listing order (usage columns) while the master's
+//! usage record lists the runs it has committed, else as the whole list. Changes are
 //! batched across machines into one `TaskReports` command. A machine is marked down, and its
 //! tasks go back to pending, on evidence about the machine alone: see [`crate::liveness`] (no
 //! successful poll for `missed_polls x poll_interval` of wall time after the leader's first
@@ -197,6 +198,9 @@ pub(crate) struct PollDigests {
     pub version: u64,
     /// Of the recorded statuses of the same tasks (`PollRequest.status_version`).
     pub status: u64,
+    /// Of the same tasks' runs in order ([`runs_digest`]): whether the machine's usage record
+    /// lists the runs the committed state holds, in the same order.
+    pub runs: u64,
 }
 
 /// A desired set as its Borglet holds it: its digest and its tasks' identities (task,
@@ -223,6 +227,13 @@ struct PollMemory {
     no_deltas: bool,
     /// The digests of the last walk over the machine's tasks, with its poll generation then.
     walked: Option<Walked>,
+    /// The [`runs_digest`] of the listing the machine's usage record (`SoftState::task_usage`,
+    /// which only this poller writes) came from: while the committed state's runs have the same,
+    /// a poll may ask for usage alone, as columns in that order.
+    usage_runs: Option<u64>,
+    /// The Borglet answered a poll that asked for usage columns without them (it predates them):
+    /// this poller asks it for the task list instead.
+    no_usage_columns: bool,
 }
 
 impl PollMemory {
@@ -266,7 +277,21 @@ fn digests_of(live: &[(&crate::state::Task, &borg_jobspec::JobSpec)]) -> PollDig
     PollDigests {
         version: pb::desired_digest(live.iter().map(|(t, _)| (t.job.as_str(), t.index, t.incarnation, t.job_version))),
         status: committed_status_digest(live.iter().map(|(t, _)| *t)),
+        runs: runs_digest(live.iter().map(|(t, _)| (t.job.as_str(), t.index, t.incarnation))),
     }
+}
+
+/// A digest of a sequence of runs, given as (job, index, incarnation), in its order: the same
+/// runs in the same order give the same digest. A Borglet's usage columns follow the order it
+/// lists its tasks in; the master compares the digest of the listing its usage record came
+/// from with that of the runs it has committed (whose statuses the Borglet confirms when it
+/// answers with columns) before it asks for columns.
+fn runs_digest<'a>(runs: impl IntoIterator<Item = (&'a str, u32, u64)>) -> u64 {
+    let mut h = DefaultHasher::new();
+    for r in runs {
+        r.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// The [`PollDigests`] of machine `id` in `s`, walking its tasks.
@@ -318,7 +343,7 @@ fn delta(
     (removed, added)
 }
 
-/// The poll for machine `id` from the current state. The desired set's digest (never 0, which
+/// The poll for machine `id` from the state `s`. The desired set's digest (never 0, which
 /// means "nothing applied yet") is computed from the task identities alone; the set is sent
 /// only when the Borglet's acknowledged digest (`memory.acked`) differs, so a steady machine
 /// costs a hash per poll: as a delta against the set the Borglet holds when the master knows it
@@ -328,15 +353,23 @@ fn delta(
 ///
 /// With `statuses` false the poll also carries the task-status digest of what the committed
 /// state records of the machine's tasks (`status_version`), so a Borglet that observes the same
-/// leaves its task list out; with `statuses` true it asks for every task's status and usage.
+/// leaves its task list out. With `statuses` true it asks for every task's usage: with the same
+/// digest and `want_task_usage` when the machine's usage record lists the runs the committed
+/// state holds, in order (`memory.usage_runs`; a Borglet that observes what is committed then
+/// answers usage columns for those runs), else with digest 0 (every task's status and usage).
 ///
 /// While the machine's poll generation has not moved since the last walk (`memory.walked`) and
 /// no set is to be sent, the digests come from that walk and the machine's tasks are not walked.
-fn build_poll(master: &Master, id: &MachineId, statuses: bool, memory: &mut PollMemory) -> Option<pb::PollRequest> {
-    let s = master.state();
+fn build_poll(s: &CellState, id: &MachineId, statuses: bool, memory: &mut PollMemory) -> Option<pb::PollRequest> {
     s.machines.get(id)?;
     let generation = s.poll_generation(id);
-    let status_version = |d: PollDigests| if statuses { 0 } else { d.status };
+    let columns = (!memory.no_usage_columns).then_some(memory.usage_runs).flatten();
+    // (status_version, want_task_usage)
+    let ask = |d: PollDigests| match (statuses, columns) {
+        (false, _) => (d.status, false),
+        (true, Some(runs)) if runs == d.runs => (d.status, true),
+        (true, _) => (0, false),
+    };
     let acked = memory.acked;
     memory.sending = None;
     // (generation 0: never marked since this state was built, so unchanged since; a state
@@ -344,11 +377,13 @@ fn build_poll(master: &Master, id: &MachineId, statuses: bool, memory: &mut Poll
     if let Some(w) = memory.walked.filter(|w| w.generation == generation) {
         if acked.is_none_or(|a| a == w.digests.version) {
             metrics::counter!(crate::metrics::POLL_WALKS, "walk" => "skipped").increment(1);
+            let (status_version, want_task_usage) = ask(w.digests);
             return Some(pb::PollRequest {
                 machine_id: id.0.clone(),
                 cell: s.cell.clone(),
                 version: w.digests.version,
-                status_version: status_version(w.digests),
+                status_version,
+                want_task_usage,
                 ..Default::default()
             });
         }
@@ -358,16 +393,19 @@ fn build_poll(master: &Master, id: &MachineId, statuses: bool, memory: &mut Poll
     let digests = digests_of(&live);
     memory.walked = Some(Walked { generation, digests });
     let version = digests.version;
+    let (status_version, want_task_usage) = ask(digests);
     let mut req = pb::PollRequest {
         machine_id: id.0.clone(),
         cell: s.cell.clone(),
         version,
-        status_version: status_version(digests),
+        status_version,
+        want_task_usage,
         ..Default::default()
     };
     let Some(acked) = acked.filter(|a| *a != version) else { return Some(req) };
     // the set is sent: whole, or as a delta against the one the Borglet holds
     req.status_version = 0;
+    req.want_task_usage = false;
     match memory.held.as_ref().filter(|h| h.version == acked && !memory.no_deltas) {
         Some(held) => {
             let (removed, added) = delta(&held.tasks, &live);
@@ -409,9 +447,10 @@ fn committed_status_digest<'a>(tasks: impl Iterator<Item = &'a crate::state::Tas
     }))
 }
 
-/// Every how many polls a poller asks for every task's status even when the digests agree: how
-/// fresh the master's per-task usage is (the reclamation estimator, job listings, the page), in
-/// poll intervals. Machine-wide usage comes with every poll.
+/// Every how many polls a poller asks for every task's usage even when the digests agree (as
+/// columns, or the whole list: see [`build_poll`]): how fresh the master's per-task usage is
+/// (the reclamation estimator, job listings, the page), in poll intervals. Machine-wide usage
+/// comes with every poll.
 const STATUSES_EVERY: u64 = 5;
 
 /// Reports a poller sent that the committed state does not show yet. While the commit of a
@@ -535,6 +574,28 @@ fn changes(master: &Master, id: &MachineId, resp: &pb::PollResponse) -> Vec<(Mac
     out
 }
 
+/// Takes in usage `columns` for machine `id` (a Borglet's answer to a poll that asked for usage
+/// alone): entry i is the usage of the i-th run of the machine's record in `usage`, which the
+/// poller checked lists the runs the Borglet confirmed ([`PollMemory::usage_runs`]). Returns
+/// false, changing nothing, when the record is missing or the columns' lengths are not its
+/// number of runs.
+fn record_usage_columns(
+    usage: &mut std::collections::HashMap<MachineId, crate::soft::TaskUsage>,
+    id: &MachineId,
+    columns: &pb::TaskUsageColumns,
+) -> bool {
+    let Some(runs) = usage.get_mut(id) else { return false };
+    let n = runs.len();
+    if columns.cpu_millis.len() != n || columns.ram_bytes.len() != n || columns.cpu_seconds.len() != n {
+        return false;
+    }
+    for (i, (_, (used, cpu_seconds))) in runs.iter_mut().enumerate() {
+        *used = scheduler_core::Resources::new(columns.cpu_millis[i], columns.ram_bytes[i], 0);
+        *cpu_seconds = columns.cpu_seconds[i];
+    }
+    true
+}
+
 /// Polls one machine forever: every poll interval, and at once when its desired set changes.
 async fn poll_machine(
     master: Arc<Master>,
@@ -602,8 +663,8 @@ async fn poll_machine(
         // (a new leader's first round asks only for the digests: the cheapest round it can make)
         let statuses = attempted && polls.is_multiple_of(STATUSES_EVERY);
         let probe = memory.acked.is_none();
-        let Some(req) = build_poll(&master, &id, statuses, &mut memory) else { return };
-        let (version, base_version) = (req.version, req.base_version);
+        let Some(req) = build_poll(&master.state(), &id, statuses, &mut memory) else { return };
+        let (version, base_version, want_task_usage) = (req.version, req.base_version, req.want_task_usage);
         let started = Instant::now();
         let timeout = shared.latency.timeout(base_timeout);
         let result = match client.as_mut() {
@@ -655,16 +716,36 @@ async fn poll_machine(
                     }
                     soft.machine_usage.insert(id.clone(), resources_from_pb(resp.usage.as_ref()));
                 }
-                let answer = if resp.tasks_unchanged { "unchanged" } else { "listed" };
+                let answer = match (resp.tasks_unchanged, &resp.task_usage) {
+                    (false, _) => "listed",
+                    (true, Some(_)) => "usage",
+                    (true, None) => "unchanged",
+                };
                 metrics::counter!(crate::metrics::POLL_ANSWERS, "tasks" => answer).increment(1);
+                if resp.tasks_unchanged && want_task_usage {
+                    match resp.task_usage.as_ref() {
+                        Some(columns) => {
+                            if !record_usage_columns(&mut master.soft().task_usage, &id, columns) {
+                                // not the runs of the record after all: the next such poll lists
+                                memory.usage_runs = None;
+                            }
+                        }
+                        None => {
+                            tracing::debug!(machine = %id, "the Borglet answers no usage columns; asking it for its task list instead");
+                            memory.no_usage_columns = true;
+                        }
+                    }
+                }
                 if !resp.tasks_unchanged {
                     // (an unchanged answer holds no changes: the committed state records what it
                     // observes)
                     let failures = shared.report_failures.load(Ordering::Relaxed);
                     let ch = in_flight.fresh(changes(&master, &id, &resp), Instant::now(), failures);
                     // the answer's job names move into the usage map, which is recorded before
-                    // the reports are sent (at 1,000,000 tasks the leader takes in about 200,000
-                    // task statuses a second: no copy of each name)
+                    // the reports are sent (no copy of each name); its runs' digest says whether
+                    // later polls may ask for usage alone
+                    memory.usage_runs =
+                        Some(runs_digest(resp.tasks.iter().map(|t| (t.job.as_str(), t.index, t.incarnation))));
                     let per_task = resp
                         .tasks
                         .into_iter()
@@ -871,6 +952,62 @@ mod tests {
         let held: Vec<_> = desired(&s, &m1).iter().map(|(t, _)| (t.id(), t.incarnation, t.job_version)).collect();
         run(&mut s, Command::KillJob { name: "zed".into() }).unwrap();
         assert_eq!(names(&delta(&held, &desired(&s, &m1)), &s), (vec!["zed/0".into()], vec![]));
+    }
+
+    /// Every few polls ask for usage: as columns while the machine's usage record lists the runs
+    /// the committed state holds, in order; else (no record yet, runs changed since it, a
+    /// Borglet that answers no columns) as the whole list. And columns are taken in only for
+    /// a record of as many runs.
+    #[test]
+    fn a_poll_asks_for_usage_columns_only_for_the_runs_its_usage_record_lists() {
+        use crate::state::fixtures::{machine, run, running, spec};
+        let mut s = CellState::new("c");
+        run(&mut s, Command::RegisterMachine { machine: machine("m1") }).unwrap();
+        run(&mut s, Command::ApplyJob { spec: spec("web", 3), expected_version: None }).unwrap();
+        running(&mut s, "web", "m1");
+        let m1 = MachineId("m1".into());
+        let committed = poll_digests(&s, &m1);
+        let mut memory = PollMemory::default();
+        let ask = |s: &CellState, statuses: bool, memory: &mut PollMemory| {
+            let r = build_poll(s, &m1, statuses, memory).unwrap();
+            (r.status_version, r.want_task_usage)
+        };
+        assert_eq!(ask(&s, false, &mut memory), (committed.status, false), "a plain poll: the digest alone");
+        assert_eq!(ask(&s, true, &mut memory), (0, false), "no usage record yet: the whole list");
+        // the record came from a listing of the committed runs, in the Borglet's order
+        let listing: Vec<(String, u32, u64)> =
+            desired(&s, &m1).iter().map(|(t, _)| (t.job.clone(), t.index, t.incarnation)).collect();
+        memory.usage_runs = Some(runs_digest(listing.iter().map(|(j, i, n)| (j.as_str(), *i, *n))));
+        assert_eq!(ask(&s, true, &mut memory), (committed.status, true), "the record's runs: columns");
+        assert_eq!(ask(&s, false, &mut memory), (committed.status, false), "and only every few polls");
+        // a Borglet that answered no columns is asked for its list
+        let mut old = PollMemory { usage_runs: memory.usage_runs, no_usage_columns: true, ..Default::default() };
+        assert_eq!(ask(&s, true, &mut old), (0, false), "a Borglet without columns: the whole list");
+        assert_ne!(
+            runs_digest(listing.iter().rev().map(|(j, i, n)| (j.as_str(), *i, *n))),
+            memory.usage_runs.unwrap(),
+            "another order is another digest"
+        );
+        // a task restarts: its new run is not in the record
+        run(&mut s, Command::RestartTasks { name: "web".into(), indices: vec![1] }).unwrap();
+        assert_eq!(ask(&s, true, &mut memory), (0, false), "runs changed since the record: the whole list");
+
+        // taking columns in: in the record's order, only when the lengths agree
+        let runs = |n: u32| -> crate::soft::TaskUsage {
+            (0..n).map(|i| (RunId::new("web", i, 1), (scheduler_core::Resources::new(1, 1, 0), 0.0))).collect()
+        };
+        let mut usage = std::collections::HashMap::from([(m1.clone(), runs(2))]);
+        let columns = |n: usize| pb::TaskUsageColumns {
+            cpu_millis: (0..n as u64).map(|i| 100 + i).collect(),
+            ram_bytes: (0..n as u64).map(|i| 1000 + i).collect(),
+            cpu_seconds: (0..n).map(|i| i as f64).collect(),
+        };
+        assert!(!record_usage_columns(&mut usage, &m1, &columns(3)), "3 columns for 2 runs");
+        assert!(!record_usage_columns(&mut usage, &MachineId("m2".into()), &columns(2)), "no record");
+        assert_eq!(usage[&m1], runs(2), "nothing changed");
+        assert!(record_usage_columns(&mut usage, &m1, &columns(2)));
+        let got: Vec<_> = usage[&m1].iter().map(|(r, (u, c))| (r.task.index, u.cpu_millis, u.ram_bytes, *c)).collect();
+        assert_eq!(got, [(0, 100, 1000, 0.0), (1, 101, 1001, 1.0)]);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use scheduler_core::{MachineId, Resources};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-/// Usage of the task runs of one machine from its last poll: run -> (usage, CPU seconds since
-/// start).
-pub type TaskUsage = HashMap<RunId, (Resources, f64)>;
+/// Usage of the task runs of one machine from its last polls: run -> (usage, CPU seconds since
+/// start), in the order its Borglet lists them (by job, then index): a poll that brings usage
+/// alone (`PollResponse.task_usage`, columns in that order) updates the values in place.
+pub type TaskUsage = indexmap::IndexMap<RunId, (Resources, f64)>;
 
 /// Why a job's unplaced tasks are pending: the scheduler's per-machine reasons (kept as data
 /// until rendered), or a reason of the master's own that is not about machines.
@@ -52,8 +53,9 @@ pub struct SoftState {
     pub last_seen_ms: HashMap<MachineId, i64>,
     /// Usage each Borglet reported in its last poll.
     pub machine_usage: HashMap<MachineId, Resources>,
-    /// Per-run usage from each machine's last poll, replaced whole on every poll so that gone
-    /// tasks drop out.
+    /// Per-run usage from each machine's polls: replaced whole by every poll that lists the
+    /// machine's tasks, so that gone tasks drop out, and updated in place by one that brings
+    /// usage columns for the same runs.
     pub task_usage: HashMap<MachineId, TaskUsage>,
     /// When this replica started its leader duties (None on followers).
     pub led_since: Option<Instant>,

@@ -90,6 +90,18 @@ pub fn status_digest<'a>(keys: impl IntoIterator<Item = StatusKey<'a>>) -> u64 {
     h.finish().max(1)
 }
 
+/// The usage of `tasks` as columns (`PollResponse.task_usage`), in their order: what a Borglet
+/// answers, instead of the statuses themselves, to a poll that asks for usage
+/// (`PollRequest.want_task_usage`) when the task-status digests agree. A status without usage
+/// counts as zero.
+pub fn usage_columns(tasks: &[TaskStatus]) -> TaskUsageColumns {
+    TaskUsageColumns {
+        cpu_millis: tasks.iter().map(|t| t.usage.as_ref().map_or(0, |u| u.cpu_millis)).collect(),
+        ram_bytes: tasks.iter().map(|t| t.usage.as_ref().map_or(0, |u| u.ram_bytes)).collect(),
+        cpu_seconds: tasks.iter().map(|t| t.cpu_seconds).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

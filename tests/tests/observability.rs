@@ -76,8 +76,7 @@ fn metrics_top_cell_usage_and_status_page() {
     }
     promtool_check("the master's /metrics", &m);
     // a steady machine's polls carry no task statuses: the digest of what the master committed
-    // matches the real Borglet's (web running and ready, hello's dead tasks gone from its set);
-    // every 5th poll still lists the tasks, for their usage
+    // matches the real Borglet's (web running and ready, hello's dead tasks gone from its set)
     let answers = |kind: &str| {
         let m = http_get(&mh, "/metrics").1;
         metric(&m, &format!("borg_link_poll_answers_total{{tasks=\"{kind}\"}}")).unwrap_or(0.0)
@@ -90,9 +89,11 @@ fn metrics_top_cell_usage_and_status_page() {
     let proposed = || metric(&http_get(&mh, "/metrics").1, "borg_link_reports_proposed_total").unwrap_or(0.0);
     let before = proposed();
     assert!(before >= 5.0, "every task's start was reported: {before}");
-    let listed = answers("listed");
-    cell.wait_for(Duration::from_secs(30), "a later poll listing the tasks again", |_| answers("listed") > listed);
-    // a steady cell's listed statuses match what is committed: nothing is proposed again
+    // every 5th poll of a steady machine brings its tasks' usage alone, as columns (once a
+    // listing gave the master the runs they follow)
+    let usage = answers("usage");
+    cell.wait_for(Duration::from_secs(30), "a later poll bringing the tasks' usage alone", |_| answers("usage") > usage);
+    // a steady cell's Borglet reports match what is committed: nothing is proposed again
     assert_eq!(proposed(), before, "reports proposed while nothing changed");
 
     let (code, b) = http_get(&bh, "/metrics");
