@@ -80,19 +80,27 @@ running() {
     curl -s "http://$1/metrics" | awk '/^borg_tasks\{/ && /state="running"/ { s += $2 } END { print s + 0 }'
 }
 
-# poll_counters HTTP: "SCHEDULED POLLS OVERRUNS WHOLE DELTA" from one scrape of the replica at
-# HTTP: the tasks it has seen placed (borg_task_transitions_total{kind="scheduled"}), the polls it
-# sent as leader (borg_link_poll_duration_seconds_count), how many of them ended after their
-# machine's next poll was due (borg_link_poll_overruns_total: a full round fits in the poll
-# interval while no poll overruns), and the desired sets it sent whole and as deltas
-# (borg_link_poll_sets_total{sent}).
+# poll_counters HTTP: "SCHEDULED POLLS OVERRUNS WHOLE DELTA LISTED USAGE" from one scrape of the
+# replica at HTTP: the tasks it has seen placed (borg_task_transitions_total{kind="scheduled"}),
+# the polls it sent as leader (borg_link_poll_duration_seconds_count), how many of them ended
+# after their machine's next poll was due (borg_link_poll_overruns_total: a full round fits in
+# the poll interval while no poll overruns), the desired sets it sent whole and as deltas
+# (borg_link_poll_sets_total{sent}), and the answers that listed every task's status and that
+# brought the tasks' usage alone (borg_link_poll_answers_total{tasks="listed"|"usage"}).
 poll_counters() {
     curl -s "http://$1/metrics" | awk '/^borg_task_transitions_total\{/ && /kind="scheduled"/ { s += $2 }
         $1 == "borg_link_poll_duration_seconds_count" { p = $2 }
         $1 == "borg_link_poll_overruns_total" { o = $2 }
         $1 == "borg_link_poll_sets_total{sent=\"whole\"}" { w = $2 }
         $1 == "borg_link_poll_sets_total{sent=\"delta\"}" { d = $2 }
-        END { printf "%d %d %d %d %d\n", s, p, o, w, d }'
+        $1 == "borg_link_poll_answers_total{tasks=\"listed\"}" { l = $2 }
+        $1 == "borg_link_poll_answers_total{tasks=\"usage\"}" { u = $2 }
+        END { printf "%d %d %d %d %d %d %d\n", s, p, o, w, d, l, u }'
+}
+
+# cpu_s PID: the CPU time (user + system, seconds, two decimals) process PID has used so far.
+cpu_s() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo NA
 }
 
 # machines_in STATE ADDRS: how many machines are in STATE (up, down, draining...).
