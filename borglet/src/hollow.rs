@@ -153,8 +153,9 @@ impl HollowCell {
                     signal: None,
                     reclaimed: false,
                 }));
-        let cpu_seconds =
-            |t: &HollowTask, used: Resources| now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0;
+        let cpu_seconds = |t: &HollowTask, used: Resources| {
+            now.duration_since(t.given).as_secs_f64() * used.cpu_millis as f64 / 1000.0
+        };
         // asked for usage when nothing else changed: three numbers a task, in listing order
         let task_usage = (tasks_unchanged && req.want_task_usage).then(|| {
             let mut columns = pb::TaskUsageColumns::default();

@@ -389,7 +389,7 @@ fn build_poll(s: &CellState, id: &MachineId, statuses: bool, memory: &mut PollMe
         }
     }
     metrics::counter!(crate::metrics::POLL_WALKS, "walk" => "walked").increment(1);
-    let live = desired(&s, id);
+    let live = desired(s, id);
     let digests = digests_of(&live);
     memory.walked = Some(Walked { generation, digests });
     let version = digests.version;

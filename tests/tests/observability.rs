@@ -92,7 +92,9 @@ fn metrics_top_cell_usage_and_status_page() {
     // every 5th poll of a steady machine brings its tasks' usage alone, as columns (once a
     // listing gave the master the runs they follow)
     let usage = answers("usage");
-    cell.wait_for(Duration::from_secs(30), "a later poll bringing the tasks' usage alone", |_| answers("usage") > usage);
+    cell.wait_for(Duration::from_secs(30), "a later poll bringing the tasks' usage alone", |_| {
+        answers("usage") > usage
+    });
     // a steady cell's Borglet reports match what is committed: nothing is proposed again
     assert_eq!(proposed(), before, "reports proposed while nothing changed");
 
