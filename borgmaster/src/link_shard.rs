@@ -825,8 +825,8 @@ async fn poll_machine(
 /// ([`crate::metrics::POLL_OVERRUNS`]). A poll sent early, between ticks (its desired set
 /// changed), overruns only when it runs past the tick still to come; none is sent early when
 /// that tick is imminent ([`Schedule::imminent`]): at 1,000,000 tasks under churn every poll
-/// that overran was such an early poll, most of them started after the tick was due (the timer
-/// or the runtime late), none slower than half a second.
+/// that overran was such an early poll, about half of them started after the tick was due (the
+/// timer or the runtime late) and the rest just before it; the slowest took half a second.
 struct Schedule {
     /// When the next poll is due (the next tick).
     next_due: Instant,
