@@ -254,11 +254,16 @@ impl PollMemory {
         }
     }
 
-    /// The poll failed: what the Borglet holds is unknown until it answers again (`held` stays:
-    /// it is only used when the Borglet's answer names its version).
+    /// The poll failed, or the machine moved to a new address: what the Borglet holds is unknown
+    /// until it answers again (`held` stays: it is only used when the Borglet's answer names its
+    /// version). The Borglet may also have restarted as another version (an upgrade), so what an
+    /// older one could not take, deltas and usage columns, is offered again: a Borglet that
+    /// still cannot costs one refused delta and one listing.
     fn failed(&mut self) {
         self.acked = None;
         self.sending = None;
+        self.no_deltas = false;
+        self.no_usage_columns = false;
     }
 }
 
@@ -1045,6 +1050,11 @@ mod tests {
         assert_eq!(m.held, None);
         m.failed();
         assert_eq!(m.acked, None);
+        // a Borglet that refused deltas and answered no columns, then failed a poll (restarted,
+        // perhaps upgraded): offered both again
+        let mut m = PollMemory { no_deltas: true, no_usage_columns: true, ..Default::default() };
+        m.failed();
+        assert_eq!((m.no_deltas, m.no_usage_columns), (false, false));
     }
 
     #[test]
