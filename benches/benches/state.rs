@@ -109,16 +109,43 @@ fn checkpoint_100k_tasks(bencher: divan::Bencher) {
     bencher.bench_local(|| borgmaster::raft::codec::encode(&s).map(|v| v.len()).unwrap_or(0));
 }
 
+/// That checkpoint compressed as a snapshot is (`borgmaster::raft::codec::compress`, zstd).
+#[divan::bench(sample_count = 5)]
+fn checkpoint_compressed_100k_tasks(bencher: divan::Bencher) {
+    let s = cell(JOBS);
+    bencher.bench_local(|| {
+        borgmaster::raft::codec::encode(&s)
+            .and_then(|v| borgmaster::raft::codec::compress(&v))
+            .map(|v| v.len())
+            .unwrap_or(0)
+    });
+}
+
 /// Decoding that checkpoint (what installing a snapshot on a replica costs, before the indexes
-/// are rebuilt), and its JSON for comparison.
-#[divan::bench(sample_count = 5, args = ["binary", "json"])]
+/// are rebuilt): as a snapshot is stored (compressed), as MessagePack, and its JSON for
+/// comparison.
+#[divan::bench(sample_count = 5, args = ["compressed", "binary", "json"])]
 fn checkpoint_decode_100k_tasks(bencher: divan::Bencher, encoding: &str) {
     let s = cell(JOBS);
     let bytes = match encoding {
         "json" => serde_json::to_vec(&s).unwrap_or_default(),
+        "compressed" => {
+            borgmaster::raft::codec::encode(&s).and_then(|v| borgmaster::raft::codec::compress(&v)).unwrap_or_default()
+        }
         _ => borgmaster::raft::codec::encode(&s).unwrap_or_default(),
     };
     bencher.bench_local(|| borgmaster::raft::codec::decode::<CellState>(&bytes).map(|s| s.jobs.len()).unwrap_or(0));
+}
+
+/// Rebuilding the derived indexes of a decoded checkpoint (`CellState::reindex`: each machine's
+/// tasks), the rest of what a replica installing a snapshot waits on.
+#[divan::bench(sample_count = 5)]
+fn reindex_100k_tasks(bencher: divan::Bencher) {
+    let s = cell(JOBS);
+    bencher.with_inputs(|| s.clone()).bench_local_values(|mut s| {
+        s.reindex();
+        s.jobs.len()
+    });
 }
 
 /// The scheduler's input (`borgmaster::snapshot::snapshot`) at 100,000 tasks with 1,000 of them

@@ -1,6 +1,8 @@
 # Sourced by scripts/*: installs what building borg needs when it is missing, idempotently.
 #  - Debian's librocksdb-dev (linked instead of building RocksDB from source: DESIGN.md §8)
 #  - libclang-dev (bindgen for librocksdb-sys)
+#  - libzstd-dev and pkg-config: Debian's zstd, linked by the zstd crate (snapshots are
+#    compressed with it), also never built from source
 #  - python3: the example services (configs/jobs/web-service.yaml, http-service.yaml) are
 #    `python3 -m http.server`, and the tests run them
 #  - a Rust toolchain must already be on PATH (rustup); nothing else is needed (protoc is not:
@@ -22,7 +24,7 @@ apt_install_missing() {
 }
 
 ensure_deps() {
-    apt_install_missing librocksdb-dev libclang-dev python3
+    apt_install_missing librocksdb-dev libclang-dev libzstd-dev pkg-config python3
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo not found: install Rust with rustup (https://rustup.rs) and try again" >&2
         exit 1

@@ -26,7 +26,7 @@ pub use quota::{headroom as quota_headroom, QuotaRow};
 pub use types::*;
 
 use scheduler_core::{MachineId, Resources};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Most events kept in the state (oldest dropped first).
 pub const MAX_EVENTS: usize = 10_000;
@@ -140,16 +140,20 @@ impl CellState {
 
     /// Rebuilds derived indexes after deserialization.
     pub fn reindex(&mut self) {
-        self.by_machine.clear();
         self.rolling = self.jobs.values().filter(|j| !j.killed && j.rolling()).map(|j| j.spec.name.clone()).collect();
         self.held = self.jobs.values().filter(|j| j.held()).map(|j| j.spec.name.clone()).collect();
+        // Each machine's tasks are gathered first and its set built from them at once (sorted
+        // input builds a B-tree in one pass), with one copy of the machine's id per machine, not
+        // per task: a replica installing a 1,000,000-task snapshot waits on this.
+        let mut bound: HashMap<&MachineId, Vec<TaskId>> = HashMap::new();
         for job in self.jobs.values() {
             for t in &job.tasks {
                 if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {
-                    self.by_machine.entry(m.clone()).or_default().insert(t.id());
+                    bound.entry(m).or_default().push(t.id());
                 }
             }
         }
+        self.by_machine = bound.into_iter().map(|(m, tasks)| (m.clone(), tasks.into_iter().collect())).collect();
         for m in self.machines.keys().chain(self.by_machine.keys()) {
             self.poll_generations.mark(m);
         }
