@@ -25,9 +25,9 @@ pub const MAX_PENDING_RESET_STREAMS: usize = 65_536;
 /// AppendEntries of thousands of task records) crosses in 64 KiB steps, each waiting for the
 /// server to read it and send a WINDOW_UPDATE back: on an idle host that costs nothing, but with
 /// the server's runtime busy (a follower applying, a leader polling 10,000 machines) each step
-/// waits its turn. Measured at 1,000,000 tasks (scripts/bench-million): a 281 MB snapshot took
-/// 13.3 s to reach a wiped replica with the default. Like the connection window, credit and not
-/// memory reserved up front.
+/// waits its turn. Measured at 1,000,000 tasks (scripts/bench-million): a 281 MB snapshot (before
+/// snapshots were compressed) took 13.3 s to reach a wiped replica with the default. Like the
+/// connection window, credit and not memory reserved up front.
 pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
 
 /// A tonic server builder with [`CONNECTION_WINDOW_BYTES`], [`STREAM_WINDOW_BYTES`] and
