@@ -120,8 +120,9 @@ pub async fn add_voter(raft: &BorgRaft, id: NodeId, address: &str, catch_up: Dur
 /// voter, stand for election and unseat the leader (seen in bench-failover-at-scale's snapshot
 /// step: a leadership gap of about a second). So before a replica is added, a snapshot older
 /// than the membership in force is replaced by a new one (waited for up to 30 s; on timeout the
-/// add goes ahead, as before).
-async fn snapshot_current_membership(raft: &BorgRaft) {
+/// add goes ahead, as before). A removal starts one in the background (`group::remove_replica`),
+/// so an add that follows usually finds it taken or under way.
+pub(crate) async fn snapshot_current_membership(raft: &BorgRaft) {
     let stale = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
         let membership = m.membership_config.log_id().map_or(0, |l| l.index);
         m.snapshot.map_or(0, |l| l.index) < membership && m.last_log_index.unwrap_or(0) > 0
@@ -130,7 +131,7 @@ async fn snapshot_current_membership(raft: &BorgRaft) {
         return;
     }
     if let Err(e) = super::group::snapshot_until(raft, |m| !stale(m), Duration::from_secs(30)).await {
-        tracing::warn!(error = %e, "no fresh snapshot before adding a replica; adding it anyway");
+        tracing::warn!(error = %e, "no snapshot of the membership in force was taken; a replica added now may be sent an older one");
     }
 }
 
