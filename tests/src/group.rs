@@ -131,15 +131,29 @@ impl MasterGroup {
 
     /// (Re)starts replica `i` with these environment variables added (e.g. `FAILPOINTS`).
     pub fn start_replica_env(&mut self, i: usize, env: &[(&str, &str)]) {
+        if !self.start_replica_env_may_exit(i, env) {
+            panic!(
+                "borgmaster exited before listening; log: {}",
+                std::fs::read_to_string(self.log(i)).unwrap_or_default()
+            )
+        }
+    }
+
+    /// Like [`MasterGroup::start_replica_env`], for a start the test expects may end before the
+    /// replica listens (a failpoint that crashes it in the snapshot it may write at start-up):
+    /// returns whether it listens. A replica that exited counts as [`MasterGroup::exited`].
+    pub fn start_replica_env_may_exit(&mut self, i: usize, env: &[(&str, &str)]) -> bool {
         self.starts += 1;
         let mut cmd = self.replica_command(i);
         cmd.envs(env.iter().copied());
         // keep every start's log: append the start number
         let log = self.dir.path().join(format!("master{}-{}.log", i + 1, self.starts));
-        let (child, _, _) = start_listening_http(cmd, "borgmaster", &log);
+        let started = crate::try_start_listening_all(cmd, "borgmaster", &log);
         let _ = std::fs::remove_file(self.log(i));
         let _ = std::os::unix::fs::symlink(&log, self.log(i));
-        self.replicas[i] = Some(child);
+        let listens = started.is_ok();
+        self.replicas[i] = Some(started.map_or_else(|child| child, |(child, ..)| child));
+        listens
     }
 
     /// Starts replica `i` expecting it to refuse: waits (at most `timeout`) for it to exit and

@@ -42,10 +42,23 @@ pub(crate) fn start_listening_http(cmd: Command, what: &str, log: &Path) -> (Chi
 /// Like [`start_listening_http`], also returning the DNS address it printed
 /// (`<what> dns on ADDR`), if any.
 pub(crate) fn start_listening_all(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     log: &Path,
 ) -> (Child, String, Option<String>, Option<String>) {
+    try_start_listening_all(cmd, what, log).unwrap_or_else(|_| {
+        panic!("{what} exited before listening; log: {}", std::fs::read_to_string(log).unwrap_or_default())
+    })
+}
+
+/// Like [`start_listening_all`], but a process that exits (or closes its stdout) before it
+/// listens is returned as `Err` with its child (killed, if it still ran), not a panic: for
+/// starts where an early exit is what a test injects.
+pub(crate) fn try_start_listening_all(
+    mut cmd: Command,
+    what: &str,
+    log: &Path,
+) -> Result<(Child, String, Option<String>, Option<String>), Child> {
     let stderr = std::fs::File::create(log).expect("log file");
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
@@ -60,14 +73,15 @@ pub(crate) fn start_listening_all(
             Some(Ok(l)) if l.starts_with(&prefix) => {
                 let addr = l[prefix.len()..].trim().to_string();
                 std::thread::spawn(move || for _ in lines {});
-                return (child, addr, http, dns);
+                return Ok((child, addr, http, dns));
             }
             Some(Ok(l)) if l.starts_with(&http_prefix) => http = Some(l[http_prefix.len()..].trim().to_string()),
             Some(Ok(l)) if l.starts_with(&dns_prefix) => dns = Some(l[dns_prefix.len()..].trim().to_string()),
             Some(Ok(_)) => continue,
             _ => {
                 let _ = child.kill();
-                panic!("{what} exited before listening; log: {}", std::fs::read_to_string(log).unwrap_or_default())
+                let _ = child.wait();
+                return Err(child);
             }
         }
     }
