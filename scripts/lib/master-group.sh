@@ -80,6 +80,15 @@ running() {
     curl -s "http://$1/metrics" | awk '/^borg_tasks\{/ && /state="running"/ { s += $2 } END { print s + 0 }'
 }
 
+# pass_stats HTTP: "PASSES MEAN_MS" from one scrape of the replica at HTTP: the scheduling passes
+# it ran as leader and their mean wall time, snapshot to commit
+# (borg_scheduling_pass_duration_seconds count and sum).
+pass_stats() {
+    curl -s "http://$1/metrics" | awk '$1 == "borg_scheduling_pass_duration_seconds_count" { c = $2 }
+        $1 == "borg_scheduling_pass_duration_seconds_sum" { s = $2 }
+        END { if (c > 0) printf "%d %.1f\n", c, s * 1000 / c; else print "0 NA" }'
+}
+
 # poll_counters HTTP: "SCHEDULED POLLS OVERRUNS WHOLE DELTA LISTED USAGE" from one scrape of the
 # replica at HTTP: the tasks it has seen placed (borg_task_transitions_total{kind="scheduled"}),
 # the polls it sent as leader (borg_link_poll_duration_seconds_count), how many of them ended
