@@ -35,7 +35,7 @@
 //! Cost per pass: O(examined machines + tasks x log(candidates)), independent of cell size once
 //! enough feasible machines are found. Deterministic for a given seed and input.
 
-use crate::candidates::{Cand, ClassCache, Crowd, CACHE_KEEP, CACHE_TTL};
+use crate::candidates::{Cand, CandHeap, ClassCache, Crowd, CACHE_KEEP, CACHE_TTL};
 use crate::cell::{fit_bucket_of, CellModel, MachineIndex, Resident, TaskRef, FIT_BUCKETS};
 use crate::equivalence::{classes, ClassKey, EquivalenceClass};
 use crate::feasibility::feasible;
@@ -47,7 +47,7 @@ use crate::why_pending::{why_pending, WhyPending};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 /// Scheduler settings.
@@ -181,6 +181,8 @@ pub struct Scheduler {
     /// the domains it counted ([`ClassRun::counted`]), so a cell of many domains (every machine
     /// its own) costs nothing per class.
     domain_count: Vec<u32>,
+    /// The memory of the last class run's candidate heap, for the next.
+    spare_heap: CandHeap,
 }
 
 /// Empty machines kept for the pass's large tasks (see [`EmptyReserve::large`]): spreading a
@@ -287,7 +289,7 @@ fn spreads(class: &EquivalenceClass, domains: usize) -> bool {
 struct ClassRun<'a> {
     class: &'a EquivalenceClass,
     k: usize,
-    heap: BinaryHeap<Cand>,
+    heap: CandHeap,
     cursor: usize,
     examined: usize,
     exhausted_at: Option<usize>,
@@ -328,6 +330,7 @@ impl Scheduler {
             best_fit: None,
             unplaced_production: Vec::new(),
             domain_count: Vec::new(),
+            spare_heap: CandHeap::default(),
         }
     }
 
@@ -633,7 +636,7 @@ impl Scheduler {
             let mut run = ClassRun {
                 class,
                 k,
-                heap: BinaryHeap::with_capacity(k + 1),
+                heap: CandHeap::new(std::mem::take(&mut self.spare_heap), n, k + 1),
                 cursor: entry.cursor,
                 examined: 0,
                 exhausted_at,
@@ -683,7 +686,7 @@ impl Scheduler {
             if let Some(at) = run.exhausted_at.filter(|_| run.heap.len() <= NOWHERE_KEEP) {
                 // every machine it can use is in its heap: remembered for the larger classes
                 if class.constraints.is_empty() && run.taken.is_empty() {
-                    let machines = run.heap.iter().map(|c| c.m).collect();
+                    let machines = run.heap.machines().collect();
                     nowhere.push(Nowhere { band, request: class.request, at, machines });
                 }
             }
@@ -699,7 +702,8 @@ impl Scheduler {
                     self.unplaced_production.push((class.priority, class.request));
                 }
             }
-            let (mut kept, mut exhausted_at) = (std::mem::take(&mut run.heap).into_vec(), run.exhausted_at);
+            let (mut kept, mut exhausted_at) = (run.heap.drain(), run.exhausted_at);
+            self.spare_heap = std::mem::take(&mut run.heap).into_spare();
             if kept.len() > CACHE_KEEP {
                 // the best ones; the rest were feasible, so the cell is no longer known examined
                 kept.select_nth_unstable_by(CACHE_KEEP, |a, b| b.cmp(a));
@@ -737,7 +741,7 @@ impl Scheduler {
                 out.stats.scored += 1;
                 let base = (top.version == cell.version(m)).then_some(top.base);
                 let fresh = self.candidate(run, cell, m, base);
-                if run.heap.peek().is_some_and(|next| next > &fresh) {
+                if run.heap.top_beats(&fresh) {
                     run.heap.push(fresh); // something else is now better
                     continue;
                 }
