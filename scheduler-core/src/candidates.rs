@@ -177,7 +177,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn cand(score: f64, m: u32) -> Cand {
-        Cand { score, base: score / 2.0, m, version: u64::from(m) * 3, crowd: Crowd { count: m % 5, kept: m % 2 == 0 } }
+        Cand { score, base: score / 2.0, m, version: u64::from(m) * 3, crowd: Crowd { count: m % 5, kept: m.is_multiple_of(2) } }
     }
 
     proptest! {
