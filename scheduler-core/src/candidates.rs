@@ -102,6 +102,9 @@ struct Domains {
     best: std::collections::BinaryHeap<(u128, u32, u32)>,
     /// Slots used since the run began (to reset).
     touched: Vec<u32>,
+    /// Slots whose best changed since `best` was last read (ranked on the next read: a
+    /// placement changes its slot up to three times, by the pop, the new term and the re-push).
+    dirty: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +116,7 @@ struct Slot {
     crowd: Crowd,
     term: f64,
     touched: bool,
+    dirty: bool,
 }
 
 /// The heap key of a candidate: larger for a better candidate (the max-heap pops it first), the
@@ -136,8 +140,10 @@ impl Domains {
             let slot = &mut self.slots[s as usize];
             slot.keys.clear();
             slot.touched = false;
+            slot.dirty = false;
         }
         self.touched.clear();
+        self.dirty.clear();
         self.best.clear();
     }
 
@@ -152,12 +158,13 @@ impl Domains {
         }
     }
 
-    /// Puts slot `s`'s best candidate in `best`, replacing the entry it had there.
+    /// Marks slot `s`'s entry in `best` stale; its best candidate goes in on the next read.
     fn rank(&mut self, s: usize) {
         let slot = &mut self.slots[s];
-        slot.generation = slot.generation.wrapping_add(1);
-        if let Some(&k) = slot.keys.peek() {
-            self.best.push((k, s as u32, slot.generation));
+        if !slot.dirty {
+            slot.dirty = true;
+            slot.generation = slot.generation.wrapping_add(1);
+            self.dirty.push(s as u32);
         }
     }
 
@@ -181,6 +188,13 @@ impl Domains {
 
     /// The best current entry of `best` as (key, slot), stale ones dropped on the way.
     fn peek(&mut self) -> Option<(u128, usize)> {
+        while let Some(s) = self.dirty.pop() {
+            let slot = &mut self.slots[s as usize];
+            slot.dirty = false;
+            if let Some(&k) = slot.keys.peek() {
+                self.best.push((k, s, slot.generation));
+            }
+        }
         while let Some(&(k, s, g)) = self.best.peek() {
             if self.slots[s as usize].generation == g {
                 return Some((k, s as usize));
