@@ -6,7 +6,9 @@
 //! it has enough, instead of scoring every machine), keeps them in a heap by score, and places
 //! the class's tasks one by one on the best. A placement changes only that machine, so only its
 //! entry is re-scored; entries whose machine changed since they were scored (a version number
-//! tells) are re-checked lazily when they reach the top. When the heap runs low it examines more
+//! tells) are re-checked lazily when they reach the top; a spreading class's heap is kept by
+//! failure domain, so that a placement re-keys its own domain's candidates at once instead
+//! (`CandHeap`: same choices, fewer heap operations). When the heap runs low it examines more
 //! machines, at most the whole cell once per class per pass. A class's candidate set and its
 //! place in the random order survive between passes ("score caching"): the next pass re-scores
 //! only candidates whose machine changed.
