@@ -6,7 +6,7 @@ use crate::constraint::Constraint;
 use crate::priority::Priority;
 use crate::resources::Resources;
 use crate::task_group::TaskGroup;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// What makes two tasks equivalent: priority, request, constraints, and, for jobs that want
 /// `different_machine`, the job itself (the restriction is per job).

@@ -49,7 +49,8 @@ use crate::why_pending::{why_pending, WhyPending};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+// foldhash: these maps are hashed per class, per candidate and per task of a pass
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::hash::{Hash, Hasher};
 
 /// Scheduler settings.

@@ -4,9 +4,10 @@ use crate::cell::CellModel;
 use crate::equivalence::{classes, EquivalenceClass};
 use crate::feasibility::{check, Infeasible};
 use crate::task_group::TaskGroup;
+use foldhash::HashSet;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// Why the tasks of a group could not all be placed: how many machines failed for each reason
