@@ -94,6 +94,19 @@ fn apply_bind_1000_tasks(bencher: divan::Bencher) {
     });
 }
 
+/// What every command costs besides its own change, in a cell of 10,000 machines and 100,000
+/// tasks: a `Tick` (which changes nothing) applied, with the rules checked after each command
+/// (drains, dependencies, rolling updates). Every replica pays it per command it applies.
+#[divan::bench(sample_count = 20)]
+fn apply_tick_100k_tasks(bencher: divan::Bencher) {
+    let mut s = cell(JOBS);
+    let mut t = 0;
+    bencher.bench_local(|| {
+        t += 1;
+        s.apply(&Entry { time_ms: t, command: Command::Tick }).map(|(_, ev)| ev.len()).unwrap_or(0)
+    });
+}
+
 /// Encoding the whole state as a checkpoint (JSON) at 100,000 tasks.
 #[divan::bench(sample_count = 5)]
 fn checkpoint_json_100k_tasks(bencher: divan::Bencher) {

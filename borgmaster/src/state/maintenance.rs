@@ -66,6 +66,11 @@ impl CellState {
                 continue;
             }
             m.maintenance = to;
+            if matches!(to, Maintenance::Draining { .. }) {
+                self.draining.insert(id.clone());
+            } else {
+                self.draining.remove(id);
+            }
             let (kind, detail) = match to {
                 Maintenance::None => (EventKind::Uncordoned, format!("schedulable again{who}")),
                 Maintenance::Cordoned => (EventKind::Cordoned, format!("no new tasks{who}")),
@@ -108,6 +113,7 @@ impl CellState {
                 self.move_off(t, id, PendingReason::Drain, "machine removed", ev);
             }
             self.machines.remove(id);
+            self.draining.remove(id);
             // per_machine tasks pinned to it can never run again
             let now = ev.now;
             let pinned: Vec<(String, u32)> = self
@@ -162,8 +168,9 @@ impl CellState {
     /// One step of every drain (see the module doc); runs after every command.
     pub(super) fn advance_drains(&mut self, ev: &mut Events) {
         let draining: Vec<(MachineId, Option<i64>)> = self
-            .machines
-            .values()
+            .draining
+            .iter()
+            .filter_map(|id| self.machines.get(id))
             .filter_map(|m| match m.maintenance {
                 Maintenance::Draining { deadline_ms } if self.task_count_on(&m.id) > 0 => {
                     Some((m.id.clone(), deadline_ms))
