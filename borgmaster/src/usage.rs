@@ -5,7 +5,6 @@
 use crate::soft::SoftState;
 use crate::state::{charge_in, reservation_within, CellState, JobsByName, MachineState, TaskState};
 use scheduler_core::{Band, MachineId, Resources};
-use std::collections::HashMap;
 
 /// A free dimension counts as stranded when another dimension of the same machine has less than
 /// this fraction of its capacity free.
@@ -94,7 +93,8 @@ pub fn cell_usage(state: &CellState, soft: &SoftState) -> CellUsage {
 /// borg-benches --bench state cell_usage`).
 pub fn allocation(state: &CellState) -> CellUsage {
     let mut u = CellUsage::default();
-    let mut on_machine: HashMap<&MachineId, Resources> = HashMap::with_capacity(state.machines.len());
+    let mut on_machine: foldhash::HashMap<&MachineId, Resources> =
+        foldhash::HashMap::with_capacity_and_hasher(state.machines.len(), Default::default());
     for job in state.jobs.values() {
         let b = &mut u.bands[band_index(job.spec.band())];
         for t in &job.tasks {

@@ -122,13 +122,15 @@ impl PollGenerations {
 /// more of them): each name is looked up in the state's B-tree once, then by hash.
 pub struct JobsByName<'a> {
     state: &'a CellState,
-    seen: std::collections::HashMap<&'a str, Option<&'a Job>>,
+    /// foldhash: looked up once per task or run in the sweeps that use it (SipHash was a fifth
+    /// of a `/metrics` scrape's instructions).
+    seen: foldhash::HashMap<&'a str, Option<&'a Job>>,
 }
 
 impl<'a> JobsByName<'a> {
     /// A lookup of `state`'s jobs.
     pub fn new(state: &'a CellState) -> Self {
-        JobsByName { state, seen: std::collections::HashMap::new() }
+        JobsByName { state, seen: foldhash::HashMap::default() }
     }
 
     /// Job `name`, if the state has it.
