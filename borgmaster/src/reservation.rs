@@ -181,7 +181,8 @@ impl Track {
 pub struct Estimator {
     /// Per machine, per run on it (the shape of [`crate::soft::SoftState::task_usage`]), so that
     /// a round can be observed and estimated a share of the machines at a time.
-    tracks: HashMap<MachineId, HashMap<RunId, Track>>,
+    /// (foldhash for the runs: each round looks every reported run up here.)
+    tracks: HashMap<MachineId, foldhash::HashMap<RunId, Track>>,
     round: u64,
 }
 
