@@ -61,6 +61,10 @@ pub async fn run(master: Arc<Master>) {
 struct Shared {
     channels: Channels,
     latency: PollLatency,
+    /// The latency of early polls alone (a changed set sent between ticks): they carry the
+    /// changes, so they are slower than most polls, and most so when many change at once (under
+    /// churn, 20-100 ms against a cell-wide mean of 6-40 ms).
+    early_latency: PollLatency,
     /// Machines polled at least once (successfully or not) in this leadership.
     attempted: AtomicUsize,
     /// Machines whose last poll failed.
@@ -75,6 +79,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// How long before a machine's next tick an early poll no longer goes out on its own but
+    /// waits for the tick ([`Schedule::imminent`]): two of the cell's recent poll latencies, or
+    /// the latency early polls rarely exceed ([`PollLatency::margin`] of `early_latency`) if
+    /// that is longer. With two cell-wide latencies alone, every poll that still overran under
+    /// churn at 1,000,000 tasks was an early one that started 12-87 ms before its tick and took
+    /// 14-106 ms, while the cell-wide mean was 6-100 ms and lagged behind the early polls' own.
+    fn early_margin(&self) -> Duration {
+        (self.latency.get() * 2).max(self.early_latency.margin())
+    }
+
     fn view(&self, machines: usize) -> LeaderView {
         LeaderView {
             first_round_done: self.first_round_done.get().copied(),
@@ -675,8 +689,10 @@ async fn poll_machine(
         // by an apply, a busy runtime) waits for the tick and goes out as its poll, built a few
         // moments before: at 1,000,000 tasks every poll that still overran was an early one
         // that passed the check at its wake-up and started 35-290 ms before the tick.
-        if std::mem::take(&mut early) && schedule.imminent(Instant::now(), shared.latency.get()) {
+        let mut sent_early = std::mem::take(&mut early);
+        if sent_early && schedule.imminent(Instant::now(), shared.early_margin()) {
             schedule.ticked(ticks.tick().await.into_std());
+            sent_early = false;
         }
         let (version, base_version, want_task_usage) = (req.version, req.base_version, req.want_task_usage);
         let started = Instant::now();
@@ -689,6 +705,16 @@ async fn poll_machine(
         metrics::histogram!(crate::metrics::POLL_SECONDS).record(took.as_secs_f64());
         if schedule.overran(Instant::now()) {
             metrics::counter!(crate::metrics::POLL_OVERRUNS).increment(1);
+            // what an overrun was, for finding what is left of them (RUST_LOG=borgmaster::link_shard=debug)
+            tracing::debug!(
+                machine = %id,
+                early = sent_early,
+                started_before_due_ms = schedule.next_due.saturating_duration_since(started).as_secs_f64() * 1e3,
+                took_ms = took.as_secs_f64() * 1e3,
+                latency_ms = shared.latency.get().as_secs_f64() * 1e3,
+                early_margin_ms = shared.early_margin().as_secs_f64() * 1e3,
+                "poll overran its machine's next tick"
+            );
         }
         let result = result.and_then(|r| r.map_err(|s| s.message().to_string()));
         if !attempted {
@@ -711,6 +737,9 @@ async fn poll_machine(
                 let resp = resp.into_inner();
                 liveness.ok(Instant::now());
                 shared.latency.record(took);
+                if sent_early {
+                    shared.early_latency.record(took);
+                }
                 memory.answered(resp.applied_version, base_version);
                 let registered = master.state().machines.len();
                 {
@@ -825,7 +854,7 @@ async fn poll_machine(
                 // a change that comes as the machine's next poll is due goes out with that poll:
                 // polled at once, it would run past the tick (or start after it, the timer or the
                 // runtime late), and the tick's poll would follow it back to back
-                if schedule.imminent(Instant::now(), shared.latency.get()) {
+                if schedule.imminent(Instant::now(), shared.early_margin()) {
                     schedule.ticked(ticks.tick().await.into_std());
                 } else {
                     early = true;
@@ -845,7 +874,7 @@ async fn poll_machine(
 /// timer or the runtime late) and the rest just before it; the slowest took half a second.
 /// The check is made again once the early poll is built (building may wait for the state's
 /// lock): the overruns left after the first check were all early polls built until the tick was
-/// imminent.
+/// imminent. What "imminent" means follows the early polls' own latency ([`Shared::early_margin`]).
 struct Schedule {
     /// When the next poll is due (the next tick).
     next_due: Instant,
@@ -871,11 +900,11 @@ impl Schedule {
         end > self.next_due
     }
 
-    /// Whether the next poll is due within two of the cell's recent poll latencies of `now`
-    /// (or already due): a poll started now would likely run past it, so an early poll waits
-    /// for it instead (the change waits at most that long).
-    fn imminent(&self, now: Instant, latency: Duration) -> bool {
-        now + latency * 2 >= self.next_due
+    /// Whether the next poll is due within `margin` of `now` (or already due): a poll started
+    /// now would likely run past it, so an early poll waits for it instead (the change waits at
+    /// most `margin`). The pollers pass [`Shared::early_margin`].
+    fn imminent(&self, now: Instant, margin: Duration) -> bool {
+        now + margin >= self.next_due
     }
 }
 
@@ -1091,10 +1120,10 @@ mod tests {
         // an early poll (its desired set changed) between ticks overruns only past the tick to come
         assert!(!s.overran(t0 + ms(1500)));
         // so one is sent early only while the tick to come is more than two poll latencies away
-        assert!(!s.imminent(t0 + ms(1500), ms(20)));
-        assert!(!s.imminent(t0 + ms(1959), ms(20)));
-        assert!(s.imminent(t0 + ms(1961), ms(20)), "due within two latencies: waits for the tick");
-        assert!(s.imminent(t0 + ms(2005), ms(20)), "due already (the tick late): waits for it");
+        assert!(!s.imminent(t0 + ms(1500), ms(40)));
+        assert!(!s.imminent(t0 + ms(1959), ms(40)));
+        assert!(s.imminent(t0 + ms(1961), ms(40)), "due within the margin: waits for the tick");
+        assert!(s.imminent(t0 + ms(2005), ms(40)), "due already (the tick late): waits for it");
     }
 
     #[test]

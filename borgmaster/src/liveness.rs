@@ -109,22 +109,43 @@ pub enum Why {
 }
 
 /// The recent latency of successful polls across the cell (an EWMA, microseconds), from which
-/// poll timeouts are derived. Shared by every poller; lock-free.
+/// poll timeouts are derived, and its mean deviation, from which [`PollLatency::margin`] is.
+/// Shared by every poller; lock-free (the two are updated one after the other, not together:
+/// an estimate, not an account).
 #[derive(Debug, Default)]
-pub struct PollLatency(AtomicU64);
+pub struct PollLatency {
+    /// Smoothed latency, microseconds (0: none recorded yet).
+    mean: AtomicU64,
+    /// Smoothed absolute deviation from `mean`, microseconds.
+    deviation: AtomicU64,
+}
 
 impl PollLatency {
-    /// Folds in one successful poll's latency (weight 1/16).
+    /// Folds in one successful poll's latency: the mean with weight 1/16, the deviation from the
+    /// mean before it with weight 1/4 (RFC 6298's beta).
     pub fn record(&self, latency: Duration) {
         let us = latency.as_micros().min(u64::MAX as u128) as u64;
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        let before = self.mean.load(Ordering::Relaxed);
+        let _ = self.mean.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
             Some(if old == 0 { us } else { old - old / 16 + us / 16 })
         });
+        let deviation = if before == 0 { us / 2 } else { us.abs_diff(before) };
+        let _ = self
+            .deviation
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| Some(old - old / 4 + deviation / 4));
     }
 
     /// The current estimate.
     pub fn get(&self) -> Duration {
-        Duration::from_micros(self.0.load(Ordering::Relaxed))
+        Duration::from_micros(self.mean.load(Ordering::Relaxed))
+    }
+
+    /// A latency that polls of this kind rarely exceed: the mean plus four mean deviations
+    /// (RFC 6298's retransmission timeout, SRTT + 4 RTTVAR). Zero before any was recorded.
+    pub fn margin(&self) -> Duration {
+        Duration::from_micros(
+            self.mean.load(Ordering::Relaxed).saturating_add(self.deviation.load(Ordering::Relaxed).saturating_mul(4)),
+        )
     }
 
     /// A poll timeout: `base`, or four times the recent latency if that is longer, at most 60 s.
@@ -222,5 +243,26 @@ mod tests {
         assert_eq!(p.timeout(base), base, "back to the base once polls are quick again");
         p.record(Duration::from_secs(1000));
         assert!(p.timeout(base) <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_margin_covers_latencies_that_vary() {
+        let ms = Duration::from_millis;
+        let p = PollLatency::default();
+        assert_eq!(p.margin(), Duration::ZERO);
+        for _ in 0..100 {
+            p.record(ms(10));
+        }
+        assert!(p.margin() >= ms(10) && p.margin() <= ms(11), "steady: about the latency, {:?}", p.margin());
+        // polls of 10 and 50 ms in turn: the mean lags at ~30 ms, the margin covers the slow ones
+        for i in 0..100 {
+            p.record(if i % 2 == 0 { ms(10) } else { ms(50) });
+        }
+        assert!(p.get() < ms(50), "{:?}", p.get());
+        assert!(p.margin() > ms(50), "{:?}", p.margin());
+        for _ in 0..100 {
+            p.record(ms(10));
+        }
+        assert!(p.margin() <= ms(12), "steady again: the margin shrinks back, {:?}", p.margin());
     }
 }
