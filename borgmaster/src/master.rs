@@ -109,14 +109,55 @@ const MAX_IN_FLIGHT: usize = 4;
 /// The single proposer: takes every waiting proposal and submits them as one Raft entry, with at
 /// most [`MAX_IN_FLIGHT`] entries in flight. Made by [`Master::new`]; run it once
 /// ([`Committer::run`]) or proposals wait forever.
+///
+/// Group commit: while another group is in flight, a group that is not full (neither
+/// [`MAX_GROUP`] commands nor [`MAX_GROUP_WEIGHT`]) waits for it to finish, taking in what is
+/// proposed meanwhile, and goes out as soon as it fills or nothing else is in flight. So many
+/// small commands (applies from many clients, report batches) share one synced write on every
+/// replica instead of being spread over as many groups as may be in flight, while full groups
+/// (a pass's placements) still go out back to back. `replbench throughput` at 64 clients, with
+/// up to 4 small groups in flight against 1 or 2: 11,200-11,700 applies/s and 113-119 us of CPU
+/// per apply against 12,300-13,400 and 100-110 us.
 pub struct Committer {
     rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+}
+
+/// A group being gathered by the committer.
+struct Gathering {
+    group: Vec<Proposal>,
+    weight: usize,
+    /// The proposal that did not fit: it starts the next group.
+    next: Option<Proposal>,
+}
+
+impl Gathering {
+    fn new(first: Proposal) -> Self {
+        Gathering { weight: first.command.weight(), group: vec![first], next: None }
+    }
+
+    /// Adds `p`, or keeps it for the next group if it would make this one too heavy. Returns
+    /// whether the group is full.
+    fn add(&mut self, p: Proposal) -> bool {
+        if self.weight + p.command.weight() > MAX_GROUP_WEIGHT {
+            self.next = Some(p);
+        } else {
+            self.weight += p.command.weight();
+            self.group.push(p);
+        }
+        self.full()
+    }
+
+    fn full(&self) -> bool {
+        self.next.is_some() || self.group.len() >= MAX_GROUP
+    }
 }
 
 impl Committer {
     /// Commits proposals until the master is dropped.
     pub async fn run(mut self, master: std::sync::Weak<Master>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        // told each time a group finishes (its slot given back first)
+        let finished = Arc::new(tokio::sync::Notify::new());
         let mut next: Option<Proposal> = None;
         loop {
             let first = match next.take() {
@@ -127,29 +168,39 @@ impl Committer {
                 },
             };
             let Ok(permit) = slots.clone().acquire_owned().await else { return };
-            let mut weight = first.command.weight();
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
+            let mut g = Gathering::new(first);
+            while !g.full() {
                 match self.rx.try_recv() {
-                    Ok(p) if weight + p.command.weight() > MAX_GROUP_WEIGHT => {
-                        next = Some(p);
-                        break;
-                    }
                     Ok(p) => {
-                        weight += p.command.weight();
-                        group.push(p);
+                        g.add(p);
                     }
                     Err(_) => break,
                 }
             }
+            // others in flight (this group holds one slot): a group not full waits for them
+            while !g.full() && slots.available_permits() < MAX_IN_FLIGHT - 1 {
+                tokio::select! {
+                    _ = finished.notified() => {}
+                    p = self.rx.recv() => match p {
+                        Some(p) => {
+                            g.add(p);
+                        }
+                        None => break,
+                    },
+                }
+            }
+            let Gathering { group, next: left, .. } = g;
+            next = left;
             let Some(master) = master.upgrade() else { return };
             // handed to openraft here, in order (commands proposed one after the other, e.g.
             // a pass's evictions and placements, apply in that order); only the wait for the
             // quorum runs on its own
             let submitted = master.submit_group(group).await;
+            let finished = finished.clone();
             tokio::spawn(async move {
                 master.finish_group(submitted).await;
                 drop(permit);
+                finished.notify_one();
             });
         }
     }
@@ -472,7 +523,43 @@ impl Master {
 
 #[cfg(test)]
 mod tests {
-    use super::chunks_of;
+    use super::{chunks_of, Gathering, Proposal, MAX_GROUP, MAX_GROUP_WEIGHT};
+    use crate::state::Command;
+    use scheduler_core::MachineId;
+
+    /// A proposal of weight `w` (a removal of `w` machines).
+    fn proposal(w: usize) -> Proposal {
+        let ids = (0..w).map(|i| MachineId(format!("m{i}"))).collect();
+        let (reply, _) = tokio::sync::oneshot::channel();
+        Proposal { command: Command::RemoveMachines { ids, force: false, by: String::new() }, reply }
+    }
+
+    /// A group fills at MAX_GROUP_WEIGHT (the proposal that would pass it starts the next group);
+    /// a proposal heavier than MAX_GROUP_WEIGHT goes alone.
+    #[test]
+    fn a_group_fills_by_weight_or_by_count() {
+        let mut g = Gathering::new(proposal(MAX_GROUP_WEIGHT - 10));
+        assert!(!g.full());
+        assert!(!g.add(proposal(10)), "exactly the weight: still room for nothing heavier");
+        assert!(g.add(proposal(1)), "one more record: full");
+        assert_eq!(g.group.len(), 2);
+        assert_eq!(g.next.as_ref().map(|p| p.command.weight()), Some(1));
+
+        let heavy = Gathering::new(proposal(MAX_GROUP_WEIGHT * 3));
+        assert_eq!(heavy.group.len(), 1, "a heavy command is taken alone");
+        let mut heavy = heavy;
+        assert!(heavy.add(proposal(1)));
+        assert_eq!(heavy.group.len(), 1);
+
+        // commands of weight 1 (the least): the weight fills the group before MAX_GROUP does
+        let mut light = Gathering::new(proposal(1));
+        let mut added = 1;
+        while !light.add(proposal(1)) {
+            added += 1;
+        }
+        assert_eq!(light.group.len(), MAX_GROUP_WEIGHT);
+        assert!(light.group.len() < MAX_GROUP && light.next.is_some(), "{added}");
+    }
 
     /// Pieces keep the order, and each holds only its own elements: the memory of a cut vector
     /// is linear in its length, not quadratic.
