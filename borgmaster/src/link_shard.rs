@@ -62,8 +62,8 @@ struct Shared {
     channels: Channels,
     latency: PollLatency,
     /// The latency of early polls alone (a changed set sent between ticks): they carry the
-    /// changes, so they are slower than most polls, and most so when many change at once (under
-    /// churn, 20-100 ms against a cell-wide mean of 6-40 ms).
+    /// changes, so they are slower than most polls, and most so when many change at once (see
+    /// [`Shared::early_margin`]).
     early_latency: PollLatency,
     /// Machines polled at least once (successfully or not) in this leadership.
     attempted: AtomicUsize,

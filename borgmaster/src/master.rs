@@ -115,9 +115,9 @@ const MAX_IN_FLIGHT: usize = 4;
 /// proposed meanwhile, and goes out as soon as it fills or nothing else is in flight. So many
 /// small commands (applies from many clients, report batches) share one synced write on every
 /// replica instead of being spread over as many groups as may be in flight, while full groups
-/// (a pass's placements) still go out back to back. `replbench throughput` at 64 clients, with
-/// up to 4 small groups in flight against 1 or 2: 11,200-11,700 applies/s and 113-119 us of CPU
-/// per apply against 12,300-13,400 and 100-110 us.
+/// (a pass's placements) still go out back to back. `replbench throughput` at 64 clients, three
+/// runs alternating with up to 4 small groups in flight as before: 12,079-12,566 applies/s and
+/// 101-107 us of CPU per apply, against 10,556-10,624 and 119-126 us.
 pub struct Committer {
     rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
 }
