@@ -7,9 +7,12 @@
 //! - `meta`: `vote`, `committed`, `last_purged` (JSON of openraft's types) and `snapshot` (see
 //!   `state_machine`).
 //!
-//! Every append, truncation and vote is one synced write: when openraft is told an entry is
-//! flushed, it survives `kill -9` and power loss, so a quorum's acknowledgement really is durable.
-//! The committed log id is the one write that is not synced (see [`LogStore::save_committed`]).
+//! Every truncation, vote and purge, and every append of a follower, is one synced write: when
+//! openraft is told an entry is flushed, it survives `kill -9` and power loss, so a quorum's
+//! acknowledgement really is durable. The leader's own entries are the exception: written
+//! unsynced (they survive `kill -9`), then synced while they replicate, and nothing reveals them
+//! committed before that sync (see [`super::durable`]). The committed log id is the other write
+//! that is not synced (see [`LogStore::save_committed`]).
 
 use super::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -99,8 +102,8 @@ const RECENT_BYTES: usize = 64 << 20;
 
 /// The last entries appended, in memory: a leader's replication reads what it has just written
 /// (once per follower), and decoding it from RocksDB was a tenth of a busy leader's CPU.
-/// Contiguous indexes `first .. first + entries.len()`; only entries already synced; truncation
-/// and purges apply to it as to the store.
+/// Contiguous indexes `first .. first + entries.len()`; only entries already in the store (a
+/// leader's own may still be syncing); truncation and purges apply to it as to the store.
 #[derive(Default)]
 struct Recent {
     first: u64,
@@ -113,7 +116,7 @@ impl Recent {
         self.first + self.entries.len() as u64
     }
 
-    /// Records `entries` (contiguous, with their encoded sizes) after they were synced.
+    /// Records `entries` (contiguous, with their encoded sizes) once they are in the store.
     fn appended(&mut self, entries: Vec<(Entry<TypeConfig>, usize)>) {
         let Some(first) = entries.first().map(|(e, _)| e.log_id.index) else { return };
         if self.entries.is_empty() || first < self.first || first > self.end() {
@@ -183,12 +186,48 @@ pub struct LogStore {
     installing: Arc<std::sync::atomic::AtomicBool>,
     /// The last entries appended (shared with the log readers).
     recent: Arc<std::sync::Mutex<Recent>>,
+    /// This replica's id, when its own entries as leader are synced in the background
+    /// ([`LogStore::leading_as`]).
+    id: Option<NodeId>,
+    /// The vote last saved or read.
+    vote: Arc<std::sync::Mutex<Option<Vote<NodeId>>>>,
+    /// What of the log is written but not yet synced.
+    durable: Arc<super::durable::Durable>,
 }
 
 impl LogStore {
-    /// The log in `db` (from [`open_db`]).
+    /// The log in `db` (from [`open_db`]): every append synced before openraft is told.
     pub fn new(db: Arc<DB>) -> Self {
-        LogStore { db, installing: Arc::default(), recent: Arc::default() }
+        LogStore {
+            db,
+            installing: Arc::default(),
+            recent: Arc::default(),
+            id: None,
+            vote: Arc::default(),
+            durable: super::durable::Durable::new(),
+        }
+    }
+
+    /// Makes the entries replica `id` appends as leader synced in the background, while they
+    /// replicate, with `durable` tracking the sync (see [`super::durable`]; give the state
+    /// machine and the network the same one). Syncs the WAL first: what is in the store now is
+    /// durable.
+    ///
+    /// Errors: the sync failed.
+    pub fn leading_as(mut self, id: NodeId, durable: Arc<super::durable::Durable>) -> Result<Self, std::io::Error> {
+        self.db.flush_wal(true).map_err(std::io::Error::other)?;
+        self.id = Some(id);
+        self.durable = durable;
+        Ok(self)
+    }
+
+    /// Whether entries of `term` are this replica's own as the leader: its saved vote is for
+    /// itself in `term`, committed (granted by a quorum). Only one leader has a term, so no
+    /// other replica's entries of that term exist to be received.
+    fn own_as_leader(&self, term: u64) -> bool {
+        let Some(id) = self.id else { return false };
+        let vote = self.vote.lock().unwrap_or_else(|e| e.into_inner());
+        vote.is_some_and(|v| v.committed && v.leader_id.term == term && v.leader_id.voted_for() == Some(id))
     }
 
     /// Makes purges wait, while `installing` is set, for the stored snapshot to cover them
@@ -213,8 +252,18 @@ impl LogStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, key, bytes);
         let db = &self.db;
-        let written = if synced { blocking(|| write_synced(db, batch)) } else { write_unsynced(db, batch) };
-        written.map_err(|e| StorageIOError::write(&e))
+        if synced { self.settled(blocking(|| write_synced(db, batch))) } else { write_unsynced(db, batch) }
+            .map_err(|e| StorageIOError::write(&e))
+    }
+
+    /// Records how a synced write ended: it synced everything written before it; a failure
+    /// means nothing pending will be.
+    fn settled(&self, written: Result<(), std::io::Error>) -> Result<(), std::io::Error> {
+        match &written {
+            Ok(()) => self.durable.synced_all(),
+            Err(e) => self.durable.fail(e.to_string()),
+        }
+        written
     }
 
     /// Whether the log holds every entry `from ..= upto.index`, the last one being `upto`.
@@ -324,11 +373,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        self.put_meta("vote", vote, true).map_err(|e| StorageIOError::write_vote(&e).into())
+        self.put_meta("vote", vote, true).map_err(|e| StorageIOError::write_vote(&e))?;
+        *self.vote.lock().unwrap_or_else(|e| e.into_inner()) = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        self.get_meta("vote")
+        let vote = self.get_meta("vote")?;
+        *self.vote.lock().unwrap_or_else(|e| e.into_inner()) = vote;
+        Ok(vote)
     }
 
     /// Records the committed log id so that a restarted replica applies its committed log before
@@ -382,6 +435,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 self.wait_for_install(first - 1, true, "append").await?;
             }
         }
+        if let Some(why) = self.durable.failed() {
+            let e = std::io::Error::other(format!("an earlier sync of the log failed: {why}"));
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(StorageIOError::write_logs(&e).into());
+        }
         let cf = cf(&self.db, CF_LOG)?;
         let mut batch = WriteBatch::default();
         let mut commands = false;
@@ -392,26 +450,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(cf, index_key(entry.log_id.index), &bytes);
             written.push((entry, bytes.len()));
         }
+        let (Some((first, _)), Some((last, _))) = (written.first(), written.last()) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let (first, last, term) = (first.log_id.index, last.log_id.index, last.log_id.leader_id.term);
         // The write happens before openraft is told; a failure is reported both ways.
         let db = self.db.clone();
-        let result = blocking(|| {
-            // the durability tests' failed fsync of entries holding commands
-            // (`FAILPOINTS=log-append-sync=return`), as an fsync returning EIO
-            fail::fail_point!("log-append-sync", commands, |_| {
-                tracing::error!("failpoint log-append-sync: the synced write of the log fails");
-                Err(std::io::Error::other("failpoint log-append-sync: fsync failed (EIO)"))
-            });
-            write_synced(&db, batch)
-        });
+        let own = self.own_as_leader(term);
+        let result = if own {
+            // the leader's own entries: in the WAL now, synced while they replicate (see
+            // super::durable: nothing reveals them committed before the sync)
+            write_unsynced(&db, batch)
+        } else {
+            self.settled(blocking(|| {
+                // the durability tests' failed fsync of entries holding commands
+                // (`FAILPOINTS=log-append-sync=return`), as an fsync returning EIO
+                fail::fail_point!("log-append-sync", commands, |_| {
+                    tracing::error!("failpoint log-append-sync: the synced write of the log fails");
+                    Err(std::io::Error::other("failpoint log-append-sync: fsync failed (EIO)"))
+                });
+                write_synced(&db, batch)
+            }))
+        };
         match result {
             Ok(()) => {
                 if let Ok(mut recent) = self.recent.lock() {
                     recent.appended(written);
                 }
+                if own {
+                    self.durable.written_unsynced(first, last, commands);
+                    self.durable.sync_in_background(&self.db);
+                }
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
+                self.durable.fail(e.to_string());
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(StorageIOError::write_logs(&e).into())
             }
@@ -426,7 +501,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Ok(mut recent) = self.recent.lock() {
             recent.truncated(log_id.index);
         }
-        write_synced(&self.db, batch).map_err(|e| StorageIOError::write_logs(&e).into())
+        self.settled(write_synced(&self.db, batch)).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     /// Deletes the log up to `log_id`. openraft asks for the purge as soon as it has handed a
@@ -447,7 +522,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Ok(mut recent) = self.recent.lock() {
             recent.purged(log_id.index);
         }
-        write_synced(&self.db, batch).map_err(|e| StorageIOError::write_logs(&e).into())
+        self.settled(write_synced(&self.db, batch)).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
 

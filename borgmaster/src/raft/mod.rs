@@ -2,6 +2,8 @@
 //! replica keeps the cell state in memory and records it durably; one elected leader mutates it).
 //!
 //! - [`log_store`]: the Raft log, vote and committed index in RocksDB (synced writes).
+//! - [`durable`]: a leader's own entries sync while they replicate; nothing reveals them
+//!   committed before (Raft thesis §10.2.1).
 //! - [`state_machine`]: applies committed [`Group`]s to the in-memory [`CellState`]; snapshots are
 //!   Borg-style checkpoints (the whole state as JSON) kept in the same RocksDB.
 //! - [`membership`]: adding replicas through learner and catch-up, and forcing the voters after
@@ -23,6 +25,7 @@
 pub const APPLY_SECONDS: &str = "borg_state_apply_duration_seconds";
 
 pub mod codec;
+pub mod durable;
 pub mod election;
 pub mod group;
 pub mod log_store;
@@ -204,15 +207,15 @@ pub async fn start(
     network: network::Network,
 ) -> anyhow::Result<(BorgRaft, Arc<RwLock<CellState>>)> {
     let state = Arc::new(RwLock::new(CellState::new(cell)));
-    let sm = state_machine::StateMachine::open(db.clone(), state.clone(), cell)?;
-    let raft = openraft::Raft::new(
-        id,
-        Arc::new(config),
-        network,
-        log_store::LogStore::new(db).waiting_for_installs(sm.installing()),
-        sm,
-    )
-    .await?;
+    // the leader's own entries sync while they replicate; applying them, and telling the
+    // followers they are committed, wait for that sync (durable.rs)
+    let durable = durable::Durable::new();
+    let sm = state_machine::StateMachine::open(db.clone(), state.clone(), cell)?.applying_synced(durable.clone());
+    let log = log_store::LogStore::new(db)
+        .waiting_for_installs(sm.installing())
+        .leading_as(id, durable.clone())
+        .map_err(|e| anyhow::anyhow!("syncing the Raft store's WAL: {e}"))?;
+    let raft = openraft::Raft::new(id, Arc::new(config), network.committing_synced(durable), log, sm).await?;
     Ok((raft, state))
 }
 

@@ -17,6 +17,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{BasicNode, ServerState};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -45,12 +46,23 @@ pub type Dial = std::sync::Arc<dyn Fn(&str) -> borg_rpc::Result<Channel> + Send 
 pub struct Network {
     /// `None`: [`channel`].
     dial: Option<Dial>,
+    /// What of this replica's log is not yet synced: AppendEntries wait until their
+    /// `leader_commit` is (see [`super::durable`]). `None`: nothing ever waits.
+    durable: Option<Arc<super::durable::Durable>>,
 }
 
 impl Network {
     /// A network whose channels to peers `dial` makes.
     pub fn dialing(dial: Dial) -> Network {
-        Network { dial: Some(dial) }
+        Network { dial: Some(dial), durable: None }
+    }
+
+    /// Makes every AppendEntries wait, before it is sent, until `durable` has its
+    /// `leader_commit` synced: a follower learns an entry is committed only once the leader's
+    /// copy is durable (the log store's `durable`; see [`super::durable`]).
+    pub fn committing_synced(mut self, durable: Arc<super::durable::Durable>) -> Network {
+        self.durable = Some(durable);
+        self
     }
 
     /// A Raft client for the replica at `address` (lazily connected), with
@@ -78,7 +90,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         if let Err(e) = &client {
             tracing::error!(target, address = %node.addr, error = %e, "bad replica address");
         }
-        Connection { target, address: node.addr.clone(), client: client.map_err(|e| e.to_string()), json: false }
+        Connection {
+            target,
+            address: node.addr.clone(),
+            client: client.map_err(|e| e.to_string()),
+            json: false,
+            durable: self.durable.clone(),
+        }
     }
 }
 
@@ -89,6 +107,8 @@ pub struct Connection {
     client: Result<RaftClient<Channel>, String>,
     /// The peer reads only JSON (an earlier version): learnt from its answer.
     json: bool,
+    /// See [`Network::committing_synced`].
+    durable: Option<Arc<super::durable::Durable>>,
 }
 
 /// How a replica says that a message does not decode (an older one, given the binary encoding).
@@ -185,6 +205,18 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        if let (Some(durable), Some(commit)) = (&self.durable, rpc.leader_commit) {
+            // the follower learns of the commit only once this replica's copy is synced
+            let synced = tokio::time::timeout(option.hard_ttl(), durable.wait(commit.index)).await;
+            let why = match synced {
+                Ok(Ok(())) => None,
+                Ok(Err(why)) => Some(format!("this replica's log did not sync: {why}")),
+                Err(_) => Some(format!("this replica's log not synced up to {} in time", commit.index)),
+            };
+            if let Some(why) = why {
+                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(why))));
+            }
+        }
         self.call(Rpc::Append, &rpc, &[], option.hard_ttl()).await
     }
 

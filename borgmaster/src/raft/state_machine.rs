@@ -55,6 +55,8 @@ pub struct StateMachine {
     receiving_since: Option<std::time::Instant>,
     /// Held across every snapshot write of this store, built or installed ([`write_snapshot`]).
     snapshot_writes: Arc<std::sync::Mutex<()>>,
+    /// What of the log is not yet synced: an entry is applied only once it is.
+    durable: Arc<super::durable::Durable>,
 }
 
 /// Builds one snapshot from the state as encoded when openraft asked for the builder.
@@ -186,6 +188,7 @@ impl StateMachine {
             installing: Arc::default(),
             receiving_since: None,
             snapshot_writes: Arc::default(),
+            durable: super::durable::Durable::new(),
         };
         match read_snapshot(&sm.db)? {
             Some(snap) => sm.load(&snap)?,
@@ -198,6 +201,13 @@ impl StateMachine {
     /// [`super::log_store::LogStore::waiting_for_installs`]).
     pub fn installing(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.installing.clone()
+    }
+
+    /// Makes every entry wait, before it is applied, until `durable` has it synced (the log
+    /// store's; see [`super::durable`]).
+    pub fn applying_synced(mut self, durable: Arc<super::durable::Durable>) -> Self {
+        self.durable = durable;
+        self
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, CellState> {
@@ -257,6 +267,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries = entries.into_iter();
         let mut out = Vec::with_capacity(entries.size_hint().0);
         for entry in entries {
+            // not before this replica's copy is synced (a leader's own entries are synced
+            // while they replicate; applying reveals the commit)
+            if let Err(why) = self.durable.wait(entry.log_id.index).await {
+                let e = std::io::Error::other(format!("entry {} was never synced: {why}", entry.log_id.index));
+                return Err(StorageIOError::write_logs(&e).into());
+            }
             // The write lock is held for one log entry (one committed group, bounded in records
             // by the committer), not for the whole batch openraft hands over: at 1M tasks a batch
             // of dozens of 1,000-task groups held it long enough that every poller and RPC
