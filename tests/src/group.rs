@@ -41,12 +41,23 @@ impl MasterGroup {
 
     /// Like [`MasterGroup::start`], every replica also given `extra_args` (on every restart too).
     pub fn start_with_args(n: usize, snapshot_every: u64, extra_args: &[&str]) -> MasterGroup {
+        Self::start_with_args_env(n, snapshot_every, extra_args, &[])
+    }
+
+    /// Like [`MasterGroup::start_with_args`], every replica's first start also given the
+    /// environment variables `env` (e.g. `FAILPOINTS`); waits up to 60 s for a leader.
+    pub fn start_with_args_env(
+        n: usize,
+        snapshot_every: u64,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> MasterGroup {
         let mut g = Self::unstarted(n, snapshot_every);
         g.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         for i in 0..n {
-            g.start_replica(i);
+            g.start_replica_env(i, env);
         }
-        g.wait_leader(Duration::from_secs(20));
+        g.wait_leader(Duration::from_secs(60));
         g
     }
 

@@ -2,7 +2,8 @@
 //! stops acknowledging writes (it never answers OK for a write it could not make durable), and
 //! once the disk has room again it restarts with every write it acknowledged. (A replica
 //! restarted with an empty data dir is in replication.rs: it refuses to vote as the member it
-//! was.)
+//! was.) A leader syncs its own entries while they replicate, and no follower learns of their
+//! commit before that sync.
 
 use borg_integration_tests::group::MasterGroup;
 use std::process::Command;
@@ -137,4 +138,54 @@ fn a_failed_log_sync_is_never_acknowledged() {
     let jobs = g.jobs_at(0).unwrap();
     assert!(jobs.contains(&"before".to_string()), "{jobs:?}");
     assert!(apply(&g, "after"), "it takes writes again");
+}
+
+#[test]
+fn followers_learn_of_a_commit_only_once_the_leaders_copy_is_synced() {
+    // the sync of a leader's own entries takes 1 s (failpoint log-leader-sync; followers' syncs
+    // are not delayed); the election timeout is long enough that the leader, whose heartbeats
+    // wait for that sync too, is not replaced meanwhile
+    let g = MasterGroup::start_with_args_env(
+        3,
+        10_000,
+        &["--election-timeout", "4s"],
+        &[("FAILPOINTS", "log-leader-sync=sleep(1000)")],
+    );
+    let leader = g.wait_leader(Duration::from_secs(60));
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let file = spec(g.dir.path(), "slow");
+    let started = std::time::Instant::now();
+    let apply = Command::new(borg_integration_tests::bin("borgctl"))
+        .args(["--master", &g.addrs[leader], "apply", "-f", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let apply = std::thread::spawn(move || (apply.wait_with_output(), started.elapsed()));
+    // a quorum (the leader's unsynced copy and a follower's synced one) has the entry at once;
+    // while the leader's sync sleeps, no follower may apply it
+    let mut looked = 0;
+    while started.elapsed() < Duration::from_millis(800) {
+        for f in &followers {
+            if let Some(jobs) = g.jobs_at(*f) {
+                assert!(
+                    !jobs.contains(&"slow".to_string()),
+                    "replica {} applied it before the leader synced it",
+                    f + 1
+                );
+                looked += 1;
+            }
+        }
+    }
+    assert!(looked > 0, "no follower answered");
+    let (out, answered) = apply.join().unwrap();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        answered >= Duration::from_secs(1),
+        "acknowledged {answered:?} after it was sent, before the leader's sync"
+    );
+    g.wait_for(Duration::from_secs(30), "every replica to apply it", |g| {
+        (0..3).all(|i| g.jobs_at(i).is_some_and(|j| j.contains(&"slow".to_string())))
+    });
 }

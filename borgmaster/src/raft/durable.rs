@@ -214,6 +214,11 @@ fn sync_wal(db: &rocksdb::DB, commands: bool) -> Result<(), std::io::Error> {
         tracing::error!("failpoint log-append-sync: the sync of the log fails");
         Err(std::io::Error::other("failpoint log-append-sync: fsync failed (EIO)"))
     });
+    // the durability tests' slow sync of a leader's own entries holding commands
+    // (`FAILPOINTS=log-leader-sync=sleep(1000)`): followers must not learn of the commit first
+    fail::fail_point!("log-leader-sync", commands, |_| {
+        Err(std::io::Error::other("failpoint log-leader-sync: fsync failed (EIO)"))
+    });
     db.flush_wal(true).map_err(std::io::Error::other)
 }
 
