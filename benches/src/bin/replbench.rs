@@ -41,6 +41,26 @@ struct PutRequest {
 #[derive(Clone, PartialEq, prost::Message)]
 struct PutResponse {}
 
+/// etcd's `StatusRequest` (etcdserverpb.Maintenance/Status): no fields.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusRequest {}
+
+/// etcd's `StatusResponse`: the header (field 1) and the leader's member id (field 4).
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    header: Option<ResponseHeader>,
+    #[prost(uint64, tag = "4")]
+    leader: u64,
+}
+
+/// etcd's `ResponseHeader`: the answering member's id (field 2).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResponseHeader {
+    #[prost(uint64, tag = "2")]
+    member_id: u64,
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
@@ -348,7 +368,9 @@ async fn start_etcd_ready(dir: &Path) -> anyhow::Result<(Etcd, Channel)> {
                 match tokio::time::timeout(Duration::from_secs(5), etcd_put(ch.clone(), b"warmup".to_vec(), vec![0; 8]))
                     .await
                 {
-                    Ok(Ok(())) => return Ok((etcd, ch.clone())),
+                    // the clients talk to etcd's leader, as to the Borgmaster's (a follower
+                    // forwards the proposal to it: one more hop)
+                    Ok(Ok(())) => return Ok((etcd, etcd_leader(&chans).await.unwrap_or_else(|| ch.clone()))),
                     Ok(Err(e)) => last = format!("attempt {attempt}: {e}"),
                     Err(_) => last = format!("attempt {attempt}: a put took over 5 s"),
                 }
@@ -362,6 +384,34 @@ async fn start_etcd_ready(dir: &Path) -> anyhow::Result<(Etcd, Channel)> {
         drop(etcd);
     }
     anyhow::bail!("etcd did not accept a write after {ATTEMPTS} attempts; last: {last}\n{}", etcd_log_tails(dir, 20))
+}
+
+/// The channel of `chans` to the member that leads, as the members report it; `None` (with a
+/// line on stderr) when none says so within 5 s.
+async fn etcd_leader(chans: &[Channel]) -> Option<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        for (i, ch) in chans.iter().enumerate() {
+            let mut grpc = tonic::client::Grpc::new(ch.clone());
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Maintenance/Status");
+            let codec: tonic_prost::ProstCodec<StatusRequest, StatusResponse> = tonic_prost::ProstCodec::default();
+            let status = async {
+                grpc.ready().await?;
+                Ok::<_, anyhow::Error>(
+                    grpc.unary(tonic::Request::new(StatusRequest {}), path, codec).await?.into_inner(),
+                )
+            };
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), status).await {
+                if s.leader != 0 && s.header.is_some_and(|h| h.member_id == s.leader) {
+                    println!("etcd leader: member e{i} (the clients talk to it)");
+                    return Some(ch.clone());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("no etcd member says it leads; the clients talk to the first that took a put");
+    None
 }
 
 async fn etcd_put(ch: Channel, key: Vec<u8>, value: Vec<u8>) -> anyhow::Result<()> {
@@ -449,6 +499,10 @@ async fn main() -> anyhow::Result<()> {
             let cs: Vec<usize> = list.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?;
             throughput(flag(&args, "--seconds", 5.0)?, &cs).await
         }
-        _ => anyhow::bail!("usage: replbench failover [--trials N] | throughput [--seconds S] [--concurrency 1,64]"),
+        _ => {
+            // a usage error is not a failure to trace: no anyhow backtrace under RUST_BACKTRACE
+            eprintln!("usage: replbench failover [--trials N] | throughput [--seconds S] [--concurrency 1,64]");
+            std::process::exit(2)
+        }
     }
 }
