@@ -461,7 +461,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let result = if own {
             // the leader's own entries: in the WAL now, synced while they replicate (see
             // super::durable: nothing reveals them committed before the sync)
-            write_unsynced(&db, batch)
+            write_unsynced(&db, batch).inspect_err(|e| self.durable.fail(e.to_string()))
         } else {
             self.settled(blocking(|| {
                 // the durability tests' failed fsync of entries holding commands
@@ -486,7 +486,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             }
             Err(e) => {
-                self.durable.fail(e.to_string());
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(StorageIOError::write_logs(&e).into())
             }
