@@ -107,11 +107,11 @@ impl From<WriteError> for ProposeError {
 const MAX_IN_FLIGHT: usize = 4;
 
 /// The single proposer: takes every waiting proposal and submits them as one Raft entry, with at
-/// most [`MAX_IN_FLIGHT`] entries in flight. Made by [`Master::new`]; run it once
+/// most `MAX_IN_FLIGHT` entries in flight. Made by [`Master::new`]; run it once
 /// ([`Committer::run`]) or proposals wait forever.
 ///
 /// Group commit: while another group is in flight, a group that is not full (neither
-/// [`MAX_GROUP`] commands nor [`MAX_GROUP_WEIGHT`]) waits for it to finish, taking in what is
+/// `MAX_GROUP` commands nor [`MAX_GROUP_WEIGHT`]) waits for it to finish, taking in what is
 /// proposed meanwhile, and goes out as soon as it fills or nothing else is in flight. So many
 /// small commands (applies from many clients, report batches) share one synced write on every
 /// replica instead of being spread over as many groups as may be in flight, while full groups

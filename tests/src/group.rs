@@ -45,7 +45,7 @@ impl MasterGroup {
     }
 
     /// Like [`MasterGroup::start_with_args`], every replica's first start also given the
-    /// environment variables `env` (e.g. `FAILPOINTS`); waits up to 60 s for a leader.
+    /// environment variables `env` (e.g. `FAILPOINTS`).
     pub fn start_with_args_env(
         n: usize,
         snapshot_every: u64,
@@ -57,7 +57,7 @@ impl MasterGroup {
         for i in 0..n {
             g.start_replica_env(i, env);
         }
-        g.wait_leader(Duration::from_secs(60));
+        g.wait_leader(Duration::from_secs(20));
         g
     }
 

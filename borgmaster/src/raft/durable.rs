@@ -6,7 +6,7 @@
 //! them flushed. With a synced write there, every replicated apply waited for two fsyncs one
 //! after the other: the leader's, then the followers'. So [`super::log_store::LogStore`] writes
 //! the leader's own entries unsynced (in RocksDB's WAL: they survive `kill -9`), reports them at
-//! once, and a sync of the WAL runs beside the replication ([`Durable::sync_in_background`]).
+//! once, and a sync of the WAL runs beside the replication (`Durable::sync_in_background`).
 //!
 //! openraft then counts the leader's copy toward the quorum before it is synced, so an entry may
 //! be committed in openraft's eyes while the leader's copy could still be lost to a power cut. That
@@ -39,8 +39,8 @@ pub struct Durable {
 #[derive(Default)]
 struct State {
     /// The leader's own entries written unsynced and not yet known synced: indexes
-    /// `from ..= to`, and whether any holds commands (the `log-append-sync` failpoint's
-    /// condition).
+    /// `from ..= to`, and whether any holds commands (the condition of the failpoints
+    /// `log-append-sync` and `log-leader-sync`).
     pending: Option<Pending>,
     /// Bumped by every unsynced write: a background sync that began before the last one does
     /// not cover it.
@@ -62,8 +62,8 @@ struct Pending {
 }
 
 impl Durable {
-    /// Nothing pending: every entry in the store is synced (the store syncs its WAL when it
-    /// opens, see [`super::log_store::LogStore::new`]).
+    /// Nothing pending: every entry in the store is synced (the log store syncs its WAL when
+    /// given this, see [`super::log_store::LogStore::leading_as`]).
     pub fn new() -> Arc<Durable> {
         Arc::default()
     }
