@@ -169,6 +169,20 @@ fn snapshot_100k_tasks(bencher: divan::Bencher) {
     bencher.bench_local(|| borgmaster::snapshot::snapshot(&s, true).groups.len());
 }
 
+/// The scheduler's input for a cell of 1,000 jobs of one pending task each and no machines:
+/// `replbench throughput`'s cell, whose every apply wakes the scheduler. What it costs is the
+/// per-job part of a pass (names, owners, fair-share order), not placement.
+#[divan::bench(sample_count = 20)]
+fn snapshot_1000_pending_jobs(bencher: divan::Bencher) {
+    let mut s = CellState::new("bench");
+    for j in 0..JOBS {
+        let mut spec = job(j);
+        spec.tasks = 1;
+        let _ = s.apply(&Entry { time_ms: j as i64, command: Command::ApplyJob { spec, expected_version: None } });
+    }
+    bencher.bench_local(|| borgmaster::snapshot::snapshot(&s, true).groups.len());
+}
+
 /// The cell's accounting (`borgmaster::usage::cell_usage`: what every `/metrics` scrape, status
 /// page and `GetCellUsage` computes) at 100,000 bound tasks on 10,000 machines.
 #[divan::bench(sample_count = 10)]

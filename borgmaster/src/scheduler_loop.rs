@@ -7,7 +7,7 @@ use crate::snapshot::{alloc_bindings, decisions, hold_partial_gangs, Builder, Sn
 use crate::soft::Pending;
 use crate::state::Command;
 use scheduler_core::{Params, Scheduler};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Most jobs whose why-pending is computed (a scan of the cell each) in one pass.
@@ -46,7 +46,9 @@ pub const PASS_SPACING_MIN: std::time::Duration = std::time::Duration::from_mill
 #[derive(Debug, Default)]
 pub struct PassMemory {
     /// Jobs whose pending tasks did not fit, and when the scheduler examines them again.
-    pub unplaced_backoff: HashMap<String, Backoff>,
+    /// (foldhash, as the pass's other maps of job names: each pass looks up every job with
+    /// pending tasks, and SipHash was a tenth of the pass under a stream of applies.)
+    pub unplaced_backoff: foldhash::HashMap<String, Backoff>,
     /// (machines up, live tasks bound) at the last pass: backoffs are forgotten when capacity
     /// may have been freed.
     pub last_capacity: (usize, usize),
@@ -113,9 +115,10 @@ impl SchedulerLoop {
         let scheduler = &mut self.scheduler;
         let (mut snap, (alloc_binds, alloc_why)) = sliced_snapshot(master).await;
         let now = std::time::Instant::now();
-        let mut why: HashMap<String, Pending> = alloc_why.into_iter().map(|(j, w)| (j, Pending::Other(w))).collect();
+        let mut why: foldhash::HashMap<String, Pending> =
+            alloc_why.into_iter().map(|(j, w)| (j, Pending::Other(w))).collect();
         // jobs waiting out a backoff are not examined, and keep their last why-pending
-        let mut waiting = HashSet::new();
+        let mut waiting = foldhash::HashSet::default();
         {
             let capacity = (snap.machines_up, snap.bound);
             let reclaimed = snap.reserved.cpu_millis < memory.last_reserved.cpu_millis
@@ -306,18 +309,16 @@ pub fn split_decisions(command: Command, chunk: usize, gangs: &HashSet<&str>) ->
 }
 
 /// Replaces the why-pending reasons in `soft` by this pass's `why`, except for the jobs
-/// `waiting` out a backoff, which keep theirs (moved, not copied: a reason can list many machines).
+/// `waiting` out a backoff that have none in `why`, which keep theirs. In place: the reasons
+/// kept are neither copied nor moved (a reason can list many machines), and the map is not
+/// rebuilt every pass.
 fn keep_waiting_reasons(
-    soft: &mut HashMap<String, Pending>,
-    mut why: HashMap<String, Pending>,
-    waiting: &HashSet<String>,
+    soft: &mut foldhash::HashMap<String, Pending>,
+    why: foldhash::HashMap<String, Pending>,
+    waiting: &foldhash::HashSet<String>,
 ) {
-    for (job, reason) in std::mem::take(soft) {
-        if waiting.contains(&job) {
-            why.entry(job).or_insert(reason);
-        }
-    }
-    *soft = why;
+    soft.retain(|job, _| waiting.contains(job));
+    soft.extend(why);
 }
 
 /// Runs scheduling passes forever: whenever something may have become placeable (new jobs,
@@ -371,6 +372,26 @@ mod tests {
             ),
             _ => panic!("not a Bind: {c:?}"),
         }
+    }
+
+    /// A pass's reasons replace the last pass's; a job waiting out a backoff keeps its old
+    /// reason unless the pass gave it a new one; a job neither waiting nor explained loses its.
+    #[test]
+    fn a_pass_keeps_only_the_reasons_of_jobs_waiting_out_a_backoff() {
+        let reason = |s: &str| Pending::Other(s.into());
+        let mut soft: foldhash::HashMap<String, Pending> = [("waits", "old w"), ("placed", "old p"), ("both", "old b")]
+            .map(|(j, r)| (j.into(), reason(r)))
+            .into_iter()
+            .collect();
+        let why: foldhash::HashMap<String, Pending> =
+            [("both", "new b"), ("new", "new n")].map(|(j, r)| (j.into(), reason(r))).into_iter().collect();
+        let waiting: foldhash::HashSet<String> =
+            ["waits", "both", "never explained"].map(String::from).into_iter().collect();
+        keep_waiting_reasons(&mut soft, why, &waiting);
+        let mut got: Vec<(String, String)> = soft.iter().map(|(j, r)| (j.clone(), r.to_string())).collect();
+        got.sort();
+        let want = [("both", "new b"), ("new", "new n"), ("waits", "old w")];
+        assert_eq!(got, want.map(|(j, r)| (j.to_string(), r.to_string())));
     }
 
     /// A snapshot built a slice at a time is the snapshot of the state at once when nothing

@@ -91,10 +91,14 @@ pub struct Builder {
     capacity: scheduler_core::Resources,
     groups: Vec<TaskGroup>,
     gangs: HashMap<u32, usize>,
-    /// what each user's bound tasks are charged at each band (for fair share)
-    used_by: HashMap<(String, scheduler_core::Band), scheduler_core::Resources>,
-    /// each job's (user, band), by job number
-    owner: Vec<(String, Option<scheduler_core::Band>)>,
+    /// what each user's bound tasks are charged at each band (for fair share), by user number
+    used_by: foldhash::HashMap<(u32, scheduler_core::Band), scheduler_core::Resources>,
+    /// each job's (user number, band), by job number
+    owner: Vec<(u32, Option<scheduler_core::Band>)>,
+    /// users by user number, and their numbers: a job's user is cloned once per pass, not once
+    /// per job (a pass sees every job)
+    users: Vec<String>,
+    user_numbers: foldhash::HashMap<String, u32>,
     jobs: Vec<String>,
     versions: Vec<u64>,
     incarnations: Vec<Vec<u64>>,
@@ -123,8 +127,10 @@ impl Builder {
             capacity: up().fold(scheduler_core::Resources::ZERO, |a, m| a.saturating_add(m.capacity)),
             groups: Vec::new(),
             gangs: HashMap::new(),
-            used_by: HashMap::new(),
+            used_by: foldhash::HashMap::default(),
             owner: Vec::with_capacity(state.jobs.len()),
+            users: Vec::new(),
+            user_numbers: foldhash::HashMap::default(),
             jobs: Vec::with_capacity(state.jobs.len()),
             versions: Vec::with_capacity(state.jobs.len()),
             incarnations: Vec::new(),
@@ -138,7 +144,16 @@ impl Builder {
         let job_id = self.jobs.len() as u32;
         self.jobs.push(job.spec.name.clone());
         self.versions.push(job.version);
-        self.owner.push((job.spec.user.clone(), job.spec.priority.band()));
+        let user = match self.user_numbers.get(job.spec.user.as_str()) {
+            Some(&u) => u,
+            None => {
+                let u = self.users.len() as u32;
+                self.users.push(job.spec.user.clone());
+                self.user_numbers.insert(job.spec.user.clone(), u);
+                u
+            }
+        };
+        self.owner.push((user, job.spec.priority.band()));
         let mut pending = Vec::new();
         let mut pinned = Vec::new();
         let mut occupied = Vec::new();
@@ -171,7 +186,7 @@ impl Builder {
             }
         }
         if let (Some(used), Some(band)) = (used, job.spec.priority.band()) {
-            let u = self.used_by.entry((job.spec.user.clone(), band)).or_insert(scheduler_core::Resources::ZERO);
+            let u = self.used_by.entry((user, band)).or_insert(scheduler_core::Resources::ZERO);
             *u = u.saturating_add(used);
         }
         let group = |tasks: Vec<u32>, extra: Option<scheduler_core::Constraint>| {
@@ -207,19 +222,22 @@ impl Builder {
 
     /// The snapshot, its groups in fair-share order (users' weights from `state`).
     pub fn finish(self, state: &CellState) -> Snapshot {
-        let Builder { model, mut groups, gangs, used_by, owner, jobs, versions, incarnations, .. } = self;
+        let Builder { model, mut groups, gangs, used_by, owner, users, jobs, versions, incarnations, .. } = self;
+        // one share per (user, band), not per job: a user's jobs are many, their users few
+        let share_of_owner: foldhash::HashMap<(u32, scheduler_core::Band), f64> = used_by
+            .iter()
+            .map(|(&(user, band), &used)| {
+                let share = scheduler_core::dominant_share(used, self.capacity);
+                ((user, band), share / f64::from(state.share_weight(&users[user as usize], band)))
+            })
+            .collect();
         let share_of_job: Vec<f64> = owner
             .iter()
-            .map(|(user, band)| {
-                let Some(band) = *band else { return 0.0 };
-                let used = used_by.get(&(user.clone(), band)).copied();
-                used.map_or(0.0, |u| scheduler_core::dominant_share(u, self.capacity))
-                    / f64::from(state.share_weight(user, band))
-            })
+            .map(|&(user, band)| band.and_then(|b| share_of_owner.get(&(user, b))).copied().unwrap_or(0.0))
             .collect();
         scheduler_core::order_by_fair_share(
             &mut groups,
-            |g| (owner[g.job_id as usize].0.as_str(), owner[g.job_id as usize].1),
+            |g| owner[g.job_id as usize],
             |g| share_of_job[g.job_id as usize],
         );
         Snapshot {

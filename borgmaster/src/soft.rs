@@ -45,10 +45,11 @@ impl std::fmt::Display for Pending {
 /// The link shards write what polls observe; the scheduler loop writes why-pending.
 #[derive(Debug, Default)]
 pub struct SoftState {
-    /// Why each job's unplaced tasks are pending, from the last scheduling pass.
-    pub why_pending: HashMap<String, Pending>,
+    /// Why each job's unplaced tasks are pending, from the last scheduling pass. (foldhash, as
+    /// below: every pass looks up each job with pending tasks here.)
+    pub why_pending: foldhash::HashMap<String, Pending>,
     /// When each job's why-pending was computed (they are refreshed after a while).
-    pub why_pending_at: HashMap<String, Instant>,
+    pub why_pending_at: foldhash::HashMap<String, Instant>,
     /// Last successful poll of each machine, ms since the Unix epoch.
     pub last_seen_ms: HashMap<MachineId, i64>,
     /// Usage each Borglet reported in its last poll.

@@ -14,7 +14,6 @@
 
 use crate::resources::Resources;
 use crate::task_group::TaskGroup;
-use std::collections::HashMap;
 use std::hash::Hash;
 
 /// Dominant share of `used` in a cell of capacity `capacity`: the larger of its fractions of
@@ -38,7 +37,7 @@ pub fn order_by_fair_share<K: Eq + Hash>(
     owner: impl Fn(&TaskGroup) -> K,
     share: impl Fn(&TaskGroup) -> f64,
 ) {
-    let mut backlog: HashMap<K, usize> = HashMap::new();
+    let mut backlog: foldhash::HashMap<K, usize> = foldhash::HashMap::default();
     for g in groups.iter() {
         *backlog.entry(owner(g)).or_default() += g.tasks.len();
     }
