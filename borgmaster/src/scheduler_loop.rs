@@ -41,6 +41,26 @@ pub const PASS_SPACING_MAX: std::time::Duration = std::time::Duration::from_secs
 /// gathers the changes of that time into one pass and adds at most 5 ms to apply -> placed.
 pub const PASS_SPACING_MIN: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// Longest shortest-pause between two passes after passes that bound nothing: each such pass
+/// doubles the pause from [`PASS_SPACING_MIN`] up to this, and a pass that binds a task brings
+/// it back to [`PASS_SPACING_MIN`] ([`spacing_after`]). A pass that binds nothing is the whole
+/// cell's snapshot for no placement; under a stream of applies that cannot be placed (replbench's
+/// cell has no machines) passes every 5 ms took a sixth of the three replicas' CPU. The cost: in
+/// a cell where nothing was placeable for a while, the first job that fits waits up to this long
+/// longer for its pass.
+pub const PASS_SPACING_IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The shortest pause before the next pass, after a pass that bound `bound` tasks with the
+/// shortest pause `last` before it: [`PASS_SPACING_MIN`] after a pass that bound any, else
+/// twice `last`, at most [`PASS_SPACING_IDLE_MAX`].
+pub fn spacing_after(last: std::time::Duration, bound: usize) -> std::time::Duration {
+    if bound > 0 {
+        PASS_SPACING_MIN
+    } else {
+        (last * 2).clamp(PASS_SPACING_MIN, PASS_SPACING_IDLE_MAX)
+    }
+}
+
 /// What the scheduler loop remembers between passes; it lives and dies with the loop (a new
 /// leader starts with none).
 #[derive(Debug, Default)]
@@ -324,7 +344,7 @@ fn keep_waiting_reasons(
 /// Runs scheduling passes forever: whenever something may have become placeable (new jobs,
 /// freed resources, machine changes, evictions), and at least every `schedule_interval` as a
 /// safety net. A pass with nothing new to place costs a snapshot of the cell, so idle cells
-/// should not pass often.
+/// should not pass often, and passes that bind nothing space out ([`spacing_after`]).
 ///
 /// A newly elected leader first hears from its Borglets: its first pass waits until every
 /// registered machine has answered a poll, or for [`FIRST_ROUND_WAIT`] poll intervals at most
@@ -342,9 +362,10 @@ pub async fn run(master: Arc<Master>) {
         }
     }
     let mut this = SchedulerLoop::new(master.clone());
+    let mut spacing = PASS_SPACING_MIN;
     loop {
-        this.pass().await;
-        let spaced = tokio::time::Instant::now() + this.computed().clamp(PASS_SPACING_MIN, PASS_SPACING_MAX);
+        spacing = spacing_after(spacing, this.pass().await);
+        let spaced = tokio::time::Instant::now() + this.computed().clamp(spacing, PASS_SPACING_MAX);
         let _ = tokio::time::timeout(master.config.schedule_interval, master.schedule_wakeup.notified()).await;
         tokio::time::sleep_until(spaced).await;
     }
@@ -372,6 +393,23 @@ mod tests {
             ),
             _ => panic!("not a Bind: {c:?}"),
         }
+    }
+
+    /// Passes that bind nothing space out, doubling to the idle maximum; one that binds a task
+    /// brings the next pass back to the minimum pause.
+    #[test]
+    fn fruitless_passes_space_out_and_a_placement_resets_the_pause() {
+        let mut s = PASS_SPACING_MIN;
+        let mut seen = vec![s];
+        for _ in 0..10 {
+            s = spacing_after(s, 0);
+            seen.push(s);
+        }
+        assert!(seen.windows(2).all(|w| w[1] >= w[0]), "never shorter while nothing binds: {seen:?}");
+        assert_eq!(seen[1], PASS_SPACING_MIN * 2);
+        assert_eq!(s, PASS_SPACING_IDLE_MAX, "capped");
+        assert_eq!(spacing_after(s, 1), PASS_SPACING_MIN);
+        assert!(PASS_SPACING_IDLE_MAX < PASS_SPACING_MAX, "the cap is below the spacing of a costly pass");
     }
 
     /// A pass's reasons replace the last pass's; a job waiting out a backoff keeps its old
