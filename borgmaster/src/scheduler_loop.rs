@@ -41,8 +41,8 @@ pub const PASS_SPACING_MAX: std::time::Duration = std::time::Duration::from_secs
 /// gathers the changes of that time into one pass and adds at most 5 ms to apply -> placed.
 pub const PASS_SPACING_MIN: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Longest shortest-pause between two passes after passes that bound nothing: each such pass
-/// doubles the pause from [`PASS_SPACING_MIN`] up to this, and a pass that binds a task brings
+/// The most that passes binding nothing raise the shortest pause between two passes to: each
+/// such pass doubles that pause from [`PASS_SPACING_MIN`] up to this, and a pass that binds a task brings
 /// it back to [`PASS_SPACING_MIN`] ([`spacing_after`]). A pass that binds nothing is the whole
 /// cell's snapshot for no placement; under a stream of applies that cannot be placed (replbench's
 /// cell has no machines) passes every 5 ms took a sixth of the three replicas' CPU. The cost: in

@@ -77,9 +77,15 @@ fn batch_runs_in_what_production_does_not_use_and_gives_it_back() {
         task(c, "filler")["state"] == "running"
     });
     eprintln!("reclamation: the batch task ran {:.1} s after it was submitted", waited.elapsed().as_secs_f64());
+    // the filler fits only once the service's reservation is at most 2000m - 1000m; the peak
+    // it follows may still hold the service's (python's) start for one window, so lower than
+    // that is waited for, not assumed (CI red at 1f707e9: 569m when the filler ran)
     let s = task(&cell, "svc");
     let reserved = s["reservation"]["cpu_millis"].as_u64().unwrap_or(u64::MAX);
-    assert!(reserved < 500, "the service's CPU reservation fell from its 1500m request: {s}");
+    assert!(reserved <= 1000, "the service's CPU reservation fell from its 1500m request: {s}");
+    cell.wait_for(Duration::from_secs(60), "the service's CPU reservation follows its idle usage", |c| {
+        task(c, "svc")["reservation"]["cpu_millis"].as_u64().is_some_and(|r| r < 500)
+    });
     // the views agree: reserved + reclaimed = allocated, by band and for the cell
     let u = cell.json(&["cell", "usage"]);
     let prod = u["bands"].as_array().unwrap().iter().find(|b| b["band"] == "production").unwrap().clone();
