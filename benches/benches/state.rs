@@ -183,6 +183,37 @@ fn snapshot_1000_pending_jobs(bencher: divan::Bencher) {
     bencher.bench_local(|| borgmaster::snapshot::snapshot(&s, true).groups.len());
 }
 
+/// One apply of a new revision of a job, in a cell of 1,000 jobs of one pending task each whose
+/// histories are full: what every replica does per command under `replbench throughput`.
+#[divan::bench(sample_count = 20, sample_size = 100)]
+fn apply_job_update_1000_pending_jobs(bencher: divan::Bencher) {
+    let mut s = CellState::new("bench");
+    let mut t = 0;
+    let spec = |j: usize, rev: i64| {
+        let mut spec = job(j);
+        spec.tasks = 1;
+        spec.command = vec!["/bin/sleep".into(), "86400".into(), format!("--rev={rev}")];
+        spec
+    };
+    for rev in 0..12 {
+        for j in 0..JOBS {
+            t += 1;
+            let _ = s.apply(&Entry {
+                time_ms: t,
+                command: Command::ApplyJob { spec: spec(j, rev), expected_version: None },
+            });
+        }
+    }
+    bencher.bench_local(|| {
+        t += 1;
+        let entry = Entry {
+            time_ms: t,
+            command: Command::ApplyJob { spec: spec(t as usize % JOBS, t), expected_version: None },
+        };
+        s.apply(&entry).is_ok()
+    });
+}
+
 /// The cell's accounting (`borgmaster::usage::cell_usage`: what every `/metrics` scrape, status
 /// page and `GetCellUsage` computes) at 100,000 bound tasks on 10,000 machines.
 #[divan::bench(sample_count = 10)]

@@ -63,7 +63,7 @@ pub fn job_to_pb(state: &CellState, j: &Job, soft: &SoftState) -> pb::Job {
         allocated: Some(resources_to_pb(allocated)),
         used: Some(resources_to_pb(used)),
         reserved: Some(resources_to_pb(reserved)),
-        spec: Some((&j.spec).into()),
+        spec: Some(j.spec.as_ref().into()),
         version: j.version,
         submitted_ms: j.submitted_ms,
         pending: count(TaskState::Pending),

@@ -468,7 +468,7 @@ impl Master {
             entries.push(Entry { time_ms, command: p.command });
             replies.push(p.reply);
         }
-        let outcome = match raft_group::submit(&self.raft, Group { entries }).await {
+        let outcome = match raft_group::submit(&self.raft, Group::new(entries)).await {
             Ok(outcome) => Box::pin(outcome) as SubmittedOutcome,
             Err(e) => Box::pin(std::future::ready(Err(e))),
         };

@@ -263,7 +263,7 @@ async fn run_op(raft: &BorgRaft, state: &Arc<RwLock<CellState>>, k: usize, input
         }
     };
     let time_ms = turmoil::since_epoch().map_or(0, |d| d.as_millis() as i64);
-    let results = match group::write(raft, Group { entries: vec![Entry { time_ms, command }] }).await {
+    let results = match group::write(raft, Group::new(vec![Entry { time_ms, command }])).await {
         Ok(r) => r,
         Err(WriteError::NotLeader { .. }) => return Outcome::Refused,
         Err(_) => return Outcome::Unknown,

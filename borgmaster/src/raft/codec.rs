@@ -121,15 +121,34 @@ mod tests {
         }
         let entry = openraft::Entry::<super::super::TypeConfig> {
             log_id: openraft::testing::log_id(2, 1, 7),
-            payload: openraft::EntryPayload::Normal(super::super::Group {
-                entries: vec![Entry { time_ms: 5, command: Command::KillJob { name: "j".into() } }],
-            }),
+            payload: openraft::EntryPayload::Normal(super::super::Group::new(vec![Entry {
+                time_ms: 5,
+                command: Command::KillJob { name: "j".into() },
+            }])),
         };
         for bytes in [encode(&entry).unwrap(), serde_json::to_vec(&entry).unwrap()] {
             let back: openraft::Entry<super::super::TypeConfig> = decode(&bytes).unwrap();
             assert_eq!(back.log_id, entry.log_id);
             assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&entry).unwrap());
         }
+    }
+
+    /// A group's commands are encoded as the sequence they were before they were shared
+    /// (`Vec<Entry>`): logs and peers of earlier versions read as they are.
+    #[test]
+    fn a_group_encodes_as_a_plain_sequence_of_commands() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Earlier {
+            entries: Vec<Entry>,
+        }
+        let commands = vec![
+            Entry { time_ms: 1, command: Command::KillJob { name: "a".into() } },
+            Entry { time_ms: 2, command: Command::KillJob { name: "b".into() } },
+        ];
+        let earlier = encode(&Earlier { entries: commands.clone() }).unwrap();
+        assert_eq!(encode(&super::super::Group::new(commands.clone())).unwrap(), earlier);
+        let back: super::super::Group = decode(&earlier).unwrap();
+        assert_eq!(&back.entries[..], &commands[..]);
     }
 
     /// A snapshot's compressed form decodes to the same state, is smaller, and is told apart

@@ -210,7 +210,7 @@ impl pb::borgmaster_server::Borgmaster for BorgmasterService {
             .history
             .iter()
             .map(|r| {
-                let mut spec = pb::JobSpec::from(&r.spec);
+                let mut spec = pb::JobSpec::from(r.spec.as_ref());
                 if !owner {
                     for v in spec.env.values_mut() {
                         *v = REDACTED.into();

@@ -6,13 +6,14 @@ use super::{ApplyOutcome, CommandError, OverQuota};
 use super::{CellState, EventKind, Job, MachineState, PendingReason, Revision, Task, TaskState};
 use borg_jobspec::{JobKind, JobSpec};
 use scheduler_core::{Band, MachineId};
+use std::sync::Arc;
 
 impl CellState {
     /// Whether applying `spec` to its existing job would change it in place, restarting no task:
     /// the job is live and the new spec only lowers requests or moves the priority within its
     /// band. The rule apply uses, and dry runs report.
     pub fn update_is_in_place(&self, spec: &JobSpec) -> bool {
-        self.jobs.get(&spec.name).is_some_and(|j| !j.killed && j.spec != *spec && only_lowered(&j.spec, spec))
+        self.jobs.get(&spec.name).is_some_and(|j| !j.killed && *j.spec != *spec && only_lowered(&j.spec, spec))
     }
 
     pub(super) fn per_machine_targets(&self) -> Vec<MachineId> {
@@ -38,7 +39,7 @@ impl CellState {
             }
         }
         if let Some(job) = self.jobs.get(&spec.name) {
-            if job.spec == *spec && !job.killed {
+            if *job.spec == *spec && !job.killed {
                 return Ok(ApplyOutcome::Unchanged(job.version));
             }
         }
@@ -73,15 +74,16 @@ impl CellState {
                     t
                 })
                 .collect();
+            let shared = Arc::new(spec.clone());
             let job = Job {
-                spec: spec.clone(),
+                spec: shared.clone(),
                 version: 1,
                 submitted_ms: now,
                 killed: false,
                 tasks,
                 old_specs: Default::default(),
                 paused: None,
-                history: vec![Revision { version: 1, applied_ms: now, spec: spec.clone() }],
+                history: vec![Revision { version: 1, applied_ms: now, spec: shared }],
                 after_settled: false,
                 cron: None,
             };
@@ -97,9 +99,9 @@ impl CellState {
         let new_after = old.after != spec.after;
         let killed = job.killed;
         let in_place = self.update_is_in_place(spec);
-        let old_tasks: Vec<Task> = job.tasks.clone();
         // Tasks beyond the new count go away.
-        for t in old_tasks.iter().skip(count as usize) {
+        let dropped: Vec<Task> = job.tasks.get(count as usize..).map(<[Task]>::to_vec).unwrap_or_default();
+        for t in &dropped {
             self.unbind(t);
             if let (Some(m), false) = (&t.machine, t.state == TaskState::Dead) {
                 ev.push(&spec.name, Some(t.index), EventKind::Stopping, "task count reduced".into(), Some(m));
@@ -130,10 +132,11 @@ impl CellState {
         } else if !killed {
             job.old_specs.insert(job.version, old);
         }
-        job.spec = spec.clone();
+        let shared = Arc::new(spec.clone());
+        job.spec = shared.clone();
         job.version = version;
         job.paused = None;
-        job.record_revision(version, now, spec.clone());
+        job.record_revision(version, now, shared);
         if job.rolling() {
             self.rolling.insert(spec.name.clone());
         }
@@ -595,7 +598,7 @@ mod tests {
         s.apply(&Entry { time_ms: 200_000, command: Command::Tick }).unwrap();
         assert_eq!(versions(&s), [2, 2, 1], "a paused rollout replaces nothing");
         // undo = apply the old spec again: a new version, unpaused
-        let old = s.jobs["web"].history[0].spec.clone();
+        let old = s.jobs["web"].history[0].spec.as_ref().clone();
         s.apply(&Entry { time_ms: 201_000, command: Command::ApplyJob { spec: old, expected_version: None } }).unwrap();
         assert_eq!(s.jobs["web"].paused, None);
         assert_eq!(s.jobs["web"].version, 3);
@@ -607,5 +610,7 @@ mod tests {
         }
         let h = &s.jobs["web"].history;
         assert_eq!((h.len(), h.last().map(|r| r.version)), (MAX_REVISIONS, Some(15)));
+        // the current spec and its revision are one copy
+        assert!(h.last().is_some_and(|r| std::sync::Arc::ptr_eq(&r.spec, &s.jobs["web"].spec)));
     }
 }

@@ -4,6 +4,7 @@ use borg_jobspec::{JobSpec, RunId, TaskId};
 use scheduler_core::{Attributes, Band, MachineId, Resources};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Task state (Borg Figure 2): `pending -> running -> dead`, `running -> pending` on eviction or
 /// machine loss, `pending|running -> dead` on kill or finish.
@@ -109,8 +110,9 @@ impl Task {
 /// A job: its spec, version and tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    /// Current spec.
-    pub spec: JobSpec,
+    /// Current spec (shared with [`Job::history`] and [`Job::old_specs`]: an apply copies a
+    /// spec once, not once per place that keeps it).
+    pub spec: Arc<JobSpec>,
     /// Starts at 1; bumped by every apply that changes the spec.
     pub version: u64,
     /// First submission, ms since the Unix epoch.
@@ -121,7 +123,7 @@ pub struct Job {
     pub tasks: Vec<Task>,
     /// Specs of earlier versions still run by some task during a rolling update, by version.
     #[serde(default)]
-    pub old_specs: std::collections::BTreeMap<u64, JobSpec>,
+    pub old_specs: std::collections::BTreeMap<u64, Arc<JobSpec>>,
     /// Why its rolling update is paused (a replacement not ready within the progress
     /// deadline); cleared by the next apply. `None`: not paused.
     #[serde(default)]
@@ -156,7 +158,7 @@ pub struct CronJob {
 impl Job {
     /// Records `spec` as revision `version`, applied at `applied_ms`, keeping the last
     /// [`MAX_REVISIONS`].
-    pub fn record_revision(&mut self, version: u64, applied_ms: i64, spec: JobSpec) {
+    pub fn record_revision(&mut self, version: u64, applied_ms: i64, spec: Arc<JobSpec>) {
         self.history.push(Revision { version, applied_ms, spec });
         if self.history.len() > MAX_REVISIONS {
             self.history.remove(0);
@@ -180,7 +182,7 @@ pub struct Revision {
     /// When it was applied, ms since the Unix epoch.
     pub applied_ms: i64,
     /// The spec.
-    pub spec: JobSpec,
+    pub spec: Arc<JobSpec>,
 }
 
 impl Job {
