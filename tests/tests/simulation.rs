@@ -188,7 +188,7 @@ impl World {
 async fn replica(world: World, id: NodeId) -> turmoil::Result {
     let dir = world.dirs[&id].clone();
     let db = borgmaster::raft::log_store::open_db(&dir)?;
-    let (raft, state) = raft::start(id, db, "sim", sim_config(id), Network::dialing(dial())).await?;
+    let (raft, state) = raft::start(id, db, "sim", sim_config(id), Network::dialing(dial()).unary_appends()).await?;
     let listener = turmoil::net::TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Accepted>>(16);
     tokio::spawn(async move {
