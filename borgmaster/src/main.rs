@@ -264,6 +264,7 @@ async fn run() -> anyhow::Result<()> {
         println!("borgmaster dns on {dns_addr}");
     }
     let service = borg_proto::borgmaster_server::BorgmasterServer::new(BorgmasterService::new(master.clone()));
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let raft_service = borgmaster::raft::network::RaftService::new(
         raft.clone(),
         args.id,
@@ -272,6 +273,7 @@ async fn run() -> anyhow::Result<()> {
         ready,
         heard,
     )
+    .closing_on(closing_rx)
     .server();
     let mut builder = borg_rpc::server::builder();
     if let Some(c) = &credentials {
@@ -279,12 +281,14 @@ async fn run() -> anyhow::Result<()> {
         // clear UNAUTHENTICATED error from the service instead of a failed handshake
         builder = builder.tls_config(c.server_tls(true)).context("TLS configuration")?;
     }
-    let server = tokio::spawn(
-        builder
-            .add_service(service)
-            .add_service(raft_service)
-            .serve_with_incoming_shutdown(borg_rpc::server::incoming(listener), borg_rpc::server::shutdown()),
-    );
+    let server = tokio::spawn(builder.add_service(service).add_service(raft_service).serve_with_incoming_shutdown(
+        borg_rpc::server::incoming(listener),
+        async move {
+            borg_rpc::server::shutdown().await;
+            // ends the leader's AppendEntries streams, which the graceful shutdown waits for
+            let _ = closing_tx.send(true);
+        },
+    ));
     if single {
         // A group of one leads at once: announce only when it accepts writes with its quota set,
         // as a single master always did.

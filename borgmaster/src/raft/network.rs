@@ -353,6 +353,8 @@ pub struct RaftService {
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// When a leader's message was last accepted, for the election watch.
     heard: super::election::Heard,
+    /// Turns true when the replica begins to shut down (see [`RaftService::closing_on`]).
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl RaftService {
@@ -368,7 +370,15 @@ impl RaftService {
         ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
         heard: super::election::Heard,
     ) -> Self {
-        RaftService { raft, id, address, auth, ready, heard }
+        RaftService { raft, id, address, auth, ready, heard, closing: None }
+    }
+
+    /// Ends every AppendEntriesStream with UNAVAILABLE once `closing` turns true. A graceful
+    /// shutdown (SIGTERM) waits for the server's open streams, and a leader's stream to this
+    /// replica never ends by itself: without this, a follower told to stop never exited.
+    pub fn closing_on(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
     }
 
     /// UNAVAILABLE while this replica, started with an empty store, has not yet learned from
@@ -425,6 +435,24 @@ impl RaftService {
         pb::raft_server::RaftServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// One UNAVAILABLE once its future says the replica is shutting down (nothing if it says the
+/// sender is gone): merged into an AppendEntriesStream's replies, it ends the stream.
+struct Closing(Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>>);
+
+impl tokio_stream::Stream for Closing {
+    type Item = Result<pb::RaftMessage, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(closed) = self.0.as_mut() else { return std::task::Poll::Ready(None) };
+        let closed = std::task::ready!(closed.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(closed.then(|| Err(Status::unavailable("this replica is shutting down"))))
     }
 }
 
@@ -499,7 +527,9 @@ impl pb::raft_server::Raft for RaftService {
             let service = service.clone();
             async move { service.append(message?).await.map(Response::into_inner) }
         });
-        Ok(Response::new(Box::pin(replies)))
+        let Some(mut closing) = self.closing.clone() else { return Ok(Response::new(Box::pin(replies))) };
+        let closed = Closing(Some(Box::pin(async move { closing.wait_for(|c| *c).await.is_ok() })));
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::merge(replies, closed))))
     }
 
     async fn vote(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
@@ -540,46 +570,6 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// A replica of an earlier version: reads and answers only JSON, and refuses anything else
-    /// the way it did. Records, per request, whether it was JSON.
-    struct JsonOnly {
-        seen: Arc<Mutex<Vec<bool>>>,
-    }
-
-    #[tonic::async_trait]
-    impl pb::raft_server::Raft for JsonOnly {
-        async fn append_entries(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-            let bytes = req.into_inner().json;
-            let parsed = serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&bytes);
-            self.seen.lock().unwrap().push(parsed.is_ok());
-            parsed.map_err(|e| Status::invalid_argument(format!("Raft message does not decode: {e}")))?;
-            let reply: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> = Ok(AppendEntriesResponse::Success);
-            Ok(Response::new(pb::RaftMessage { json: serde_json::to_vec(&reply).unwrap(), data: Vec::new() }))
-        }
-        type AppendEntriesStreamStream = tokio_stream::Empty<Result<pb::RaftMessage, Status>>;
-        async fn append_entries_stream(
-            &self,
-            _: Request<tonic::Streaming<pb::RaftMessage>>,
-        ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
-            Err(Status::unimplemented("append_entries_stream"))
-        }
-        async fn vote(&self, _: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-            Err(Status::unimplemented("vote"))
-        }
-        async fn install_snapshot(&self, _: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-            Err(Status::unimplemented("install_snapshot"))
-        }
-        async fn install_snapshot_binary(
-            &self,
-            _: Request<pb::RaftMessage>,
-        ) -> Result<Response<pb::RaftMessage>, Status> {
-            Err(Status::unimplemented("install_snapshot_binary"))
-        }
-        async fn status(&self, _: Request<pb::ReplicaStatusRequest>) -> Result<Response<pb::ReplicaStatus>, Status> {
-            Err(Status::unimplemented("status"))
-        }
-    }
-
     /// A request from a replica of an earlier version (JSON) is answered in JSON, one of this
     /// version in the binary encoding.
     #[test]
@@ -605,25 +595,38 @@ mod tests {
         assert!(e.message().starts_with(UNDECODABLE), "{e}");
     }
 
-    /// A follower of this version: answers Success to every AppendEntries, counting the streams
-    /// opened and the unary calls; the stream ends with INTERNAL after `fail_after` messages.
+    /// A fake follower over real gRPC. `earlier`: a replica of an earlier version, which reads
+    /// and answers only JSON, refuses anything else the way it did, and has no
+    /// AppendEntriesStream. Otherwise one of this version, answering Success to every
+    /// AppendEntries; its streams end with INTERNAL after `fail_after` messages. Records whether
+    /// each unary request was JSON, and counts the streams opened.
     #[derive(Clone, Default)]
-    struct Streamed {
-        opened: Arc<Mutex<usize>>,
-        unary: Arc<Mutex<usize>>,
+    struct Fake {
+        earlier: bool,
         fail_after: usize,
+        unary_json: Arc<Mutex<Vec<bool>>>,
+        opened: Arc<Mutex<usize>>,
     }
 
-    fn success() -> Result<pb::RaftMessage, Status> {
+    fn success(json: bool) -> Result<pb::RaftMessage, Status> {
         let reply: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> = Ok(AppendEntriesResponse::Success);
-        Ok(pb::RaftMessage { json: super::super::codec::encode(&reply).unwrap(), data: Vec::new() })
+        let json = match json {
+            true => serde_json::to_vec(&reply).unwrap(),
+            false => super::super::codec::encode(&reply).unwrap(),
+        };
+        Ok(pb::RaftMessage { json, data: Vec::new() })
     }
 
     #[tonic::async_trait]
-    impl pb::raft_server::Raft for Streamed {
-        async fn append_entries(&self, _: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
-            *self.unary.lock().unwrap() += 1;
-            success().map(Response::new)
+    impl pb::raft_server::Raft for Fake {
+        async fn append_entries(&self, req: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+            let bytes = req.into_inner().json;
+            let parsed = serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&bytes);
+            self.unary_json.lock().unwrap().push(parsed.is_ok());
+            if self.earlier {
+                parsed.map_err(|e| Status::invalid_argument(format!("Raft message does not decode: {e}")))?;
+            }
+            success(self.earlier).map(Response::new)
         }
         type AppendEntriesStreamStream =
             std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RaftMessage, Status>> + Send + 'static>>;
@@ -631,12 +634,15 @@ mod tests {
             &self,
             req: Request<tonic::Streaming<pb::RaftMessage>>,
         ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+            if self.earlier {
+                return Err(Status::unimplemented("append_entries_stream"));
+            }
             *self.opened.lock().unwrap() += 1;
             let (fail_after, mut served) = (self.fail_after, 0);
             let replies = tokio_stream::StreamExt::map(req.into_inner(), move |m| {
                 served += 1;
                 match (m, served <= fail_after) {
-                    (Ok(_), true) => success(),
+                    (Ok(_), true) => success(false),
                     (Ok(_), false) => Err(Status::internal("refused")),
                     (Err(s), _) => Err(s),
                 }
@@ -692,19 +698,38 @@ mod tests {
     /// follower ends it with an error, that call fails and the next opens a new stream.
     #[tokio::test]
     async fn appends_share_one_stream_until_it_fails() {
-        let follower = Streamed { fail_after: 3, ..Default::default() };
+        let follower = Fake { fail_after: 3, ..Default::default() };
         let mut peer = connect_to(follower.clone()).await;
         let option = || RPCOption::new(Duration::from_secs(10));
         for _ in 0..3 {
             let reply = peer.append_entries(heartbeat(), option()).await;
             assert!(matches!(reply, Ok(AppendEntriesResponse::Success)), "{reply:?}");
         }
-        assert_eq!((*follower.opened.lock().unwrap(), *follower.unary.lock().unwrap()), (1, 0));
+        assert_eq!((*follower.opened.lock().unwrap(), follower.unary_json.lock().unwrap().len()), (1, 0));
         let refused = peer.append_entries(heartbeat(), option()).await;
         assert!(matches!(&refused, Err(RPCError::Network(e)) if e.to_string().contains("refused")), "{refused:?}");
         let reply = peer.append_entries(heartbeat(), option()).await;
         assert!(matches!(reply, Ok(AppendEntriesResponse::Success)), "{reply:?}");
-        assert_eq!((*follower.opened.lock().unwrap(), *follower.unary.lock().unwrap()), (2, 0));
+        assert_eq!((*follower.opened.lock().unwrap(), follower.unary_json.lock().unwrap().len()), (2, 0));
+    }
+
+    /// The stream merged into every AppendEntriesStream: nothing until the replica begins to
+    /// shut down, then one UNAVAILABLE, which ends the stream; nothing at all if the sender is
+    /// dropped without shutting down.
+    #[tokio::test]
+    async fn closing_yields_one_unavailable_once_shutdown_begins() {
+        use tokio_stream::StreamExt;
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let mut closing = Closing(Some(Box::pin(async move { rx.wait_for(|c| *c).await.is_ok() })));
+        assert!(tokio::time::timeout(Duration::from_millis(50), closing.next()).await.is_err(), "ended early");
+        tx.send(true).unwrap();
+        let item = closing.next().await;
+        assert!(matches!(&item, Some(Err(s)) if s.code() == tonic::Code::Unavailable), "{item:?}");
+        assert!(closing.next().await.is_none());
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let mut gone = Closing(Some(Box::pin(async move { rx.wait_for(|c| *c).await.is_ok() })));
+        drop(tx);
+        assert!(gone.next().await.is_none());
     }
 
     /// A leader of this version replicating to a follower of an earlier one (an upgrade under
@@ -713,30 +738,12 @@ mod tests {
     /// unary JSON at once.
     #[tokio::test]
     async fn a_replica_of_an_earlier_version_is_sent_json() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let server = tonic::transport::Server::builder()
-            .add_service(pb::raft_server::RaftServer::new(JsonOnly { seen: seen.clone() }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(server);
-        let dial: Dial = Arc::new(|addr: &str| {
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map(|e| e.connect_lazy())
-                .map_err(|e| borg_rpc::Error::BadAddress(e.to_string()))
-        });
-        let mut network = Network::dialing(dial);
-        let mut peer = network.new_client(2, &BasicNode::new(addr.as_str())).await;
-        let req = AppendEntriesRequest::<TypeConfig> {
-            vote: openraft::Vote::new_committed(1, 1),
-            prev_log_id: None,
-            entries: Vec::new(),
-            leader_commit: None,
-        };
+        let follower = Fake { earlier: true, ..Default::default() };
+        let mut peer = connect_to(follower.clone()).await;
         for _ in 0..2 {
-            let reply = peer.append_entries(req.clone(), RPCOption::new(Duration::from_secs(10))).await;
+            let reply = peer.append_entries(heartbeat(), RPCOption::new(Duration::from_secs(10))).await;
             assert!(matches!(reply, Ok(AppendEntriesResponse::Success)), "{reply:?}");
         }
-        assert_eq!(*seen.lock().unwrap(), vec![false, true, true]);
+        assert_eq!(*follower.unary_json.lock().unwrap(), vec![false, true, true]);
     }
 }
