@@ -69,7 +69,7 @@ pub type NodeId = u64;
 /// recent entries in memory and hands out clones to replication (once per follower) and to the
 /// state machine; deep copies of every job spec in them were about 3% of the replicas' CPU
 /// under `replbench throughput --concurrency 64`. Encoded as a plain sequence of commands.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Group {
     /// The commands, in proposal order.
     pub entries: Arc<[Entry]>,
@@ -79,12 +79,6 @@ impl Group {
     /// A group of `entries`, in this order.
     pub fn new(entries: Vec<Entry>) -> Group {
         Group { entries: entries.into() }
-    }
-}
-
-impl Default for Group {
-    fn default() -> Self {
-        Group::new(Vec::new())
     }
 }
 

@@ -231,9 +231,7 @@ impl Connection {
             super::codec::decode(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
-}
 
-impl Connection {
     /// Sends `message` on the AppendEntries stream, opening it first if none is open, and
     /// returns the peer's reply. On any error the stream is dropped (the next call opens
     /// another); so is it when the caller gives up waiting (the future is dropped).
@@ -294,11 +292,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         match tokio::time::timeout(ttl, self.stream_append(message)).await {
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
                 tracing::warn!(target = self.target, address = %self.address, "replica has no AppendEntriesStream (an earlier version); sending it unary AppendEntries");
-                self.unary_appends = true;
-                self.call(Rpc::Append, &rpc, &[], ttl).await
-            }
-            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument && s.message().starts_with(UNDECODABLE) => {
-                // a replica that reads only JSON has no stream either: the unary call learns it
                 self.unary_appends = true;
                 self.call(Rpc::Append, &rpc, &[], ttl).await
             }
@@ -438,6 +431,10 @@ impl RaftService {
     }
 }
 
+/// The replies of an AppendEntriesStream, as the server sends them.
+pub type AppendReplies =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RaftMessage, Status>> + Send + 'static>>;
+
 /// One UNAVAILABLE once its future says the replica is shutting down (nothing if it says the
 /// sender is gone): merged into an AppendEntriesStream's replies, it ends the stream.
 struct Closing(Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>>);
@@ -512,8 +509,7 @@ impl pb::raft_server::Raft for RaftService {
         self.append(req.into_inner()).await
     }
 
-    type AppendEntriesStreamStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RaftMessage, Status>> + Send + 'static>>;
+    type AppendEntriesStreamStream = AppendReplies;
 
     async fn append_entries_stream(
         &self,
@@ -628,8 +624,7 @@ mod tests {
             }
             success(self.earlier).map(Response::new)
         }
-        type AppendEntriesStreamStream =
-            std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RaftMessage, Status>> + Send + 'static>>;
+        type AppendEntriesStreamStream = AppendReplies;
         async fn append_entries_stream(
             &self,
             req: Request<tonic::Streaming<pb::RaftMessage>>,
