@@ -86,6 +86,11 @@ impl CellState {
                 ),
             };
             ev.push("", None, kind, detail, Some(id));
+            if matches!(to, Maintenance::Draining { .. }) && tasks == 0 {
+                // nothing to move: drained at once (the drain step announces only the machines
+                // it empties, and `drain --wait` returns as soon as the state reads drained)
+                ev.push("", None, EventKind::Drained, "no tasks left".into(), Some(id));
+            }
         }
         Ok(ApplyOutcome::Done)
     }
@@ -287,6 +292,16 @@ mod tests {
         let drained = s.events.iter().any(|e| e.kind == EventKind::Drained && e.machine == Some(m("m1")));
         assert!(drained, "{:?}", s.events);
         assert_eq!(s.machine_state_name(&m("m1")), "drained");
+    }
+
+    #[test]
+    fn a_machine_drained_with_no_tasks_is_announced_drained_at_once() {
+        let mut s = cell();
+        drain(&mut s, &["m3"], None);
+        let of_m3: Vec<EventKind> =
+            s.events.iter().filter(|e| e.machine == Some(m("m3")) && e.job.is_empty()).map(|e| e.kind).collect();
+        assert_eq!(of_m3[of_m3.len() - 2..], [EventKind::Draining, EventKind::Drained], "{of_m3:?}");
+        assert_eq!(s.machine_state_name(&m("m3")), "drained");
     }
 
     #[test]
