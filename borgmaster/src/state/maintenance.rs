@@ -66,7 +66,8 @@ impl CellState {
                 continue;
             }
             m.maintenance = to;
-            if matches!(to, Maintenance::Draining { .. }) {
+            self.drained.remove(id);
+            if matches!(to, Maintenance::Draining { .. }) && tasks > 0 {
                 self.draining.insert(id.clone());
             } else {
                 self.draining.remove(id);
@@ -87,8 +88,9 @@ impl CellState {
             };
             ev.push("", None, kind, detail, Some(id));
             if matches!(to, Maintenance::Draining { .. }) && tasks == 0 {
-                // nothing to move: drained at once (the drain step announces only the machines
-                // it empties, and `drain --wait` returns as soon as the state reads drained)
+                // nothing to move: drained at once (`drain --wait` returns as soon as the state
+                // reads drained)
+                self.drained.insert(id.clone());
                 ev.push("", None, EventKind::Drained, "no tasks left".into(), Some(id));
             }
         }
@@ -119,6 +121,7 @@ impl CellState {
             }
             self.machines.remove(id);
             self.draining.remove(id);
+            self.drained.remove(id);
             // per_machine tasks pinned to it can never run again
             let now = ev.now;
             let pinned: Vec<(String, u32)> = self
@@ -170,16 +173,16 @@ impl CellState {
         }
     }
 
-    /// One step of every drain (see the module doc); runs after every command.
+    /// One step of every drain (see the module doc); runs after every command. A draining
+    /// machine found empty, by this step or by anything before it (its tasks finished, their
+    /// job was killed), is announced drained once.
     pub(super) fn advance_drains(&mut self, ev: &mut Events) {
         let draining: Vec<(MachineId, Option<i64>)> = self
             .draining
             .iter()
             .filter_map(|id| self.machines.get(id))
             .filter_map(|m| match m.maintenance {
-                Maintenance::Draining { deadline_ms } if self.task_count_on(&m.id) > 0 => {
-                    Some((m.id.clone(), deadline_ms))
-                }
+                Maintenance::Draining { deadline_ms } => Some((m.id.clone(), deadline_ms)),
                 _ => None,
             })
             .collect();
@@ -190,6 +193,9 @@ impl CellState {
         // Whether task `t` counts as available for disruption budgets: running and ready.
         let available = |t: &Task| t.state == TaskState::Running && t.ready;
         for (id, deadline) in &draining {
+            if self.task_count_on(id) == 0 {
+                continue;
+            }
             // tasks in allocs move with their alloc
             let on: Vec<Task> = self.tasks_on(id).filter(|t| t.alloc.is_none()).cloned().collect();
             let past = deadline.is_some_and(|d| now >= d);
@@ -209,7 +215,9 @@ impl CellState {
         }
         for (id, _) in draining {
             if self.task_count_on(&id) == 0 {
+                self.draining.remove(&id);
                 ev.push("", None, EventKind::Drained, "no tasks left".into(), Some(&id));
+                self.drained.insert(id);
             }
         }
     }
@@ -302,6 +310,35 @@ mod tests {
             s.events.iter().filter(|e| e.machine == Some(m("m3")) && e.job.is_empty()).map(|e| e.kind).collect();
         assert_eq!(of_m3[of_m3.len() - 2..], [EventKind::Draining, EventKind::Drained], "{of_m3:?}");
         assert_eq!(s.machine_state_name(&m("m3")), "drained");
+    }
+
+    #[test]
+    fn a_draining_machine_emptied_by_a_kill_is_announced_drained_once_even_after_a_snapshot() {
+        let mut s = cell();
+        drain(&mut s, &["m1"], None);
+        // web/1 waits on web's budget (web/0 is not yet running elsewhere)
+        assert_eq!(on(&s, "m1"), ["web/1"]);
+        run(&mut s, Command::KillJob { name: "web".into() }).unwrap();
+        report(&mut s, "m1", "web", 1, TaskState::Dead, Some(0));
+        assert!(on(&s, "m1").is_empty());
+        assert_eq!(s.machine_state_name(&m("m1")), "drained");
+        let drained_m1 = |s: &CellState| {
+            s.events.iter().filter(|e| e.kind == EventKind::Drained && e.machine == Some(m("m1"))).count()
+        };
+        assert_eq!(drained_m1(&s), 1, "{:?}", s.events);
+        // later commands, and a replica that restored a snapshot, do not announce it again
+        run(&mut s, Command::RegisterMachine { machine: machine("m4") }).unwrap();
+        let mut back: CellState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        back.reindex();
+        assert_eq!(back, s);
+        run(&mut back, Command::RegisterMachine { machine: machine("m5") }).unwrap();
+        assert_eq!(drained_m1(&back), 1, "{:?}", back.events);
+        // a new drain after an uncordon is announced anew
+        let uncordon =
+            Command::SetMaintenance { ids: vec![m("m1")], maintenance: Maintenance::None, by: String::new() };
+        run(&mut back, uncordon).unwrap();
+        drain(&mut back, &["m1"], None);
+        assert_eq!(drained_m1(&back), 2, "{:?}", back.events);
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub struct CellState {
     /// Cron jobs (specs with a `schedule`) by name: templates whose ticks create runs.
     #[serde(default)]
     pub crons: BTreeMap<String, CronJob>,
+    /// Draining machines whose drain has been announced done (an [`EventKind::Drained`] event:
+    /// they held no tasks at some step), whatever emptied them: the drain itself, tasks that
+    /// finished, a job killed. Cleared when the machine's maintenance changes or it is
+    /// removed. States written before it was kept read it empty, so a draining machine with no
+    /// tasks in one is announced once more, at the first command after the upgrade.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    drained: BTreeSet<MachineId>,
     /// Derived: tasks bound to each machine that are not dead. Rebuilt by [`CellState::reindex`].
     #[serde(skip)]
     by_machine: BTreeMap<MachineId, BTreeSet<TaskId>>,
@@ -72,7 +79,8 @@ pub struct CellState {
     /// [`CellState::reindex`].
     #[serde(skip)]
     held: BTreeSet<String>,
-    /// Derived: machines being drained ([`Maintenance::Draining`]), so that advancing drains
+    /// Derived: machines being drained ([`Maintenance::Draining`]) not yet announced drained
+    /// (not in `drained`), so that advancing drains
     /// after each command looks at them alone, not at every machine of the cell (at 10,000
     /// machines that scan was most of what a command cost besides its own change: the
     /// `apply_tick_100k_tasks` bench). Rebuilt by [`CellState::reindex`].
@@ -153,7 +161,7 @@ impl CellState {
         self.draining = self
             .machines
             .values()
-            .filter(|m| matches!(m.maintenance, Maintenance::Draining { .. }))
+            .filter(|m| matches!(m.maintenance, Maintenance::Draining { .. }) && !self.drained.contains(&m.id))
             .map(|m| m.id.clone())
             .collect();
         // Each machine's tasks are gathered first and its set built from them at once (sorted
