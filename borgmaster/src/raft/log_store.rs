@@ -193,18 +193,57 @@ pub struct LogStore {
     vote: Arc<std::sync::Mutex<Option<Vote<NodeId>>>>,
     /// What of the log is written but not yet synced.
     durable: Arc<super::durable::Durable>,
+    /// The committed log id openraft last saved, until a write of the log carries it.
+    unsaved: Arc<std::sync::Mutex<Unsaved>>,
+}
+
+/// The committed log id a follower saved ([`LogStore::save_committed`]) and not yet written:
+/// the next write of the log (an append, a truncation, a purge) carries it, and the store
+/// writes it itself when it is closed (the last clone dropped, as at a graceful shutdown).
+struct Unsaved {
+    db: Arc<DB>,
+    committed: Option<Option<LogId<NodeId>>>,
+}
+
+impl Unsaved {
+    /// Puts the unsaved committed log id, if any, into `batch`.
+    ///
+    /// Errors: the column family is missing.
+    fn take_into(&mut self, batch: &mut WriteBatch) -> Result<(), std::io::Error> {
+        if let Some(committed) = self.committed.take() {
+            let bytes = serde_json::to_vec(&committed).map_err(std::io::Error::other)?;
+            batch.put_cf(cf(&self.db, CF_META).map_err(|e| std::io::Error::other(e.to_string()))?, "committed", bytes);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Unsaved {
+    fn drop(&mut self) {
+        let mut batch = WriteBatch::default();
+        let written = self.take_into(&mut batch).and_then(|()| match batch.is_empty() {
+            true => Ok(()),
+            false => write_unsynced(&self.db, batch),
+        });
+        if let Err(e) = written {
+            tracing::warn!(
+                "the committed log id could not be saved at close: {e}; the next start learns it from the leader"
+            );
+        }
+    }
 }
 
 impl LogStore {
     /// The log in `db` (from [`open_db`]): every append synced before openraft is told.
     pub fn new(db: Arc<DB>) -> Self {
         LogStore {
-            db,
             installing: Arc::default(),
             recent: Arc::default(),
             id: None,
             vote: Arc::default(),
             durable: super::durable::Durable::new(),
+            unsaved: Arc::new(std::sync::Mutex::new(Unsaved { db: db.clone(), committed: None })),
+            db,
         }
     }
 
@@ -219,6 +258,13 @@ impl LogStore {
         self.id = Some(id);
         self.durable = durable;
         Ok(self)
+    }
+
+    /// Whether this replica leads: its saved vote is for itself, committed.
+    fn leading(&self) -> bool {
+        let Some(id) = self.id else { return false };
+        let vote = self.vote.lock().unwrap_or_else(|e| e.into_inner());
+        vote.is_some_and(|v| v.committed && v.leader_id.voted_for() == Some(id))
     }
 
     /// Whether entries of `term` are this replica's own as the leader: its saved vote is for
@@ -237,6 +283,13 @@ impl LogStore {
         self
     }
 
+    /// Puts the committed log id openraft saved last, if not yet written, into `batch`.
+    ///
+    /// Errors: the column family is missing.
+    fn carry_committed(&self, batch: &mut WriteBatch) -> Result<(), std::io::Error> {
+        self.unsaved.lock().unwrap_or_else(|e| e.into_inner()).take_into(batch)
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {
         let cf = cf(&self.db, CF_META)?;
         match self.db.get_cf(cf, key).map_err(|e| StorageIOError::read(&e))? {
@@ -245,15 +298,14 @@ impl LogStore {
         }
     }
 
-    /// Writes `value` under `key` in `meta`, synced when `synced` (else see [`write_unsynced`]).
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T, synced: bool) -> Result<(), StorageIOError<NodeId>> {
+    /// Writes `value` under `key` in `meta`, synced.
+    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageIOError<NodeId>> {
         let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(&e))?;
         let cf = cf(&self.db, CF_META).map_err(|e| StorageIOError::write(&std::io::Error::other(e.to_string())))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, key, bytes);
         let db = &self.db;
-        if synced { self.settled(blocking(|| write_synced(db, batch))) } else { write_unsynced(db, batch) }
-            .map_err(|e| StorageIOError::write(&e))
+        self.settled(blocking(|| write_synced(db, batch))).map_err(|e| StorageIOError::write(&e))
     }
 
     /// Records how a synced write ended: it synced everything written before it; a failure
@@ -373,7 +425,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        self.put_meta("vote", vote, true).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.put_meta("vote", vote).map_err(|e| StorageIOError::write_vote(&e))?;
         *self.vote.lock().unwrap_or_else(|e| e.into_inner()) = Some(*vote);
         Ok(())
     }
@@ -385,13 +437,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Records the committed log id so that a restarted replica applies its committed log before
-    /// it serves (openraft calls this before every apply). Not synced: openraft awaits it on the
-    /// path of every commit, and a synced write here was a third fsync in each replicated apply.
-    /// Losing it (power loss before the next synced append) only makes it older, which is safe:
-    /// a committed id is a lower bound, and the replica learns the rest from the leader's next
-    /// message (a new leader commits everything before its first entry).
+    /// it serves (openraft calls this before every apply, and awaits it on the path of every
+    /// commit). Not synced: a synced write here was a third fsync in each replicated apply.
+    ///
+    /// - The leader writes it at once (unsynced: in the WAL, so it survives `kill -9`), before
+    ///   it applies the entries and acknowledges them: `force_voters` on a leader that survived
+    ///   a lost quorum keeps every entry it acknowledged.
+    /// - A follower (it hears of commits with every AppendEntries, and openraft sends one that
+    ///   carries only the commit after each commit) leaves it to its next write of the log (an
+    ///   append, a truncation, a purge), and writes it itself at close ([`Unsaved`]). As a
+    ///   write of its own, a `write(2)` and a memtable insert per heartbeat on each follower, it
+    ///   was 5% of the CPU per apply at 1 client (`replbench throughput`). A follower killed
+    ///   loses the commits it heard since its last append; what a follower has heard races
+    ///   the leader's acknowledgements anyway.
+    ///
+    /// Losing it only makes it older, which is safe: a committed id is a lower bound, and the
+    /// replica learns the rest from the leader's next message (a new leader commits everything
+    /// before its first entry).
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        Ok(self.put_meta("committed", &committed, false)?)
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        unsaved.committed = Some(committed);
+        if !self.leading() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        unsaved.take_into(&mut batch).map_err(|e| StorageIOError::write(&e))?;
+        Ok(write_unsynced(&self.db, batch).map_err(|e| StorageIOError::write(&e))?)
     }
 
     /// The committed log id saved, if the store can still replay up to it: the stored snapshot
@@ -402,7 +473,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// and the replica could not start ("Failed to get log entries, expected index: [5150,
     /// 5214)"; found by the fault suite, a follower killed after receiving a snapshot).
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        let Some(committed) = self.get_meta::<Option<LogId<NodeId>>>("committed")?.flatten() else {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner()).committed;
+        let saved = match unsaved {
+            Some(committed) => committed,
+            None => self.get_meta::<Option<LogId<NodeId>>>("committed")?.flatten(),
+        };
+        let Some(committed) = saved else {
             return Ok(None);
         };
         let snapshot = blocking(|| super::state_machine::stored_snapshot_index(&self.db))?;
@@ -442,6 +518,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let cf = cf(&self.db, CF_LOG)?;
         let mut batch = WriteBatch::default();
+        self.carry_committed(&mut batch).map_err(|e| StorageIOError::write_logs(&e))?;
         let mut commands = false;
         let mut written = Vec::new();
         for entry in entries {
@@ -504,6 +581,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
         batch.delete_cf(cf, index_key(u64::MAX));
+        self.carry_committed(&mut batch).map_err(|e| StorageIOError::write_logs(&e))?;
         if let Ok(mut recent) = self.recent.lock() {
             recent.truncated(log_id.index);
         }
@@ -525,6 +603,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_META)?, "last_purged", bytes);
         batch.delete_range_cf(cf(&self.db, CF_LOG)?, index_key(0), index_key(log_id.index.saturating_add(1)));
+        self.carry_committed(&mut batch).map_err(|e| StorageIOError::write_logs(&e))?;
         if let Ok(mut recent) = self.recent.lock() {
             recent.purged(log_id.index);
         }
@@ -632,6 +711,39 @@ mod tests {
         let (meta, data) = cell_snapshot(20);
         sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(data))).await.unwrap();
         assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 20)));
+    }
+
+    /// openraft saves the committed log id before every apply; it is written with the next write
+    /// of the log, or when the store closes, never as a write of its own.
+    #[tokio::test]
+    async fn the_committed_id_is_written_with_the_next_append_or_at_close() {
+        use openraft::storage::RaftLogStorageExt;
+        use openraft::testing::{blank_ent, log_id};
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let stored = |db: &DB| {
+            let bytes = db.get_cf(cf(db, CF_META).unwrap(), "committed").unwrap();
+            bytes.and_then(|b| serde_json::from_slice::<Option<LogId<NodeId>>>(&b).unwrap())
+        };
+        let mut log = LogStore::new(db.clone());
+        log.blocking_append((0..3).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.unwrap();
+        log.save_committed(Some(log_id(1, 1, 2))).await.unwrap();
+        assert_eq!(stored(&db), None, "not a write of its own");
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 2)), "read as saved");
+        log.blocking_append([blank_ent::<TypeConfig>(1, 1, 3)]).await.unwrap();
+        assert_eq!(stored(&db), Some(log_id(1, 1, 2)), "carried by the next append");
+        log.save_committed(Some(log_id(1, 1, 3))).await.unwrap();
+        let reader = log.get_log_reader().await;
+        drop(log);
+        assert_eq!(stored(&db), Some(log_id(1, 1, 2)), "a log reader still holds the store open");
+        drop(reader);
+        assert_eq!(stored(&db), Some(log_id(1, 1, 3)), "written at close");
+        // the leader writes it at once, before it applies and acknowledges what it commits
+        let mut leader = LogStore::new(db.clone()).leading_as(1, super::super::durable::Durable::new()).unwrap();
+        leader.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        leader.blocking_append([blank_ent::<TypeConfig>(2, 1, 4)]).await.unwrap();
+        leader.save_committed(Some(log_id(2, 1, 4))).await.unwrap();
+        assert_eq!(stored(&db), Some(log_id(2, 1, 4)), "a leader's at once, not left to its close");
     }
 
     /// Entries a leader sends after its snapshot are not appended before the snapshot is stored
