@@ -3,7 +3,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! target/release/replbench failover [--trials 20]
-//! target/release/replbench throughput [--seconds 5] [--concurrency 1,64]   # needs etcd on PATH
+//! target/release/replbench throughput [--seconds 5] [--concurrency 1,64] [--rounds 1]   # needs etcd on PATH
 //! ```
 //!
 //! - `failover`: 3 replicas on loopback (fsync on); per trial, kill -9 the leader and time until
@@ -14,7 +14,10 @@
 //!   of one of 16 jobs per client, so the cell stays the same size) and a 3-member etcd cluster
 //!   (Debian's etcd-server; `Put` of a value as large as the encoded ApplyJob request), both
 //!   with fsync, at each concurrency, one after the other in this run. Prints ops/s, p50/p99
-//!   and the ratio borgmaster/etcd.
+//!   and the ratio borgmaster/etcd. With `--rounds N` it does that N times, Borgmaster first in
+//!   odd rounds and etcd first in even ones, and ends with each concurrency's median ratio and
+//!   range, and median CPU per operation: on a shared box etcd alone swings by a third from one
+//!   5-second run to the next, so one pair of runs does not tell a ratio.
 //!
 //! The etcd client is two prost messages and tonic's generic unary call (`/etcdserverpb.KV/Put`):
 //! the etcd-client crate would bring a second tonic/prost version into the workspace.
@@ -432,7 +435,25 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
-async fn throughput(seconds: f64, concurrency: &[usize]) -> anyhow::Result<()> {
+/// One system's run at one concurrency: operations per second, sorted latencies (seconds) and
+/// CPU time of its 3 processes per operation (microseconds).
+struct Run {
+    ops: f64,
+    lat: Vec<f64>,
+    cpu: f64,
+}
+
+/// The median of `xs` (the mean of the middle two when even); 0 when empty.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+async fn throughput(seconds: f64, concurrency: &[usize], rounds: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let g = Group::start(dir.path(), 3)?;
     let l = g.wait_leader(Duration::from_secs(20)).await?;
@@ -445,36 +466,79 @@ async fn throughput(seconds: f64, concurrency: &[usize]) -> anyhow::Result<()> {
     println!("cpu: CPU time of the 3 replicas (or 3 members) per operation, microseconds (less noisy than ops/s on a shared box)");
     let b_pids: Vec<u32> = g.procs.iter().flatten().map(|c| c.id()).collect();
     let e_pids: Vec<u32> = etcd.procs.iter().map(|c| c.id()).collect();
-    for &c in concurrency {
+    let borgmaster = |c: usize| {
         let m = master.clone();
-        let b_cpu0 = cpu_seconds(&b_pids);
-        let (b_ops, b_lat) = drive(c, seconds, move |w, i| {
-            let mut m = m.clone();
-            async move {
-                let spec = job(format!("bench-{w}-{}", i % 16), i);
-                m.apply_job(pb::ApplyJobRequest { spec: Some(spec), ..Default::default() }).await?;
-                Ok(())
-            }
-        })
-        .await?;
-        let b_cpu = (cpu_seconds(&b_pids) - b_cpu0) / (b_ops * seconds).max(1.0) * 1e6;
+        let pids = b_pids.clone();
+        async move {
+            let cpu0 = cpu_seconds(&pids);
+            let (ops, lat) = drive(c, seconds, move |w, i| {
+                let mut m = m.clone();
+                async move {
+                    let spec = job(format!("bench-{w}-{}", i % 16), i);
+                    m.apply_job(pb::ApplyJobRequest { spec: Some(spec), ..Default::default() }).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let cpu = (cpu_seconds(&pids) - cpu0) / (ops * seconds).max(1.0) * 1e6;
+            anyhow::Ok(Run { ops, lat, cpu })
+        }
+    };
+    let etcd_run = |c: usize| {
         let ch = etcd_ch.clone();
-        let e_cpu0 = cpu_seconds(&e_pids);
-        let (e_ops, e_lat) = drive(c, seconds, move |w, i| {
-            let ch = ch.clone();
-            async move { etcd_put(ch, format!("bench/{w}/{}", i % 16).into_bytes(), vec![b'x'; value_size]).await }
-        })
-        .await?;
-        let e_cpu = (cpu_seconds(&e_pids) - e_cpu0) / (e_ops * seconds).max(1.0) * 1e6;
-        println!(
-            "concurrency {c:3}: borgmaster {b_ops:7.0} applies/s (p50 {:.1} ms, p99 {:.1} ms, cpu {b_cpu:.0}) | \
-             etcd {e_ops:7.0} puts/s (p50 {:.1} ms, p99 {:.1} ms, cpu {e_cpu:.0}) | ratio {:.2}",
-            pct(&b_lat, 0.5) * 1e3,
-            pct(&b_lat, 0.99) * 1e3,
-            pct(&e_lat, 0.5) * 1e3,
-            pct(&e_lat, 0.99) * 1e3,
-            b_ops / e_ops.max(1e-9)
-        );
+        let pids = e_pids.clone();
+        async move {
+            let cpu0 = cpu_seconds(&pids);
+            let (ops, lat) = drive(c, seconds, move |w, i| {
+                let ch = ch.clone();
+                async move { etcd_put(ch, format!("bench/{w}/{}", i % 16).into_bytes(), vec![b'x'; value_size]).await }
+            })
+            .await?;
+            let cpu = (cpu_seconds(&pids) - cpu0) / (ops * seconds).max(1.0) * 1e6;
+            anyhow::Ok(Run { ops, lat, cpu })
+        }
+    };
+    // per concurrency, per round: (ratio, borgmaster's CPU per op, etcd's)
+    let mut seen: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); concurrency.len()];
+    for round in 1..=rounds.max(1) {
+        if rounds > 1 {
+            println!("round {round} of {rounds} ({} first)", if round % 2 == 1 { "borgmaster" } else { "etcd" });
+        }
+        for (k, &c) in concurrency.iter().enumerate() {
+            let (b, e) = if round % 2 == 1 {
+                let b = borgmaster(c).await?;
+                (b, etcd_run(c).await?)
+            } else {
+                let e = etcd_run(c).await?;
+                (borgmaster(c).await?, e)
+            };
+            let ratio = b.ops / e.ops.max(1e-9);
+            println!(
+                "concurrency {c:3}: borgmaster {:7.0} applies/s (p50 {:.1} ms, p99 {:.1} ms, cpu {:.0}) | \
+                 etcd {:7.0} puts/s (p50 {:.1} ms, p99 {:.1} ms, cpu {:.0}) | ratio {ratio:.2}",
+                b.ops,
+                pct(&b.lat, 0.5) * 1e3,
+                pct(&b.lat, 0.99) * 1e3,
+                b.cpu,
+                e.ops,
+                pct(&e.lat, 0.5) * 1e3,
+                pct(&e.lat, 0.99) * 1e3,
+                e.cpu,
+            );
+            seen[k].push((ratio, b.cpu, e.cpu));
+        }
+    }
+    if rounds > 1 {
+        for (&c, runs) in concurrency.iter().zip(&seen) {
+            let ratios: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            println!(
+                "concurrency {c:3} over {rounds} rounds: median ratio {:.2} (range {lo:.2}-{hi:.2}); median cpu per op: borgmaster {:.0}, etcd {:.0}",
+                median(ratios),
+                median(runs.iter().map(|r| r.1).collect()),
+                median(runs.iter().map(|r| r.2).collect()),
+            );
+        }
     }
     Ok(())
 }
@@ -491,18 +555,34 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    const USAGE: &str =
+        "usage: replbench failover [--trials N] | throughput [--seconds S] [--concurrency 1,64] [--rounds N]";
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         Some("failover") => failover(flag(&args, "--trials", 20)?).await,
         Some("throughput") => {
             let list: String = flag(&args, "--concurrency", "1,64".to_string())?;
             let cs: Vec<usize> = list.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>()?;
-            throughput(flag(&args, "--seconds", 5.0)?, &cs).await
+            throughput(flag(&args, "--seconds", 5.0)?, &cs, flag(&args, "--rounds", 1)?).await
         }
         _ => {
             // a usage error is not a failure to trace: no anyhow backtrace under RUST_BACKTRACE
-            eprintln!("usage: replbench failover [--trials N] | throughput [--seconds S] [--concurrency 1,64]");
+            eprintln!("{USAGE}");
             std::process::exit(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_takes_the_middle_or_the_mean_of_the_middle_two() {
+        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(Vec::new()), 0.0);
     }
 }
