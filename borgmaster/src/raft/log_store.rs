@@ -446,10 +446,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// - A follower (it hears of commits with every AppendEntries, and openraft sends one that
     ///   carries only the commit after each commit) leaves it to its next write of the log (an
     ///   append, a truncation, a purge), and writes it itself at close ([`Unsaved`]). As a
-    ///   write of its own, a `write(2)` and a memtable insert per heartbeat on each follower, it
-    ///   was 5% of the CPU per apply at 1 client (`replbench throughput`). A follower killed
-    ///   loses the commits it heard since its last append; what a follower has heard races
-    ///   the leader's acknowledgements anyway.
+    ///   write of its own it cost a `write(2)` and a memtable insert per heartbeat on each
+    ///   follower (with every replica deferring it, a first version, the CPU per apply at 1
+    ///   client fell 8%: `replbench throughput`). A follower killed loses the commits it heard
+    ///   since its last append; what a follower has heard races the leader's acknowledgements
+    ///   anyway.
     ///
     /// Losing it only makes it older, which is safe: a committed id is a lower bound, and the
     /// replica learns the rest from the leader's next message (a new leader commits everything
@@ -713,8 +714,9 @@ mod tests {
         assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1, 20)));
     }
 
-    /// openraft saves the committed log id before every apply; it is written with the next write
-    /// of the log, or when the store closes, never as a write of its own.
+    /// openraft saves the committed log id before every apply: a follower's is written with its
+    /// next write of the log, or when the store closes, never as a write of its own; a leader's
+    /// at once.
     #[tokio::test]
     async fn the_committed_id_is_written_with_the_next_append_or_at_close() {
         use openraft::storage::RaftLogStorageExt;
