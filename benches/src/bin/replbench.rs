@@ -443,6 +443,19 @@ struct Run {
     cpu: f64,
 }
 
+/// [`drive`] measured: its operations per second and latencies, and the CPU time `pids` spent
+/// per operation.
+async fn measured<F, Fut>(pids: &[u32], workers: usize, seconds: f64, op: F) -> anyhow::Result<Run>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let cpu0 = cpu_seconds(pids);
+    let (ops, lat) = drive(workers, seconds, op).await?;
+    let cpu = (cpu_seconds(pids) - cpu0) / (ops * seconds).max(1.0) * 1e6;
+    Ok(Run { ops, lat, cpu })
+}
+
 /// The median of `xs` (the mean of the middle two when even); 0 when empty.
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -468,35 +481,21 @@ async fn throughput(seconds: f64, concurrency: &[usize], rounds: usize) -> anyho
     let e_pids: Vec<u32> = etcd.procs.iter().map(|c| c.id()).collect();
     let borgmaster = |c: usize| {
         let m = master.clone();
-        let pids = b_pids.clone();
-        async move {
-            let cpu0 = cpu_seconds(&pids);
-            let (ops, lat) = drive(c, seconds, move |w, i| {
-                let mut m = m.clone();
-                async move {
-                    let spec = job(format!("bench-{w}-{}", i % 16), i);
-                    m.apply_job(pb::ApplyJobRequest { spec: Some(spec), ..Default::default() }).await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let cpu = (cpu_seconds(&pids) - cpu0) / (ops * seconds).max(1.0) * 1e6;
-            anyhow::Ok(Run { ops, lat, cpu })
-        }
+        measured(&b_pids, c, seconds, move |w, i| {
+            let mut m = m.clone();
+            async move {
+                let spec = job(format!("bench-{w}-{}", i % 16), i);
+                m.apply_job(pb::ApplyJobRequest { spec: Some(spec), ..Default::default() }).await?;
+                Ok(())
+            }
+        })
     };
     let etcd_run = |c: usize| {
         let ch = etcd_ch.clone();
-        let pids = e_pids.clone();
-        async move {
-            let cpu0 = cpu_seconds(&pids);
-            let (ops, lat) = drive(c, seconds, move |w, i| {
-                let ch = ch.clone();
-                async move { etcd_put(ch, format!("bench/{w}/{}", i % 16).into_bytes(), vec![b'x'; value_size]).await }
-            })
-            .await?;
-            let cpu = (cpu_seconds(&pids) - cpu0) / (ops * seconds).max(1.0) * 1e6;
-            anyhow::Ok(Run { ops, lat, cpu })
-        }
+        measured(&e_pids, c, seconds, move |w, i| {
+            let ch = ch.clone();
+            async move { etcd_put(ch, format!("bench/{w}/{}", i % 16).into_bytes(), vec![b'x'; value_size]).await }
+        })
     };
     // per concurrency, per round: (ratio, borgmaster's CPU per op, etcd's)
     let mut seen: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); concurrency.len()];
