@@ -216,16 +216,23 @@ impl Unsaved {
         }
         Ok(())
     }
+
+    /// Writes the unsaved committed log id, if any, now (unsynced).
+    ///
+    /// Errors: RocksDB's, or the column family is missing.
+    fn write(&mut self) -> Result<(), std::io::Error> {
+        let mut batch = WriteBatch::default();
+        self.take_into(&mut batch)?;
+        match batch.is_empty() {
+            true => Ok(()),
+            false => write_unsynced(&self.db, batch),
+        }
+    }
 }
 
 impl Drop for Unsaved {
     fn drop(&mut self) {
-        let mut batch = WriteBatch::default();
-        let written = self.take_into(&mut batch).and_then(|()| match batch.is_empty() {
-            true => Ok(()),
-            false => write_unsynced(&self.db, batch),
-        });
-        if let Err(e) = written {
+        if let Err(e) = self.write() {
             tracing::warn!(
                 "the committed log id could not be saved at close: {e}; the next start learns it from the leader"
             );
@@ -461,9 +468,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if !self.leading() {
             return Ok(());
         }
-        let mut batch = WriteBatch::default();
-        unsaved.take_into(&mut batch).map_err(|e| StorageIOError::write(&e))?;
-        Ok(write_unsynced(&self.db, batch).map_err(|e| StorageIOError::write(&e))?)
+        Ok(unsaved.write().map_err(|e| StorageIOError::write(&e))?)
     }
 
     /// The committed log id saved, if the store can still replay up to it: the stored snapshot
