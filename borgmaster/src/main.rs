@@ -310,24 +310,15 @@ async fn run() -> anyhow::Result<()> {
     // supervisor restarts the replica from its data dir.
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
-        let (mut metrics, stopping) = (raft.metrics(), stopping.clone());
+        let (raft, stopping) = (raft.clone(), stopping.clone());
         tokio::spawn(async move {
-            loop {
-                let failed = match metrics.changed().await {
-                    Err(_) => Some("its core ended".to_string()),
-                    Ok(()) => metrics.borrow().running_state.as_ref().err().map(|e| e.to_string()),
-                };
-                if let Some(why) = failed {
-                    if stopping.load(std::sync::atomic::Ordering::Acquire) {
-                        return;
-                    }
-                    tracing::error!(error = %why, "Raft stopped; exiting so that this replica is restarted from its data dir");
-                    eprintln!(
-                        "borgmaster: Raft stopped ({why}); exiting so that this replica is restarted from its data dir"
-                    );
-                    std::process::exit(1);
-                }
+            let why = borgmaster::raft::group::stopped(&raft).await;
+            if stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return;
             }
+            tracing::error!(error = %why, "Raft stopped; exiting so that this replica is restarted from its data dir");
+            eprintln!("borgmaster: Raft stopped ({why}); exiting so that this replica is restarted from its data dir");
+            std::process::exit(1);
         });
     }
     tracing::info!(%addr, id = args.id, cell = %master.state().cell, "borgmaster serving");

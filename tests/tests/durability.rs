@@ -132,6 +132,15 @@ fn a_failed_log_sync_is_never_acknowledged() {
     assert!(!apply(&g, "unsynced"), "a write whose sync failed was acknowledged");
     let log = std::fs::read_to_string(g.log(0)).unwrap_or_default();
     assert!(log.contains("failpoint log-append-sync"), "{log}");
+    // the storage error stops Raft, and a replica whose Raft stopped exits (to be restarted from
+    // its data dir) rather than serve a state that no longer moves
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !g.exited(0) {
+        assert!(std::time::Instant::now() < deadline, "the replica did not exit after its Raft stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(g.log(0)).unwrap_or_default();
+    assert!(log.contains("Raft stopped"), "the replica says why it exits: {log}");
     g.kill9(0);
     g.start_replica(0);
     g.wait_for(Duration::from_secs(30), "the replica back", |g| g.jobs_at(0).is_some());

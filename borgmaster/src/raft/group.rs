@@ -313,14 +313,18 @@ impl AppliedWatch {
 
 /// Follows replica `me`'s leadership: the leader's duties run between
 /// [`LeaderWatch::until_leading`] and [`LeaderWatch::while_leading`].
+///
+/// It follows openraft's server metrics (role, leader, vote, membership), which change only with
+/// those, not its full metrics, which are sent again after every batch of log I/O: a watcher of
+/// those was woken several times per committed group on every replica for nothing.
 pub struct LeaderWatch {
-    rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+    rx: tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, openraft::BasicNode>>,
 }
 
 impl LeaderWatch {
     /// A watch of `raft`'s leadership.
     pub fn new(raft: &BorgRaft) -> LeaderWatch {
-        LeaderWatch { rx: raft.metrics() }
+        LeaderWatch { rx: raft.server_metrics() }
     }
 
     fn leads(&mut self) -> bool {
@@ -333,7 +337,7 @@ impl LeaderWatch {
         while !self.leads() {
             self.rx.changed().await.ok()?;
         }
-        Some(self.rx.borrow().current_term)
+        Some(self.rx.borrow().vote.leader_id().get_term())
     }
 
     /// Waits while this replica leads (returns when it no longer does, or the group shut down).
@@ -343,5 +347,17 @@ impl LeaderWatch {
                 return;
             }
         }
+    }
+}
+
+/// Waits until `raft`'s core has stopped, and returns why (openraft's error; "stopped" after a
+/// shutdown). Follows the server metrics, whose sender goes with the core, so that it is not
+/// woken by every batch of log I/O.
+pub async fn stopped(raft: &BorgRaft) -> String {
+    let mut rx = raft.server_metrics();
+    while rx.changed().await.is_ok() {}
+    match &raft.metrics().borrow().running_state {
+        Err(e) => e.to_string(),
+        Ok(()) => "its core ended".to_string(),
     }
 }
