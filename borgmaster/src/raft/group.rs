@@ -350,7 +350,7 @@ impl LeaderWatch {
     }
 }
 
-/// Waits until `raft`'s core has stopped, and returns why (openraft's error; "stopped" after a
+/// Waits until `raft`'s core has stopped, and returns why (openraft's error; "raft stopped" after a
 /// shutdown). Follows the server metrics, whose sender goes with the core, so that it is not
 /// woken by every batch of log I/O.
 pub async fn stopped(raft: &BorgRaft) -> String {
