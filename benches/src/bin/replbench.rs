@@ -435,25 +435,29 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
-/// One system's run at one concurrency: operations per second, sorted latencies (seconds) and
-/// CPU time of its 3 processes per operation (microseconds).
+/// One system's run at one concurrency: operations per second, sorted latencies (seconds),
+/// CPU time of its 3 processes per operation and CPU time of this load generator per operation
+/// (microseconds).
 struct Run {
     ops: f64,
     lat: Vec<f64>,
     cpu: f64,
+    client: f64,
 }
 
-/// [`drive`] measured: its operations per second and latencies, and the CPU time `pids` spent
-/// per operation.
+/// [`drive`] measured: its operations per second and latencies, the CPU time `pids` spent per
+/// operation, and the CPU time this process (the load generator, on the same cores) spent per
+/// operation.
 async fn measured<F, Fut>(pids: &[u32], workers: usize, seconds: f64, op: F) -> anyhow::Result<Run>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
-    let cpu0 = cpu_seconds(pids);
+    let me = [std::process::id()];
+    let (cpu0, client0) = (cpu_seconds(pids), cpu_seconds(&me));
     let (ops, lat) = drive(workers, seconds, op).await?;
-    let cpu = (cpu_seconds(pids) - cpu0) / (ops * seconds).max(1.0) * 1e6;
-    Ok(Run { ops, lat, cpu })
+    let per_op = |used: f64| used / (ops * seconds).max(1.0) * 1e6;
+    Ok(Run { ops, lat, cpu: per_op(cpu_seconds(pids) - cpu0), client: per_op(cpu_seconds(&me) - client0) })
 }
 
 /// The median of `xs` (the mean of the middle two when even); 0 when empty.
@@ -477,6 +481,7 @@ async fn throughput(seconds: f64, concurrency: &[usize], rounds: usize) -> anyho
     let value_size = prost::Message::encoded_len(&sample);
     println!("value size: {value_size} bytes (encoded ApplyJob request); {seconds} s per run; fsync on both");
     println!("cpu: CPU time of the 3 replicas (or 3 members) per operation, microseconds (less noisy than ops/s on a shared box)");
+    println!("client: CPU time of this load generator per operation, microseconds (it shares the cores)");
     let b_pids: Vec<u32> = g.procs.iter().flatten().map(|c| c.id()).collect();
     let e_pids: Vec<u32> = etcd.procs.iter().map(|c| c.id()).collect();
     let borgmaster = |c: usize| {
@@ -497,8 +502,15 @@ async fn throughput(seconds: f64, concurrency: &[usize], rounds: usize) -> anyho
             async move { etcd_put(ch, format!("bench/{w}/{}", i % 16).into_bytes(), vec![b'x'; value_size]).await }
         })
     };
-    // per concurrency, per round: (ratio, borgmaster's CPU per op, etcd's)
-    let mut seen: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); concurrency.len()];
+    // per concurrency, per round
+    struct Round {
+        ratio: f64,
+        /// CPU per op of [borgmaster's replicas, etcd's members], microseconds
+        cpu: [f64; 2],
+        /// CPU per op of the load generator driving [borgmaster, etcd], microseconds
+        client: [f64; 2],
+    }
+    let mut seen: Vec<Vec<Round>> = concurrency.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds.max(1) {
         if rounds > 1 {
             println!("round {round} of {rounds} ({} first)", if round % 2 == 1 { "borgmaster" } else { "etcd" });
@@ -513,29 +525,33 @@ async fn throughput(seconds: f64, concurrency: &[usize], rounds: usize) -> anyho
             };
             let ratio = b.ops / e.ops.max(1e-9);
             println!(
-                "concurrency {c:3}: borgmaster {:7.0} applies/s (p50 {:.1} ms, p99 {:.1} ms, cpu {:.0}) | \
-                 etcd {:7.0} puts/s (p50 {:.1} ms, p99 {:.1} ms, cpu {:.0}) | ratio {ratio:.2}",
+                "concurrency {c:3}: borgmaster {:7.0} applies/s (p50 {:.1} ms, p99 {:.1} ms, cpu {:.0}, client {:.0}) | \
+                 etcd {:7.0} puts/s (p50 {:.1} ms, p99 {:.1} ms, cpu {:.0}, client {:.0}) | ratio {ratio:.2}",
                 b.ops,
                 pct(&b.lat, 0.5) * 1e3,
                 pct(&b.lat, 0.99) * 1e3,
                 b.cpu,
+                b.client,
                 e.ops,
                 pct(&e.lat, 0.5) * 1e3,
                 pct(&e.lat, 0.99) * 1e3,
                 e.cpu,
+                e.client,
             );
-            seen[k].push((ratio, b.cpu, e.cpu));
+            seen[k].push(Round { ratio, cpu: [b.cpu, e.cpu], client: [b.client, e.client] });
         }
     }
     if rounds > 1 {
         for (&c, runs) in concurrency.iter().zip(&seen) {
-            let ratios: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            let ratios: Vec<f64> = runs.iter().map(|r| r.ratio).collect();
             let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
             println!(
-                "concurrency {c:3} over {rounds} rounds: median ratio {:.2} (range {lo:.2}-{hi:.2}); median cpu per op: borgmaster {:.0}, etcd {:.0}",
+                "concurrency {c:3} over {rounds} rounds: median ratio {:.2} (range {lo:.2}-{hi:.2}); median cpu per op: borgmaster {:.0}, etcd {:.0}; client {:.0}, {:.0}",
                 median(ratios),
-                median(runs.iter().map(|r| r.1).collect()),
-                median(runs.iter().map(|r| r.2).collect()),
+                median(runs.iter().map(|r| r.cpu[0]).collect()),
+                median(runs.iter().map(|r| r.cpu[1]).collect()),
+                median(runs.iter().map(|r| r.client[0]).collect()),
+                median(runs.iter().map(|r| r.client[1]).collect()),
             );
         }
     }
